@@ -1,0 +1,112 @@
+"""Array aliases and validation helpers shared by every module (SPEC section 0)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from reference.errors import ModelError
+
+__all__ = [
+    "FloatArray",
+    "IntArray",
+    "as_float_array",
+    "check_distribution_rows",
+    "check_gamma",
+    "frozen",
+    "stochastic_tolerance",
+]
+
+FloatArray = npt.NDArray[np.float64]
+"""A float64 array; every docstring states its shape and meaning."""
+
+IntArray = npt.NDArray[np.int64]
+"""An int64 index array."""
+
+
+def stochastic_tolerance(width: int) -> float:
+    """Tolerance on a row sum of ``width`` float64 probabilities.
+
+    Summing ``width`` numbers in [0, 1] commits at most ``width * eps`` rounding
+    error (standard summation bound); a factor 8 covers values that were
+    themselves normalised by one division.
+    """
+    return 8.0 * max(width, 1) * float(np.finfo(np.float64).eps)
+
+
+def frozen(array: npt.ArrayLike) -> FloatArray:
+    """A read-only float64 copy of ``array``."""
+    out = np.array(array, dtype=np.float64, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+def as_float_array(
+    value: Any,
+    name: str,
+    *,
+    shape: Sequence[int] | None = None,
+    ndim: int | None = None,
+    error: type[ModelError] = ModelError,
+) -> FloatArray:
+    """Convert ``value`` to a finite float64 array, checking shape and finiteness.
+
+    Raises ``error`` naming ``name`` and the first offending index.
+    """
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise error(f"{name} cannot be read as a float64 array: {exc}") from None
+    if ndim is not None and arr.ndim != ndim:
+        raise error(f"{name} has {arr.ndim} dimensions {arr.shape}, expected {ndim}")
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise error(f"{name} has shape {arr.shape}, expected {tuple(shape)}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise error(
+            f"{name}[{', '.join(map(str, idx))}] is {float(arr[idx])!r}, expected a finite number"
+        )
+    return arr
+
+
+def check_gamma(gamma: float, name: str = "gamma") -> float:
+    """Validate a discount factor in [0, 1)."""
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError):
+        raise ModelError(f"{name} = {gamma!r} is not a number") from None
+    if not (0.0 <= g < 1.0):
+        raise ModelError(f"{name} = {g!r}, expected 0 <= {name} < 1")
+    return g
+
+
+def check_distribution_rows(
+    arr: FloatArray,
+    name: str,
+    *,
+    describe: Any = None,
+    error: type[ModelError] = ModelError,
+) -> None:
+    """Check that ``arr`` is non-negative and sums to 1 along its last axis.
+
+    ``describe(index_tuple) -> str`` renders the leading index of a bad row for
+    the message (default: the plain index tuple).
+    """
+    render = describe if describe is not None else (lambda idx: ", ".join(map(str, idx)))
+    neg = arr < 0
+    if neg.any():
+        idx = tuple(int(i) for i in np.argwhere(neg)[0])
+        raise error(
+            f"{name}[{render(idx[:-1])}, {idx[-1]}] = {float(arr[idx])!r} is negative, "
+            "expected a probability"
+        )
+    sums = arr.sum(axis=-1)
+    tol = stochastic_tolerance(arr.shape[-1])
+    off = np.abs(sums - 1.0) > tol
+    if off.any():
+        idx = tuple(int(i) for i in np.argwhere(off)[0])
+        raise error(f"{name}[{render(idx)}] sums to {float(sums[idx])!r}, expected 1")

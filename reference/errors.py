@@ -1,0 +1,46 @@
+"""The one error family of marl-oracle.
+
+Every input check raises a subclass of :class:`ModelError`, itself a
+:class:`ValueError`, with a message that names the offending entry and its value,
+for example ``P_2[s_N=(0, 1), a=1] sums to 0.97, expected 1``.  Input checks never
+use ``assert`` (``python -O`` strips it).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GraphError",
+    "MemoryLimitError",
+    "ModelError",
+    "PolicyError",
+    "SolverError",
+    "UtilityDomainError",
+]
+
+
+class ModelError(ValueError):
+    """Base class: an instance, argument or array that violates its contract."""
+
+
+class GraphError(ModelError):
+    """An invalid interaction graph (self-loop, out-of-range node, bad radius, ...)."""
+
+
+class PolicyError(ModelError):
+    """A policy or policy parameter whose shape or values do not fit its model."""
+
+
+class UtilityDomainError(ModelError):
+    """A utility evaluated outside its domain (wrong shape, non-finite, below a log floor)."""
+
+
+class MemoryLimitError(ModelError):
+    """An exact computation whose predicted memory exceeds the configured limit.
+
+    Raised *before* any large allocation, so an oversized instance fails with a
+    message instead of an out-of-memory crash.
+    """
+
+
+class SolverError(ModelError):
+    """An iterative solver that could not certify the requested accuracy."""

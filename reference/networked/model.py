@@ -1,0 +1,258 @@
+"""The networked MDP of Ying et al. (SPEC section 2) and its joint state space.
+
+Agent ``i`` has local states ``S_i`` and actions ``A_i``.  Transitions factorise with
+local coupling::
+
+    P(s' | s, a) = prod_i P_i(s'_i | s_{N_i}, a_i)
+
+``P_i`` is stored with shape ``(|S_{N_i}|, |A_i|, |S_i|)``: its first axis indexes the
+states of the closed neighbourhood ``N_i`` in increasing agent order, mixed radix
+with the *lowest-numbered agent most significant* (C order).  Joint states and joint
+actions use the same convention over all agents (agent 0 most significant), see
+:class:`JointSpace`.  See ``proofs_notes/occupancy-and-flow.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from math import prod
+from typing import Any
+
+import numpy as np
+
+from reference._arrays import (
+    FloatArray,
+    IntArray,
+    as_float_array,
+    check_distribution_rows,
+    check_gamma,
+    frozen,
+)
+from reference.errors import ModelError
+from reference.memory import check_memory
+from reference.networked.graph import Graph
+from reference.tabular import TabularMDP
+
+__all__ = ["JointSpace", "NetworkedMDP"]
+
+
+@dataclass(frozen=True)
+class JointSpace:
+    """The product space ``X_0 x ... x X_{n-1}`` indexed mixed radix, agent 0 most significant.
+
+    Attributes:
+        sizes: ``(|X_0|, ..., |X_{n-1}|)``.
+    """
+
+    sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for i, size in enumerate(self.sizes):
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+                raise ModelError(f"sizes[{i}] = {size!r}, expected a positive integer")
+        object.__setattr__(self, "sizes", tuple(int(x) for x in self.sizes))
+
+    @property
+    def size(self) -> int:
+        """Number of joint elements ``prod_i |X_i|``."""
+        return prod(self.sizes)
+
+    @cached_property
+    def digits(self) -> IntArray:
+        """``(size, n)`` int64: row ``s`` holds the local components ``(x_0, ..., x_{n-1})``."""
+        check_memory(8 * self.size * len(self.sizes), "the joint index table")
+        grids = np.indices(self.sizes, dtype=np.int64).reshape(len(self.sizes), -1).T
+        out = np.ascontiguousarray(grids)
+        out.setflags(write=False)
+        return out
+
+    def sub_index(self, agents: Sequence[int]) -> IntArray:
+        """``(size,)`` int64: the mixed-radix index of ``x_agents`` for every joint element.
+
+        ``agents`` must be increasing; the result indexes ``prod_{j in agents} |X_j|``
+        values with the lowest-numbered agent most significant.
+        """
+        idx = np.zeros(self.size, dtype=np.int64)
+        for j in agents:
+            idx = idx * self.sizes[j] + self.digits[:, j]
+        return idx
+
+    def sub_size(self, agents: Sequence[int]) -> int:
+        """``prod_{j in agents} |X_j|``."""
+        return prod(self.sizes[j] for j in agents)
+
+    def encode(self, components: Sequence[int]) -> int:
+        """Joint index of the tuple ``(x_0, ..., x_{n-1})``."""
+        if len(components) != len(self.sizes):
+            raise ModelError(f"{len(components)} components, expected {len(self.sizes)}")
+        out = 0
+        for i, (x, size) in enumerate(zip(components, self.sizes, strict=True)):
+            if not 0 <= int(x) < size:
+                raise ModelError(f"component {i} = {x!r} outside 0..{size - 1}")
+            out = out * size + int(x)
+        return out
+
+
+def _sub_tuple_renderer(sizes: Sequence[int]) -> Any:
+    def render(idx: tuple[int, ...]) -> str:
+        (flat, *rest) = idx
+        digits = np.unravel_index(flat, tuple(sizes)) if sizes else ()
+        head = f"s_N=({', '.join(str(int(d)) for d in digits)}{',' if len(digits) == 1 else ''})"
+        return ", ".join([head] + [f"a={r}" for r in rest])
+
+    return render
+
+
+@dataclass(frozen=True)
+class NetworkedMDP:
+    """A networked MDP with local kernels ``P_i(s'_i | s_{N_i}, a_i)`` (SPEC section 2).
+
+    Attributes:
+        graph: the interaction graph; ``N_i = graph.neighbourhood(i, 1)``.
+        n_states: ``(|S_0|, ..., |S_{n-1}|)``.
+        n_actions: ``(|A_0|, ..., |A_{n-1}|)``.
+        kernels: ``P_i`` with shape ``(|S_{N_i}|, |A_i|, |S_i|)``; the constructor also
+            accepts the unflattened shape ``(|S_j| for j in N_i) + (|A_i|, |S_i|)``.
+        gamma: discount in [0, 1).
+        rho: initial distribution, either a sequence of ``n`` local vectors ``rho_i``
+            (shape ``(|S_i|,)``; the joint one is their product) or one joint vector of
+            shape ``(prod |S_i|,)``.
+    """
+
+    graph: Graph
+    n_states: tuple[int, ...]
+    n_actions: tuple[int, ...]
+    kernels: tuple[FloatArray, ...]
+    gamma: float
+    rho: tuple[FloatArray, ...] | FloatArray
+    neighbourhoods: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = self.graph.n
+        for name in ("n_states", "n_actions"):
+            sizes = tuple(getattr(self, name))
+            if len(sizes) != n:
+                raise ModelError(f"{name} has {len(sizes)} entries, expected n = {n}")
+            for i, size in enumerate(sizes):
+                if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+                    raise ModelError(f"{name}[{i}] = {size!r}, expected a positive integer")
+            object.__setattr__(self, name, tuple(int(x) for x in sizes))
+        object.__setattr__(self, "gamma", check_gamma(self.gamma))
+        nbhds = self.graph.neighbourhoods(1)
+        object.__setattr__(self, "neighbourhoods", nbhds)
+        if len(self.kernels) != n:
+            raise ModelError(f"kernels has {len(self.kernels)} entries, expected n = {n}")
+        kernels = []
+        for i, raw in enumerate(self.kernels):
+            nb_sizes = [self.n_states[j] for j in nbhds[i]]
+            flat_shape = (prod(nb_sizes), self.n_actions[i], self.n_states[i])
+            arr = as_float_array(raw, f"P_{i}")
+            if arr.shape == tuple(nb_sizes) + flat_shape[1:]:
+                arr = arr.reshape(flat_shape)
+            arr = as_float_array(arr, f"P_{i}", shape=flat_shape)
+            check_distribution_rows(arr, f"P_{i}", describe=_sub_tuple_renderer(nb_sizes))
+            kernels.append(frozen(arr))
+        object.__setattr__(self, "kernels", tuple(kernels))
+        object.__setattr__(self, "rho", self._validated_rho(self.rho))
+
+    def _validated_rho(self, rho: Any) -> tuple[FloatArray, ...] | FloatArray:
+        n = self.graph.n
+        if isinstance(rho, np.ndarray):
+            arr = as_float_array(rho, "rho", shape=(prod(self.n_states),))
+            check_distribution_rows(arr[None, :], "rho", describe=lambda idx: "joint")
+            return frozen(arr)
+        if not isinstance(rho, Sequence) or len(rho) != n:
+            raise ModelError(
+                "rho must be a joint numpy vector or a sequence of n = "
+                f"{n} local vectors, got {type(rho).__name__}"
+            )
+        out = []
+        for i, rho_i in enumerate(rho):
+            arr = as_float_array(rho_i, f"rho_{i}", shape=(self.n_states[i],))
+            check_distribution_rows(arr[None, :], f"rho_{i}", describe=lambda idx: "local")
+            out.append(frozen(arr))
+        return tuple(out)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def n(self) -> int:
+        """Number of agents."""
+        return self.graph.n
+
+    @cached_property
+    def states(self) -> JointSpace:
+        """The joint state space ``S = S_0 x ... x S_{n-1}``."""
+        return JointSpace(self.n_states)
+
+    @cached_property
+    def actions(self) -> JointSpace:
+        """The joint action space ``A = A_0 x ... x A_{n-1}``."""
+        return JointSpace(self.n_actions)
+
+    @property
+    def is_product_initial(self) -> bool:
+        """Whether ``rho`` is given as a product of local distributions."""
+        return isinstance(self.rho, tuple)
+
+    def joint_rho(self) -> FloatArray:
+        """``(|S|,)`` the joint initial distribution (outer product of the ``rho_i``)."""
+        if isinstance(self.rho, np.ndarray):
+            return self.rho
+        check_memory(8 * self.states.size, "the joint initial distribution")
+        out = np.ones(1)
+        for rho_i in self.rho:
+            out = np.multiply.outer(out, rho_i).reshape(-1)
+        return out
+
+    def neighbourhood_index(self, i: int) -> IntArray:
+        """``(|S|,)``: for every joint state, the row of ``P_i`` it uses (index of ``s_{N_i}``)."""
+        return self.states.sub_index(self.neighbourhoods[i])
+
+    def local_kernel_factors(self, i: int) -> FloatArray:
+        """``K_i[s, a_i, s'_i] = P_i(s'_i | s_{N_i}, a_i)`` gathered over joint states ``s``.
+
+        Shape ``(|S|, |A_i|, |S_i|)``.
+        """
+        return self.kernels[i][self.neighbourhood_index(i)]
+
+    def joint_kernel(self, memory_limit: float | None = None) -> FloatArray:
+        """``(|S|, |A|, |S|)`` joint kernel ``P(s'|s,a) = prod_i P_i(s'_i | s_{N_i}, a_i)``.
+
+        Built by outer products over agents (agent 0 most significant on both the
+        action and next-state axes).  The predicted ``|S|^2 |A|`` floats are checked
+        against the memory limit before allocation (small ``n`` only).
+        """
+        nS, nA = self.states.size, self.actions.size
+        check_memory(8 * 2 * nS * nA * nS, f"the joint kernel ({nS} x {nA} x {nS})", memory_limit)
+        out = np.ones((nS, 1, 1))
+        for i in range(self.n):
+            k = self.local_kernel_factors(i)
+            p, q = out.shape[1], out.shape[2]
+            out = (out[:, :, None, :, None] * k[:, None, :, None, :]).reshape(
+                nS, p * k.shape[1], q * k.shape[2]
+            )
+        return out
+
+    def to_tabular(
+        self, local_rewards: Sequence[FloatArray], memory_limit: float | None = None
+    ) -> TabularMDP:
+        """The joint :class:`TabularMDP` with team reward ``R(s,a) = (1/n) sum_i r_i(s_i, a_i)``.
+
+        Args:
+            local_rewards: ``r_i`` with shape ``(|S_i|, |A_i|)`` per agent.
+            memory_limit: override of the memory limit (bytes).
+        """
+        if len(local_rewards) != self.n:
+            raise ModelError(f"{len(local_rewards)} local rewards given, expected n = {self.n}")
+        rewards = [
+            as_float_array(r, f"r_{i}", shape=(self.n_states[i], self.n_actions[i]))
+            for i, r in enumerate(local_rewards)
+        ]
+        P = self.joint_kernel(memory_limit)
+        sd, ad = self.states.digits, self.actions.digits
+        R = np.zeros((self.states.size, self.actions.size))
+        for i, r in enumerate(rewards):
+            R += r[sd[:, i][:, None], ad[:, i][None, :]]
+        return TabularMDP(P, R / self.n, self.joint_rho(), self.gamma)

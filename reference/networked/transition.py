@@ -1,0 +1,290 @@
+"""The joint transition operator under a localized policy, behind one interface.
+
+Under a localized policy the joint kernel factorises over agents::
+
+    P_pi(s' | s) = prod_i M_i[s, s'_i]
+    M_i[s, s'_i] = sum_{a_i} pi_i(a_i|o_i(s)) P_i(s'_i|s_{N_i}, a_i)
+
+Everything the exact oracles need is one of five operations on this kernel:
+
+* ``apply(v)``            ``(P_pi v)(s) = sum_{s'} P_pi(s'|s) v(s')``
+* ``apply_transpose(u)``  ``(P_pi^T u)(s') = sum_s u(s) P_pi(s'|s)``
+* ``apply_agent(i, v)``   ``(s, b) -> sum_{s'} P^{(i,b)}(s'|s) v(s')`` where ``P^{(i,b)}``
+  is the kernel when agent ``i`` plays ``b`` and every other agent follows its policy
+* ``apply_agent_transpose(i, u)``  ``s' -> sum_{s,b} u(s, b) P^{(i,b)}(s'|s)``
+* ``solve_values(r)`` / ``solve_occupancy(rho)``: ``(I - gamma P_pi)^{-1} r`` and
+  ``(I - gamma P_pi^T)^{-1} rho`` with a certified error bound.
+
+:class:`TransitionOperator` is that interface; :class:`DenseOperator` implements it with
+the dense ``|S| x |S|`` matrix and one LU factorisation.  The per-agent operations use
+sequential contractions over next-state axes (:func:`contract_next_state`,
+:func:`expand_next_state`) whose cost is ``O(|S|^2)`` per call and which never form a
+joint ``(s, a, s')`` array.  Derivations: ``proofs_notes/occupancy-and-flow.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import prod
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import scipy.linalg
+
+from reference._arrays import FloatArray, frozen
+from reference.errors import ModelError
+from reference.memory import check_memory
+from reference.networked.model import NetworkedMDP
+from reference.networked.policy import LocalizedSoftmaxPolicy
+
+__all__ = [
+    "DenseOperator",
+    "LinearSolve",
+    "TransitionOperator",
+    "contract_next_state",
+    "expand_next_state",
+    "transition_operator",
+]
+
+_EPS = float(np.finfo(np.float64).eps)
+_CHUNK_FLOATS = 1 << 23  # 64 MiB of float64 per contraction intermediate
+
+
+@dataclass(frozen=True)
+class LinearSolve:
+    """Solution of ``(I - gamma P_pi) x = b`` or ``(I - gamma P_pi^T) x = b``.
+
+    Attributes:
+        x: ``(|S|,)`` or ``(|S|, m)`` solution.
+        residual: max over columns of the residual norm (``inf`` for values, ``l1`` for
+            occupancies).
+        error_bound: certified ``||x - x_true|| <= (residual + rounding) / (1 - gamma)``:
+            ``P_pi`` is row-stochastic, so ``||(I - gamma P_pi)^{-1}||_inf`` and
+            ``||(I - gamma P_pi^T)^{-1}||_1`` are at most ``1 / (1 - gamma)``.
+        norm: ``"inf"`` or ``"l1"``.
+    """
+
+    x: FloatArray
+    residual: float
+    error_bound: float
+    norm: Literal["inf", "l1"]
+
+
+@runtime_checkable
+class TransitionOperator(Protocol):
+    """What the exact oracles need of ``P_pi`` (see the module docstring)."""
+
+    model: NetworkedMDP
+    policy: LocalizedSoftmaxPolicy
+    backend: str
+
+    def apply(self, v: FloatArray) -> FloatArray: ...
+
+    def apply_transpose(self, u: FloatArray) -> FloatArray: ...
+
+    def apply_agent(self, i: int, v: FloatArray) -> FloatArray: ...
+
+    def apply_agent_transpose(self, i: int, u: FloatArray) -> FloatArray: ...
+
+    def solve_values(self, r: FloatArray) -> LinearSolve: ...
+
+    def solve_occupancy(self, rho: FloatArray) -> LinearSolve: ...
+
+
+# ---------------------------------------------------------------------- contractions
+def _chunk_rows(n_rows: int, floats_per_row: int) -> int:
+    return max(1, min(n_rows, _CHUNK_FLOATS // max(floats_per_row, 1)))
+
+
+def contract_next_state(
+    factors: Sequence[FloatArray], v: FloatArray, next_sizes: Sequence[int]
+) -> FloatArray:
+    """``out[s, x] = sum_{s'} prod_j F_j[s, x_j, s'_j] v[s']`` by sequential contraction.
+
+    Args:
+        factors: ``F_j`` of shape ``(|S|, X_j, |S'_j|)``, one per agent.
+        v: ``(prod_j |S'_j|,)`` a function of the next joint state.
+        next_sizes: ``(|S'_0|, ..., |S'_{n-1}|)``.
+
+    Returns:
+        ``(|S|, prod_j X_j)`` with ``x = (x_0, ..., x_{n-1})`` mixed radix, agent 0 most
+        significant.  Each step contracts one next-state axis, so the cost is
+        ``sum_j |S| (prod_{l<=j} X_l) (prod_{l>=j} |S'_l|)`` and no joint kernel is formed.
+    """
+    n_rows = factors[0].shape[0]
+    xs = [f.shape[1] for f in factors]
+    widest = max(prod(xs[: j + 1]) * prod(next_sizes[j:]) for j in range(len(factors)))
+    step = _chunk_rows(n_rows, widest)
+    out = np.empty((n_rows, prod(xs)))
+    for lo in range(0, n_rows, step):
+        hi = min(lo + step, n_rows)
+        rest = prod(next_sizes[1:])
+        t: FloatArray = np.einsum("sxa,ar->sxr", factors[0][lo:hi], v.reshape(next_sizes[0], rest))
+        width = xs[0]
+        for j in range(1, len(factors)):
+            rest //= next_sizes[j]
+            t = t.reshape(hi - lo, width, next_sizes[j], rest)
+            t = np.einsum("sxa,spar->spxr", factors[j][lo:hi], t)
+            width *= xs[j]
+        out[lo:hi] = t.reshape(hi - lo, width)
+    return out
+
+
+def expand_next_state(
+    factors: Sequence[FloatArray], u: FloatArray, *, sum_rows: bool
+) -> FloatArray:
+    """``out[s, s'] = sum_x u[s, x] prod_j F_j[s, x_j, s'_j]`` (summed over ``s`` if asked).
+
+    Args:
+        factors: ``F_j`` of shape ``(|S|, X_j, |S'_j|)``.
+        u: ``(|S|, prod_j X_j)`` weights, ``x`` mixed radix with agent 0 most significant.
+        sum_rows: return ``sum_s out[s, :]`` (shape ``(prod |S'_j|,)``) instead of the
+            ``(|S|, prod |S'_j|)`` array.
+    """
+    n_rows = factors[0].shape[0]
+    xs = [f.shape[1] for f in factors]
+    nexts = [f.shape[2] for f in factors]
+    widest = max(prod(nexts[: j + 1]) * prod(xs[j:]) for j in range(len(factors)))
+    step = _chunk_rows(n_rows, widest)
+    total = np.zeros(prod(nexts)) if sum_rows else np.empty((n_rows, prod(nexts)))
+    for lo in range(0, n_rows, step):
+        hi = min(lo + step, n_rows)
+        width, rest = 1, prod(xs)
+        t: FloatArray = u[lo:hi].reshape(hi - lo, 1, rest)
+        for j, f in enumerate(factors):
+            rest //= xs[j]
+            t = t.reshape(hi - lo, width, xs[j], rest)
+            t = np.einsum("sxb,spxr->spbr", f[lo:hi], t)
+            width *= nexts[j]
+        block = t.reshape(hi - lo, width)
+        if sum_rows:
+            total += block.sum(axis=0)
+        else:
+            total[lo:hi] = block
+    return total
+
+
+# ---------------------------------------------------------------------- dense backend
+class DenseOperator:
+    """:class:`TransitionOperator` with the dense ``P_pi`` and one LU factorisation.
+
+    Memory: ``2 |S|^2`` floats (the matrix and its LU factors), checked against the
+    limit of :mod:`reference.memory` before anything is allocated.
+    """
+
+    backend = "dense"
+
+    def __init__(
+        self,
+        model: NetworkedMDP,
+        policy: LocalizedSoftmaxPolicy,
+        memory_limit: float | None = None,
+    ) -> None:
+        if policy.model is not model and policy.model != model:
+            raise ModelError("policy was built for a different NetworkedMDP")
+        nS = model.states.size
+        check_memory(
+            8 * (2 * nS * nS + 2 * _CHUNK_FLOATS + nS * (model.n + 4)),
+            f"the dense joint kernel of {nS} joint states",
+            memory_limit,
+        )
+        self.model = model
+        self.policy = policy
+        self.gamma = model.gamma
+        self.next_sizes = model.n_states
+        self.action_factors = tuple(model.local_kernel_factors(i) for i in range(model.n))
+        self.policy_factors = tuple(
+            np.einsum("sa,sat->st", policy.local_action_probs(i), k)[:, None, :]
+            for i, k in enumerate(self.action_factors)
+        )
+        self.matrix = frozen(
+            expand_next_state(self.policy_factors, np.ones((nS, 1)), sum_rows=False)
+        )
+        self._lu: tuple[FloatArray, FloatArray] | None = None
+
+    @property
+    def n_states(self) -> int:
+        """``|S|``."""
+        return int(self.matrix.shape[0])
+
+    def apply(self, v: FloatArray) -> FloatArray:
+        """``P_pi v``; ``v`` of shape ``(|S|,)`` or ``(|S|, m)``."""
+        out: FloatArray = self.matrix @ v
+        return out
+
+    def apply_transpose(self, u: FloatArray) -> FloatArray:
+        """``P_pi^T u``; ``u`` of shape ``(|S|,)`` or ``(|S|, m)``."""
+        out: FloatArray = self.matrix.T @ u
+        return out
+
+    def _agent_factors(self, i: int) -> list[FloatArray]:
+        factors = list(self.policy_factors)
+        factors[i] = self.action_factors[i]
+        return factors
+
+    def apply_agent(self, i: int, v: FloatArray) -> FloatArray:
+        """``(|S|, |A_i|)``: ``sum_{s'} P^{(i,b)}(s'|s) v(s')`` for every ``s`` and ``b``."""
+        return contract_next_state(self._agent_factors(i), v, self.next_sizes)
+
+    def apply_agent_transpose(self, i: int, u: FloatArray) -> FloatArray:
+        """``(|S|,)``: ``s' -> sum_{s, b} u[s, b] P^{(i,b)}(s'|s)``; ``u`` has shape ``(|S|, |A_i|)``."""
+        return expand_next_state(self._agent_factors(i), u, sum_rows=True)
+
+    def apply_joint(self, v: FloatArray, memory_limit: float | None = None) -> FloatArray:
+        """``(|S|, |A|)``: ``sum_{s'} P(s'|s, a) v(s')`` for every joint action (small ``n``)."""
+        nS, nA = self.n_states, self.model.actions.size
+        check_memory(8 * 2 * nS * nA, "a joint state-action table", memory_limit)
+        return contract_next_state(self.action_factors, v, self.next_sizes)
+
+    def _factor(self) -> tuple[FloatArray, FloatArray]:
+        if self._lu is None:
+            system = np.eye(self.n_states) - self.gamma * self.matrix
+            self._lu = scipy.linalg.lu_factor(system, overwrite_a=True, check_finite=False)
+        return self._lu
+
+    def _certify(self, x: FloatArray, b: FloatArray, transpose: bool) -> tuple[float, float]:
+        g = self.gamma
+        applied = self.apply_transpose(x) if transpose else self.apply(x)
+        res = x - g * applied - b
+        if transpose:  # l1 norms per column
+            r = float(np.max(np.sum(np.abs(res), axis=0)))
+            scale = float(np.max(np.sum(np.abs(x), axis=0)))
+            b_scale = float(np.max(np.sum(np.abs(b), axis=0)))
+        else:
+            r = float(np.max(np.abs(res)))
+            scale = float(np.max(np.abs(x)))
+            b_scale = float(np.max(np.abs(b)))
+        # rounding of the residual evaluation: (|S| + 2) eps (||I - gamma P|| ||x|| + ||b||)
+        rounding = (self.n_states + 2) * _EPS * ((1 + g) * scale + b_scale)
+        return r, (r + rounding) / (1 - g)
+
+    def solve_values(self, r: FloatArray) -> LinearSolve:
+        """``(I - gamma P_pi)^{-1} r`` for ``r`` of shape ``(|S|,)`` or ``(|S|, m)``."""
+        r = np.asarray(r, dtype=np.float64)
+        x = scipy.linalg.lu_solve(self._factor(), r, check_finite=False)
+        res, bound = self._certify(x, r, transpose=False)
+        return LinearSolve(x=x, residual=res, error_bound=bound, norm="inf")
+
+    def solve_occupancy(self, rho: FloatArray) -> LinearSolve:
+        """``(I - gamma P_pi^T)^{-1} rho`` for ``rho`` of shape ``(|S|,)`` or ``(|S|, m)``."""
+        rho = np.asarray(rho, dtype=np.float64)
+        x = scipy.linalg.lu_solve(self._factor(), rho, trans=1, check_finite=False)
+        res, bound = self._certify(x, rho, transpose=True)
+        return LinearSolve(x=x, residual=res, error_bound=bound, norm="l1")
+
+
+def transition_operator(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    backend: Literal["auto", "dense"] = "auto",
+    memory_limit: float | None = None,
+) -> TransitionOperator:
+    """The transition operator of ``policy`` on ``model`` with the chosen backend.
+
+    ``"auto"`` picks the cheapest backend whose predicted memory fits the limit; the
+    dense backend is the one available in this release.
+    """
+    if backend not in ("auto", "dense"):
+        raise ModelError(f"backend = {backend!r}, expected 'auto' or 'dense'")
+    return DenseOperator(model, policy, memory_limit)

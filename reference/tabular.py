@@ -1,0 +1,306 @@
+"""One MDP on an explicit (joint) state space: values, occupancy, policy gradient (SPEC section 1).
+
+Conventions (SPEC section 0): ``P[s, a, s']``, ``r[s, a]``, ``rho[s]``, ``pi[s, a]``;
+``lam`` is the *unnormalised* discounted occupancy (mass ``1/(1-gamma)``) and
+``d = (1-gamma) lam`` the normalised one.  Derivations: ``proofs_notes/occupancy-and-flow.md``.
+
+Every exact quantity has two routes here: a direct LU solve (:func:`evaluate`,
+:func:`occupancy`) and a certified fixed-point iteration (:func:`evaluate_iterative`,
+:func:`occupancy_iterative`); ``verify.symbolic`` adds exact rational arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from reference._arrays import (
+    FloatArray,
+    as_float_array,
+    check_distribution_rows,
+    check_gamma,
+    frozen,
+)
+from reference.errors import ModelError, PolicyError, SolverError
+
+__all__ = [
+    "CertifiedSolution",
+    "Occupancy",
+    "PolicyValues",
+    "TabularMDP",
+    "evaluate",
+    "evaluate_iterative",
+    "kernel_under",
+    "occupancy",
+    "occupancy_iterative",
+    "performance_difference",
+    "policy_gradient",
+    "softmax",
+    "softmax_score",
+    "validate_policy",
+]
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class TabularMDP:
+    """A finite discounted MDP ``(P, r, rho, gamma)``, validated at construction.
+
+    Attributes:
+        P: ``(nS, nA, nS)`` transition kernel ``P[s, a, s']``; rows sum to 1.
+        r: ``(nS, nA)`` reward ``r[s, a]``, finite.
+        rho: ``(nS,)`` initial distribution.
+        gamma: discount in [0, 1).
+    """
+
+    P: FloatArray
+    r: FloatArray
+    rho: FloatArray
+    gamma: float
+
+    def __post_init__(self) -> None:
+        P = as_float_array(self.P, "P", ndim=3)
+        nS, nA, nS2 = P.shape
+        if nS2 != nS or nS < 1 or nA < 1:
+            raise ModelError(f"P has shape {P.shape}, expected (nS, nA, nS) with nS, nA >= 1")
+        check_distribution_rows(P, "P", describe=lambda idx: f"s={idx[0]}, a={idx[1]}")
+        r = as_float_array(self.r, "r", shape=(nS, nA))
+        rho = as_float_array(self.rho, "rho", shape=(nS,))
+        check_distribution_rows(rho[None, :], "rho", describe=lambda idx: "initial")
+        object.__setattr__(self, "P", frozen(P))
+        object.__setattr__(self, "r", frozen(r))
+        object.__setattr__(self, "rho", frozen(rho))
+        object.__setattr__(self, "gamma", check_gamma(self.gamma))
+
+    @property
+    def n_states(self) -> int:
+        """``nS``."""
+        return int(self.P.shape[0])
+
+    @property
+    def n_actions(self) -> int:
+        """``nA``."""
+        return int(self.P.shape[1])
+
+
+@dataclass(frozen=True)
+class PolicyValues:
+    """Exact values of a policy by one LU solve (SPEC section 1).
+
+    Attributes:
+        V: ``(nS,)`` ``V = (I - gamma P_pi)^{-1} r_pi``.
+        Q: ``(nS, nA)`` ``Q = r + gamma P V``.
+        A: ``(nS, nA)`` advantage ``Q - V``.
+        J: ``rho . V``.
+        residual: ``||(I - gamma P_pi) V - r_pi||_inf`` of the computed ``V``.
+        error_bound: certified ``||V - V_true||_inf <= residual / (1 - gamma)`` (the
+            inverse of ``I - gamma P_pi`` has inf-norm at most ``1/(1-gamma)``), plus the
+            rounding committed when evaluating the residual itself.
+    """
+
+    V: FloatArray
+    Q: FloatArray
+    A: FloatArray
+    J: float
+    residual: float
+    error_bound: float
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """Exact discounted occupancy of a policy (SPEC section 1).
+
+    Attributes:
+        lam_S: ``(nS,)`` ``(I - gamma P_pi^T)^{-1} rho``, mass ``1/(1-gamma)``.
+        lam: ``(nS, nA)`` unnormalised ``lam[s, a] = lam_S[s] pi[s, a]``.
+        d: ``(nS, nA)`` normalised ``(1 - gamma) lam``.
+        flow_residual: ``max_s' |sum_a lam[s',a] - rho[s'] - gamma sum_{s,a} P[s,a,s'] lam[s,a]|``.
+        error_bound: certified ``||lam_S - lam_S_true||_1 <= ||residual||_1 / (1-gamma)`` plus
+            the rounding of the residual evaluation.
+    """
+
+    lam_S: FloatArray
+    lam: FloatArray
+    d: FloatArray
+    flow_residual: float
+    error_bound: float
+
+
+@dataclass(frozen=True)
+class CertifiedSolution:
+    """A fixed point ``x = b + gamma M x`` found by iteration, with a certified error.
+
+    Attributes:
+        x: the final iterate.
+        iterations: number of applications of ``M``.
+        error_bound: certified bound on ``||x - x_true||`` in the norm named by ``norm``:
+            ``min(a priori, a posteriori)`` where the a priori bound is
+            ``gamma^k ||b|| / (1 - gamma)`` and the a posteriori one is
+            ``gamma ||x_k - x_{k-1}|| / (1 - gamma)``, plus a rounding allowance
+            ``k * (nS + 2) * eps * ||x||``.
+        norm: ``"inf"`` for values, ``"l1"`` for occupancies.
+    """
+
+    x: FloatArray
+    iterations: int
+    error_bound: float
+    norm: str
+
+
+def validate_policy(pi: object, n_states: int, n_actions: int, name: str = "pi") -> FloatArray:
+    """Check that ``pi`` is an ``(nS, nA)`` row-stochastic array; return it as float64."""
+    arr = as_float_array(pi, name, shape=(n_states, n_actions), error=PolicyError)
+    check_distribution_rows(arr, name, describe=lambda idx: f"s={idx[0]}", error=PolicyError)
+    return arr
+
+
+def kernel_under(mdp: TabularMDP, pi: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``(P_pi, r_pi)`` with ``P_pi[s, s'] = sum_a pi[s, a] P[s, a, s']``, ``r_pi = sum_a pi r``."""
+    pi = validate_policy(pi, mdp.n_states, mdp.n_actions)
+    return np.einsum("sa,sat->st", pi, mdp.P), np.einsum("sa,sa->s", pi, mdp.r)
+
+
+def _residual_rounding(matrix_abs_row_sum: float, x_norm: float, b_norm: float, n: int) -> float:
+    # Evaluating A x - b in float64 commits at most (n + 2) eps (|A| |x| + |b|) per entry
+    # (standard dot-product error bound, Higham 2002 eq. 3.5).
+    return (n + 2) * _EPS * (matrix_abs_row_sum * x_norm + b_norm)
+
+
+def evaluate(mdp: TabularMDP, pi: FloatArray) -> PolicyValues:
+    """Exact ``V, Q, A, J`` of ``pi`` by an LU solve of ``(I - gamma P_pi) V = r_pi``."""
+    P_pi, r_pi = kernel_under(mdp, pi)
+    g = mdp.gamma
+    M = np.eye(mdp.n_states) - g * P_pi
+    V = scipy.linalg.solve(M, r_pi)
+    res = float(np.max(np.abs(M @ V - r_pi)))
+    rounding = _residual_rounding(
+        1 + g, float(np.max(np.abs(V))), float(np.max(np.abs(r_pi))), mdp.n_states
+    )
+    Q = mdp.r + g * np.einsum("sat,t->sa", mdp.P, V)
+    return PolicyValues(
+        V=frozen(V),
+        Q=frozen(Q),
+        A=frozen(Q - V[:, None]),
+        J=float(mdp.rho @ V),
+        residual=res,
+        error_bound=(res + rounding) / (1 - g),
+    )
+
+
+def occupancy(mdp: TabularMDP, pi: FloatArray) -> Occupancy:
+    """Exact occupancy ``lam_S = (I - gamma P_pi^T)^{-1} rho`` and ``lam = lam_S pi`` (LU solve)."""
+    pi = validate_policy(pi, mdp.n_states, mdp.n_actions)
+    P_pi, _ = kernel_under(mdp, pi)
+    g = mdp.gamma
+    M = np.eye(mdp.n_states) - g * P_pi.T
+    lam_S = scipy.linalg.solve(M, mdp.rho)
+    res_vec = M @ lam_S - mdp.rho
+    rounding = _residual_rounding(1 + g, float(np.sum(np.abs(lam_S))), 1.0, mdp.n_states)
+    lam = lam_S[:, None] * pi
+    flow = lam.sum(axis=1) - mdp.rho - g * np.einsum("sat,sa->t", mdp.P, lam)
+    return Occupancy(
+        lam_S=frozen(lam_S),
+        lam=frozen(lam),
+        d=frozen((1 - g) * lam),
+        flow_residual=float(np.max(np.abs(flow))),
+        error_bound=(float(np.sum(np.abs(res_vec))) + rounding) / (1 - g),
+    )
+
+
+def _certified_fixed_point(
+    M: FloatArray, b: FloatArray, gamma: float, tol: float, max_iter: int, norm: str
+) -> CertifiedSolution:
+    if not tol > 0:
+        raise ModelError(f"tol = {tol!r}, expected a positive tolerance")
+
+    def size(v: FloatArray) -> float:
+        return float(np.max(np.abs(v))) if norm == "inf" else float(np.sum(np.abs(v)))
+
+    b_norm = size(b)
+    x = b.copy()
+    k = 1  # x = b after one step from x_0 = 0
+    prior = gamma * b_norm / (1 - gamma)
+    while True:
+        x_new = b + gamma * (M @ x)
+        k += 1
+        prior *= gamma
+        post = gamma * size(x_new - x) / (1 - gamma)
+        x = x_new
+        bound = min(prior, post) + k * (M.shape[0] + 2) * _EPS * size(x)
+        if bound <= tol or gamma == 0.0:
+            return CertifiedSolution(x=frozen(x), iterations=k, error_bound=bound, norm=norm)
+        if k >= max_iter:
+            raise SolverError(
+                f"fixed-point iteration reached max_iter = {max_iter} with certified error "
+                f"{bound:.3g} > tol = {tol:.3g}"
+            )
+
+
+def evaluate_iterative(
+    mdp: TabularMDP, pi: FloatArray, tol: float = 1e-10, max_iter: int = 100_000
+) -> CertifiedSolution:
+    """``V`` by iterating ``V_{k+1} = r_pi + gamma P_pi V_k`` from 0 until the certified bound
+    ``min(gamma^k ||r_pi||_inf / (1-gamma), gamma ||V_k - V_{k-1}||_inf / (1-gamma))`` is below
+    ``tol`` (SPEC section 1).  Raises :class:`SolverError` if ``max_iter`` is reached first.
+    """
+    P_pi, r_pi = kernel_under(mdp, pi)
+    return _certified_fixed_point(P_pi, r_pi, mdp.gamma, tol, max_iter, "inf")
+
+
+def occupancy_iterative(
+    mdp: TabularMDP, pi: FloatArray, tol: float = 1e-10, max_iter: int = 100_000
+) -> CertifiedSolution:
+    """``lam_S`` by iterating ``lam_{k+1} = rho + gamma P_pi^T lam_k``, certified in l1.
+
+    The a priori bound is exact here: ``||lam_S - lam_k||_1 = gamma^k / (1 - gamma)``.
+    """
+    P_pi, _ = kernel_under(mdp, pi)
+    return _certified_fixed_point(
+        np.ascontiguousarray(P_pi.T), mdp.rho.copy(), mdp.gamma, tol, max_iter, "l1"
+    )
+
+
+def softmax(theta: FloatArray) -> FloatArray:
+    """Row-wise softmax ``pi[o, a] = exp(theta[o, a]) / sum_b exp(theta[o, b])`` (stable)."""
+    theta = as_float_array(theta, "theta", ndim=2, error=PolicyError)
+    z = theta - theta.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: FloatArray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def softmax_score(pi: FloatArray, o: int, a: int) -> FloatArray:
+    """``d/dtheta[o', b] log pi(a|o) = 1[o'=o] (1[b=a] - pi(b|o))``; shape of ``pi``.
+
+    Its Euclidean norm is at most ``sqrt(2)`` (SPEC section 1).
+    """
+    out = np.zeros_like(pi)
+    out[o] = -pi[o]
+    out[o, a] += 1.0
+    return out
+
+
+def policy_gradient(mdp: TabularMDP, theta: FloatArray) -> FloatArray:
+    """Exact gradient of ``J`` for the tabular softmax ``pi = softmax(theta)``, shape ``(nS, nA)``.
+
+    Policy gradient theorem ``grad J = sum_{s,a} lam[s,a] Q[s,a] score(a|s)``; with the
+    softmax score this contracts to ``grad[s, b] = lam_S[s] pi[s, b] A[s, b]`` because
+    ``sum_a pi[s,a] Q[s,a] = V[s]``.
+    """
+    theta = as_float_array(theta, "theta", shape=(mdp.n_states, mdp.n_actions), error=PolicyError)
+    pi = softmax(theta)
+    vals = evaluate(mdp, pi)
+    occ = occupancy(mdp, pi)
+    grad: FloatArray = occ.lam_S[:, None] * pi * vals.A
+    return grad
+
+
+def performance_difference(mdp: TabularMDP, pi: FloatArray, pi_new: FloatArray) -> float:
+    """Right side of the performance difference lemma, ``sum_{s,a} lam^{pi_new}[s,a] A^pi[s,a]``.
+
+    Equals ``J(pi_new) - J(pi)`` (Kakade and Langford 2002, lemma 6.1, unnormalised occupancy).
+    """
+    return float(np.sum(occupancy(mdp, pi_new).lam * evaluate(mdp, pi).A))

@@ -1,0 +1,82 @@
+"""Derived tolerances, all in one place (STYLE item 9).
+
+No test in this project uses a bare threshold: every deterministic comparison uses
+one of the functions below, each of which states the error analysis it rests on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "EPS",
+    "certified",
+    "finite_difference_step",
+    "finite_difference_tolerance",
+    "linear_solve_tolerance",
+    "summation_tolerance",
+]
+
+EPS = float(np.finfo(np.float64).eps)
+"""Machine epsilon of float64, ``2^-52``."""
+
+
+def summation_tolerance(n_terms: int, scale: float) -> float:
+    """Rounding of a sum of ``n_terms`` numbers of magnitude at most ``scale``.
+
+    Recursive summation commits at most ``(n - 1) eps sum |x_k|`` (Higham 2002,
+    eq. 4.4); we use ``n_terms * eps * n_terms * scale`` to also cover the
+    products that formed the terms (one rounding each).
+    """
+    n = max(int(n_terms), 1)
+    return (n + 1) * EPS * n * float(scale)
+
+
+def linear_solve_tolerance(n: int, gamma: float, scale: float) -> float:
+    """Forward error of an LU solve of ``(I - gamma P) x = b`` with ``P`` row-stochastic.
+
+    ``kappa_inf(I - gamma P) <= (1 + gamma) / (1 - gamma)``; a backward-stable solve
+    has relative backward error ``<= c n eps`` with ``c = 2`` for the diagonally
+    dominant ``I - gamma P`` (growth factor at most 2, Higham 2002 thm 9.9), hence the
+    forward error ``<= kappa * 2 n eps * ||x||``.  ``scale`` is ``||x||`` (or a bound).
+    """
+    kappa = (1.0 + gamma) / (1.0 - gamma)
+    return kappa * 2.0 * (max(int(n), 1) + 2) * EPS * float(scale)
+
+
+def certified(*bounds: float) -> float:
+    """Sum of certified error bounds of the two routes being compared.
+
+    If route 1 is within ``e1`` of the truth and route 2 within ``e2``, the two are
+    within ``e1 + e2`` of each other (triangle inequality).
+    """
+    return float(sum(bounds))
+
+
+def finite_difference_step(x_scale: float = 1.0) -> float:
+    """Central-difference step ``h = eps^(1/3) max(1, |x|)``.
+
+    Minimises ``c h^2 + delta / h`` (truncation plus rounding) up to constants when
+    the function's third derivative and value are of order one.
+    """
+    return float(np.cbrt(EPS)) * max(1.0, abs(float(x_scale)))
+
+
+def finite_difference_tolerance(
+    richardson_gap: np.ndarray, step: float, value_error: float
+) -> np.ndarray:
+    """Bound on ``|D(h) - f'|`` for the central difference ``D(h)``.
+
+    With ``D(h) = f' + c h^2 + e_1 + O(h^4)`` and ``D(2h) = f' + 4 c h^2 + e_2 + O(h^4)``
+    where ``|e_1| <= delta / h`` and ``|e_2| <= delta / (2 h)`` are the rounding of the
+    two differences (``delta`` = ``value_error``, the error of one evaluation of ``f``)::
+
+        |D(h) - f'| <= |D(2h) - D(h)| / 3 + (|e_1| + |e_2|) / 3 + |e_1| + O(h^4)
+                    <= |D(2h) - D(h)| / 3 + 1.5 delta / h + O(h^4).
+
+    The ``O(h^4)`` remainder is covered by doubling the Richardson term: it is
+    below the ``h^2`` term whenever ``h^2 |f^(5)| / 20 <= |f'''| / 6``, which holds at
+    ``h ~ 6e-6`` for the smooth (analytic in theta) objectives of this project.
+    """
+    gap = np.abs(np.asarray(richardson_gap, dtype=np.float64))
+    return 2.0 * gap / 3.0 + 1.5 * float(value_error) / float(step) + EPS
