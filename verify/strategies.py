@@ -44,6 +44,7 @@ from reference.tabular import TabularMDP
 __all__ = [
     "GraphKind",
     "NetworkedProblem",
+    "TabularProblem",
     "discounts",
     "distributions",
     "graphs",
@@ -54,6 +55,7 @@ __all__ = [
     "stochastic_arrays",
     "tabular_mdps",
     "tabular_policies",
+    "tabular_problems",
     "utilities",
 ]
 
@@ -117,6 +119,29 @@ def tabular_mdps(
 def tabular_policies(n_states: int, n_actions: int) -> st.SearchStrategy[FloatArray]:
     """Stochastic policies ``pi[s, a]`` (deterministic rows included)."""
     return stochastic_arrays((n_states, n_actions))
+
+
+@dataclass(frozen=True)
+class TabularProblem:
+    """A :class:`TabularMDP` with two policies and softmax logits of matching shape."""
+
+    mdp: TabularMDP
+    pi: FloatArray
+    pi_other: FloatArray
+    theta: FloatArray
+
+
+@st.composite
+def tabular_problems(
+    draw: st.DrawFn, max_states: int = 4, max_actions: int = 3, max_gamma: float = 0.95
+) -> TabularProblem:
+    """A random MDP, two random policies on it, and logits in ``[-3, 3]``."""
+    mdp = draw(tabular_mdps(max_states, max_actions, max_gamma))
+    shape = (mdp.n_states, mdp.n_actions)
+    theta = draw(hnp.arrays(np.float64, shape, elements=st.floats(-3.0, 3.0)))
+    return TabularProblem(
+        mdp, draw(tabular_policies(*shape)), draw(tabular_policies(*shape)), theta
+    )
 
 
 @st.composite

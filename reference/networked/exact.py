@@ -327,7 +327,7 @@ def gradient_joint_q(
     *,
     memory_limit: float | None = None,
 ) -> tuple[FloatArray, ...]:
-    """Route 3: ``grad_{theta_i} F = sum_{s,a} lam(s,a) Qbar(s,a) score_i(a_i|o_i(s))`` on joint tables.
+    """Route 3: ``grad_i F = sum_{s,a} lam(s,a) Qbar(s,a) score_i(a_i|o_i(s))`` on joint tables.
 
     ``lam(s, a) = lam_S(s) pi(a|s)`` and ``Qbar`` come from the joint policy matrix and
     :func:`shadow_q`; the score is ``1[o_i(s) = o] (1[a_i = b] - pi_i(b|o))``.

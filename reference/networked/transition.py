@@ -228,7 +228,7 @@ class DenseOperator:
         return contract_next_state(self._agent_factors(i), v, self.next_sizes)
 
     def apply_agent_transpose(self, i: int, u: FloatArray) -> FloatArray:
-        """``(|S|,)``: ``s' -> sum_{s, b} u[s, b] P^{(i,b)}(s'|s)``; ``u`` has shape ``(|S|, |A_i|)``."""
+        """``(|S|,)``: ``s' -> sum_{s,b} u[s,b] P^{(i,b)}(s'|s)``; ``u`` is ``(|S|, |A_i|)``."""
         return expand_next_state(self._agent_factors(i), u, sum_rows=True)
 
     def apply_joint(self, v: FloatArray, memory_limit: float | None = None) -> FloatArray:
