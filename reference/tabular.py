@@ -45,7 +45,7 @@ __all__ = [
 _EPS = float(np.finfo(np.float64).eps)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TabularMDP:
     """A finite discounted MDP ``(P, r, rho, gamma)``, validated at construction.
 

@@ -13,6 +13,7 @@ __all__ = [
     "certified",
     "finite_difference_step",
     "finite_difference_tolerance",
+    "gradient_tolerance",
     "linear_solve_tolerance",
     "summation_tolerance",
 ]
@@ -80,3 +81,19 @@ def finite_difference_tolerance(
     """
     gap = np.abs(np.asarray(richardson_gap, dtype=np.float64))
     return 2.0 * gap / 3.0 + 1.5 * float(value_error) / float(step) + EPS
+
+
+def gradient_tolerance(n_states: int, gamma: float, reward_bound: float) -> float:
+    """Forward error of an exact policy gradient computed from LU solves.
+
+    Entries of ``grad F`` are sums ``sum_s lam_S(s) pi (Q - V)``.  A perturbation
+    ``d lam`` (l1) and ``dV`` (inf) of the solves changes them by at most
+    ``||d lam||_1 2 Q_max + (1/(1-gamma)) 2 (1 + gamma) ||dV||_inf``; with
+    ``||d lam||_1 <= kappa 2 (n+2) eps / (1-gamma)`` and
+    ``||dV||_inf <= kappa 2 (n+2) eps Q_max`` (:func:`linear_solve_tolerance`,
+    ``Q_max = reward_bound / (1 - gamma)``) this is at most
+    ``8 kappa (n+2) eps Q_max / (1 - gamma)``.  Comparing two routes doubles it.
+    """
+    kappa = (1.0 + gamma) / (1.0 - gamma)
+    q_max = max(float(reward_bound), 1.0) / (1.0 - gamma)
+    return 2.0 * 8.0 * kappa * (max(int(n_states), 1) + 2) * EPS * q_max / (1.0 - gamma)

@@ -105,7 +105,7 @@ def _sub_tuple_renderer(sizes: Sequence[int]) -> Any:
     return render
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NetworkedMDP:
     """A networked MDP with local kernels ``P_i(s'_i | s_{N_i}, a_i)`` (SPEC section 2).
 

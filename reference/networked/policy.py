@@ -26,7 +26,7 @@ from reference.tabular import softmax
 __all__ = ["LocalizedSoftmaxPolicy"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LocalizedSoftmaxPolicy:
     """A localized tabular softmax policy on a :class:`NetworkedMDP`.
 

@@ -181,7 +181,7 @@ class DenseOperator:
         policy: LocalizedSoftmaxPolicy,
         memory_limit: float | None = None,
     ) -> None:
-        if policy.model is not model and policy.model != model:
+        if policy.model is not model:
             raise ModelError("policy was built for a different NetworkedMDP")
         nS = model.states.size
         check_memory(

@@ -1,0 +1,227 @@
+"""SPEC section 2 on random networked instances (proofs_notes/shadow-reward-gradient.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from reference.networked import (
+    Graph,
+    LinearUtility,
+    LocalizedSoftmaxPolicy,
+    NetworkedMDP,
+    Utility,
+    UtilityConstants,
+    gradient_chain_rule,
+    gradient_joint_q,
+    objective,
+    solve,
+    transition_operator,
+)
+from reference.tabular import evaluate, occupancy
+from verify import strategies as mst
+from verify.finite_differences import central_difference
+from verify.tolerances import certified, gradient_tolerance, summation_tolerance
+
+# One agent with one state and action at gamma = 0: everything degenerates to a constant.
+_ONE_AGENT = NetworkedMDP(Graph.line(1), (1,), (1,), (np.ones((1, 1, 1)),), 0.0, (np.ones(1),))
+_SINGLE = mst.NetworkedProblem(
+    _ONE_AGENT,
+    LocalizedSoftmaxPolicy.uniform(_ONE_AGENT),
+    (LinearUtility(np.array([[0.5]]), 0.0),),
+)
+
+
+def _max_reward(sol_rewards: tuple[np.ndarray, ...]) -> float:
+    return max(float(np.max(np.abs(r))) for r in sol_rewards)
+
+
+def _flat(grads: tuple[np.ndarray, ...]) -> np.ndarray:
+    return np.concatenate([g.reshape(-1) for g in grads])
+
+
+@example(problem=_SINGLE)
+@given(problem=mst.networked_problems())
+def test_three_gradient_routes_agree(problem: mst.NetworkedProblem) -> None:
+    """Shadow-reward PG theorem = chain rule = joint-Q PG theorem."""
+    m, pol, utils = problem.model, problem.policy, problem.utilities
+    sol = solve(m, pol, utils)
+    chain = gradient_chain_rule(m, pol, utils)
+    joint = gradient_joint_q(m, pol, sol)
+    tol = gradient_tolerance(m.states.size * m.actions.size, m.gamma, _max_reward(sol.shadow_rewards))
+    np.testing.assert_allclose(_flat(chain), _flat(sol.gradient), rtol=0, atol=tol)
+    np.testing.assert_allclose(_flat(joint), _flat(sol.gradient), rtol=0, atol=tol)
+
+
+@given(
+    problem=mst.networked_problems(
+        max_joint_states=16, utility_kinds=("linear", "entropy", "quadratic", "kl")
+    )
+)
+def test_gradient_matches_finite_differences(problem: mst.NetworkedProblem) -> None:
+    """PG theorem vs central differences of F (route 3).
+
+    The quadratic constraint penalty is left out here: it is only once continuously
+    differentiable at the constraint boundary, while the Richardson error bound of the
+    central difference assumes three derivatives; the other two routes cover it.
+    """
+    m, pol, utils = problem.model, problem.policy, problem.utilities
+    sol = solve(m, pol, utils)
+    # one evaluation of F errs by at most max_i |r_i| * ||d lam||_1 plus the rounding of
+    # the utility evaluation (a sum over |S_i||A_i| terms of magnitude |f_i|)
+    g_max = _max_reward(sol.shadow_rewards)
+    value_error = g_max * sol.occupancy_error_bound + summation_tolerance(
+        max(u.shape[0] * u.shape[1] for u in utils), 1.0 + abs(sol.objective)
+    )
+
+    def F(x: np.ndarray) -> float:
+        return objective(m, pol.from_vector(x), utils)
+
+    fd = central_difference(F, pol.to_vector(), value_error=value_error)
+    np.testing.assert_array_less(np.abs(fd.gradient - _flat(sol.gradient)), fd.tolerance)
+
+
+@given(problem=mst.networked_problems(utility_kinds=("linear",)))
+def test_linear_utility_reduces_to_standard_rl(problem: mst.NetworkedProblem) -> None:
+    """With f_i = <r_i, lam_i>, F = J of the joint MDP with team reward (1/n) sum_i r_i,
+    local occupancies are marginals of the joint one, and grad F is the joint PG theorem
+    computed by the tabular core."""
+    m, pol, utils = problem.model, problem.policy, problem.utilities
+    rewards = [u.reward for u in utils if isinstance(u, LinearUtility)]
+    mdp = m.to_tabular(rewards)
+    pi = pol.joint_matrix()
+    vals, occ = evaluate(mdp, pi), occupancy(mdp, pi)
+    sol = solve(m, pol, utils)
+    r_max = max(1.0, float(np.max(np.abs(mdp.r))))
+    tol_J = certified(vals.error_bound, sol.occupancy_error_bound * r_max) + summation_tolerance(
+        mdp.r.size, r_max / (1 - m.gamma)
+    )
+    assert abs(sol.objective - vals.J) <= tol_J
+    lam_joint = occ.lam.reshape((m.states.size, *m.n_actions))
+    sdig = m.states.digits
+    for i in range(m.n):
+        axes = tuple(1 + j for j in range(m.n) if j != i)
+        per_state = lam_joint.sum(axis=axes)  # (|S|, |A_i|)
+        marginal = np.zeros((m.n_states[i], m.n_actions[i]))
+        np.add.at(marginal, sdig[:, i], per_state)
+        tol = certified(occ.error_bound, sol.occupancy_error_bound) + summation_tolerance(
+            m.states.size * m.actions.size, 1 / (1 - m.gamma)
+        )
+        np.testing.assert_allclose(sol.local_occupancy[i], marginal, rtol=0, atol=tol)
+    # joint PG theorem: grad_i[o, b] = sum_{s,a} lam(s,a) Q(s,a) (1[a_i=b] - pi_i(b|o)) 1[o_i(s)=o]
+    w = (occ.lam * vals.Q).reshape((m.states.size, *m.n_actions))
+    total = w.reshape(m.states.size, -1).sum(axis=1)
+    tol_g = gradient_tolerance(m.states.size * m.actions.size, m.gamma, r_max)
+    for i in range(m.n):
+        axes = tuple(1 + j for j in range(m.n) if j != i)
+        terms = w.sum(axis=axes) - pol.local_action_probs(i) * total[:, None]
+        expected = np.zeros(pol.theta[i].shape)
+        np.add.at(expected, pol.observation_index(i), terms)
+        np.testing.assert_allclose(sol.gradient[i], expected, rtol=0, atol=tol_g)
+
+
+@example(problem=_SINGLE)
+@given(problem=mst.networked_problems())
+def test_local_marginals_have_mass(problem: mst.NetworkedProblem) -> None:
+    """Each lam_i sums to 1/(1-gamma); lam_S sums to 1/(1-gamma)."""
+    sol = solve(problem.model, problem.policy, problem.utilities)
+    mass = 1.0 / (1.0 - problem.model.gamma)
+    tol = sol.occupancy_error_bound + summation_tolerance(sol.lam_S.size, mass)
+    assert abs(float(sol.lam_S.sum()) - mass) <= tol
+    for lam_i in sol.local_occupancy:
+        assert abs(float(lam_i.sum()) - mass) <= tol
+        assert float(lam_i.min()) >= -tol
+
+
+@dataclass(frozen=True, eq=False)
+class _Shifted(Utility):
+    """f(lam) + c sum(lam): the shadow reward of f shifted by the constant c."""
+
+    inner: Utility
+    c: float
+    shape: tuple[int, int] = field(init=False)
+    gamma: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", self.inner.shape)
+        object.__setattr__(self, "gamma", self.inner.gamma)
+
+    @property
+    def constants(self) -> UtilityConstants:
+        return self.inner.constants
+
+    def _value(self, lam: np.ndarray) -> float:
+        return self.inner.value(lam) + self.c * float(lam.sum())
+
+    def _gradient(self, lam: np.ndarray) -> np.ndarray:
+        return self.inner.gradient(lam) + self.c
+
+
+@given(problem=mst.networked_problems(), shift=st.floats(-5.0, 5.0))
+def test_constant_shadow_reward_shift_leaves_gradient(
+    problem: mst.NetworkedProblem, shift: float
+) -> None:
+    """r_i -> r_i + c changes F by c/(1-gamma) and leaves grad F unchanged, because the
+    total occupancy mass does not depend on theta."""
+    m, pol, utils = problem.model, problem.policy, problem.utilities
+    base = solve(m, pol, utils)
+    shifted = solve(m, pol, tuple(_Shifted(u, shift) for u in utils))
+    g = _max_reward(shifted.shadow_rewards) + _max_reward(base.shadow_rewards)
+    tol = gradient_tolerance(m.states.size * m.actions.size, m.gamma, g)
+    np.testing.assert_allclose(_flat(shifted.gradient), _flat(base.gradient), rtol=0, atol=tol)
+    mass = 1.0 / (1.0 - m.gamma)
+    tol_F = abs(shift) * (base.occupancy_error_bound + summation_tolerance(base.lam_S.size, mass))
+    assert abs(shifted.objective - base.objective - shift * mass) <= tol_F + tol
+
+
+@given(model=mst.networked_mdps(), seed=mst.seeds(), beta=st.integers(0, 2))
+def test_joint_kernel_is_stochastic_and_factorises(
+    model: NetworkedMDP, seed: int, beta: int
+) -> None:
+    """P(s'|s,a) = prod_i P_i(s'_i | s_{N_i}, a_i), rows sum to 1, and
+    P_pi = sum_a pi(a|s) P(.|s,a) equals the dense operator's matrix."""
+    rng = np.random.default_rng(seed)
+    P = model.joint_kernel()
+    width = model.states.size
+    np.testing.assert_allclose(P.sum(axis=2), 1.0, rtol=0, atol=summation_tolerance(width, 1.0))
+    s, a, t = (rng.integers(0, k, size=20) for k in (width, model.actions.size, width))
+    sd, ad, td = model.states.digits[s], model.actions.digits[a], model.states.digits[t]
+    expected = np.ones(20)
+    for i in range(model.n):
+        rows = model.neighbourhood_index(i)[s]
+        expected *= model.kernels[i][rows, ad[:, i], td[:, i]]
+    del sd
+    np.testing.assert_allclose(P[s, a, t], expected, rtol=0, atol=summation_tolerance(model.n, 1.0))
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    op = transition_operator(model, pol)
+    P_pi = np.einsum("sa,sat->st", pol.joint_matrix(), P)
+    tol = summation_tolerance(model.actions.size * model.n, 1.0)
+    np.testing.assert_allclose(op.apply(np.eye(width)), P_pi, rtol=0, atol=tol)
+
+
+@given(model=mst.networked_mdps(), seed=mst.seeds(), beta=st.integers(0, 2))
+def test_operator_adjoints_and_agent_marginals(model: NetworkedMDP, seed: int, beta: int) -> None:
+    """<u, P v> = <P^T u, v>; <u, P^(i) v> = <P^(i)T u, v>; sum_b pi_i(b|o_i) P^(i,b) = P_pi."""
+    rng = np.random.default_rng(seed)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    op = transition_operator(model, pol)
+    width = model.states.size
+    u, v = rng.standard_normal(width), rng.standard_normal(width)
+    tol = summation_tolerance(width * width, float(np.abs(u).sum() * np.abs(v).max()))
+    assert abs(u @ op.apply(v) - op.apply_transpose(u) @ v) <= tol
+    for i in range(model.n):
+        q = op.apply_agent(i, v)
+        np.testing.assert_allclose(
+            np.sum(pol.local_action_probs(i) * q, axis=1),
+            op.apply(v),
+            rtol=0,
+            atol=summation_tolerance(width * model.n_actions[i], float(np.abs(v).max())),
+        )
+        w = rng.standard_normal((width, model.n_actions[i]))
+        tol_i = summation_tolerance(
+            width * width * model.n_actions[i], float(np.abs(w).sum() * np.abs(v).max())
+        )
+        assert abs(float(np.sum(w * q)) - float(op.apply_agent_transpose(i, w) @ v)) <= tol_i
