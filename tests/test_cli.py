@@ -1,0 +1,78 @@
+"""The marl-oracle command line: exact subcommand, JSON output and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reference.instances import line_message
+from reference.networked import LocalizedSoftmaxPolicy, solve
+from verify.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_exact_json_matches_the_oracle(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["exact", "--instance", "line-message", "--agents", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    inst = line_message(4, 0.9)
+    sol = solve(inst.model, LocalizedSoftmaxPolicy.uniform(inst.model, 0), inst.utilities())
+    assert out["objective"] == sol.objective
+    assert out["gradient_norm"] == sol.gradient_norm
+    assert (out["gamma"], out["obs_radius"], out["utility"]) == (0.9, 0, "linear")
+    assert len(out["local_occupancies"]) == 4
+    np.testing.assert_array_equal(np.array(out["local_occupancies"][3]), sol.local_occupancy[3])
+
+
+def test_last_agent_occupancy_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
+    """The last agent sets s' = a, uniformly at theta = 0, and starts in state 1, so
+    lam_{n-1}(1, a) = (1 + gamma/(1-gamma) * 1/2) / 2 = 2.75 for gamma = 0.9 (hand
+    derivation: mass 1 at t = 0 on state 1, then half of gamma^t for t >= 1)."""
+    assert main(["exact", "--agents", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(out["local_occupancies"][2], [[2.25, 2.25], [2.75, 2.75]],
+                               rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize(("utility", "beta"), [("entropy", 1), ("linear", 2)])
+def test_exact_options(utility: str, beta: int, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["exact", "--agents", "5", "--gamma", "0.8", "--obs-radius", str(beta),
+            "--utility", utility, "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["gamma"], out["obs_radius"], out["utility"]) == (0.8, beta, utility)
+    assert out["gradient_norm"] > 0
+
+
+def test_human_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["exact", "--agents", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "objective F" in text and "gradient norm" in text and "agent   2" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["exact", "--agents", "1"], "n = 1"),
+        (["exact", "--agents", "3", "--gamma", "1.0"], "gamma = 1.0"),
+        (["exact", "--agents", "3", "--obs-radius", "-1"], "beta = -1"),
+        (["exact", "--agents", "40"], "memory limit"),
+    ],
+)
+def test_exact_errors(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_python_dash_m_verify_from_the_repository_root() -> None:
+    """``python -m verify`` works from the repository root without installation."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "verify", "exact", "--agents", "3", "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    )
+    assert set(json.loads(proc.stdout)) >= {"objective", "gradient_norm"}

@@ -1,0 +1,35 @@
+"""The README's quickstart is exactly two commands, and CI runs the test one verbatim."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quickstart_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quickstart", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None, "no sh code block after '## Quickstart'"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_quickstart_is_two_commands() -> None:
+    commands = _quickstart_commands()
+    assert len(commands) == 2
+    assert "marl-oracle exact" in commands[0]
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert _quickstart_commands()[1] in ci
+    assert "mypy --strict reference verify" in "\n".join(ci)
+    assert "ruff check ." in "\n".join(ci)
+
+
+def test_readme_opens_with_the_quickstart() -> None:
+    headings = [ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("#")]
+    assert headings[1] == "## Quickstart"
