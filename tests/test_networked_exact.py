@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from reference.errors import MemoryLimitError, ModelError
+from reference.instances import line_message
 from reference.networked import (
     Graph,
     LinearUtility,
@@ -21,7 +24,7 @@ from reference.networked import (
     solve,
     transition_operator,
 )
-from reference.tabular import evaluate, occupancy
+from reference.tabular import evaluate, evaluate_iterative, occupancy, occupancy_iterative
 from verify import strategies as mst
 from verify.finite_differences import central_difference
 from verify.tolerances import certified, gradient_tolerance, summation_tolerance
@@ -225,3 +228,37 @@ def test_operator_adjoints_and_agent_marginals(model: NetworkedMDP, seed: int, b
             width * width * model.n_actions[i], float(np.abs(w).sum() * np.abs(v).max())
         )
         assert abs(float(np.sum(w * q)) - float(op.apply_agent_transpose(i, w) @ v)) <= tol_i
+
+
+@given(model=mst.networked_mdps(max_gamma=0.9), seed=mst.seeds(), beta=st.integers(0, 2))
+def test_occupancy_and_values_match_certified_iteration(
+    model: NetworkedMDP, seed: int, beta: int
+) -> None:
+    """The dense operator's LU route agrees with the tabular core's certified fixed-point
+    iteration on the assembled joint MDP, within the sum of the two certified bounds."""
+    rng = np.random.default_rng(seed)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    rewards = [rng.uniform(-1, 1, (model.n_states[i], model.n_actions[i])) for i in range(model.n)]
+    mdp = model.to_tabular(rewards)
+    op = transition_operator(model, pol)
+    occ = op.solve_occupancy(model.joint_rho())
+    it_occ = occupancy_iterative(mdp, pol.joint_matrix(), tol=1e-10)
+    assert float(np.abs(occ.x - it_occ.x).sum()) <= certified(occ.error_bound, it_occ.error_bound)
+    r_pi = np.einsum("sa,sa->s", pol.joint_matrix(), mdp.r)
+    val = op.solve_values(r_pi)
+    it_val = evaluate_iterative(mdp, pol.joint_matrix(), tol=1e-10)
+    assert float(np.abs(val.x - it_val.x).max()) <= certified(val.error_bound, it_val.error_bound)
+
+
+def test_memory_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MARL_ORACLE_MEMORY_LIMIT applies when no argument is given; a bad value is an error."""
+    inst = line_message(8)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model)
+    monkeypatch.setenv("MARL_ORACLE_MEMORY_LIMIT", "1e5")
+    with pytest.raises(MemoryLimitError, match="256 joint states"):
+        solve(inst.model, pol, inst.utilities())
+    monkeypatch.setenv("MARL_ORACLE_MEMORY_LIMIT", "lots")
+    with pytest.raises(ModelError, match="'lots'"):
+        solve(inst.model, pol, inst.utilities())
+    monkeypatch.delenv("MARL_ORACLE_MEMORY_LIMIT")
+    assert solve(inst.model, pol, inst.utilities()).gradient_norm > 0
