@@ -120,12 +120,14 @@ def contract_next_state(
     for lo in range(0, n_rows, step):
         hi = min(lo + step, n_rows)
         rest = prod(next_sizes[1:])
-        t: FloatArray = np.einsum("sxa,ar->sxr", factors[0][lo:hi], v.reshape(next_sizes[0], rest))
+        # t[s, x, r] = sum_a F_0[s, x, a] v[a, r]
+        t: FloatArray = np.matmul(factors[0][lo:hi], v.reshape(next_sizes[0], rest))
         width = xs[0]
         for j in range(1, len(factors)):
             rest //= next_sizes[j]
             t = t.reshape(hi - lo, width, next_sizes[j], rest)
-            t = np.einsum("sxa,spar->spxr", factors[j][lo:hi], t)
+            # out[s, p, x, r] = sum_a F[s, x, a] t[s, p, a, r], batched over (s, p)
+            t = np.matmul(factors[j][lo:hi, None, :, :], t)
             width *= xs[j]
         out[lo:hi] = t.reshape(hi - lo, width)
     return out
@@ -155,7 +157,8 @@ def expand_next_state(
         for j, f in enumerate(factors):
             rest //= xs[j]
             t = t.reshape(hi - lo, width, xs[j], rest)
-            t = np.einsum("sxb,spxr->spbr", f[lo:hi], t)
+            # out[s, p, b, r] = sum_x F[s, x, b] t[s, p, x, r], batched over (s, p)
+            t = np.matmul(np.swapaxes(f[lo:hi], 1, 2)[:, None, :, :], t)
             width *= nexts[j]
         block = t.reshape(hi - lo, width)
         if sum_rows:
