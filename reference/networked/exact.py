@@ -53,6 +53,7 @@ __all__ = [
     "local_occupancies",
     "local_occupancy_jacobian",
     "objective",
+    "score_contraction",
     "shadow_q",
     "solve",
     "team_q",
@@ -320,6 +321,30 @@ def team_q(shadow_qs: Sequence[FloatArray]) -> FloatArray:
     return frozen(np.mean(np.stack(list(shadow_qs)), axis=0))
 
 
+def score_contraction(
+    policy: LocalizedSoftmaxPolicy,
+    lam_S: FloatArray,
+    table: FloatArray,
+    i: int,
+    joint_policy: FloatArray | None = None,
+) -> FloatArray:
+    """``sum_{s,a} lam_S(s) pi(a|s) table(s, a) score_i(a_i | o_i(s))``, shape ``(|O_i|, |A_i|)``.
+
+    With the softmax score ``1[o_i(s) = o] (1[a_i = b] - pi_i(b|o))`` this is the grouped
+    sum over ``o_i(s) = o`` of ``W_i(s, b) - pi_i(b|o) W(s)``, where ``W(s, a) =
+    lam_S(s) pi(a|s) table(s, a)``, ``W_i`` sums ``W`` over ``a_-i`` with ``a_i = b`` and
+    ``W(s)`` over all ``a``.  ``table`` is a joint ``(|S|, |A|)`` array (small ``n``).
+    """
+    model = policy.model
+    pi = policy.joint_matrix() if joint_policy is None else joint_policy
+    weighted = lam_S[:, None] * pi * table
+    per_agent = weighted.reshape((model.states.size, *model.n_actions))
+    axes = tuple(1 + j for j in range(model.n) if j != i)
+    marginal = per_agent.sum(axis=axes)  # (|S|, |A_i|)
+    terms = marginal - policy.local_action_probs(i) * weighted.sum(axis=1)[:, None]
+    return frozen(_scatter(policy.observation_index(i), terms, policy.probs[i].shape[0]))
+
+
 def gradient_joint_q(
     model: NetworkedMDP,
     policy: LocalizedSoftmaxPolicy,
@@ -330,18 +355,8 @@ def gradient_joint_q(
     """Route 3: ``grad_i F = sum_{s,a} lam(s,a) Qbar(s,a) score_i(a_i|o_i(s))`` on joint tables.
 
     ``lam(s, a) = lam_S(s) pi(a|s)`` and ``Qbar`` come from the joint policy matrix and
-    :func:`shadow_q`; the score is ``1[o_i(s) = o] (1[a_i = b] - pi_i(b|o))``.
+    :func:`shadow_q`; the contraction with the score is :func:`score_contraction`.
     """
-    nS, n = model.states.size, model.n
     qbar = team_q(shadow_q(model, policy, solution, memory_limit=memory_limit))
-    weighted = solution.lam_S[:, None] * policy.joint_matrix(memory_limit) * qbar
-    per_agent = weighted.reshape((nS, *model.n_actions))
-    total = weighted.sum(axis=1)
-    grads = []
-    for i in range(n):
-        axes = tuple(1 + j for j in range(n) if j != i)
-        marginal = per_agent.sum(axis=axes)  # (|S|, |A_i|): sum over a_-i with a_i = b
-        pi_i = policy.local_action_probs(i)
-        terms = marginal - pi_i * total[:, None]
-        grads.append(frozen(_scatter(policy.observation_index(i), terms, policy.probs[i].shape[0])))
-    return tuple(grads)
+    pi = policy.joint_matrix(memory_limit)
+    return tuple(score_contraction(policy, solution.lam_S, qbar, i, pi) for i in range(model.n))
