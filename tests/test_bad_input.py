@@ -34,17 +34,19 @@ def _rho(n: int = 2) -> tuple[np.ndarray, ...]:
     return tuple(np.array([0.5, 0.5]) for _ in range(n))
 
 
-def _model(**overrides: object) -> NetworkedMDP:
-    args: dict[str, object] = {
-        "graph": Graph.line(2),
-        "n_states": (2, 2),
-        "n_actions": (2, 2),
-        "kernels": tuple(_kernels()),
-        "gamma": 0.9,
-        "rho": _rho(),
-    }
-    args.update(overrides)
-    return NetworkedMDP(**args)  # type: ignore[arg-type]
+def _model(
+    kernels: tuple[np.ndarray, ...] | None = None,
+    gamma: float = 0.9,
+    rho: tuple[np.ndarray, ...] | np.ndarray | None = None,
+) -> NetworkedMDP:
+    return NetworkedMDP(
+        Graph.line(2),
+        (2, 2),
+        (2, 2),
+        tuple(_kernels()) if kernels is None else kernels,
+        gamma,
+        _rho() if rho is None else rho,
+    )
 
 
 def _with_entry(index: tuple[int, ...], value: float, agent: int = 1) -> tuple[np.ndarray, ...]:

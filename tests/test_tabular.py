@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from hypothesis import example, given
 
@@ -40,7 +42,7 @@ _ABSORBING = mst.TabularProblem(
 )
 
 
-def _edge_cases(test):  # type: ignore[no-untyped-def]
+def _edge_cases(test: Callable[..., None]) -> Callable[..., None]:
     return example(problem=_ONE_STATE)(example(problem=_ABSORBING)(test))
 
 

@@ -1,0 +1,252 @@
+"""kappa-hop truncation and spatial correlation decay (SPEC section 3).
+
+For agent ``i`` and radius ``kappa`` write ``z = z_{N_i^kappa}`` for the local states and
+actions ``(s_j, a_j)_{j in N_i^kappa}`` of a joint pair ``(s, a)``; ``z`` is indexed mixed
+radix over ``N_i^kappa`` in increasing agent order, each agent contributing the digit
+``s_j |A_j| + a_j`` (lowest-numbered agent most significant).
+
+* **Decay spread** ``D_i(kappa) = max |Q_i(s,a) - Q_i(s',a')|`` over pairs with equal ``z``.
+* **Bound** [derived, ``proofs_notes/decay.md``]: ``D_i(kappa) <= Delta_i gamma^t0 / (1-gamma)``
+  with ``Delta_i = max r_i - min r_i`` and ``t0(kappa, beta)`` the first time at which the
+  law of ``(s_i^t, a_i^t)`` can depend on anything outside ``N_i^kappa``.
+* **Truncated Q** ``Qhat_i(z) = sum w_i(. | z) Q_i`` for point-mass, uniform or
+  occupancy-conditional weights; any weights give ``sup |Qhat_i - Q_i| <= D_i(kappa)``.
+* **Truncated gradient** ``ghat_i = sum lam(s,a) [(1/n) sum_{j in N_i^kappa} Qhat_j] score_i``
+  with ``||ghat_i - grad_i F||_2 <= sqrt(2) max_j D_j(kappa) / (1-gamma)``
+  (``proofs_notes/truncated-gradient.md``), via the cancellation identity.
+
+Everything here works on joint ``(|S|, |A|)`` tables and is meant for instances small
+enough for the dense exact oracles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from reference._arrays import FloatArray, IntArray, frozen
+from reference.errors import ModelError
+from reference.networked.exact import NetworkedSolution, score_contraction, shadow_q
+from reference.networked.model import NetworkedMDP
+from reference.networked.policy import LocalizedSoftmaxPolicy
+
+__all__ = [
+    "WEIGHT_CHOICES",
+    "DecayProfile",
+    "TruncatedQ",
+    "Weights",
+    "cancellation_residual",
+    "decay_bound",
+    "decay_profile",
+    "decay_spread",
+    "first_escape_time",
+    "hop_index",
+    "truncated_gradient",
+    "truncated_q",
+]
+
+Weights = Literal["point", "uniform", "occupancy"]
+WEIGHT_CHOICES: tuple[Weights, ...] = ("point", "uniform", "occupancy")
+"""Every supported choice of truncation weights."""
+
+
+def _check_radius(kappa: int, name: str = "kappa") -> int:
+    if isinstance(kappa, bool) or not isinstance(kappa, (int, np.integer)) or kappa < 0:
+        raise ModelError(f"{name} = {kappa!r}, expected a non-negative integer")
+    return int(kappa)
+
+
+def first_escape_time(kappa: int, beta: int) -> int:
+    """``t0(kappa, beta)``: the first time the law of ``(s_i^t, a_i^t)`` can depend on
+    ``(s, a)`` outside ``N_i^kappa``.
+
+    ``t0 = kappa + 1`` for ``beta = 0``; for ``beta >= 1``, ``t0 = 1`` if ``kappa = 0`` else
+    ``floor((kappa - 1) / beta) + 1`` (= ``ceil(kappa / beta)``).  Derivation: for
+    ``t >= 1`` the action ``a_i^t`` depends on ``(s, a)`` within radius ``1 + t beta``
+    (``proofs_notes/decay.md``).
+    """
+    kappa, beta = _check_radius(kappa), _check_radius(beta, "beta")
+    if beta == 0:
+        return kappa + 1
+    if kappa == 0:
+        return 1
+    return (kappa - 1) // beta + 1
+
+
+def decay_bound(delta: float, gamma: float, kappa: int, beta: int) -> float:
+    """``Delta gamma^t0 / (1 - gamma)`` with ``t0 = first_escape_time(kappa, beta)``."""
+    return float(delta) * gamma ** first_escape_time(kappa, beta) / (1.0 - gamma)
+
+
+def hop_index(model: NetworkedMDP, agents: Sequence[int]) -> tuple[IntArray, int]:
+    """``(|S|, |A|)`` index of ``z_agents = (s_j, a_j)_{j in agents}`` and the number of values.
+
+    ``agents`` increasing; each agent's digit is ``s_j |A_j| + a_j``.
+    """
+    sd, ad = model.states.digits, model.actions.digits
+    idx = np.zeros((model.states.size, model.actions.size), dtype=np.int64)
+    size = 1
+    for j in agents:
+        base = model.n_states[j] * model.n_actions[j]
+        idx = idx * base + (sd[:, j, None] * model.n_actions[j] + ad[None, :, j])
+        size *= base
+    return idx, size
+
+
+def decay_spread(model: NetworkedMDP, q: FloatArray, i: int, kappa: int) -> float:
+    """``D_i(kappa)`` of a joint table ``q`` of shape ``(|S|, |A|)`` (grouped max minus min)."""
+    agents = model.graph.neighbourhood(i, _check_radius(kappa))
+    idx, size = hop_index(model, agents)
+    hi = np.full(size, -np.inf)
+    lo = np.full(size, np.inf)
+    np.maximum.at(hi, idx.reshape(-1), q.reshape(-1))
+    np.minimum.at(lo, idx.reshape(-1), q.reshape(-1))
+    seen = np.isfinite(hi)
+    return float(np.max(hi[seen] - lo[seen]))
+
+
+@dataclass(frozen=True)
+class TruncatedQ:
+    """A truncated Q-function ``Qhat_i(z_{N_i^kappa})``.
+
+    Attributes:
+        agent: ``i``.
+        kappa: the radius.
+        agents: ``N_i^kappa``.
+        table: ``(prod_{j in N_i^kappa} |S_j| |A_j|,)`` values ``Qhat_i(z)``.
+        joint: ``(|S|, |A|)`` the table broadcast back to joint pairs, ``Qhat_i(z(s, a))``.
+        weights: which weights were used.
+    """
+
+    agent: int
+    kappa: int
+    agents: tuple[int, ...]
+    table: FloatArray
+    joint: FloatArray
+    weights: Weights
+
+
+def truncated_q(
+    model: NetworkedMDP,
+    q: FloatArray,
+    i: int,
+    kappa: int,
+    weights: Weights = "occupancy",
+    lam: FloatArray | None = None,
+) -> TruncatedQ:
+    """``Qhat_i(z) = sum_{(s,a): z(s,a) = z} w(s, a | z) Q_i(s, a)``.
+
+    Weights: ``"point"`` puts mass 1 on the completion with every variable outside
+    ``N_i^kappa`` equal to 0; ``"uniform"`` averages over all completions;
+    ``"occupancy"`` uses ``w propto lam(s, a)`` (needs ``lam``, shape ``(|S|, |A|)``) and falls
+    back to uniform on groups of zero occupancy.  Any choice is a convex combination of
+    values of ``Q_i`` on the group, so ``sup |Qhat_i - Q_i| <= D_i(kappa)``.
+    """
+    agents = model.graph.neighbourhood(i, _check_radius(kappa))
+    idx, size = hop_index(model, agents)
+    flat_idx, flat_q = idx.reshape(-1), q.reshape(-1)
+    count = np.bincount(flat_idx, minlength=size).astype(np.float64)
+    uniform = np.bincount(flat_idx, weights=flat_q, minlength=size) / np.maximum(count, 1.0)
+    if weights == "uniform":
+        table = uniform
+    elif weights == "point":
+        outside = np.ones((model.states.size, model.actions.size), dtype=bool)
+        sd, ad = model.states.digits, model.actions.digits
+        for j in range(model.n):
+            if j not in agents:
+                outside &= (sd[:, j, None] == 0) & (ad[None, :, j] == 0)
+        table = np.zeros(size)
+        table[idx[outside]] = q[outside]
+    elif weights == "occupancy":
+        if lam is None:
+            raise ModelError("occupancy-conditional weights need lam of shape (|S|, |A|)")
+        mass = np.bincount(flat_idx, weights=lam.reshape(-1), minlength=size)
+        total = np.bincount(flat_idx, weights=(lam * q).reshape(-1), minlength=size)
+        table = np.where(mass > 0, total / np.where(mass > 0, mass, 1.0), uniform)
+    else:
+        raise ModelError(f"weights = {weights!r}, expected 'point', 'uniform' or 'occupancy'")
+    return TruncatedQ(i, int(kappa), agents, frozen(table), frozen(table[idx]), weights)
+
+
+@dataclass(frozen=True)
+class DecayProfile:
+    """Decay spreads and their derived bound for every agent and radius.
+
+    Attributes:
+        kappa: ``(K,)`` radii ``0..diameter``.
+        spread: ``(n, K)`` ``D_i(kappa)``.
+        bound: ``(n, K)`` ``Delta_i gamma^t0(kappa, beta) / (1-gamma)``.
+        t0: ``(K,)`` ``first_escape_time(kappa, beta)``.
+        delta: ``(n,)`` ``Delta_i = max r_i - min r_i`` of the shadow rewards.
+        beta: observation radius of the policy.
+    """
+
+    kappa: IntArray
+    spread: FloatArray
+    bound: FloatArray
+    t0: IntArray
+    delta: FloatArray
+    beta: int
+
+
+def decay_profile(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    solution: NetworkedSolution,
+    kappas: Sequence[int] | None = None,
+) -> DecayProfile:
+    """``D_i(kappa)`` of the shadow Q-functions in ``solution`` and the derived bound."""
+    ks = list(range(model.graph.diameter + 1)) if kappas is None else [
+        _check_radius(k) for k in kappas
+    ]
+    qs = shadow_q(model, policy, solution)
+    delta = np.array([float(np.ptp(r)) for r in solution.shadow_rewards])
+    spread = np.array([[decay_spread(model, qs[i], i, k) for k in ks] for i in range(model.n)])
+    bound = np.array(
+        [[decay_bound(delta[i], model.gamma, k, policy.beta) for k in ks] for i in range(model.n)]
+    )
+    t0 = np.array([first_escape_time(k, policy.beta) for k in ks], dtype=np.int64)
+    return DecayProfile(
+        np.array(ks, dtype=np.int64), frozen(spread), frozen(bound), t0, frozen(delta),
+        policy.beta,
+    )
+
+
+def truncated_gradient(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    solution: NetworkedSolution,
+    kappa: int,
+    weights: Weights = "occupancy",
+    shadow_qs: Sequence[FloatArray] | None = None,
+) -> tuple[FloatArray, ...]:
+    """``ghat_i = sum_{s,a} lam(s,a) [(1/n) sum_{j in N_i^kappa} Qhat_j(z_{N_j^kappa})] score_i``.
+
+    ``||ghat_i - grad_i F||_2 <= sqrt(2) max_j D_j(kappa) / (1 - gamma)`` and ``ghat = grad F``
+    once ``N_j^kappa`` covers every agent's component (``proofs_notes/truncated-gradient.md``).
+    """
+    qs = shadow_q(model, policy, solution) if shadow_qs is None else shadow_qs
+    pi = policy.joint_matrix()
+    lam = solution.lam_S[:, None] * pi
+    hats = [truncated_q(model, qs[j], j, kappa, weights, lam).joint for j in range(model.n)]
+    grads = []
+    for i in range(model.n):
+        members = model.graph.neighbourhood(i, kappa)
+        local = np.sum([hats[j] for j in members], axis=0) / model.n
+        grads.append(score_contraction(policy, solution.lam_S, local, i, pi))
+    return tuple(grads)
+
+
+def cancellation_residual(
+    policy: LocalizedSoftmaxPolicy, lam_S: FloatArray, i: int, h: FloatArray
+) -> FloatArray:
+    """``sum_{s,a} lam(s,a) h(s,a) score_i(a_i|o_i(s))`` for a joint table ``h``.
+
+    The cancellation identity (SPEC section 3) says this is 0 whenever ``h`` depends only
+    on ``z_{N_j^kappa}`` for some ``j`` not in ``N_i^kappa`` (then ``h`` cannot depend on
+    ``a_i`` and ``sum_{a_i} pi_i score_i = 0``), for every ``beta``.
+    """
+    return score_contraction(policy, lam_S, h, i)

@@ -1,0 +1,187 @@
+"""SPEC section 3: decay spreads, the derived bound, truncated Q and the truncated gradient
+(proofs_notes/decay.md, proofs_notes/truncated-gradient.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reference.networked import (
+    Graph,
+    LinearUtility,
+    LocalizedSoftmaxPolicy,
+    NetworkedMDP,
+    NetworkedSolution,
+    gradient_norm,
+    shadow_q,
+    solve,
+)
+from reference.networked.truncation import (
+    WEIGHT_CHOICES,
+    cancellation_residual,
+    decay_bound,
+    decay_profile,
+    decay_spread,
+    first_escape_time,
+    hop_index,
+    truncated_gradient,
+    truncated_q,
+)
+from verify import strategies as mst
+from verify.tolerances import gradient_tolerance, summation_tolerance
+
+
+def _q_tolerance(sol: NetworkedSolution, model: NetworkedMDP) -> float:
+    """Error of a computed shadow Q entry: gamma times the certified V error plus the
+    rounding of r + gamma P V (a sum over |S| terms of size |V|_max); a spread is a
+    difference of two entries, so twice that."""
+    v_max = float(np.max(np.abs(sol.shadow_values)))
+    return 2.0 * (sol.value_error_bound + summation_tolerance(model.states.size, v_max + 1.0))
+
+
+def test_first_escape_time_table() -> None:
+    # provenance: proofs_notes/decay.md -- t0 = k + 1 (beta = 0); 1 if k = 0 else
+    # floor((k - 1)/beta) + 1 (beta >= 1)
+    assert [first_escape_time(k, 0) for k in range(5)] == [1, 2, 3, 4, 5]
+    assert [first_escape_time(k, 1) for k in range(5)] == [1, 1, 2, 3, 4]
+    assert [first_escape_time(k, 2) for k in range(6)] == [1, 1, 1, 2, 2, 3]
+
+
+def test_growing_observation_radius_has_no_decay() -> None:
+    """With beta = kappa the escape time is 1 for every kappa: the bound does not decay."""
+    bounds = [decay_bound(1.0, 0.9, k, max(k, 1)) for k in range(1, 12)]
+    assert len(set(bounds)) == 1
+    assert bounds[0] == pytest.approx(0.9 / 0.1, rel=1e-15)
+
+
+@given(problem=mst.networked_problems(max_agents=4, beta=None))
+def test_decay_bound_holds(problem: mst.NetworkedProblem) -> None:
+    """D_i(kappa) <= Delta_i gamma^t0 / (1 - gamma) for beta in {0, 1, 2}, every i, kappa."""
+    m, pol = problem.model, problem.policy
+    sol = solve(m, pol, problem.utilities)
+    prof = decay_profile(m, pol, sol)
+    assert np.all(prof.spread <= prof.bound + _q_tolerance(sol, m))
+
+
+@given(problem=mst.networked_problems(max_agents=4))
+def test_spread_vanishes_at_the_component_radius(problem: mst.NetworkedProblem) -> None:
+    """D_i(kappa) = 0 once N_i^kappa is i's whole component, and ghat = grad F once kappa
+    reaches the diameter, whatever the weights."""
+    m, pol = problem.model, problem.policy
+    sol = solve(m, pol, problem.utilities)
+    qs = shadow_q(m, pol, sol)
+    for i in range(m.n):
+        assert decay_spread(m, qs[i], i, m.graph.component_radius(i)) <= _q_tolerance(sol, m)
+    tol = gradient_tolerance(m.states.size * m.actions.size, m.gamma,
+                             max(float(np.max(np.abs(r))) for r in sol.shadow_rewards))
+    for weights in WEIGHT_CHOICES:
+        g = truncated_gradient(m, pol, sol, m.graph.diameter, weights, qs)
+        assert gradient_norm([a - b for a, b in zip(g, sol.gradient, strict=True)]) <= tol * np.sqrt(
+            pol.n_parameters
+        )
+
+
+@given(problem=mst.networked_problems(max_agents=4), kappa=st.integers(0, 3))
+def test_truncated_q_within_spread_for_every_weight(
+    problem: mst.NetworkedProblem, kappa: int
+) -> None:
+    """sup |Qhat_i - Q_i| <= D_i(kappa) for point-mass, uniform and occupancy weights."""
+    m, pol = problem.model, problem.policy
+    sol = solve(m, pol, problem.utilities)
+    qs = shadow_q(m, pol, sol)
+    lam = sol.lam_S[:, None] * pol.joint_matrix()
+    for i in range(m.n):
+        spread = decay_spread(m, qs[i], i, kappa)
+        for weights in WEIGHT_CHOICES:
+            hat = truncated_q(m, qs[i], i, kappa, weights, lam)
+            err = float(np.max(np.abs(hat.joint - qs[i])))
+            assert err <= spread + summation_tolerance(m.states.size * m.actions.size,
+                                                       float(np.max(np.abs(qs[i]))) + 1.0)
+
+
+@given(problem=mst.networked_problems(max_agents=4), kappa=st.integers(0, 2))
+def test_truncated_gradient_error_bound(problem: mst.NetworkedProblem, kappa: int) -> None:
+    """||ghat_i - grad_i F||_2 <= sqrt(2) max_j D_j(kappa) / (1 - gamma) (SPEC section 3)."""
+    m, pol = problem.model, problem.policy
+    sol = solve(m, pol, problem.utilities)
+    qs = shadow_q(m, pol, sol)
+    worst = max(decay_spread(m, qs[j], j, kappa) for j in range(m.n))
+    tol = gradient_tolerance(m.states.size * m.actions.size, m.gamma,
+                             max(float(np.max(np.abs(r))) for r in sol.shadow_rewards))
+    for weights in WEIGHT_CHOICES:
+        g = truncated_gradient(m, pol, sol, kappa, weights, qs)
+        for i in range(m.n):
+            err = float(np.linalg.norm(g[i] - sol.gradient[i]))
+            assert err <= np.sqrt(2.0) * (worst + _q_tolerance(sol, m)) / (1 - m.gamma) + tol
+
+
+@given(model=mst.networked_mdps(max_agents=5), seed=mst.seeds(), beta=st.integers(0, 2),
+       kappa=st.integers(0, 2))
+def test_cancellation_identity(model: NetworkedMDP, seed: int, beta: int, kappa: int) -> None:
+    """sum lam h(z_{N_j^kappa}) score_i = 0 for j outside N_i^kappa, to rounding, any beta."""
+    rng = np.random.default_rng(seed)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    sol = solve(model, pol, tuple(
+        LinearUtility(np.zeros((model.n_states[i], model.n_actions[i])), model.gamma)
+        for i in range(model.n)))
+    mass = 1.0 / (1.0 - model.gamma)
+    for i in range(model.n):
+        inside = set(model.graph.neighbourhood(i, kappa))
+        for j in range(model.n):
+            if j in inside:
+                continue
+            idx, size = hop_index(model, model.graph.neighbourhood(j, kappa))
+            h = rng.uniform(-1, 1, size)[idx]
+            res = cancellation_residual(pol, sol.lam_S, i, h)
+            tol = summation_tolerance(model.states.size * model.actions.size, mass)
+            assert float(np.max(np.abs(res))) <= tol
+
+
+def test_cancellation_identity_can_fail() -> None:
+    """The identity is not vacuous: h depending on a_i gives a non-zero residual."""
+    model = NetworkedMDP(Graph.line(2), (1, 1), (2, 2), (np.ones((1, 2, 1)),) * 2, 0.5,
+                         (np.ones(1), np.ones(1)))
+    pol = LocalizedSoftmaxPolicy.uniform(model)
+    lam_S = np.array([2.0])
+    h = model.actions.digits[:, 0].astype(np.float64)[None, :]  # h = a_0
+    # by hand: lam(a) = 2 * 1/4; sum_a lam h (1[a_0 = b] - 1/2) = 1/2 * (+-1/2) * 2 = +-1/2
+    np.testing.assert_allclose(cancellation_residual(pol, lam_S, 0, h), [[-0.5, 0.5]], atol=1e-15)
+
+
+def _shift_chain(n: int, gamma: float) -> tuple[NetworkedMDP, tuple[LinearUtility, ...]]:
+    """Agents 0..n-1 on a line, binary states, one action: s'_j = s_{j+1} for j < n-1 and
+    the last agent keeps its state, so s_0^t = s_{min(t, n-1)}^0; agent 0 earns 1[s_0 = 1]."""
+    g = Graph.line(n)
+    kernels = []
+    for j in range(n):
+        nb = g.neighbourhood(j)
+        P = np.zeros((2,) * len(nb) + (1, 2))
+        src = nb.index(j + 1) if j < n - 1 else nb.index(j)
+        for val in (0, 1):
+            index = [slice(None)] * len(nb) + [0, val]
+            index[src] = val
+            P[tuple(index)] = 1.0
+        kernels.append(P)
+    model = NetworkedMDP(g, (2,) * n, (1,) * n, tuple(kernels), gamma,
+                         tuple(np.array([0.5, 0.5]) for _ in range(n)))
+    rewards = [np.zeros((2, 1)) for _ in range(n)]
+    rewards[0][1, 0] = 1.0
+    return model, tuple(LinearUtility(r, gamma) for r in rewards)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.9])
+def test_shift_chain_attains_the_bound(gamma: float) -> None:
+    """D_0(kappa) = gamma^(kappa+1)/(1-gamma) exactly for kappa < n - 1 (beta = 0, Delta = 1):
+    states equal on agents 0..kappa and all ones vs all zeros beyond reach agent 0 at
+    times t >= kappa + 1 and differ there by 1 (proofs_notes/decay.md, tight instance)."""
+    model, utils = _shift_chain(5, gamma)
+    pol = LocalizedSoftmaxPolicy.uniform(model)
+    sol = solve(model, pol, utils)
+    prof = decay_profile(model, pol, sol)
+    tol = _q_tolerance(sol, model)
+    for k in range(4):
+        assert prof.bound[0, k] == pytest.approx(gamma ** (k + 1) / (1 - gamma), rel=1e-14)
+        assert abs(prof.spread[0, k] - prof.bound[0, k]) <= tol
+    assert prof.spread[0, 4] <= tol
