@@ -74,13 +74,16 @@ def test_spread_vanishes_at_the_component_radius(problem: mst.NetworkedProblem) 
     qs = shadow_q(m, pol, sol)
     for i in range(m.n):
         assert decay_spread(m, qs[i], i, m.graph.component_radius(i)) <= _q_tolerance(sol, m)
-    tol = gradient_tolerance(m.states.size * m.actions.size, m.gamma,
-                             max(float(np.max(np.abs(r))) for r in sol.shadow_rewards))
+    tol = gradient_tolerance(
+        m.states.size * m.actions.size,
+        m.gamma,
+        max(float(np.max(np.abs(r))) for r in sol.shadow_rewards),
+    )
     for weights in WEIGHT_CHOICES:
         g = truncated_gradient(m, pol, sol, m.graph.diameter, weights, qs)
-        assert gradient_norm([a - b for a, b in zip(g, sol.gradient, strict=True)]) <= tol * np.sqrt(
-            pol.n_parameters
-        )
+        assert gradient_norm(
+            [a - b for a, b in zip(g, sol.gradient, strict=True)]
+        ) <= tol * np.sqrt(pol.n_parameters)
 
 
 @given(problem=mst.networked_problems(max_agents=4), kappa=st.integers(0, 3))
@@ -97,8 +100,9 @@ def test_truncated_q_within_spread_for_every_weight(
         for weights in WEIGHT_CHOICES:
             hat = truncated_q(m, qs[i], i, kappa, weights, lam)
             err = float(np.max(np.abs(hat.joint - qs[i])))
-            assert err <= spread + summation_tolerance(m.states.size * m.actions.size,
-                                                       float(np.max(np.abs(qs[i]))) + 1.0)
+            assert err <= spread + summation_tolerance(
+                m.states.size * m.actions.size, float(np.max(np.abs(qs[i]))) + 1.0
+            )
 
 
 @given(problem=mst.networked_problems(max_agents=4), kappa=st.integers(0, 2))
@@ -108,8 +112,11 @@ def test_truncated_gradient_error_bound(problem: mst.NetworkedProblem, kappa: in
     sol = solve(m, pol, problem.utilities)
     qs = shadow_q(m, pol, sol)
     worst = max(decay_spread(m, qs[j], j, kappa) for j in range(m.n))
-    tol = gradient_tolerance(m.states.size * m.actions.size, m.gamma,
-                             max(float(np.max(np.abs(r))) for r in sol.shadow_rewards))
+    tol = gradient_tolerance(
+        m.states.size * m.actions.size,
+        m.gamma,
+        max(float(np.max(np.abs(r))) for r in sol.shadow_rewards),
+    )
     for weights in WEIGHT_CHOICES:
         g = truncated_gradient(m, pol, sol, kappa, weights, qs)
         for i in range(m.n):
@@ -117,15 +124,24 @@ def test_truncated_gradient_error_bound(problem: mst.NetworkedProblem, kappa: in
             assert err <= np.sqrt(2.0) * (worst + _q_tolerance(sol, m)) / (1 - m.gamma) + tol
 
 
-@given(model=mst.networked_mdps(max_agents=5), seed=mst.seeds(), beta=st.integers(0, 2),
-       kappa=st.integers(0, 2))
+@given(
+    model=mst.networked_mdps(max_agents=5),
+    seed=mst.seeds(),
+    beta=st.integers(0, 2),
+    kappa=st.integers(0, 2),
+)
 def test_cancellation_identity(model: NetworkedMDP, seed: int, beta: int, kappa: int) -> None:
     """sum lam h(z_{N_j^kappa}) score_i = 0 for j outside N_i^kappa, to rounding, any beta."""
     rng = np.random.default_rng(seed)
     pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
-    sol = solve(model, pol, tuple(
-        LinearUtility(np.zeros((model.n_states[i], model.n_actions[i])), model.gamma)
-        for i in range(model.n)))
+    sol = solve(
+        model,
+        pol,
+        tuple(
+            LinearUtility(np.zeros((model.n_states[i], model.n_actions[i])), model.gamma)
+            for i in range(model.n)
+        ),
+    )
     mass = 1.0 / (1.0 - model.gamma)
     for i in range(model.n):
         inside = set(model.graph.neighbourhood(i, kappa))
@@ -141,8 +157,9 @@ def test_cancellation_identity(model: NetworkedMDP, seed: int, beta: int, kappa:
 
 def test_cancellation_identity_can_fail() -> None:
     """The identity is not vacuous: h depending on a_i gives a non-zero residual."""
-    model = NetworkedMDP(Graph.line(2), (1, 1), (2, 2), (np.ones((1, 2, 1)),) * 2, 0.5,
-                         (np.ones(1), np.ones(1)))
+    model = NetworkedMDP(
+        Graph.line(2), (1, 1), (2, 2), (np.ones((1, 2, 1)),) * 2, 0.5, (np.ones(1), np.ones(1))
+    )
     pol = LocalizedSoftmaxPolicy.uniform(model)
     lam_S = np.array([2.0])
     h = model.actions.digits[:, 0].astype(np.float64)[None, :]  # h = a_0
@@ -164,8 +181,9 @@ def _shift_chain(n: int, gamma: float) -> tuple[NetworkedMDP, tuple[LinearUtilit
             index[src] = val
             P[tuple(index)] = 1.0
         kernels.append(P)
-    model = NetworkedMDP(g, (2,) * n, (1,) * n, tuple(kernels), gamma,
-                         tuple(np.array([0.5, 0.5]) for _ in range(n)))
+    model = NetworkedMDP(
+        g, (2,) * n, (1,) * n, tuple(kernels), gamma, tuple(np.array([0.5, 0.5]) for _ in range(n))
+    )
     rewards = [np.zeros((2, 1)) for _ in range(n)]
     rewards[0][1, 0] = 1.0
     return model, tuple(LinearUtility(r, gamma) for r in rewards)

@@ -1,0 +1,72 @@
+"""The concentration radii: formulas by hand, monotonicity, and coverage on exact laws."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats
+
+from reference.errors import ModelError
+from verify.bounds import (
+    bernstein_radius,
+    empirical_bernstein_radius,
+    hoeffding_radius,
+    l1_radius,
+    split_delta,
+)
+
+
+def test_hoeffding_by_hand() -> None:
+    # width 1, n = 2, delta = 2 e^{-1}: r = sqrt(1 / 4) = 0.5
+    assert hoeffding_radius(2, 1.0, 2 * math.exp(-1)) == pytest.approx(0.5, rel=1e-15)
+
+
+@given(n=st.integers(1, 10**6), delta=st.floats(1e-12, 0.5))
+def test_radii_shrink_with_n_and_grow_as_delta_falls(n: int, delta: float) -> None:
+    assert hoeffding_radius(n + 1, 1.0, delta) < hoeffding_radius(n, 1.0, delta)
+    assert hoeffding_radius(n, 1.0, delta / 2) > hoeffding_radius(n, 1.0, delta)
+    assert l1_radius(n + 1, 3, 1.0, delta) < l1_radius(n, 3, 1.0, delta)
+    assert bernstein_radius(n, 0.1, 1.0, delta) <= hoeffding_radius(n, 2.0, delta) * 3
+
+
+def test_hoeffding_is_valid_for_the_worst_bernoulli() -> None:
+    """Exact binomial tail at p = 1/2 (variance maximal) is below delta at the radius."""
+    n, delta = 400, 1e-3
+    r = hoeffding_radius(n, 1.0, delta)
+    k_hi = math.ceil(n * (0.5 + r))
+    tail = 2 * stats.binom.sf(k_hi - 1, n, 0.5)
+    assert tail <= delta
+
+
+def test_bernstein_beats_hoeffding_at_small_variance() -> None:
+    assert bernstein_radius(10_000, 1e-4, 1.0, 1e-9) < hoeffding_radius(10_000, 1.0, 1e-9)
+
+
+def test_empirical_bernstein_needs_two_samples() -> None:
+    with pytest.raises(ModelError, match="n >= 2"):
+        empirical_bernstein_radius(1, 0.0, 1.0, 1e-9)
+
+
+@pytest.mark.parametrize("delta", [0.0, 1.0, -1.0, float("nan")])
+def test_bad_delta(delta: float) -> None:
+    with pytest.raises(ModelError, match="delta"):
+        hoeffding_radius(10, 1.0, delta)
+
+
+def test_l1_radius_covers_multinomial() -> None:
+    """A seeded multinomial sample lies within the l1 radius at delta = 1e-9 (one check)."""
+    rng = np.random.default_rng(20261121)
+    p = np.array([0.5, 0.25, 0.125, 0.125])
+    n = 5000
+    counts = rng.multinomial(n, p)
+    assert np.abs(counts / n - p).sum() <= l1_radius(n, 4, 1.0, 1e-9)
+
+
+def test_split_delta() -> None:
+    assert split_delta(1e-9, 4) == pytest.approx(2.5e-10)
+    with pytest.raises(ModelError):
+        split_delta(1e-9, 0)
