@@ -13,6 +13,7 @@ import pytest
 from reference.instances import line_message
 from reference.networked import LocalizedSoftmaxPolicy, solve
 from verify.cli import main
+from verify.tolerances import gradient_tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,3 +77,23 @@ def test_python_dash_m_verify_from_the_repository_root() -> None:
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
     )
     assert set(json.loads(proc.stdout)) >= {"objective", "gradient_norm"}
+
+
+def test_decay_json_lists_have_equal_length(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decay", "--instance", "line-message", "--agents", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    keys = ("kappa", "max_spread", "bound", "truncated_gradient_error")
+    assert len({len(out[k]) for k in keys}) == 1
+    assert out["kappa"] == list(range(5))  # line of 5 agents: diameter 4
+    spread, bound = np.array(out["max_spread"]), np.array(out["bound"])
+    assert np.all(spread[:-1] < bound[:-1])  # the bound is loose here by orders of magnitude
+    assert spread[-1] == 0.0 and bound[-1] == 0.0  # N_i^4 is every agent
+    # ghat = grad F at the diameter, to the rounding of the exact routes
+    assert out["truncated_gradient_error"][-1] <= gradient_tolerance(32 * 32, 0.9, 1.0)
+
+
+def test_decay_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "decay.png"
+    assert main(["decay", "--agents", "4", "--obs-radius", "1", "--plot", str(target)]) == 0
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "kappa" in capsys.readouterr().out

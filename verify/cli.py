@@ -1,6 +1,6 @@
 """The ``marl-oracle`` command line (also ``python -m verify``).
 
-Subcommands:
+Subcommands (``--json`` prints one JSON object):
 
 ``exact``
     Exact objective, gradient norm and local occupancies of a named networked
@@ -8,6 +8,13 @@ Subcommands:
 
         marl-oracle exact --instance line-message --agents 6 [--gamma 0.9]
                           [--obs-radius 0] [--utility linear|entropy] [--json]
+
+``decay``
+    kappa-hop decay at ``theta = 0`` (SPEC section 3): ``max_i D_i(kappa)``, the derived
+    bound and ``||ghat - grad F||`` with occupancy-conditional weights, per ``kappa``::
+
+        marl-oracle decay --instance line-message --agents 6 [--obs-radius 0] [--json]
+                          [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -49,7 +56,91 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exact.add_argument("--utility", choices=("linear", "entropy"), default="linear")
     exact.add_argument("--json", action="store_true", help="print one JSON object")
+    decay = sub.add_parser(
+        "decay",
+        help="decay spreads, their bound and the truncated-gradient error per kappa",
+        description="max_i D_i(kappa), its derived bound and ||ghat - grad F|| at theta = 0.",
+    )
+    decay.add_argument("--instance", choices=sorted(INSTANCES), default="line-message")
+    decay.add_argument("--agents", type=int, required=True, help="number of agents n")
+    decay.add_argument("--gamma", type=float, default=0.9, help="discount (default 0.9)")
+    decay.add_argument(
+        "--obs-radius", type=int, default=0, help="observation radius beta (default 0)"
+    )
+    decay.add_argument("--utility", choices=("linear", "entropy"), default="linear")
+    decay.add_argument("--json", action="store_true", help="print one JSON object")
+    decay.add_argument("--plot", metavar="FILE.png", help="write a log-scale plot (matplotlib)")
     return parser
+
+
+def _run_decay(args: argparse.Namespace) -> dict[str, Any]:
+    from verify.experiments import kappa_decay_sweep
+
+    instance = INSTANCES[args.instance](args.agents, args.gamma)
+    policy = LocalizedSoftmaxPolicy.uniform(instance.model, args.obs_radius)
+    sweep = kappa_decay_sweep(instance.model, policy, instance.utilities(args.utility))
+    return {
+        "instance": instance.name,
+        "agents": instance.model.n,
+        "gamma": instance.model.gamma,
+        "obs_radius": policy.beta,
+        "utility": args.utility,
+        "kappa": [int(k) for k in sweep.kappa],
+        "max_spread": [float(x) for x in sweep.max_spread],
+        "bound": [float(x) for x in sweep.bound],
+        "truncated_gradient_error": [float(x) for x in sweep.truncated_gradient_error],
+        "truncated_gradient_error_bound": [float(x) for x in sweep.gradient_error_bound],
+        "fitted_rate": None if np.isnan(sweep.rate) else sweep.rate,
+        "weights": sweep.weights,
+    }
+
+
+def _plot_decay(result: dict[str, Any], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ModelError(
+            "--plot needs matplotlib: pip install 'marl-oracle[plot]'"
+        ) from None
+    kappa = np.array(result["kappa"])
+    floor = np.finfo(np.float64).tiny
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.semilogy(kappa, np.maximum(result["max_spread"], floor), "o-", label="max_i D_i(kappa)")
+    ax.semilogy(kappa, np.maximum(result["bound"], floor), "s--", label="derived bound")
+    ax.semilogy(
+        kappa,
+        np.maximum(result["truncated_gradient_error"], floor),
+        "^:",
+        label="||ghat - grad F||",
+    )
+    ax.set_xlabel("kappa (hops)")
+    ax.set_ylabel("value (log scale)")
+    ax.set_title(
+        f"{result['instance']}, n = {result['agents']}, beta = {result['obs_radius']}, "
+        f"gamma = {result['gamma']}"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _print_decay(result: dict[str, Any]) -> None:
+    print(
+        f"{result['instance']}: n = {result['agents']}, gamma = {result['gamma']}, "
+        f"beta = {result['obs_radius']}, utility = {result['utility']}, theta = 0"
+    )
+    print(f"  {'kappa':>5}  {'max D_i':>12}  {'bound':>12}  {'||ghat-grad||':>14}")
+    for k, d, b, e in zip(
+        result["kappa"], result["max_spread"], result["bound"],
+        result["truncated_gradient_error"], strict=True,
+    ):
+        print(f"  {k:>5}  {d:>12.4e}  {b:>12.4e}  {e:>14.4e}")
+    rate = result["fitted_rate"]
+    print(f"  fitted per-hop rate of max D_i: {rate:.4f}" if rate is not None else "")
 
 
 def _run_exact(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,6 +200,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(result, allow_nan=False))
             else:
                 _print_exact(result)
+            return 0
+        if args.command == "decay":
+            result = _run_decay(args)
+            if args.plot:
+                _plot_decay(result, args.plot)
+            if args.json:
+                print(json.dumps(result, allow_nan=False))
+            else:
+                _print_decay(result)
             return 0
     except ModelError as exc:
         print(f"marl-oracle: error: {exc}", file=sys.stderr)

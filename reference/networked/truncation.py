@@ -178,7 +178,8 @@ class DecayProfile:
     Attributes:
         kappa: ``(K,)`` radii ``0..diameter``.
         spread: ``(n, K)`` ``D_i(kappa)``.
-        bound: ``(n, K)`` ``Delta_i gamma^t0(kappa, beta) / (1-gamma)``.
+        bound: ``(n, K)`` ``Delta_i gamma^t0(kappa, beta) / (1-gamma)``, and 0 once
+            ``N_i^kappa`` is the whole component of ``i``.
         t0: ``(K,)`` ``first_escape_time(kappa, beta)``.
         delta: ``(n,)`` ``Delta_i = max r_i - min r_i`` of the shadow rewards.
         beta: observation radius of the policy.
@@ -205,8 +206,16 @@ def decay_profile(
     qs = shadow_q(model, policy, solution)
     delta = np.array([float(np.ptp(r)) for r in solution.shadow_rewards])
     spread = np.array([[decay_spread(model, qs[i], i, k) for k in ks] for i in range(model.n)])
+    # the bound, and D_i itself, vanish once N_i^kappa is i's whole component
     bound = np.array(
-        [[decay_bound(delta[i], model.gamma, k, policy.beta) for k in ks] for i in range(model.n)]
+        [
+            [
+                0.0 if k >= model.graph.component_radius(i)
+                else decay_bound(delta[i], model.gamma, k, policy.beta)
+                for k in ks
+            ]
+            for i in range(model.n)
+        ]
     )
     t0 = np.array([first_escape_time(k, policy.beta) for k in ks], dtype=np.int64)
     return DecayProfile(
