@@ -140,8 +140,9 @@ class CertifiedSolution:
             ``min(a priori, a posteriori)`` where the a priori bound is
             ``gamma^k ||b|| / (1 - gamma)`` and the a posteriori one is
             ``gamma ||x_k - x_{k-1}|| / (1 - gamma)``, plus a rounding allowance
-            ``(nS + 2) eps (||b|| + ||x||) / (1 - gamma)`` (per-step rounding, damped
-            geometrically by the contraction).
+            ``(nS + 2) eps (||b|| + ||b|| / (1 - gamma)) / (1 - gamma)`` (per-step rounding
+            with every iterate bounded by ``||b|| / (1 - gamma)``, damped geometrically by
+            the contraction).
         norm: ``"inf"`` for values, ``"l1"`` for occupancies.
     """
 
@@ -230,9 +231,10 @@ def _certified_fixed_point(
         prior *= gamma
         post = gamma * size(x_new - x) / (1 - gamma)
         x = x_new
-        # each step commits at most (nS + 2) eps (||b|| + ||x||) of rounding, and a
-        # gamma-contraction damps earlier steps' rounding geometrically: 1/(1-gamma) in all
-        rounding = (M.shape[0] + 2) * _EPS * (b_norm + size(x)) / (1 - gamma)
+        # each step commits at most (nS + 2) eps (||b|| + ||x_k||) of rounding, every iterate
+        # from x_0 = 0 has ||x_k|| <= ||b|| / (1 - gamma), and the gamma-contraction damps
+        # earlier steps' rounding geometrically: 1/(1-gamma) in all
+        rounding = (M.shape[0] + 2) * _EPS * (b_norm + b_norm / (1 - gamma)) / (1 - gamma)
         bound = min(prior, post) + rounding
         if bound <= tol or gamma == 0.0:
             return CertifiedSolution(x=frozen(x), iterations=k, error_bound=bound, norm=norm)
