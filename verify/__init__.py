@@ -1,1 +1,24 @@
-"""marl-oracle verifiers."""
+"""marl-oracle's verifiers: what users run against their own implementations.
+
+* :mod:`verify.strategies` -- public Hypothesis strategies for kernels, graphs, networked
+  MDPs, policies and utilities.
+* :mod:`verify.symbolic` -- exact rational solutions of tiny instances (sympy).
+* :mod:`verify.tolerances` -- every deterministic tolerance, with its derivation.
+* :mod:`verify.bounds` -- concentration radii with explicit failure probabilities.
+* :mod:`verify.finite_differences` -- central differences with a Richardson error bound.
+* :mod:`verify.experiments` -- sweeps (kappa decay).
+* :mod:`verify.cli` -- the ``marl-oracle`` command (also ``python -m verify``).
+
+Submodules are imported on demand (``from verify import strategies``), so that using one
+does not pay for the others (sympy, Hypothesis).
+"""
+
+__all__ = [
+    "bounds",
+    "cli",
+    "experiments",
+    "finite_differences",
+    "strategies",
+    "symbolic",
+    "tolerances",
+]

@@ -2,23 +2,32 @@
 
 * :func:`kappa_decay_sweep` -- ``max_i D_i(kappa)``, the derived bound and the truncated
   gradient error ``||ghat - grad F||`` for every radius, with the fitted per-hop rate.
+* :func:`sample_complexity_sweep` -- agent-steps for Algorithm 1 to reach
+  ``||grad F||^2 <= floor + epsilon`` for a range of ``epsilon``, with the log-log slope.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from reference._arrays import FloatArray, IntArray, frozen
+from reference.networked.algorithm import Algorithm1Config, run_algorithm1
 from reference.networked.exact import gradient_norm, shadow_q, solve
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.truncation import Weights, decay_profile, truncated_gradient
 from reference.networked.utilities import Utility
 
-__all__ = ["DecaySweep", "fit_rate", "kappa_decay_sweep"]
+__all__ = [
+    "DecaySweep",
+    "SampleComplexity",
+    "fit_rate",
+    "kappa_decay_sweep",
+    "sample_complexity_sweep",
+]
 
 
 @dataclass(frozen=True)
@@ -89,3 +98,106 @@ def kappa_decay_sweep(
         beta=policy.beta,
         weights=weights,
     )
+
+
+@dataclass(frozen=True)
+class SampleComplexity:
+    """Result of :func:`sample_complexity_sweep`.
+
+    Attributes:
+        epsilon: ``(E,)`` targets for ``||grad F||^2`` above the floor.
+        samples: ``(E,)`` agent-steps used when ``||grad F(theta_k)||^2 <= floor + epsilon``
+            first held (NaN if never within the run).
+        floor: the truncation floor ``max_k ||ghat - grad F||^2`` over the runs.
+        slope: fitted ``d log(samples) / d log(1/epsilon)`` (least squares over reached
+            targets); theory predicts 2 up to logarithms (SPEC section 4).
+        seeds: the ``SeedSequence`` entropy and spawn keys used, one per target.
+    """
+
+    epsilon: FloatArray
+    samples: FloatArray
+    floor: float
+    slope: float
+    seeds: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+def sample_complexity_sweep(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    utilities: Sequence[Utility],
+    epsilons: Sequence[float],
+    seed: int,
+    kappa: int = 1,
+    step_size: float = 0.5,
+    batch_per_inverse_epsilon: float = 2.0,
+    max_iterations: int = 200,
+) -> SampleComplexity:
+    """Samples for Algorithm 1 to reach ``||grad F||^2 <= floor + epsilon``, per ``epsilon``.
+
+    For each target the batch sizes scale like ``1/epsilon`` (the variance of the
+    gradient estimate must fall below ``epsilon``) and the run stops at the first iterate
+    that meets the target; the exact ``||grad F||`` is recorded by the dense oracle.  The
+    floor is the squared truncation error at ``kappa``.  Children are seeded with
+    ``SeedSequence(seed).spawn``.
+    """
+    children = np.random.SeedSequence(seed).spawn(len(epsilons))
+    floor = 0.0
+    reached = []
+    for eps, child in zip(epsilons, children, strict=True):
+        batch = max(16, int(np.ceil(batch_per_inverse_epsilon / eps)))
+        # horizons with gamma^H <= eps: the truncation bias is below the target
+        horizon = int(np.ceil(np.log(eps) / np.log(model.gamma))) + 1 if model.gamma > 0 else 1
+        cfg = Algorithm1Config(
+            kappa=kappa,
+            step_size=step_size,
+            iterations=max_iterations,
+            occupancy_batch=batch,
+            critic_batch=batch,
+            gradient_batch=batch,
+            occupancy_horizon=horizon,
+            critic_horizon=horizon,
+        )
+        used, floors = _run_until(model, policy, utilities, cfg, np.random.default_rng(child), eps)
+        floor = max(floor, float(np.max(floors**2)) if floors.size else 0.0)
+        reached.append(used)
+    eps_arr = np.asarray(epsilons, dtype=np.float64)
+    samples = np.array(reached, dtype=np.float64)
+    ok = np.isfinite(samples)
+    slope = (
+        float(np.polyfit(np.log(1.0 / eps_arr[ok]), np.log(samples[ok]), 1)[0])
+        if ok.sum() >= 2
+        else float("nan")
+    )
+    seeds = tuple((int(seed), tuple(int(k) for k in c.spawn_key)) for c in children)
+    return SampleComplexity(frozen(eps_arr), frozen(samples), floor, slope, seeds)
+
+
+def _run_until(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    utilities: Sequence[Utility],
+    cfg: Algorithm1Config,
+    rng: np.random.Generator,
+    eps: float,
+) -> tuple[float, FloatArray]:
+    """Run Algorithm 1 in chunks of 5 iterations until ``||grad F||^2 <= floor^2 + eps``.
+
+    Returns the agent-steps used before the first iterate meeting the target (NaN if none
+    within ``cfg.iterations``) and the truncation floors seen.
+    """
+    used = 0
+    floors: list[float] = []
+    remaining = cfg.iterations
+    while remaining > 0:
+        chunk = replace(cfg, iterations=min(5, remaining))
+        hist = run_algorithm1(model, policy, utilities, chunk, rng)
+        floors.extend(hist.truncation_floor.tolist())
+        floor2 = max(floors) ** 2
+        hit = np.flatnonzero(hist.gradient_norm**2 <= floor2 + eps)
+        if hit.size:
+            k = int(hit[0])
+            return float(used + (int(hist.samples[k - 1]) if k > 0 else 0)), np.array(floors)
+        used += int(hist.samples[-1])
+        policy = hist.policies[-1]
+        remaining -= chunk.iterations
+    return float("nan"), np.array(floors)

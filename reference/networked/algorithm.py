@@ -1,0 +1,590 @@
+"""Algorithm 1 of Ying et al. (SPEC section 4): sampled shadow rewards, truncated critics,
+truncated policy gradients, and the training loop -- with their exact expectations.
+
+Each sampled estimator here has an exact counterpart computed on the joint system
+(small ``n``), so tests can compare the two with a concentration radius
+(``proofs_notes/algorithm1.md``):
+
+=========================================  ==============================================
+sampled                                    exact expectation
+=========================================  ==============================================
+:func:`occupancy_estimate`                 :func:`finite_horizon_occupancy` (``lam^H_i``)
+:func:`mc_critic`                          :func:`mc_critic_expectation`
+:func:`td_critic`                          :func:`td_critic_limit` (its fixed point)
+:func:`gradient_estimate`                  :func:`gradient_estimate_expectation`
+=========================================  ==============================================
+
+``z_{N_j^kappa}`` codes are those of :func:`reference.networked.truncation.hop_index`: agents in
+increasing order, digit ``s_k |A_k| + a_k``, lowest agent most significant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from reference._arrays import FloatArray, IntArray, frozen
+from reference.errors import ModelError
+from reference.networked.exact import gradient_norm, score_contraction, solve
+from reference.networked.model import NetworkedMDP
+from reference.networked.policy import LocalizedSoftmaxPolicy
+from reference.networked.sampling import Trajectories, geometric_horizons, rollout
+from reference.networked.transition import contract_next_state, transition_operator
+from reference.networked.truncation import hop_index, truncated_gradient
+from reference.networked.utilities import Utility
+
+__all__ = [
+    "Algorithm1Config",
+    "Algorithm1History",
+    "CriticTable",
+    "GradientEstimate",
+    "finite_horizon_occupancy",
+    "finite_horizon_q",
+    "gradient_estimate",
+    "gradient_estimate_expectation",
+    "hop_codes",
+    "hop_size",
+    "mc_critic",
+    "mc_critic_expectation",
+    "occupancy_estimate",
+    "run_algorithm1",
+    "shadow_reward_estimate",
+    "td_critic",
+    "td_critic_limit",
+    "truncated_geometric",
+]
+
+
+# ---------------------------------------------------------------------- occupancy
+def occupancy_estimate(model: NetworkedMDP, traj: Trajectories) -> tuple[FloatArray, ...]:
+    """``lamtilde_i = (1/B) sum_b sum_{t<H} gamma^t e_{(s_i^{b,t}, a_i^{b,t})}`` for every agent.
+
+    One weighted ``bincount`` over all agents at once (per-agent offsets).  Each
+    trajectory's contribution has l1 norm ``(1 - gamma^H)/(1 - gamma)`` exactly.
+    """
+    B, H = traj.actions.shape[0], traj.actions.shape[1]
+    sizes = np.array([s * a for s, a in zip(model.n_states, model.n_actions, strict=True)])
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    n_act = np.asarray(model.n_actions)
+    code = offsets + traj.states[:, :H, :] * n_act + traj.actions  # (B, H, n)
+    weights = np.broadcast_to((traj.gamma ** np.arange(H))[None, :, None], code.shape)
+    flat = np.bincount(code.reshape(-1), weights=weights.reshape(-1), minlength=int(sizes.sum()))
+    flat = flat / B
+    return tuple(
+        frozen(flat[o : o + sz].reshape(model.n_states[i], model.n_actions[i]))
+        for i, (o, sz) in enumerate(zip(offsets, sizes, strict=True))
+    )
+
+
+def finite_horizon_occupancy(
+    model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, horizon: int
+) -> tuple[FloatArray, FloatArray]:
+    """Exact ``lam^H_S = sum_{t<H} gamma^t rho^T P_pi^t`` and its local marginals.
+
+    Returns ``(lam_S^H, mu_H)`` with ``mu_H = rho^T P_pi^H`` the state law at time ``H``;
+    ``local_occupancies(policy, lam_S^H)`` gives the per-agent tables.  Since
+    ``lam - lam^H = sum_{t>=H} gamma^t mu_t >= 0`` with ``mu_t`` a distribution,
+    ``||lam_i - lam^H_i||_1 = gamma^H / (1 - gamma)`` exactly.
+    """
+    if horizon < 0:
+        raise ModelError(f"horizon = {horizon!r}, expected a non-negative integer")
+    op = transition_operator(model, policy)
+    mu = model.joint_rho().astype(np.float64)
+    total = np.zeros_like(mu)
+    for t in range(horizon):
+        total += model.gamma**t * mu
+        mu = op.apply_transpose(mu)
+    return frozen(total), frozen(mu)
+
+
+def shadow_reward_estimate(
+    utilities: Sequence[Utility], occupancies: Sequence[FloatArray]
+) -> tuple[FloatArray, ...]:
+    """``rtilde_i = grad f_i(lamtilde_i)`` (SPEC section 4, step 1)."""
+    return tuple(frozen(f.gradient(lam)) for f, lam in zip(utilities, occupancies, strict=True))
+
+
+# ---------------------------------------------------------------------- critics
+def hop_codes(
+    model: NetworkedMDP, agents: Sequence[int], states: IntArray, actions: IntArray
+) -> IntArray:
+    """``z_agents`` codes for arrays of local states and actions of shape ``(..., n)``."""
+    code = np.zeros(states.shape[:-1], dtype=np.int64)
+    for j in agents:
+        code = code * (model.n_states[j] * model.n_actions[j]) + (
+            states[..., j] * model.n_actions[j] + actions[..., j]
+        )
+    return code
+
+
+@dataclass(frozen=True)
+class CriticTable:
+    """A truncated critic ``Qtilde_j(z_{N_j^kappa})``.
+
+    Attributes:
+        agent: ``j``.
+        kappa: truncation radius.
+        agents: ``N_j^kappa``.
+        table: ``(prod_{k in N_j^kappa} |S_k||A_k|,)`` values.
+        counts: ``(same,)`` number of samples or updates per entry.
+        method: ``"mc"``, ``"td"`` or ``"exact"``.
+        agent_steps: agent-steps sampled to fit all critics of the call (shared).
+    """
+
+    agent: int
+    kappa: int
+    agents: tuple[int, ...]
+    table: FloatArray
+    counts: FloatArray
+    method: str
+    agent_steps: int = 0
+
+
+def truncated_geometric(
+    gamma: float, horizon: int, batch: int, rng: np.random.Generator
+) -> IntArray:
+    """``T`` on ``{0..horizon-1}`` with ``P(T = t) propto gamma^t`` (inverse CDF, vectorised)."""
+    if horizon < 1:
+        raise ModelError(f"horizon = {horizon!r}, expected at least 1")
+    w = gamma ** np.arange(horizon, dtype=np.float64) if gamma > 0 else np.eye(1, horizon)[0]
+    cdf = np.cumsum(w / w.sum())
+    cdf[-1] = 1.0
+    return np.searchsorted(cdf, rng.random(batch), side="right").astype(np.int64)
+
+
+def mc_critic(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    rewards: Sequence[FloatArray],
+    kappa: int,
+    batch: int,
+    start_horizon: int,
+    return_horizon: int,
+    rng: np.random.Generator,
+) -> tuple[CriticTable, ...]:
+    """Monte-Carlo regression critics for every agent (SPEC section 4, step 2).
+
+    Each of ``batch`` trajectories contributes one sample: a start time ``T`` with
+    ``P(T = t) propto gamma^t`` on ``t < start_horizon`` (so ``(s^T, a^T)`` follows the
+    normalised ``lam^{start_horizon}``), and the discounted return-to-go
+    ``G_j = sum_{k < return_horizon} gamma^k r_j(s_j^{T+k}, a_j^{T+k})``.  The table entry at
+    ``z`` is the average of ``G_j`` over samples with ``z_{N_j^kappa}^T = z`` (tabular
+    least squares); entries without samples are 0.  Its expectation given the
+    counts is :func:`mc_critic_expectation`; as both horizons grow it tends to the
+    occupancy-conditional truncation of ``Q_j``.
+    """
+    starts = truncated_geometric(model.gamma, start_horizon, batch, rng)
+    traj = rollout(model, policy, batch, start_horizon + return_horizon, rng)
+    rows = np.arange(batch)[:, None]
+    times = starts[:, None] + np.arange(return_horizon)[None, :]  # (B, Hc)
+    s_seg = traj.states[rows, times]  # (B, Hc, n)
+    a_seg = traj.actions[rows, times]
+    disc = model.gamma ** np.arange(return_horizon)
+    out = []
+    for j in range(model.n):
+        agents = model.graph.neighbourhood(j, kappa)
+        size = hop_size(model, agents)
+        g = np.sum(disc[None, :] * rewards[j][s_seg[..., j], a_seg[..., j]], axis=1)
+        z = hop_codes(model, agents, s_seg[:, 0, :], a_seg[:, 0, :])
+        counts = np.bincount(z, minlength=size).astype(np.float64)
+        sums = np.bincount(z, weights=g, minlength=size)
+        table = np.where(counts > 0, sums / np.maximum(counts, 1.0), 0.0)
+        steps = batch * (start_horizon + return_horizon) * model.n
+        out.append(CriticTable(j, kappa, agents, frozen(table), frozen(counts), "mc", steps))
+    return tuple(out)
+
+
+def hop_size(model: NetworkedMDP, agents: Sequence[int]) -> int:
+    """Number of values of ``z_agents`` (without building any joint index)."""
+    size = 1
+    for j in agents:
+        size *= model.n_states[j] * model.n_actions[j]
+    return size
+
+
+def finite_horizon_q(
+    model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, reward: FloatArray, j: int, horizon: int
+) -> FloatArray:
+    """Joint ``Q^H_j(s, a) = sum_{k<H} gamma^k E[r_j(s_j^k, a_j^k) | s^0 = s, a^0 = a]``.
+
+    ``V^0 = 0``, ``V^{k+1} = R_j^pi + gamma P_pi V^k``; ``Q^H = R_j + gamma P V^{H-1}``
+    (``Q^0 = 0``).  Shape ``(|S|, |A|)``; small ``n`` only.
+    """
+    op = transition_operator(model, policy)
+    sd, ad = model.states.digits, model.actions.digits
+    r_joint = reward[sd[:, j][:, None], ad[:, j][None, :]]
+    if horizon == 0:
+        return np.zeros_like(r_joint)
+    r_pi = np.einsum("sa,sa->s", policy.local_action_probs(j), reward[sd[:, j]])
+    v = np.zeros(model.states.size)
+    for _ in range(horizon - 1):
+        v = r_pi + model.gamma * op.apply(v)
+    factors = [model.local_kernel_factors(k) for k in range(model.n)]
+    return r_joint + model.gamma * contract_next_state(factors, v, model.n_states)
+
+
+def mc_critic_expectation(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    rewards: Sequence[FloatArray],
+    kappa: int,
+    start_horizon: int,
+    return_horizon: int,
+) -> tuple[FloatArray, ...]:
+    """``E[G_j | z^T = z] = sum_{(s,a) in z} lam^{Hs}(s,a) Q_j^{Hc}(s,a) / sum lam^{Hs}(s,a)``.
+
+    Entries of ``z`` with zero ``lam^{Hs}`` mass are 0 (never sampled).
+    """
+    lam_S, _ = finite_horizon_occupancy(model, policy, start_horizon)
+    lam = (lam_S[:, None] * policy.joint_matrix()).reshape(-1)
+    out = []
+    for j in range(model.n):
+        idx, size = hop_index(model, model.graph.neighbourhood(j, kappa))
+        q = finite_horizon_q(model, policy, rewards[j], j, return_horizon).reshape(-1)
+        mass = np.bincount(idx.reshape(-1), weights=lam, minlength=size)
+        tot = np.bincount(idx.reshape(-1), weights=lam * q, minlength=size)
+        out.append(frozen(np.where(mass > 0, tot / np.where(mass > 0, mass, 1.0), 0.0)))
+    return tuple(out)
+
+
+def td_critic(
+    model: NetworkedMDP,
+    traj: Trajectories,
+    rewards: Sequence[FloatArray],
+    kappa: int,
+    step_scale: float | None = None,
+    step_offset: float | None = None,
+) -> tuple[CriticTable, ...]:
+    """Batched TD(0) critics on ``z_{N_j^kappa}`` along the trajectories (SPEC section 4).
+
+    Transitions ``(z^t, r^t, z^{t+1})`` for ``t = 0..H-2`` are processed in time order, all
+    trajectories at once.  Entry ``z`` moves by its mean TD error
+    ``delta = r_j(s_j^t, a_j^t) + gamma Q(z^{t+1}) - Q(z^t)`` over the ``c_z`` trajectories
+    at ``z`` at time ``t``, with step ``min(1, h c_z / (N_z + c_z + t0))``, where ``N_z``
+    counts earlier updates of ``z``: the sequential schedule ``alpha = h / (N + t0)``
+    indexed by the entry's own update count, applied to ``c_z`` updates at once.
+    Defaults ``h = t0 = 1/(1-gamma)``: with ``h (1-gamma) >= 1`` the Robbins-Monro iterates
+    converge at the ``1/sqrt(N)`` rate rather than ``N^{-h(1-gamma)}``.  The expected
+    update vanishes at :func:`td_critic_limit` (same visit weights ``mu``).
+    """
+    B, H = traj.actions.shape[0], traj.actions.shape[1]
+    h = 1.0 / (1.0 - traj.gamma) if step_scale is None else float(step_scale)
+    t0 = h if step_offset is None else float(step_offset)
+    if not (h > 0 and t0 > 0):
+        raise ModelError(f"TD step h = {h!r}, t0 = {t0!r}, expected positive numbers")
+    out = []
+    for j in range(model.n):
+        agents = model.graph.neighbourhood(j, kappa)
+        size = hop_size(model, agents)
+        z = hop_codes(model, agents, traj.states[:, :H, :], traj.actions)  # (B, H)
+        r = rewards[j][traj.states[:, :H, j], traj.actions[:, :, j]]
+        q = np.zeros(size)
+        counts = np.zeros(size)
+        for t in range(H - 1):
+            delta = r[:, t] + traj.gamma * q[z[:, t + 1]] - q[z[:, t]]
+            c = np.bincount(z[:, t], minlength=size).astype(np.float64)
+            total = np.bincount(z[:, t], weights=delta, minlength=size)
+            step = np.minimum(1.0, h * c / (counts + c + t0))
+            q += np.where(c > 0, step * total / np.maximum(c, 1.0), 0.0)
+            counts += c
+        steps = B * H * model.n
+        out.append(CriticTable(j, kappa, agents, frozen(q), frozen(counts), "td", steps))
+    return tuple(out)
+
+
+def td_critic_limit(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    reward: FloatArray,
+    j: int,
+    kappa: int,
+    horizon: int,
+) -> FloatArray:
+    """Fixed point of the expected TD(0) update of :func:`td_critic` for agent ``j``.
+
+    With ``mu(s, a) = sum_{t < H-1} P(s^t = s, a^t = a)`` (the update distribution), ``Phi``
+    the one-hot map ``(s, a) -> z`` and ``P^pi[(s,a), (s',a')] = P(s'|s,a) pi(a'|s')``,
+    the limit solves ``Phi^T M (R + gamma P^pi Phi q - Phi q) = 0`` on the entries ``z`` with
+    ``mu`` mass; other entries stay at their initial value 0.  When every pair reachable
+    in one step has ``mu`` mass (e.g. ``rho`` of full support), ``||Phi q - Q_j||_inf <=
+    D_j(kappa) / (1 - gamma)`` on the support (``proofs_notes/algorithm1.md``).
+    """
+    nS, nA = model.states.size, model.actions.size
+    op = transition_operator(model, policy)
+    mu_S = np.zeros(nS)
+    state = model.joint_rho().astype(np.float64)
+    for _ in range(max(horizon - 1, 0)):
+        mu_S += state
+        state = op.apply_transpose(state)
+    pi = policy.joint_matrix()
+    mu = (mu_S[:, None] * pi).reshape(-1)
+    idx, size = hop_index(model, model.graph.neighbourhood(j, kappa))
+    flat = idx.reshape(-1)
+    sd, ad = model.states.digits, model.actions.digits
+    R = reward[sd[:, j][:, None], ad[:, j][None, :]].reshape(-1)
+    # (P^pi Phi)[(s,a), z] = sum_{s'} P(s'|s,a) sum_{a'} pi(a'|s') 1[z(s',a') = z]
+    onehot_next = np.zeros((nS, size))
+    np.add.at(onehot_next, (np.repeat(np.arange(nS), nA), flat), pi.reshape(-1))
+    P = model.joint_kernel()
+    PPhi = np.einsum("sat,tz->saz", P, onehot_next).reshape(nS * nA, size)
+    PhiTM = np.zeros((size, nS * nA))
+    PhiTM[flat, np.arange(nS * nA)] = mu
+    support = PhiTM.sum(axis=1) > 0
+    A = np.diag(PhiTM.sum(axis=1)) - model.gamma * PhiTM @ PPhi
+    b = PhiTM @ R
+    q = np.zeros(size)
+    sub = np.flatnonzero(support)
+    q[sub] = np.linalg.solve(A[np.ix_(sub, sub)], b[sub])
+    return frozen(q)
+
+
+# ---------------------------------------------------------------------- gradient
+def _critic_sum(
+    model: NetworkedMDP,
+    critics: Sequence[CriticTable],
+    i: int,
+    kappa: int,
+    states: IntArray,
+    actions: IntArray,
+) -> FloatArray:
+    """``(1/n) sum_{j in N_i^kappa} Qtilde_j(z_{N_j^kappa})`` at arrays of local states/actions."""
+    total = np.zeros(states.shape[:-1])
+    for j in model.graph.neighbourhood(i, kappa):
+        c = critics[j]
+        total += c.table[hop_codes(model, c.agents, states, actions)]
+    return total / model.n
+
+
+def _score_sum(
+    policy: LocalizedSoftmaxPolicy, i: int, obs: IntArray, acts: IntArray, weights: FloatArray
+) -> FloatArray:
+    """``sum_k w_k score_i(a_k | o_k)`` as an ``(|O_i|, |A_i|)`` table (grouped sums)."""
+    n_obs, n_act = policy.probs[i].shape
+    probs = policy.probs[i][obs]  # (K, |A_i|)
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(acts.size), acts] = 1.0
+    contrib = weights[:, None] * (onehot - probs)
+    out = np.zeros((n_obs, n_act))
+    np.add.at(out, obs, contrib)
+    return out
+
+
+def _observations(policy: LocalizedSoftmaxPolicy, i: int, states: IntArray) -> IntArray:
+    obs = np.zeros(states.shape[:-1], dtype=np.int64)
+    for j in policy.observed[i]:
+        obs = obs * policy.model.n_states[j] + states[..., j]
+    return obs
+
+
+@dataclass(frozen=True)
+class GradientEstimate:
+    """A sampled truncated gradient.
+
+    Attributes:
+        gradient: ``gtilde_i`` per agent, shape ``(|O_i|, |A_i|)``.
+        agent_steps: agent-steps sampled.
+        horizon: ``H'``, or ``None`` for the geometric variant.
+    """
+
+    gradient: tuple[FloatArray, ...]
+    agent_steps: int
+    horizon: int | None
+
+
+def gradient_estimate(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    critics: Sequence[CriticTable],
+    kappa: int,
+    batch: int,
+    rng: np.random.Generator,
+    horizon: int | None = None,
+) -> GradientEstimate:
+    """Truncated policy-gradient estimate (SPEC section 4, step 3).
+
+    Fixed horizon ``H'`` (``horizon`` given): ``gtilde_i = (1/B') sum_b sum_{t<H'} gamma^t
+    [(1/n) sum_{j in N_i^kappa} Qtilde_j(z^{b,t})] score_i(a_i^{b,t} | o_i^{b,t})``, biased by
+    the missing tail ``t >= H'``.  Geometric (``horizon=None``): one time
+    ``T ~ Geometric`` with ``P(T = t) = (1 - gamma) gamma^t`` per trajectory and the sample
+    ``(1/(1-gamma)) [...]_T score_i(. at T)``, unbiased for the infinite-horizon
+    :func:`gradient_estimate_expectation`.
+    """
+    if horizon is None:
+        times = geometric_horizons(model.gamma, batch, rng)
+        length = int(times.max()) + 1
+        traj = rollout(model, policy, batch, length, rng)
+        rows = np.arange(batch)
+        s_t, a_t = traj.states[rows, times], traj.actions[rows, times]  # (B, n)
+        scale = np.full(batch, 1.0 / (1.0 - model.gamma))
+    else:
+        length = horizon
+        traj = rollout(model, policy, batch, horizon, rng)
+        s_t = traj.states[:, :horizon, :].reshape(-1, model.n)
+        a_t = traj.actions.reshape(-1, model.n)
+        scale = np.tile(model.gamma ** np.arange(horizon), batch)
+    grads = []
+    for i in range(model.n):
+        w = scale * _critic_sum(model, critics, i, kappa, s_t, a_t)
+        obs = _observations(policy, i, s_t)
+        grads.append(frozen(_score_sum(policy, i, obs, a_t[:, i], w) / batch))
+    # the algorithm consumes T_b + 1 steps of trajectory b (the vectorised rollout runs all
+    # to the longest, which is an implementation cost, not a sample the estimator uses)
+    used = int(np.sum(times + 1)) * model.n if horizon is None else batch * length * model.n
+    return GradientEstimate(tuple(grads), used, horizon)
+
+
+def gradient_estimate_expectation(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    critics: Sequence[CriticTable],
+    kappa: int,
+    horizon: int | None = None,
+) -> tuple[FloatArray, ...]:
+    """Exact expectation of :func:`gradient_estimate` for fixed critic tables:
+    ``sum_{s,a} lam^{H'}(s,a) H_i(s,a) score_i`` (``lam`` itself when ``horizon=None``)."""
+    if horizon is None:
+        op = transition_operator(model, policy)
+        lam_S = op.solve_occupancy(model.joint_rho()).x
+    else:
+        lam_S, _ = finite_horizon_occupancy(model, policy, horizon)
+    pi = policy.joint_matrix()
+    sd, ad = model.states.digits, model.actions.digits
+    states = np.broadcast_to(sd[:, None, :], (sd.shape[0], ad.shape[0], model.n))
+    actions = np.broadcast_to(ad[None, :, :], (sd.shape[0], ad.shape[0], model.n))
+    out = []
+    for i in range(model.n):
+        table = _critic_sum(model, critics, i, kappa, states, actions)
+        out.append(score_contraction(policy, lam_S, table, i, pi))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------- training loop
+@dataclass(frozen=True)
+class Algorithm1Config:
+    """Hyper-parameters of Algorithm 1.
+
+    Attributes:
+        kappa: truncation radius.
+        step_size: ``eta`` of ``theta_i += eta gtilde_i``.
+        iterations: number of policy updates.
+        occupancy_batch, occupancy_horizon: ``B`` and ``H`` of step 1.
+        critic: ``"mc"`` or ``"td"``.
+        critic_batch: trajectories per critic fit.
+        critic_horizon: ``H`` of TD trajectories, or the start and return horizons of the
+            Monte-Carlo critic.
+        gradient_batch: ``B'`` of step 3.
+        gradient_horizon: ``H'``, or ``None`` for the geometric (unbiased) variant.
+        td_step_scale, td_step_offset: ``h`` and ``t0`` of the TD step ``h / (N + t0)``
+            (default ``1/(1-gamma)`` each, see :func:`td_critic`).
+    """
+
+    kappa: int = 1
+    step_size: float = 0.1
+    iterations: int = 10
+    occupancy_batch: int = 256
+    occupancy_horizon: int = 50
+    critic: Literal["mc", "td"] = "mc"
+    critic_batch: int = 512
+    critic_horizon: int = 50
+    gradient_batch: int = 512
+    gradient_horizon: int | None = None
+    td_step_scale: float | None = None
+    td_step_offset: float | None = None
+
+
+@dataclass(frozen=True)
+class Algorithm1History:
+    """Typed history of :func:`run_algorithm1`, one entry per iteration (before the update).
+
+    Attributes:
+        objective: exact ``F(theta_k)`` (NaN when the instance is too large).
+        gradient_norm: exact ``||grad F(theta_k)||`` (NaN when too large).
+        truncation_floor: exact ``||ghat - grad F||`` with occupancy weights (NaN when too large).
+        estimate_norm: ``||gtilde_k||``.
+        samples: cumulative agent-steps sampled so far.
+        policies: the policy at each iteration, then the final one.
+    """
+
+    objective: FloatArray
+    gradient_norm: FloatArray
+    truncation_floor: FloatArray
+    estimate_norm: FloatArray
+    samples: IntArray
+    policies: tuple[LocalizedSoftmaxPolicy, ...] = field(repr=False)
+
+
+def run_algorithm1(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    utilities: Sequence[Utility],
+    config: Algorithm1Config,
+    rng: np.random.Generator,
+    exact: bool = True,
+) -> Algorithm1History:
+    """Algorithm 1: estimate shadow rewards, fit truncated critics, step along ``gtilde``.
+
+    With ``exact=True`` each iteration also records the exact objective, gradient norm
+    and truncation floor (dense oracles; small ``n`` only).
+    """
+    objs, norms, floors, est, samples = [], [], [], [], []
+    used = 0
+    policies = [policy]
+    for _ in range(config.iterations):
+        if exact:
+            sol = solve(model, policy, utilities)
+            objs.append(sol.objective)
+            norms.append(sol.gradient_norm)
+            ghat = truncated_gradient(model, policy, sol, config.kappa, "occupancy")
+            floors.append(gradient_norm([a - b for a, b in zip(ghat, sol.gradient, strict=True)]))
+        else:
+            objs.append(np.nan)
+            norms.append(np.nan)
+            floors.append(np.nan)
+        occ_traj = rollout(model, policy, config.occupancy_batch, config.occupancy_horizon, rng)
+        used += config.occupancy_batch * config.occupancy_horizon * model.n
+        rewards = shadow_reward_estimate(utilities, occupancy_estimate(model, occ_traj))
+        if config.critic == "mc":
+            critics = mc_critic(
+                model,
+                policy,
+                rewards,
+                config.kappa,
+                config.critic_batch,
+                config.critic_horizon,
+                config.critic_horizon,
+                rng,
+            )
+        else:
+            traj = rollout(model, policy, config.critic_batch, config.critic_horizon, rng)
+            critics = td_critic(
+                model, traj, rewards, config.kappa, config.td_step_scale, config.td_step_offset
+            )
+        used += critics[0].agent_steps
+        estimate = gradient_estimate(
+            model,
+            policy,
+            critics,
+            config.kappa,
+            config.gradient_batch,
+            rng,
+            config.gradient_horizon,
+        )
+        used += estimate.agent_steps
+        g = estimate.gradient
+        est.append(gradient_norm(g))
+        samples.append(used)
+        policy = policy.with_theta(
+            [t + config.step_size * d for t, d in zip(policy.theta, g, strict=True)]
+        )
+        policies.append(policy)
+    return Algorithm1History(
+        frozen(np.array(objs)),
+        frozen(np.array(norms)),
+        frozen(np.array(floors)),
+        frozen(np.array(est)),
+        np.array(samples, dtype=np.int64),
+        tuple(policies),
+    )

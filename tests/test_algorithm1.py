@@ -1,0 +1,288 @@
+"""Algorithm 1 (SPEC section 4): every sampled estimator against its exact expectation,
+with radii from a stated concentration inequality at failure probability <= 1e-9 per check
+(proofs_notes/algorithm1.md).
+
+Suite-level false alarms: each test below makes one check per seed-drawn example, split
+by the union bound (verify.bounds.split_delta) over the entries it compares, so each
+example fails spuriously with probability at most 1e-9.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reference.instances import line_message
+from reference.networked import (
+    LocalizedSoftmaxPolicy,
+    NetworkedMDP,
+    local_occupancies,
+    objective,
+    shadow_q,
+    solve,
+)
+from reference.networked.algorithm import (
+    Algorithm1Config,
+    CriticTable,
+    finite_horizon_occupancy,
+    gradient_estimate,
+    gradient_estimate_expectation,
+    mc_critic,
+    mc_critic_expectation,
+    occupancy_estimate,
+    run_algorithm1,
+    shadow_reward_estimate,
+    td_critic_limit,
+)
+from reference.networked.sampling import rollout
+from reference.networked.truncation import decay_spread, hop_index, truncated_gradient, truncated_q
+from verify import strategies as mst
+from verify.bounds import hoeffding_radius, l1_radius, split_delta
+from verify.tolerances import gradient_tolerance, summation_tolerance
+
+DELTA = 1e-9
+SMOOTH_KINDS = ("linear", "entropy", "quadratic", "kl")
+
+
+def _with_uniform_rho(model: NetworkedMDP) -> NetworkedMDP:
+    return NetworkedMDP(
+        model.graph, model.n_states, model.n_actions, model.kernels, model.gamma,
+        tuple(np.full(k, 1.0 / k) for k in model.n_states),
+    )
+
+
+@given(problem=mst.networked_problems(max_agents=4), horizon=st.integers(0, 30))
+def test_finite_horizon_gap_is_exactly_the_tail_mass(
+    problem: mst.NetworkedProblem, horizon: int
+) -> None:
+    """||lam_i - lam^H_i||_1 = gamma^H / (1 - gamma) exactly, since lam - lam^H >= 0 has
+    that mass (computed exactly, not sampled)."""
+    m, pol = problem.model, problem.policy
+    sol = solve(m, pol, problem.utilities)
+    lam_H, _ = finite_horizon_occupancy(m, pol, horizon)
+    mass = 1.0 / (1.0 - m.gamma)
+    tol = sol.occupancy_error_bound + summation_tolerance(m.states.size * (horizon + 2), mass)
+    for lam_i, lam_H_i in zip(sol.local_occupancy, local_occupancies(pol, lam_H), strict=True):
+        assert float(np.min(lam_i - lam_H_i)) >= -tol
+        gap = float(np.abs(lam_i - lam_H_i).sum())
+        assert abs(gap - m.gamma**horizon / (1 - m.gamma)) <= tol
+
+
+@settings(max_examples=10)
+@given(problem=mst.networked_problems(max_agents=3, utility_kinds=SMOOTH_KINDS,
+                                      max_gamma=0.9),
+       seed=mst.seeds())
+def test_occupancy_and_shadow_reward_estimators_concentrate(
+    problem: mst.NetworkedProblem, seed: int
+) -> None:
+    """E lamtilde_i = lam^H_i; ||lamtilde_i - lam^H_i||_1 <= l1 radius with per-trajectory
+    l1 norm (1 - gamma^H)/(1 - gamma) (McDiarmid, verify.bounds.l1_radius); and
+    ||rtilde_i - grad f_i(lam^H_i)||_2 <= smoothness_i * that radius (||.||_2 <= ||.||_1)."""
+    m, pol, utils = problem.model, problem.policy, problem.utilities
+    rng = np.random.default_rng(seed)
+    batch, horizon = 4000, 25
+    traj = rollout(m, pol, batch, horizon, rng)
+    est = occupancy_estimate(m, traj)
+    lam_H = local_occupancies(pol, finite_horizon_occupancy(m, pol, horizon)[0])
+    per_traj = (1 - m.gamma**horizon) / (1 - m.gamma)
+    delta = split_delta(DELTA, m.n)
+    rewards = shadow_reward_estimate(utils, est)
+    for i in range(m.n):
+        radius = l1_radius(batch, est[i].size, per_traj, delta)
+        err = float(np.abs(est[i] - lam_H[i]).sum())
+        assert err <= radius, (i, err, radius)
+        exact_r = utils[i].gradient(lam_H[i])
+        r_err = float(np.linalg.norm(rewards[i] - exact_r))
+        assert r_err <= utils[i].constants.smoothness * radius + summation_tolerance(
+            est[i].size, float(np.max(np.abs(exact_r))) + 1.0
+        )
+
+
+@settings(max_examples=8)
+@given(problem=mst.networked_problems(max_agents=3, max_gamma=0.9), seed=mst.seeds(),
+       kappa=st.integers(0, 1))
+def test_mc_critic_concentrates_per_entry(
+    problem: mst.NetworkedProblem, seed: int, kappa: int
+) -> None:
+    """Given the entry counts, the samples at entry z are i.i.d. with mean
+    mc_critic_expectation[z] and range (max r - min r)(1 - gamma^Hc)/(1 - gamma): Hoeffding
+    per entry, union bound over entries and agents."""
+    m, pol, utils = problem.model, problem.policy, problem.utilities
+    sol = solve(m, pol, utils)
+    rewards = sol.shadow_rewards
+    rng = np.random.default_rng(seed)
+    batch, hs, hc = 3000, 10, 20
+    critics = mc_critic(m, pol, rewards, kappa, batch, hs, hc, rng)
+    expected = mc_critic_expectation(m, pol, rewards, kappa, hs, hc)
+    n_entries = sum(c.table.size for c in critics)
+    delta = split_delta(DELTA, n_entries)
+    for j, c in enumerate(critics):
+        width = float(np.ptp(rewards[j])) * (1 - m.gamma**hc) / (1 - m.gamma)
+        g_max = float(np.max(np.abs(rewards[j]))) * (1 - m.gamma**hc) / (1 - m.gamma)
+        for z in np.flatnonzero(c.counts > 0):
+            count = int(c.counts[z])
+            radius = hoeffding_radius(count, width, delta)
+            # rounding: each return sums hc terms, the entry averages count returns
+            rounding = summation_tolerance(hc + count, g_max + 1.0)
+            assert abs(c.table[z] - expected[j][z]) <= radius + rounding
+
+
+@given(problem=mst.networked_problems(max_agents=3, max_gamma=0.9), kappa=st.integers(0, 2),
+       hs=st.integers(1, 60), hc=st.integers(1, 60))
+def test_mc_expectation_tends_to_occupancy_conditional_truncation(
+    problem: mst.NetworkedProblem, kappa: int, hs: int, hc: int
+) -> None:
+    """|E_MC(z) - Qhat^occ(z)| <= gamma^Hc max|r|/(1-gamma) + spread_z (m_z - m^H_z)/m_z:
+    the return horizon costs the tail of the discounted sum, and the start distribution
+    lam^Hs differs from lam on the group by a mixture weight (m - m^H)/m in total variation
+    (proofs_notes/algorithm1.md)."""
+    m, pol, utils = problem.model, problem.policy, problem.utilities
+    sol = solve(m, pol, utils)
+    qs = shadow_q(m, pol, sol)
+    lam = sol.lam_S[:, None] * pol.joint_matrix()
+    lam_hs = finite_horizon_occupancy(m, pol, hs)[0][:, None] * pol.joint_matrix()
+    expected = mc_critic_expectation(m, pol, sol.shadow_rewards, kappa, hs, hc)
+    for j in range(m.n):
+        idx, size = hop_index(m, m.graph.neighbourhood(j, kappa))
+        occ = truncated_q(m, qs[j], j, kappa, "occupancy", lam).table
+        mass = np.bincount(idx.reshape(-1), weights=lam.reshape(-1), minlength=size)
+        mass_h = np.bincount(idx.reshape(-1), weights=lam_hs.reshape(-1), minlength=size)
+        spread = decay_spread(m, qs[j], j, kappa)
+        r_max = float(np.max(np.abs(sol.shadow_rewards[j])))
+        live = mass_h > 0
+        bound = m.gamma**hc * r_max / (1 - m.gamma) + spread * (mass - mass_h) / np.where(
+            mass > 0, mass, 1.0
+        )
+        tol = 2 * sol.value_error_bound + summation_tolerance(m.states.size * m.actions.size,
+                                                              r_max / (1 - m.gamma) + 1)
+        assert np.all(np.abs(expected[j] - occ)[live] <= bound[live] + tol)
+
+
+@given(problem=mst.networked_problems(max_agents=3, max_gamma=0.9), kappa=st.integers(0, 2),
+       horizon=st.integers(2, 30))
+def test_td_limit_within_spread_over_one_minus_gamma(
+    problem: mst.NetworkedProblem, kappa: int, horizon: int
+) -> None:
+    """With rho of full support every pair is updated, and the TD(0) fixed point q*
+    satisfies ||Phi q* - Q_j||_inf <= D_j(kappa)/(1 - gamma) (averaging projection is an
+    inf-norm non-expansion; proofs_notes/algorithm1.md)."""
+    m = _with_uniform_rho(problem.model)
+    pol = problem.policy.with_theta(problem.policy.theta)
+    pol = LocalizedSoftmaxPolicy(m, pol.beta, pol.theta)
+    sol = solve(m, pol, problem.utilities)
+    qs = shadow_q(m, pol, sol)
+    for j in range(m.n):
+        q_star = td_critic_limit(m, pol, sol.shadow_rewards[j], j, kappa, horizon)
+        idx, _ = hop_index(m, m.graph.neighbourhood(j, kappa))
+        err = float(np.max(np.abs(q_star[idx] - qs[j])))
+        spread = decay_spread(m, qs[j], j, kappa)
+        scale = float(np.max(np.abs(qs[j]))) + 1.0
+        tol = (2 * sol.value_error_bound + summation_tolerance(
+            m.states.size * m.actions.size, scale)) / (1 - m.gamma)
+        assert err <= spread / (1 - m.gamma) + tol
+
+
+def _exact_critics(m: NetworkedMDP, pol: LocalizedSoftmaxPolicy, kappa: int,
+                   problem: mst.NetworkedProblem) -> tuple[CriticTable, ...]:
+    sol = solve(m, pol, problem.utilities)
+    qs = shadow_q(m, pol, sol)
+    lam = sol.lam_S[:, None] * pol.joint_matrix()
+    out = []
+    for j in range(m.n):
+        hat = truncated_q(m, qs[j], j, kappa, "occupancy", lam)
+        out.append(CriticTable(j, kappa, hat.agents, hat.table, np.zeros(hat.table.size),
+                               "exact"))
+    return tuple(out)
+
+
+@given(problem=mst.networked_problems(max_agents=3, max_gamma=0.9), kappa=st.integers(0, 2))
+def test_geometric_gradient_expectation_is_the_truncated_gradient(
+    problem: mst.NetworkedProblem, kappa: int
+) -> None:
+    """With exact occupancy-conditional critics, E[geometric estimate] = ghat exactly."""
+    m, pol = problem.model, problem.policy
+    critics = _exact_critics(m, pol, kappa, problem)
+    sol = solve(m, pol, problem.utilities)
+    expected = gradient_estimate_expectation(m, pol, critics, kappa, None)
+    ghat = truncated_gradient(m, pol, sol, kappa, "occupancy")
+    tol = gradient_tolerance(m.states.size * m.actions.size, m.gamma,
+                             max(float(np.max(np.abs(r))) for r in sol.shadow_rewards))
+    for a, b in zip(expected, ghat, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
+@settings(max_examples=8)
+@given(problem=mst.networked_problems(max_agents=3, max_gamma=0.9), seed=mst.seeds(),
+       kappa=st.integers(0, 1), geometric=st.booleans())
+def test_gradient_estimator_concentrates(
+    problem: mst.NetworkedProblem, seed: int, kappa: int, geometric: bool
+) -> None:
+    """Each coordinate of one trajectory's contribution lies in [-C, C] (score entries in
+    [-1, 1]): C = Hmax (1 - gamma^H')/(1 - gamma) for the fixed horizon, Hmax/(1 - gamma)
+    for the geometric variant, Hmax = max |(1/n) sum_j Qtilde_j|; Hoeffding per coordinate,
+    union bound over all coordinates."""
+    m, pol = problem.model, problem.policy
+    critics = _exact_critics(m, pol, kappa, problem)
+    horizon = None if geometric else 20
+    rng = np.random.default_rng(seed)
+    batch = 4000
+    est = gradient_estimate(m, pol, critics, kappa, batch, rng, horizon)
+    expected = gradient_estimate_expectation(m, pol, critics, kappa, horizon)
+    h_max = sum(float(np.max(np.abs(c.table))) for c in critics) / m.n
+    c_bound = h_max / (1 - m.gamma) if geometric else h_max * (1 - m.gamma**20) / (1 - m.gamma)
+    delta = split_delta(DELTA, pol.n_parameters)
+    radius = hoeffding_radius(batch, 2 * c_bound, delta)
+    for a, b in zip(est.gradient, expected, strict=True):
+        assert float(np.max(np.abs(a - b))) <= radius + summation_tolerance(batch * 20, c_bound)
+
+
+def test_exact_gradient_step_increases_f() -> None:
+    """With exact components (kappa = diameter, exact critics), an Algorithm 1 step is a
+    gradient-ascent step: F(theta + eta g) - F(theta) = eta ||g||^2 + O(eta^2) > 0."""
+    inst = line_message(4)
+    m = inst.model
+    utils = inst.utilities("entropy")
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(3))
+    sol = solve(m, pol, utils)
+    g = truncated_gradient(m, pol, sol, m.graph.diameter, "occupancy")
+    eta = 1e-3
+    new = pol.with_theta([t + eta * d for t, d in zip(pol.theta, g, strict=True)])
+    gain = objective(m, new, utils) - sol.objective
+    assert gain >= 0.5 * eta * sol.gradient_norm**2 > 0
+
+
+def test_stationarity_floor_shrinks_with_kappa() -> None:
+    """Ascent on the exact truncated gradient stops where ghat = 0; there ||grad F|| is the
+    truncation error, at most sqrt(2n) max_j D_j(kappa)/(1 - gamma), and it shrinks with kappa."""
+    inst = line_message(5, 0.8)
+    m = inst.model
+    utils = inst.utilities("linear")
+    floors = []
+    for kappa in (0, 1, 2):
+        pol = LocalizedSoftmaxPolicy.uniform(m, 0)
+        for _ in range(150):
+            sol = solve(m, pol, utils)
+            g = truncated_gradient(m, pol, sol, kappa, "occupancy")
+            pol = pol.with_theta([t + 2.0 * d for t, d in zip(pol.theta, g, strict=True)])
+        sol = solve(m, pol, utils)
+        floors.append(sol.gradient_norm)
+    assert floors[0] > floors[1] > floors[2]
+
+
+def test_run_algorithm1_history() -> None:
+    inst = line_message(3)
+    m = inst.model
+    pol = LocalizedSoftmaxPolicy.uniform(m, 0)
+    cfg = Algorithm1Config(kappa=1, iterations=3, occupancy_batch=64, critic_batch=64,
+                           gradient_batch=64, critic_horizon=20, occupancy_horizon=20)
+    hist = run_algorithm1(m, pol, inst.utilities(), cfg, np.random.default_rng(0))
+    assert hist.objective.shape == hist.samples.shape == (3,)
+    assert np.all(np.diff(hist.samples) > 0)
+    assert len(hist.policies) == 4
+    assert np.all(np.isfinite(hist.gradient_norm)) and np.all(hist.truncation_floor >= 0)
+    td = run_algorithm1(m, pol, inst.utilities(), Algorithm1Config(
+        critic="td", iterations=2, occupancy_batch=32, critic_batch=32, gradient_batch=32,
+        gradient_horizon=15), np.random.default_rng(1))
+    assert td.estimate_norm.shape == (2,)
+
