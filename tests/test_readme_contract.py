@@ -33,3 +33,11 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 def test_readme_opens_with_the_quickstart() -> None:
     headings = [ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("#")]
     assert headings[1] == "## Quickstart"
+
+
+def test_readme_python_examples_run() -> None:
+    """The README's Python blocks, run in order in one namespace, raise nothing."""
+    text = (ROOT / "README.md").read_text()
+    namespace: dict[str, object] = {}
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        exec(compile(block, "README.md", "exec"), namespace)
