@@ -10,33 +10,37 @@ step of the joint chain factorises over agents (SPEC section 2)::
 independently across agents given ``s^t``, so the sampler never forms a joint matrix: it
 works for hundreds of agents (a ring of ``n = 300`` binary agents is a routine case).
 
-Layout.  All ``B`` trajectories advance together.  :class:`Sampler` precomputes, once per
-(model, policy), two lookups (one for observations ``o_i``, one for kernel rows):
+Layout.  All ``B`` trajectories advance together.  Step ``t`` works on the agent-major
+block ``z^t = (s^t_0..s^t_{n-1}, a^t_0..a^t_{n-1}, 1)`` of shape ``(2n + 1, B)``.
+:class:`Sampler` precomputes, once per (model, policy), two lookups (one for the policy,
+one for the kernels), each made of
 
-* a sparse ``(n, n)`` *radix matrix* ``M`` with ``M[i, j]`` the mixed-radix weight of agent
-  ``j`` in agent ``i``'s index (lowest agent most significant, SPEC section 0; for the
-  kernel the weights are multiplied by ``|A_i|`` so that ``a_i`` can be added), and a
-  per-agent row offset into one concatenated table.  ``M`` is the padded neighbour-index
-  matrix with its zero-weight padding dropped; ``M s`` performs the gather and the
-  weighted sum in one compiled pass (measured faster than a padded gather followed by a
-  multiply and a sum, see ``bench/sampler.py``);
-* one table of *thresholds*: every row ``p`` of every ``pi_i`` (resp. ``P_i``, with the
+* a sparse ``(n, 2n + 1)`` *row matrix* ``M`` whose product ``(M z^t)_i`` is agent ``i``'s
+  flat row in one concatenated table: ``offset_i + index(s^t_{N_i^beta})`` for the
+  policy, ``offset_i + |A_i| index(s^t_{N_i}) + a^t_i`` for the kernel, with the
+  mixed-radix index of SPEC section 0 (lowest agent most significant).  ``M`` is the
+  padded neighbour-index matrix with radix weights, its zero-weight padding dropped, plus
+  the action and offset columns; ``M z`` performs the gather, the weighted sum and the
+  offsets in one compiled pass (measured no slower than a padded gather followed by a
+  multiply, a sum and two additions, and with fewer calls);
+* a table of *thresholds*: every row ``p`` of every ``pi_i`` (resp. ``P_i``, with the
   action folded into the row index) becomes its cumulative sums ``c_k = p_0 + ... + p_k``
-  for ``k < W - 1``, padded to the largest width ``W``.
+  for ``k < W - 1``, padded to the largest width ``W``, stored column by column.
 
-Each step forms the flat rows ``offset_i + (M s^t)_i [+ a_i^t]``, draws one batch of
-``2 n B`` uniforms and samples by inverse CDF, ``x = #{k : c_k <= u}`` for
-``u ~ U[0, 1)``, which has ``P(x = k) = c_k - c_{k-1} = p_k``.  Rounding guard: the
-cumulative value at (and after) the last positive entry of every row is set to exactly 1,
-and padding is 1, so ``u < 1`` can never select a padded outcome or a zero-probability
-outcome past the end of the row, whatever the rounding of the cumsum.  The only Python
-loops inside :meth:`Sampler.rollout` run over time steps and over the (few) threshold
-columns; none runs over agents or trajectories.
+Each step draws one batch of ``2 n B`` uniforms and samples by inverse CDF,
+``x = #{k : c_k <= u}`` for ``u ~ U[0, 1)``, which has ``P(x = k) = c_k - c_{k-1} = p_k``:
+first ``a^t`` from the policy rows of ``z^t``, then ``s^{t+1}`` from the kernel rows of
+``z^t`` (which now holds ``a^t``).  Rounding guard: the cumulative value at (and after)
+the last positive entry of every row is set to exactly 1, and padding is 1, so ``u < 1``
+can never select a padded outcome or a zero-probability outcome past the end of the row,
+whatever the rounding of the cumsum.  The only Python loops inside
+:meth:`Sampler.rollout` run over time steps and over the (few) threshold columns; none
+runs over agents or trajectories.
 
-Internally states are kept agent-major, ``(n, B)`` per step; :class:`Trajectories`
-exposes them as ``(B, H + 1, n)`` read-only views of that buffer (not C-contiguous).
-Uniforms are drawn as ``rng.random((2, n, B))`` per step (actions, then next states); the
-stream is deterministic given the generator's state.
+:class:`Trajectories` exposes the ``z`` buffer as ``(B, H + 1, n)`` states and
+``(B, H, n)`` actions: read-only, non-C-contiguous views (no transposing copy).  Uniforms
+are drawn as ``rng.random((2, n, B))`` per step (actions, then next states), so the
+result is a deterministic function of the generator's state.
 """
 
 from __future__ import annotations
@@ -358,20 +362,22 @@ class Sampler:
         batch = _check_count(batch, "batch", 1)
         horizon = _check_count(horizon, "horizon", 0)
         rng = _check_rng(rng)
-        # z[t] = (s^t, a^t, 1) stacked agent-major, one (2n + 1, B) block per step
-        z = np.empty((horizon + 1, 2 * n + 1, batch), dtype=np.int64)
-        z[:, 2 * n] = 1
+        fixed_s: IntArray | None = None
         fixed_a: IntArray | None = None
+        if initial_states is not None:
+            fixed_s = _check_local_values(initial_states, "initial_states", batch, model.n_states)
         if first_actions is not None:
             if horizon == 0:
                 raise ModelError(
                     "first_actions given with horizon = 0: there is no step to apply them to"
                 )
             fixed_a = _check_local_values(first_actions, "first_actions", batch, model.n_actions)
-        if initial_states is not None:
-            z[0, :n] = _check_local_values(
-                initial_states, "initial_states", batch, model.n_states
-            ).T
+        # z[t] = (s^t, a^t, 1) stacked agent-major: one (2n + 1, B) block per step, the
+        # vector the row matrices act on; a^H is never drawn (outside the actions view).
+        z = np.empty((horizon + 1, 2 * n + 1, batch), dtype=np.int64)
+        z[:, 2 * n] = 1
+        if fixed_s is not None:
+            z[0, :n] = fixed_s.T
         else:
             z[0, :n] = _draw_initial(model, self._initial, batch, rng)
         u = np.empty((2, n, batch), dtype=np.float64)
