@@ -36,6 +36,18 @@ from reference.networked.policy import LocalizedSoftmaxPolicy
 __all__ = ["build_parser", "main"]
 
 
+def _add_instance_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by subcommands that evaluate a named instance at theta = 0."""
+    parser.add_argument("--instance", choices=sorted(INSTANCES), default="line-message")
+    parser.add_argument("--agents", type=int, required=True, help="number of agents n")
+    parser.add_argument("--gamma", type=float, default=0.9, help="discount (default 0.9)")
+    parser.add_argument(
+        "--obs-radius", type=int, default=0, help="observation radius beta (default 0)"
+    )
+    parser.add_argument("--utility", choices=("linear", "entropy"), default="linear")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``marl-oracle``."""
     parser = argparse.ArgumentParser(
@@ -48,27 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exact objective, gradient norm and local occupancies at theta = 0",
         description="Exact F, ||grad F|| and local occupancies of a named instance at theta = 0.",
     )
-    exact.add_argument("--instance", choices=sorted(INSTANCES), default="line-message")
-    exact.add_argument("--agents", type=int, required=True, help="number of agents n")
-    exact.add_argument("--gamma", type=float, default=0.9, help="discount (default 0.9)")
-    exact.add_argument(
-        "--obs-radius", type=int, default=0, help="observation radius beta (default 0)"
-    )
-    exact.add_argument("--utility", choices=("linear", "entropy"), default="linear")
-    exact.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_instance_arguments(exact)
     decay = sub.add_parser(
         "decay",
         help="decay spreads, their bound and the truncated-gradient error per kappa",
         description="max_i D_i(kappa), its derived bound and ||ghat - grad F|| at theta = 0.",
     )
-    decay.add_argument("--instance", choices=sorted(INSTANCES), default="line-message")
-    decay.add_argument("--agents", type=int, required=True, help="number of agents n")
-    decay.add_argument("--gamma", type=float, default=0.9, help="discount (default 0.9)")
-    decay.add_argument(
-        "--obs-radius", type=int, default=0, help="observation radius beta (default 0)"
-    )
-    decay.add_argument("--utility", choices=("linear", "entropy"), default="linear")
-    decay.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_instance_arguments(decay)
     decay.add_argument("--plot", metavar="FILE.png", help="write a log-scale plot (matplotlib)")
     return parser
 

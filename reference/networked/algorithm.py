@@ -33,7 +33,12 @@ from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.sampling import Trajectories, geometric_horizons, rollout
 from reference.networked.transition import contract_next_state, transition_operator
-from reference.networked.truncation import hop_index, truncated_gradient
+from reference.networked.truncation import (
+    hop_codes,
+    hop_index,
+    hop_size,
+    truncated_gradient,
+)
 from reference.networked.utilities import Utility
 
 __all__ = [
@@ -45,8 +50,6 @@ __all__ = [
     "finite_horizon_q",
     "gradient_estimate",
     "gradient_estimate_expectation",
-    "hop_codes",
-    "hop_size",
     "mc_critic",
     "mc_critic_expectation",
     "occupancy_estimate",
@@ -108,18 +111,6 @@ def shadow_reward_estimate(
 
 
 # ---------------------------------------------------------------------- critics
-def hop_codes(
-    model: NetworkedMDP, agents: Sequence[int], states: IntArray, actions: IntArray
-) -> IntArray:
-    """``z_agents`` codes for arrays of local states and actions of shape ``(..., n)``."""
-    code = np.zeros(states.shape[:-1], dtype=np.int64)
-    for j in agents:
-        code = code * (model.n_states[j] * model.n_actions[j]) + (
-            states[..., j] * model.n_actions[j] + actions[..., j]
-        )
-    return code
-
-
 @dataclass(frozen=True)
 class CriticTable:
     """A truncated critic ``Qtilde_j(z_{N_j^kappa})``.
@@ -195,14 +186,6 @@ def mc_critic(
         steps = batch * (start_horizon + return_horizon) * model.n
         out.append(CriticTable(j, kappa, agents, frozen(table), frozen(counts), "mc", steps))
     return tuple(out)
-
-
-def hop_size(model: NetworkedMDP, agents: Sequence[int]) -> int:
-    """Number of values of ``z_agents`` (without building any joint index)."""
-    size = 1
-    for j in agents:
-        size *= model.n_states[j] * model.n_actions[j]
-    return size
 
 
 def finite_horizon_q(

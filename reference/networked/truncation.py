@@ -43,7 +43,9 @@ __all__ = [
     "decay_profile",
     "decay_spread",
     "first_escape_time",
+    "hop_codes",
     "hop_index",
+    "hop_size",
     "truncated_gradient",
     "truncated_q",
 ]
@@ -81,19 +83,35 @@ def decay_bound(delta: float, gamma: float, kappa: int, beta: int) -> float:
     return float(delta) * gamma ** first_escape_time(kappa, beta) / (1.0 - gamma)
 
 
-def hop_index(model: NetworkedMDP, agents: Sequence[int]) -> tuple[IntArray, int]:
-    """``(|S|, |A|)`` index of ``z_agents = (s_j, a_j)_{j in agents}`` and the number of values.
+def hop_codes(
+    model: NetworkedMDP, agents: Sequence[int], states: IntArray, actions: IntArray
+) -> IntArray:
+    """``z_agents`` codes of local states and actions with shapes broadcasting to ``(..., n)``.
 
-    ``agents`` increasing; each agent's digit is ``s_j |A_j| + a_j``.
+    ``agents`` increasing; each agent's digit is ``s_j |A_j| + a_j``, lowest agent most
+    significant.
     """
-    sd, ad = model.states.digits, model.actions.digits
-    idx = np.zeros((model.states.size, model.actions.size), dtype=np.int64)
+    shape = np.broadcast_shapes(states.shape[:-1], actions.shape[:-1])
+    code = np.zeros(shape, dtype=np.int64)
+    for j in agents:
+        code = code * (model.n_states[j] * model.n_actions[j]) + (
+            states[..., j] * model.n_actions[j] + actions[..., j]
+        )
+    return code
+
+
+def hop_size(model: NetworkedMDP, agents: Sequence[int]) -> int:
+    """Number of values of ``z_agents``: ``prod_{j in agents} |S_j| |A_j|``."""
     size = 1
     for j in agents:
-        base = model.n_states[j] * model.n_actions[j]
-        idx = idx * base + (sd[:, j, None] * model.n_actions[j] + ad[None, :, j])
-        size *= base
-    return idx, size
+        size *= model.n_states[j] * model.n_actions[j]
+    return size
+
+
+def hop_index(model: NetworkedMDP, agents: Sequence[int]) -> tuple[IntArray, int]:
+    """``(|S|, |A|)`` code of ``z_agents`` for every joint pair, and the number of values."""
+    sd, ad = model.states.digits, model.actions.digits
+    return hop_codes(model, agents, sd[:, None, :], ad[None, :, :]), hop_size(model, agents)
 
 
 def decay_spread(model: NetworkedMDP, q: FloatArray, i: int, kappa: int) -> float:
