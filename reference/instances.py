@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from reference._arrays import FloatArray, frozen
 from reference.errors import ModelError
@@ -13,7 +14,7 @@ from reference.networked.graph import Graph
 from reference.networked.model import NetworkedMDP
 from reference.networked.utilities import EntropyUtility, LinearUtility, Utility
 
-__all__ = ["INSTANCES", "NetworkedInstance", "line_message"]
+__all__ = ["INSTANCES", "NetworkedInstance", "line_message", "wireless"]
 
 UtilityKind = Literal["linear", "entropy"]
 
@@ -103,5 +104,114 @@ def line_message(n: int, gamma: float = 0.9) -> NetworkedInstance:
     return NetworkedInstance("line-message", model, tuple(rewards), _LINE_MESSAGE_SOURCE)
 
 
-INSTANCES = {"line-message": line_message}
-"""Registry of networked instances by name: ``name -> constructor(n, gamma)``."""
+_WIRELESS_SOURCE = (
+    "Wireless access grid in the style of Qu et al. (2020), used by Ying et al. 2023 "
+    "(appendix H.3; SPEC section 7): users on a grid, access points at the corners of each "
+    "user's cell, packets with deadline bits, success probability 0.8, arrival probability "
+    "0.5, collisions between users sending to one access point. Departures, forced by local "
+    "kernels P_i(s'_i | s_{N_i}, a_i) that see neighbours' states but not their actions: "
+    "a neighbour with a queued packet contends for each of its access points with "
+    "probability 1/(|Y_j| + 1), the rate of its uniform policy; and the reward of a success "
+    "is paid one step later, through a success bit in the local state, so that r_i is a "
+    "function of (s_i, a_i)."
+)
+
+
+def wireless(
+    rows: int,
+    cols: int,
+    gamma: float = 0.9,
+    deadline: int = 2,
+    success: float = 0.8,
+    arrival: float = 0.5,
+) -> NetworkedInstance:
+    """Wireless access grid (SPEC section 7) on ``rows x cols`` users.
+
+    User ``(r, c)`` (agent ``r cols + c``) reaches the access points at the four corners of
+    its cell, ``Y_i`` (an ``(rows+1) x (cols+1)`` grid of points); users sharing a point are
+    neighbours (a king's-move graph).  Local state ``(q_1, ..., q_D, f)``: ``q_k = 1`` if a
+    packet with ``k`` steps left is queued, ``f = 1`` if the last transmission succeeded
+    (digits in that order, ``q_1`` most significant).  Action 0 idles; action ``y >= 1``
+    sends the earliest-deadline packet to the ``y``-th point of ``Y_i`` (row-major order).
+    A send succeeds with probability ``success * prod_j (1 - 1[queue_j non-empty] /
+    (|Y_j| + 1))`` over neighbours ``j`` that reach the same point; the sent packet leaves the
+    queue on success.  Then deadlines shift (``q_1`` expires), a packet arrives at ``q_D``
+    with probability ``arrival``, and ``f'`` records the success.  Reward
+    ``r_i(s_i, a_i) = f``.  Initial queues empty, ``f = 0``.
+
+    Note: see ``source`` for the two departures from the original model.
+    """
+    for name, value in (("rows", rows), ("cols", cols), ("deadline", deadline)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ModelError(f"wireless {name} = {value!r}, expected a positive integer")
+    for name, prob in (("success", success), ("arrival", arrival)):
+        if not 0.0 <= prob <= 1.0:
+            raise ModelError(f"wireless {name} = {prob!r}, expected a probability")
+    n = rows * cols
+    points = [
+        tuple((r + dr) * (cols + 1) + (c + dc) for dr in (0, 1) for dc in (0, 1))
+        for r in range(rows)
+        for c in range(cols)
+    ]
+    edges = [(i, j) for i in range(n) for j in range(i + 1, n) if set(points[i]) & set(points[j])]
+    graph = Graph.from_edges(n, edges)
+    width = deadline + 1
+    local = np.indices((2,) * width).reshape(width, -1).T  # (|S_i|, D + 1) digits
+    queue = local[:, :deadline]
+    nonempty: npt.NDArray[np.bool_] = np.asarray(queue.any(axis=1), dtype=bool)
+    first = np.where(nonempty, np.argmax(queue, axis=1), -1)  # earliest-deadline slot
+    n_states, n_actions = 2**width, 5
+    kernels = []
+    for i in range(n):
+        nb = graph.neighbourhood(i)
+        configs = np.indices((n_states,) * len(nb)).reshape(len(nb), -1).T  # (rows, |N_i|)
+        own = configs[:, nb.index(i)]
+        P = np.zeros((configs.shape[0], n_actions, n_states))
+        for y in range(n_actions):
+            p_send = np.zeros(configs.shape[0])
+            if y >= 1:
+                point = points[i][y - 1]
+                clear = np.ones(configs.shape[0])
+                for pos, j in enumerate(nb):
+                    if j != i and point in points[j]:
+                        clear *= 1.0 - nonempty[configs[:, pos]] / (len(points[j]) + 1)
+                p_send = success * clear * nonempty[own]
+            for sent, p_sent in ((True, p_send), (False, 1.0 - p_send)):
+                q = queue[own].copy()
+                if sent:
+                    rows_sent = np.flatnonzero(nonempty[own])
+                    q[rows_sent, first[own][rows_sent]] = 0
+                shifted = np.concatenate([q[:, 1:], np.zeros((q.shape[0], 1), int)], axis=1)
+                for arrived, p_arr in ((1, arrival), (0, 1.0 - arrival)):
+                    nxt = shifted.copy()
+                    nxt[:, -1] = arrived
+                    digits = np.concatenate([nxt, np.full((q.shape[0], 1), int(sent))], axis=1)
+                    code = digits @ (2 ** np.arange(width - 1, -1, -1))
+                    np.add.at(P[:, y, :], (np.arange(configs.shape[0]), code), p_sent * p_arr)
+        kernels.append(P)
+    rho_local = np.zeros(n_states)
+    rho_local[0] = 1.0  # empty queue, f = 0
+    model = NetworkedMDP(
+        graph,
+        (n_states,) * n,
+        (n_actions,) * n,
+        tuple(kernels),
+        gamma,
+        tuple(rho_local.copy() for _ in range(n)),
+    )
+    reward = np.repeat(local[:, -1:].astype(np.float64), n_actions, axis=1)
+    return NetworkedInstance(
+        "wireless", model, tuple(frozen(reward) for _ in range(n)), _WIRELESS_SOURCE
+    )
+
+
+def _wireless_row(n: int, gamma: float = 0.9) -> NetworkedInstance:
+    """``wireless(1, n, gamma)``: ``n`` users in a row (the registry's ``(n, gamma)`` form)."""
+    return wireless(1, n, gamma)
+
+
+INSTANCES = {"line-message": line_message, "wireless": _wireless_row}
+"""Registry of networked instances by name: ``name -> constructor(n, gamma)``.
+
+``wireless`` in the registry is a single row of ``n`` users; call :func:`wireless` for grids.
+"""
