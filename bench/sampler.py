@@ -24,6 +24,9 @@ trajectories of ``H = --horizon`` steps):
   row ``r = s^t[:, N_i] @ w_N_i``; a second ``rng.random(B)``; the next state
   ``s_i' = #{k < |S_i| - 1 : cdf_P_i[r, a_i, k] <= u}``; both written into the same output
   arrays as the sampler's.  It makes ``2 H n`` generator calls of ``B`` uniforms each.
+* **scalar** -- :func:`scalar_rollout`, the per-agent-step Python loop: loops over
+  trajectories, steps and agents, one ``rng.random()`` scalar per draw, inverse CDF by
+  ``bisect`` on Python lists; timed on ``SCALAR_BATCH`` trajectories.
 * **floor** -- the cost of the randomness alone: ``H`` calls ``rng.random(out=buf)`` into a
   preallocated ``(2, n, B)`` buffer, i.e. the same ``2 B H n`` uniforms the sampler draws,
   in the same chunks, with nothing else.
@@ -48,6 +51,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import sys
@@ -77,6 +81,8 @@ REPEATS = 3
 
 SAMPLER_TO_LOOP_TARGET = 100.0
 SAMPLER_TO_FLOOR_TARGET = 0.25
+SCALAR_BATCH = 8
+"""Trajectories timed for the scalar loop (its rate per agent-step is batch-independent)."""
 
 
 # ---------------------------------------------------------------------- instances
@@ -136,6 +142,43 @@ def loop_rollout(
     return states, actions
 
 
+def scalar_rollout(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    batch: int,
+    horizon: int,
+    rng: np.random.Generator,
+    s0: IntArray,
+) -> list[list[list[int]]]:
+    """The per-agent-step Python loop: for every trajectory, step and agent, one
+    ``rng.random()`` for the action and one for the next state, inverse CDF by ``bisect``
+    on precomputed Python lists of cumulative sums.  Returns the states as nested lists."""
+    n = model.n
+    obs = [list(o) for o in policy.observed]
+    nbs = [list(nb) for nb in model.neighbourhoods]
+    w_obs = [_radix(o, model.n_states).tolist() for o in policy.observed]
+    w_nb = [_radix(nb, model.n_states).tolist() for nb in model.neighbourhoods]
+    cdf_pi = [np.cumsum(p, axis=-1).tolist() for p in policy.probs]
+    cdf_P = [np.cumsum(k, axis=-1).tolist() for k in model.kernels]
+    out = []
+    for b in range(batch):
+        s = [int(x) for x in s0[b]]
+        path = [s]
+        for _ in range(horizon):
+            nxt = [0] * n
+            for i in range(n):
+                o = sum(s[j] * w for j, w in zip(obs[i], w_obs[i], strict=True))
+                row = cdf_pi[i][o]
+                a = min(bisect.bisect_right(row, rng.random()), len(row) - 1)
+                r = sum(s[j] * w for j, w in zip(nbs[i], w_nb[i], strict=True))
+                krow = cdf_P[i][r][a]
+                nxt[i] = min(bisect.bisect_right(krow, rng.random()), len(krow) - 1)
+            s = nxt
+            path.append(s)
+        out.append(path)
+    return out
+
+
 def floor_draws(n: int, batch: int, horizon: int, rng: np.random.Generator) -> None:
     """The sampler's uniforms alone: ``H`` draws of ``(2, n, B)`` into one buffer."""
     buf = np.empty((2, n, batch))
@@ -166,7 +209,9 @@ class Row:
     Attributes:
         n, batch, horizon: the instance and workload (``agent_steps = batch * horizon * n``).
         sampler_rate, loop_rate, floor_rate: agent-steps per second (best of ``REPEATS``).
-        sampler_to_loop, sampler_to_floor, floor_to_loop: ratios of the rates.
+        scalar_rate: agent-steps per second of :func:`scalar_rollout` (on ``SCALAR_BATCH``
+            trajectories; a rate per agent-step does not depend on the batch).
+        sampler_to_loop, sampler_to_scalar, sampler_to_floor, floor_to_loop: ratios.
         setup_seconds: one ``Sampler(model, policy)`` construction.
         seed, spawn_key: the ``SeedSequence`` of the instance.
     """
@@ -177,8 +222,10 @@ class Row:
     agent_steps: int
     sampler_rate: float
     loop_rate: float
+    scalar_rate: float
     floor_rate: float
     sampler_to_loop: float
+    sampler_to_scalar: float
     sampler_to_floor: float
     floor_to_loop: float
     setup_seconds: float
@@ -199,6 +246,12 @@ def measure(n: int, batch: int, horizon: int, seed: int, min_seconds: float) -> 
         lambda: loop_rollout(model, policy, batch, horizon, rng, s0), steps, min_seconds
     )
     floor_rate = best_rate(lambda: floor_draws(n, batch, horizon, rng), steps, min_seconds)
+    scalar_b = min(batch, SCALAR_BATCH)
+    scalar_rate = best_rate(
+        lambda: scalar_rollout(model, policy, scalar_b, horizon, rng, s0[:scalar_b]),
+        scalar_b * horizon * n,
+        min_seconds,
+    )
     return Row(
         n=n,
         batch=batch,
@@ -206,8 +259,10 @@ def measure(n: int, batch: int, horizon: int, seed: int, min_seconds: float) -> 
         agent_steps=steps,
         sampler_rate=sampler_rate,
         loop_rate=loop_rate,
+        scalar_rate=scalar_rate,
         floor_rate=floor_rate,
         sampler_to_loop=sampler_rate / loop_rate,
+        sampler_to_scalar=sampler_rate / scalar_rate,
         sampler_to_floor=sampler_rate / floor_rate,
         floor_to_loop=floor_rate / loop_rate,
         setup_seconds=setup,
@@ -223,8 +278,10 @@ _COLUMNS = (
     ("H", 4),
     ("sampler (steps/s)", 17),
     ("loop (steps/s)", 14),
+    ("scalar (steps/s)", 16),
     ("floor (steps/s)", 15),
     ("sampler/loop", 12),
+    ("sampler/scalar", 14),
     ("sampler/floor", 13),
     ("floor/loop", 10),
     ("setup (s)", 9),
@@ -243,8 +300,10 @@ def _format(row: Row) -> str:
         str(row.horizon),
         f"{row.sampler_rate:.3g}",
         f"{row.loop_rate:.3g}",
+        f"{row.scalar_rate:.3g}",
         f"{row.floor_rate:.3g}",
         f"{row.sampler_to_loop:.3g}x",
+        f"{row.sampler_to_scalar:.3g}x",
         f"{row.sampler_to_floor:.3g}",
         f"{row.floor_to_loop:.3g}x",
         f"{row.setup_seconds:.3g}",
@@ -257,10 +316,13 @@ def _verdicts(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         loop_ok = "met" if row.sampler_to_loop >= SAMPLER_TO_LOOP_TARGET else "MISSED"
         floor_ok = "met" if row.sampler_to_floor >= SAMPLER_TO_FLOOR_TARGET else "MISSED"
+        scalar_ok = "met" if row.sampler_to_scalar >= SAMPLER_TO_LOOP_TARGET else "MISSED"
         out.append(
             f"n = {row.n}: sampler/loop {row.sampler_to_loop:.3g}x "
             f"(target >= {SAMPLER_TO_LOOP_TARGET:g}x: {loop_ok}; ceiling floor/loop = "
-            f"{row.floor_to_loop:.3g}x), sampler/floor {row.sampler_to_floor:.3g} "
+            f"{row.floor_to_loop:.3g}x), sampler/scalar {row.sampler_to_scalar:.3g}x "
+            f"(target >= {SAMPLER_TO_LOOP_TARGET:g}x: {scalar_ok}), "
+            f"sampler/floor {row.sampler_to_floor:.3g} "
             f"(target >= {SAMPLER_TO_FLOOR_TARGET:g}: {floor_ok})"
         )
     return out
