@@ -135,7 +135,8 @@ class CertifiedSolution:
 
     Attributes:
         x: the final iterate.
-        iterations: number of applications of ``M``.
+        iterations: index ``k`` of the returned iterate
+            ``x_k = sum_{t<k} gamma^t M^t b`` (``x_1 = b``).
         error_bound: certified bound on ``||x - x_true||`` in the norm named by ``norm``:
             ``min(a priori, a posteriori)`` where the a priori bound is
             ``gamma^k ||b|| / (1 - gamma)`` and the a posteriori one is

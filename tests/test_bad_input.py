@@ -21,6 +21,7 @@ from reference.networked import (
     NetworkedMDP,
     QuadraticImitationUtility,
     solve,
+    transition_operator,
 )
 from reference.tabular import TabularMDP, evaluate, evaluate_iterative
 
@@ -70,6 +71,14 @@ def _solve_line_message(n: int, memory_limit: float) -> object:
     inst = line_message(n)
     policy = LocalizedSoftmaxPolicy.uniform(inst.model)
     return solve(inst.model, policy, inst.utilities(), memory_limit=memory_limit)
+
+
+def _solve_with_foreign_operator() -> object:
+    inst = line_message(3)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model)
+    other = LocalizedSoftmaxPolicy.uniform(inst.model, 1)
+    op = transition_operator(inst.model, other)
+    return solve(inst.model, pol, inst.utilities(), operator=op)
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,8 @@ CASES = [
                                     tol=1e-12, max_iter=10),
          errors.SolverError, ("max_iter = 10", "1e-12")),
     Case("line-message with one agent", lambda: line_message(1), errors.ModelError, ("n = 1",)),
+    Case("operator of another policy", lambda: _solve_with_foreign_operator(), errors.ModelError,
+         ("operator", "different")),
 ]
 
 

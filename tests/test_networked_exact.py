@@ -260,5 +260,9 @@ def test_memory_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MARL_ORACLE_MEMORY_LIMIT", "lots")
     with pytest.raises(ModelError, match="'lots'"):
         solve(inst.model, pol, inst.utilities())
+    # the estimate scales with the instance: a tiny one fits a 10 MB limit
+    monkeypatch.setenv("MARL_ORACLE_MEMORY_LIMIT", "1e7")
+    tiny = line_message(2)
+    assert solve(tiny.model, LocalizedSoftmaxPolicy.uniform(tiny.model), tiny.utilities()).objective
     monkeypatch.delenv("MARL_ORACLE_MEMORY_LIMIT")
     assert solve(inst.model, pol, inst.utilities()).gradient_norm > 0

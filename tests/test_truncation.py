@@ -21,7 +21,6 @@ from reference.networked import (
 from reference.networked.truncation import (
     WEIGHT_CHOICES,
     cancellation_residual,
-    decay_bound,
     decay_profile,
     decay_spread,
     first_escape_time,
@@ -49,11 +48,70 @@ def test_first_escape_time_table() -> None:
     assert [first_escape_time(k, 2) for k in range(6)] == [1, 1, 1, 2, 2, 3]
 
 
+def _copy_chain(
+    n: int, gamma: float, beta: int, logit: float = 40.0
+) -> tuple[NetworkedMDP, LocalizedSoftmaxPolicy, tuple[LinearUtility, ...]]:
+    """Line of ``n`` binary agents: middle agents copy their right neighbour
+    (``s'_j = s_{j+1}``), the ends keep their state; only agent 0 acts, and with
+    observation radius ``beta`` it plays ``a_0 = s_beta`` up to probability
+    ``1/(1 + e^logit)``; agent 0 earns ``1[a_0 = 1]`` (``Delta = 1``).  So ``a_0^t`` copies
+    ``s_{beta + t}^0`` (the chain's last agent once ``beta + t >= n - 1``)."""
+    g = Graph.line(n)
+    acts = (2,) + (1,) * (n - 1)
+    kernels = []
+    for j in range(n):
+        nb = g.neighbourhood(j)
+        P = np.zeros((2,) * len(nb) + (acts[j], 2))
+        src = nb.index(j + 1) if 0 < j < n - 1 else nb.index(j)
+        for val in (0, 1):
+            index: list[int | slice] = [slice(None)] * len(nb) + [slice(None), val]
+            index[src] = val
+            P[tuple(index)] = 1.0
+        kernels.append(P)
+    model = NetworkedMDP(g, (2,) * n, acts, tuple(kernels), gamma,
+                         tuple(np.array([0.5, 0.5]) for _ in range(n)))
+    pol = LocalizedSoftmaxPolicy.uniform(model, beta)
+    theta = [t.copy() for t in pol.theta]
+    for o in range(theta[0].shape[0]):  # o indexes (s_0..s_beta); s_beta is the last digit
+        theta[0][o, o % 2] = logit
+    rewards = [np.zeros((2, a)) for a in acts]
+    rewards[0][:, 1] = 1.0
+    return model, pol.with_theta(theta), tuple(LinearUtility(r, gamma) for r in rewards)
+
+
+def _policy_slack(gamma: float, logit: float = 40.0) -> float:
+    """How far the near-deterministic policy can move a spread: each step's action law is
+    off by at most 2/(1 + e^logit) in total variation, over sum_t gamma^t = 1/(1-gamma)
+    steps and a propagation factor 1/(1-gamma)."""
+    return 4.0 / (1.0 + np.exp(logit)) / (1.0 - gamma) ** 2
+
+
+def test_beta_one_chain_attains_the_bound() -> None:
+    """beta = 1: D_0(kappa) = gamma^t0(kappa, 1)/(1-gamma) with t0 = 1, 1, 2, 3 for kappa < 4:
+    a_0^t copies s_{1+t}^0, first outside N_0^kappa at t = max(1, kappa)."""
+    model, pol, utils = _copy_chain(5, 0.8, 1)
+    sol = solve(model, pol, utils)
+    prof = decay_profile(model, pol, sol)
+    tol = _q_tolerance(sol, model) + _policy_slack(0.8)
+    assert prof.t0.tolist() == [1, 1, 2, 3, 4]
+    np.testing.assert_allclose(prof.spread[0, :4], prof.bound[0, :4], rtol=0, atol=tol)
+
+
 def test_growing_observation_radius_has_no_decay() -> None:
-    """With beta = kappa the escape time is 1 for every kappa: the bound does not decay."""
-    bounds = [decay_bound(1.0, 0.9, k, max(k, 1)) for k in range(1, 12)]
-    assert len(set(bounds)) == 1
-    assert bounds[0] == pytest.approx(0.9 / 0.1, rel=4 * EPS)
+    """beta = kappa: agent 0 reads s_kappa, which holds s_{kappa+1}^0 after one step, so
+    D_0(kappa) = gamma/(1-gamma) for every kappa below the diameter -- no decay in kappa."""
+    n, gamma = 6, 0.8
+    spreads = []
+    for kappa in range(1, n - 1):
+        model, pol, utils = _copy_chain(n, gamma, kappa)
+        sol = solve(model, pol, utils)
+        prof = decay_profile(model, pol, sol, kappas=[kappa])
+        assert prof.t0.tolist() == [1]
+        spreads.append(prof.spread[0, 0])
+        tol = _q_tolerance(sol, model) + _policy_slack(gamma)
+        assert abs(prof.spread[0, 0] - gamma / (1 - gamma)) <= tol
+        assert abs(prof.bound[0, 0] - gamma / (1 - gamma)) <= 4 * EPS * prof.bound[0, 0]
+    assert len(spreads) == n - 2
 
 
 @given(problem=mst.networked_problems(max_agents=4, beta=None))

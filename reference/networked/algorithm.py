@@ -10,9 +10,14 @@ sampled                                    exact expectation
 =========================================  ==============================================
 :func:`occupancy_estimate`                 :func:`finite_horizon_occupancy` (``lam^H_i``)
 :func:`mc_critic`                          :func:`mc_critic_expectation`
-:func:`td_critic`                          :func:`td_critic_limit` (its fixed point)
+:func:`td_critic`                          :func:`td_critic_limit` (see below)
 :func:`gradient_estimate`                  :func:`gradient_estimate_expectation`
 =========================================  ==============================================
+
+:func:`td_critic_limit` is not the expectation of :func:`td_critic` at a finite horizon: it
+is the zero of the expected update, the point the count-indexed TD iterates approach as
+``H`` and ``B`` grow; the sampled TD critic is not compared with it by a concentration
+radius (``proofs_notes/algorithm1.md``).
 
 ``z_{N_j^kappa}`` codes are those of :func:`reference.networked.truncation.hop_index`: agents in
 increasing order, digit ``s_k |A_k| + a_k``, lowest agent most significant.
@@ -183,7 +188,9 @@ def mc_critic(
         counts = np.bincount(z, minlength=size).astype(np.float64)
         sums = np.bincount(z, weights=g, minlength=size)
         table = np.where(counts > 0, sums / np.maximum(counts, 1.0), 0.0)
-        steps = batch * (start_horizon + return_horizon) * model.n
+        # the estimator uses steps 0..T_b + Hc - 1 of trajectory b (the vectorised rollout
+        # runs all to Hs + Hc, an implementation cost rather than samples it uses)
+        steps = int(np.sum(starts + return_horizon)) * model.n
         out.append(CriticTable(j, kappa, agents, frozen(table), frozen(counts), "mc", steps))
     return tuple(out)
 
@@ -251,7 +258,13 @@ def td_critic(
     indexed by the entry's own update count, applied to ``c_z`` updates at once.
     Defaults ``h = t0 = 1/(1-gamma)``: with ``h (1-gamma) >= 1`` the Robbins-Monro iterates
     converge at the ``1/sqrt(N)`` rate rather than ``N^{-h(1-gamma)}``.  The expected
-    update vanishes at :func:`td_critic_limit` (same visit weights ``mu``).
+    update vanishes at :func:`td_critic_limit` (same visit weights ``mu``), which the
+    iterates approach as ``H`` and ``B`` grow; at a fixed horizon they stop short of it.
+
+    Note: SPEC section 4 writes the step as ``h / (t + t0)``; here ``t`` is read as the
+    entry's own update count, ``c_z`` simultaneous updates are applied as one step of
+    weight ``c_z``, and the step is clipped at 1.  With ``t`` the time index instead, the
+    total step over ``H`` times is only ``h log((H + t0)/t0)`` and the tables stay near 0.
     """
     B, H = traj.actions.shape[0], traj.actions.shape[1]
     h = 1.0 / (1.0 - traj.gamma) if step_scale is None else float(step_scale)

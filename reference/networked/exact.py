@@ -176,6 +176,8 @@ def solve(
     per agent.  See ``proofs_notes/shadow-reward-gradient.md#route-1``.
     """
     _check_utilities(model, utilities)
+    if operator is not None and (operator.model is not model or operator.policy is not policy):
+        raise ModelError("operator was built for a different model or policy")
     op = (
         operator
         if operator is not None

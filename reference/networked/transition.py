@@ -187,8 +187,11 @@ class DenseOperator:
         if policy.model is not model:
             raise ModelError("policy was built for a different NetworkedMDP")
         nS = model.states.size
+        # the matrix and its LU factors, plus contraction intermediates of at most
+        # min(chunk, |S|^2 max|A_i|) floats each (two alive at a time)
+        intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
         check_memory(
-            8 * (2 * nS * nS + 2 * _CHUNK_FLOATS + nS * (model.n + 4)),
+            8 * (2 * nS * nS + 2 * intermediate + nS * (model.n + 4)),
             f"the dense joint kernel of {nS} joint states",
             memory_limit,
         )
