@@ -79,6 +79,7 @@ from sympy.polys.rings import PolyRing
 
 from reference._arrays import FloatArray, IntArray, stochastic_tolerance
 from reference.errors import ModelError, PolicyError
+from reference.networked.exact import check_utilities
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.utilities import (
@@ -453,10 +454,7 @@ def rational_tabular_solution(mdp: TabularMDP, pi: Any) -> RationalTabularSoluti
 
 
 def _check_utilities(model: NetworkedMDP, utilities: Sequence[Utility]) -> None:
-    if len(utilities) != model.n:
-        raise ModelError(
-            f"{len(utilities)} utilities given, expected one per agent (n = {model.n})"
-        )
+    check_utilities(model, utilities)
     for i, f in enumerate(utilities):
         if type(f) not in SUPPORTED_UTILITIES:
             names = ", ".join(cls.__name__ for cls in SUPPORTED_UTILITIES)
@@ -464,11 +462,6 @@ def _check_utilities(model: NetworkedMDP, utilities: Sequence[Utility]) -> None:
                 f"utilities[{i}] is a {type(f).__name__}, which has no exact symbolic form "
                 f"here; supported: {names}"
             )
-        expected = (model.n_states[i], model.n_actions[i])
-        if tuple(f.shape) != expected:
-            raise ModelError(f"utilities[{i}] has shape {tuple(f.shape)}, expected {expected}")
-        if f.gamma != model.gamma:
-            raise ModelError(f"utilities[{i}] has gamma = {f.gamma}, the model has {model.gamma}")
 
 
 def symbolic_utility(f: Utility, lam: Any) -> Any:

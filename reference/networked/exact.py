@@ -47,6 +47,7 @@ from reference.networked.utilities import Utility
 
 __all__ = [
     "NetworkedSolution",
+    "check_utilities",
     "gradient_chain_rule",
     "gradient_joint_q",
     "gradient_norm",
@@ -96,7 +97,8 @@ class NetworkedSolution:
     backend: str
 
 
-def _check_utilities(model: NetworkedMDP, utilities: Sequence[Utility]) -> None:
+def check_utilities(model: NetworkedMDP, utilities: Sequence[Utility]) -> None:
+    """One utility per agent, of shape ``(|S_i|, |A_i|)`` and the model's ``gamma``."""
     if len(utilities) != model.n:
         raise ModelError(
             f"{len(utilities)} utilities given, expected one per agent (n = {model.n})"
@@ -153,7 +155,7 @@ def objective(
     memory_limit: float | None = None,
 ) -> float:
     """``F(theta) = (1/n) sum_i f_i(lam_i^theta)`` (one occupancy solve)."""
-    _check_utilities(model, utilities)
+    check_utilities(model, utilities)
     op = transition_operator(model, policy, backend, memory_limit)
     lam_S = op.solve_occupancy(model.joint_rho()).x
     occ = local_occupancies(policy, lam_S)
@@ -175,7 +177,7 @@ def solve(
     solve with ``n`` right-hand sides, and one :meth:`TransitionOperator.apply_agent`
     per agent.  See ``proofs_notes/shadow-reward-gradient.md#route-1``.
     """
-    _check_utilities(model, utilities)
+    check_utilities(model, utilities)
     if operator is not None and (operator.model is not model or operator.policy is not policy):
         raise ModelError("operator was built for a different model or policy")
     op = (
@@ -278,7 +280,7 @@ def gradient_chain_rule(
     Uses :func:`local_occupancy_jacobian`, one occupancy solve per agent with
     ``|O_i| |A_i|`` right-hand sides; independent of shadow values and Q-functions.
     """
-    _check_utilities(model, utilities)
+    check_utilities(model, utilities)
     op = transition_operator(model, policy, backend, memory_limit)
     lam_S = op.solve_occupancy(model.joint_rho()).x
     occ = local_occupancies(policy, lam_S)
