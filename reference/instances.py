@@ -9,12 +9,23 @@ import numpy as np
 import numpy.typing as npt
 
 from reference._arrays import FloatArray, frozen
+from reference.cooperative.game import CooperativeMarkovGame
 from reference.errors import ModelError
 from reference.networked.graph import Graph
 from reference.networked.model import NetworkedMDP
 from reference.networked.utilities import EntropyUtility, LinearUtility, Utility
 
-__all__ = ["INSTANCES", "NetworkedInstance", "line_message", "wireless"]
+__all__ = [
+    "GAMES",
+    "INSTANCES",
+    "RATIO_R",
+    "RATIO_S",
+    "NetworkedInstance",
+    "climbing",
+    "line_message",
+    "ratio",
+    "wireless",
+]
 
 UtilityKind = Literal["linear", "entropy"]
 
@@ -215,3 +226,70 @@ INSTANCES = {"line-message": line_message, "wireless": _wireless_row}
 
 ``wireless`` in the registry is a single row of ``n`` users; call :func:`wireless` for grids.
 """
+
+
+_CLIMBING_PAYOFF = ((11.0, -30.0, 0.0), (-30.0, 7.0, 6.0), (0.0, 0.0, 5.0))
+"""Claus and Boutilier (1998), table 3: the climbing game's payoff, row player agent 0."""
+
+
+def climbing(gamma: float = 0.9) -> CooperativeMarkovGame:
+    """The climbing game (Claus and Boutilier 1998; SPEC section 7) as a one-state game.
+
+    Two agents with three actions each; payoff ``[[11, -30, 0], [-30, 7, 6], [0, 0, 5]]``
+    rescaled affinely to ``[0, 1]`` by ``r = (x + 30) / 41``; one state with a self-loop, so
+    a stationary policy's value is ``E_pi[r] / (1 - gamma)``.  The optimum is the joint
+    action ``(0, 0)`` with ``r = 1`` and ``J* = 1/(1 - gamma)``.
+    """
+    x = np.asarray(_CLIMBING_PAYOFF)
+    r = ((x + 30.0) / 41.0)[None]
+    P = np.ones((1, 3, 3, 1))
+    return CooperativeMarkovGame(P, r, np.ones(1), gamma, "climbing")
+
+
+RATIO_R = ((1.0, 0.5), (-0.5, 0.0))
+"""Reward matrix of the von Neumann ratio game as used in Zhao et al. appendix E (SPEC §7)."""
+RATIO_S = ((1.0, 1.0), (0.1, 0.1))
+"""Stop probabilities of the same game (SPEC section 7)."""
+
+
+def ratio(gamma: float = 0.9) -> CooperativeMarkovGame:
+    """The von Neumann ratio game (SPEC section 7, after Zhao et al. appendix E) embedded
+    exactly in a discounted cooperative game with rewards in ``[0, 1]``.
+
+    States ``play`` (0) and ``stopped`` (1, absorbing).  In ``play`` the joint action
+    ``(a^0, a^1)`` pays ``r = (2 R + 1)/3`` and stays in ``play`` with probability
+    ``(1 - S)/gamma``; ``stopped`` pays ``u = 1/3`` forever.  Solving
+    ``V = r + gamma((1-S)/gamma V + (1 - (1-S)/gamma) u/(1-gamma))`` gives, for any stationary
+    product policy ``(x, y)``,
+
+        V(play) = (2/3) x^T R y / x^T S y + (1/3) / (1 - gamma),
+
+    an increasing affine image of the ratio value; so the optimum is ``(0, 0)`` with ratio 1
+    (``proofs_notes/mappo-bound.md#ratio``).
+
+    Note: the source's rewards lie in ``[-0.5, 1]`` and its value is undiscounted; the affine
+    map and the stay probability ``(1-S)/gamma`` (a distribution only for
+    ``gamma >= 1 - min S = 0.9``) make the game satisfy SPEC section 5's ``r in [0, 1]``,
+    ``gamma < 1`` while preserving the ratio value's order exactly.
+    """
+    g = float(gamma)
+    S = np.asarray(RATIO_S)
+    if not (1 - S.min() <= g < 1):
+        raise ModelError(
+            f"gamma = {gamma!r}: the ratio game's stay probability (1 - S)/gamma needs "
+            f"{1 - S.min():g} <= gamma < 1"
+        )
+    R = np.asarray(RATIO_R)
+    stay = (1 - S) / g
+    P = np.zeros((2, 2, 2, 2))
+    P[0, :, :, 0] = stay
+    P[0, :, :, 1] = 1 - stay
+    P[1, :, :, 1] = 1.0
+    r = np.empty((2, 2, 2))
+    r[0] = (2 * R + 1) / 3
+    r[1] = 1.0 / 3
+    return CooperativeMarkovGame(P, r, np.array([1.0, 0.0]), g, "ratio")
+
+
+GAMES = {"climbing": climbing, "ratio": ratio}
+"""Named cooperative games (SPEC section 7)."""

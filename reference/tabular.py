@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import scipy.linalg
 
 from reference._arrays import (
@@ -28,6 +29,7 @@ from reference.errors import ModelError, PolicyError, SolverError
 __all__ = [
     "CertifiedSolution",
     "Occupancy",
+    "OptimalValues",
     "PolicyValues",
     "TabularMDP",
     "evaluate",
@@ -37,9 +39,11 @@ __all__ = [
     "occupancy_iterative",
     "performance_difference",
     "policy_gradient",
+    "policy_iteration",
     "softmax",
     "softmax_score",
     "validate_policy",
+    "value_iteration",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -311,3 +315,105 @@ def performance_difference(mdp: TabularMDP, pi: FloatArray, pi_new: FloatArray) 
     Equals ``J(pi_new) - J(pi)`` (Kakade and Langford 2002, lemma 6.1, unnormalised occupancy).
     """
     return float(np.sum(occupancy(mdp, pi_new).lam * evaluate(mdp, pi).A))
+
+
+@dataclass(frozen=True)
+class OptimalValues:
+    """Optimal values ``V*``, ``Q*``, ``J*`` with a certified error and a greedy policy.
+
+    Attributes:
+        V: ``(nS,)`` approximation of ``V* = max_pi V_pi``.
+        Q: ``(nS, nA)`` ``r + gamma P V``.
+        J: ``rho . V``.
+        greedy: ``(nS,)`` int64, an action maximising ``Q[s, .]``.
+        iterations: Bellman backups performed (policy-improvement rounds for
+            :func:`policy_iteration`).
+        error_bound: certified ``||V - V*||_inf`` (hence also ``|J - J*|``).
+    """
+
+    V: FloatArray
+    Q: FloatArray
+    J: float
+    greedy: npt.NDArray[np.int64]
+    iterations: int
+    error_bound: float
+
+
+def value_iteration(mdp: TabularMDP, tol: float = 1e-10, max_iter: int = 100_000) -> OptimalValues:
+    """``V*`` by value iteration ``V_{k+1} = max_a (r + gamma P V_k)`` from ``V_0 = 0``.
+
+    Certified stop (SPEC section 5, "J* by value iteration with a certified tolerance"):
+    the Bellman optimality operator is a ``gamma``-contraction in the sup norm, so
+    ``||V* - V_k||_inf <= gamma ||V_k - V_{k-1}||_inf / (1 - gamma)``; to this we add the
+    rounding of one backup, ``(nS + 2) eps (||r||_inf + gamma ||V_k||_inf)``, damped by the
+    contraction, ``1/(1-gamma)`` in all.  Raises :class:`SolverError` past ``max_iter``.
+    """
+    if not tol > 0:
+        raise ModelError(f"tol = {tol!r}, expected a positive tolerance")
+    g = mdp.gamma
+    r_norm = float(np.max(np.abs(mdp.r)))
+    V = np.zeros(mdp.n_states)
+    k = 0
+    while True:
+        Q = mdp.r + g * np.einsum("sat,t->sa", mdp.P, V)
+        V_new = Q.max(axis=1)
+        k += 1
+        step = float(np.max(np.abs(V_new - V)))
+        V = V_new
+        rounding = (mdp.n_states + 2) * _EPS * (r_norm + g * float(np.max(np.abs(V)))) / (1 - g)
+        bound = g * step / (1 - g) + rounding
+        if bound <= tol or g == 0.0:
+            Q = mdp.r + g * np.einsum("sat,t->sa", mdp.P, V)
+            return OptimalValues(
+                V=frozen(V),
+                Q=frozen(Q),
+                J=float(mdp.rho @ V),
+                greedy=np.argmax(Q, axis=1).astype(np.int64),
+                iterations=k,
+                error_bound=bound,
+            )
+        if k >= max_iter:
+            raise SolverError(
+                f"value iteration reached max_iter = {max_iter} with certified error "
+                f"{bound:.3g} > tol = {tol:.3g}"
+            )
+
+
+def policy_iteration(mdp: TabularMDP, max_iter: int = 10_000) -> OptimalValues:
+    """``V*`` by Howard's policy iteration with exact LU evaluation (a second route to
+    :func:`value_iteration`).
+
+    Policy iteration stops at a policy that is greedy with respect to its own values;
+    such a policy is optimal.  The returned bound is that of the last LU evaluation
+    (:func:`evaluate`) plus ``||T* V - V||_inf / (1 - gamma)``, the Bellman-optimality
+    residual ``max_s (max_a Q[s, a] - V[s])`` inflated by the evaluation and rounding
+    errors of ``Q`` and ``V`` (zero up to rounding at termination).  Ties are broken
+    towards the current action so the loop terminates.
+    """
+    n_s, n_a = mdp.n_states, mdp.n_actions
+    act = np.zeros(n_s, dtype=np.int64)
+    rows = np.arange(n_s)
+    for k in range(1, max_iter + 1):
+        pi = np.zeros((n_s, n_a))
+        pi[rows, act] = 1.0
+        vals = evaluate(mdp, pi)
+        Q = vals.Q
+        best = Q.max(axis=1)
+        scale = float(np.max(np.abs(Q))) + 1.0
+        improve = best > Q[rows, act] + 8 * n_s * _EPS * scale / (1 - mdp.gamma)
+        if not improve.any():
+            # ||V* - V_pi|| <= ||T* V_pi - V_pi|| / (1 - gamma); the computed Q, V differ from
+            # the true ones by at most gamma e + rounding and e respectively
+            g, e = mdp.gamma, vals.error_bound
+            q_round = (n_s + 2) * _EPS * scale
+            residual = float(np.max(best - vals.V))
+            return OptimalValues(
+                V=vals.V,
+                Q=frozen(Q),
+                J=vals.J,
+                greedy=act,
+                iterations=k,
+                error_bound=e + (max(residual, 0.0) + (1 + g) * e + q_round) / (1 - g),
+            )
+        act = np.where(improve, np.argmax(Q, axis=1), act).astype(np.int64)
+    raise SolverError(f"policy iteration did not stabilise within max_iter = {max_iter}")
