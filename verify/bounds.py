@@ -15,6 +15,7 @@ from reference.errors import ModelError
 __all__ = [
     "bernstein_radius",
     "empirical_bernstein_radius",
+    "geometric_sum_radius",
     "hoeffding_radius",
     "l1_radius",
     "split_delta",
@@ -88,3 +89,25 @@ def l1_radius(n: int, dimension: int, l1_bound: float, delta: float) -> float:
     if dimension < 1:
         raise ModelError(f"dimension = {dimension!r}, expected at least 1")
     return float(l1_bound) * (math.sqrt(dimension / n) + math.sqrt(2.0 * math.log(1.0 / delta) / n))
+
+
+def geometric_sum_radius(n: int, gamma: float, delta: float) -> float:
+    """Two-sided radius for the mean of ``n`` i.i.d. sums ``X = sum_{j=0}^{L} x_j`` with
+    ``x_j in [0, 1]`` and an independent ``L``, ``P(L >= j) = gamma^j`` (the sampled
+    ``Q^{1:m}`` of SPEC section 5; ``proofs_notes/algorithm3.md#sampled-q``).
+
+    ``X <= L + 1`` is unbounded, so cap it: with ``c = ceil(log(2n/delta) / log(1/gamma))``,
+    ``P(some L_i >= c) <= n gamma^c <= delta/2``, and ``Y = min(X, c)`` satisfies
+    ``0 <= E X - E Y <= E (L + 1 - c)_+ = gamma^c / (1 - gamma)``.  ``Y`` lies in ``[0, c]`` with
+    ``Var Y <= E (L+1)^2 = (1 + gamma) / (1 - gamma)^2``; Bernstein's inequality at ``delta/2``
+    (:func:`bernstein_radius`) plus the cap's bias gives the radius, failure probability
+    ``delta`` in all.
+    """
+    _check(n, delta)
+    if not 0.0 <= gamma < 1.0:
+        raise ModelError(f"gamma = {gamma!r}, expected 0 <= gamma < 1")
+    if gamma == 0.0:
+        return hoeffding_radius(n, 1.0, delta)
+    cap = math.ceil(math.log(2.0 * n / delta) / math.log(1.0 / gamma))
+    variance = (1.0 + gamma) / (1.0 - gamma) ** 2
+    return bernstein_radius(n, variance, float(cap), delta / 2.0) + gamma**cap / (1.0 - gamma)

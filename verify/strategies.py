@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from reference._arrays import FloatArray
+from reference.cooperative.game import CooperativeMarkovGame
+from reference.cooperative.policy import ConditionalPolicy
 from reference.networked.graph import Graph
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
@@ -42,11 +44,15 @@ from reference.networked.utilities import (
 from reference.tabular import TabularMDP
 
 __all__ = [
+    "GameProblem",
     "GraphKind",
     "NetworkedProblem",
     "TabularProblem",
+    "conditional_policies",
+    "cooperative_games",
     "discounts",
     "distributions",
+    "game_problems",
     "graphs",
     "localized_policies",
     "networked_mdps",
@@ -275,3 +281,70 @@ def networked_problems(
         for i in range(model.n)
     )
     return NetworkedProblem(model, policy, utils)
+
+
+@st.composite
+def cooperative_games(
+    draw: st.DrawFn,
+    max_agents: int = 3,
+    max_actions: int = 3,
+    max_states: int = 3,
+    max_gamma: float = 0.9,
+    full_support_rho: bool = False,
+) -> CooperativeMarkovGame:
+    """Random :class:`CooperativeMarkovGame`: ``N <= max_agents`` agents with heterogeneous
+    action counts in ``[1, max_actions]``, rewards in ``[0, 1]`` (0 and 1 included), stochastic
+    rows that may be deterministic.  ``full_support_rho`` mixes ``rho`` with the uniform
+    distribution so that every state is visited."""
+    n = draw(st.integers(1, max_agents))
+    counts = tuple(draw(st.integers(1, max_actions)) for _ in range(n))
+    n_s = draw(st.integers(1, max_states))
+    shape = (n_s, *counts)
+    P = draw(stochastic_arrays((*shape, n_s)))
+    r = draw(
+        hnp.arrays(
+            np.float64,
+            shape,
+            elements=st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0)),
+        )
+    )
+    rho = draw(distributions(n_s))
+    if full_support_rho:
+        rho = 0.5 * rho + 0.5 / n_s
+    return CooperativeMarkovGame(P, r, rho, draw(discounts(max_gamma)))
+
+
+@st.composite
+def conditional_policies(
+    draw: st.DrawFn, game: CooperativeMarkovGame, min_prob: float = 0.0
+) -> ConditionalPolicy:
+    """Sequential conditional policies on ``game``; ``min_prob > 0`` mixes every conditional
+    with the uniform one so that each action has probability at least ``min_prob``."""
+    conds = []
+    for m in range(game.n_agents):
+        shape = (game.n_states, *game.action_counts[: m + 1])
+        c = draw(stochastic_arrays(shape))
+        k = game.action_counts[m]
+        lam = min(1.0, min_prob * k)
+        conds.append((1 - lam) * c + lam / k)
+    return ConditionalPolicy(game, tuple(conds))
+
+
+@dataclass(frozen=True)
+class GameProblem:
+    """A cooperative game with two sequential policies on it."""
+
+    game: CooperativeMarkovGame
+    pi: ConditionalPolicy
+    pi_other: ConditionalPolicy
+
+
+@st.composite
+def game_problems(
+    draw: st.DrawFn, max_agents: int = 3, max_actions: int = 3, max_states: int = 3
+) -> GameProblem:
+    """A random game (:func:`cooperative_games`) and two random conditional policies."""
+    game = draw(cooperative_games(max_agents, max_actions, max_states))
+    return GameProblem(
+        game, draw(conditional_policies(game)), draw(conditional_policies(game))
+    )
