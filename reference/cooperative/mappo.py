@@ -313,19 +313,20 @@ def algorithm3_excess_bound(
     """High-probability bound on ``f(theta_bar) - min_ball f`` for :func:`algorithm3`
     (``proofs_notes/algorithm3.md#rate``):
 
-        R^2 / (2 eta T) + eta G^2 / 2 + 4 G R sqrt(2 log(1/delta) / T) + 2 G R / T,
+        R^2 / (2 eta T) + eta G^2 / 2 + 2 G R sqrt(2 log(1/delta) / T) + 2 G R / T,
 
     from online gradient descent's regret (``||theta_0 - theta*|| <= R`` since ``theta_0 = 0``),
-    Azuma-Hoeffding on the martingale ``<grad f(theta_t) - g_t, theta_t - theta*>`` (increments
-    at most ``2G * 2R``), the one-index shift of the average, and Jensen; failure probability
-    ``delta``."""
+    the one-sided Azuma-Hoeffding inequality for the martingale
+    ``sum_t <grad f(theta_t) - g_t, theta_t - theta*>`` (each increment lies, given the past,
+    in an interval of length ``2 G ||theta_t - theta*|| <= 4 G R``), the one-index shift of
+    the average, and Jensen; failure probability ``delta``."""
     if not 0 < delta < 1:
         raise ModelError(f"delta = {delta!r}, expected 0 < delta < 1")
     R, G = radius, gradient_bound
     return (
         R * R / (2 * eta * T)
         + eta * G * G / 2
-        + 4 * G * R * math.sqrt(2 * math.log(1 / delta) / T)
+        + 2 * G * R * math.sqrt(2 * math.log(1 / delta) / T)
         + 2 * G * R / T
     )
 
