@@ -98,3 +98,39 @@ def test_decay_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["decay", "--agents", "4", "--obs-radius", "1", "--plot", str(target)]) == 0
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "kappa" in capsys.readouterr().out
+
+
+def test_mappo_gap_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from reference.cooperative import mappo_bound, run_mappo, tuned_beta
+    from reference.instances import climbing
+
+    assert main(["mappo-gap", "--game", "climbing", "--K", "1,4,16", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    keys = ("K", "average_gap", "last_gap", "bound")
+    assert all(len(out[k]) == 3 for k in keys)
+    game = climbing()
+    beta = tuned_beta(2, 2 * np.log(3), 0.9)
+    assert out["beta"] == pytest.approx(beta, rel=1e-15)
+    for i, K in enumerate(out["K"]):
+        h = run_mappo(game, K, beta, output="last")
+        assert out["average_gap"][i] == h.average_gap
+        assert out["last_gap"][i] == h.last_gap
+        assert out["bound"][i] == mappo_bound(K, beta, 2, game.log_action_count, 0.9)
+        assert out["last_gap"][i] <= out["average_gap"][i] <= out["bound"][i]
+
+
+@pytest.mark.parametrize("game", ["ratio", "random"])
+def test_mappo_gap_games_and_plot(game: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "gap.png"
+    argv = ["mappo-gap", "--game", game, "--K", "2,8", "--beta", "1.5", "--plot", str(png)]
+    assert main(argv) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    assert "average gap" in text and "beta = 1.5" in text
+
+
+def test_mappo_gap_bad_grid() -> None:
+    with pytest.raises(SystemExit):
+        main(["mappo-gap", "--game", "climbing", "--K", "0,4"])

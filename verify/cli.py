@@ -15,6 +15,15 @@ Subcommands (``--json`` prints one JSON object):
 
         marl-oracle decay --instance line-message --agents 6 [--obs-radius 0] [--json]
                           [--plot FILE.png]
+
+``mappo-gap``
+    Exact-Q MA-PPO from the uniform policy on a cooperative game (SPEC section 5): the
+    average gap ``(1/K) sum_{k<K} (J* - J(pi_k))``, the last gap ``J* - J(pi_K)`` and the bound
+    ``B(K)`` per ``K``; default ``beta`` the tuned ``sqrt(N / (8 log|A|)) / (1 - gamma)``::
+
+        marl-oracle mappo-gap --game climbing|ratio|random --K 4,16,64,256 [--beta B]
+                              [--features one-hot|product] [--seed 0] [--json]
+                              [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from reference.errors import ModelError
-from reference.instances import INSTANCES
+from reference.instances import GAMES, INSTANCES
 from reference.networked.exact import solve
 from reference.networked.policy import LocalizedSoftmaxPolicy
 
@@ -52,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``marl-oracle``."""
     parser = argparse.ArgumentParser(
         prog="marl-oracle",
-        description="Exact oracles for networked MARL with general utilities.",
+        description=(
+            "Exact oracles for networked MARL with general utilities and for cooperative "
+            "Markov games with multi-agent PPO."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     exact = sub.add_parser(
@@ -68,7 +80,94 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_instance_arguments(decay)
     decay.add_argument("--plot", metavar="FILE.png", help="write a log-scale plot (matplotlib)")
+    gap = sub.add_parser(
+        "mappo-gap",
+        help="MA-PPO's average and last-iterate gaps against the bound B(K)",
+        description="Exact-Q MA-PPO from uniform pi_0: gaps and B(K) for each K.",
+    )
+    gap.add_argument("--game", choices=(*sorted(GAMES), "random"), required=True)
+    gap.add_argument(
+        "--K", type=_positive_ints, default=[4, 16, 64, 256], help="comma-separated K grid"
+    )
+    gap.add_argument("--beta", type=float, default=None, help="beta (default: tuned)")
+    gap.add_argument("--features", choices=("one-hot", "product"), default="one-hot")
+    gap.add_argument("--gamma", type=float, default=0.9, help="discount (default 0.9)")
+    gap.add_argument("--seed", type=int, default=0, help="seed of the random game")
+    gap.add_argument("--states", type=int, default=4, help="states of the random game")
+    gap.add_argument(
+        "--actions", type=_positive_ints, default=[2, 3, 2],
+        help="comma-separated action counts of the random game (one per agent)",
+    )
+    gap.add_argument("--json", action="store_true", help="print one JSON object")
+    gap.add_argument("--plot", metavar="FILE.png", help="write a log-log plot (matplotlib)")
     return parser
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
+    return values
+
+
+def _run_gap(args: argparse.Namespace) -> dict[str, Any]:
+    from reference.cooperative.game import random_game
+    from verify.experiments import mappo_gap_sweep
+
+    if args.game == "random":
+        rng = np.random.default_rng(args.seed)
+        game = random_game(rng, args.states, tuple(args.actions), args.gamma)
+    else:
+        game = GAMES[args.game](args.gamma)
+    sweep = mappo_gap_sweep(game, args.K, args.beta, args.features)
+    return {
+        "game": game.name,
+        "agents": game.n_agents,
+        "action_counts": list(game.action_counts),
+        "states": game.n_states,
+        "gamma": game.gamma,
+        "seed": args.seed if args.game == "random" else None,
+        "beta": sweep.beta,
+        "features": sweep.features,
+        "J_star": sweep.J_star,
+        "K": [int(k) for k in sweep.K],
+        "average_gap": [float(x) for x in sweep.average_gap],
+        "last_gap": [float(x) for x in sweep.last_gap],
+        "bound": [float(x) for x in sweep.bound],
+    }
+
+
+def _plot_gap(result: dict[str, Any], path: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    floor = np.finfo(np.float64).tiny
+    K = np.array(result["K"])
+    ax.loglog(K, np.maximum(result["average_gap"], floor), "o-", label="average gap")
+    ax.loglog(K, np.maximum(result["last_gap"], floor), "^:", label="last-iterate gap")
+    ax.loglog(K, result["bound"], "s--", label="B(K)")
+    ax.set_xlabel("K (iterations)")
+    ax.set_ylabel("J* - J (log scale)")
+    ax.set_title(f"{result['game']}, {result['features']}, beta = {result['beta']:.3g}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _print_gap(result: dict[str, Any]) -> None:
+    print(
+        f"{result['game']}: N = {result['agents']}, |A^m| = {result['action_counts']}, "
+        f"|S| = {result['states']}, gamma = {result['gamma']}, beta = {result['beta']:.6g}, "
+        f"{result['features']} features, J* = {result['J_star']:.10g}"
+    )
+    print(f"  {'K':>6}  {'average gap':>12}  {'last gap':>12}  {'B(K)':>12}")
+    for k, a, last, b in zip(
+        result["K"], result["average_gap"], result["last_gap"], result["bound"], strict=True
+    ):
+        print(f"  {k:>6}  {a:>12.6g}  {last:>12.6g}  {b:>12.6g}")
 
 
 def _run_decay(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,7 +192,8 @@ def _run_decay(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _plot_decay(result: dict[str, Any], path: str) -> None:
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, or a :class:`ModelError` naming the extra."""
     try:
         import matplotlib
 
@@ -103,6 +203,11 @@ def _plot_decay(result: dict[str, Any], path: str) -> None:
         raise ModelError(
             "--plot needs matplotlib: pip install 'marl-oracle[plot]'"
         ) from None
+    return plt
+
+
+def _plot_decay(result: dict[str, Any], path: str) -> None:
+    plt = _pyplot()
     kappa = np.array(result["kappa"])
     floor = np.finfo(np.float64).tiny
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -207,6 +312,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(result, allow_nan=False))
             else:
                 _print_decay(result)
+            return 0
+        if args.command == "mappo-gap":
+            result = _run_gap(args)
+            if args.plot:
+                _plot_gap(result, args.plot)
+            if args.json:
+                print(json.dumps(result, allow_nan=False))
+            else:
+                _print_gap(result)
             return 0
     except ModelError as exc:
         print(f"marl-oracle: error: {exc}", file=sys.stderr)
