@@ -304,3 +304,49 @@ def test_sampled_q_check_catches_a_discounted_sum() -> None:
     wrong = CooperativeMarkovGame(game.P, game.r, game.rho, game.gamma**2)
     errors = _sampled_q_errors(game, wrong, 40_000, 12)
     assert any(err > radius for err, radius in errors)
+
+
+@pytest.mark.parametrize("q_source", ["exact", "sampled"])
+def test_algorithm3_steps_in_the_loop(q_source: str) -> None:
+    """Algorithm 3 on exact sigma-draws and on sampled Q: the plug-in bound of
+    proofs_notes/mappo-bound.md#inexact holds, and more SGD steps bring the fitted policy
+    closer to the exact step (sigma-weighted KL)."""
+    game = random_game(np.random.default_rng(5), 2, (2, 2), 0.6)
+    feats = IndicatorFeatures.one_hot(game)
+    beta = tuned_beta(game.n_agents, game.log_action_count, game.gamma)
+    kls = []
+    for T in (64, 4096):
+        h = run_mappo(
+            game, 4, beta, step="algorithm3", features=feats, radius=20.0, q_source=q_source,
+            sgd_steps=T, output="average", rng=np.random.default_rng(T),
+        )
+        plug_in = h.bound + float(h.error_terms.sum()) / (4 * (1 - game.gamma))
+        assert float(np.mean(h.comparator_J - h.J[:4])) <= plug_in + 1e-9
+        assert h.output_index == -1 and h.output_J == float(np.mean(h.J[:4]))
+        assert (h.samples > 0) == (q_source == "sampled")
+        kls.append(float(h.fit_kl.mean()))
+    assert kls[1] < kls[0]
+
+
+def test_output_rules_and_single_agent_variants_agree() -> None:
+    game = random_game(np.random.default_rng(6), 3, (3,), 0.7)
+    beta = 1.0
+    uni = run_mappo(game, 8, beta, output="uniform", rng=np.random.default_rng(0))
+    assert 0 <= uni.output_index < 8 and uni.output_J == uni.J[uni.output_index]
+    last = run_mappo(game, 8, beta, output="last")
+    assert last.output_index == 8 and last.output_J == last.J[8]
+    seq = run_mappo(game, 8, beta, q_policy="sequential", output="last")
+    # with one agent the sequential variant evaluates the same policy
+    np.testing.assert_array_equal(seq.J, last.J)
+
+
+def test_run_mappo_rejects_inconsistent_options() -> None:
+    game = climbing()
+    with pytest.raises(ValueError, match="needs a feature map"):
+        run_mappo(game, 2, 1.0, step="loglinear", output="last")
+    with pytest.raises(ValueError, match="pass rng"):
+        run_mappo(game, 2, 1.0, output="uniform")
+    with pytest.raises(ValueError, match="K = 0"):
+        run_mappo(game, 0, 1.0, output="last")
+    with pytest.raises(ValueError, match="schedule"):
+        run_mappo(game, 2, 1.0, schedule="linear", output="last")  # type: ignore[arg-type]
