@@ -510,6 +510,13 @@ class MAPPOHistory:
     final: ConditionalPolicy
 
 
+def _need(rng: np.random.Generator | None) -> np.random.Generator:
+    """``rng``, or a :class:`ModelError` if a sampling configuration was given none."""
+    if rng is None:
+        raise ModelError("this configuration samples; pass rng=np.random.Generator")
+    return rng
+
+
 def _greedy_policy(game: CooperativeMarkovGame, greedy: IntArray) -> ConditionalPolicy:
     """The deterministic joint policy ``a(s) = greedy[s]`` as a sequential policy."""
     flat = np.zeros((game.n_states, game.n_joint_actions))
@@ -593,12 +600,12 @@ def run_mappo(
         if step == "exact":
             new = mirror_descent_step(policy, localized, bk)
         else:
-            assert ll is not None and features is not None  # narrowed above
+            if ll is None or features is None:  # excluded by the checks above
+                raise ModelError(f"step = {step!r} needs a feature map")
             thetas = []
             qs: QSamples | None = None
             if q_source == "sampled":
-                assert rng is not None
-                qs = sample_localized_q(game, policy, sgd_steps, rng)
+                qs = sample_localized_q(game, policy, sgd_steps, _need(rng))
                 samples += qs.env_steps
             for m in range(n):
                 sigma = sigma_weights(policy, vals.nu, m)
@@ -608,10 +615,9 @@ def run_mappo(
                     )
                     thetas.append(fit.theta)
                     continue
-                assert rng is not None
                 if qs is None:
                     p = sigma.reshape(-1)
-                    flat = rng.choice(p.size, size=sgd_steps, p=p / p.sum()).astype(np.int64)
+                    flat = _need(rng).choice(p.size, size=sgd_steps, p=p / p.sum()).astype(np.int64)
                     y = localized[m].reshape(-1)[flat] / bk
                     bound_y = 1 / ((1 - game.gamma) * bk)
                 else:
@@ -646,8 +652,7 @@ def run_mappo(
     else:
         bound = anytime_last_iterate_bound(K, beta, n, game.log_action_count, game.gamma)
     if output == "uniform":
-        assert rng is not None
-        out_idx = int(rng.integers(K))
+        out_idx = int(_need(rng).integers(K))
         out_J = float(J[out_idx])
     elif output == "last":
         out_idx, out_J = K, float(J[K])
