@@ -167,3 +167,18 @@ def test_joint_action_order_is_agent_zero_major() -> None:
     flat = game.tabular
     np.testing.assert_array_equal(flat.r[1, 1 * 3 + 2], game.r[1, 1, 2])
     np.testing.assert_array_equal(flat.P[0, 1 * 3 + 0], game.P[0, 1, 0])
+
+
+def test_bad_features_and_parameters_name_the_entry() -> None:
+    from reference.cooperative import DenseFeatures, IndicatorFeatures, LogLinearPolicy
+
+    game = random_game(np.random.default_rng(2), 2, (2, 2), 0.5)
+    arrays = [np.full((2, 2, 1), 0.5), np.full((2, 2, 2, 3), 0.1)]
+    arrays[1][1, 0, 1] = [1.0, 1.0, 0.0]
+    with pytest.raises(PolicyError, match=r"\|\|phi\^1\[s=1, a=\(0, 1\)\]\|\| = 1.414"):
+        DenseFeatures(game, tuple(arrays))
+    with pytest.raises(PolicyError, match=r"\|\|theta\^0\|\| = 5.0 exceeds the radius R = 1"):
+        LogLinearPolicy(IndicatorFeatures.one_hot(game), (np.array([3.0, 4, 0, 0]), np.zeros(8)),
+                        radius=1.0)
+    with pytest.raises(PolicyError, match="expected one per agent"):
+        ConditionalPolicy(game, ConditionalPolicy.uniform(game).conditionals[:1])
