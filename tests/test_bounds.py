@@ -17,6 +17,7 @@ from verify.bounds import (
     hoeffding_radius,
     l1_radius,
     split_delta,
+    td_recursion_radius,
 )
 from verify.tolerances import EPS
 
@@ -71,3 +72,37 @@ def test_split_delta() -> None:
     assert split_delta(1e-9, 4) == pytest.approx(2.5e-10)
     with pytest.raises(ModelError):
         split_delta(1e-9, 0)
+
+
+def test_td_recursion_radius_by_hand() -> None:
+    # K = 2 pairs, delta = 4 e^{-1}: eps_0 = hoeffding(2, 1, 2/e) = 0.5 with step 1, and at
+    # t = 1 no sample (step 0) against a mean step 0.5 with mean TD error 2: 0.5 + 0.5 * 2
+    r = td_recursion_radius([[2], [0]], [[1.0], [0.0]], [[1.0], [0.5]], [[3.0], [2.0]],
+                            [1.0, 1.0], 4 * math.exp(-1))
+    assert r == pytest.approx(1.5, rel=8 * EPS)
+
+
+@given(n=st.integers(1, 10**6), width=st.floats(0.0, 10.0), delta=st.floats(1e-12, 0.5))
+def test_one_step_td_recursion_radius_is_hoeffding(n: int, width: float, delta: float) -> None:
+    """One step of size 1 from q_0 = qbar_0 = 0 is the sample mean: plain Hoeffding."""
+    r = td_recursion_radius([[n]], [[1.0]], [[1.0]], [[0.0]], [width], delta)
+    assert r == pytest.approx(hoeffding_radius(n, width, delta), rel=8 * EPS, abs=0)
+    assert td_recursion_radius(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)),
+                               np.zeros((0, 3)), np.zeros(0), delta) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("counts", "steps", "match"),
+    [
+        ([[1.5]], [[1.0]], "count"),
+        ([[-1]], [[0.0]], "count"),
+        ([[0]], [[0.5]], "vanish"),
+        ([[3]], [[1.5]], r"\[0, 1\]"),
+        ([[3, 1]], [[1.0]], "shape"),
+    ],
+)
+def test_td_recursion_radius_rejects(counts: list[list[float]], steps: list[list[float]],
+                                     match: str) -> None:
+    with pytest.raises(ModelError, match=match):
+        td_recursion_radius(counts, steps, steps, steps, [1.0], 1e-9)
+

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import numpy.typing as npt
+
+from reference._arrays import FloatArray
 from reference.errors import ModelError
 
 __all__ = [
@@ -19,6 +23,7 @@ __all__ = [
     "hoeffding_radius",
     "l1_radius",
     "split_delta",
+    "td_recursion_radius",
 ]
 
 
@@ -111,3 +116,69 @@ def geometric_sum_radius(n: int, gamma: float, delta: float) -> float:
     cap = math.ceil(math.log(2.0 * n / delta) / math.log(1.0 / gamma))
     variance = (1.0 + gamma) / (1.0 - gamma) ** 2
     return bernstein_radius(n, variance, float(cap), delta / 2.0) + gamma**cap / (1.0 - gamma)
+
+
+def _counts(counts: npt.ArrayLike, name: str = "counts") -> FloatArray:
+    arr = np.asarray(counts, dtype=np.float64)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise ModelError(f"{name} must be a non-empty finite array, got shape {arr.shape}")
+    bad = np.flatnonzero((arr < 0) | (arr != np.round(arr)))
+    if bad.size:
+        k = int(bad[0])
+        raise ModelError(f"{name}[{k}] = {arr.reshape(-1)[k]!r}, expected a count >= 0")
+    return arr
+
+
+def td_recursion_radius(
+    counts: npt.ArrayLike,
+    steps: npt.ArrayLike,
+    mean_steps: npt.ArrayLike,
+    mean_increments: npt.ArrayLike,
+    widths: npt.ArrayLike,
+    delta: float,
+) -> float:
+    """Radius for ``||q_T - qbar_T||_inf`` between a sampled TD(0) averaging recursion and
+    its large-batch recursion (``proofs_notes/algorithm1.md#td-radius``).
+
+    Setting: ``q_{t+1}(z) = q_t(z) + a_t(z) [mean_{c_t(z)} (r + gamma q_t(z')) - q_t(z)]``
+    with steps ``0 <= a_t <= 1``, and ``qbar_{t+1} = qbar_t + abar_t dbar_t``, ``dbar_t`` the
+    mean TD error of the deterministic ``qbar_t``; at each ``t``, given the time-``t``
+    labels, the ``c_t(z)`` samples of ``Y = r + gamma qbar_t(z')`` at ``z`` are i.i.d. in an
+    interval of length ``widths[t]``.  Hoeffding (1963, thm 2) at each of the
+    ``K = T m`` pairs ``(t, z)`` with ``delta / K`` and the union bound give
+    ``|xi_t(z)| <= eps_t(z) = widths[t] sqrt(log(2K/delta) / (2 c_t(z)))``; each sampled
+    step is an inf-norm non-expansion of the error, so with probability at least
+    ``1 - delta``
+
+        ||q_T - qbar_T||_inf <= sum_t max_z [ a_t(z) eps_t(z) + |a_t(z) - abar_t(z)| |dbar_t(z)| ]
+
+    (pairs with ``c_t(z) = 0`` have ``a_t(z) = 0`` and contribute only the step term).
+
+    Args:
+        counts: ``(T, m)`` samples ``c_t(z)`` at each time and entry.
+        steps: ``(T, m)`` the sampled steps ``a_t(z)`` in ``[0, 1]``.
+        mean_steps: ``(T, m)`` the steps ``abar_t(z)`` of the deterministic recursion.
+        mean_increments: ``(T, m)`` its mean TD errors ``dbar_t(z)``.
+        widths: ``(T,)`` interval lengths of ``Y`` at each time.
+        delta: failure probability for the whole recursion.
+    """
+    c = _counts(counts) if np.size(counts) else np.asarray(counts, dtype=np.float64)
+    a = np.asarray(steps, dtype=np.float64)
+    a_bar = np.asarray(mean_steps, dtype=np.float64)
+    d_bar = np.asarray(mean_increments, dtype=np.float64)
+    w = np.asarray(widths, dtype=np.float64)
+    if c.ndim != 2 or a.shape != c.shape or a_bar.shape != c.shape or d_bar.shape != c.shape:
+        raise ModelError(
+            f"counts {c.shape}, steps {a.shape}, mean_steps {a_bar.shape} and "
+            f"mean_increments {d_bar.shape} must share one (T, m) shape"
+        )
+    if w.shape != (c.shape[0],) or not np.all(w >= 0):
+        raise ModelError(f"widths {w.shape} must be ({c.shape[0]},) and non-negative")
+    if np.any((a < 0) | (a > 1)) or np.any((c == 0) & (a != 0)):
+        raise ModelError("steps must lie in [0, 1] and vanish where counts are 0")
+    if c.size == 0:
+        return 0.0
+    unit = hoeffding_radius(1, 1.0, split_delta(delta, c.size))  # sqrt(log(2K/delta)/2)
+    eps = np.where(c > 0, w[:, None] * unit / np.sqrt(np.maximum(c, 1.0)), 0.0)
+    per_step = np.max(a * eps + np.abs(a - a_bar) * np.abs(d_bar), axis=1)
+    return float(np.sum(per_step))

@@ -15,6 +15,7 @@ from reference.networked.algorithm import (
     Algorithm1History,
     CriticTable,
     GradientEstimate,
+    TDMeanField,
     finite_horizon_occupancy,
     gradient_estimate,
     gradient_estimate_expectation,
@@ -25,6 +26,7 @@ from reference.networked.algorithm import (
     shadow_reward_estimate,
     td_critic,
     td_critic_limit,
+    td_critic_mean_field,
 )
 from reference.networked.exact import (
     NetworkedSolution,
@@ -97,6 +99,7 @@ __all__ = [
     "NetworkedSolution",
     "QuadraticImitationUtility",
     "Sampler",
+    "TDMeanField",
     "Trajectories",
     "TransitionOperator",
     "TruncatedQ",
@@ -131,6 +134,7 @@ __all__ = [
     "solve",
     "td_critic",
     "td_critic_limit",
+    "td_critic_mean_field",
     "team_q",
     "transition_operator",
     "truncated_gradient",

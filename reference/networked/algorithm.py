@@ -6,18 +6,19 @@ Each sampled estimator here has an exact counterpart computed on the joint syste
 (``proofs_notes/algorithm1.md``):
 
 =========================================  ==============================================
-sampled                                    exact expectation
+sampled                                    exact counterpart
 =========================================  ==============================================
 :func:`occupancy_estimate`                 :func:`finite_horizon_occupancy` (``lam^H_i``)
 :func:`mc_critic`                          :func:`mc_critic_expectation`
-:func:`td_critic`                          :func:`td_critic_limit` (see below)
+:func:`td_critic`                          :func:`td_critic_mean_field` (see below)
 :func:`gradient_estimate`                  :func:`gradient_estimate_expectation`
 =========================================  ==============================================
 
-:func:`td_critic_limit` is not the expectation of :func:`td_critic` at a finite horizon: it
-is the zero of the expected update, the point the count-indexed TD iterates approach as
-``H`` and ``B`` grow; the sampled TD critic is not compared with it by a concentration
-radius (``proofs_notes/algorithm1.md``).
+The TD critic is compared with its counterpart by a limit rather than an expectation.
+:func:`td_critic_mean_field` is the deterministic recursion that the count-indexed
+:func:`td_critic` follows as ``B -> inf`` at a fixed horizon ``H``; the radius is
+``verify.bounds.td_recursion_radius`` (``proofs_notes/algorithm1.md#td-radius``).  It
+approaches :func:`td_critic_limit`, the zero of the expected update, only as ``H`` grows.
 
 ``z_{N_j^kappa}`` codes are those of :func:`reference.networked.truncation.hop_index`: agents in
 increasing order, digit ``s_k |A_k| + a_k``, lowest agent most significant.
@@ -51,6 +52,7 @@ __all__ = [
     "Algorithm1History",
     "CriticTable",
     "GradientEstimate",
+    "TDMeanField",
     "finite_horizon_occupancy",
     "finite_horizon_q",
     "gradient_estimate",
@@ -62,6 +64,7 @@ __all__ = [
     "shadow_reward_estimate",
     "td_critic",
     "td_critic_limit",
+    "td_critic_mean_field",
     "truncated_geometric",
 ]
 
@@ -260,6 +263,9 @@ def td_critic(
     converge at the ``1/sqrt(N)`` rate rather than ``N^{-h(1-gamma)}``.  The expected
     update vanishes at :func:`td_critic_limit` (same visit weights ``mu``), which the
     iterates approach as ``H`` and ``B`` grow; at a fixed horizon they stop short of it.
+    As ``B -> inf`` at a fixed ``H`` the table tends to :func:`td_critic_mean_field`, with
+    the finite-``B`` radius ``verify.bounds.td_recursion_radius``
+    (``proofs_notes/algorithm1.md#td-radius``).
 
     Note: SPEC section 4 writes the step as ``h / (t + t0)``; here ``t`` is read as the
     entry's own update count, ``c_z`` simultaneous updates are applied as one step of
@@ -291,6 +297,27 @@ def td_critic(
     return tuple(out)
 
 
+def _td_system(
+    model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, reward: FloatArray, j: int, kappa: int
+) -> tuple[IntArray, int, FloatArray, FloatArray, FloatArray]:
+    """``(z(s,a), |Z|, R, P^pi Phi, pi)`` on the joint system, flattened over ``(s, a)``.
+
+    ``R(s, a) = r_j(s_j, a_j)``; ``(P^pi Phi)[(s,a), z] = sum_{s'} P(s'|s,a) sum_{a'}
+    pi(a'|s') 1[z(s',a') = z]``, the law of the next code; ``pi`` is ``(|S|, |A|)``.
+    """
+    nS, nA = model.states.size, model.actions.size
+    pi = policy.joint_matrix()
+    idx, size = hop_index(model, model.graph.neighbourhood(j, kappa))
+    flat = idx.reshape(-1)
+    sd, ad = model.states.digits, model.actions.digits
+    R = reward[sd[:, j][:, None], ad[:, j][None, :]].reshape(-1)
+    onehot_next = np.zeros((nS, size))
+    np.add.at(onehot_next, (np.repeat(np.arange(nS), nA), flat), pi.reshape(-1))
+    P = model.joint_kernel()
+    PPhi = np.einsum("sat,tz->saz", P, onehot_next).reshape(nS * nA, size)
+    return flat, size, R, PPhi, pi
+
+
 def td_critic_limit(
     model: NetworkedMDP,
     policy: LocalizedSoftmaxPolicy,
@@ -306,7 +333,9 @@ def td_critic_limit(
     the limit solves ``Phi^T M (R + gamma P^pi Phi q - Phi q) = 0`` on the entries ``z`` with
     ``mu`` mass; other entries stay at their initial value 0.  When every pair reachable
     in one step has ``mu`` mass (e.g. ``rho`` of full support), ``||Phi q - Q_j||_inf <=
-    D_j(kappa) / (1 - gamma)`` on the support (``proofs_notes/algorithm1.md``).
+    D_j(kappa) / (1 - gamma)`` on the support (``proofs_notes/algorithm1.md``).  The
+    large-batch limit of :func:`td_critic` at a finite horizon is
+    :func:`td_critic_mean_field` instead.
     """
     nS, nA = model.states.size, model.actions.size
     op = transition_operator(model, policy)
@@ -315,17 +344,8 @@ def td_critic_limit(
     for _ in range(max(horizon - 1, 0)):
         mu_S += state
         state = op.apply_transpose(state)
-    pi = policy.joint_matrix()
+    flat, size, R, PPhi, pi = _td_system(model, policy, reward, j, kappa)
     mu = (mu_S[:, None] * pi).reshape(-1)
-    idx, size = hop_index(model, model.graph.neighbourhood(j, kappa))
-    flat = idx.reshape(-1)
-    sd, ad = model.states.digits, model.actions.digits
-    R = reward[sd[:, j][:, None], ad[:, j][None, :]].reshape(-1)
-    # (P^pi Phi)[(s,a), z] = sum_{s'} P(s'|s,a) sum_{a'} pi(a'|s') 1[z(s',a') = z]
-    onehot_next = np.zeros((nS, size))
-    np.add.at(onehot_next, (np.repeat(np.arange(nS), nA), flat), pi.reshape(-1))
-    P = model.joint_kernel()
-    PPhi = np.einsum("sat,tz->saz", P, onehot_next).reshape(nS * nA, size)
     PhiTM = np.zeros((size, nS * nA))
     PhiTM[flat, np.arange(nS * nA)] = mu
     support = PhiTM.sum(axis=1) > 0
@@ -335,6 +355,91 @@ def td_critic_limit(
     sub = np.flatnonzero(support)
     q[sub] = np.linalg.solve(A[np.ix_(sub, sub)], b[sub])
     return frozen(q)
+
+
+@dataclass(frozen=True)
+class TDMeanField:
+    """The large-batch limit of :func:`td_critic` at a finite horizon, with the terms of its
+    finite-batch radius (``proofs_notes/algorithm1.md#td-radius``).
+
+    Attributes:
+        table: ``(|Z|,)`` ``qbar_{H-1}``, the limit of ``td_critic``'s table as ``B -> inf``.
+        iterates: ``(H, |Z|)`` ``qbar_0 = 0, .., qbar_{H-1}``.
+        steps: ``(H-1, |Z|)`` ``abar_t(z) = min(1, h m_t(z) / sum_{t' <= t} m_{t'}(z))``,
+            0 where ``m_t(z) = 0``.
+        increments: ``(H-1, |Z|)`` ``dbar_t(z) = E[r^t + gamma qbar_t(z^{t+1}) | z^t = z]
+            - qbar_t(z)``, the mean TD error of the recursion, 0 where ``m_t(z) = 0``.
+        mass: ``(H-1, |Z|)`` ``m_t(z) = Pr(z^t = z)``.
+        gamma: the discount of the backups.
+    """
+
+    table: FloatArray
+    iterates: FloatArray
+    steps: FloatArray
+    increments: FloatArray
+    mass: FloatArray
+    gamma: float
+
+
+def td_critic_mean_field(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    reward: FloatArray,
+    j: int,
+    kappa: int,
+    horizon: int,
+    step_scale: float | None = None,
+) -> TDMeanField:
+    """The deterministic recursion that :func:`td_critic` follows as ``B -> inf`` at horizon
+    ``H`` (``proofs_notes/algorithm1.md#td-radius``).
+
+    With ``M_t = diag Pr(s^t = s, a^t = a)``, ``m_t = Phi^T M_t 1`` and the group means
+    ``gbar_t(q) = Phi^T M_t (R + gamma P^pi Phi q) / m_t``, from ``qbar_0 = 0``::
+
+        qbar_{t+1} = qbar_t + abar_t (gbar_t(qbar_t) - qbar_t),    t = 0 .. H-2,
+        abar_t(z)  = min(1, h m_t(z) / sum_{t' <= t} m_{t'}(z)),
+
+    the limits of the sampled quantities: ``c_t(z)/B -> m_t(z)`` and ``N_t(z)/B ->
+    sum_{t'<t} m_{t'}(z)`` in the step ``min(1, h c / (N + c + t0))`` (``t0/B -> 0``), and the
+    mean TD target at ``z`` tends to ``gbar_t``.  ``h`` defaults to ``1/(1-gamma)`` as in
+    :func:`td_critic`.  It is not :func:`td_critic_limit`: at a finite ``H`` the recursion
+    has not reached that fixed point (the note measures the gap).
+    """
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ModelError(f"horizon = {horizon!r}, expected an integer >= 1")
+    g = model.gamma
+    h = 1.0 / (1.0 - g) if step_scale is None else float(step_scale)
+    if not h > 0:
+        raise ModelError(f"TD step h = {h!r}, expected a positive number")
+    op = transition_operator(model, policy)
+    flat, size, R, PPhi, pi = _td_system(model, policy, reward, j, kappa)
+    state = model.joint_rho().astype(np.float64)
+    q = np.zeros(size)
+    seen = np.zeros(size)
+    iterates, steps, increments, masses = [q], [], [], []
+    for _ in range(horizon - 1):
+        M = (state[:, None] * pi).reshape(-1)
+        m = np.bincount(flat, weights=M, minlength=size)
+        seen = seen + m
+        live = m > 0
+        target = np.bincount(flat, weights=M * (R + g * (PPhi @ q)), minlength=size)
+        d = np.where(live, target / np.where(live, m, 1.0) - q, 0.0)
+        a = np.where(live, np.minimum(1.0, h * m / np.where(live, seen, 1.0)), 0.0)
+        q = q + a * d
+        iterates.append(q)
+        steps.append(a)
+        increments.append(d)
+        masses.append(m)
+        state = op.apply_transpose(state)
+    empty = np.zeros((0, size))
+    return TDMeanField(
+        table=frozen(q),
+        iterates=frozen(np.stack(iterates)),
+        steps=frozen(np.stack(steps) if steps else empty),
+        increments=frozen(np.stack(increments) if increments else empty),
+        mass=frozen(np.stack(masses) if masses else empty),
+        gamma=float(g),
+    )
 
 
 # ---------------------------------------------------------------------- gradient
