@@ -9,7 +9,10 @@ example fails spuriously with probability at most 1e-9.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +29,7 @@ from reference.networked import (
 from reference.networked.algorithm import (
     Algorithm1Config,
     CriticTable,
+    TDMeanField,
     finite_horizon_occupancy,
     gradient_estimate,
     gradient_estimate_expectation,
@@ -34,12 +38,26 @@ from reference.networked.algorithm import (
     occupancy_estimate,
     run_algorithm1,
     shadow_reward_estimate,
+    td_critic,
     td_critic_limit,
+    td_critic_mean_field,
 )
-from reference.networked.sampling import rollout
-from reference.networked.truncation import decay_spread, hop_index, truncated_gradient, truncated_q
+from reference.networked.sampling import Trajectories, rollout
+from reference.networked.truncation import (
+    decay_spread,
+    hop_codes,
+    hop_index,
+    hop_size,
+    truncated_gradient,
+    truncated_q,
+)
 from verify import strategies as mst
-from verify.bounds import hoeffding_radius, l1_radius, split_delta
+from verify.bounds import (
+    hoeffding_radius,
+    l1_radius,
+    split_delta,
+    td_recursion_radius,
+)
 from verify.tolerances import gradient_tolerance, summation_tolerance
 
 DELTA = 1e-9
@@ -181,6 +199,128 @@ def test_td_limit_within_spread_over_one_minus_gamma(
         tol = (2 * sol.value_error_bound + summation_tolerance(
             m.states.size * m.actions.size, scale)) / (1 - m.gamma)
         assert err <= spread / (1 - m.gamma) + tol
+
+
+# ---------------------------------------------------------------------- TD critics at finite B
+# Instance for the fixed-instance TD tests: line_message(3, 0.5) with uniform rho (every entry
+# has mass from t = 0) and a seeded random beta = 1 policy; gamma = 0.5 keeps the 1/(1-gamma)
+# factors of the radii small enough for the planted-bug tests to have power at B = 20000.
+TD_BATCH, TD_HORIZON = 20_000, 10
+
+
+def _td_instance() -> tuple[NetworkedMDP, LocalizedSoftmaxPolicy, tuple[np.ndarray, ...]]:
+    inst = line_message(3, 0.5)
+    m = _with_uniform_rho(inst.model)
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(20230214))
+    return m, pol, solve(m, pol, inst.utilities("linear")).shadow_rewards
+
+
+def _with_gamma(m: NetworkedMDP, pol: LocalizedSoftmaxPolicy,
+                gamma: float) -> tuple[NetworkedMDP, LocalizedSoftmaxPolicy]:
+    """The same chain with another discount: the exact counterpart of a critic whose backups
+    use ``gamma`` (visit laws do not depend on the discount)."""
+    other = NetworkedMDP(m.graph, m.n_states, m.n_actions, m.kernels, gamma, m.rho)
+    return other, LocalizedSoftmaxPolicy(other, pol.beta, pol.theta)
+
+
+def _td_schedule(m: NetworkedMDP, traj: Trajectories, agents: tuple[int, ...], h: float,
+                 t0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-time counts ``c_t(z)`` and steps ``min(1, h c_t / (N_t + c_t + t0))`` of td_critic,
+    recomputed here from the labels by its documented schedule (not by its code)."""
+    size = hop_size(m, agents)
+    H = traj.actions.shape[1]
+    z = hop_codes(m, agents, traj.states[:, :H, :], traj.actions)[:, : H - 1]
+    flat = (np.arange(H - 1)[None, :] * size + z).reshape(-1)
+    counts = np.bincount(flat, minlength=(H - 1) * size).reshape(H - 1, size).astype(float)
+    before = np.cumsum(counts, axis=0) - counts
+    return counts, np.minimum(1.0, h * counts / (before + counts + t0))
+
+
+def _td_radius(m: NetworkedMDP, traj: Trajectories, mf: TDMeanField, reward: np.ndarray,
+               agents: tuple[int, ...], h: float, t0: float, delta: float) -> float:
+    """td_recursion_radius with widths ``ptp r + gamma ptp qbar_t``: every sample
+    ``r + gamma qbar_t(z')`` lies in that interval (proofs_notes/algorithm1.md#td-radius)."""
+    counts, steps = _td_schedule(m, traj, agents, h, t0)
+    widths = float(np.ptp(reward)) + mf.gamma * np.ptp(mf.iterates[:-1], axis=1)
+    return td_recursion_radius(counts, steps, mf.steps, mf.increments, widths, delta)
+
+
+def _td_rounding(m: NetworkedMDP, traj: Trajectories, reward: np.ndarray) -> float:
+    """Both recursions sum at most B (sampled) or |S||A| (exact) terms per entry and step;
+    every step is an inf-norm non-expansion, so the H steps' rounding adds up; iterates are
+    bounded by max|r|/(1 - gamma)."""
+    B, H = traj.actions.shape[:2]
+    scale = float(np.max(np.abs(reward))) / (1 - m.gamma) + 1.0
+    return summation_tolerance(H * (B + m.states.size * m.actions.size), scale)
+
+
+@pytest.mark.parametrize("kappa", [0, 1])
+def test_td_critic_within_radius_of_its_large_batch_recursion(kappa: int) -> None:
+    """td_critic as implemented (count-indexed steps, every transition of every trajectory)
+    lies within td_recursion_radius of td_critic_mean_field, its B -> inf limit at the same
+    horizon (per-(t, z) Hoeffding + non-expansion; proofs_notes/algorithm1.md#td-radius);
+    delta = 1e-9 split over agents, and inside the radius over times and entries."""
+    m, pol, rewards = _td_instance()
+    traj = rollout(m, pol, TD_BATCH, TD_HORIZON, np.random.default_rng(7))
+    h = t0 = 1.0 / (1.0 - m.gamma)  # td_critic's defaults
+    critics = td_critic(m, traj, rewards, kappa)
+    delta = split_delta(DELTA, m.n)
+    for j, c in enumerate(critics):
+        mf = td_critic_mean_field(m, pol, rewards[j], j, kappa, TD_HORIZON)
+        radius = _td_radius(m, traj, mf, rewards[j], c.agents, h, t0, delta)
+        err = float(np.max(np.abs(c.table - mf.table)))
+        assert err <= radius + _td_rounding(m, traj, rewards[j]), (j, err, radius)
+
+
+@pytest.mark.parametrize("mutant_gamma", ["squared", "zero"])
+def test_td_radius_catches_a_wrong_discount(mutant_gamma: str) -> None:
+    """Planted bug (STYLE item 13): td_critic whose backup uses gamma^2, or 0 (the bootstrap
+    term dropped), with the correct step schedule.  Rewards are shifted by +1: a constant
+    leaves every width (a ptp) unchanged but moves the discounted sums, which separates the
+    discounts.  Fair-instance check: for some agent the two exact recursions differ by more
+    than R + R_mut, R_mut the mutant's own radius on the same counts; then, with probability
+    >= 1 - 1e-9, the mutant's table is more than R from the true recursion."""
+    m, pol, base = _td_instance()
+    rewards = tuple(r + 1.0 for r in base)
+    g_mut = m.gamma**2 if mutant_gamma == "squared" else 0.0
+    mutant, mutant_pol = _with_gamma(m, pol, g_mut)
+    traj = rollout(m, pol, TD_BATCH, TD_HORIZON, np.random.default_rng(8))
+    h = t0 = 1.0 / (1.0 - m.gamma)
+    wrong = td_critic(m, dataclasses.replace(traj, gamma=g_mut), rewards, 0, h, t0)
+    delta = split_delta(DELTA, m.n)
+    fair = caught = False
+    for j, c in enumerate(wrong):
+        tol = _td_rounding(m, traj, rewards[j])
+        mf = td_critic_mean_field(m, pol, rewards[j], j, 0, TD_HORIZON)
+        mf_mut = td_critic_mean_field(mutant, mutant_pol, rewards[j], j, 0, TD_HORIZON, h)
+        radius = _td_radius(m, traj, mf, rewards[j], c.agents, h, t0, delta)
+        radius_mut = _td_radius(m, traj, mf_mut, rewards[j], c.agents, h, t0, delta)
+        gap = float(np.max(np.abs(mf_mut.table - mf.table)))
+        fair = fair or gap > radius + radius_mut + 2 * tol
+        caught = caught or float(np.max(np.abs(c.table - mf.table))) > radius + tol
+    assert fair, "the instance cannot separate the discounts at this batch"
+    assert caught
+
+
+@pytest.mark.slow
+@settings(max_examples=10)
+@given(problem=mst.networked_problems(max_agents=3, max_gamma=0.9), seed=mst.seeds(),
+       kappa=st.integers(0, 1), horizon=st.integers(2, 15))
+def test_td_critic_concentrates_on_random_problems(
+    problem: mst.NetworkedProblem, seed: int, kappa: int, horizon: int
+) -> None:
+    """As test_td_critic_within_radius_of_its_large_batch_recursion, on Hypothesis
+    instances (any rho, gamma in [0, 0.9], all utility kinds)."""
+    m, pol = problem.model, problem.policy
+    rewards = solve(m, pol, problem.utilities).shadow_rewards
+    traj = rollout(m, pol, 5000, horizon, np.random.default_rng(seed))
+    h = t0 = 1.0 / (1.0 - m.gamma)
+    delta = split_delta(DELTA, m.n)
+    for j, c in enumerate(td_critic(m, traj, rewards, kappa)):
+        mf = td_critic_mean_field(m, pol, rewards[j], j, kappa, horizon)
+        radius = _td_radius(m, traj, mf, rewards[j], c.agents, h, t0, delta)
+        err = float(np.max(np.abs(c.table - mf.table)))
+        assert err <= radius + _td_rounding(m, traj, rewards[j]), (j, err, radius)
 
 
 def _exact_critics(m: NetworkedMDP, pol: LocalizedSoftmaxPolicy, kappa: int,
