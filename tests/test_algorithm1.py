@@ -4,7 +4,9 @@ with radii from a stated concentration inequality at failure probability <= 1e-9
 
 Suite-level false alarms: each test below makes one check per seed-drawn example, split
 by the union bound (verify.bounds.split_delta) over the entries it compares, so each
-example fails spuriously with probability at most 1e-9.
+example fails spuriously with probability at most 1e-9.  The planted-bug tests first check
+that their instance separates the mutant from the truth by more than both radii; then
+they miss the mutant with probability at most 1e-9.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reference.errors import ModelError
 from reference.instances import line_message
 from reference.networked import (
     LocalizedSoftmaxPolicy,
@@ -36,7 +39,9 @@ from reference.networked.algorithm import (
     mc_critic,
     mc_critic_expectation,
     occupancy_estimate,
+    replay_td_critic,
     run_algorithm1,
+    sample_transitions,
     shadow_reward_estimate,
     td_critic,
     td_critic_limit,
@@ -53,12 +58,13 @@ from reference.networked.truncation import (
 )
 from verify import strategies as mst
 from verify.bounds import (
+    empirical_bellman_radius,
     hoeffding_radius,
     l1_radius,
     split_delta,
     td_recursion_radius,
 )
-from verify.tolerances import gradient_tolerance, summation_tolerance
+from verify.tolerances import gradient_tolerance, linear_solve_tolerance, summation_tolerance
 
 DELTA = 1e-9
 SMOOTH_KINDS = ("linear", "entropy", "quadratic", "kl")
@@ -323,6 +329,140 @@ def test_td_critic_concentrates_on_random_problems(
         assert err <= radius + _td_rounding(m, traj, rewards[j]), (j, err, radius)
 
 
+def _replay_radius(c: CriticTable, q_star: np.ndarray, reward: np.ndarray, gamma: float,
+                   delta: float) -> float:
+    """empirical_bellman_radius with width ``ptp r + gamma ptp q*`` (every sample
+    ``r + gamma q*(z')`` lies there) and ``max |q*|`` over unvisited entries
+    (proofs_notes/algorithm1.md#replay-td)."""
+    visited = c.counts > 0
+    width = float(np.ptp(reward)) + gamma * float(np.ptp(q_star))
+    unvisited = float(np.max(np.abs(q_star[~visited]), initial=0.0))
+    return empirical_bellman_radius(c.counts, width, gamma, delta, unvisited)
+
+
+def _limit_tolerance(mf: TDMeanField, q_star: np.ndarray) -> float:
+    """Forward error of td_critic_limit's solve of D (I - gamma Pbar) q = D rbar with
+    D = diag(mu_z): linear_solve_tolerance with the condition number enlarged by
+    max mu / min mu over the support (mu_z = sum_t m_t(z))."""
+    mu = mf.mass.sum(axis=0)
+    live = mu[mu > 0]
+    scale = float(np.max(np.abs(q_star))) + 1.0
+    return linear_solve_tolerance(live.size, mf.gamma, scale) * float(live.max() / live.min())
+
+
+@pytest.mark.parametrize("kappa", [0, 1])
+def test_replay_td_within_radius_of_td_limit(kappa: int) -> None:
+    """replay_td_critic (one transition per independent trajectory, batch TD(0) to its fixed
+    point) lies within empirical_bellman_radius of td_critic_limit at the same horizon on
+    every visited entry (Hoeffding per entry + simulation identity;
+    proofs_notes/algorithm1.md#replay-td); delta = 1e-9 split over agents and entries."""
+    m, pol, rewards = _td_instance()
+    buf = sample_transitions(m, pol, TD_BATCH, TD_HORIZON, np.random.default_rng(11))
+    delta = split_delta(DELTA, m.n)
+    for j, c in enumerate(replay_td_critic(m, buf, rewards, kappa)):
+        q_star = td_critic_limit(m, pol, rewards[j], j, kappa, TD_HORIZON)
+        mf = td_critic_mean_field(m, pol, rewards[j], j, kappa, TD_HORIZON)
+        radius = _replay_radius(c, q_star, rewards[j], m.gamma, delta)
+        err = float(np.max(np.abs(c.table - q_star)[c.counts > 0]))
+        assert err <= radius + c.fixed_point_error + _limit_tolerance(mf, q_star), (j, err,
+                                                                                   radius)
+
+
+def test_replay_td_table_is_the_empirical_bellman_fixed_point() -> None:
+    """Two routes to the fixed point of the empirical Bellman operator: the certified sweeps
+    of replay_td_critic and a dense solve of (I - gamma Phat) q = rhat on the visited entries,
+    built here from the buffer; unvisited entries are 0; the buffer's times lie in
+    0..H-2 and its cost is n sum_b (T_b + 2)."""
+    m, pol, rewards = _td_instance()
+    buf = sample_transitions(m, pol, 3000, TD_HORIZON, np.random.default_rng(12))
+    assert buf.times.min() >= 0 and buf.times.max() <= TD_HORIZON - 2
+    assert buf.agent_steps == m.n * int(np.sum(buf.times + 2))
+    for j, c in enumerate(replay_td_critic(m, buf, rewards, 1)):
+        size = c.table.size
+        z = hop_codes(m, c.agents, buf.states, buf.actions)
+        z_next = hop_codes(m, c.agents, buf.next_states, buf.next_actions)
+        counts = np.bincount(z, minlength=size).astype(float)
+        np.testing.assert_array_equal(c.counts, counts)
+        live = np.flatnonzero(counts > 0)
+        P_hat = np.zeros((size, size))
+        np.add.at(P_hat, (z, z_next), 1.0)
+        P_hat = P_hat[np.ix_(live, live)] / counts[live, None]  # sub-stochastic rows
+        r = rewards[j][buf.states[:, j], buf.actions[:, j]]
+        r_hat = np.bincount(z, weights=r, minlength=size)[live] / counts[live]
+        dense = np.linalg.solve(np.eye(live.size) - m.gamma * P_hat, r_hat)
+        scale = float(np.max(np.abs(r))) / (1 - m.gamma) + 1.0
+        tol = c.fixed_point_error + linear_solve_tolerance(live.size, m.gamma, scale)
+        np.testing.assert_allclose(c.table[live], dense, rtol=0, atol=tol)
+        assert np.all(c.table[counts == 0] == 0.0)
+
+
+def test_replay_td_inputs_are_checked() -> None:
+    m, pol, rewards = _td_instance()
+    rng = np.random.default_rng(0)
+    with pytest.raises(ModelError, match="horizon"):
+        sample_transitions(m, pol, 10, 1, rng)
+    with pytest.raises(ModelError, match="batch"):
+        sample_transitions(m, pol, 0, 5, rng)
+    buf = sample_transitions(m, pol, 10, 5, rng)
+    with pytest.raises(ModelError, match="gamma"):
+        dataclasses.replace(buf, gamma=1.0)
+    with pytest.raises(ModelError, match="times"):
+        dataclasses.replace(buf, horizon=2, times=np.full(10, 3))
+    with pytest.raises(ModelError, match="tol"):
+        replay_td_critic(m, buf, rewards, 0, tol=0.0)
+
+@pytest.mark.parametrize("mutant_gamma", ["squared", "zero"])
+def test_replay_radius_catches_a_wrong_discount(mutant_gamma: str) -> None:
+    """Planted bug (STYLE item 13): replay TD whose backup uses gamma^2, or 0 (bootstrap term
+    dropped).  Its exact counterpart is td_critic_limit at that discount (same visit law).
+    Rewards shifted by +1 as in test_td_radius_catches_a_wrong_discount.  Fair-instance
+    check: for some agent the two limits differ on a visited entry by more than R + R_mut;
+    then with probability >= 1 - 1e-9 the mutant is more than R from the true limit."""
+    m, pol, base = _td_instance()
+    rewards = tuple(r + 1.0 for r in base)
+    g_mut = m.gamma**2 if mutant_gamma == "squared" else 0.0
+    mutant, mutant_pol = _with_gamma(m, pol, g_mut)
+    buf = sample_transitions(m, pol, TD_BATCH, TD_HORIZON, np.random.default_rng(13))
+    wrong = replay_td_critic(m, dataclasses.replace(buf, gamma=g_mut), rewards, 0)
+    delta = split_delta(DELTA, m.n)
+    fair = caught = False
+    for j, c in enumerate(wrong):
+        q_star = td_critic_limit(m, pol, rewards[j], j, 0, TD_HORIZON)
+        q_mut = td_critic_limit(mutant, mutant_pol, rewards[j], j, 0, TD_HORIZON)
+        tol = _limit_tolerance(td_critic_mean_field(m, pol, rewards[j], j, 0, TD_HORIZON),
+                               q_star) + c.fixed_point_error
+        radius = _replay_radius(c, q_star, rewards[j], m.gamma, delta)
+        radius_mut = _replay_radius(c, q_mut, rewards[j], g_mut, delta)
+        visited = c.counts > 0
+        gap = float(np.max(np.abs(q_mut - q_star)[visited]))
+        fair = fair or gap > radius + radius_mut + 2 * tol
+        caught = caught or float(np.max(np.abs(c.table - q_star)[visited])) > radius + tol
+    assert fair, "the instance cannot separate the discounts at this batch"
+    assert caught
+
+
+@pytest.mark.slow
+@settings(max_examples=10)
+@given(problem=mst.networked_problems(max_agents=3, max_gamma=0.9), seed=mst.seeds(),
+       kappa=st.integers(0, 1), horizon=st.integers(2, 15))
+def test_replay_td_concentrates_on_random_problems(
+    problem: mst.NetworkedProblem, seed: int, kappa: int, horizon: int
+) -> None:
+    """As test_replay_td_within_radius_of_td_limit, on Hypothesis instances (any rho, so
+    unvisited entries and their unvisited_value term occur)."""
+    m, pol = problem.model, problem.policy
+    rewards = solve(m, pol, problem.utilities).shadow_rewards
+    buf = sample_transitions(m, pol, 5000, horizon, np.random.default_rng(seed))
+    delta = split_delta(DELTA, m.n)
+    for j, c in enumerate(replay_td_critic(m, buf, rewards, kappa)):
+        q_star = td_critic_limit(m, pol, rewards[j], j, kappa, horizon)
+        mf = td_critic_mean_field(m, pol, rewards[j], j, kappa, horizon)
+        radius = _replay_radius(c, q_star, rewards[j], m.gamma, delta)
+        err = float(np.max(np.abs(c.table - q_star)[c.counts > 0]))
+        assert err <= radius + c.fixed_point_error + _limit_tolerance(mf, q_star), (j, err,
+                                                                                   radius)
+
+
 def _exact_critics(m: NetworkedMDP, pol: LocalizedSoftmaxPolicy, kappa: int,
                    problem: mst.NetworkedProblem) -> tuple[CriticTable, ...]:
     sol = solve(m, pol, problem.utilities)
@@ -442,6 +582,10 @@ def test_run_algorithm1_history() -> None:
         critic="td", iterations=2, occupancy_batch=32, critic_batch=32, gradient_batch=32,
         gradient_horizon=15), np.random.default_rng(1))
     assert td.estimate_norm.shape == (2,)
+    replay = run_algorithm1(m, pol, inst.utilities(), Algorithm1Config(
+        critic="replay-td", iterations=2, occupancy_batch=32, critic_batch=32,
+        gradient_batch=32, critic_horizon=15), np.random.default_rng(2))
+    assert replay.estimate_norm.shape == (2,) and np.all(np.diff(replay.samples) > 0)
 
 
 

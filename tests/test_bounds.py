@@ -13,6 +13,7 @@ from scipy import stats
 from reference.errors import ModelError
 from verify.bounds import (
     bernstein_radius,
+    empirical_bellman_radius,
     empirical_bernstein_radius,
     hoeffding_radius,
     l1_radius,
@@ -74,6 +75,23 @@ def test_split_delta() -> None:
         split_delta(1e-9, 0)
 
 
+def test_empirical_bellman_radius_by_hand() -> None:
+    # two entries, delta = 4 e^{-1}: each gets 2 e^{-1}, so eps = hoeffding(2, 1, 2/e) = 0.5;
+    # the unvisited entry has |q| <= 0.25: (0.5 + 0.5 * 0.25) / (1 - 0.5) = 1.25
+    r = empirical_bellman_radius([2, 0], 1.0, 0.5, 4 * math.exp(-1), unvisited_value=0.25)
+    assert r == pytest.approx(1.25, rel=8 * EPS)
+
+
+@given(n=st.integers(1, 10**6), gamma=st.floats(0.0, 0.99), delta=st.floats(1e-12, 0.5))
+def test_one_entry_bellman_radius_is_hoeffding_over_one_minus_gamma(
+    n: int, gamma: float, delta: float
+) -> None:
+    """One entry with a self-loop: qhat - q = (rhat - rbar) / (1 - gamma) exactly, and the
+    radius reduces to the Hoeffding radius of the rewards divided by 1 - gamma."""
+    r = empirical_bellman_radius([n], 1.0, gamma, delta)
+    assert r == pytest.approx(hoeffding_radius(n, 1.0, delta) / (1 - gamma), rel=8 * EPS)
+
+
 def test_td_recursion_radius_by_hand() -> None:
     # K = 2 pairs, delta = 4 e^{-1}: eps_0 = hoeffding(2, 1, 2/e) = 0.5 with step 1, and at
     # t = 1 no sample (step 0) against a mean step 0.5 with mean TD error 2: 0.5 + 0.5 * 2
@@ -106,3 +124,13 @@ def test_td_recursion_radius_rejects(counts: list[list[float]], steps: list[list
     with pytest.raises(ModelError, match=match):
         td_recursion_radius(counts, steps, steps, steps, [1.0], 1e-9)
 
+
+def test_empirical_bellman_radius_rejects() -> None:
+    with pytest.raises(ModelError, match="all 0"):
+        empirical_bellman_radius([0, 0], 1.0, 0.5, 1e-9)
+    with pytest.raises(ModelError, match="gamma"):
+        empirical_bellman_radius([3], 1.0, 1.0, 1e-9)
+    with pytest.raises(ModelError, match="count"):
+        empirical_bellman_radius([2.5], 1.0, 0.5, 1e-9)
+    with pytest.raises(ModelError, match="delta"):
+        empirical_bellman_radius([3], 1.0, 0.5, 0.0)

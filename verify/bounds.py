@@ -18,6 +18,7 @@ from reference.errors import ModelError
 
 __all__ = [
     "bernstein_radius",
+    "empirical_bellman_radius",
     "empirical_bernstein_radius",
     "geometric_sum_radius",
     "hoeffding_radius",
@@ -127,6 +128,50 @@ def _counts(counts: npt.ArrayLike, name: str = "counts") -> FloatArray:
         k = int(bad[0])
         raise ModelError(f"{name}[{k}] = {arr.reshape(-1)[k]!r}, expected a count >= 0")
     return arr
+
+
+def empirical_bellman_radius(
+    counts: npt.ArrayLike,
+    width: float,
+    gamma: float,
+    delta: float,
+    unvisited_value: float = 0.0,
+) -> float:
+    """Radius for ``max_{z : N_z > 0} |qhat(z) - q(z)|`` when ``qhat`` is the fixed point of
+    an empirical Bellman operator built from independent samples
+    (``proofs_notes/algorithm1.md#replay-td``).
+
+    Setting: ``qhat(z) = (1/N_z) sum_{b : z_b = z} [r_b + gamma qhat(z'_b)]`` where
+    ``N_z > 0`` and ``qhat(z) = 0`` elsewhere; ``q`` is the exact fixed point, with
+    ``q(z) = E[r + gamma q(z') | z]``; given the labels ``z_1..z_B`` the samples at each
+    entry are i.i.d. and ``Y = r + gamma q(z')`` lies in an interval of length ``width``;
+    ``unvisited_value >= max_{N_z = 0} |q(z)|``.  Hoeffding (1963, thm 2) at each of the
+    ``m = len(counts)`` entries with ``delta / m`` and the union bound give, with
+    probability at least ``1 - delta``, ``|mean_z Y - q(z)| <= eps_z =
+    width sqrt(log(2m/delta) / (2 N_z))`` for every visited ``z``; the simulation identity
+    ``qhat - q = (I - gamma Phat)^{-1} [(Ybar - q) + gamma Phat (qhat - q) on unvisited]``
+    with ``Phat`` sub-stochastic then gives the radius
+    ``(max_{N_z > 0} eps_z + gamma * unvisited_value) / (1 - gamma)``.
+
+    Args:
+        counts: ``(m,)`` samples per entry ``N_z`` (zeros allowed, at least one positive).
+        width: length of an interval holding every ``Y``.
+        gamma: the discount of the backups, ``0 <= gamma < 1``.
+        delta: failure probability for the whole table.
+        unvisited_value: a bound on ``|q|`` at entries with ``N_z = 0``.
+    """
+    arr = _counts(counts)
+    if not 0.0 <= gamma < 1.0:
+        raise ModelError(f"gamma = {gamma!r}, expected 0 <= gamma < 1")
+    if not (width >= 0.0 and unvisited_value >= 0.0):
+        raise ModelError(
+            f"width = {width!r}, unvisited_value = {unvisited_value!r}, expected >= 0"
+        )
+    visited = arr[arr > 0]
+    if visited.size == 0:
+        raise ModelError("counts are all 0: no entry was sampled")
+    eps = hoeffding_radius(int(visited.min()), width, split_delta(delta, arr.size))
+    return (eps + gamma * float(unvisited_value)) / (1.0 - gamma)
 
 
 def td_recursion_radius(

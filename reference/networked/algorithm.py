@@ -11,14 +11,19 @@ sampled                                    exact counterpart
 :func:`occupancy_estimate`                 :func:`finite_horizon_occupancy` (``lam^H_i``)
 :func:`mc_critic`                          :func:`mc_critic_expectation`
 :func:`td_critic`                          :func:`td_critic_mean_field` (see below)
+:func:`replay_td_critic`                   :func:`td_critic_limit`
 :func:`gradient_estimate`                  :func:`gradient_estimate_expectation`
 =========================================  ==============================================
 
-The TD critic is compared with its counterpart by a limit rather than an expectation.
-:func:`td_critic_mean_field` is the deterministic recursion that the count-indexed
-:func:`td_critic` follows as ``B -> inf`` at a fixed horizon ``H``; the radius is
-``verify.bounds.td_recursion_radius`` (``proofs_notes/algorithm1.md#td-radius``).  It
-approaches :func:`td_critic_limit`, the zero of the expected update, only as ``H`` grows.
+The two TD critics are compared with their counterparts by limits rather than
+expectations.  :func:`td_critic_mean_field` is the deterministic recursion that the
+count-indexed :func:`td_critic` follows as ``B -> inf`` at a fixed horizon ``H``; the
+radius is ``verify.bounds.td_recursion_radius`` (``proofs_notes/algorithm1.md#td-radius``).
+It approaches :func:`td_critic_limit`, the zero of the expected update, only as ``H``
+grows.  :func:`replay_td_critic` (one transition per independent trajectory, batch TD(0)
+to its fixed point) has :func:`td_critic_limit` itself as its large-batch limit, with the
+radius ``verify.bounds.empirical_bellman_radius``
+(``proofs_notes/algorithm1.md#replay-td``).
 
 ``z_{N_j^kappa}`` codes are those of :func:`reference.networked.truncation.hop_index`: agents in
 increasing order, digit ``s_k |A_k| + a_k``, lowest agent most significant.
@@ -31,9 +36,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from scipy.sparse import csr_array
 
-from reference._arrays import FloatArray, IntArray, frozen
-from reference.errors import ModelError
+from reference._arrays import FloatArray, IntArray, check_gamma, frozen
+from reference.errors import ModelError, SolverError
 from reference.networked.exact import gradient_norm, score_contraction, solve
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
@@ -53,6 +59,7 @@ __all__ = [
     "CriticTable",
     "GradientEstimate",
     "TDMeanField",
+    "Transitions",
     "finite_horizon_occupancy",
     "finite_horizon_q",
     "gradient_estimate",
@@ -60,13 +67,17 @@ __all__ = [
     "mc_critic",
     "mc_critic_expectation",
     "occupancy_estimate",
+    "replay_td_critic",
     "run_algorithm1",
+    "sample_transitions",
     "shadow_reward_estimate",
     "td_critic",
     "td_critic_limit",
     "td_critic_mean_field",
     "truncated_geometric",
 ]
+
+_EPS = float(np.finfo(np.float64).eps)
 
 
 # ---------------------------------------------------------------------- occupancy
@@ -129,8 +140,11 @@ class CriticTable:
         agents: ``N_j^kappa``.
         table: ``(prod_{k in N_j^kappa} |S_k||A_k|,)`` values.
         counts: ``(same,)`` number of samples or updates per entry.
-        method: ``"mc"``, ``"td"`` or ``"exact"``.
+        method: ``"mc"``, ``"td"``, ``"replay-td"`` or ``"exact"``.
         agent_steps: agent-steps sampled to fit all critics of the call (shared).
+        fixed_point_error: ``"replay-td"`` only: certified bound on
+            ``max_z |table(z) - qhat(z)|``, ``qhat`` the exact fixed point of the empirical
+            Bellman operator (:func:`replay_td_critic`); 0 for the other methods.
     """
 
     agent: int
@@ -140,6 +154,7 @@ class CriticTable:
     counts: FloatArray
     method: str
     agent_steps: int = 0
+    fixed_point_error: float = 0.0
 
 
 def truncated_geometric(
@@ -333,9 +348,9 @@ def td_critic_limit(
     the limit solves ``Phi^T M (R + gamma P^pi Phi q - Phi q) = 0`` on the entries ``z`` with
     ``mu`` mass; other entries stay at their initial value 0.  When every pair reachable
     in one step has ``mu`` mass (e.g. ``rho`` of full support), ``||Phi q - Q_j||_inf <=
-    D_j(kappa) / (1 - gamma)`` on the support (``proofs_notes/algorithm1.md``).  The
-    large-batch limit of :func:`td_critic` at a finite horizon is
-    :func:`td_critic_mean_field` instead.
+    D_j(kappa) / (1 - gamma)`` on the support (``proofs_notes/algorithm1.md``).  It is
+    the exact counterpart of :func:`replay_td_critic` (``#replay-td``); the large-batch
+    limit of :func:`td_critic` at a finite horizon is :func:`td_critic_mean_field` instead.
     """
     nS, nA = model.states.size, model.actions.size
     op = transition_operator(model, policy)
@@ -440,6 +455,183 @@ def td_critic_mean_field(
         mass=frozen(np.stack(masses) if masses else empty),
         gamma=float(g),
     )
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """A replay buffer of ``B`` independent transitions, one per trajectory.
+
+    Trajectory ``b`` is rolled out from ``rho`` under the policy and contributes only its
+    transition at a time ``T_b`` drawn uniformly from ``{0, .., H-2}``, independently of
+    the trajectory.  The ``B`` records are therefore i.i.d.; ``(s^T, a^T)`` has law
+    ``mu / (H - 1)`` with ``mu = sum_{t < H-1} Pr(s^t = ., a^t = .)``, the visit weights of
+    :func:`td_critic_limit` (``proofs_notes/algorithm1.md#replay-td``).
+
+    Attributes:
+        times: ``(B,)`` the times ``T_b``.
+        states: ``(B, n)`` ``s^{T_b}``.
+        actions: ``(B, n)`` ``a^{T_b}``.
+        next_states: ``(B, n)`` ``s^{T_b + 1}``.
+        next_actions: ``(B, n)`` ``a^{T_b + 1}``.
+        horizon: ``H``.
+        gamma: the discount the backups of :func:`replay_td_critic` use.
+        agent_steps: ``n sum_b (T_b + 2)``, the agent-steps the buffer uses.
+    """
+
+    times: IntArray
+    states: IntArray
+    actions: IntArray
+    next_states: IntArray
+    next_actions: IntArray
+    horizon: int
+    gamma: float
+    agent_steps: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gamma", check_gamma(self.gamma))
+        if self.horizon < 2:
+            raise ModelError(f"horizon = {self.horizon!r}, expected at least 2")
+        B = self.times.shape[0]
+        if self.times.shape != (B,) or B < 1:
+            raise ModelError(f"times has shape {self.times.shape}, expected (B,) with B >= 1")
+        for name in ("states", "actions", "next_states", "next_actions"):
+            arr = getattr(self, name)
+            if arr.ndim != 2 or arr.shape[0] != B:
+                raise ModelError(f"{name} has shape {arr.shape}, expected ({B}, n)")
+        if np.any(self.times < 0) or np.any(self.times > self.horizon - 2):
+            raise ModelError(f"times must lie in 0..{self.horizon - 2} (horizon {self.horizon})")
+
+
+def sample_transitions(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    batch: int,
+    horizon: int,
+    rng: np.random.Generator,
+) -> Transitions:
+    """One transition ``(s^T, a^T, s^{T+1}, a^{T+1})`` from each of ``batch`` independent
+    trajectories, ``T`` uniform on ``{0, .., horizon-2}``
+    (``proofs_notes/algorithm1.md#replay-td``).
+
+    Note: one transition per trajectory, not all ``H - 1`` of them, so that the records
+    are independent and the per-entry Hoeffding bound of the note applies; transitions
+    along one trajectory are Markov-dependent and their within-group state mix is not
+    that of ``mu``.
+    """
+    for name, value, least in (("batch", batch, 1), ("horizon", horizon, 2)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ModelError(f"{name} = {value!r}, expected an integer >= {least}")
+    times = rng.integers(0, horizon - 1, size=batch).astype(np.int64)
+    # rolling every trajectory to max T + 2 steps is an implementation cost; trajectory b
+    # uses T_b + 2 of them (counted in agent_steps)
+    traj = rollout(model, policy, batch, int(times.max()) + 2, rng)
+    rows = np.arange(batch)
+
+    def read_only(a: IntArray) -> IntArray:
+        out = np.array(a, dtype=np.int64, copy=True)
+        out.setflags(write=False)
+        return out
+
+    times.setflags(write=False)
+    return Transitions(
+        times=times,
+        states=read_only(traj.states[rows, times]),
+        actions=read_only(traj.actions[rows, times]),
+        next_states=read_only(traj.states[rows, times + 1]),
+        next_actions=read_only(traj.actions[rows, times + 1]),
+        horizon=int(horizon),
+        gamma=model.gamma,
+        agent_steps=int(np.sum(times + 2)) * model.n,
+    )
+
+
+def replay_td_critic(
+    model: NetworkedMDP,
+    transitions: Transitions,
+    rewards: Sequence[FloatArray],
+    kappa: int,
+    tol: float = 1e-10,
+    max_sweeps: int = 100_000,
+) -> tuple[CriticTable, ...]:
+    """Replay TD(0) critics: batch TD(0) on a fixed buffer, run to its fixed point.
+
+    For agent ``j`` with codes ``z_b = z_{N_j^kappa}(s^{T_b}, a^{T_b})``,
+    ``z'_b = z_{N_j^kappa}(s^{T_b+1}, a^{T_b+1})``, ``r_b = r_j(s_j^{T_b}, a_j^{T_b})`` and
+    ``N_z = #{b : z_b = z}``, the table is the fixed point of the empirical Bellman operator
+
+        (That q)(z) = (1/N_z) sum_{b : z_b = z} [ r_b + gamma q(z'_b) ]   (N_z > 0),
+        (That q)(z) = 0                                                   (N_z = 0),
+
+    i.e. ``qhat = rhat + gamma Phat qhat`` with ``Phat[z, z'] = #{b: z_b = z, z'_b = z'} / N_z``
+    (``proofs_notes/algorithm1.md#replay-td``).  It is computed by synchronous sweeps
+    ``q_{k+1} = That q_k`` from ``q_0 = 0`` -- TD(0) with step 1 on the whole buffer --
+    until the certified error ``min(gamma^k ||rhat||_inf, gamma ||q_k - q_{k-1}||_inf) /
+    (1 - gamma)`` is at most ``tol``; ``CriticTable.fixed_point_error`` adds a rounding
+    allowance to it.  With ``transitions`` from :func:`sample_transitions`, the exact
+    counterpart is :func:`td_critic_limit` at the same horizon, and
+    ``max_{N_z > 0} |qhat(z) - q*(z)|`` has the radius
+    ``verify.bounds.empirical_bellman_radius`` at any failure probability.
+
+    Note: batch TD(0) with any constant step in ``(0, 1]`` converges to this same point
+    (the certainty-equivalence estimate; Sutton and Barto 2018, section 6.3); step 1
+    makes every sweep a ``gamma``-contraction in the inf-norm.  Unlike :func:`td_critic`,
+    every backup uses the final table, so no step schedule enters the error.
+    """
+    g = float(transitions.gamma)
+    if not tol > 0:
+        raise ModelError(f"tol = {tol!r}, expected a positive tolerance")
+    batch = transitions.times.shape[0]
+    out = []
+    for j in range(model.n):
+        agents = model.graph.neighbourhood(j, kappa)
+        size = hop_size(model, agents)
+        z = hop_codes(model, agents, transitions.states, transitions.actions)
+        z_next = hop_codes(model, agents, transitions.next_states, transitions.next_actions)
+        r = rewards[j][transitions.states[:, j], transitions.actions[:, j]]
+        counts = np.bincount(z, minlength=size).astype(np.float64)
+        visited = counts > 0
+        per = np.where(visited, counts, 1.0)
+        r_hat = np.bincount(z, weights=r, minlength=size) / per
+        # transition counts summed exactly (integers), then one division per entry
+        P_hat = csr_array((np.ones(batch), (z, z_next)), shape=(size, size))
+        P_hat.sum_duplicates()
+        P_hat.data /= np.repeat(per, np.diff(P_hat.indptr))
+        # q_1 = That q_0 = rhat; ||q_k - qhat|| <= gamma^k ||qhat|| <= gamma^k ||rhat||/(1-gamma)
+        q = r_hat.copy()
+        prior = g * float(np.max(np.abs(r_hat))) / (1.0 - g)
+        bound, sweeps = prior, 1
+        while bound > tol:
+            q_new = r_hat + g * (P_hat @ q)
+            sweeps += 1
+            prior *= g
+            post = g * float(np.max(np.abs(q_new - q))) / (1.0 - g)
+            q = q_new
+            bound = min(prior, post)
+            if bound > tol and sweeps >= max_sweeps:
+                raise SolverError(
+                    f"replay TD for agent {j} reached max_sweeps = {max_sweeps} with "
+                    f"certified error {bound:.3g} > tol = {tol:.3g}"
+                )
+        # rounding: rhat sums at most N_max terms; Phat rows carry one division each; a
+        # sweep entry sums at most m = max row nonzeros products; every iterate is bounded
+        # by ||r||/(1-gamma) and the contraction damps each step's error by 1/(1-gamma)
+        row_nnz = int(np.max(np.diff(P_hat.indptr)))
+        n_max = float(np.max(counts))
+        r_abs = float(np.max(np.abs(r)))
+        rounding = (n_max + row_nnz + 4) * _EPS * (r_abs + r_abs / (1.0 - g)) / (1.0 - g)
+        out.append(
+            CriticTable(
+                j,
+                kappa,
+                agents,
+                frozen(q),
+                frozen(counts),
+                "replay-td",
+                transitions.agent_steps,
+                bound + rounding,
+            )
+        )
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------- gradient
@@ -572,10 +764,10 @@ class Algorithm1Config:
         step_size: ``eta`` of ``theta_i += eta gtilde_i``.
         iterations: number of policy updates.
         occupancy_batch, occupancy_horizon: ``B`` and ``H`` of step 1.
-        critic: ``"mc"`` or ``"td"``.
+        critic: ``"mc"``, ``"td"`` or ``"replay-td"``.
         critic_batch: trajectories per critic fit.
-        critic_horizon: ``H`` of TD trajectories, or the start and return horizons of the
-            Monte-Carlo critic.
+        critic_horizon: ``H`` of TD trajectories (at least 2 for ``"replay-td"``), or the
+            start and return horizons of the Monte-Carlo critic.
         gradient_batch: ``B'`` of step 3.
         gradient_horizon: ``H'``, or ``None`` for the geometric (unbiased) variant.
         td_step_scale, td_step_offset: ``h`` and ``t0`` of the TD step ``h / (N + t0)``
@@ -587,7 +779,7 @@ class Algorithm1Config:
     iterations: int = 10
     occupancy_batch: int = 256
     occupancy_horizon: int = 50
-    critic: Literal["mc", "td"] = "mc"
+    critic: Literal["mc", "td", "replay-td"] = "mc"
     critic_batch: int = 512
     critic_horizon: int = 50
     gradient_batch: int = 512
@@ -658,6 +850,11 @@ def run_algorithm1(
                 config.critic_horizon,
                 rng,
             )
+        elif config.critic == "replay-td":
+            buffer = sample_transitions(
+                model, policy, config.critic_batch, config.critic_horizon, rng
+            )
+            critics = replay_td_critic(model, buffer, rewards, config.kappa)
         else:
             traj = rollout(model, policy, config.critic_batch, config.critic_horizon, rng)
             critics = td_critic(
