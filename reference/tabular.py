@@ -34,6 +34,7 @@ __all__ = [
     "TabularMDP",
     "evaluate",
     "evaluate_iterative",
+    "evaluate_with_occupancy",
     "kernel_under",
     "occupancy",
     "occupancy_iterative",
@@ -215,6 +216,55 @@ def occupancy(mdp: TabularMDP, pi: FloatArray) -> Occupancy:
         flow_residual=float(np.max(np.abs(flow))),
         error_bound=(float(np.sum(np.abs(res_vec))) + rounding) / (1 - g),
     )
+
+
+def evaluate_with_occupancy(
+    mdp: TabularMDP, pi: FloatArray, *, validate: bool = True
+) -> tuple[PolicyValues, Occupancy]:
+    """:func:`evaluate` and :func:`occupancy` from one LU factorisation of
+    ``I - gamma P_pi`` (the occupancy solves the transposed system), for callers that need
+    both on every iteration.  Same certified bounds; the occupancy's ``flow_residual`` is the
+    residual of the transposed system, which equals the Bellman-flow residual
+    (``proofs_notes/occupancy-and-flow.md``) in exact arithmetic.  ``validate=False`` skips
+    the policy check for a policy already known to be row-stochastic.
+    """
+    if validate:
+        pi = validate_policy(pi, mdp.n_states, mdp.n_actions)
+    n_s = mdp.n_states
+    g = mdp.gamma
+    P_pi = np.matmul(pi[:, None, :], mdp.P)[:, 0, :]
+    r_pi = np.sum(pi * mdp.r, axis=1)
+    M = np.eye(n_s) - g * P_pi
+    # LAPACK getrf/getrs directly: one factorisation, two solves (the second transposed)
+    lu, piv, info = scipy.linalg.lapack.dgetrf(M)
+    if info != 0:
+        raise SolverError(f"I - gamma P_pi is singular (getrf info = {info})")
+    V, _ = scipy.linalg.lapack.dgetrs(lu, piv, r_pi)
+    lam_S, _ = scipy.linalg.lapack.dgetrs(lu, piv, mdp.rho, trans=1)
+    res = float(np.max(np.abs(M @ V - r_pi)))
+    v_round = _residual_rounding(
+        1 + g, float(np.max(np.abs(V))), float(np.max(np.abs(r_pi))), n_s
+    )
+    flow_vec = M.T @ lam_S - mdp.rho
+    l_round = _residual_rounding(1 + g, float(np.sum(np.abs(lam_S))), 1.0, n_s)
+    Q = mdp.r + g * (mdp.P.reshape(-1, n_s) @ V).reshape(n_s, mdp.n_actions)
+    lam = lam_S[:, None] * pi
+    values = PolicyValues(
+        V=frozen(V),
+        Q=frozen(Q),
+        A=frozen(Q - V[:, None]),
+        J=float(mdp.rho @ V),
+        residual=res,
+        error_bound=(res + v_round) / (1 - g),
+    )
+    occ = Occupancy(
+        lam_S=frozen(lam_S),
+        lam=frozen(lam),
+        d=frozen((1 - g) * lam),
+        flow_residual=float(np.max(np.abs(flow_vec))),
+        error_bound=(float(np.sum(np.abs(flow_vec))) + l_round) / (1 - g),
+    )
+    return values, occ
 
 
 def _certified_fixed_point(

@@ -11,6 +11,7 @@ from reference.tabular import (
     TabularMDP,
     evaluate,
     evaluate_iterative,
+    evaluate_with_occupancy,
     occupancy,
     occupancy_iterative,
     performance_difference,
@@ -160,3 +161,20 @@ def test_certified_bound_is_not_vacuous(problem: mst.TabularProblem) -> None:
     k, g = it.iterations, mdp.gamma
     expected = (1 - g**k) / (1 - g)
     assert abs(float(it.x.sum()) - expected) <= summation_tolerance(k * mdp.n_states, 1 / (1 - g))
+
+
+@_edge_cases
+@given(problem=mst.tabular_problems())
+def test_shared_factorisation_matches_separate_solves(problem: mst.TabularProblem) -> None:
+    """evaluate_with_occupancy (one LU, a transposed solve) against evaluate and occupancy
+    (two separate solves), each within its certified bound."""
+    mdp, pi = problem.mdp, problem.pi
+    vals, occ = evaluate_with_occupancy(mdp, pi)
+    ref_v, ref_o = evaluate(mdp, pi), occupancy(mdp, pi)
+    np.testing.assert_array_less(
+        np.abs(vals.V - ref_v.V), certified(vals.error_bound, ref_v.error_bound) + 1e-300
+    )
+    assert float(np.sum(np.abs(occ.lam_S - ref_o.lam_S))) <= certified(
+        occ.error_bound, ref_o.error_bound
+    ) + summation_tolerance(mdp.n_states, 1 / (1 - mdp.gamma))
+    assert abs(vals.J - ref_v.J) <= certified(vals.error_bound, ref_v.error_bound)

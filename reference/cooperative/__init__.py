@@ -39,6 +39,8 @@ from reference.cooperative.policy import (
     IndicatorFeatures,
     LogLinearPolicy,
     conditional_softmax,
+    last_axis_max,
+    last_axis_sum,
     project_ball,
 )
 
@@ -67,6 +69,8 @@ __all__ = [
     "fit_loglinear",
     "inexact_step_terms",
     "joint_advantage_sum",
+    "last_axis_max",
+    "last_axis_sum",
     "localized_q_forward",
     "log_softmax",
     "mappo_bound",

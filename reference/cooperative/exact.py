@@ -17,9 +17,9 @@ import numpy as np
 
 from reference._arrays import FloatArray, frozen
 from reference.cooperative.game import CooperativeMarkovGame
-from reference.cooperative.policy import ConditionalPolicy
+from reference.cooperative.policy import ConditionalPolicy, last_axis_sum
 from reference.errors import PolicyError
-from reference.tabular import evaluate, occupancy
+from reference.tabular import evaluate_with_occupancy
 
 __all__ = [
     "GameValues",
@@ -66,29 +66,34 @@ def evaluate_game(game: CooperativeMarkovGame, policy: ConditionalPolicy) -> Gam
     recursion (``proofs_notes/ma-pdl.md#localized-q``) and ``nu = (1-gamma) lam_S``."""
     _check_same_game(game, policy)
     mdp = game.tabular
-    pi = policy.joint_matrix()
-    vals = evaluate(mdp, pi)
-    occ = occupancy(mdp, pi)
+    # a ConditionalPolicy is validated at construction, so its joint matrix is row-stochastic
+    vals, occ = evaluate_with_occupancy(mdp, policy.joint_matrix(), validate=False)
     Q = vals.Q.reshape(game.P.shape[:-1])
     n = game.n_agents
     localized: list[FloatArray] = [Q] * n
     for m in range(n - 1, 0, -1):
-        localized[m - 1] = np.sum(policy.conditionals[m] * localized[m], axis=-1)
-    V_back = np.sum(policy.conditionals[0] * localized[0], axis=-1)
+        localized[m - 1] = last_axis_sum(policy.conditionals[m] * localized[m])
+    V_back = last_axis_sum(policy.conditionals[0] * localized[0])
     advantages = []
     prev = V_back
     for m in range(n):
-        advantages.append(frozen(localized[m] - prev[..., None]))
+        advantages.append(_read_only(localized[m] - prev[..., None]))
         prev = localized[m]
     return GameValues(
         V=vals.V,
-        Q=frozen(Q),
+        Q=Q,
         J=vals.J,
-        localized=tuple(frozen(q) for q in localized),
+        localized=tuple(_read_only(q) for q in localized),
         advantages=tuple(advantages),
         nu=frozen((1 - game.gamma) * occ.lam_S),
         error_bound=vals.error_bound,
     )
+
+
+def _read_only(x: FloatArray) -> FloatArray:
+    """Mark a freshly computed array (or a view of a read-only one) read-only, without a copy."""
+    x.setflags(write=False)
+    return x
 
 
 def localized_q_forward(

@@ -142,9 +142,11 @@ def mirror_descent_step(
         if q.shape != pm.shape:
             raise PolicyError(f"payoff {m} has shape {q.shape}, expected {pm.shape}")
         with np.errstate(divide="ignore"):
-            logits = np.log(pm) + q / beta_k
+            logits = np.log(pm)
+        logits += q * (1.0 / beta_k)
         new.append(conditional_softmax(logits))
-    return ConditionalPolicy(policy.game, tuple(new))
+    # softmax rows are stochastic by construction and keep pi^m's shape
+    return ConditionalPolicy._trusted(policy.game, tuple(new))
 
 
 def advantage_step(

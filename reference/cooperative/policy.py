@@ -39,15 +39,37 @@ __all__ = [
     "IndicatorFeatures",
     "LogLinearPolicy",
     "conditional_softmax",
+    "last_axis_max",
+    "last_axis_sum",
     "project_ball",
 ]
 
 
+def last_axis_sum(x: FloatArray) -> FloatArray:
+    """``x.sum(axis=-1)`` by adding the slices ``x[..., i]`` in order.
+
+    Action axes are short (a handful of entries) and the leading axes long; numpy's reduction
+    over a short trailing axis is several times slower than ``|A^m|`` whole-array additions.
+    """
+    out: FloatArray = x[..., 0].copy()
+    for i in range(1, x.shape[-1]):
+        out += x[..., i]
+    return out
+
+
+def last_axis_max(x: FloatArray) -> FloatArray:
+    """``x.max(axis=-1)`` by a running maximum over the slices (see :func:`last_axis_sum`)."""
+    out: FloatArray = x[..., 0].copy()
+    for i in range(1, x.shape[-1]):
+        np.maximum(out, x[..., i], out=out)
+    return out
+
+
 def conditional_softmax(logits: FloatArray) -> FloatArray:
     """Softmax along the last axis, shifted by the row maximum for stability."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    out: FloatArray = e / e.sum(axis=-1, keepdims=True)
+    out: FloatArray = logits - last_axis_max(logits)[..., None]
+    np.exp(out, out=out)
+    out /= last_axis_sum(out)[..., None]
     return out
 
 
@@ -63,6 +85,20 @@ class ConditionalPolicy:
 
     game: CooperativeMarkovGame
     conditionals: tuple[FloatArray, ...]
+
+    @classmethod
+    def _trusted(
+        cls, game: CooperativeMarkovGame, conditionals: tuple[FloatArray, ...]
+    ) -> ConditionalPolicy:
+        """Wrap freshly computed conditionals from this package's own softmax (row-stochastic
+        by construction, right shapes, owned by nobody else) without re-validating or
+        copying them; they are made read-only in place."""
+        out = object.__new__(cls)
+        for c in conditionals:
+            c.setflags(write=False)
+        object.__setattr__(out, "game", game)
+        object.__setattr__(out, "conditionals", tuple(conditionals))
+        return out
 
     def __post_init__(self) -> None:
         g = self.game
