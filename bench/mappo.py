@@ -39,7 +39,7 @@ difference exceeds its tolerance.  The target is ``loop / fast >= 50``.
 
 Run from the repository root::
 
-    python bench/mappo.py [--agents 5] [--actions 3] [--states 20] [--repeat 5] [--seed 0]
+    python bench/mappo.py [--agents 5] [--actions 3] [--states 20] [--repeat 15] [--seed 0]
 """
 
 from __future__ import annotations
@@ -345,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--agents", type=int, default=5, help="number of agents N (>= 1)")
     parser.add_argument("--actions", type=int, default=3, help="actions per agent (>= 2)")
     parser.add_argument("--states", type=int, default=20, help="number of states (>= 1)")
-    parser.add_argument("--repeat", type=int, default=5, help="timeit repeats; best is kept")
+    parser.add_argument("--repeat", type=int, default=15, help="timeit repeats; best is kept")
     parser.add_argument("--seed", type=int, default=0, help="root seed (>= 0)")
     return parser
 

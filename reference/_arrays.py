@@ -17,6 +17,7 @@ __all__ = [
     "check_distribution_rows",
     "check_gamma",
     "frozen",
+    "read_only",
     "stochastic_tolerance",
 ]
 
@@ -42,6 +43,15 @@ def frozen(array: npt.ArrayLike) -> FloatArray:
     out = np.array(array, dtype=np.float64, copy=True)
     out.setflags(write=False)
     return out
+
+
+def read_only(x: FloatArray) -> FloatArray:
+    """Mark a freshly computed float64 array read-only in place and return it (no copy).
+
+    Only for arrays no caller holds a writable reference to; otherwise use :func:`frozen`.
+    """
+    x.setflags(write=False)
+    return x
 
 
 def as_float_array(

@@ -23,6 +23,7 @@ from reference._arrays import (
     check_distribution_rows,
     check_gamma,
     frozen,
+    read_only,
 )
 from reference.errors import ModelError, PolicyError, SolverError
 
@@ -234,7 +235,8 @@ def evaluate_with_occupancy(
     g = mdp.gamma
     P_pi = np.matmul(pi[:, None, :], mdp.P)[:, 0, :]
     r_pi = np.sum(pi * mdp.r, axis=1)
-    M = np.eye(n_s) - g * P_pi
+    M = -g * P_pi
+    M[np.diag_indices(n_s)] += 1.0
     # LAPACK getrf/getrs directly: one factorisation, two solves (the second transposed)
     lu, piv, info = scipy.linalg.lapack.dgetrf(M)
     if info != 0:
@@ -250,17 +252,17 @@ def evaluate_with_occupancy(
     Q = mdp.r + g * (mdp.P.reshape(-1, n_s) @ V).reshape(n_s, mdp.n_actions)
     lam = lam_S[:, None] * pi
     values = PolicyValues(
-        V=frozen(V),
-        Q=frozen(Q),
-        A=frozen(Q - V[:, None]),
+        V=read_only(V),
+        Q=read_only(Q),
+        A=read_only(Q - V[:, None]),
         J=float(mdp.rho @ V),
         residual=res,
         error_bound=(res + v_round) / (1 - g),
     )
     occ = Occupancy(
-        lam_S=frozen(lam_S),
-        lam=frozen(lam),
-        d=frozen((1 - g) * lam),
+        lam_S=read_only(lam_S),
+        lam=read_only(lam),
+        d=read_only((1 - g) * lam),
         flow_residual=float(np.max(np.abs(flow_vec))),
         error_bound=(float(np.sum(np.abs(flow_vec))) + l_round) / (1 - g),
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference._arrays import FloatArray, frozen
+from reference._arrays import FloatArray, frozen, read_only
 from reference.cooperative.game import CooperativeMarkovGame
 from reference.cooperative.policy import ConditionalPolicy, last_axis_sum
 from reference.errors import PolicyError
@@ -77,23 +77,17 @@ def evaluate_game(game: CooperativeMarkovGame, policy: ConditionalPolicy) -> Gam
     advantages = []
     prev = V_back
     for m in range(n):
-        advantages.append(_read_only(localized[m] - prev[..., None]))
+        advantages.append(read_only(localized[m] - prev[..., None]))
         prev = localized[m]
     return GameValues(
         V=vals.V,
         Q=Q,
         J=vals.J,
-        localized=tuple(_read_only(q) for q in localized),
+        localized=tuple(read_only(q) for q in localized),
         advantages=tuple(advantages),
         nu=frozen((1 - game.gamma) * occ.lam_S),
         error_bound=vals.error_bound,
     )
-
-
-def _read_only(x: FloatArray) -> FloatArray:
-    """Mark a freshly computed array (or a view of a read-only one) read-only, without a copy."""
-    x.setflags(write=False)
-    return x
 
 
 def localized_q_forward(
