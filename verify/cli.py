@@ -19,7 +19,8 @@ Subcommands (``--json`` prints one JSON object):
 ``mappo-gap``
     Exact-Q MA-PPO from the uniform policy on a cooperative game (SPEC section 5): the
     average gap ``(1/K) sum_{k<K} (J* - J(pi_k))``, the last gap ``J* - J(pi_K)`` and the bound
-    ``B(K)`` per ``K``; default ``beta`` the tuned ``sqrt(N / (8 log|A|)) / (1 - gamma)``::
+    ``B(K)`` per ``K`` (with ``--features product``, ``B(K)`` plus the measured error terms of
+    the inexact steps); default ``beta`` the tuned ``sqrt(N / (8 log|A|)) / (1 - gamma)``::
 
         marl-oracle mappo-gap --game climbing|ratio|random --K 4,16,64,256 [--beta B]
                               [--features one-hot|product] [--seed 0] [--json]
@@ -163,7 +164,8 @@ def _print_gap(result: dict[str, Any]) -> None:
         f"|S| = {result['states']}, gamma = {result['gamma']}, beta = {result['beta']:.6g}, "
         f"{result['features']} features, J* = {result['J_star']:.10g}"
     )
-    print(f"  {'K':>6}  {'average gap':>12}  {'last gap':>12}  {'B(K)':>12}")
+    label = "B(K)" if result["features"] == "one-hot" else "B(K)+errors"
+    print(f"  {'K':>6}  {'average gap':>12}  {'last gap':>12}  {label:>12}")
     for k, a, last, b in zip(
         result["K"], result["average_gap"], result["last_gap"], result["bound"], strict=True
     ):

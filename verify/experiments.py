@@ -219,7 +219,9 @@ class GapSweep:
         K: ``(G,)`` iteration counts.
         average_gap: ``(G,)`` ``(1/K) sum_{k<K} (J* - J(pi_k))``.
         last_gap: ``(G,)`` ``J* - J(pi_K)``.
-        bound: ``(G,)`` ``B(K)`` (unnormalised values).
+        bound: ``(G,)`` ``B(K)`` (unnormalised values); for product features, whose steps are
+            inexact, ``B(K)`` plus the measured error terms
+            (``proofs_notes/mappo-bound.md#inexact``), which is what bounds their gap.
         beta: the ``beta`` of ``beta_k = beta sqrt(K)``.
         J_star: ``J*``.
         features: ``"one-hot"`` (conditional policies) or ``"product"``.
@@ -272,7 +274,9 @@ def mappo_gap_sweep(
             )
         avg.append(h.average_gap)
         last.append(h.last_gap)
-        bound.append(h.bound)
+        extra = float(h.error_terms.sum()) / (K * (1 - game.gamma))
+        # the plug-in bound is for the comparator's J (optimal: within J_star_error of J*)
+        bound.append(h.bound + extra + (h.J_star_error if extra else 0.0))
         j_star = h.J_star
     return GapSweep(
         K=np.asarray(ks, dtype=np.int64),

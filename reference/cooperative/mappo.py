@@ -40,6 +40,7 @@ from reference.cooperative.policy import (
     project_ball,
 )
 from reference.errors import ModelError, PolicyError
+from reference.tabular import policy_iteration
 
 __all__ = [
     "Algorithm3Result",
@@ -202,11 +203,14 @@ def fit_loglinear(
 
     ``targets`` (``y = Q^{0:m}/beta_k``) and ``weights`` (``sigma^m``) are shaped like agent
     ``m``'s context-action table.  Writing ``G = sum sigma phi phi^T`` and
-    ``b = sum sigma phi y``, the unconstrained minimiser of least norm is
-    ``theta_k + G^+ b``; if it leaves the ball, the solution is
-    ``theta(lam) = (G + lam I)^{-1} (G theta_k + b)`` with ``||theta(lam)|| = R`` (KKT), found by
-    root-finding on the eigenbasis of ``G``.  For one-hot features with ``sigma > 0`` and
-    ``R = inf`` this is the ideal step ``theta_k + Q/beta_k`` coordinatewise.
+    ``b = sum sigma phi y``, the unconstrained minimisers are ``theta_k + G^+ b + null(G)``.  We
+    return ``theta_k + G^+ b`` (the data cannot see ``theta_k``'s null-space part, so it is
+    kept) if it lies in the ball; otherwise the least-norm minimiser ``G^+(G theta_k + b)`` if
+    that does; otherwise ``theta(lam) = (G + lam I)^{-1} (G theta_k + b)`` with
+    ``||theta(lam)|| = R`` (KKT), found by root-finding on the eigenbasis of ``G``
+    (``||theta(lam)||`` decreases from the least-norm minimiser's norm as ``lam`` grows).
+    For one-hot features with ``sigma > 0`` and ``R = inf`` this is the ideal step
+    ``theta_k + Q/beta_k`` coordinatewise.
     """
     G = features.gram(m, weights)
     b = features.pullback(m, weights * targets)
@@ -217,17 +221,21 @@ def fit_loglinear(
     w = U[:, keep] @ (c_b[keep] / evals[keep])
     theta = theta_k + w
     constrained = False
-    if float(np.linalg.norm(theta)) > radius:
-        c = U.T @ (G @ theta_k + b)
+    c = np.where(keep, U.T @ (G @ theta_k + b), 0.0)
+    pos = np.where(keep, evals, 0.0)
+    least_norm = U[:, keep] @ (c[keep] / pos[keep])
+    if float(np.linalg.norm(theta)) > radius and float(np.linalg.norm(least_norm)) <= radius:
+        theta = least_norm
+    elif float(np.linalg.norm(theta)) > radius:
 
         def excess(lam: float) -> float:
-            return float(np.sqrt(np.sum((c / (evals + lam)) ** 2))) - radius
+            return float(np.sqrt(np.sum((c / (pos + lam)) ** 2))) - radius
 
         hi = max(float(np.linalg.norm(c)) / radius, 1.0)
         while excess(hi) > 0:
             hi *= 2
         lam = float(scipy.optimize.brentq(excess, 1e-300, hi, xtol=1e-15, rtol=1e-14))
-        theta = U @ (c / (evals + lam))
+        theta = U @ (c / (pos + lam))
         theta = project_ball(theta, radius)
         constrained = True
     return FitResult(
@@ -286,6 +294,12 @@ def algorithm3(
         raise ModelError(f"radius = {radius!r}, Algorithm 3 needs a finite R > 0")
     if float(np.linalg.norm(theta_k)) > radius * (1 + 1e-12):
         raise PolicyError(f"||theta_k|| = {np.linalg.norm(theta_k)!r} exceeds R = {radius}")
+    y_max = float(np.max(np.abs(targets)))
+    if y_max > target_bound * (1 + 4 * np.finfo(np.float64).eps):
+        raise ModelError(
+            f"a target has |y| = {y_max!r} > target_bound = {target_bound!r}; the rate's "
+            "gradient bound G would be invalid"
+        )
     G = 2 * (2 * radius + target_bound)
     step = radius / (G * math.sqrt(T)) if eta is None else float(eta)
     if not step > 0:
@@ -359,7 +373,8 @@ class QSamples:
         actions: ``(B, N)`` int64 joint actions ``(a^0, ..., a^{N-1})``.
         estimates: ``(B,)`` undiscounted reward sums over a Geometric(1-gamma) continuation;
             ``E[estimates | s, a^{0:m}] = Q^{0:m}_pi(s, a^{0:m})`` for every ``m``.
-        env_steps: transitions simulated in total.
+        env_steps: environment steps simulated: the burn-in transitions plus every
+            continuation step (each draws one reward; the last one needs no transition).
     """
 
     states: IntArray
@@ -479,17 +494,23 @@ class MAPPOHistory:
     Attributes:
         J: ``(K+1,)`` exact ``J(pi_k)`` for ``k = 0..K``.
         J_star: ``J*`` by certified value iteration; ``J_star_error`` its certified error.
-        comparator_J: exact ``J`` of the greedy deterministic policy used as comparator in the
-            error terms (within ``2 J_star_error`` of ``J*``).
+        comparator_J: exact ``J`` of the deterministic policy returned by policy iteration,
+            the comparator of the error terms; optimal, so within ``J_star_error`` plus its
+            evaluation error of ``J*``.
         betas: ``(K,)`` the ``beta_k`` used.
         average_gap: ``(1/K) sum_{k<K} (J* - J(pi_k))``.
         last_gap: ``J* - J(pi_K)``.
         bound: ``B(K)`` for the ``"sqrt-K"`` schedule, the anytime last-iterate bound for
-            ``"sqrt-k"``.
-        error_terms: ``(K, N)`` :func:`inexact_step_terms` of every step (zeros for exact steps).
+            ``"sqrt-k"``; NaN for ``q_policy="sequential"``, for which neither is derived.
+        error_terms: ``(K, N)`` :func:`inexact_step_terms` of every step, measured against
+            ``Q^{0:m}_{pi_k}`` (zeros for exact steps).
         fit_kl: ``(K, N)`` per agent, ``sum_c w_k(c) KL(pi_ideal(.|c) || pi_{k+1}(.|c))`` where
             ``pi_ideal`` is the exact mirror-descent step from ``pi_k`` and ``w_k`` agent ``m``'s
             context distribution under ``sigma_k`` (zeros for exact steps).
+        fit_excess: ``(K, N)`` Algorithm 3's excess ``sigma``-weighted loss over the exact fit
+            :func:`fit_loglinear` (zeros unless ``step="algorithm3"``).
+        sgd_gradient_bound, sgd_eta: ``(K, N)`` Algorithm 3's ``G`` and step (NaN otherwise),
+            for :func:`algorithm3_excess_bound`.
         output_index: the iterate returned by the output rule (``-1`` for ``"average"``).
         output_J: its ``J`` (the mean of ``J(pi_k), k<K`` for ``"average"``).
         samples: environment transitions simulated (0 with exact Q).
@@ -506,6 +527,9 @@ class MAPPOHistory:
     bound: float
     error_terms: FloatArray
     fit_kl: FloatArray
+    fit_excess: FloatArray
+    sgd_gradient_bound: FloatArray
+    sgd_eta: FloatArray
     output_index: int
     output_J: float
     samples: int
@@ -577,7 +601,8 @@ def run_mappo(
     if needs_rng and rng is None:
         raise ModelError("this configuration samples; pass rng=np.random.Generator")
     opt = game.optimal()
-    comparator = _greedy_policy(game, opt.greedy)
+    exact_opt = policy_iteration(game.tabular)
+    comparator = _greedy_policy(game, exact_opt.greedy)
     comp_vals = evaluate_game(game, comparator)
     n = game.n_agents
     ll: LogLinearPolicy | None = None
@@ -590,6 +615,9 @@ def run_mappo(
     betas = np.empty(K)
     terms = np.zeros((K, n))
     fit_kl = np.zeros((K, n))
+    fit_excess = np.zeros((K, n))
+    sgd_G = np.full((K, n), np.nan)
+    sgd_eta = np.full((K, n), np.nan)
     samples = 0
     for k in range(K):
         bk = beta_at(beta, k, K, schedule)
@@ -611,10 +639,8 @@ def run_mappo(
                 samples += qs.env_steps
             for m in range(n):
                 sigma = sigma_weights(policy, vals.nu, m)
+                fit = fit_loglinear(features, m, ll.thetas[m], localized[m] / bk, sigma, radius)
                 if step == "loglinear":
-                    fit = fit_loglinear(
-                        features, m, ll.thetas[m], localized[m] / bk, sigma, radius
-                    )
                     thetas.append(fit.theta)
                     continue
                 if qs is None:
@@ -626,9 +652,18 @@ def run_mappo(
                     idx = (qs.states, *(qs.actions[:, j] for j in range(m + 1)))
                     flat = np.ravel_multi_index(idx, sigma.shape).astype(np.int64)
                     y = qs.estimates / bk
+                    # Qhat is unbounded; the largest drawn target is used, so G and eta
+                    # depend on the data (the rate of algorithm3.md#rate assumes they do not)
                     bound_y = float(np.max(y))
                 res = algorithm3(features, m, ll.thetas[m], flat, y, radius, bound_y)
                 thetas.append(res.theta)
+                sgd_G[k, m], sgd_eta[k, m] = res.gradient_bound, res.eta
+                fit_excess[k, m] = (
+                    _weighted_loss(
+                        features, m, res.theta, ll.thetas[m], localized[m] / bk, sigma
+                    )
+                    - fit.loss
+                )
             change = tuple(
                 features.logits(m, thetas[m] - ll.thetas[m]) for m in range(n)
             )
@@ -643,13 +678,15 @@ def run_mappo(
             ll = LogLinearPolicy(features, tuple(thetas), radius)
             new = ll.conditional()
             terms[k] = inexact_step_terms(
-                policy, change, localized, bk, comparator, comp_vals.nu, game.gamma
+                policy, change, vals.localized, bk, comparator, comp_vals.nu, game.gamma
             )
         policy = new
         Js.append(evaluate_game(game, policy).J)
     J = np.asarray(Js)
     gaps = opt.J - J
-    if schedule == "sqrt-K":
+    if q_policy == "sequential":
+        bound = math.nan  # B(K) is derived for targets under pi_k only
+    elif schedule == "sqrt-K":
         bound = mappo_bound(K, beta, n, game.log_action_count, game.gamma)
     else:
         bound = anytime_last_iterate_bound(K, beta, n, game.log_action_count, game.gamma)
@@ -671,6 +708,9 @@ def run_mappo(
         bound=bound,
         error_terms=frozen(terms),
         fit_kl=frozen(fit_kl),
+        fit_excess=frozen(fit_excess),
+        sgd_gradient_bound=frozen(sgd_G),
+        sgd_eta=frozen(sgd_eta),
         output_index=out_idx,
         output_J=out_J,
         samples=samples,
