@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,20 @@ def test_mappo_gap_games_and_plot(game: str, tmp_path: Path,
 def test_mappo_gap_bad_grid() -> None:
     with pytest.raises(SystemExit):
         main(["mappo-gap", "--game", "climbing", "--K", "0,4"])
+
+
+def test_closed_pipe_is_not_an_error() -> None:
+    """Writing to a pipe whose reader is gone (``marl-oracle ... | head``) exits with status 0
+    and no traceback; the reader is closed before the command starts, so the write always
+    fails."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "verify", "exact", "--agents", "3"],
+            cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -305,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(result, allow_nan=False))
             else:
                 _print_exact(result)
+            sys.stdout.flush()  # a closed pipe surfaces here, inside the try
             return 0
         if args.command == "decay":
             result = _run_decay(args)
@@ -314,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(result, allow_nan=False))
             else:
                 _print_decay(result)
+            sys.stdout.flush()  # a closed pipe surfaces here, inside the try
             return 0
         if args.command == "mappo-gap":
             result = _run_gap(args)
@@ -323,10 +326,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(result, allow_nan=False))
             else:
                 _print_gap(result)
+            sys.stdout.flush()  # a closed pipe surfaces here, inside the try
             return 0
     except ModelError as exc:
         print(f"marl-oracle: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader closed the pipe (``marl-oracle ... | head``): stop quietly, and point
+        # stdout at /dev/null so the interpreter's final flush does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse guarantees a command
 
 
