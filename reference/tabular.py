@@ -37,12 +37,16 @@ __all__ = [
     "evaluate_iterative",
     "evaluate_with_occupancy",
     "kernel_under",
+    "last_axis_max",
+    "last_axis_sum",
+    "log_softmax",
     "occupancy",
     "occupancy_iterative",
     "performance_difference",
     "policy_gradient",
     "policy_iteration",
     "softmax",
+    "softmax_last_axis",
     "softmax_score",
     "validate_policy",
     "value_iteration",
@@ -326,13 +330,49 @@ def occupancy_iterative(
     )
 
 
-def softmax(theta: FloatArray) -> FloatArray:
-    """Row-wise softmax ``pi[o, a] = exp(theta[o, a]) / sum_b exp(theta[o, b])`` (stable)."""
-    theta = as_float_array(theta, "theta", ndim=2, error=PolicyError)
-    z = theta - theta.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    out: FloatArray = e / e.sum(axis=1, keepdims=True)
+def last_axis_sum(x: FloatArray) -> FloatArray:
+    """``x.sum(axis=-1)`` by adding the slices ``x[..., i]`` in order.
+
+    Action axes are short (a handful of entries) and the leading axes long; numpy's reduction
+    over a short trailing axis is several times slower than ``|A|`` whole-array additions.
+    """
+    out: FloatArray = x[..., 0].copy()
+    for i in range(1, x.shape[-1]):
+        out += x[..., i]
     return out
+
+
+def last_axis_max(x: FloatArray) -> FloatArray:
+    """``x.max(axis=-1)`` by a running maximum over the slices (see :func:`last_axis_sum`)."""
+    out: FloatArray = x[..., 0].copy()
+    for i in range(1, x.shape[-1]):
+        np.maximum(out, x[..., i], out=out)
+    return out
+
+
+def softmax_last_axis(logits: FloatArray) -> FloatArray:
+    """Softmax along the last axis of any float64 array, shifted by the row maximum for
+    stability; no validation (callers pass arrays they built).  ``-inf`` logits are allowed
+    as long as no whole row is ``-inf``."""
+    out: FloatArray = logits - last_axis_max(logits)[..., None]
+    np.exp(out, out=out)
+    out /= last_axis_sum(out)[..., None]
+    return out
+
+
+def log_softmax(logits: FloatArray) -> FloatArray:
+    """``log`` of :func:`softmax_last_axis`, computed in log space (no underflow to ``-inf``
+    for finite logits)."""
+    z = logits - last_axis_max(logits)[..., None]
+    out: FloatArray = z - np.log(last_axis_sum(np.exp(z)))[..., None]
+    return out
+
+
+def softmax(theta: FloatArray) -> FloatArray:
+    """Row-wise softmax ``pi[o, a] = exp(theta[o, a]) / sum_b exp(theta[o, b])`` (stable),
+    for a validated ``(nO, nA)`` array of finite logits."""
+    theta = as_float_array(theta, "theta", ndim=2, error=PolicyError)
+    return softmax_last_axis(theta)
 
 
 def softmax_score(pi: FloatArray, o: int, a: int) -> FloatArray:

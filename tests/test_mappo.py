@@ -23,7 +23,6 @@ from reference.cooperative import (
     context_weights,
     evaluate_game,
     fit_loglinear,
-    log_softmax,
     mappo_bound,
     mirror_descent_step,
     random_game,
@@ -34,6 +33,7 @@ from reference.cooperative import (
     weighted_kl,
 )
 from reference.instances import climbing
+from reference.tabular import log_softmax
 from verify import strategies as mst
 from verify.bounds import geometric_sum_radius, split_delta
 from verify.tolerances import EPS, summation_tolerance
@@ -129,6 +129,9 @@ def test_climbing_conditional_reaches_optimum_product_stalls() -> None:
     prod = run_mappo(
         game, K, beta, step="loglinear", features=IndicatorFeatures.product(game), output="last"
     )
+    # measured: conditional gap -9.4e-11 and product gap 40/41 - 9.3e-11, both offsets being
+    # value iteration's J* error (certified 9.4e-11); the claims "at the optimum" and "at
+    # (1, 1)" are asserted to 6 digits
     assert cond.last_gap <= 1e-6
     assert abs(prod.last_gap - 40 / 41) <= 1e-6
     assert prod.final.joint()[0, 1, 1] >= 1 - 1e-6
@@ -147,16 +150,24 @@ def test_one_hot_loglinear_step_is_the_exact_step(
         sigma = sigma_weights(policy, vals.nu, m)
         assume(sigma.min() > 0)
         fit = fit_loglinear(feats, m, ll.thetas[m], vals.localized[m] / beta_k, sigma)
+        # G is diagonal: eigh returns its entries with absolute error ~ eps max(sigma), i.e.
+        # relative error eps max(sigma)/min(sigma) on the smallest, and G^+ b divides by them;
+        # 64 covers the few roundings of forming G, b and the quotient
+        theta_tol = (
+            64 * EPS * (1 + float(np.max(vals.localized[m])) / beta_k)
+            * float(sigma.max()) / float(sigma.min())
+        )
         np.testing.assert_allclose(
-            fit.theta, (vals.localized[m] / beta_k).reshape(-1), rtol=0,
-            atol=64 * EPS * (1 + float(np.max(vals.localized[m])) / beta_k) / float(sigma.min())
-            * float(sigma.max()),
+            fit.theta, (vals.localized[m] / beta_k).reshape(-1), rtol=0, atol=theta_tol
         )
         new = LogLinearPolicy(
             feats, tuple(fit.theta if j == m else ll.thetas[j] for j in range(game.n_agents))
         ).conditional()
+        # a logit error e moves softmax probabilities by at most 2e (plus normalisation
+        # rounding); the exact step's own logits carry the same kind of rounding
         np.testing.assert_allclose(
-            new.conditionals[m], exact.conditionals[m], rtol=0, atol=1e-12
+            new.conditionals[m], exact.conditionals[m], rtol=0,
+            atol=4 * theta_tol + (game.action_counts[m] + 2) * EPS,
         )
 
 
@@ -177,10 +188,11 @@ def test_inexact_steps_stay_below_bound_with_measured_errors(kind: str) -> None:
         h = run_mappo(game, K, beta, step="loglinear", features=feats, radius=50.0, output="last")
         gap_vs_comparator = float(np.mean(h.comparator_J - h.J[:K]))
         plug_in = h.bound + float(h.error_terms.sum()) / (K * (1 - game.gamma))
-        assert gap_vs_comparator <= plug_in + 1e-9
+        tol = _value_tolerance(game, h.J_star_error)
+        assert gap_vs_comparator <= plug_in + tol
         assert np.any(h.error_terms != 0)
         # the comparator is optimal: the plug-in bound is a bound on the gap to J*
-        assert h.comparator_J >= h.J_star - h.J_star_error - 1e-9
+        assert h.comparator_J >= h.J_star - tol
 
 
 def test_algorithm3_meets_its_rate() -> None:
@@ -210,7 +222,9 @@ def test_algorithm3_meets_its_rate() -> None:
         loss = float(np.sum(sigma * (feats.logits(m, res.theta - policy.thetas[m]) - targets) ** 2))
         excess = loss - best.loss
         bound = algorithm3_excess_bound(T, radius, res.gradient_bound, res.eta, delta)
-        assert -1e-12 <= excess <= bound
+        # two sigma-weighted sums of squared residuals, each term <= (2R + Y)^2
+        rounding = 2 * summation_tolerance(sigma.size, res.gradient_bound**2 / 4)
+        assert -rounding <= excess <= bound
         # KL(pi_best || pi_bar) <= (e^M / 2) * max ratio * E_sigma[delta^2], delta = logit gap
         gap = feats.logits(m, res.theta - best.theta)
         M = 2 * float(np.max(np.abs(gap)))
@@ -318,10 +332,16 @@ def test_algorithm3_steps_in_the_loop(q_source: str) -> None:
         sgd_steps=T, output="average", rng=np.random.default_rng(T),
     )
     plug_in = h.bound + float(h.error_terms.sum()) / (K * (1 - game.gamma))
-    assert float(np.mean(h.comparator_J - h.J[:K])) <= plug_in + 1e-9
+    assert float(np.mean(h.comparator_J - h.J[:K])) <= plug_in + _value_tolerance(
+        game, h.J_star_error
+    )
     assert h.output_index == -1 and h.output_J == float(np.mean(h.J[:K]))
     assert (h.samples > 0) == (q_source == "sampled")
-    assert np.all(h.fit_excess >= -1e-12)
+    # the excess is a difference of two sigma-weighted sums of squared residuals, each term
+    # at most (2R + Y)^2 with Y = 1/((1-gamma) beta_k) <= 1/((1-gamma) beta)
+    y_max = 1 / ((1 - game.gamma) * beta)
+    loss_rounding = 2 * summation_tolerance(game.n_joint_actions * 2, (2 * radius + y_max) ** 2)
+    assert np.all(h.fit_excess >= -loss_rounding)
     if q_source == "exact":
         delta = split_delta(DELTA, K * game.n_agents)
         for k in range(K):

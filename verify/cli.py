@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -296,38 +296,36 @@ def _print_exact(result: dict[str, Any]) -> None:
         print(f"    agent {i:>3}  f_i = {result['local_utilities'][i]:.6f}  [{rows}]")
 
 
+_COMMANDS: dict[
+    str,
+    tuple[
+        Callable[[argparse.Namespace], dict[str, Any]],
+        Callable[[dict[str, Any], str], None] | None,
+        Callable[[dict[str, Any]], None],
+    ],
+] = {
+    "exact": (_run_exact, None, _print_exact),
+    "decay": (_run_decay, _plot_decay, _print_decay),
+    "mappo-gap": (_run_gap, _plot_gap, _print_gap),
+}
+"""Each subcommand: how to compute its result, plot it (``None``: no ``--plot``), and print
+it for a person."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for invalid input)."""
     args = build_parser().parse_args(argv)
+    run, plot, show = _COMMANDS[args.command]
     try:
-        if args.command == "exact":
-            result = _run_exact(args)
-            if args.json:
-                print(json.dumps(result, allow_nan=False))
-            else:
-                _print_exact(result)
-            sys.stdout.flush()  # a closed pipe surfaces here, inside the try
-            return 0
-        if args.command == "decay":
-            result = _run_decay(args)
-            if args.plot:
-                _plot_decay(result, args.plot)
-            if args.json:
-                print(json.dumps(result, allow_nan=False))
-            else:
-                _print_decay(result)
-            sys.stdout.flush()  # a closed pipe surfaces here, inside the try
-            return 0
-        if args.command == "mappo-gap":
-            result = _run_gap(args)
-            if args.plot:
-                _plot_gap(result, args.plot)
-            if args.json:
-                print(json.dumps(result, allow_nan=False))
-            else:
-                _print_gap(result)
-            sys.stdout.flush()  # a closed pipe surfaces here, inside the try
-            return 0
+        result = run(args)
+        if plot is not None and args.plot:
+            plot(result, args.plot)
+        if args.json:
+            print(json.dumps(result, allow_nan=False))
+        else:
+            show(result)
+        sys.stdout.flush()  # a closed pipe surfaces here, inside the try
+        return 0
     except ModelError as exc:
         print(f"marl-oracle: error: {exc}", file=sys.stderr)
         return 2
@@ -337,7 +335,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    raise AssertionError(f"unhandled command {args.command!r}")  # argparse guarantees a command
 
 
 if __name__ == "__main__":  # pragma: no cover

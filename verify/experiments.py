@@ -274,9 +274,8 @@ def mappo_gap_sweep(
             )
         avg.append(h.average_gap)
         last.append(h.last_gap)
-        extra = float(h.error_terms.sum()) / (K * (1 - game.gamma))
-        # the plug-in bound is for the comparator's J (optimal: within J_star_error of J*)
-        bound.append(h.bound + extra + (h.J_star_error if extra else 0.0))
+        # zero error terms for exact steps; the plug-in bound of mappo-bound.md#inexact else
+        bound.append(h.bound + float(h.error_terms.sum()) / (K * (1 - game.gamma)))
         j_star = h.J_star
     return GapSweep(
         K=np.asarray(ks, dtype=np.int64),

@@ -17,9 +17,9 @@ import numpy as np
 
 from reference._arrays import FloatArray, frozen, read_only
 from reference.cooperative.game import CooperativeMarkovGame
-from reference.cooperative.policy import ConditionalPolicy, last_axis_sum
+from reference.cooperative.policy import ConditionalPolicy
 from reference.errors import PolicyError
-from reference.tabular import evaluate_with_occupancy
+from reference.tabular import evaluate_with_occupancy, last_axis_sum
 
 __all__ = [
     "GameValues",

@@ -36,11 +36,10 @@ from reference.cooperative.policy import (
     DenseFeatures,
     IndicatorFeatures,
     LogLinearPolicy,
-    conditional_softmax,
     project_ball,
 )
 from reference.errors import ModelError, PolicyError
-from reference.tabular import policy_iteration
+from reference.tabular import log_softmax, policy_iteration, softmax_last_axis
 
 __all__ = [
     "Algorithm3Result",
@@ -55,7 +54,6 @@ __all__ = [
     "beta_at",
     "fit_loglinear",
     "inexact_step_terms",
-    "log_softmax",
     "mappo_bound",
     "mirror_descent_step",
     "run_mappo",
@@ -145,7 +143,7 @@ def mirror_descent_step(
         with np.errstate(divide="ignore"):
             logits = np.log(pm)
         logits += q * (1.0 / beta_k)
-        new.append(conditional_softmax(logits))
+        new.append(softmax_last_axis(logits))
     # softmax rows are stochastic by construction and keep pi^m's shape
     return ConditionalPolicy._trusted(policy.game, tuple(new))
 
@@ -345,14 +343,6 @@ def algorithm3_excess_bound(
         + 2 * G * R * math.sqrt(2 * math.log(1 / delta) / T)
         + 2 * G * R / T
     )
-
-
-def log_softmax(logits: FloatArray) -> FloatArray:
-    """``log softmax`` along the last axis (``-inf`` logits allowed, not a whole row)."""
-    top = logits.max(axis=-1, keepdims=True)
-    z = logits - top
-    out: FloatArray = z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
-    return out
 
 
 def weighted_kl(log_p: FloatArray, log_q: FloatArray, context_weight: FloatArray) -> float:
@@ -730,5 +720,5 @@ def _sequential_targets(
         q = evaluate_game(game, mixed).localized[m]
         targets.append(q)
         with np.errstate(divide="ignore"):
-            conds[m] = conditional_softmax(np.log(conds[m]) + q / beta_k)
+            conds[m] = softmax_last_axis(np.log(conds[m]) + q / beta_k)
     return tuple(targets)

@@ -31,6 +31,7 @@ from reference._arrays import (
 )
 from reference.cooperative.game import CooperativeMarkovGame
 from reference.errors import PolicyError
+from reference.tabular import softmax_last_axis
 
 __all__ = [
     "ConditionalPolicy",
@@ -38,39 +39,8 @@ __all__ = [
     "FeatureMap",
     "IndicatorFeatures",
     "LogLinearPolicy",
-    "conditional_softmax",
-    "last_axis_max",
-    "last_axis_sum",
     "project_ball",
 ]
-
-
-def last_axis_sum(x: FloatArray) -> FloatArray:
-    """``x.sum(axis=-1)`` by adding the slices ``x[..., i]`` in order.
-
-    Action axes are short (a handful of entries) and the leading axes long; numpy's reduction
-    over a short trailing axis is several times slower than ``|A^m|`` whole-array additions.
-    """
-    out: FloatArray = x[..., 0].copy()
-    for i in range(1, x.shape[-1]):
-        out += x[..., i]
-    return out
-
-
-def last_axis_max(x: FloatArray) -> FloatArray:
-    """``x.max(axis=-1)`` by a running maximum over the slices (see :func:`last_axis_sum`)."""
-    out: FloatArray = x[..., 0].copy()
-    for i in range(1, x.shape[-1]):
-        np.maximum(out, x[..., i], out=out)
-    return out
-
-
-def conditional_softmax(logits: FloatArray) -> FloatArray:
-    """Softmax along the last axis, shifted by the row maximum for stability."""
-    out: FloatArray = logits - last_axis_max(logits)[..., None]
-    np.exp(out, out=out)
-    out /= last_axis_sum(out)[..., None]
-    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -395,6 +365,6 @@ class LogLinearPolicy:
         return ConditionalPolicy(
             game,
             tuple(
-                conditional_softmax(self.features.logits(m, t)) for m, t in enumerate(self.thetas)
+                softmax_last_axis(self.features.logits(m, t)) for m, t in enumerate(self.thetas)
             ),
         )

@@ -101,6 +101,19 @@ def occupancy_estimate(model: NetworkedMDP, traj: Trajectories) -> tuple[FloatAr
     )
 
 
+def _state_laws(model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, count: int) -> FloatArray:
+    """``(count, |S|)``: row ``t`` is the joint state law ``rho^T P_pi^t``, ``t = 0..count-1``,
+    one transposed operator application per step."""
+    op = transition_operator(model, policy)
+    laws = np.empty((count, model.states.size))
+    state = model.joint_rho().astype(np.float64)
+    for t in range(count):
+        laws[t] = state
+        if t + 1 < count:
+            state = op.apply_transpose(state)
+    return laws
+
+
 def finite_horizon_occupancy(
     model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, horizon: int
 ) -> tuple[FloatArray, FloatArray]:
@@ -113,13 +126,9 @@ def finite_horizon_occupancy(
     """
     if horizon < 0:
         raise ModelError(f"horizon = {horizon!r}, expected a non-negative integer")
-    op = transition_operator(model, policy)
-    mu = model.joint_rho().astype(np.float64)
-    total = np.zeros_like(mu)
-    for t in range(horizon):
-        total += model.gamma**t * mu
-        mu = op.apply_transpose(mu)
-    return frozen(total), frozen(mu)
+    laws = _state_laws(model, policy, horizon + 1)
+    total = model.gamma ** np.arange(horizon) @ laws[:horizon]
+    return frozen(total), frozen(laws[horizon])
 
 
 def shadow_reward_estimate(
@@ -353,12 +362,7 @@ def td_critic_limit(
     limit of :func:`td_critic` at a finite horizon is :func:`td_critic_mean_field` instead.
     """
     nS, nA = model.states.size, model.actions.size
-    op = transition_operator(model, policy)
-    mu_S = np.zeros(nS)
-    state = model.joint_rho().astype(np.float64)
-    for _ in range(max(horizon - 1, 0)):
-        mu_S += state
-        state = op.apply_transpose(state)
+    mu_S = _state_laws(model, policy, max(horizon - 1, 0)).sum(axis=0)
     flat, size, R, PPhi, pi = _td_system(model, policy, reward, j, kappa)
     mu = (mu_S[:, None] * pi).reshape(-1)
     PhiTM = np.zeros((size, nS * nA))
@@ -426,13 +430,11 @@ def td_critic_mean_field(
     h = 1.0 / (1.0 - g) if step_scale is None else float(step_scale)
     if not h > 0:
         raise ModelError(f"TD step h = {h!r}, expected a positive number")
-    op = transition_operator(model, policy)
     flat, size, R, PPhi, pi = _td_system(model, policy, reward, j, kappa)
-    state = model.joint_rho().astype(np.float64)
     q = np.zeros(size)
     seen = np.zeros(size)
     iterates, steps, increments, masses = [q], [], [], []
-    for _ in range(horizon - 1):
+    for state in _state_laws(model, policy, horizon - 1):
         M = (state[:, None] * pi).reshape(-1)
         m = np.bincount(flat, weights=M, minlength=size)
         seen = seen + m
@@ -445,7 +447,6 @@ def td_critic_mean_field(
         steps.append(a)
         increments.append(d)
         masses.append(m)
-        state = op.apply_transpose(state)
     empty = np.zeros((0, size))
     return TDMeanField(
         table=frozen(q),
