@@ -11,11 +11,13 @@ import numpy.typing as npt
 from reference.errors import ModelError
 
 __all__ = [
+    "EPS_F64",
     "FloatArray",
     "IntArray",
     "as_float_array",
     "check_distribution_rows",
     "check_gamma",
+    "draw_rows",
     "frozen",
     "read_only",
     "stochastic_tolerance",
@@ -26,6 +28,9 @@ FloatArray = npt.NDArray[np.float64]
 
 IntArray = npt.NDArray[np.int64]
 """An int64 index array."""
+
+EPS_F64 = float(np.finfo(np.float64).eps)
+"""Machine epsilon of float64, ``2^-52``, for rounding allowances inside ``reference``."""
 
 
 def stochastic_tolerance(width: int) -> float:
@@ -120,3 +125,14 @@ def check_distribution_rows(
     if off.any():
         idx = tuple(int(i) for i in np.argwhere(off)[0])
         raise error(f"{name}[{render(idx)}] sums to {float(sums[idx])!r}, expected 1")
+
+
+def draw_rows(cum: FloatArray, rows: IntArray, rng: np.random.Generator) -> IntArray:
+    """Inverse-CDF draws, one per entry of ``rows``, from the rows ``cum[rows]`` of a
+    cumulative table ``cum`` (each row a cumulative distribution); one uniform per draw.
+    Indices past the last column (a row summing to ``1 - eps``) are clipped to it."""
+    u: FloatArray = rng.random(int(rows.shape[0]))
+    c: FloatArray = cum[rows]
+    idx: IntArray = (c < u[:, None]).sum(axis=1).astype(np.int64)
+    out: IntArray = np.minimum(idx, cum.shape[1] - 1)
+    return out

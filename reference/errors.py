@@ -9,6 +9,7 @@ use ``assert`` (``python -O`` strips it).
 from __future__ import annotations
 
 __all__ = [
+    "DatasetError",
     "GraphError",
     "MemoryLimitError",
     "ModelError",
@@ -44,3 +45,8 @@ class MemoryLimitError(ModelError):
 
 class SolverError(ModelError):
     """An iterative solver that could not certify the requested accuracy."""
+
+
+class DatasetError(ModelError):
+    """An offline dataset, or a dataset file, that violates its contract (wrong schema, a
+    missing or unexpected field, an entry out of range, or a game it was not drawn for)."""

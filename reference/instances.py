@@ -18,11 +18,14 @@ from reference.networked.utilities import EntropyUtility, LinearUtility, Utility
 __all__ = [
     "GAMES",
     "INSTANCES",
+    "RARE_STALL_PROBABILITY",
+    "RARE_STALL_REWARDS",
     "RATIO_R",
     "RATIO_S",
     "NetworkedInstance",
     "climbing",
     "line_message",
+    "rare_stall",
     "ratio",
     "wireless",
 ]
@@ -291,5 +294,54 @@ def ratio(gamma: float = 0.9) -> CooperativeMarkovGame:
     return CooperativeMarkovGame(P, r, np.array([1.0, 0.0]), g, "ratio")
 
 
-GAMES = {"climbing": climbing, "ratio": ratio}
+RARE_STALL_REWARDS = (0.5, 0.7)
+"""Mean rewards of the rare-stall game: the safe joint action, every other joint action."""
+RARE_STALL_PROBABILITY = 0.06
+"""Probability that a gamble stalls the rare-stall game."""
+
+
+def rare_stall(gamma: float = 0.9, agents: int = 3, actions: int = 3) -> CooperativeMarkovGame:
+    """A poor-coverage trap for offline MA-PPO (SPEC section 6), built for this project after
+    the coverage examples of pessimistic offline RL (Jin, Yang and Wang 2021; Rashidinejad
+    et al. 2021).
+
+    States ``ready`` (0, initial) and ``stalled`` (1, absorbing, reward 0).  In ``ready`` the
+    safe joint action ``(0, ..., 0)`` pays ``0.5`` and stays; every other joint action (a
+    *gamble*) pays ``0.7`` but stalls with probability ``p = 0.06``.  Rewards are means:
+    datasets draw ``Bernoulli(r)``.
+
+    ``J* = 0.5 / (1 - gamma)`` (``5`` at the default ``gamma = 0.9``) by the safe action:
+    with ``V*(ready) = 0.5/(1-gamma)`` and ``V*(stalled) = 0`` the Bellman optimality equation
+    holds, since a gamble's ``Q*(ready, g) = 0.7 + gamma (1 - p) 0.5/(1-gamma)`` is below
+    ``V*(ready)`` exactly when ``0.2 (1 - gamma) < 0.5 gamma p`` (``pessimism.md#rare-stall``;
+    true for ``gamma >= 0.9``).  A behaviour policy that mostly plays the safe action sees
+    each gamble a few dozen times; a gamble whose samples happen to show no stall looks
+    better than the safe action, which pessimism corrects.
+    """
+    g = float(gamma)
+    r_safe, r_gamble = RARE_STALL_REWARDS
+    p = RARE_STALL_PROBABILITY
+    if not (0 <= g < 1) or not (r_gamble - r_safe) * (1 - g) < r_safe * g * p:
+        raise ModelError(
+            f"gamma = {gamma!r}: the safe action is optimal in the rare-stall game only for "
+            f"{(r_gamble - r_safe) / (r_gamble - r_safe + r_safe * p):.4f} < gamma < 1"
+        )
+    if agents < 1 or actions < 2:
+        raise ModelError(
+            f"agents = {agents!r}, actions = {actions!r}: expected >= 1 agent, >= 2 actions"
+        )
+    shape = (actions,) * agents
+    safe = (0,) * agents
+    P = np.zeros((2, *shape, 2))
+    r = np.zeros((2, *shape))
+    r[0] = r_gamble
+    P[0, ..., 0] = 1 - p
+    P[0, ..., 1] = p
+    r[(0, *safe)] = r_safe
+    P[(0, *safe)] = (1.0, 0.0)
+    P[1, ..., 1] = 1.0
+    return CooperativeMarkovGame(P, r, np.array([1.0, 0.0]), g, "rare-stall")
+
+
+GAMES = {"climbing": climbing, "ratio": ratio, "rare-stall": rare_stall}
 """Named cooperative games (SPEC section 7)."""

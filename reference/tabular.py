@@ -18,6 +18,7 @@ import numpy.typing as npt
 import scipy.linalg
 
 from reference._arrays import (
+    EPS_F64,
     FloatArray,
     as_float_array,
     check_distribution_rows,
@@ -52,7 +53,7 @@ __all__ = [
     "value_iteration",
 ]
 
-_EPS = float(np.finfo(np.float64).eps)
+_EPS = EPS_F64
 
 
 @dataclass(frozen=True, eq=False)

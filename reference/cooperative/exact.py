@@ -27,6 +27,7 @@ __all__ = [
     "context_weights",
     "evaluate_game",
     "joint_advantage_sum",
+    "localized_marginals",
     "localized_q_forward",
     "multi_agent_pdl",
 ]
@@ -69,25 +70,39 @@ def evaluate_game(game: CooperativeMarkovGame, policy: ConditionalPolicy) -> Gam
     # a ConditionalPolicy is validated at construction, so its joint matrix is row-stochastic
     vals, occ = evaluate_with_occupancy(mdp, policy.joint_matrix(), validate=False)
     Q = vals.Q.reshape(game.P.shape[:-1])
-    n = game.n_agents
-    localized: list[FloatArray] = [Q] * n
-    for m in range(n - 1, 0, -1):
-        localized[m - 1] = last_axis_sum(policy.conditionals[m] * localized[m])
+    localized = localized_marginals(policy, Q)
     V_back = last_axis_sum(policy.conditionals[0] * localized[0])
     advantages = []
     prev = V_back
-    for m in range(n):
+    for m in range(game.n_agents):
         advantages.append(read_only(localized[m] - prev[..., None]))
         prev = localized[m]
     return GameValues(
         V=vals.V,
         Q=Q,
         J=vals.J,
-        localized=tuple(read_only(q) for q in localized),
+        localized=localized,
         advantages=tuple(advantages),
         nu=frozen((1 - game.gamma) * occ.lam_S),
         error_bound=vals.error_bound,
     )
+
+
+def localized_marginals(policy: ConditionalPolicy, Q: FloatArray) -> tuple[FloatArray, ...]:
+    """``Q^{0:m}`` of any joint function ``Q`` ``(nS, |A^0|, ..., |A^{N-1}|)`` by the backward
+    recursion ``Q^{0:m-1} = sum_{a^m} pi^m Q^{0:m}`` from ``Q^{0:N-1} = Q``
+    (``proofs_notes/ma-pdl.md#localized-q``); read-only results.  With ``Q = Q_pi`` these are the
+    localized Q-functions; with a critic's ``Qhat`` they are its localized critics (SPEC
+    section 6)."""
+    n = policy.game.n_agents
+    if Q.shape != policy.conditionals[-1].shape:
+        raise PolicyError(f"Q has shape {Q.shape}, expected {policy.conditionals[-1].shape}")
+    # a read-only float64 Q (the solver's) is shared, anything else copied
+    top = Q if (Q.dtype == np.float64 and not Q.flags.writeable) else frozen(Q)
+    out: list[FloatArray] = [top] * n
+    for m in range(n - 1, 0, -1):
+        out[m - 1] = read_only(last_axis_sum(policy.conditionals[m] * out[m]))
+    return tuple(out)
 
 
 def localized_q_forward(

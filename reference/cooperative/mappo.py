@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import scipy.optimize
 
-from reference._arrays import FloatArray, IntArray, frozen
+from reference._arrays import FloatArray, IntArray, draw_rows, frozen
 from reference.cooperative.exact import GameValues, context_weights, evaluate_game
 from reference.cooperative.game import CooperativeMarkovGame
 from reference.cooperative.policy import (
@@ -373,15 +373,6 @@ class QSamples:
     env_steps: int
 
 
-def _draw_rows(cum: FloatArray, rows: IntArray, rng: np.random.Generator) -> IntArray:
-    """Inverse-CDF draws from the rows ``cum[rows]`` of a cumulative table."""
-    u: FloatArray = rng.random(int(rows.shape[0]))
-    c: FloatArray = cum[rows]
-    idx: IntArray = (c < u[:, None]).sum(axis=1).astype(np.int64)
-    out: IntArray = np.minimum(idx, cum.shape[1] - 1)
-    return out
-
-
 def sample_localized_q(
     game: CooperativeMarkovGame,
     policy: ConditionalPolicy,
@@ -407,15 +398,15 @@ def sample_localized_q(
     P_cum = np.cumsum(game.tabular.P.reshape(n_s * n_a, n_s), axis=1)
     r_flat = game.tabular.r.reshape(-1)
     B = int(n_samples)
-    s = _draw_rows(np.cumsum(game.rho)[None, :], np.zeros(B, dtype=np.int64), rng)
+    s = draw_rows(np.cumsum(game.rho)[None, :], np.zeros(B, dtype=np.int64), rng)
     horizon = rng.geometric(1 - g, size=B) - 1 if g > 0 else np.zeros(B, dtype=np.int64)
     steps = 0
     for t in range(int(horizon.max())):
         live = np.flatnonzero(horizon > t)
-        a = _draw_rows(pi_cum, s[live], rng)
-        s[live] = _draw_rows(P_cum, s[live] * n_a + a, rng)
+        a = draw_rows(pi_cum, s[live], rng)
+        s[live] = draw_rows(P_cum, s[live] * n_a + a, rng)
         steps += live.size
-    a0 = _draw_rows(pi_cum, s, rng)
+    a0 = draw_rows(pi_cum, s, rng)
     start_s, start_a = s.copy(), a0.copy()
     cont = rng.geometric(1 - g, size=B) - 1 if g > 0 else np.zeros(B, dtype=np.int64)
     total = np.zeros(B)
@@ -423,14 +414,14 @@ def sample_localized_q(
     for j in range(int(cont.max()) + 1):
         live = np.flatnonzero(cont >= j)
         if j > 0:
-            a = _draw_rows(pi_cum, s[live], rng)
+            a = draw_rows(pi_cum, s[live], rng)
         else:
             a = a[live]
         total[live] += r_flat[s[live] * n_a + a]
         steps += live.size
         if j < int(cont.max()):
             nxt = np.flatnonzero(cont[live] > j)
-            s[live[nxt]] = _draw_rows(P_cum, s[live[nxt]] * n_a + a[nxt], rng)
+            s[live[nxt]] = draw_rows(P_cum, s[live[nxt]] * n_a + a[nxt], rng)
     actions = np.stack(np.unravel_index(start_a, game.action_counts), axis=1).astype(np.int64)
     return QSamples(
         states=start_s.astype(np.int64), actions=actions, estimates=frozen(total), env_steps=steps
@@ -537,15 +528,7 @@ def _greedy_policy(game: CooperativeMarkovGame, greedy: IntArray) -> Conditional
     """The deterministic joint policy ``a(s) = greedy[s]`` as a sequential policy."""
     flat = np.zeros((game.n_states, game.n_joint_actions))
     flat[np.arange(game.n_states), greedy] = 1.0
-    joint: FloatArray = flat.reshape(game.P.shape[:-1])
-    conds = []
-    for m in range(game.n_agents):
-        marg = joint.sum(axis=tuple(range(m + 2, game.n_agents + 1)))
-        denom = marg.sum(axis=-1, keepdims=True)
-        k = game.action_counts[m]
-        cond = np.where(denom > 0, marg / np.where(denom > 0, denom, 1.0), 1.0 / k)
-        conds.append(cond)
-    return ConditionalPolicy(game, tuple(conds))
+    return ConditionalPolicy.from_joint(game, flat)
 
 
 def run_mappo(

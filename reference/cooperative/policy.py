@@ -116,6 +116,26 @@ class ConditionalPolicy:
             conds.append(np.broadcast_to(arr.reshape((game.n_states,) + (1,) * m + (k,)), shape))
         return cls(game, tuple(conds))
 
+    @classmethod
+    def from_joint(cls, game: CooperativeMarkovGame, joint: npt.ArrayLike) -> ConditionalPolicy:
+        """The sequential factorisation of a joint policy ``(nS, |A|)`` (flat joint actions,
+        agent 0 most significant): ``pi^m(a^m | s, a^{0:m-1}) = pi(a^{0:m}|s) / pi(a^{0:m-1}|s)``
+        from its marginals, uniform on contexts the joint policy never reaches.  Any joint
+        policy has one, so sequential policies lose nothing (``ma-pdl.md``)."""
+        flat = as_float_array(
+            joint, "joint", shape=(game.n_states, game.n_joint_actions), error=PolicyError
+        )
+        check_distribution_rows(flat, "joint", error=PolicyError)
+        full = flat.reshape((game.n_states, *game.action_counts))
+        conds = []
+        for m in range(game.n_agents):
+            marg = full.sum(axis=tuple(range(m + 2, game.n_agents + 1)))
+            denom = marg.sum(axis=-1, keepdims=True)
+            k = game.action_counts[m]
+            safe = np.where(denom > 0, denom, 1.0)
+            conds.append(np.where(denom > 0, marg / safe, 1.0 / k))
+        return cls(game, tuple(conds))
+
     def prefix(self, m: int) -> FloatArray:
         """``pi^{0:m-1}(a^{0:m-1} | s)``, shape ``(nS, |A^0|, ..., |A^{m-1}|)``; ones for ``m = 0``.
 
