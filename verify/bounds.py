@@ -23,6 +23,7 @@ __all__ = [
     "geometric_sum_radius",
     "hoeffding_radius",
     "l1_radius",
+    "sign_test_wins",
     "split_delta",
     "td_recursion_radius",
 ]
@@ -227,3 +228,19 @@ def td_recursion_radius(
     eps = np.where(c > 0, w[:, None] * unit / np.sqrt(np.maximum(c, 1.0)), 0.0)
     per_step = np.max(a * eps + np.abs(a - a_bar) * np.abs(d_bar), axis=1)
     return float(np.sum(per_step))
+
+
+def sign_test_wins(n: int, delta: float) -> int:
+    """Smallest ``k`` with ``P(Binomial(n, 1/2) >= k) <= delta``: the one-sided sign test.
+
+    If each of ``n`` independent paired comparisons is a win with probability at most
+    ``1/2`` (the null hypothesis: no systematic improvement; ties count as losses), then
+    ``k`` or more wins occur with probability at most ``delta``.  Returns ``n + 1`` when even
+    ``n`` wins would not reach that confidence (``2^-n > delta``)."""
+    _check(n, delta)
+    tail = 0.0
+    for k in range(n, -1, -1):
+        tail += math.comb(n, k) / 2.0**n
+        if tail > delta:
+            return k + 1
+    return 0
