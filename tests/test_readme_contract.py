@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,8 +37,10 @@ def test_readme_opens_with_the_quickstart() -> None:
     assert headings[1] == "## Quickstart"
 
 
-def test_readme_python_examples_run() -> None:
-    """The README's Python blocks, run in order in one namespace, raise nothing."""
+def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Python blocks, run in order in one namespace (in a scratch directory, as
+    they write files), raise nothing."""
+    monkeypatch.chdir(tmp_path)
     text = (ROOT / "README.md").read_text()
     namespace: dict[str, object] = {}
     for block in re.findall(r"```python\n(.*?)```", text, re.S):
