@@ -152,3 +152,98 @@ def test_closed_pipe_is_not_an_error() -> None:
         os.close(write_end)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr
+
+
+PESSIMISM_FAST = ["pessimism", "--seeds", "3", "--samples", "2000", "--K", "4", "--scales", "0,1"]
+
+
+def test_pessimism_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from scipy import stats
+
+    from reference.cooperative import run_mappo
+    from reference.instances import RARE_STALL_PROBABILITY, RARE_STALL_REWARDS, rare_stall
+    from reference.tabular import policy_iteration
+    from verify.tolerances import certified, linear_solve_tolerance
+
+    assert main([*PESSIMISM_FAST, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {
+        "game", "gamma", "coverage", "samples", "seeds", "K", "beta", "lambda", "seed",
+        "children", "J_star", "behaviour_J", "online_J", "validity_scale", "scales",
+        "mean_J", "ci_half_width", "event_frequency", "J", "event",
+    }
+    assert (out["game"], out["gamma"], out["coverage"], out["samples"]) == (
+        "rare-stall", 0.9, 0.15, 2000)
+    assert (out["seeds"], out["K"], out["beta"], out["lambda"], out["seed"]) == (
+        3, 4, 0.1, 1.0, 0)
+    assert out["scales"] == [0.0, 1.0]
+    assert [c["spawn_key"] for c in out["children"]] == [[0], [1], [2]]
+    game = rare_stall(0.9)
+    H = 1 / (1 - 0.9)
+    opt = policy_iteration(game.tabular)
+    # J* = 0.5 / (1 - gamma) (rare_stall's docstring: the safe action solves Bellman optimality)
+    np.testing.assert_allclose(out["J_star"], 0.5 * H, rtol=0,
+                               atol=certified(opt.error_bound, summation_tolerance(1, H)))
+    # behaviour J by hand: in `ready` the safe action has mass p = 1 - C + C/|A| and pays 0.5,
+    # a gamble (mass 1 - p) pays 0.7 and stalls w.p. 0.06, `stalled` pays 0, so
+    # V(ready) = rbar / (1 - gamma (1 - 0.06 (1 - p))) with rbar = 0.5 p + 0.7 (1 - p)
+    p = 1 - 0.15 + 0.15 / 27
+    rbar = RARE_STALL_REWARDS[0] * p + RARE_STALL_REWARDS[1] * (1 - p)
+    by_hand = rbar / (1 - 0.9 * (1 - RARE_STALL_PROBABILITY * (1 - p)))
+    np.testing.assert_allclose(
+        out["behaviour_J"], by_hand, rtol=0,
+        atol=certified(linear_solve_tolerance(2, 0.9, H), summation_tolerance(8, H)),
+    )
+    assert out["online_J"] == run_mappo(game, 4, 0.1, output="last").J[-1]
+    # every J(pi) lies in [0, J*]; each computed J is one LU solve on the 2 states, J* is
+    # certified by policy iteration, and a mean of 3 adds its summation rounding
+    tol = certified(linear_solve_tolerance(2, 0.9, H), opt.error_bound,
+                    summation_tolerance(3, H))
+    assert len(out["J"]) == len(out["event"]) == len(out["mean_J"]) == 2
+    t = stats.t.ppf(0.975, 2)
+    for i in range(2):
+        J = np.array(out["J"][i])
+        assert J.shape == (3,) and len(out["event"][i]) == 3
+        assert np.all(J >= -tol) and np.all(J <= out["J_star"] + tol)
+        assert -tol <= out["mean_J"][i] <= out["J_star"] + tol
+        np.testing.assert_allclose(out["mean_J"][i], J.mean(), rtol=0,
+                                   atol=summation_tolerance(3, H))
+        np.testing.assert_allclose(out["ci_half_width"][i], t * J.std(ddof=1) / np.sqrt(3),
+                                   rtol=0, atol=summation_tolerance(3, H))
+        assert 0.0 <= out["event_frequency"][i] <= 1.0
+        assert out["event_frequency"][i] == np.mean(out["event"][i])
+    assert out["bonus_coefficient"] == [0.0, 1.0 / (1 - 0.9)]
+    assert out["validity_scale"] > 0
+
+
+def test_pessimism_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(PESSIMISM_FAST) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("rare-stall: gamma = 0.9, coverage = 0.15, samples = 2000")
+    assert "J* = " in lines[1] and "behaviour J = " in lines[1]
+    assert "online MA-PPO J_K = " in lines[1] and "validity-sufficient scale = " in lines[1]
+    assert lines[2].split() == ["scale", "mean", "true", "J", "95%", "CI", "half-width",
+                                "event", "frequency"]
+    assert [ln.split()[0] for ln in lines[3:]] == ["0", "1"]
+
+
+def test_pessimism_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "pessimism.png"
+    assert main([*PESSIMISM_FAST, "--plot", str(png)]) == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    assert "event frequency" in capsys.readouterr().out
+
+
+def test_pessimism_one_seed_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pessimism", "--seeds", "1", "--samples", "100", "--K", "1"]) == 2
+    assert "seeds = 1, expected an integer >= 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scales", ["-1", "0,-0.5", "1,nan", "inf", "a,b"])
+def test_pessimism_bad_scales(scales: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["pessimism", f"--scales={scales}"])
+    assert exc.value.code == 2
+    assert "argument --scales" in capsys.readouterr().err

@@ -4,9 +4,11 @@
   MDPs, policies and utilities.
 * :mod:`verify.symbolic` -- exact rational solutions of tiny instances (sympy).
 * :mod:`verify.tolerances` -- every deterministic tolerance, with its derivation.
-* :mod:`verify.bounds` -- concentration radii with explicit failure probabilities.
+* :mod:`verify.bounds` -- concentration radii and a sign test, each with an explicit failure
+  probability.
 * :mod:`verify.finite_differences` -- central differences with a Richardson error bound.
-* :mod:`verify.experiments` -- sweeps (kappa decay).
+* :mod:`verify.experiments` -- sweeps (kappa decay, sample complexity, the MA-PPO gap,
+  the pessimism scale).
 * :mod:`verify.cli` -- the ``marl-oracle`` command (also ``python -m verify``).
 
 Submodules are imported on demand (``from verify import strategies``), so that using one

@@ -25,6 +25,25 @@ Subcommands (``--json`` prints one JSON object):
         marl-oracle mappo-gap --game climbing|ratio|random --K 4,16,64,256 [--beta B]
                               [--features one-hot|product] [--seed 0] [--json]
                               [--plot FILE.png]
+
+``pessimism``
+    Pessimistic offline MA-PPO against the size of its bonus (SPEC section 6).  Each of
+    ``--seeds`` datasets of ``--samples`` transitions is drawn under the behaviour
+    ``b(a|s) = C/|A| + (1 - C) 1[a = a*(s)]``: ``--coverage C`` is the mass spread uniformly
+    over all joint actions, the rest sits on the optimal (safe) joint action ``a*(s)``, so a
+    small ``C`` is poor coverage.  Every dataset is reused for every scale of ``--scales``;
+    a scale sets the bonus coefficient ``beta_G = scale / (1 - gamma)``, i.e. in the tabular
+    case ``Gamma(s,a) = scale H / sqrt(n(s,a) + lambda)`` with ``H = 1/(1 - gamma)``.  Per
+    scale: the mean true ``J`` of the learned ``pi_K`` with a 95% Student-t half-width over
+    the datasets, and the fraction of datasets on which the validity event held at every
+    iterate; next to ``J*``, the behaviour policy's ``J``, online exact-Q MA-PPO's
+    ``J(pi_K)`` (same ``K``, ``beta``) and the scale that suffices for the validity event
+    with probability ``1 - 1e-9`` (mean over the datasets)::
+
+        marl-oracle pessimism [--game rare-stall] [--gamma 0.9] [--coverage 0.15]
+                              [--samples 10000] [--scales 0,0.5,1,2] [--seeds 20] [--K 32]
+                              [--beta 0.1] [--lambda 1.0] [--seed 0] [--json]
+                              [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -102,6 +121,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gap.add_argument("--json", action="store_true", help="print one JSON object")
     gap.add_argument("--plot", metavar="FILE.png", help="write a log-log plot (matplotlib)")
+    pess = sub.add_parser(
+        "pessimism",
+        help="pessimistic offline MA-PPO's true J against the bonus scale",
+        description=(
+            "Pessimistic offline MA-PPO on seeded datasets (each reused for every scale): "
+            "mean true J of pi_K with a 95% t-interval and the validity-event frequency per "
+            "bonus scale, next to J*, the behaviour policy and online exact-Q MA-PPO."
+        ),
+    )
+    pess.add_argument(
+        "--game", choices=sorted(GAMES), default="rare-stall",
+        help="cooperative game (default rare-stall)",
+    )
+    pess.add_argument("--gamma", type=float, default=0.9, help="discount (default 0.9)")
+    pess.add_argument(
+        "--coverage", type=float, default=0.15,
+        help="behaviour mass C spread uniformly over all joint actions, the rest on the "
+        "optimal (safe) joint action; small C = poor coverage (default 0.15)",
+    )
+    pess.add_argument(
+        "--samples", type=int, default=10000, help="transitions per dataset (default 10000)"
+    )
+    pess.add_argument(
+        "--scales", type=_nonnegative_floats, default=[0.0, 0.5, 1.0, 2.0],
+        help="comma-separated bonus scales: beta_G = scale / (1 - gamma), i.e. "
+        "Gamma(s,a) = scale H / sqrt(n(s,a) + lambda) with H = 1/(1 - gamma) "
+        "(default 0,0.5,1,2)",
+    )
+    pess.add_argument(
+        "--seeds", type=int, default=20, help="datasets, at least 2 (default 20)"
+    )
+    pess.add_argument("--K", type=int, default=32, help="MA-PPO iterations (default 32)")
+    pess.add_argument(
+        "--beta", type=float, default=0.1, help="beta of beta_k = beta sqrt(K) (default 0.1)"
+    )
+    pess.add_argument(
+        "--lambda", dest="lambda_reg", metavar="LAMBDA", type=float, default=1.0,
+        help="ridge lambda of the critic (default 1.0)",
+    )
+    pess.add_argument("--seed", type=int, default=0, help="root of the dataset seeds")
+    pess.add_argument("--json", action="store_true", help="print one JSON object")
+    pess.add_argument("--plot", metavar="FILE.png", help="write a plot of J against the scale")
     return parser
 
 
@@ -112,6 +173,16 @@ def _positive_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
+    return values
+
+
+def _nonnegative_floats(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+    if not values or not all(np.isfinite(v) and v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected finite numbers >= 0")
     return values
 
 
@@ -171,6 +242,95 @@ def _print_gap(result: dict[str, Any]) -> None:
         result["K"], result["average_gap"], result["last_gap"], result["bound"], strict=True
     ):
         print(f"  {k:>6}  {a:>12.6g}  {last:>12.6g}  {b:>12.6g}")
+
+
+def _run_pessimism(args: argparse.Namespace) -> dict[str, Any]:
+    from verify.experiments import VALIDITY_DELTA, pessimism_sweep
+
+    game = GAMES[args.game](args.gamma)
+    sweep = pessimism_sweep(
+        game,
+        coverage=args.coverage,
+        n_samples=args.samples,
+        scales=args.scales,
+        seeds=args.seeds,
+        K=args.K,
+        beta=args.beta,
+        lambda_reg=args.lambda_reg,
+        seed=args.seed,
+    )
+    return {
+        "game": sweep.game,
+        "agents": game.n_agents,
+        "action_counts": list(game.action_counts),
+        "states": game.n_states,
+        "gamma": sweep.gamma,
+        "coverage": sweep.coverage,
+        "samples": sweep.n_samples,
+        "seeds": len(sweep.children),
+        "K": sweep.K,
+        "beta": sweep.beta,
+        "lambda": sweep.lambda_reg,
+        "seed": sweep.seed,
+        "children": [{"entropy": e, "spawn_key": list(k)} for e, k in sweep.children],
+        "safe_actions": [int(a) for a in sweep.safe_actions],
+        "J_star": sweep.J_star,
+        "behaviour_J": sweep.behaviour_J,
+        "online_J": sweep.online_J,
+        "validity_delta": VALIDITY_DELTA,
+        "validity_scale": sweep.validity_scale,
+        "validity_scales": [float(x) for x in sweep.validity_scales],
+        "scales": [float(x) for x in sweep.scales],
+        "bonus_coefficient": [float(x) / (1 - sweep.gamma) for x in sweep.scales],
+        "mean_J": [float(x) for x in sweep.mean_J],
+        "ci_half_width": [float(x) for x in sweep.ci_half_width],
+        "event_frequency": [float(x) for x in sweep.event_frequency],
+        "J": [[float(x) for x in row] for row in sweep.J],
+        "event": [[bool(x) for x in row] for row in sweep.event],
+    }
+
+
+def _plot_pessimism(result: dict[str, Any], path: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(
+        result["scales"], result["mean_J"], yerr=result["ci_half_width"], fmt="o-",
+        capsize=3, label="pessimistic MA-PPO, mean J(pi_K) (95% CI)",
+    )
+    ax.axhline(result["J_star"], color="k", linestyle="--", label="J*")
+    ax.axhline(result["behaviour_J"], color="tab:green", linestyle=":", label="behaviour J")
+    ax.axhline(result["online_J"], color="tab:red", linestyle="-.",
+               label="online MA-PPO J(pi_K)")
+    ax.set_xlabel("bonus scale (beta_G = scale / (1 - gamma))")
+    ax.set_ylabel("true J")
+    ax.set_title(
+        f"{result['game']}, C = {result['coverage']:g}, n = {result['samples']}, "
+        f"{result['seeds']} seeds, K = {result['K']}"
+    )
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _print_pessimism(result: dict[str, Any]) -> None:
+    print(
+        f"{result['game']}: gamma = {result['gamma']}, coverage = {result['coverage']:g}, "
+        f"samples = {result['samples']}, seeds = {result['seeds']}, K = {result['K']}, "
+        f"beta = {result['beta']:g}, lambda = {result['lambda']:g}, seed = {result['seed']}"
+    )
+    print(
+        f"  J* = {result['J_star']:.10g}, behaviour J = {result['behaviour_J']:.10g}, "
+        f"online MA-PPO J_K = {result['online_J']:.10g}, "
+        f"validity-sufficient scale = {result['validity_scale']:.4g}"
+    )
+    print(f"  {'scale':>8}  {'mean true J':>12}  {'95% CI half-width':>17}  "
+          f"{'event frequency':>15}")
+    for sc, m, h, f in zip(
+        result["scales"], result["mean_J"], result["ci_half_width"],
+        result["event_frequency"], strict=True,
+    ):
+        print(f"  {sc:>8.4g}  {m:>12.6f}  {h:>17.3g}  {f:>15.3f}")
 
 
 def _run_decay(args: argparse.Namespace) -> dict[str, Any]:
@@ -307,6 +467,7 @@ _COMMANDS: dict[
     "exact": (_run_exact, None, _print_exact),
     "decay": (_run_decay, _plot_decay, _print_decay),
     "mappo-gap": (_run_gap, _plot_gap, _print_gap),
+    "pessimism": (_run_pessimism, _plot_pessimism, _print_pessimism),
 }
 """Each subcommand: how to compute its result, plot it (``None``: no ``--plot``), and print
 it for a person."""

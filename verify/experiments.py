@@ -6,19 +6,32 @@
   ``||grad F||^2 <= floor + epsilon`` for a range of ``epsilon``, with the log-log slope.
 * :func:`mappo_gap_sweep` -- MA-PPO's average and last-iterate gaps against ``B(K)`` over a
   grid of ``K`` (SPEC section 5).
+* :func:`pessimism_sweep` -- the true ``J`` of pessimistic offline MA-PPO's learned policy
+  against the bonus scale, over seeded datasets, next to ``J*``, the behaviour policy and
+  online MA-PPO (SPEC section 6).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
+import scipy.stats
 
 from reference._arrays import FloatArray, IntArray, frozen
+from reference.cooperative.exact import evaluate_game
 from reference.cooperative.game import CooperativeMarkovGame
 from reference.cooperative.mappo import run_mappo, tuned_beta
-from reference.cooperative.policy import IndicatorFeatures
+from reference.cooperative.offline import behaviour_policy, sample_dataset
+from reference.cooperative.pessimism import (
+    run_pessimistic_mappo,
+    tabular_critic,
+    tabular_validity_coefficient,
+)
+from reference.cooperative.policy import ConditionalPolicy, IndicatorFeatures
 from reference.errors import ModelError
 from reference.networked.algorithm import Algorithm1Config, run_algorithm1
 from reference.networked.exact import gradient_norm, shadow_q, solve
@@ -26,14 +39,17 @@ from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.truncation import Weights, decay_profile, truncated_gradient
 from reference.networked.utilities import Utility
+from reference.tabular import policy_iteration
 
 __all__ = [
     "DecaySweep",
     "GapSweep",
+    "PessimismSweep",
     "SampleComplexity",
     "fit_rate",
     "kappa_decay_sweep",
     "mappo_gap_sweep",
+    "pessimism_sweep",
     "sample_complexity_sweep",
 ]
 
@@ -286,4 +302,205 @@ def mappo_gap_sweep(
         J_star=j_star,
         features=features,
         game=game.name,
+    )
+
+
+VALIDITY_DELTA = 1e-9
+"""Failure probability of the validity event behind :attr:`PessimismSweep.validity_scale`."""
+
+
+@dataclass(frozen=True)
+class PessimismSweep:
+    """Result of :func:`pessimism_sweep`; rows are indexed like ``scales``, columns like the
+    seeded datasets.
+
+    Attributes:
+        scales: ``(S,)`` bonus scales; the bonus coefficient is ``beta_G = scale / (1 - gamma)``.
+        J: ``(S, seeds)`` exact ``J(pi_K)`` of the learned policy, per scale and dataset.
+        event: ``(S, seeds)`` whether the validity event held at every ``Vhat_k``, ``k < K``
+            (:attr:`~reference.cooperative.pessimism.PessimisticHistory.event_all`).
+        mean_J: ``(S,)`` mean of ``J`` over the datasets.
+        ci_half_width: ``(S,)`` 95% Student-t half-width ``t_{0.975, seeds-1} sd / sqrt(seeds)``
+            (``sd`` with ``ddof = 1``) of ``mean_J``.
+        event_frequency: ``(S,)`` fraction of datasets on which the event held throughout.
+        validity_scales: ``(seeds,)`` per dataset, the tabular validity coefficient at
+            ``delta`` = :data:`VALIDITY_DELTA` times ``1 - gamma`` (a scale in the units of
+            ``scales`` at which the event holds for every ``V`` with probability
+            ``>= 1 - delta``; ``tabular_validity_coefficient``).
+        validity_scale: mean of ``validity_scales``.
+        J_star: ``J*`` (policy iteration).
+        behaviour_J: exact ``J`` of the behaviour policy that drew the data.
+        online_J: exact ``J(pi_K)`` of online exact-Q MA-PPO with the same ``K`` and ``beta``.
+        safe_actions: ``(nS,)`` the optimal greedy joint action (flat) per state, on which the
+            behaviour policy puts mass ``1 - coverage``.
+        coverage: ``C``, the behaviour's mass spread uniformly over the joint actions.
+        n_samples: transitions per dataset.
+        K: MA-PPO iterations.
+        beta: the ``beta`` of ``beta_k = beta sqrt(K)``.
+        lambda_reg: ridge ``lambda`` of the critic.
+        game: the game's name.
+        gamma: its discount.
+        seed: the root of ``SeedSequence(seed).spawn(seeds)``.
+        children: per dataset, the child ``SeedSequence``'s ``(entropy, spawn_key)``;
+            ``np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))`` replays
+            its draw.
+    """
+
+    scales: FloatArray
+    J: FloatArray
+    event: npt.NDArray[np.bool_]
+    mean_J: FloatArray
+    ci_half_width: FloatArray
+    event_frequency: FloatArray
+    validity_scales: FloatArray
+    validity_scale: float
+    J_star: float
+    behaviour_J: float
+    online_J: float
+    safe_actions: IntArray
+    coverage: float
+    n_samples: int
+    K: int
+    beta: float
+    lambda_reg: float
+    game: str
+    gamma: float
+    seed: int
+    children: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _real(value: object, name: str) -> float:
+    """``value`` as a float, or a :class:`ModelError` naming ``name`` if it is not a real."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ModelError(f"{name} = {value!r}, expected a real number")
+    return float(value)
+
+
+def _check_pessimism_arguments(
+    scales: Sequence[float],
+    coverage: float,
+    n_samples: int,
+    seeds: int,
+    K: int,
+    beta: float,
+    lambda_reg: float,
+    seed: int,
+) -> FloatArray:
+    """Raise :class:`ModelError` naming the first invalid argument; return the scales."""
+    try:
+        sc = np.asarray(scales, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ModelError(f"scales = {scales!r}, expected a sequence of numbers") from None
+    if sc.ndim != 1 or sc.size == 0:
+        raise ModelError(f"scales = {scales!r}, expected a non-empty sequence of numbers")
+    bad = ~(np.isfinite(sc) & (sc >= 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ModelError(f"scales[{i}] = {float(sc[i])!r}, expected a finite scale >= 0")
+    if not 0.0 <= _real(coverage, "coverage") <= 1.0:
+        raise ModelError(f"coverage = {coverage!r}, expected a probability in [0, 1]")
+    if not (_is_int(n_samples) and n_samples >= 1):
+        raise ModelError(f"n_samples = {n_samples!r}, expected an integer >= 1")
+    if not (_is_int(seeds) and seeds >= 2):
+        raise ModelError(
+            f"seeds = {seeds!r}, expected an integer >= 2 (a confidence interval needs the "
+            "sample standard deviation of at least two datasets)"
+        )
+    if not (_is_int(K) and K >= 1):
+        raise ModelError(f"K = {K!r}, expected an integer >= 1")
+    b = _real(beta, "beta")
+    if not (math.isfinite(b) and b > 0):
+        raise ModelError(f"beta = {beta!r}, expected a finite beta > 0")
+    lam = _real(lambda_reg, "lambda_reg")
+    if not (math.isfinite(lam) and lam > 0):
+        raise ModelError(f"lambda_reg = {lambda_reg!r}, expected a finite lambda > 0")
+    if not (_is_int(seed) and seed >= 0):
+        raise ModelError(f"seed = {seed!r}, expected an integer >= 0")
+    return sc
+
+
+def pessimism_sweep(
+    game: CooperativeMarkovGame,
+    *,
+    coverage: float,
+    n_samples: int,
+    scales: Sequence[float],
+    seeds: int,
+    K: int,
+    beta: float,
+    lambda_reg: float = 1.0,
+    seed: int = 0,
+) -> PessimismSweep:
+    """True ``J`` of pessimistic MA-PPO's learned policy ``pi_K`` against the bonus scale
+    (SPEC section 6).
+
+    For each of ``seeds`` children of ``SeedSequence(seed)`` one dataset of ``n_samples``
+    transitions is drawn under the behaviour ``b(a|s) = C/|A| + (1 - C) 1[a = a*(s)]``
+    (``C`` = ``coverage``, ``a*`` the optimal greedy joint action of policy iteration) and
+    reused for every scale (a paired design: differences between scales are not sampling
+    noise between datasets).  Each scale runs :func:`run_pessimistic_mappo` on the tabular
+    critic with
+
+        beta_G = scale / (1 - gamma),  i.e.  Gamma(s, a) = scale H / sqrt(n(s, a) + lambda),
+
+    ``H = 1/(1 - gamma)``, from the uniform policy for ``K`` iterations with
+    ``beta_k = beta sqrt(K)``.  Per scale the mean of ``J(pi_K)`` over the datasets carries the
+    Student-t 95% half-width ``t_{0.975, seeds-1} sd / sqrt(seeds)``; it describes the spread
+    over datasets and is not a certified bound.
+    """
+    sc = _check_pessimism_arguments(scales, coverage, n_samples, seeds, K, beta, lambda_reg, seed)
+    g = game.gamma
+    optimal = policy_iteration(game.tabular)
+    safe = optimal.greedy
+    b = behaviour_policy(game, coverage, safe)
+    behaviour_J = evaluate_game(game, ConditionalPolicy.from_joint(game, b)).J
+    online_J = float(run_mappo(game, K, beta, output="last").J[-1])
+    children = np.random.SeedSequence(seed).spawn(seeds)
+    J = np.empty((sc.size, seeds))
+    event = np.empty((sc.size, seeds), dtype=bool)
+    validity = np.empty(seeds)
+    for j, child in enumerate(children):
+        ds = sample_dataset(
+            game, n_samples, np.random.default_rng(child), coverage=coverage, safe_actions=safe
+        )
+        critic = tabular_critic(game, ds, 0.0, lambda_reg)
+        validity[j] = tabular_validity_coefficient(critic, VALIDITY_DELTA) * (1 - g)
+        for i, scale in enumerate(sc):
+            hist = run_pessimistic_mappo(
+                game, ds, K, beta, bonus_coefficient=float(scale) / (1 - g), lambda_reg=lambda_reg
+            )
+            J[i, j] = hist.J[-1]
+            event[i, j] = hist.event_all
+    sd = np.std(J, axis=1, ddof=1)
+    half = float(scipy.stats.t.ppf(0.975, seeds - 1)) * sd / math.sqrt(seeds)
+    event.setflags(write=False)
+    safe_out = np.array(safe, dtype=np.int64)
+    safe_out.setflags(write=False)
+    return PessimismSweep(
+        scales=frozen(sc),
+        J=frozen(J),
+        event=event,
+        mean_J=frozen(J.mean(axis=1)),
+        ci_half_width=frozen(half),
+        event_frequency=frozen(event.mean(axis=1)),
+        validity_scales=frozen(validity),
+        validity_scale=float(validity.mean()),
+        J_star=float(optimal.J),
+        behaviour_J=float(behaviour_J),
+        online_J=online_J,
+        safe_actions=safe_out,
+        coverage=float(coverage),
+        n_samples=int(n_samples),
+        K=int(K),
+        beta=float(beta),
+        lambda_reg=float(lambda_reg),
+        game=game.name,
+        gamma=float(g),
+        seed=int(seed),
+        # a child of SeedSequence(seed) keeps the root's entropy, seed
+        children=tuple((int(seed), tuple(int(k) for k in c.spawn_key)) for c in children),
     )
