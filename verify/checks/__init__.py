@@ -1,0 +1,41 @@
+"""Conformance checks for users' implementations (the way ``gymnasium``'s ``check_env`` or
+``torch.autograd.gradcheck`` work): one call per quantity, on generated instances, returning a
+typed :class:`CheckReport` that says whether the callable is right and, if not, where and by
+how much.  See ``verify/checks/_core.py`` for the shared machinery and the README section
+"Checking your implementation" for worked examples."""
+
+from verify.checks._core import (
+    MAX_FALSE_ALARM,
+    Case,
+    CaseResult,
+    CheckFailed,
+    CheckReport,
+    Mutant,
+    case_rng,
+    run_check,
+)
+from verify.checks.tabular import (
+    check_advantage,
+    check_occupancy,
+    check_occupancy_estimator,
+    check_policy_gradient,
+    check_policy_gradient_estimator,
+    finite_horizon_occupancy,
+)
+
+__all__ = [
+    "MAX_FALSE_ALARM",
+    "Case",
+    "CaseResult",
+    "CheckFailed",
+    "CheckReport",
+    "Mutant",
+    "case_rng",
+    "check_advantage",
+    "check_occupancy",
+    "check_occupancy_estimator",
+    "check_policy_gradient",
+    "check_policy_gradient_estimator",
+    "finite_horizon_occupancy",
+    "run_check",
+]
