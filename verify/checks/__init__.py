@@ -14,6 +14,7 @@ from verify.checks._core import (
     case_rng,
     run_check,
 )
+from verify.checks.gae import check_gae, gae_finite_sum, gae_recursion, gae_rounding
 from verify.checks.tabular import (
     check_advantage,
     check_occupancy,
@@ -32,10 +33,14 @@ __all__ = [
     "Mutant",
     "case_rng",
     "check_advantage",
+    "check_gae",
     "check_occupancy",
     "check_occupancy_estimator",
     "check_policy_gradient",
     "check_policy_gradient_estimator",
     "finite_horizon_occupancy",
+    "gae_finite_sum",
+    "gae_recursion",
+    "gae_rounding",
     "run_check",
 ]

@@ -9,11 +9,11 @@ per area; each exports ``MUTANTS`` and ``CORRECT`` (tuples of :class:`~verify.ch
 from __future__ import annotations
 
 from verify.checks._core import Mutant
-from verify.checks.planted import tabular
+from verify.checks.planted import gae, tabular
 
 __all__ = ["AREAS", "all_correct", "all_mutants"]
 
-AREAS = {"tabular": tabular}
+AREAS = {"tabular": tabular, "gae": gae}
 """Area name -> module with ``MUTANTS`` and ``CORRECT``."""
 
 
