@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -247,3 +248,44 @@ def test_pessimism_bad_scales(scales: str, capsys: pytest.CaptureFixture[str]) -
         main(["pessimism", f"--scales={scales}"])
     assert exc.value.code == 2
     assert "argument --scales" in capsys.readouterr().err
+
+
+def test_mutants_json_lists_every_planted_bug(capsys: pytest.CaptureFixture[str]) -> None:
+    from verify.checks.planted import AREAS
+
+    assert main(["mutants", "--area", "gae", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    module = AREAS["gae"]
+    assert out["mutants"] == len(module.MUTANTS) and out["caught"] == out["mutants"]
+    assert out["correct"] == len(module.CORRECT) == out["correct_passed"]
+    assert {r["name"] for r in out["rows"]} == {m.name for m in module.MUTANTS + module.CORRECT}
+    assert all(r["cases"] >= 10 for r in out["rows"])
+    assert out["all_caught"] is True
+
+
+def test_mutants_exit_status_reports_a_survivor(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A planted bug that its check does not catch makes the command exit with status 1."""
+    from verify.checks.planted import gae
+
+    correct = gae.CORRECT[0]
+    fake = dataclasses.replace(correct, name="not-a-bug", bug="actually correct")
+    monkeypatch.setattr(gae, "MUTANTS", (fake,))
+    monkeypatch.setattr(gae, "CORRECT", ())
+    assert main(["mutants", "--area", "gae"]) == 1
+    out = capsys.readouterr().out
+    assert "SURVIVED" in out and "0 of 1 planted bugs caught" in out
+
+
+def test_mutants_unknown_area(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mutants", "--area", "nowhere"]) == 2
+    assert "matches no area" in capsys.readouterr().err
+
+
+def test_assumptions_failing_verdict_exits_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """The climbing game's uniform sampling has concentrability 3 (hand value in
+    tests/test_assumptions.py); a cap of 2 fails that verdict and the command exits 1."""
+    assert main(["assumptions", "--game", "climbing", "--cap", "2"]) == 1
+    assert main(["assumptions", "--game", "climbing", "--cap", "3"]) == 0
+    capsys.readouterr()

@@ -44,6 +44,32 @@ Subcommands (``--json`` prints one JSON object):
                               [--samples 10000] [--scales 0,0.5,1,2] [--seeds 20] [--K 32]
                               [--beta 0.1] [--lambda 1.0] [--seed 0] [--json]
                               [--plot FILE.png]
+
+``assumptions``
+    The assumptions behind the theory, measured on a named model (``verify/assumptions.py``).
+    For a networked instance at ``theta = 0``: the decay spreads ``D_i(kappa)`` against the
+    derived bound ``Delta_i gamma^t0 / (1 - gamma)`` for every agent and ``kappa``, with the
+    fitted per-hop rate next to ``gamma`` (SPEC section 3), and each utility's declared
+    gradient bound and smoothness against estimates on ``--directions`` random segments of
+    reachable occupancies drawn from ``--seed`` (SPEC section 2).  For a game: the
+    concentrability coefficients ``max_c w*^m(c) / w_k^m(c)`` of the uniform policy against
+    an optimal comparator, finite or not and against ``--cap`` (SPEC section 5), and with
+    ``--coverage C`` also ``max_{s,a} d*(s,a) / mu(s,a)`` for the pessimism subcommand's
+    behaviour law (SPEC section 6).  One line per verdict (assumed, measured, holds), then
+    the details; infinite values print, and are written to JSON, as ``"inf"``::
+
+        marl-oracle assumptions --instance line-message|wireless --agents N [--gamma 0.9]
+                                [--obs-radius 0] [--utility linear|entropy] [--seed 0]
+                                [--directions 32] [--json]
+        marl-oracle assumptions --game climbing|ratio|rare-stall [--gamma 0.9] [--cap C]
+                                [--coverage C] [--json]
+
+``mutants``
+    Every planted bug of :mod:`verify.checks.planted` through the check meant to catch it,
+    and every correct implementation through its check; exit status 1 unless every bug is
+    caught and every correct implementation passes::
+
+        marl-oracle mutants [--area tabular] [--json]
 """
 
 from __future__ import annotations
@@ -163,6 +189,53 @@ def build_parser() -> argparse.ArgumentParser:
     pess.add_argument("--seed", type=int, default=0, help="root of the dataset seeds")
     pess.add_argument("--json", action="store_true", help="print one JSON object")
     pess.add_argument("--plot", metavar="FILE.png", help="write a plot of J against the scale")
+    # assumptions: the shared instance options, with --instance re-declared (conflict
+    # handler "resolve") so that it and --game form one required, mutually exclusive choice
+    asm = sub.add_parser(
+        "assumptions",
+        help="measure a model's assumptions: decay, utility constants, concentrability",
+        description=(
+            "Measured decay spreads against the derived bound and estimated utility constants "
+            "against their declarations (--instance), or concentrability coefficients "
+            "(--game); one verdict per assumption."
+        ),
+        conflict_handler="resolve",
+    )
+    _add_instance_arguments(asm)
+    which = asm.add_mutually_exclusive_group(required=True)
+    which.add_argument("--instance", choices=sorted(INSTANCES), help="networked instance")
+    which.add_argument("--game", choices=sorted(GAMES), help="cooperative game")
+    asm.add_argument("--agents", type=int, default=None, help="number of agents n (--instance)")
+    # None marks "not given", so that instance-only options are refused with --game
+    asm.set_defaults(obs_radius=None, utility=None)
+    asm.add_argument(
+        "--seed", type=int, default=0, help="seed of the random directions (default 0)"
+    )
+    asm.add_argument(
+        "--directions", type=int, default=None,
+        help="random segments per utility (--instance, default 32)",
+    )
+    asm.add_argument(
+        "--cap", type=float, default=None,
+        help="largest acceptable concentrability coefficient (--game, default inf)",
+    )
+    asm.add_argument(
+        "--coverage", type=float, default=None,
+        help="also check offline data drawn with behaviour coverage C (--game)",
+    )
+    mutants = sub.add_parser(
+        "mutants",
+        help="run every planted bug through the check meant to catch it",
+        description=(
+            "Run every deliberately wrong implementation in verify.checks.planted through its "
+            "check (each must be caught) and every correct one (each must pass)."
+        ),
+    )
+    mutants.add_argument(
+        "--area", action="append", metavar="AREA",
+        help="only this area (repeatable), e.g. tabular, gae",
+    )
+    mutants.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -456,6 +529,205 @@ def _print_exact(result: dict[str, Any]) -> None:
         print(f"    agent {i:>3}  f_i = {result['local_utilities'][i]:.6f}  [{rows}]")
 
 
+def _json_number(x: float) -> float | str | None:
+    """A float for JSON: ``"inf"``/``"-inf"`` for infinities, ``None`` for NaN."""
+    if np.isnan(x):
+        return None
+    if np.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return float(x)
+
+
+def _run_assumptions(args: argparse.Namespace) -> dict[str, Any]:
+    from reference.cooperative.offline import behaviour_policy
+    from reference.tabular import policy_iteration
+    from verify.assumptions import check_assumptions
+
+    rng = np.random.default_rng(args.seed)
+    head: dict[str, Any]
+    if args.game is not None:
+        for flag, value in (
+            ("--agents", args.agents), ("--obs-radius", args.obs_radius),
+            ("--utility", args.utility), ("--directions", args.directions),
+        ):
+            if value is not None:
+                raise ModelError(f"{flag} applies to --instance, not to --game")
+        game = GAMES[args.game](args.gamma)
+        behaviour = None
+        if args.coverage is not None:
+            safe = policy_iteration(game.tabular).greedy
+            behaviour = behaviour_policy(game, args.coverage, safe)
+        cap = np.inf if args.cap is None else args.cap
+        report = check_assumptions(
+            game, rng=rng, concentrability_cap=cap, behaviour=behaviour
+        )
+        head = {
+            "kind": "game",
+            "game": game.name,
+            "agents": game.n_agents,
+            "action_counts": list(game.action_counts),
+            "states": game.n_states,
+            "gamma": game.gamma,
+            "coverage": args.coverage,
+        }
+    else:
+        if args.agents is None:
+            raise ModelError("--instance needs --agents N")
+        for flag, value in (("--cap", args.cap), ("--coverage", args.coverage)):
+            if value is not None:
+                raise ModelError(f"{flag} applies to --game, not to --instance")
+        # the effective defaults of the options left as None by the parser
+        if args.utility is None:
+            args.utility = "linear"
+        instance = INSTANCES[args.instance](args.agents, args.gamma)
+        policy = LocalizedSoftmaxPolicy.uniform(
+            instance.model, 0 if args.obs_radius is None else args.obs_radius
+        )
+        directions = 32 if args.directions is None else args.directions
+        report = check_assumptions(
+            instance.model, policy=policy, utilities=instance.utilities(args.utility),
+            rng=rng, directions=directions,
+        )
+        head = {
+            "kind": "networked",
+            "instance": instance.name,
+            "agents": instance.model.n,
+            "gamma": instance.model.gamma,
+            "obs_radius": policy.beta,
+            "utility": args.utility,
+            "seed": args.seed,
+        }
+    decay = report.decay
+    consts = report.utilities
+    conc = report.concentrability
+    return {
+        **head,
+        "all_hold": report.all_hold,
+        "verdicts": [
+            {
+                "name": v.name,
+                "assumed": _json_number(v.assumed),
+                "measured": _json_number(v.measured),
+                "holds": v.holds,
+                "detail": v.detail,
+                "reference": v.reference,
+            }
+            for v in report.verdicts
+        ],
+        "decay": None if decay is None else {
+            "kappa": [int(k) for k in decay.kappa],
+            "max_spread": [float(x) for x in decay.max_spread],
+            "max_bound": [float(x) for x in decay.max_bound],
+            "tolerance": float(decay.tolerance.max()),
+            "fitted_rate": _json_number(decay.rate),
+            "bound_rate": _json_number(decay.bound_rate),
+        },
+        "utilities": None if consts is None else {
+            "names": list(consts.names),
+            "declared_gradient_bound": [float(x) for x in consts.declared_gradient_bound],
+            "measured_gradient_bound": [float(x) for x in consts.measured_gradient_bound],
+            "declared_smoothness": [float(x) for x in consts.declared_smoothness],
+            "measured_smoothness": [float(x) for x in consts.measured_smoothness],
+            "directions": consts.directions,
+            "steps": list(consts.steps),
+            "quotients": consts.quotients,
+        },
+        "concentrability": None if conc is None else {
+            "context": [_json_number(float(x)) for x in conc.context],
+            "action": [_json_number(float(x)) for x in conc.action],
+            "offline": None if conc.offline is None else _json_number(conc.offline),
+            "cap": _json_number(conc.cap),
+        },
+    }
+
+
+def _print_assumptions(result: dict[str, Any]) -> None:
+    if result["kind"] == "game":
+        coverage = "" if result["coverage"] is None else f", coverage = {result['coverage']:g}"
+        print(
+            f"{result['game']}: N = {result['agents']}, |A^m| = {result['action_counts']}, "
+            f"|S| = {result['states']}, gamma = {result['gamma']}{coverage}, "
+            "pi_k uniform, comparator optimal"
+        )
+    else:
+        print(
+            f"{result['instance']}: n = {result['agents']}, gamma = {result['gamma']}, "
+            f"beta = {result['obs_radius']}, utility = {result['utility']}, theta = 0, "
+            f"seed = {result['seed']}"
+        )
+
+    def number(x: float | str | None) -> str:
+        return "nan" if x is None else x if isinstance(x, str) else f"{x:.6g}"
+
+    width = max(len(v["name"]) for v in result["verdicts"])
+    print(f"  {'assumption':<{width}}  {'assumed':>12}  {'measured':>12}  holds")
+    for v in result["verdicts"]:
+        print(
+            f"  {v['name']:<{width}}  {number(v['assumed']):>12}  "
+            f"{number(v['measured']):>12}  {'yes' if v['holds'] else 'NO'}"
+        )
+    failing = sum(not v["holds"] for v in result["verdicts"])
+    total = len(result["verdicts"])
+    print("  all assumptions hold" if failing == 0 else f"  {failing} of {total} fail")
+    for v in result["verdicts"]:
+        print(f"  - {v['name']}: {v['detail']} [{v['reference']}]")
+
+
+def _run_mutants(args: argparse.Namespace) -> dict[str, Any]:
+    from verify.checks.planted import AREAS
+
+    rows = []
+    for area, module in AREAS.items():
+        if args.area and area not in args.area:
+            continue
+        for kind, entries in (("mutant", module.MUTANTS), ("correct", module.CORRECT)):
+            for entry in entries:
+                start = time.perf_counter()
+                report = entry.run()
+                rows.append(
+                    {
+                        "area": area,
+                        "kind": kind,
+                        "name": entry.name,
+                        "bug": entry.bug,
+                        "check": entry.check,
+                        "cases": report.cases,
+                        "failures": report.failures,
+                        "passed": report.passed,
+                        "verdict_ok": (not report.passed) if kind == "mutant" else report.passed,
+                        "where": report.where,
+                        "seconds": time.perf_counter() - start,
+                    }
+                )
+    if not rows:
+        raise ModelError(f"--area {args.area!r} matches no area of {sorted(AREAS)}")
+    return {
+        "rows": rows,
+        "mutants": sum(r["kind"] == "mutant" for r in rows),
+        "caught": sum(r["kind"] == "mutant" and r["verdict_ok"] for r in rows),
+        "correct": sum(r["kind"] == "correct" for r in rows),
+        "correct_passed": sum(r["kind"] == "correct" and r["verdict_ok"] for r in rows),
+        "all_caught": all(r["verdict_ok"] for r in rows),
+    }
+
+
+def _print_mutants(result: dict[str, Any]) -> None:
+    print(f"{'kind':<8} {'name':<52} {'check':<27} {'cases':>5} {'fail':>5}  verdict")
+    for r in result["rows"]:
+        if r["kind"] == "mutant":
+            verdict = "caught" if r["verdict_ok"] else "SURVIVED"
+        else:
+            verdict = "passes" if r["verdict_ok"] else "FAILS"
+        print(
+            f"{r['kind']:<8} {r['name']:<52} {r['check']:<27} {r['cases']:>5} "
+            f"{r['failures']:>5}  {verdict}"
+        )
+    print(
+        f"{result['caught']} of {result['mutants']} planted bugs caught; "
+        f"{result['correct_passed']} of {result['correct']} correct implementations pass"
+    )
+
+
 _COMMANDS: dict[
     str,
     tuple[
@@ -468,13 +740,17 @@ _COMMANDS: dict[
     "decay": (_run_decay, _plot_decay, _print_decay),
     "mappo-gap": (_run_gap, _plot_gap, _print_gap),
     "pessimism": (_run_pessimism, _plot_pessimism, _print_pessimism),
+    "assumptions": (_run_assumptions, None, _print_assumptions),
+    "mutants": (_run_mutants, None, _print_mutants),
 }
 """Each subcommand: how to compute its result, plot it (``None``: no ``--plot``), and print
 it for a person."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (2 for invalid input)."""
+    """Entry point; returns the process exit code: 0, 1 when a reported verdict fails
+    (``assumptions``: an assumption does not hold; ``mutants``: a planted bug survived or a
+    correct implementation failed), 2 for invalid input."""
     args = build_parser().parse_args(argv)
     run, plot, show = _COMMANDS[args.command]
     try:
@@ -486,7 +762,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             show(result)
         sys.stdout.flush()  # a closed pipe surfaces here, inside the try
-        return 0
+        # a verdict that fails (an assumption, a mutant not caught) is exit status 1
+        return 1 if result.get("all_hold") is False or result.get("all_caught") is False else 0
     except ModelError as exc:
         print(f"marl-oracle: error: {exc}", file=sys.stderr)
         return 2
