@@ -9,6 +9,9 @@
 * :mod:`verify.finite_differences` -- central differences with a Richardson error bound.
 * :mod:`verify.experiments` -- sweeps (kappa decay, sample complexity, the MA-PPO gap,
   the pessimism scale).
+* :mod:`verify.checks` -- conformance checks for users' callables, with planted bugs
+  (:mod:`verify.checks.planted`) that each check must catch.
+* :mod:`verify.assumptions` -- the assumptions of the theorems, measured on a user's model.
 * :mod:`verify.cli` -- the ``marl-oracle`` command (also ``python -m verify``).
 
 Submodules are imported on demand (``from verify import strategies``), so that using one
@@ -16,7 +19,9 @@ does not pay for the others (sympy, Hypothesis).
 """
 
 __all__ = [
+    "assumptions",
     "bounds",
+    "checks",
     "cli",
     "experiments",
     "finite_differences",
