@@ -14,6 +14,7 @@ from verify.checks._core import (
     case_rng,
     run_check,
 )
+from verify.checks.cooperative import check_joint_ratio, check_localized_q, check_mappo_step
 from verify.checks.gae import check_gae, gae_finite_sum, gae_recursion, gae_rounding
 from verify.checks.tabular import (
     check_advantage,
@@ -34,6 +35,9 @@ __all__ = [
     "case_rng",
     "check_advantage",
     "check_gae",
+    "check_joint_ratio",
+    "check_localized_q",
+    "check_mappo_step",
     "check_occupancy",
     "check_occupancy_estimator",
     "check_policy_gradient",
