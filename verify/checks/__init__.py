@@ -16,6 +16,11 @@ from verify.checks._core import (
 )
 from verify.checks.cooperative import check_joint_ratio, check_localized_q, check_mappo_step
 from verify.checks.gae import check_gae, gae_finite_sum, gae_recursion, gae_rounding
+from verify.checks.networked import (
+    check_local_occupancy_estimator,
+    check_shadow_reward,
+    check_truncated_critic,
+)
 from verify.checks.tabular import (
     check_advantage,
     check_occupancy,
@@ -36,12 +41,15 @@ __all__ = [
     "check_advantage",
     "check_gae",
     "check_joint_ratio",
+    "check_local_occupancy_estimator",
     "check_localized_q",
     "check_mappo_step",
     "check_occupancy",
     "check_occupancy_estimator",
     "check_policy_gradient",
     "check_policy_gradient_estimator",
+    "check_shadow_reward",
+    "check_truncated_critic",
     "finite_horizon_occupancy",
     "gae_finite_sum",
     "gae_recursion",

@@ -221,9 +221,8 @@ def run_check(
     def one(instance: T, index: int) -> None:
         try:
             result = evaluate(instance, index)
-        except ModelError:
-            raise
-        except Exception as exc:  # the user's callable failed on this instance
+        except Exception as exc:  # the user's callable failed on this instance (arguments of
+            # the check itself are validated before any case runs)
             result = CaseResult(math.inf, 0.0, f"the callable raised {type(exc).__name__}: {exc}")
         records.append((result, to_arrays(instance), index))
 

@@ -9,11 +9,12 @@ per area; each exports ``MUTANTS`` and ``CORRECT`` (tuples of :class:`~verify.ch
 from __future__ import annotations
 
 from verify.checks._core import Mutant
-from verify.checks.planted import cooperative, gae, tabular
+from verify.checks.planted import cooperative, gae, networked, tabular
 
 __all__ = ["AREAS", "all_correct", "all_mutants"]
 
-AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative}
+AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative,
+         "networked": networked}
 """Area name -> module with ``MUTANTS`` and ``CORRECT``."""
 
 
