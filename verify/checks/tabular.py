@@ -53,13 +53,29 @@ class _Problem:
 def _problems(
     draw: st.DrawFn, max_states: int, max_actions: int, max_gamma: float = 0.9
 ) -> _Problem:
-    p = draw(
-        vst.tabular_problems(max_states=max_states, max_actions=max_actions, max_gamma=max_gamma)
-    )
+    """Half the cases from :func:`verify.strategies.tabular_problems` (edge cases: one state,
+    one action, ``gamma = 0``, deterministic rows), half with at least two states and two
+    actions and ``gamma >= max_gamma / 3``, where every term of the formulas matters."""
+    if draw(st.booleans()) or max_states < 2 or max_actions < 2:
+        p = draw(
+            vst.tabular_problems(
+                max_states=max_states, max_actions=max_actions, max_gamma=max_gamma
+            )
+        )
+        mdp, pi = p.mdp, p.pi
+    else:
+        nS = draw(st.integers(2, max_states))
+        nA = draw(st.integers(2, max_actions))
+        P = draw(vst.stochastic_arrays((nS, nA, nS)))
+        r = draw(hnp.arrays(np.float64, (nS, nA), elements=st.floats(-1.0, 1.0)))
+        rho = draw(vst.distributions(nS))
+        gamma = draw(st.floats(max_gamma / 3, max_gamma))
+        mdp = TabularMDP(P, r, rho, gamma)
+        pi = draw(vst.tabular_policies(nS, nA))
     theta = draw(
-        hnp.arrays(np.float64, p.theta.shape, elements=st.floats(-2.0, 2.0))
+        hnp.arrays(np.float64, (mdp.n_states, mdp.n_actions), elements=st.floats(-2.0, 2.0))
     )
-    return _Problem(p.mdp, p.pi, theta)
+    return _Problem(mdp, pi, theta)
 
 
 def _to_arrays(p: _Problem) -> Mapping[str, npt.NDArray[Any]]:
