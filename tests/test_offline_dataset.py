@@ -15,6 +15,7 @@ from reference.cooperative import (
     FILE_FIELDS,
     SCHEMA,
     SCHEMA_VERSION,
+    CooperativeMarkovGame,
     OfflineDataset,
     behaviour_policy,
     game_digest,
@@ -145,7 +146,8 @@ EDITS = [
     ("schema", _set("schema", np.array("someone-else/data")), "schema = 'someone-else/data'"),
     ("newer version", _set("schema_version", np.array(2)), "newer marl-oracle"),
     ("version type", _set("schema_version", np.array(1.0)), "'schema_version'"),
-    ("missing field", _drop("rewards"), "missing fields ['rewards']"),
+    *[(f"missing {f}", _drop(f), f"missing fields ['{f}']") for f in FILE_FIELDS],
+    ("older version", _set("schema_version", np.array(0)), "schema_version = 0"),
     ("extra field", _set("weights", np.ones(3)), "unexpected fields ['weights']"),
     ("float states", _set("states", np.zeros(500)), "states has dtype float64"),
     ("int rewards", _set("rewards", np.zeros(500, dtype=np.int64)), "'rewards' has dtype"),
@@ -223,6 +225,10 @@ def test_mismatched_game_is_rejected() -> None:
     shifted = random_game(np.random.default_rng(0), 2, (3, 3, 3), 0.9)
     with pytest.raises(DatasetError, match="different P or r"):
         ds.check_game(shifted)
+    game = rare_stall()
+    other_r = CooperativeMarkovGame(game.P, game.r * 0.5, game.rho, game.gamma, "half-r")
+    with pytest.raises(DatasetError, match="different P or r"):
+        ds.check_game(other_r)  # same P, different rewards
     anonymous = OfflineDataset(
         ds.states, ds.actions, ds.rewards, ds.next_states, ds.n_states, ds.action_counts
     )
@@ -255,3 +261,21 @@ def test_file_fields_are_the_saved_fields(tmp_path: Path) -> None:
     _small_dataset().save(path)
     with np.load(path, allow_pickle=False) as z:
         assert sorted(z.files) == sorted(FILE_FIELDS)
+
+
+def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save that fails midway leaves the previous file intact and no temporary behind."""
+    path = tmp_path / "data.npz"
+    ds = _small_dataset()
+    ds.save(path)
+    before = path.read_bytes()
+
+    def broken(handle: Any, **fields: Any) -> None:
+        handle.write(b"PK half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        ds.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz"]

@@ -109,11 +109,16 @@ def test_map_is_a_contraction_and_routes_agree(problem: Any, bonus: float, data:
     rounding = 2 * summation_tolerance(game.n_states + game.n_joint_actions, H)
     assert lhs <= tab.modulus * float(np.max(np.abs(Q1 - Q2))) + rounding
     assert tab.modulus <= game.gamma
-    it = evaluate_pessimistic(gen, policy)
+    tol = 1e-10
+    it = evaluate_pessimistic(gen, policy, tol=tol)
     ex = solve_pessimistic(tab, policy)
     assert it.method == "iteration" and ex.method == "active-set"
-    np.testing.assert_allclose(it.Q, ex.Q, rtol=0, atol=it.error_bound + ex.error_bound)
-    assert ex.residual <= ex.error_bound
+    # the iteration stops within its requested certified error, and the active-set solution
+    # is exact up to the rounding of its LU solves: ||Q - Qhat|| <= residual / (1 - gamma)
+    assert it.error_bound <= tol
+    exact_tol = 4 * _value_tol(game)
+    assert ex.residual <= exact_tol
+    np.testing.assert_allclose(it.Q, ex.Q, rtol=0, atol=tol + exact_tol / (1 - game.gamma))
     np.testing.assert_array_less(-EPS, ex.Q.reshape(-1))  # clipped below at 0
     assert float(np.max(ex.Q)) <= H
     forward = localized_q_forward(game, policy, np.array(ex.Q))
@@ -136,9 +141,23 @@ def test_aggregation_features_routes_agree() -> None:
     critic = feature_critic(game, ds, CriticFeatures.aggregation(game, labels), 0.5)
     assert critic.monotone and critic.modulus < game.gamma
     policy = ConditionalPolicy.uniform(game)
-    it = evaluate_pessimistic(critic, policy)
+    tol = 1e-10
+    it = evaluate_pessimistic(critic, policy, tol=tol)
     ex = solve_pessimistic(critic, policy)
-    np.testing.assert_allclose(it.Q, ex.Q, rtol=0, atol=it.error_bound + ex.error_bound)
+    exact_tol = 4 * _value_tol(game)
+    assert it.error_bound <= tol and ex.residual <= exact_tol
+    np.testing.assert_allclose(it.Q, ex.Q, rtol=0, atol=tol + exact_tol / (1 - game.gamma))
+    # the same loop through the feature route with the certified iteration
+    h_it = run_pessimistic_mappo(
+        game, ds, 4, 1.0, 0.5, features=CriticFeatures.aggregation(game, labels),
+        solver="iteration",
+    )
+    h_ex = run_pessimistic_mappo(
+        game, ds, 4, 1.0, 0.5, features=CriticFeatures.aggregation(game, labels),
+        solver="active-set",
+    )
+    np.testing.assert_allclose(h_it.J_hat, h_ex.J_hat, rtol=0,
+                               atol=tol + exact_tol / (1 - game.gamma))
 
 
 def _extrapolating_problem() -> tuple[CooperativeMarkovGame, OfflineDataset, CriticFeatures]:
@@ -190,6 +209,10 @@ def _check_history(game: CooperativeMarkovGame, h: PessimisticHistory, K: int) -
     ``model_k <= (2/(1-gamma)) E_{d*}[Gamma]``; on the event for every ``k < K``: the average
     gap under the bound."""
     tol = _history_tol(game, h)
+    assert h.event_all == bool(np.all(h.event[:K]))
+    np.testing.assert_allclose(h.betas, np.full(K, h.betas[0]), rtol=0, atol=0)
+    assert h.average_gap == pytest.approx(float(np.mean(h.J_star - h.J[:K])), abs=tol)
+    assert h.last_gap == pytest.approx(h.J_star - h.J[K], abs=tol)
     gaps = h.J_star - h.J[:K]
     np.testing.assert_allclose(
         gaps, h.optimisation_terms + h.model_terms - h.pessimism_terms, rtol=0, atol=tol
@@ -231,6 +254,104 @@ def test_bound_on_the_rare_stall_game() -> None:
         frequency[scale] = held / len(seqs)
     print(f"validity event frequency per scale: {frequency}")
     assert frequency[1.0] > 0, f"the event never held: {frequency}"
+
+
+def test_iterates_are_mirror_descent_on_the_critics() -> None:
+    """Each iterate is the exact MA-PPO step of section 5 on the pessimistic critics of the
+    previous one, recomputed here from a fresh critic (so the loop cannot silently use the
+    true Q or an unclipped critic), with ``beta_k = beta sqrt(K)``; the one-hot feature route
+    in the loop gives the tabular run."""
+    game = rare_stall()
+    ds = sample_dataset(
+        game, 3000, np.random.default_rng(4), coverage=0.2, safe_actions=np.array([0, 0])
+    )
+    K, beta, bonus = 6, 0.3, 0.5 / (1 - game.gamma)
+    h = run_pessimistic_mappo(game, ds, K, beta, bonus)
+    np.testing.assert_allclose(h.betas, np.full(K, beta * math.sqrt(K)), rtol=1e-15)
+    critic = tabular_critic(game, ds, bonus)
+    for k in range(K):
+        pv = solve_pessimistic(critic, h.iterates[k])
+        step = mirror_descent_step(h.iterates[k], pv.localized, float(h.betas[k]))
+        for got, want in zip(h.iterates[k + 1].conditionals, step.conditionals, strict=True):
+            np.testing.assert_array_equal(got, want)
+    one_hot = run_pessimistic_mappo(
+        game, ds, K, beta, bonus, features=CriticFeatures.one_hot(game), solver="iteration"
+    )
+    tol = 1e-10 + 4 * _value_tol(game) / (1 - game.gamma)
+    np.testing.assert_allclose(one_hot.J_hat, h.J_hat, rtol=0, atol=tol)
+    np.testing.assert_allclose(one_hot.J, h.J, rtol=0, atol=K * tol)
+
+
+def test_feature_modulus_is_the_row_sum_norm() -> None:
+    """``q = gamma max_row sum |C|`` recomputed from an explicit ``Lambda^{-1}`` (inv, not the
+    Cholesky solve) for random features, where ``C`` has entries of both signs."""
+    game = random_game(np.random.default_rng(3), 3, (2, 2), 0.9)
+    ds = sample_dataset(game, 60, np.random.default_rng(4))
+    feats = CriticFeatures.random(game, 3, np.random.default_rng(5))
+    critic = feature_critic(game, ds, feats, 0.0)
+    Phi = feats.matrix
+    cells = ds.states * game.n_joint_actions + ds.joint_actions
+    Lam_inv = np.linalg.inv(Phi[cells].T @ Phi[cells] + np.eye(feats.dim))
+    E = np.zeros((ds.n_samples, game.n_states))
+    E[np.arange(ds.n_samples), ds.next_states] = 1.0
+    C = Phi @ Lam_inv @ Phi[cells].T @ E
+    assert (C < 0).any()
+    q = game.gamma * float(np.max(np.abs(C).sum(axis=1)))
+    assert critic.modulus == pytest.approx(q, rel=1e-9)
+
+
+def test_validity_event_margins_by_hand() -> None:
+    """(a) On the tight instance the margin at the optimal action is exactly 0 and the event
+    fails for a slightly smaller coefficient.  (b) An unseen cell (``n = 0``): one state,
+    ``r = 1``, ``gamma = 0.5`` (``H = 2``), ``lambda = 100``, ``V = H``: the deviation is
+    ``B V = 2`` and ``Gamma = beta_G / 10``, so the event needs ``beta_G >= 20``; the derived
+    coefficient ``H (sqrt(log(2 * 2 * M / delta) / 2) + sqrt(100) + 0.5)`` with
+    ``M = ceil(sqrt(3 + 100)) = 11`` meets it, and without its ``sqrt(lambda)`` it would not."""
+    game = CooperativeMarkovGame(
+        np.ones((1, 2, 1)), np.array([[0.5, 0.25]]), np.ones(1), 0.0, "tight"
+    )
+    acts = np.array([[0]] * 3 + [[1]] * 15, dtype=np.int64)
+    zeros = np.zeros(18, dtype=np.int64)
+    ds = OfflineDataset(zeros, acts, np.where(acts[:, 0] == 0, 0.5, 0.25), zeros, 1, (2,))
+    V = np.array([0.0])
+    assert validity_event(tabular_critic(game, ds, 0.25), V).margin == 0.0
+    assert not validity_event(tabular_critic(game, ds, 0.25 - 2.0**-8), V).holds
+    g2 = CooperativeMarkovGame(np.ones((1, 2, 1)), np.ones((1, 2)), np.ones(1), 0.5, "unseen")
+    seen = OfflineDataset(
+        np.zeros(3, dtype=np.int64), np.zeros((3, 1), dtype=np.int64), np.ones(3),
+        np.zeros(3, dtype=np.int64), 1, (2,),
+    )
+    critic = tabular_critic(g2, seen, 0.0, lambda_reg=100.0)
+    coeff = tabular_validity_coefficient(critic, DELTA)
+    M = math.ceil(math.sqrt(3 + 100))
+    by_hand = 2 * (math.sqrt(math.log(2 * 2 * M / DELTA) / 2) + 10 + 0.5)
+    assert coeff == pytest.approx(by_hand, rel=1e-14)
+    assert by_hand - 2 * 10 < 20 <= coeff  # the sqrt(lambda) term is what makes it hold
+    H = critic.horizon
+    valid = dataclasses.replace(critic, bonus=coeff / np.sqrt(critic.counts + 100.0))
+    assert validity_event(valid, np.array([H])).holds
+    short = dataclasses.replace(critic, bonus=(coeff - 20) / np.sqrt(critic.counts + 100.0))
+    assert not validity_event(short, np.array([H])).holds
+
+
+def test_expected_bonus_uses_the_normalised_occupancy() -> None:
+    """``E_{d*}[Gamma]`` with ``d* = (1 - gamma) lam*`` of the optimal policy, recomputed from
+    the tabular occupancy of the greedy policy (mass 1, not ``1/(1-gamma)``)."""
+    from reference.cooperative import optimal_comparator, pessimism_bound
+    from reference.tabular import occupancy, policy_iteration
+
+    game = rare_stall()
+    ds = sample_dataset(game, 2000, np.random.default_rng(9), coverage=0.5,
+                        safe_actions=np.array([0, 0]))
+    critic = tabular_critic(game, ds, 3.0)
+    greedy = policy_iteration(game.tabular).greedy
+    pi = np.zeros((game.n_states, game.n_joint_actions))
+    pi[np.arange(game.n_states), greedy] = 1.0
+    d = (1 - game.gamma) * occupancy(game.tabular, pi).lam
+    assert d.sum() == pytest.approx(1.0, rel=1e-12)
+    b = pessimism_bound(critic, 8, 1.0, optimal_comparator(game))
+    assert b.expected_bonus == pytest.approx(float(np.sum(d.reshape(-1) * critic.bonus)), rel=1e-12)
+    assert b.model == pytest.approx(2 * b.expected_bonus / (1 - game.gamma), rel=1e-15)
 
 
 def test_model_term_constant_is_tight() -> None:
@@ -293,20 +414,34 @@ def test_validity_coefficient_event_holds() -> None:
 
 def test_poor_coverage_pessimism_raises_true_J() -> None:
     """Under poor coverage (coverage 0.15 on the rare-stall game, 10 000 samples) the true J
-    of the learned policy rises from scale 0 to scale 1 (paired datasets, 40 seeds).  One-
-    sided sign test: under the null (a rise with probability at most 1/2, ties counted as
-    losses) ``sign_test_wins(40, 1e-9) = 38`` or more rises have probability <= 1e-9."""
+    of the learned policy rises from scale 0 to scale 0.25 and from scale 0 to scale 1
+    (paired datasets, 40 seeds), then falls back to the uniform policy's J once the bonus
+    exceeds every data backup.
+
+    One-sided sign tests, ``delta = 1e-9`` split over the two: under the null (a rise with
+    probability at most 1/2, ties counted as losses) ``sign_test_wins(40, 5e-10)`` or more
+    rises have probability at most ``5e-10``.  The fall is deterministic: with
+    ``beta_G >= sqrt(n_max + lambda)`` every cell has ``Gamma >= 1 > c``, so ``Qhat = 0`` is
+    the fixed point, every step is flat and ``pi_K`` is uniform."""
     game = rare_stall()
     K, beta = 32, 0.1
-    wins = 0
+    H = 1 / (1 - game.gamma)
     seeds = np.random.SeedSequence(2026).spawn(40)
+    need = sign_test_wins(len(seeds), DELTA / 2)
+    uniform_J = evaluate_game(game, ConditionalPolicy.uniform(game)).J
+    rises = {0.25: 0, 1.0: 0}
     for seq in seeds:
         rng = np.random.default_rng(seq)
         ds = sample_dataset(game, 10_000, rng, coverage=0.15, safe_actions=np.array([0, 0]))
         low = run_pessimistic_mappo(game, ds, K, beta, 0.0)
-        high = run_pessimistic_mappo(game, ds, K, beta, 1.0 / (1 - game.gamma))
-        wins += high.J[-1] > low.J[-1]
-    assert wins >= sign_test_wins(len(seeds), DELTA), f"{wins} rises of {len(seeds)}"
+        for scale in rises:
+            high = run_pessimistic_mappo(game, ds, K, beta, scale * H)
+            rises[scale] += high.J[-1] > low.J[-1]
+        flat_coeff = math.sqrt(float(np.max(tabular_critic(game, ds, 0.0).counts)) + 1.0)
+        flat = run_pessimistic_mappo(game, ds, K, beta, flat_coeff)
+        assert float(np.max(flat.J_hat)) == 0.0
+        assert flat.J[-1] == pytest.approx(uniform_J, abs=_value_tol(game))
+    assert min(rises.values()) >= need, f"rises {rises} of {len(seeds)}, need {need}"
 
 
 def test_full_coverage_approaches_online_mappo() -> None:
@@ -357,3 +492,12 @@ def test_run_rejects_bad_options() -> None:
     with pytest.raises(ModelError, match="cell shape"):
         feature_critic(game, ds, CriticFeatures.one_hot(random_game(
             np.random.default_rng(0), 2, (3, 3), 0.9)), 0.0)
+
+
+def test_bound_is_not_reported_for_the_anytime_schedule() -> None:
+    game = rare_stall()
+    ds = sample_dataset(game, 500, np.random.default_rng(0))
+    h = run_pessimistic_mappo(game, ds, 4, 1.0, 1.0, schedule="sqrt-k")
+    assert math.isnan(h.bound.total) and math.isnan(h.bound.optimisation)
+    assert h.bound.model > 0
+    np.testing.assert_allclose(h.betas, np.sqrt(np.arange(1, 5)), rtol=1e-15)

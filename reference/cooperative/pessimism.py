@@ -28,6 +28,7 @@ rows; with :meth:`CriticFeatures.one_hot` they build the same map.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -584,7 +585,8 @@ class PessimisticHistory:
         betas: ``(K,)`` the ``beta_k`` used.
         average_gap: ``(1/K) sum_{k<K} (J* - J(pi_k))``.
         last_gap: ``J* - J(pi_K)``.
-        bound: :class:`PessimismBound` (for the ``"sqrt-K"`` schedule).
+        bound: :class:`PessimismBound`; its ``optimisation`` and ``total`` are NaN unless the
+            schedule is ``"sqrt-K"``, the one ``B(K)`` is derived for.
         optimisation_terms: ``(K,)`` ``(1/(1-gamma)) E_{s~nu*} <Qhat_k(s,.), pi*(.|s) -
             pi_k(.|s)>``.
         model_terms: ``(K,)`` ``(1/(1-gamma)) E_{d*}[B Vhat_k - Qhat_k]``.
@@ -692,6 +694,11 @@ def run_pessimistic_mappo(
         iterates.append(policy)
     J = np.asarray(Js)
     gaps_J = comp_vals.J - J
+    bound = pessimism_bound(critic, K, beta, comparator)
+    if schedule != "sqrt-K":  # B(K) is derived for beta_k = beta sqrt(K) only
+        bound = dataclasses.replace(
+            bound, optimisation=math.nan, total=math.nan
+        )
     return PessimisticHistory(
         J=frozen(J),
         J_hat=frozen(J_hats),
@@ -703,7 +710,7 @@ def run_pessimistic_mappo(
         betas=frozen(betas),
         average_gap=float(np.mean(gaps_J[:K])),
         last_gap=float(gaps_J[K]),
-        bound=pessimism_bound(critic, K, beta, comparator),
+        bound=bound,
         optimisation_terms=frozen(opt_terms),
         model_terms=frozen(model_terms),
         pessimism_terms=frozen(pess_terms),
