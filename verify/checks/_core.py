@@ -11,8 +11,12 @@ instance.
 Deterministic callables are judged with tolerances derived in :mod:`verify.tolerances`
 (rounding of the oracle's LU solves plus a stated allowance for the user's own rounding).
 Stochastic callables are judged by a concentration radius at a stated false-alarm
-probability per case (at most ``1e-6``) and report their power against a named
-alternative.
+probability for the whole check (at most ``1e-6``, split over the cases by the union bound)
+and report their power against a named alternative.
+
+Generation is seeded, so a run repeats given the same Hypothesis version and the same
+modules loaded (Hypothesis mines constants from loaded code); a saved :class:`Case` replays
+exactly regardless.
 """
 
 from __future__ import annotations
@@ -131,8 +135,9 @@ class CheckReport:
         where: the worst case's location and values, or the exception the callable raised.
         worst_case: the worst case's arrays (:meth:`Case.save` to keep them).
         seed: the run's seed.
-        false_alarm: for stochastic checks, the probability that a correct callable fails a
-            case (at most ``1e-6``); ``None`` for deterministic checks.
+        false_alarm: for stochastic checks, the probability that a correct callable fails the
+            check, union-bounded over its cases (at most ``1e-6``); ``None`` for deterministic
+            checks.  A replay re-runs one case at the radius of a run with the same ``cases``.
         power: for stochastic checks, the alternative the test is guaranteed to detect and
             with what probability; ``None`` otherwise.
     """
@@ -159,7 +164,7 @@ class CheckReport:
             f"{self.worst_tolerance:.3g} at {self.where}",
         ]
         if self.false_alarm is not None:
-            lines.append(f"  false alarm per case <= {self.false_alarm:.1e}; power: {self.power}")
+            lines.append(f"  false alarm <= {self.false_alarm:.1e}; power: {self.power}")
         return "\n".join(lines)
 
     def raise_if_failed(self) -> None:

@@ -699,6 +699,9 @@ def check_local_occupancy_estimator(
     """
     if not 0 < false_alarm <= DEFAULT_FALSE_ALARM:
         raise ModelError(f"false_alarm = {false_alarm!r}, expected (0, {DEFAULT_FALSE_ALARM}]")
+    if isinstance(cases, bool) or not isinstance(cases, int) or cases < 1:
+        raise ModelError(f"cases = {cases!r}, expected a positive integer")
+    per_case = false_alarm / cases  # the whole check fails wrongly w.p. <= false_alarm
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise ModelError(f"horizon = {horizon!r}, expected a positive integer")
 
@@ -729,7 +732,7 @@ def check_local_occupancy_estimator(
             s, a = (int(k) for k in np.unravel_index(int(np.argmax(diff)), diff.shape))
             result = CaseResult(
                 float(diff.sum()),
-                radius(m, i, false_alarm),
+                radius(m, i, per_case),
                 f"l1 error of lamtilde_{i}; largest entry lamtilde_{i}[s_{i}={s}, a_{i}={a}] = "
                 f"{got[i][s, a]:.6g}, oracle {want[i][s, a]:.6g} (gamma = {m.gamma:.4g})",
             )
@@ -740,7 +743,7 @@ def check_local_occupancy_estimator(
     worst_L = 1.0 / (1.0 - max_gamma)
     dim = 4  # networked_mdps draws at most 2 local states and 2 local actions
     shift = l1_radius(
-        n_trajectories, dim, worst_L, split_delta(false_alarm, max_agents)
+        n_trajectories, dim, worst_L, split_delta(per_case, max_agents)
     ) + l1_radius(n_trajectories, dim, worst_L, 0.01)
     return run_check(
         "local-occupancy-estimator",

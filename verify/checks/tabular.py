@@ -279,15 +279,17 @@ def check_occupancy_estimator(
     """Check a sampled estimator ``fn(P, rho, gamma, pi, n, H, rng) -> lam_hat`` of the
     ``H``-step occupancy ``lam^H`` from ``n`` trajectories of length ``H``.
 
-    Test: ``||lam_hat - lam^H||_1 <= r(false_alarm)`` with ``r`` the McDiarmid radius of
+    Test: ``||lam_hat - lam^H||_1 <= r(false_alarm / cases)`` with ``r`` the McDiarmid radius of
     :func:`verify.bounds.l1_radius` for vectors of l1 norm ``L = (1 - gamma^H)/(1 - gamma)`` (one
     trajectory's discounted visit counts).  A correct estimator (a mean of ``n`` i.i.d. such
-    vectors) fails a case with probability at most ``false_alarm``.  Power: an estimator whose
-    mean is at l1 distance at least ``r(false_alarm) + r(0.01)`` from ``lam^H`` (and that is
+    vectors) fails the check (any of its ``cases``) with probability at most ``false_alarm``.
+    Power: an estimator whose mean is at l1 distance at least ``r(false_alarm / cases) + r(0.01)``
+    from ``lam^H`` (and that is
     itself a mean of ``n`` i.i.d. vectors of norm ``<= L``) fails with probability at least
     0.99."""
     if not 0 < false_alarm <= DEFAULT_FALSE_ALARM:
         raise ValueError(f"false_alarm = {false_alarm!r}, expected (0, 1e-6]")
+    per_case = split_delta(false_alarm, cases)  # the whole check fails wrongly w.p. <= false_alarm
 
     def radius(m: TabularMDP, delta: float) -> float:
         L = (1 - m.gamma**horizon) / (1 - m.gamma) if m.gamma < 1 else float(horizon)
@@ -306,10 +308,10 @@ def check_occupancy_estimator(
             return CaseResult(math.inf, 0.0, "the estimate is not finite")
         err = float(np.abs(got - want).sum())
         _, where = _worst_entry(got, want, "lam_hat", "s,a")
-        return CaseResult(err, radius(m, false_alarm), f"l1 error; largest entry {where}")
+        return CaseResult(err, radius(m, per_case), f"l1 error; largest entry {where}")
 
     worst_L = 1 / (1 - 0.9)
-    shift = l1_radius(n_trajectories, max_states * max_actions, worst_L, false_alarm) + l1_radius(
+    shift = l1_radius(n_trajectories, max_states * max_actions, worst_L, per_case) + l1_radius(
         n_trajectories, max_states * max_actions, worst_L, 0.01
     )
     return run_check(
@@ -324,7 +326,7 @@ def check_occupancy_estimator(
         seed=seed,
         replay=replay,
         false_alarm=false_alarm,
-        power=f"0.99 against a mean off by >= r(false_alarm) + r(0.01) in l1 "
+        power=f"0.99 against a mean off by >= r(false_alarm / cases) + r(0.01) in l1 "
         f"(<= {shift:.3g} on these instances)",
     )
 
@@ -358,11 +360,13 @@ def check_policy_gradient_estimator(
 
     Test: every entry of the mean within the empirical Bernstein radius (Maurer and Pontil
     2009; :func:`verify.bounds.empirical_bernstein_radius`) at ``false_alarm`` split over the
-    ``nS nA`` entries.  Power: by Bernstein's inequality for the alternative's own samples, a
+    ``cases`` and the ``nS nA`` entries, so a correct estimator fails the check with probability
+    at most ``false_alarm``.  Power: by Bernstein's inequality for the alternative's own samples, a
     mean off by at least ``r + r'`` in some entry is caught with probability at least 0.99,
     ``r'`` the same radius at failure 0.01."""
     if not 0 < false_alarm <= DEFAULT_FALSE_ALARM:
         raise ValueError(f"false_alarm = {false_alarm!r}, expected (0, 1e-6]")
+    per_case = split_delta(false_alarm, cases)  # the whole check fails wrongly w.p. <= false_alarm
 
     def bound_at(m: TabularMDP) -> float:
         b = float(bound(m.r, m.gamma)) if callable(bound) else float(bound)
@@ -389,7 +393,7 @@ def check_policy_gradient_estimator(
             )
         got = samples.mean(axis=0)
         var = samples.var(axis=0, ddof=1)
-        delta = split_delta(false_alarm, want.size)
+        delta = split_delta(per_case, want.size)
         radii = np.array(
             [empirical_bernstein_radius(n_samples, float(v), 2 * b, delta) for v in var.ravel()]
         ).reshape(want.shape)
@@ -413,6 +417,6 @@ def check_policy_gradient_estimator(
         seed=seed,
         replay=replay,
         false_alarm=false_alarm,
-        power="0.99 against a mean off by >= r(false_alarm) + r(0.01) in one entry "
-        "(r the empirical Bernstein radius)",
+        power="0.99 against a mean off by >= r(false_alarm / cases / entries) + r(0.01) in "
+        "one entry (r the empirical Bernstein radius)",
     )
