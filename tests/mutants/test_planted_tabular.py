@@ -114,3 +114,44 @@ def test_finite_horizon_occupancy_has_the_truncated_mass() -> None:
     lam = finite_horizon_occupancy(mdp, np.array(a["pi"]), 20)
     g = mdp.gamma
     assert lam.sum() == pytest.approx((1 - g**20) / (1 - g), rel=1e-12)
+
+
+def test_oracle_errors_are_not_blamed_on_the_callable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception inside the oracle propagates; only the user's callable can fail a case."""
+    import verify.checks.tabular as tab
+
+    def broken(*args: object) -> object:
+        raise FloatingPointError("oracle blew up")
+
+    monkeypatch.setattr(tab, "occupancy", broken)
+    with pytest.raises(FloatingPointError, match="oracle blew up"):
+        check_occupancy(planted.occupancy, cases=3)
+
+
+def test_checks_run_under_numpy_errors_raised() -> None:
+    """Underflow inside an oracle is benign: under ``np.seterr(all="raise")`` (a common test
+    setting) every correct implementation of two areas still passes."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; np.seterr(all='raise'); from verify.cli import main; "
+        "raise SystemExit(main(['mutants', '--area', 'gae', '--area', 'tabular', '--json']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_report_counts_distinct_cases_and_hints_atol() -> None:
+    report = check_occupancy(planted.occupancy_transposed, cases=40)
+    assert 1 <= report.distinct_cases <= report.cases
+    assert "atol=" in str(report)
+    rounded = check_occupancy(
+        lambda P, rho, g, pi: planted.occupancy(P, rho, g, pi) * (1 + 1e-9), cases=20
+    )
+    assert not rounded.passed
+    loose = check_occupancy(
+        lambda P, rho, g, pi: planted.occupancy(P, rho, g, pi) * (1 + 1e-9), atol=1e-7, cases=20
+    )
+    assert loose.passed

@@ -21,6 +21,8 @@ exactly regardless.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -39,12 +41,15 @@ from reference.errors import ModelError
 __all__ = [
     "MAX_FALSE_ALARM",
     "Case",
+    "CaseFailure",
     "CaseResult",
     "CheckFailed",
     "CheckReport",
     "Mutant",
     "case_rng",
+    "guard",
     "run_check",
+    "user_array",
 ]
 
 T = TypeVar("T")
@@ -55,6 +60,33 @@ MAX_FALSE_ALARM = 1e-6
 
 class CheckFailed(AssertionError):
     """Raised by :meth:`CheckReport.raise_if_failed`; the message is the report."""
+
+
+class CaseFailure(Exception):
+    """Raised inside a case for a fault of the user's callable (it raised, or returned the
+    wrong count, shape or type); the case fails with this message as its location.  Any other
+    exception inside a case is a fault of the check or its oracle and propagates."""
+
+
+def user_array(out: object, what: str = "the callable's output") -> npt.NDArray[np.float64]:
+    """``out`` as a float64 array, or a :class:`CaseFailure` if it cannot be one."""
+    try:
+        return np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CaseFailure(f"{what} is not a float array: {exc}") from None
+
+
+def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with every exception it raises turned into a :class:`CaseFailure` naming it."""
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise CaseFailure(f"the callable raised {type(exc).__name__}: {exc}") from exc
+
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -129,6 +161,8 @@ class CheckReport:
         reference: the equation or proofs note the check rests on.
         passed: every case within its tolerance and the callable never raised.
         cases: how many instances were checked.
+        distinct_cases: how many of them differ (Hypothesis may draw small instances, such as
+            one-state ones, more than once).
         failures: how many of them failed.
         worst_error: the error of the worst case (largest ``error / tolerance``).
         worst_tolerance: its tolerance.
@@ -146,6 +180,7 @@ class CheckReport:
     reference: str
     passed: bool
     cases: int
+    distinct_cases: int
     failures: int
     worst_error: float
     worst_tolerance: float
@@ -159,10 +194,15 @@ class CheckReport:
         verdict = "passed" if self.passed else "FAILED"
         lines = [
             f"{self.check}: {verdict} on {self.cases - self.failures} of {self.cases} cases "
-            f"(seed {self.seed}; checks {self.reference})",
+            f"({self.distinct_cases} distinct; seed {self.seed}; checks {self.reference})",
             f"  worst: error {self.worst_error:.3g} against tolerance "
             f"{self.worst_tolerance:.3g} at {self.where}",
         ]
+        if not self.passed and self.false_alarm is None and math.isfinite(self.worst_error):
+            lines.append(
+                "  (the default tolerance allows only the rounding of a direct solve; an "
+                "iterative or lower-precision method should pass atol= its certified error)"
+            )
         if self.false_alarm is not None:
             lines.append(f"  false alarm <= {self.false_alarm:.1e}; power: {self.power}")
         return "\n".join(lines)
@@ -171,6 +211,16 @@ class CheckReport:
         """Raise :class:`CheckFailed` with this report as the message unless it passed."""
         if not self.passed:
             raise CheckFailed(str(self))
+
+
+def _fingerprint(arrays: Mapping[str, npt.NDArray[Any]]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(key.encode())
+        h.update(repr((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def case_rng(seed: int, index: int) -> np.random.Generator:
@@ -212,8 +262,10 @@ def run_check(
 ) -> CheckReport:
     """Run ``evaluate`` on ``cases`` instances drawn from ``strategy`` under Hypothesis seed
     ``seed`` (generation only: no shrinking, no example database), or on the single instance
-    ``replay``.  ``evaluate(instance, index)`` returns the :class:`CaseResult`; an exception
-    raised by the user's callable inside it fails that case and is reported as its location.
+    ``replay``.  ``evaluate(instance, index)`` returns the :class:`CaseResult`.  It calls the
+    user's callable through :func:`guard` and raises :class:`CaseFailure` for bad output: such
+    a case fails with the message as its location.  Any other exception (the oracle's or the
+    check's own) propagates instead of being blamed on the user.
     """
     if isinstance(cases, bool) or not isinstance(cases, int) or cases < 1:
         raise ModelError(f"cases = {cases!r}, expected a positive integer")
@@ -225,10 +277,12 @@ def run_check(
 
     def one(instance: T, index: int) -> None:
         try:
-            result = evaluate(instance, index)
-        except Exception as exc:  # the user's callable failed on this instance (arguments of
-            # the check itself are validated before any case runs)
-            result = CaseResult(math.inf, 0.0, f"the callable raised {type(exc).__name__}: {exc}")
+            # underflow to 0 is benign in every oracle; under np.seterr(all="raise") it would
+            # otherwise abort a correct case
+            with np.errstate(under="ignore"):
+                result = evaluate(instance, index)
+        except CaseFailure as exc:  # the user's callable, not the check, failed on this case
+            result = CaseResult(math.inf, 0.0, str(exc))
         records.append((result, to_arrays(instance), index))
 
     if replay is not None:
@@ -254,11 +308,13 @@ def run_check(
         body()
     worst_result, worst_arrays, worst_index = max(records, key=lambda rec: rec[0].ratio)
     failures = sum(1 for rec in records if not rec[0].ratio <= 1.0)
+    distinct = len({_fingerprint(rec[1]) for rec in records})
     return CheckReport(
         check=name,
         reference=reference,
         passed=failures == 0,
         cases=len(records),
+        distinct_cases=distinct,
         failures=failures,
         worst_error=worst_result.error,
         worst_tolerance=worst_result.tolerance,

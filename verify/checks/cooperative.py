@@ -28,7 +28,15 @@ from reference.cooperative.game import CooperativeMarkovGame, random_game
 from reference.cooperative.mappo import mirror_descent_step
 from reference.cooperative.policy import ConditionalPolicy
 from verify import strategies as vst
-from verify.checks._core import Case, CaseResult, CheckReport, run_check
+from verify.checks._core import (
+    Case,
+    CaseFailure,
+    CaseResult,
+    CheckReport,
+    guard,
+    run_check,
+    user_array,
+)
 from verify.tolerances import EPS, linear_solve_tolerance, summation_tolerance
 
 __all__ = [
@@ -217,7 +225,7 @@ def _from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _Problem:
 # --------------------------------------------------------------------------- helpers
 
 
-class _BadOutput(Exception):
+class _BadOutput(CaseFailure):
     """The callable returned something of the wrong kind or shape (fails the case)."""
 
 
@@ -241,7 +249,7 @@ def _user_arrays(
         )
     arrays = []
     for m, (x, shape) in enumerate(zip(out, shapes, strict=True)):
-        arr = np.asarray(x, dtype=np.float64)
+        arr = user_array(x)
         if arr.shape != shape:
             raise _BadOutput(
                 f"the callable's array {m} ({what} of agent {m}) has shape {arr.shape}, "
@@ -368,6 +376,7 @@ def check_localized_q(
     Oracle: :func:`reference.cooperative.evaluate_game` (one LU solve, backward recursion).
     Tolerance: :func:`localized_q_tolerance` for the oracle plus, for the callable, the same
     again, or ``atol`` when given."""
+    fn = guard(fn)
 
     def evaluate_case(p: _Problem) -> CaseResult:
         g = p.game
@@ -435,6 +444,7 @@ def check_mappo_step(
     to the oracle's probability: :func:`step_relative_tolerance` at the case's largest action
     count and logit scale ``max |log pi_k| + max |Q| / beta_k`` for the oracle and the same
     again for the callable, or the oracle's plus ``atol`` when given."""
+    fn = guard(fn)
 
     def evaluate_case(p: _Problem) -> CaseResult:
         g, pol = p.game, p.policy
@@ -504,6 +514,7 @@ def check_joint_ratio(
     divided.  Entrywise tolerance, relative to the oracle's ratio:
     :func:`ratio_relative_tolerance` at the case's largest ``|log pi^m|`` for the oracle and the
     same again for the callable, or the oracle's plus ``atol`` when given."""
+    fn = guard(fn)
 
     def evaluate_case(p: _Problem) -> CaseResult:
         g, old, new = p.game, p.policy, p.other
@@ -514,7 +525,7 @@ def check_joint_ratio(
         out = fn(
             _copies(new.conditionals), _copies(old.conditionals), states.copy(), actions.copy()
         )
-        got = np.asarray(out, dtype=np.float64)
+        got = user_array(out)
         if got.shape != want.shape:
             raise _BadOutput(f"the callable returned shape {got.shape}, expected {want.shape}")
         log_scale = max(

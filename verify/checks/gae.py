@@ -40,7 +40,7 @@ from hypothesis.extra import numpy as hnp
 
 from reference._arrays import FloatArray
 from reference.errors import ModelError
-from verify.checks._core import Case, CaseResult, CheckReport, run_check
+from verify.checks._core import Case, CaseResult, CheckReport, guard, run_check, user_array
 from verify.tolerances import summation_tolerance
 
 __all__ = [
@@ -325,6 +325,7 @@ def check_gae(
     (:func:`verify.tolerances.summation_tolerance` with ``T`` terms at twice the largest input
     magnitude of a ``delta``), plus the same again for the user's rounding, or plus ``atol``
     in its place."""
+    fn = guard(fn)
     fixed_gamma = _unit_interval("gamma", gamma)
     fixed_lam = _unit_interval("lam", lam)
     if atol is not None and not (math.isfinite(float(atol)) and float(atol) >= 0):
@@ -335,7 +336,7 @@ def check_gae(
                              ro.truncated, ro.gamma, ro.lam)
         out = fn(ro.rewards.copy(), ro.values.copy(), ro.next_values.copy(),
                  ro.terminated.copy(), ro.truncated.copy(), ro.gamma, ro.lam)
-        got = np.asarray(out, dtype=np.float64)
+        got = user_array(out)
         if got.shape != want.shape:
             return CaseResult(
                 math.inf, 0.0,

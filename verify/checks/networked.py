@@ -65,7 +65,15 @@ from reference.networked.utilities import (
 )
 from verify import strategies as vst
 from verify.bounds import l1_radius, split_delta
-from verify.checks._core import Case, CaseResult, CheckReport, case_rng, run_check
+from verify.checks._core import (
+    Case,
+    CaseFailure,
+    CaseResult,
+    CheckReport,
+    case_rng,
+    guard,
+    run_check,
+)
 from verify.tolerances import linear_solve_tolerance, summation_tolerance
 
 __all__ = [
@@ -327,16 +335,19 @@ def _user_tables(out: object, shapes: Sequence[tuple[int, ...]], name: str) -> l
     try:
         items = list(out)  # type: ignore[call-overload]
     except TypeError:
-        raise ValueError(
+        raise CaseFailure(
             f"{name} returned {type(out).__name__}, expected a sequence of {len(shapes)} arrays"
         ) from None
     if len(items) != len(shapes):
-        raise ValueError(f"{name} returned {len(items)} arrays, expected n = {len(shapes)}")
+        raise CaseFailure(f"{name} returned {len(items)} arrays, expected n = {len(shapes)}")
     tables = []
     for i, (item, shape) in enumerate(zip(items, shapes, strict=True)):
-        arr = np.asarray(item, dtype=np.float64)
+        try:
+            arr = np.asarray(item, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise CaseFailure(f"{name} returned a non-numeric array for agent {i}: {exc}") from None
         if arr.shape != shape:
-            raise ValueError(f"{name} returned shape {arr.shape} for agent {i}, expected {shape}")
+            raise CaseFailure(f"{name} returned shape {arr.shape} for agent {i}, expected {shape}")
         tables.append(arr)
     return tables
 
@@ -432,6 +443,7 @@ def check_shadow_reward(
     ``L_i`` the utility's declared smoothness (:func:`_reward_error`); the tolerance is the
     sum of the two routes' errors (or the oracle's plus ``atol``).
     """
+    fn = guard(fn)
     kinds = _check_kinds(utility_kinds)
 
     def evaluate_case(x: _Instance, index: int) -> CaseResult:
@@ -561,6 +573,7 @@ def check_truncated_critic(
     ones) the conditional weights are not determined by the data and any value in the
     group's range of ``Q_i`` (plus the above) passes.
     """
+    fn = guard(fn)
     if weights not in WEIGHT_CHOICES:
         raise ModelError(f"weights = {weights!r}, expected one of {WEIGHT_CHOICES}")
     if kappa is not None and (
@@ -582,7 +595,7 @@ def check_truncated_critic(
             return _user_failure(exc)
         got = np.asarray(raw, dtype=np.float64)
         if got.shape != want.shape:
-            raise ValueError(f"the callable returned shape {got.shape}, expected {want.shape}")
+            raise CaseFailure(f"the callable returned shape {got.shape}, expected {want.shape}")
         bad = _not_finite(got, f"Qhat_{i}")
         if bad is not None:
             return CaseResult(math.inf, 0.0, bad)
@@ -697,6 +710,7 @@ def check_local_occupancy_estimator(
     and which is itself a mean of ``n`` i.i.d. vectors of norm ``<= L``, fails with
     probability at least 0.99.
     """
+    fn = guard(fn)
     if not 0 < false_alarm <= DEFAULT_FALSE_ALARM:
         raise ModelError(f"false_alarm = {false_alarm!r}, expected (0, {DEFAULT_FALSE_ALARM}]")
     if isinstance(cases, bool) or not isinstance(cases, int) or cases < 1:

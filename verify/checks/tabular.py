@@ -22,7 +22,15 @@ from reference._arrays import FloatArray
 from reference.tabular import TabularMDP, evaluate, occupancy, policy_gradient
 from verify import strategies as vst
 from verify.bounds import empirical_bernstein_radius, l1_radius, split_delta
-from verify.checks._core import Case, CaseResult, CheckReport, case_rng, run_check
+from verify.checks._core import (
+    Case,
+    CaseFailure,
+    CaseResult,
+    CheckReport,
+    case_rng,
+    guard,
+    run_check,
+)
 from verify.tolerances import linear_solve_tolerance
 
 __all__ = [
@@ -90,9 +98,12 @@ def _from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _Problem:
 
 
 def _user_array(out: object, shape: tuple[int, ...], name: str) -> FloatArray:
-    arr = np.asarray(out, dtype=np.float64)
+    try:
+        arr = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CaseFailure(f"{name} returned something that is not a float array: {exc}") from None
     if arr.shape != shape:
-        raise ValueError(f"{name} returned shape {arr.shape}, expected {shape}")
+        raise CaseFailure(f"{name} returned shape {arr.shape}, expected {shape}")
     return arr
 
 
@@ -137,6 +148,7 @@ def check_occupancy(
     ``lam[s, a] = sum_t gamma^t Pr(s_t = s, a_t = a)`` (SPEC section 1, mass ``1/(1-gamma)``), or
     ``d = (1 - gamma) lam`` with ``normalised=True``.  Tolerance: the rounding of two LU solves
     (:func:`verify.tolerances.linear_solve_tolerance`), or the oracle's plus ``atol``."""
+    fn = guard(fn)
 
     def evaluate_case(p: _Problem, index: int) -> CaseResult:
         m = p.mdp
@@ -177,6 +189,7 @@ def check_advantage(
     """Check ``fn(P, r, gamma, pi) -> A`` against ``A^pi = Q^pi - V^pi`` (SPEC section 1):
     ``V = (I - gamma P_pi)^{-1} r_pi``, ``Q = r + gamma P V``.  Rewards are in ``[-1, 1]``;
     tolerance as in :func:`check_occupancy` at the scale ``2 max|r| / (1 - gamma)``."""
+    fn = guard(fn)
 
     def evaluate_case(p: _Problem, index: int) -> CaseResult:
         m = p.mdp
@@ -218,6 +231,7 @@ def check_policy_gradient(
     ``grad[s, b] = lam_S[s] pi[s, b] A[s, b]`` (SPEC section 1; unnormalised occupancy, so no
     ``1/(1-gamma)`` factor).  Tolerance: the oracle's LU rounding at the scale
     ``2 max|r| / (1 - gamma)^2``, twice (or plus ``atol``)."""
+    fn = guard(fn)
 
     def evaluate_case(p: _Problem, index: int) -> CaseResult:
         m = p.mdp
@@ -287,6 +301,7 @@ def check_occupancy_estimator(
     from ``lam^H`` (and that is
     itself a mean of ``n`` i.i.d. vectors of norm ``<= L``) fails with probability at least
     0.99."""
+    fn = guard(fn)
     if not 0 < false_alarm <= DEFAULT_FALSE_ALARM:
         raise ValueError(f"false_alarm = {false_alarm!r}, expected (0, 1e-6]")
     per_case = split_delta(false_alarm, cases)  # the whole check fails wrongly w.p. <= false_alarm
@@ -364,6 +379,7 @@ def check_policy_gradient_estimator(
     at most ``false_alarm``.  Power: by Bernstein's inequality for the alternative's own samples, a
     mean off by at least ``r + r'`` in some entry is caught with probability at least 0.99,
     ``r'`` the same radius at failure 0.01."""
+    fn = guard(fn)
     if not 0 < false_alarm <= DEFAULT_FALSE_ALARM:
         raise ValueError(f"false_alarm = {false_alarm!r}, expected (0, 1e-6]")
     per_case = split_delta(false_alarm, cases)  # the whole check fails wrongly w.p. <= false_alarm
