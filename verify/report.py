@@ -121,7 +121,9 @@ def _gradient_routes(quick: bool, seed: int) -> tuple[str, str, float, float, di
     g2 = gradient_chain_rule(m, policy, us)
     g3 = gradient_joint_q(m, policy, sol)
     gap = max(
-        float(np.max(np.abs(a - b))) for x, y in ((g1, g2), (g1, g3)) for a, b in zip(x, y, strict=True)
+        float(np.max(np.abs(a - b)))
+        for x, y in ((g1, g2), (g1, g3))
+        for a, b in zip(x, y, strict=True)
     )
     tol = gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma))
     return (
