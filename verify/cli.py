@@ -70,6 +70,34 @@ Subcommands (``--json`` prints one JSON object):
     caught and every correct implementation passes::
 
         marl-oracle mutants [--area tabular] [--json]
+
+``instance``
+    Write a named instance to an exchange file (``verify/files.py``), so that an
+    implementation elsewhere can load exactly the model the oracle uses; with
+    ``--theta-out`` also its parameters: for a networked instance ``theta = 0`` (or
+    ``Normal(0, 1)`` entries from ``--theta-seed S``) at radius ``--obs-radius``, for a game
+    the uniform policy (or a random joint policy from ``--theta-seed S``, Dirichlet(1) rows)
+    as conditionals ``pi_m``::
+
+        marl-oracle instance save --instance line-message|wireless --agents N [--gamma 0.9]
+                                  [--obs-radius 0] --out F.npz [--theta-out T.npz]
+                                  [--theta-seed S] [--json]
+        marl-oracle instance save --game climbing|ratio|rare-stall [--gamma 0.9] --out F.npz
+                                  [--theta-out T.npz] [--theta-seed S] [--json]
+
+``check``
+    Compare an estimate file with the exact quantity at the policy of the ``--theta`` file:
+    ``gradient`` (``grad_{theta_i} F``), ``occupancy`` (``lam_i``) and ``shadow-reward``
+    (``r_i``) on a networked instance (``--theta`` required, ``--utility`` of the instance's
+    rewards, default linear), ``localized-q`` (``Q^{0:m}``) on a game (``--theta`` a
+    ``game-policy`` file of conditionals, uniform policy if omitted).  Prints the verdict, the
+    worst entry (agent, index, estimate, exact) and the tolerance (derived, see
+    ``verify.files.estimate_tolerance``, plus ``--atol``); exit status 0 on pass, 1 on
+    fail, 2 on bad input::
+
+        marl-oracle check gradient|occupancy|shadow-reward|localized-q --instance F.npz
+                          [--theta T.npz] --estimate E.npz [--utility linear|entropy]
+                          [--atol 0] [--json]
 """
 
 from __future__ import annotations
@@ -88,6 +116,7 @@ from reference.errors import ModelError
 from reference.instances import GAMES, INSTANCES
 from reference.networked.exact import solve
 from reference.networked.policy import LocalizedSoftmaxPolicy
+from verify.files import QUANTITIES
 
 __all__ = ["build_parser", "main"]
 
@@ -236,6 +265,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this area (repeatable), e.g. tabular, gae",
     )
     mutants.add_argument("--json", action="store_true", help="print one JSON object")
+    inst = sub.add_parser(
+        "instance",
+        help="write a named instance (and its parameters) to an exchange file",
+        description=(
+            "Write a named networked instance or cooperative game to a .npz exchange file "
+            "(verify/files.py), optionally with theta = 0, random theta or a game policy."
+        ),
+    )
+    inst.add_argument("action", choices=("save",), help="what to do (save)")
+    inst_which = inst.add_mutually_exclusive_group(required=True)
+    inst_which.add_argument("--instance", choices=sorted(INSTANCES), help="networked instance")
+    inst_which.add_argument("--game", choices=sorted(GAMES), help="cooperative game")
+    inst.add_argument("--agents", type=int, default=None, help="number of agents n (--instance)")
+    inst.add_argument("--gamma", type=float, default=0.9, help="discount (default 0.9)")
+    inst.add_argument(
+        "--obs-radius", type=int, default=None,
+        help="observation radius beta of the theta file (--instance, default 0)",
+    )
+    inst.add_argument("--out", required=True, metavar="F.npz", help="instance file to write")
+    inst.add_argument("--theta-out", metavar="T.npz", help="also write the parameters here")
+    inst.add_argument(
+        "--theta-seed", type=int, default=None,
+        help="random parameters from this seed instead of theta = 0 / the uniform policy",
+    )
+    inst.add_argument("--json", action="store_true", help="print one JSON object")
+    chk = sub.add_parser(
+        "check",
+        help="compare an estimate file with the exact quantity",
+        description=(
+            "Load an instance, a parameter and an estimate file, compute the exact quantity "
+            "and compare entrywise under the derived tolerance plus --atol."
+        ),
+    )
+    chk.add_argument("quantity", choices=QUANTITIES, help="the estimated quantity")
+    chk.add_argument("--instance", required=True, metavar="F.npz", help="instance file")
+    chk.add_argument(
+        "--theta", metavar="T.npz", default=None,
+        help="parameter file (localized-theta; for a game a game-policy, default uniform)",
+    )
+    chk.add_argument("--estimate", required=True, metavar="E.npz", help="estimate file")
+    chk.add_argument(
+        "--utility", choices=("linear", "entropy"), default="linear",
+        help="utility of a networked instance (default linear: its rewards)",
+    )
+    chk.add_argument(
+        "--atol", type=float, default=0.0, help="extra absolute tolerance (default 0)"
+    )
+    chk.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -728,6 +805,152 @@ def _print_mutants(result: dict[str, Any]) -> None:
     )
 
 
+def _run_instance(args: argparse.Namespace) -> dict[str, Any]:
+    from reference.cooperative.policy import ConditionalPolicy
+    from verify.files import save_game, save_game_policy, save_networked, save_theta
+
+    rng = None if args.theta_seed is None else np.random.default_rng(args.theta_seed)
+    if args.theta_seed is not None and args.theta_out is None:
+        raise ModelError("--theta-seed needs --theta-out")
+    if args.game is not None:
+        for flag, value in (("--agents", args.agents), ("--obs-radius", args.obs_radius)):
+            if value is not None:
+                raise ModelError(f"{flag} applies to --instance, not to --game")
+        game = GAMES[args.game](args.gamma)
+        save_game(args.out, game)
+        if args.theta_out is not None:
+            if rng is None:
+                policy = ConditionalPolicy.uniform(game)
+            else:
+                joint = rng.dirichlet(np.ones(game.n_joint_actions), size=game.n_states)
+                policy = ConditionalPolicy.from_joint(game, joint)
+            save_game_policy(args.theta_out, policy)
+        return {
+            "kind": "cooperative-game", "name": game.name, "agents": game.n_agents,
+            "states": game.n_states, "action_counts": list(game.action_counts),
+            "gamma": game.gamma, "out": args.out, "theta_out": args.theta_out,
+            "theta": None if args.theta_out is None else (
+                "uniform" if rng is None else f"random joint, seed {args.theta_seed}"
+            ),
+        }
+    if args.agents is None:
+        raise ModelError("--instance needs --agents N")
+    instance = INSTANCES[args.instance](args.agents, args.gamma)
+    beta = 0 if args.obs_radius is None else args.obs_radius
+    policy_n = LocalizedSoftmaxPolicy.uniform(instance.model, beta)
+    if rng is not None:
+        policy_n = LocalizedSoftmaxPolicy.random(instance.model, beta, rng)
+    save_networked(args.out, instance)
+    if args.theta_out is not None:
+        save_theta(args.theta_out, policy_n)
+    return {
+        "kind": "networked-instance", "name": instance.name, "agents": instance.model.n,
+        "joint_states": instance.model.states.size, "gamma": instance.model.gamma,
+        "obs_radius": beta, "out": args.out, "theta_out": args.theta_out,
+        "theta": None if args.theta_out is None else (
+            "zero" if rng is None else f"Normal(0, 1), seed {args.theta_seed}"
+        ),
+        "theta_shapes": [list(t.shape) for t in policy_n.theta],
+    }
+
+
+def _print_instance(result: dict[str, Any]) -> None:
+    if result["kind"] == "cooperative-game":
+        print(
+            f"wrote {result['out']}: game {result['name']}, N = {result['agents']}, "
+            f"|A^m| = {result['action_counts']}, |S| = {result['states']}, "
+            f"gamma = {result['gamma']}"
+        )
+    else:
+        print(
+            f"wrote {result['out']}: {result['name']}, n = {result['agents']}, "
+            f"|S| = {result['joint_states']}, gamma = {result['gamma']}"
+        )
+    if result["theta_out"] is not None:
+        shapes = result.get("theta_shapes")
+        detail = f", beta = {result['obs_radius']}, shapes {shapes}" if shapes else ""
+        print(f"wrote {result['theta_out']}: {result['theta']} parameters{detail}")
+
+
+def _run_check(args: argparse.Namespace) -> dict[str, Any]:
+    from reference.cooperative.game import CooperativeMarkovGame
+    from reference.cooperative.policy import ConditionalPolicy
+    from reference.networked.policy import LocalizedSoftmaxPolicy as Localized
+    from verify.files import (
+        check_estimate,
+        exact_quantity,
+        load_estimate,
+        load_game_policy,
+        load_instance,
+        load_theta,
+    )
+
+    instance = load_instance(args.instance)
+    estimate = load_estimate(args.estimate)
+    if estimate.quantity != args.quantity:
+        raise ModelError(
+            f"{args.estimate}: holds the quantity {estimate.quantity!r}, "
+            f"the command checks {args.quantity!r}"
+        )
+    policy: Localized | ConditionalPolicy
+    if isinstance(instance, CooperativeMarkovGame):
+        policy = (
+            ConditionalPolicy.uniform(instance) if args.theta is None
+            else load_game_policy(args.theta, instance)
+        )
+        head = {"kind": "cooperative-game", "name": instance.name, "agents": instance.n_agents}
+    else:
+        if args.theta is None:
+            raise ModelError(f"checking {args.quantity} on a networked instance needs --theta")
+        policy = load_theta(args.theta, instance.model)
+        head = {
+            "kind": "networked-instance", "name": instance.name, "agents": instance.model.n,
+            "obs_radius": policy.beta, "utility": args.utility,
+        }
+    exact = exact_quantity(args.quantity, instance, policy, args.utility)
+    verdict = check_estimate(estimate, exact, args.atol)
+    return {
+        **head,
+        "quantity": verdict.quantity,
+        "instance_file": args.instance,
+        "theta_file": args.theta,
+        "estimate_file": args.estimate,
+        "passed": verdict.passed,
+        "all_hold": verdict.passed,
+        "entries": verdict.entries,
+        "failures": verdict.failures,
+        "tolerance": verdict.tolerance,
+        "atol": verdict.atol,
+        "worst": {
+            "agent": verdict.agent,
+            "index": list(verdict.index),
+            "estimate": _json_number(verdict.estimate),
+            "exact": verdict.exact,
+            "error": _json_number(verdict.error),
+        },
+    }
+
+
+def _print_check(result: dict[str, Any]) -> None:
+    w = result["worst"]
+
+    def number(x: float | str | None) -> str:
+        return "nan" if x is None else x if isinstance(x, str) else f"{x:.17g}"
+
+    print(
+        f"{result['quantity']} on {result['name']} ({result['instance_file']}): "
+        f"{'PASS' if result['passed'] else 'FAIL'}, {result['failures']} of "
+        f"{result['entries']} entries outside the tolerance"
+    )
+    print(
+        f"  worst entry: agent {w['agent']}, index {tuple(w['index'])}, estimate "
+        f"{number(w['estimate'])}, exact {number(w['exact'])}, |error| {number(w['error'])}"
+    )
+    print(
+        f"  tolerance {result['tolerance']:.3e} (derived) + atol {result['atol']:.3e}"
+    )
+
+
 _COMMANDS: dict[
     str,
     tuple[
@@ -742,6 +965,8 @@ _COMMANDS: dict[
     "pessimism": (_run_pessimism, _plot_pessimism, _print_pessimism),
     "assumptions": (_run_assumptions, None, _print_assumptions),
     "mutants": (_run_mutants, None, _print_mutants),
+    "instance": (_run_instance, None, _print_instance),
+    "check": (_run_check, None, _print_check),
 }
 """Each subcommand: how to compute its result, plot it (``None``: no ``--plot``), and print
 it for a person."""
