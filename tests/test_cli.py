@@ -289,3 +289,16 @@ def test_assumptions_failing_verdict_exits_one(capsys: pytest.CaptureFixture[str
     assert main(["assumptions", "--game", "climbing", "--cap", "2"]) == 1
     assert main(["assumptions", "--game", "climbing", "--cap", "3"]) == 0
     capsys.readouterr()
+
+
+def test_report_command_writes_files_and_table(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rep"
+    argv = ["report", "--quick", "--out", str(out), "--only", "ma-pdl", "--only",
+            "kappa-decay-beta0", "--no-progress"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "all checked claims pass" in text and "kappa-decay-beta0" in text
+    assert (out / "report.md").exists() and (out / "report.json").exists()
+    assert main(["report", "--only", "nonsense", "--out", str(out)]) == 2
+    capsys.readouterr()

@@ -21,7 +21,7 @@ def _quickstart_commands() -> list[str]:
 def test_quickstart_is_two_commands() -> None:
     commands = _quickstart_commands()
     assert len(commands) == 2
-    assert "marl-oracle exact" in commands[0]
+    assert "marl-oracle report" in commands[0]
     assert "pytest" in commands[1]
 
 

@@ -64,6 +64,14 @@ Subcommands (``--json`` prints one JSON object):
         marl-oracle assumptions --game climbing|ratio|rare-stall [--gamma 0.9] [--cap C]
                                 [--coverage C] [--json]
 
+``report``
+    The main job: every checked claim (identities, kappa decay, truncated gradient,
+    estimator convergence, sample complexity, MA-PPO gap, pessimism) measured on built-in
+    instances, with a progress bar; writes ``report.md``, ``report.json`` and plots to
+    ``--out`` and exits 1 if a claim fails::
+
+        marl-oracle report [--quick] [--out report] [--seed 0] [--only CLAIM] [--json]
+
 ``mutants``
     Every planted bug of :mod:`verify.checks.planted` through the check meant to catch it,
     and every correct implementation through its check; exit status 1 unless every bug is
@@ -104,6 +112,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -313,6 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--atol", type=float, default=0.0, help="extra absolute tolerance (default 0)"
     )
     chk.add_argument("--json", action="store_true", help="print one JSON object")
+    report = sub.add_parser(
+        "report",
+        help="the theorem report: every claim on built-in instances (the main job)",
+        description=(
+            "Measure every checked claim of the two papers on built-in instances and write "
+            "report.md, report.json and plots; exit status 1 if any claim fails."
+        ),
+    )
+    report.add_argument("--quick", action="store_true", help="smaller instances (< 1 minute)")
+    report.add_argument("--out", default="report", help="output directory (default report/)")
+    report.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    report.add_argument("--only", action="append", metavar="CLAIM", help="only this claim")
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
+    report.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -750,6 +773,58 @@ def _print_assumptions(result: dict[str, Any]) -> None:
         print(f"  - {v['name']}: {v['detail']} [{v['reference']}]")
 
 
+def _run_report(args: argparse.Namespace) -> dict[str, Any]:
+    from verify.report import CLAIMS, run_report, write_report
+
+    unknown = [n for n in args.only or () if n not in dict(CLAIMS)]
+    if unknown:
+        raise ModelError(f"--only {unknown}: no such claim; claims are {[n for n, _ in CLAIMS]}")
+
+    def progress(done: int, total: int, name: str) -> None:
+        width = 24
+        filled = width * done // max(total, 1)
+        label = "done" if done == total else name
+        print(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<24}",
+            end="\n" if done == total else "",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    report = run_report(quick=args.quick, seed=args.seed, only=tuple(args.only or ()),
+                        progress=None if args.no_progress else progress)
+    files = write_report(report, args.out)
+    return {
+        "passed": report.passed,
+        "all_hold": report.passed,
+        "quick": report.quick,
+        "seconds": report.seconds,
+        "out": str(args.out),
+        "files": [str(f) for f in files],
+        "claims": [
+            {
+                "name": c.name,
+                "measured": c.measured if math.isfinite(c.measured) else str(c.measured),
+                "bound": c.bound if math.isfinite(c.bound) else str(c.bound),
+                "verdict": c.verdict,
+                "seconds": c.seconds,
+            }
+            for c in report.claims
+        ],
+    }
+
+
+def _print_report(result: dict[str, Any]) -> None:
+    print(f"{'claim':<22} {'measured':>12} {'bound':>12}  verdict   seconds")
+    for c in result["claims"]:
+        m, b = c["measured"], c["bound"]
+        ms = f"{m:12.4g}" if isinstance(m, float) else f"{m:>12}"
+        bs = f"{b:12.4g}" if isinstance(b, float) else f"{b:>12}"
+        print(f"{c['name']:<22} {ms} {bs}  {c['verdict']:<9} {c['seconds']:7.1f}")
+    verdict = "all checked claims pass" if result["passed"] else "SOME CLAIMS FAIL"
+    print(f"{verdict}; {result['seconds']:.1f} s; wrote {result['out']}/report.md, report.json")
+
+
 def _run_mutants(args: argparse.Namespace) -> dict[str, Any]:
     from verify.checks.planted import AREAS
 
@@ -965,6 +1040,7 @@ _COMMANDS: dict[
     "pessimism": (_run_pessimism, _plot_pessimism, _print_pessimism),
     "assumptions": (_run_assumptions, None, _print_assumptions),
     "mutants": (_run_mutants, None, _print_mutants),
+    "report": (_run_report, None, _print_report),
     "instance": (_run_instance, None, _print_instance),
     "check": (_run_check, None, _print_check),
 }
