@@ -9,12 +9,17 @@
 * :func:`pessimism_sweep` -- the true ``J`` of pessimistic offline MA-PPO's learned policy
   against the bonus scale, over seeded datasets, next to ``J*``, the behaviour policy and
   online MA-PPO (SPEC section 6).
+
+The sweeps' independent pieces (one per target, per ``K``, per dataset) run through
+:func:`verify.executors.map_seeded` on ``executor`` (default: a local process pool); the
+numbers do not depend on the executor.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -40,6 +45,7 @@ from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.truncation import Weights, decay_profile, truncated_gradient
 from reference.networked.utilities import Utility
 from reference.tabular import policy_iteration
+from verify.executors import map_seeded
 
 __all__ = [
     "DecaySweep",
@@ -130,15 +136,20 @@ class SampleComplexity:
 
     Attributes:
         epsilon: ``(E,)`` targets for ``||grad F||^2`` above the floor.
-        samples: ``(E,)`` agent-steps used when ``||grad F(theta_k)||^2 <= floor + epsilon``
-            first held (NaN if never within the run).
+        runs: ``(E, R)`` agent-steps each independent run used before
+            ``||grad F(theta_k)||^2 <= floor + epsilon`` first held (``inf`` if it never did
+            within the run: a right-censored count).
+        samples: ``(E,)`` the median of each row of ``runs`` (censored runs count as larger
+            than every finite one); NaN where that median is censored.
         floor: the truncation floor ``max_k ||ghat - grad F||^2`` over the runs.
-        slope: fitted ``d log(samples) / d log(1/epsilon)`` (least squares over reached
-            targets); theory predicts 2 up to logarithms (SPEC section 4).
-        seeds: the ``SeedSequence`` entropy and spawn keys used, one per target.
+        slope: fitted ``d log(samples) / d log(1/epsilon)`` (least squares over the targets
+            with a finite median); theory predicts 2 up to logarithms (SPEC section 4).
+        seeds: the ``SeedSequence`` entropy and spawn key of every run, target-major (run
+            ``r`` of target ``e`` is entry ``e R + r``).
     """
 
     epsilon: FloatArray
+    runs: FloatArray
     samples: FloatArray
     floor: float
     slope: float
@@ -155,19 +166,28 @@ def sample_complexity_sweep(
     step_size: float = 0.5,
     batch_per_inverse_epsilon: float = 2.0,
     max_iterations: int = 200,
+    *,
+    repeats: int = 1,
+    executor: Executor | None = None,
 ) -> SampleComplexity:
     """Samples for Algorithm 1 to reach ``||grad F||^2 <= floor + epsilon``, per ``epsilon``.
 
     For each target the batch sizes scale like ``1/epsilon`` (the variance of the
     gradient estimate must fall below ``epsilon``) and the run stops at the first iterate
     that meets the target; the exact ``||grad F||`` is recorded by the dense oracle.  The
-    floor is the squared truncation error at ``kappa``.  Children are seeded with
-    ``SeedSequence(seed).spawn``.
+    floor is the squared truncation error at ``kappa``.  Each target is run ``repeats``
+    times from independent generators and summarised by the median count, which a single
+    slow or censored run cannot move far.  The ``len(epsilons) * repeats`` runs are seeded
+    with ``SeedSequence(seed).spawn`` and run as independent pieces on ``executor``
+    (:func:`verify.executors.map_seeded`, default a local process pool).
     """
-    children = np.random.SeedSequence(seed).spawn(len(epsilons))
-    floor = 0.0
-    reached = []
-    for eps, child in zip(epsilons, children, strict=True):
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ModelError(f"repeats = {repeats!r}, expected an integer >= 1")
+    eps_arr = np.asarray(epsilons, dtype=np.float64)
+    if eps_arr.ndim != 1 or eps_arr.size == 0 or not np.all(eps_arr > 0):
+        raise ModelError(f"epsilons = {list(epsilons)!r}, expected positive targets")
+    tasks = []
+    for eps in eps_arr:
         batch = max(16, int(np.ceil(batch_per_inverse_epsilon / eps)))
         # horizons with gamma^H <= eps: the truncation bias is below the target
         horizon = int(np.ceil(np.log(eps) / np.log(model.gamma))) + 1 if model.gamma > 0 else 1
@@ -181,19 +201,41 @@ def sample_complexity_sweep(
             occupancy_horizon=horizon,
             critic_horizon=horizon,
         )
-        used, floors = _run_until(model, policy, utilities, cfg, np.random.default_rng(child), eps)
-        floor = max(floor, float(np.max(floors**2)) if floors.size else 0.0)
-        reached.append(used)
-    eps_arr = np.asarray(epsilons, dtype=np.float64)
-    samples = np.array(reached, dtype=np.float64)
+        task = _ComplexityTask(model, policy, tuple(utilities), cfg, float(eps))
+        tasks += [task] * repeats
+    done = map_seeded(_complexity_piece, tasks, executor=executor, seed=seed)
+    floor = max([0.0, *(f for _, f in done.results)])
+    runs = np.array([used for used, _ in done.results], dtype=np.float64)
+    runs = np.where(np.isnan(runs), np.inf, runs).reshape(eps_arr.size, repeats)
+    # the lower median of each row, censored (inf) runs sorting last
+    median = np.sort(runs, axis=1)[:, (repeats - 1) // 2]
+    samples = np.where(np.isfinite(median), median, np.nan)
     ok = np.isfinite(samples)
     slope = (
         float(np.polyfit(np.log(1.0 / eps_arr[ok]), np.log(samples[ok]), 1)[0])
         if ok.sum() >= 2
         else float("nan")
     )
-    seeds = tuple((int(seed), tuple(int(k) for k in c.spawn_key)) for c in children)
-    return SampleComplexity(frozen(eps_arr), frozen(samples), floor, slope, seeds)
+    return SampleComplexity(
+        frozen(eps_arr), frozen(runs), frozen(samples), floor, slope, done.children
+    )
+
+
+@dataclass(frozen=True)
+class _ComplexityTask:
+    """One target of :func:`sample_complexity_sweep`."""
+
+    model: NetworkedMDP
+    policy: LocalizedSoftmaxPolicy
+    utilities: tuple[Utility, ...]
+    cfg: Algorithm1Config
+    eps: float
+
+
+def _complexity_piece(task: _ComplexityTask, rng: np.random.Generator) -> tuple[float, float]:
+    """Agent-steps to reach the target and the largest squared truncation floor seen."""
+    used, floors = _run_until(task.model, task.policy, task.utilities, task.cfg, rng, task.eps)
+    return used, float(np.max(floors**2)) if floors.size else 0.0
 
 
 def _run_until(
@@ -259,6 +301,8 @@ def mappo_gap_sweep(
     K_grid: Sequence[int],
     beta: float | None = None,
     features: str = "one-hot",
+    *,
+    executor: Executor | None = None,
 ) -> GapSweep:
     """Run exact-Q MA-PPO from the uniform policy once per ``K`` (its schedule
     ``beta_k = beta sqrt(K)`` depends on ``K``) and record the gaps next to ``B(K)``.
@@ -266,7 +310,9 @@ def mappo_gap_sweep(
     ``beta`` defaults to the tuned ``sqrt(N / (8 log|A|)) / (1 - gamma)``.  One-hot features
     use the exact mirror-descent step (identical to the one-hot log-linear step, see
     ``tests/test_mappo.py``); ``"product"`` uses the exact least-squares log-linear step in
-    product features, i.e. independent policies.
+    product features, i.e. independent policies.  The runs (deterministic: the generator
+    :func:`~verify.executors.map_seeded` hands them is unused) are independent pieces on
+    ``executor``, default a local process pool.
     """
     ks = [int(k) for k in K_grid]
     if not ks or min(ks) < 1:
@@ -274,35 +320,47 @@ def mappo_gap_sweep(
     if features not in ("one-hot", "product"):
         raise ModelError(f"features = {features!r}, expected 'one-hot' or 'product'")
     b = tuned_beta(game.n_agents, game.log_action_count, game.gamma) if beta is None else beta
-    avg, last, bound = [], [], []
-    j_star = float("nan")
-    for K in ks:
-        if features == "one-hot":
-            h = run_mappo(game, K, b, output="last")
-        else:
-            h = run_mappo(
-                game,
-                K,
-                b,
-                step="loglinear",
-                features=IndicatorFeatures.product(game),
-                output="last",
-            )
-        avg.append(h.average_gap)
-        last.append(h.last_gap)
-        # zero error terms for exact steps; the plug-in bound of mappo-bound.md#inexact else
-        bound.append(h.bound + float(h.error_terms.sum()) / (K * (1 - game.gamma)))
-        j_star = h.J_star
+    tasks = [_GapTask(game, K, float(b), features) for K in ks]
+    rows = map_seeded(_gap_piece, tasks, executor=executor, seed=0).results
     return GapSweep(
         K=np.asarray(ks, dtype=np.int64),
-        average_gap=frozen(avg),
-        last_gap=frozen(last),
-        bound=frozen(bound),
+        average_gap=frozen([r[0] for r in rows]),
+        last_gap=frozen([r[1] for r in rows]),
+        bound=frozen([r[2] for r in rows]),
         beta=float(b),
-        J_star=j_star,
+        J_star=rows[-1][3],
         features=features,
         game=game.name,
     )
+
+
+@dataclass(frozen=True)
+class _GapTask:
+    """One ``K`` of :func:`mappo_gap_sweep`."""
+
+    game: CooperativeMarkovGame
+    K: int
+    beta: float
+    features: str
+
+
+def _gap_piece(task: _GapTask, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """``(average gap, last gap, bound, J*)`` of one exact-Q MA-PPO run; ``rng`` is unused."""
+    game, K = task.game, task.K
+    if task.features == "one-hot":
+        h = run_mappo(game, K, task.beta, output="last")
+    else:
+        h = run_mappo(
+            game,
+            K,
+            task.beta,
+            step="loglinear",
+            features=IndicatorFeatures.product(game),
+            output="last",
+        )
+    # zero error terms for exact steps; the plug-in bound of mappo-bound.md#inexact else
+    bound = h.bound + float(h.error_terms.sum()) / (K * (1 - game.gamma))
+    return float(h.average_gap), float(h.last_gap), float(bound), float(h.J_star)
 
 
 VALIDITY_DELTA = 1e-9
@@ -434,6 +492,7 @@ def pessimism_sweep(
     beta: float,
     lambda_reg: float = 1.0,
     seed: int = 0,
+    executor: Executor | None = None,
 ) -> PessimismSweep:
     """True ``J`` of pessimistic MA-PPO's learned policy ``pi_K`` against the bonus scale
     (SPEC section 6).
@@ -450,7 +509,8 @@ def pessimism_sweep(
     ``H = 1/(1 - gamma)``, from the uniform policy for ``K`` iterations with
     ``beta_k = beta sqrt(K)``.  Per scale the mean of ``J(pi_K)`` over the datasets carries the
     Student-t 95% half-width ``t_{0.975, seeds-1} sd / sqrt(seeds)``; it describes the spread
-    over datasets and is not a certified bound.
+    over datasets and is not a certified bound.  The datasets are independent pieces on
+    ``executor`` (:func:`verify.executors.map_seeded`, default a local process pool).
     """
     sc = _check_pessimism_arguments(scales, coverage, n_samples, seeds, K, beta, lambda_reg, seed)
     g = game.gamma
@@ -459,22 +519,15 @@ def pessimism_sweep(
     b = behaviour_policy(game, coverage, safe)
     behaviour_J = evaluate_game(game, ConditionalPolicy.from_joint(game, b)).J
     online_J = float(run_mappo(game, K, beta, output="last").J[-1])
-    children = np.random.SeedSequence(seed).spawn(seeds)
+    task = _PessimismTask(game, n_samples, coverage, safe, sc, K, beta, lambda_reg)
+    runs = map_seeded(_pessimism_piece, [task] * seeds, executor=executor, seed=seed)
     J = np.empty((sc.size, seeds))
     event = np.empty((sc.size, seeds), dtype=bool)
     validity = np.empty(seeds)
-    for j, child in enumerate(children):
-        ds = sample_dataset(
-            game, n_samples, np.random.default_rng(child), coverage=coverage, safe_actions=safe
-        )
-        critic = tabular_critic(game, ds, 0.0, lambda_reg)
-        validity[j] = tabular_validity_coefficient(critic, VALIDITY_DELTA) * (1 - g)
-        for i, scale in enumerate(sc):
-            hist = run_pessimistic_mappo(
-                game, ds, K, beta, bonus_coefficient=float(scale) / (1 - g), lambda_reg=lambda_reg
-            )
-            J[i, j] = hist.J[-1]
-            event[i, j] = hist.event_all
+    for j, (column, held, valid) in enumerate(runs.results):
+        J[:, j] = column
+        event[:, j] = held
+        validity[j] = valid
     sd = np.std(J, axis=1, ddof=1)
     half = float(scipy.stats.t.ppf(0.975, seeds - 1)) * sd / math.sqrt(seeds)
     event.setflags(write=False)
@@ -502,5 +555,46 @@ def pessimism_sweep(
         gamma=float(g),
         seed=int(seed),
         # a child of SeedSequence(seed) keeps the root's entropy, seed
-        children=tuple((int(seed), tuple(int(k) for k in c.spawn_key)) for c in children),
+        children=runs.children,
     )
+
+
+@dataclass(frozen=True)
+class _PessimismTask:
+    """The arguments every dataset of :func:`pessimism_sweep` shares."""
+
+    game: CooperativeMarkovGame
+    n_samples: int
+    coverage: float
+    safe_actions: IntArray
+    scales: FloatArray
+    K: int
+    beta: float
+    lambda_reg: float
+
+
+def _pessimism_piece(
+    task: _PessimismTask, rng: np.random.Generator
+) -> tuple[FloatArray, npt.NDArray[np.bool_], float]:
+    """One dataset drawn with ``rng``: ``J(pi_K)`` and the event per scale, and the dataset's
+    validity scale."""
+    game, g = task.game, task.game.gamma
+    ds = sample_dataset(
+        game, task.n_samples, rng, coverage=task.coverage, safe_actions=task.safe_actions
+    )
+    critic = tabular_critic(game, ds, 0.0, task.lambda_reg)
+    validity = tabular_validity_coefficient(critic, VALIDITY_DELTA) * (1 - g)
+    J = np.empty(task.scales.size)
+    event = np.empty(task.scales.size, dtype=bool)
+    for i, scale in enumerate(task.scales):
+        hist = run_pessimistic_mappo(
+            game,
+            ds,
+            task.K,
+            task.beta,
+            bonus_coefficient=float(scale) / (1 - g),
+            lambda_reg=task.lambda_reg,
+        )
+        J[i] = hist.J[-1]
+        event[i] = hist.event_all
+    return J, event, float(validity)

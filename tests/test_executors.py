@@ -1,0 +1,240 @@
+"""Seeded sweeps on any executor (verify/executors.py): the numbers depend on the root seed
+and the task list only, never on the executor, its worker count or the order in which the
+pieces finish; every piece replays from its recorded ``SeedSequence`` child; a Dask
+``LocalCluster`` reached through ``client.get_executor()`` or a ``dask://`` URL gives the
+same numbers as a serial run."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+import distributed
+import numpy as np
+import pytest
+
+import verify.executors as executors
+from reference.errors import ModelError
+from reference.instances import climbing, line_message, rare_stall
+from reference.networked.exact import solve
+from reference.networked.policy import LocalizedSoftmaxPolicy
+from verify.cli import main
+from verify.executors import SeededResults, SerialExecutor, executor_from_url, map_seeded
+from verify.experiments import mappo_gap_sweep, pessimism_sweep, sample_complexity_sweep
+from verify.report import _occupancy_piece, _pdl_piece, run_report
+
+
+def _draws(size: int, rng: np.random.Generator) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return rng.standard_normal(size)
+
+
+def _same(a: SeededResults[Any], b: SeededResults[Any]) -> None:
+    assert a.seed == b.seed and a.children == b.children
+    assert len(a.results) == len(b.results)
+    for x, y in zip(a.results, b.results, strict=True):
+        if isinstance(x, tuple):
+            for u, v in zip(x, y, strict=True):
+                np.testing.assert_array_equal(u, v)
+        else:
+            np.testing.assert_array_equal(x, y)
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {
+    "serial": SerialExecutor,
+    "threads": lambda: ThreadPoolExecutor(max_workers=2),
+    "processes": lambda: ProcessPoolExecutor(max_workers=2),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXECUTORS))
+def test_results_do_not_depend_on_the_executor(kind: str) -> None:
+    """Occupancy estimates from seeded rollouts (``verify.report``'s pieces) are bitwise the
+    same on every executor as on the serial reference route and on the default pool."""
+    tasks = [200, 50, 400, 100, 300]
+    reference = map_seeded(_occupancy_piece, tasks, executor=SerialExecutor(), seed=7)
+    with EXECUTORS[kind]() as ex:
+        _same(map_seeded(_occupancy_piece, tasks, executor=ex, seed=7), reference)
+    _same(map_seeded(_occupancy_piece, tasks, seed=7, max_workers=2), reference)
+
+
+def test_children_are_spawned_recorded_and_replay() -> None:
+    """Task ``i`` gets ``SeedSequence(seed).spawn(n)[i]``; the record rebuilds it, and
+    ``fn(task, results.rng(i))`` replays ``results[i]`` on its own."""
+    tasks = [3, 3, 5, 0]
+    res = map_seeded(_draws, tasks, executor=SerialExecutor(), seed=11)
+    spawned = np.random.SeedSequence(11).spawn(len(tasks))
+    assert res.seed == 11
+    assert res.children == tuple((11, tuple(c.spawn_key)) for c in spawned)
+    assert res.children == tuple((11, (i,)) for i in range(len(tasks)))
+    for i, (task, child) in enumerate(zip(tasks, spawned, strict=True)):
+        np.testing.assert_array_equal(res.results[i], _draws(task, np.random.default_rng(child)))
+        np.testing.assert_array_equal(res.results[i], _draws(task, res.rng(i)))
+        assert res.child(i).spawn_key == child.spawn_key
+    # equal tasks get different streams, and another root seed changes every stream
+    assert not np.array_equal(res.results[0], res.results[1])
+    other = map_seeded(_draws, tasks, executor=SerialExecutor(), seed=12)
+    assert not any(np.array_equal(a, b) for a, b in zip(res.results[:3], other.results[:3], strict=True))
+
+
+def test_no_tasks() -> None:
+    res = map_seeded(_draws, [], seed=0)
+    assert res.results == () and res.children == ()
+
+
+def _fail_on_odd(task: int, rng: np.random.Generator) -> int:
+    if task % 2:
+        raise ValueError(f"task {task} is odd")
+    return task
+
+
+@pytest.mark.parametrize("kind", ["serial", "threads"])
+def test_the_first_failure_in_task_order_propagates(kind: str) -> None:
+    with EXECUTORS[kind]() as ex, pytest.raises(ValueError, match="task 3 is odd"):
+        map_seeded(_fail_on_odd, [0, 2, 3, 4, 5], executor=ex, seed=0)
+
+
+def test_serial_executor_refuses_work_after_shutdown() -> None:
+    ex = SerialExecutor()
+    assert ex.submit(sum, [1, 2]).result() == 3
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(sum, [1, 2])
+
+
+def test_executor_is_used_not_shut_down() -> None:
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        map_seeded(_draws, [1], executor=ex, seed=0)
+        assert ex.submit(threading.get_ident).result() > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"seed": -1}, "seed = -1"),
+        ({"seed": True}, "seed = True"),
+        ({"seed": 1.5}, "seed = 1.5"),
+        ({"seed": 0, "max_workers": 0}, "max_workers = 0"),
+        ({"seed": 0, "max_workers": 2, "executor": SerialExecutor()}, "sizes the default"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ModelError, match=fragment.replace(".", r"\.")):
+        map_seeded(_draws, [1], **kwargs)
+
+
+def test_executor_from_url() -> None:
+    for url, kind in ((None, ProcessPoolExecutor), ("local", ProcessPoolExecutor),
+                      ("threads", ThreadPoolExecutor), ("serial", SerialExecutor)):
+        with executor_from_url(url) as ex:
+            assert isinstance(ex, kind)
+    for bad in ("spark://host:1", "dask://", "dask://host", "dask://host:port", ""):
+        with pytest.raises(ModelError, match="expected"):
+            executor_from_url(bad)
+
+
+def test_unreachable_scheduler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executors, "DASK_CONNECT_TIMEOUT", 0.5)
+    with pytest.raises(ModelError, match=r"no Dask scheduler answered at 127\.0\.0\.1:1"):
+        executor_from_url("dask://127.0.0.1:1")
+
+
+def test_sweeps_do_not_depend_on_the_executor() -> None:
+    """The three sweeps built on ``map_seeded`` give identical records on a serial executor
+    and on a process pool."""
+    inst = line_message(3)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model, 0)
+    utils = inst.utilities("linear")
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        runs = [
+            sample_complexity_sweep(inst.model, pol, utils, [0.05, 0.02], seed=3,
+                                    max_iterations=10, batch_per_inverse_epsilon=0.5,
+                                    repeats=2, executor=ex)
+            for ex in (SerialExecutor(), pool)
+        ]
+        gaps = [mappo_gap_sweep(climbing(), [2, 8], executor=ex) for ex in (SerialExecutor(), pool)]
+        pess = [
+            pessimism_sweep(rare_stall(), coverage=0.15, n_samples=2000, scales=[0.0, 0.5],
+                            seeds=3, K=4, beta=0.1, seed=5, executor=ex)
+            for ex in (SerialExecutor(), pool)
+        ]
+    np.testing.assert_array_equal(runs[0].runs, runs[1].runs)
+    assert runs[0].seeds == runs[1].seeds and len(runs[0].seeds) == 4
+    assert runs[0].runs.shape == (2, 2)
+    np.testing.assert_array_equal(gaps[0].average_gap, gaps[1].average_gap)
+    np.testing.assert_array_equal(pess[0].J, pess[1].J)
+    np.testing.assert_array_equal(pess[0].event, pess[1].event)
+    assert pess[0].children == pess[1].children
+
+
+def test_sample_complexity_median_counts_censored_runs_last() -> None:
+    """With one iteration, targets a thousandth of ``||grad F(theta_0)||^2`` are out of reach:
+    every count is censored (``inf``), the medians are NaN and no slope is fitted."""
+    inst = line_message(3)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model, 0)
+    g0 = solve(inst.model, pol, inst.utilities("linear")).gradient_norm ** 2
+    res = sample_complexity_sweep(inst.model, pol, inst.utilities("linear"),
+                                  [1e-3 * g0, 5e-4 * g0], seed=0, max_iterations=1, repeats=3,
+                                  batch_per_inverse_epsilon=0.01, executor=SerialExecutor())
+    assert np.all(np.isinf(res.runs)) and np.all(np.isnan(res.samples))
+    assert np.isnan(res.slope)
+    with pytest.raises(ModelError, match="repeats = 0"):
+        sample_complexity_sweep(inst.model, pol, inst.utilities("linear"), [0.1], seed=0,
+                                repeats=0)
+    with pytest.raises(ModelError, match="epsilons"):
+        sample_complexity_sweep(inst.model, pol, inst.utilities("linear"), [0.1, -1.0], seed=0)
+
+
+def test_report_does_not_depend_on_the_executor() -> None:
+    only = ("ma-pdl", "occupancy-estimator")
+    serial = run_report(quick=True, seed=4, only=only, executor=SerialExecutor())
+    pooled = run_report(quick=True, seed=4, only=only)
+    for a, b in zip(serial.claims, pooled.claims, strict=True):
+        assert (a.name, a.measured, a.bound, a.verdict) == (b.name, b.measured, b.bound, b.verdict)
+        assert a.children == b.children and a.children
+        assert a.series == b.series
+
+
+# ---------------------------------------------------------------------- Dask
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[distributed.LocalCluster]:
+    """Two single-threaded worker processes; the pieces are pickled to them and back."""
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as c:
+        yield c
+
+
+def test_dask_client_executor_gives_the_serial_numbers(cluster: distributed.LocalCluster) -> None:
+    tasks = [200, 50, 400, 100]
+    reference = map_seeded(_occupancy_piece, tasks, executor=SerialExecutor(), seed=9)
+    with distributed.Client(cluster) as client:
+        ex = client.get_executor()
+        _same(map_seeded(_occupancy_piece, tasks, executor=ex, seed=9), reference)
+        _same(map_seeded(_pdl_piece, [2, 2], executor=ex, seed=1),
+              map_seeded(_pdl_piece, [2, 2], executor=SerialExecutor(), seed=1))
+        gap = mappo_gap_sweep(climbing(), [2, 8], executor=ex)
+    np.testing.assert_array_equal(
+        gap.average_gap, mappo_gap_sweep(climbing(), [2, 8], executor=SerialExecutor()).average_gap
+    )
+
+
+def test_report_on_a_running_scheduler(
+    cluster: distributed.LocalCluster, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``marl-oracle report --executor dask://HOST:PORT`` measures what ``--executor serial``
+    measures."""
+    address = cluster.scheduler_address.removeprefix("tcp://")
+    outputs = []
+    for url in (f"dask://{address}", "serial"):
+        argv = ["report", "--quick", "--only", "ma-pdl", "--only", "occupancy-estimator",
+                "--no-progress", "--json", "--out", str(tmp_path / url.replace("/", "_")),
+                "--executor", url]
+        assert main(argv) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    dask_run, serial_run = outputs
+    assert [(c["name"], c["measured"]) for c in dask_run["claims"]] == [
+        (c["name"], c["measured"]) for c in serial_run["claims"]
+    ]
