@@ -273,7 +273,8 @@ def test_mutants_exit_status_reports_a_survivor(
     fake = dataclasses.replace(correct, name="not-a-bug", bug="actually correct")
     monkeypatch.setattr(gae, "MUTANTS", (fake,))
     monkeypatch.setattr(gae, "CORRECT", ())
-    assert main(["mutants", "--area", "gae"]) == 1
+    # serial: the patch lives in this process (a spawned pool would not see it)
+    assert main(["mutants", "--area", "gae", "--executor", "serial"]) == 1
     out = capsys.readouterr().out
     assert "SURVIVED" in out and "0 of 1 planted bugs caught" in out
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import verify.report as rep
+from verify.executors import SerialExecutor
 from verify.report import Claim, Report, run_report, write_report
 
 FAST = ("gradient-routes", "ma-pdl", "kappa-decay-beta0", "sample-complexity", "mappo-gap")
@@ -52,7 +53,8 @@ def test_a_failing_claim_fails_the_report(monkeypatch: pytest.MonkeyPatch) -> No
         return dataclasses.replace(res, difference=res.difference + 1e-6)
 
     monkeypatch.setattr(rep, "multi_agent_pdl", off)
-    report = run_report(quick=True, only=("ma-pdl",))
+    # serial: the patch lives in this process (a spawned pool would not see it)
+    report = run_report(quick=True, only=("ma-pdl",), executor=SerialExecutor())
     assert report.claims[0].verdict == "fail" and not report.passed
 
 

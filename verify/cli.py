@@ -24,7 +24,7 @@ Subcommands (``--json`` prints one JSON object):
 
         marl-oracle mappo-gap --game climbing|ratio|random --K 4,16,64,256 [--beta B]
                               [--features one-hot|product] [--seed 0] [--json]
-                              [--plot FILE.png]
+                              [--plot FILE.png] [--executor URL]
 
 ``pessimism``
     Pessimistic offline MA-PPO against the size of its bonus (SPEC section 6).  Each of
@@ -43,7 +43,7 @@ Subcommands (``--json`` prints one JSON object):
         marl-oracle pessimism [--game rare-stall] [--gamma 0.9] [--coverage 0.15]
                               [--samples 10000] [--scales 0,0.5,1,2] [--seeds 20] [--K 32]
                               [--beta 0.1] [--lambda 1.0] [--seed 0] [--json]
-                              [--plot FILE.png]
+                              [--plot FILE.png] [--executor URL]
 
 ``assumptions``
     The assumptions behind the theory, measured on a named model (``verify/assumptions.py``).
@@ -71,13 +71,14 @@ Subcommands (``--json`` prints one JSON object):
     ``--out`` and exits 1 if a claim fails::
 
         marl-oracle report [--quick] [--out report] [--seed 0] [--only CLAIM] [--json]
+                           [--executor local|threads|serial|dask://HOST:PORT]
 
 ``mutants``
     Every planted bug of :mod:`verify.checks.planted` through the check meant to catch it,
     and every correct implementation through its check; exit status 1 unless every bug is
     caught and every correct implementation passes::
 
-        marl-oracle mutants [--area tabular] [--json]
+        marl-oracle mutants [--area tabular] [--json] [--executor URL]
 
 ``instance``
     Write a named instance to an exchange file (``verify/files.py``), so that an
@@ -116,7 +117,9 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -140,6 +143,35 @@ def _add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--utility", choices=("linear", "entropy"), default="linear")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_executor_argument(parser: argparse.ArgumentParser) -> None:
+    """``--executor URL``: where the command's independent pieces run."""
+    parser.add_argument(
+        "--executor",
+        default="local",
+        metavar="URL",
+        help=(
+            "where independent pieces run: local (a process pool, the default), threads, "
+            "serial, or dask://HOST:PORT (a running Dask scheduler; extra 'dask'); the "
+            "numbers do not depend on it"
+        ),
+    )
+
+
+@contextmanager
+def _executor(args: argparse.Namespace) -> Iterator[Executor]:
+    """The executor of ``--executor``, shut down when the command is done."""
+    from verify.executors import executor_from_url
+
+    try:
+        executor = executor_from_url(args.executor)
+    except ImportError as exc:  # dask:// without the extra: a usage error, not a crash
+        raise ModelError(str(exc)) from None
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated action counts of the random game (one per agent)",
     )
     gap.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_executor_argument(gap)
     gap.add_argument("--plot", metavar="FILE.png", help="write a log-log plot (matplotlib)")
     pess = sub.add_parser(
         "pessimism",
@@ -226,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pess.add_argument("--seed", type=int, default=0, help="root of the dataset seeds")
     pess.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_executor_argument(pess)
     pess.add_argument("--plot", metavar="FILE.png", help="write a plot of J against the scale")
     # assumptions: the shared instance options, with --instance re-declared (conflict
     # handler "resolve") so that it and --game form one required, mutually exclusive choice
@@ -274,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this area (repeatable), e.g. tabular, gae",
     )
     mutants.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_executor_argument(mutants)
     inst = sub.add_parser(
         "instance",
         help="write a named instance (and its parameters) to an exchange file",
@@ -336,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--only", action="append", metavar="CLAIM", help="only this claim")
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
     report.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_executor_argument(report)
     return parser
 
 
@@ -368,7 +404,8 @@ def _run_gap(args: argparse.Namespace) -> dict[str, Any]:
         game = random_game(rng, args.states, tuple(args.actions), args.gamma)
     else:
         game = GAMES[args.game](args.gamma)
-    sweep = mappo_gap_sweep(game, args.K, args.beta, args.features)
+    with _executor(args) as executor:
+        sweep = mappo_gap_sweep(game, args.K, args.beta, args.features, executor=executor)
     return {
         "game": game.name,
         "agents": game.n_agents,
@@ -421,17 +458,19 @@ def _run_pessimism(args: argparse.Namespace) -> dict[str, Any]:
     from verify.experiments import VALIDITY_DELTA, pessimism_sweep
 
     game = GAMES[args.game](args.gamma)
-    sweep = pessimism_sweep(
-        game,
-        coverage=args.coverage,
-        n_samples=args.samples,
-        scales=args.scales,
-        seeds=args.seeds,
-        K=args.K,
-        beta=args.beta,
-        lambda_reg=args.lambda_reg,
-        seed=args.seed,
-    )
+    with _executor(args) as executor:
+        sweep = pessimism_sweep(
+            game,
+            coverage=args.coverage,
+            n_samples=args.samples,
+            scales=args.scales,
+            seeds=args.seeds,
+            K=args.K,
+            beta=args.beta,
+            lambda_reg=args.lambda_reg,
+            seed=args.seed,
+            executor=executor,
+        )
     return {
         "game": sweep.game,
         "agents": game.n_agents,
@@ -791,8 +830,10 @@ def _run_report(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
 
-    report = run_report(quick=args.quick, seed=args.seed, only=tuple(args.only or ()),
-                        progress=None if args.no_progress else progress)
+    with _executor(args) as executor:
+        report = run_report(quick=args.quick, seed=args.seed, only=tuple(args.only or ()),
+                            progress=None if args.no_progress else progress,
+                            executor=executor)
     files = write_report(report, args.out)
     return {
         "passed": report.passed,
@@ -826,33 +867,29 @@ def _print_report(result: dict[str, Any]) -> None:
 
 
 def _run_mutants(args: argparse.Namespace) -> dict[str, Any]:
-    from verify.checks.planted import AREAS
+    from verify.checks.planted import AREAS, run_planted
 
-    rows = []
-    for area, module in AREAS.items():
-        if args.area and area not in args.area:
-            continue
-        for kind, entries in (("mutant", module.MUTANTS), ("correct", module.CORRECT)):
-            for entry in entries:
-                start = time.perf_counter()
-                report = entry.run()
-                rows.append(
-                    {
-                        "area": area,
-                        "kind": kind,
-                        "name": entry.name,
-                        "bug": entry.bug,
-                        "check": entry.check,
-                        "cases": report.cases,
-                        "failures": report.failures,
-                        "passed": report.passed,
-                        "verdict_ok": (not report.passed) if kind == "mutant" else report.passed,
-                        "where": report.where,
-                        "seconds": time.perf_counter() - start,
-                    }
-                )
-    if not rows:
-        raise ModelError(f"--area {args.area!r} matches no area of {sorted(AREAS)}")
+    unknown = [a for a in args.area or () if a not in AREAS]
+    if unknown:
+        raise ModelError(f"--area {unknown!r} matches no area of {sorted(AREAS)}")
+    with _executor(args) as executor:
+        verdicts = run_planted(args.area, executor=executor)
+    rows = [
+        {
+            "area": v.area,
+            "kind": v.kind,
+            "name": v.name,
+            "bug": v.bug,
+            "check": v.check,
+            "cases": v.cases,
+            "failures": v.failures,
+            "passed": v.passed,
+            "verdict_ok": v.verdict_ok,
+            "where": v.where,
+            "seconds": v.seconds,
+        }
+        for v in verdicts
+    ]
     return {
         "rows": rows,
         "mutants": sum(r["kind"] == "mutant" for r in rows),

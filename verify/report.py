@@ -15,12 +15,14 @@ import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
+from reference._arrays import FloatArray
 from reference.cooperative import (
     multi_agent_pdl,
     random_game,
@@ -29,6 +31,7 @@ from reference.cooperative import (
     tuned_beta,
 )
 from reference.cooperative.policy import ConditionalPolicy
+from reference.errors import ModelError
 from reference.instances import climbing, line_message, rare_stall
 from reference.networked.algorithm import (
     finite_horizon_occupancy,
@@ -44,6 +47,8 @@ from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.sampling import rollout
 from verify.assumptions import spread_tolerance
 from verify.bounds import l1_radius, sign_test_wins, split_delta
+from verify.checks.planted import run_planted
+from verify.executors import SeededResults, map_seeded
 from verify.experiments import (
     kappa_decay_sweep,
     mappo_gap_sweep,
@@ -52,7 +57,7 @@ from verify.experiments import (
 )
 from verify.tolerances import gradient_tolerance, linear_solve_tolerance
 
-__all__ = ["Claim", "Report", "run_report", "write_report"]
+__all__ = ["CLAIMS", "Claim", "ClaimContext", "Measurement", "Report", "run_report", "write_report"]
 
 Verdict = Literal["pass", "fail", "reported"]
 
@@ -74,6 +79,8 @@ class Claim:
         seed: the root seed of any randomness (``None`` if deterministic).
         seconds: wall time of the measurement.
         series: named lists behind the plot of this claim, if any.
+        children: ``(entropy, spawn_key)`` of the ``SeedSequence`` children its pieces
+            received (``verify.executors.map_seeded``), in task order; empty if none.
     """
 
     name: str
@@ -85,6 +92,7 @@ class Claim:
     seed: int | None
     seconds: float
     series: dict[str, list[float]] = field(default_factory=dict)
+    children: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,16 +113,53 @@ def _verdict(measured: float, bound: float) -> Verdict:
     return "pass" if measured <= bound else "fail"
 
 
-ClaimFn = Callable[[bool, int], tuple[str, str, float, float, dict[str, list[float]]]]
-"""``fn(quick, seed) -> (statement, instance, measured, bound, series)``; a NaN bound marks
-a reported value."""
+@dataclass(frozen=True)
+class ClaimContext:
+    """What every claim is measured with.
+
+    Attributes:
+        quick: smaller instances and fewer repetitions.
+        seed: root seed of the claim's randomness.
+        executor: where the claim's independent pieces run
+            (:func:`verify.executors.map_seeded`).
+    """
+
+    quick: bool
+    seed: int
+    executor: Executor
 
 
-def _gradient_routes(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-    n = 4 if quick else 6
+@dataclass(frozen=True)
+class Measurement:
+    """What one claim measured; the verdict is ``measured <= bound`` (NaN bound: reported).
+
+    Attributes:
+        statement: the claim with its source.
+        instance: the instance and settings.
+        measured: the left side of ``measured <= bound``.
+        bound: the right side (NaN for a reported value).
+        series: named lists behind the claim's plot.
+        children: ``(entropy, spawn_key)`` of every ``SeedSequence`` child the claim's pieces
+            received, in task order (empty if the claim is deterministic or unsplit).
+    """
+
+    statement: str
+    instance: str
+    measured: float
+    bound: float
+    series: dict[str, list[float]] = field(default_factory=dict)
+    children: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+
+ClaimFn = Callable[[ClaimContext], Measurement]
+"""A claim: measures itself in a :class:`ClaimContext`."""
+
+
+def _gradient_routes(ctx: ClaimContext) -> Measurement:
+    n = 4 if ctx.quick else 6
     inst = line_message(n)
     m = inst.model
-    policy = LocalizedSoftmaxPolicy.random(m, 0, np.random.default_rng(seed))
+    policy = LocalizedSoftmaxPolicy.random(m, 0, np.random.default_rng(ctx.seed))
     us = inst.utilities("entropy")
     sol = solve(m, policy, us)
     g1 = sol.gradient
@@ -125,21 +170,24 @@ def _gradient_routes(quick: bool, seed: int) -> tuple[str, str, float, float, di
         for x, y in ((g1, g2), (g1, g3))
         for a, b in zip(x, y, strict=True)
     )
-    tol = gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma))
-    return (
+    return Measurement(
         "grad F by shadow-reward policy gradient, forward chain rule and joint Q agree "
         "(SPEC section 2; proofs_notes/shadow-reward-gradient.md)",
         f"line-message n={n}, entropy utilities, random theta",
         gap,
-        tol,
-        {},
+        gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma)),
     )
 
 
-def _ma_pdl(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-    rng = np.random.default_rng(seed)
+PDL_TOLERANCE = 1e-10
+"""Agreement demanded of the two sides of the multi-agent PDL (the figure
+``tests/test_cooperative.py`` asserts; both sides are sums of LU-solved values of size at
+most ``1/(1-gamma) = 10``, whose rounding is below ``1e-13`` on these games)."""
+
+
+def _pdl_piece(games: int, rng: np.random.Generator) -> float:
+    """Largest ``|sum of agents' terms - (J(pi') - J(pi))|`` over ``games`` random games."""
     worst = 0.0
-    games = 5 if quick else 25
     for _ in range(games):
         game = random_game(rng, 3, (2, 3, 2), 0.9)
         pis = []
@@ -151,31 +199,36 @@ def _ma_pdl(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, A
             pis.append(ConditionalPolicy(game, conds))
         pdl = multi_agent_pdl(game, pis[0], pis[1])
         worst = max(worst, abs(pdl.total - pdl.difference))
-    return (
+    return worst
+
+
+def _ma_pdl(ctx: ClaimContext) -> Measurement:
+    pieces, per = (1, 5) if ctx.quick else (4, 25)
+    done = map_seeded(_pdl_piece, [per] * pieces, executor=ctx.executor, seed=ctx.seed)
+    return Measurement(
         "multi-agent performance difference lemma: J(pi') - J(pi) equals the sum of the "
         "agents' terms (SPEC section 5; proofs_notes/ma-pdl.md)",
-        f"{games} random games, N = 3, |A^m| = (2, 3, 2), |S| = 3, gamma 0.9",
-        worst,
-        1e-10,
-        {},
+        f"{pieces * per} random games, N = 3, |A^m| = (2, 3, 2), |S| = 3, gamma 0.9",
+        max(done.results),
+        PDL_TOLERANCE,
+        children=done.children,
     )
 
 
 def _decay(beta: int) -> ClaimFn:
-    def run(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-        n = 5 if quick else 7
+    def run(ctx: ClaimContext) -> Measurement:
+        n = 5 if ctx.quick else 7
         inst = line_message(n)
         policy = LocalizedSoftmaxPolicy.uniform(inst.model, beta)
         us = inst.utilities()
         sweep = kappa_decay_sweep(inst.model, policy, us)
-        tol = spread_tolerance(inst.model, solve(inst.model, policy, us))
-        return (
-            f"kappa-hop decay: max_i D_i(kappa) <= Delta gamma^t0 / (1 - gamma) for every kappa, "
-            f"beta = {beta} (SPEC section 3; proofs_notes/decay.md); measured is the largest "
-            "spread - bound, the bound the spreads' rounding allowance",
+        return Measurement(
+            f"kappa-hop decay: max_i D_i(kappa) <= Delta gamma^t0 / (1 - gamma) for every "
+            f"kappa, beta = {beta} (SPEC section 3; proofs_notes/decay.md); measured is the "
+            "largest spread - bound, the bound the spreads' rounding allowance",
             f"line-message n={n}, theta = 0, beta = {beta}",
             float(np.max(sweep.max_spread - sweep.bound)),
-            tol,
+            spread_tolerance(inst.model, solve(inst.model, policy, us)),
             {
                 "kappa": sweep.kappa.astype(float).tolist(),
                 "max_spread": sweep.max_spread.tolist(),
@@ -186,20 +239,19 @@ def _decay(beta: int) -> ClaimFn:
     return run
 
 
-def _truncated_gradient(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-    n = 5 if quick else 7
+def _truncated_gradient(ctx: ClaimContext) -> Measurement:
+    n = 5 if ctx.quick else 7
     inst = line_message(n)
     m = inst.model
     policy = LocalizedSoftmaxPolicy.uniform(m, 1)
     sweep = kappa_decay_sweep(m, policy, inst.utilities())
-    tol = gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma))
-    return (
+    return Measurement(
         "truncated gradient: ||ghat - grad F|| <= sqrt(2n) max_j D_j(kappa) / (1 - gamma) "
         "for every kappa (SPEC section 3; proofs_notes/truncated-gradient.md); measured is "
         "the largest error - bound, the bound the gradients' rounding allowance",
         f"line-message n={n}, theta = 0, beta = 1, occupancy weights",
         float(np.max(sweep.truncated_gradient_error - sweep.gradient_error_bound)),
-        tol,
+        gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma)),
         {
             "kappa": sweep.kappa.astype(float).tolist(),
             "error": sweep.truncated_gradient_error.tolist(),
@@ -208,28 +260,35 @@ def _truncated_gradient(quick: bool, seed: int) -> tuple[str, str, float, float,
     )
 
 
-def _occupancy_estimator(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-    inst = line_message(4)
-    m = inst.model
+_OCCUPANCY_HORIZON = 30
+"""Horizon ``H`` of the occupancy-estimator claim."""
+
+
+def _occupancy_piece(batch: int, rng: np.random.Generator) -> tuple[FloatArray, ...]:
+    """``lamtilde_i`` from ``batch`` trajectories of the occupancy claim's instance."""
+    m = line_message(4).model
     policy = LocalizedSoftmaxPolicy.uniform(m, 0)
-    H = 30
-    batches = [1000, 4000] if quick else [1000, 4000, 16000, 64000]
+    return occupancy_estimate(m, rollout(m, policy, batch, _OCCUPANCY_HORIZON, rng))
+
+
+def _occupancy_estimator(ctx: ClaimContext) -> Measurement:
+    m = line_message(4).model
+    policy = LocalizedSoftmaxPolicy.uniform(m, 0)
+    H = _OCCUPANCY_HORIZON
+    batches = [1000, 4000] if ctx.quick else [1000, 4000, 16000, 64000]
     lam_H, _ = finite_horizon_occupancy(m, policy, H)
     exact = local_occupancies(policy, lam_H)
-    children = np.random.SeedSequence(seed).spawn(len(batches))
+    done = map_seeded(_occupancy_piece, batches, executor=ctx.executor, seed=ctx.seed)
     L = (1 - m.gamma**H) / (1 - m.gamma)
     delta = split_delta(DELTA, len(batches) * m.n)
     worst, errors, radii = 0.0, [], []
-    for B, child in zip(batches, children, strict=True):
-        traj = rollout(m, policy, B, H, np.random.default_rng(child))
-        est = occupancy_estimate(m, traj)
-        for i in range(m.n):
-            err = float(np.abs(est[i] - exact[i]).sum())
-            rad = l1_radius(B, exact[i].size, L, delta)
-            worst = max(worst, err / rad)
-        errors.append(max(float(np.abs(e - x).sum()) for e, x in zip(est, exact, strict=True)))
-        radii.append(l1_radius(B, exact[0].size, L, delta))
-    return (
+    for B, est in zip(batches, done.results, strict=True):
+        errs = [float(np.abs(e - x).sum()) for e, x in zip(est, exact, strict=True)]
+        rads = [l1_radius(B, x.size, L, delta) for x in exact]
+        worst = max(worst, *(e / r for e, r in zip(errs, rads, strict=True)))
+        errors.append(max(errs))
+        radii.append(min(rads))
+    return Measurement(
         "sampled local occupancies converge: ||lamtilde_i - lam^H_i||_1 within the McDiarmid "
         f"radius at delta = {DELTA:g} per check (SPEC section 4; proofs_notes/algorithm1.md); "
         "measured is the largest error / radius",
@@ -237,38 +296,42 @@ def _occupancy_estimator(quick: bool, seed: int) -> tuple[str, str, float, float
         worst,
         1.0,
         {"batch": [float(b) for b in batches], "error": errors, "radius": radii},
+        done.children,
     )
 
 
-def _sample_complexity(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
+def _sample_complexity(ctx: ClaimContext) -> Measurement:
     inst = line_message(3)
     policy = LocalizedSoftmaxPolicy.uniform(inst.model, 0)
     us = inst.utilities()
     g0 = solve(inst.model, policy, us).gradient_norm ** 2
-    fractions = [0.2, 0.1] if quick else [0.4, 0.2, 0.1, 0.05]
-    eps = [f * g0 for f in fractions]
-    res = sample_complexity_sweep(inst.model, policy, us, eps, seed, max_iterations=40,
-                                  batch_per_inverse_epsilon=0.5)
-    return (
+    fractions = [0.2, 0.1] if ctx.quick else [0.4, 0.2, 0.1, 0.05]
+    repeats = 3 if ctx.quick else 9
+    res = sample_complexity_sweep(
+        inst.model, policy, us, [f * g0 for f in fractions], ctx.seed, max_iterations=40,
+        batch_per_inverse_epsilon=0.5, repeats=repeats, executor=ctx.executor,
+    )
+    return Measurement(
         "Algorithm 1's samples to reach ||grad F||^2 <= floor + epsilon grow like "
-        "epsilon^-2 up to logs (SPEC section 4); reported: the fitted slope of log samples "
-        "against log(1/epsilon)",
-        f"line-message n=3, kappa = 1, epsilon = {fractions} x ||grad F(theta_0)||^2",
+        "epsilon^-2 up to logs (SPEC section 4); reported: the fitted slope of log median "
+        "samples against log(1/epsilon)",
+        f"line-message n=3, kappa = 1, epsilon = {fractions} x ||grad F(theta_0)||^2, "
+        f"{repeats} runs per epsilon",
         res.slope,
         math.nan,
         {"epsilon": res.epsilon.tolist(), "samples": res.samples.tolist()},
+        res.seeds,
     )
 
 
-def _mappo_gap(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-    Ks = [4, 16, 64] if quick else [4, 16, 64, 256]
-    sweep = mappo_gap_sweep(climbing(), Ks)
-    ratio = float(np.max(sweep.average_gap / sweep.bound))
-    return (
+def _mappo_gap(ctx: ClaimContext) -> Measurement:
+    Ks = [4, 16, 64] if ctx.quick else [4, 16, 64, 256, 1024]
+    sweep = mappo_gap_sweep(climbing(), Ks, executor=ctx.executor)
+    return Measurement(
         "MA-PPO with exact Q: average gap <= B(K) for every K (SPEC section 5; "
         "proofs_notes/mappo-bound.md#bound); measured is the largest gap / B(K)",
         f"climbing, tuned beta, K in {Ks}",
-        ratio,
+        float(np.max(sweep.average_gap / sweep.bound)),
         1.0,
         {
             "K": [float(k) for k in Ks],
@@ -279,17 +342,17 @@ def _mappo_gap(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str
     )
 
 
-def _pessimism(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-    seeds = 32 if quick else 40
-    scales = [0.0, 0.5] if quick else [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+def _pessimism(ctx: ClaimContext) -> Measurement:
+    seeds = 32 if ctx.quick else 40
+    scales = [0.0, 0.5] if ctx.quick else [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
     sweep = pessimism_sweep(
         rare_stall(), coverage=0.15, n_samples=10_000, scales=scales, seeds=seeds, K=32,
-        beta=0.1, seed=seed,
+        beta=0.1, seed=ctx.seed, executor=ctx.executor,
     )
     i = scales.index(0.5)
     wins = int(np.sum(sweep.J[i] > sweep.J[0]))
     need = sign_test_wins(seeds, DELTA)
-    return (
+    return Measurement(
         "under poor coverage, pessimism raises the learned policy's true J: scale 0.5 beats "
         f"scale 0 on at least {need} of {seeds} paired datasets (one-sided sign test, "
         f"delta = {DELTA:g}; proofs_notes/pessimism.md#rare-stall); measured is "
@@ -306,79 +369,88 @@ def _pessimism(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str
             "online_J": [sweep.online_J],
             "behaviour_J": [sweep.behaviour_J],
         },
+        sweep.children,
     )
 
 
-def _pessimism_runs(seed: int, runs: int) -> list[Any]:
+@dataclass(frozen=True)
+class _PessimismRun:
+    """What the event and bound claims need of one pessimistic MA-PPO run."""
+
+    event_all: bool
+    average_gap: float
+    bound: float
+    optimism: float
+    critic_error: float
+
+
+def _pessimism_piece(_: None, rng: np.random.Generator) -> _PessimismRun:
+    """Pessimistic MA-PPO (K = 16, tuned beta, scale 1) on one rare-stall dataset."""
     game = rare_stall()
     beta = tuned_beta(game.n_agents, game.log_action_count, game.gamma)
-    out = []
-    for child in np.random.SeedSequence(seed).spawn(runs):
-        ds = sample_dataset(game, 10_000, np.random.default_rng(child), coverage=0.15,
-                            safe_actions=np.array([0, 0]))
-        out.append(run_pessimistic_mappo(game, ds, 16, beta, 1.0 / (1 - game.gamma)))
-    return out
+    ds = sample_dataset(game, 10_000, rng, coverage=0.15, safe_actions=np.array([0, 0]))
+    h = run_pessimistic_mappo(game, ds, 16, beta, 1.0 / (1 - game.gamma))
+    optimism = float(np.max(h.J_hat[h.event] - h.J[h.event])) if h.event.any() else -math.inf
+    return _PessimismRun(
+        bool(h.event_all), float(h.average_gap), float(h.bound.total), optimism,
+        float(np.max(h.critic_error)),
+    )
 
 
-def _pessimism_bound(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-    runs = 5 if quick else 20
-    hists = [h for h in _pessimism_runs(seed, runs) if h.event_all]
-    worst = max((h.average_gap / h.bound.total for h in hists), default=math.inf)
-    return (
+def _pessimism_runs(ctx: ClaimContext) -> SeededResults[_PessimismRun]:
+    runs = 5 if ctx.quick else 40
+    return map_seeded(_pessimism_piece, [None] * runs, executor=ctx.executor, seed=ctx.seed)
+
+
+def _pessimism_bound(ctx: ClaimContext) -> Measurement:
+    done = _pessimism_runs(ctx)
+    held = [r for r in done.results if r.event_all]
+    worst = max((r.average_gap / r.bound for r in held), default=math.inf)
+    return Measurement(
         "on the validity event the average gap is under B(K) + (2/(1-gamma)) E_{d*}[Gamma] "
-        f"(SPEC section 6; proofs_notes/pessimism.md#bound); the event held on {len(hists)} "
-        f"of {runs} datasets; measured is the largest gap / bound over them (inf if none)",
+        f"(SPEC section 6; proofs_notes/pessimism.md#bound); the event held on {len(held)} "
+        f"of {len(done.results)} datasets; measured is the largest gap / bound over them "
+        "(inf if none)",
         "rare-stall, coverage 0.15, 10000 samples, K = 16, tuned beta, scale 1",
         worst,
         1.0,
-        {},
+        children=done.children,
     )
 
 
-def _pessimism_event(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-    runs = 5 if quick else 20
-    hists = _pessimism_runs(seed, runs)
-    worst = max(
-        (float(np.max(h.J_hat[h.event] - h.J[h.event])) for h in hists if h.event.any()),
-        default=math.inf,
-    )
-    errors = max(float(np.max(h.critic_error)) for h in hists)
+def _pessimism_event(ctx: ClaimContext) -> Measurement:
+    done = _pessimism_runs(ctx)
+    worst = max((r.optimism for r in done.results), default=-math.inf)
+    if not math.isfinite(worst):  # the event never held: nothing was checked
+        worst = math.inf
+    errors = max(r.critic_error for r in done.results)
     game = rare_stall()
-    return (
+    return Measurement(
         "on the validity event the critic is pessimistic: J_hat(pi_k) <= J(pi_k) (SPEC "
         "section 6; proofs_notes/pessimism.md#event); measured is the largest J_hat - J over "
         "iterates on the event, the bound the critic's certified error / (1 - gamma) plus the "
         "LU rounding of J",
-        "rare-stall, coverage 0.15, 10000 samples, K = 16, tuned beta, scale 1",
+        "rare-stall, coverage 0.15, 10000 samples, K = 16, tuned beta, scale 1, "
+        f"{len(done.results)} datasets",
         worst,
         errors / (1 - game.gamma)
         + linear_solve_tolerance(game.n_states, game.gamma, 1 / (1 - game.gamma)),
-        {},
+        children=done.children,
     )
 
 
-def _checks(quick: bool, seed: int) -> tuple[str, str, float, float, dict[str, Any]]:
-    from verify.checks.planted import AREAS
-
-    areas = ("tabular", "gae") if quick else tuple(AREAS)
-    wrong = 0
-    total = 0
-    for area in areas:
-        mod = AREAS[area]
-        for entry in mod.MUTANTS:
-            total += 1
-            wrong += entry.run().passed
-        for entry in mod.CORRECT:
-            total += 1
-            wrong += not entry.run().passed
-    return (
+def _checks(ctx: ClaimContext) -> Measurement:
+    areas = ("tabular", "gae") if ctx.quick else None
+    verdicts = run_planted(areas, executor=ctx.executor)
+    wrong = sum(not v.verdict_ok for v in verdicts)
+    return Measurement(
         "every planted bug is caught by the check meant for it and every correct "
         "implementation passes (verify.checks.planted); measured is the number of wrong "
         "verdicts",
-        f"areas {list(areas)}, {total} implementations",
+        f"areas {sorted({v.area for v in verdicts})}, {len(verdicts)} implementations, "
+        f"{sum(v.cases for v in verdicts)} cases",
         float(wrong),
         0.0,
-        {},
     )
 
 
@@ -405,21 +477,38 @@ def run_report(
     seed: int = 0,
     only: tuple[str, ...] = (),
     progress: Callable[[int, int, str], None] | None = None,
+    executor: Executor | None = None,
 ) -> Report:
     """Measure every claim (or those named in ``only``); ``progress(done, total, name)`` is
-    called before each claim and once at the end."""
+    called before each claim and once at the end.
+
+    The claims run one after another; each splits its independent pieces (datasets, runs,
+    ``K`` values, planted bugs) over ``executor`` with :func:`verify.executors.map_seeded`.
+    ``None`` runs them on one local process pool, shut down on return.  The numbers depend
+    on ``seed`` only, not on the executor.
+    """
+    unknown = [n for n in only if n not in dict(CLAIMS)]
+    if unknown:
+        raise ModelError(f"only = {unknown!r}: no such claim; claims are {[n for n, _ in CLAIMS]}")
     chosen = [(n, f) for n, f in CLAIMS if not only or n in only]
+    if executor is None:
+        with ProcessPoolExecutor() as pool:
+            return run_report(quick=quick, seed=seed, only=only, progress=progress,
+                              executor=pool)
+    ctx = ClaimContext(quick, seed, executor)
     start = time.perf_counter()
     claims = []
     for k, (name, fn) in enumerate(chosen):
         if progress is not None:
             progress(k, len(chosen), name)
         t0 = time.perf_counter()
-        statement, instance, measured, bound, series = fn(quick, seed)
-        verdict: Verdict = "reported" if math.isnan(bound) else _verdict(measured, bound)
+        got = fn(ctx)
+        verdict: Verdict = (
+            "reported" if math.isnan(got.bound) else _verdict(got.measured, got.bound)
+        )
         claims.append(
-            Claim(name, statement, instance, float(measured), float(bound), verdict, seed,
-                  time.perf_counter() - t0, series)
+            Claim(name, got.statement, got.instance, float(got.measured), float(got.bound),
+                  verdict, seed, time.perf_counter() - t0, got.series, got.children)
         )
     if progress is not None:
         progress(len(chosen), len(chosen), "done")
