@@ -27,3 +27,7 @@ settings.register_profile(
     "thorough", max_examples=400, deadline=None, suppress_health_check=_SLOW_OK
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+pytest_plugins = ["pytester"]
+"""``pytester`` runs user-style test files through the ``marl-oracle`` plugin
+(tests/test_pytest_plugin.py)."""

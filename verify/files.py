@@ -77,15 +77,16 @@ import numpy as np
 import numpy.typing as npt
 
 from reference._arrays import FloatArray, as_float_array, frozen
-from reference.cooperative.exact import evaluate_game
+from reference.cooperative.exact import GameValues, evaluate_game
 from reference.cooperative.game import CooperativeMarkovGame
 from reference.cooperative.policy import ConditionalPolicy
 from reference.errors import ModelError
 from reference.instances import NetworkedInstance, UtilityKind
-from reference.networked.exact import solve
+from reference.networked.exact import NetworkedSolution, solve
 from reference.networked.graph import Graph
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
+from reference.networked.utilities import Utility
 from verify.tolerances import (
     certified,
     gradient_tolerance,
@@ -101,17 +102,20 @@ __all__ = [
     "SCHEMA_VERSION",
     "Estimate",
     "EstimateCheck",
+    "ExactQuantity",
     "FileFormatError",
     "check_estimate",
     "estimate_tolerance",
     "exact_quantity",
     "file_kind",
+    "game_quantity",
     "load_estimate",
     "load_game",
     "load_game_policy",
     "load_instance",
     "load_networked",
     "load_theta",
+    "networked_quantity",
     "save_estimate",
     "save_game",
     "save_game_policy",
@@ -618,15 +622,7 @@ def exact_quantity(
             raise ModelError(
                 f"a cooperative game has the quantity 'localized-q' only, not {quantity!r}"
             )
-        values = evaluate_game(instance, policy)
-        tol = estimate_tolerance(
-            quantity,
-            n_states=instance.n_states,
-            gamma=instance.gamma,
-            certified_error=values.error_bound,
-            scale=1.0 / (1.0 - instance.gamma),
-        )
-        return ExactQuantity(values.localized, tol)
+        return game_quantity(instance, evaluate_game(instance, policy))
     if quantity == "localized-q" or not isinstance(policy, LocalizedSoftmaxPolicy):
         raise ModelError(
             f"{quantity!r} needs a cooperative game; a networked instance has 'gradient', "
@@ -634,21 +630,48 @@ def exact_quantity(
         )
     utilities = instance.utilities(utility)
     sol = solve(instance.model, policy, utilities)
-    reward_bound = max(float(np.max(np.abs(r))) for r in sol.shadow_rewards)
+    return networked_quantity(quantity, instance.model, utilities, sol)
+
+
+def networked_quantity(
+    quantity: Quantity,
+    model: NetworkedMDP,
+    utilities: Sequence[Utility],
+    solution: NetworkedSolution,
+) -> ExactQuantity:
+    """``gradient``, ``occupancy`` or ``shadow-reward`` of an exact ``solution`` with its
+    tolerance (:func:`estimate_tolerance` at the largest shadow reward and the utilities'
+    largest declared smoothness)."""
+    if quantity == "localized-q":
+        raise ModelError("'localized-q' is a quantity of cooperative games (game_quantity)")
+    reward_bound = max(float(np.max(np.abs(r))) for r in solution.shadow_rewards)
     arrays = {
-        "gradient": sol.gradient,
-        "occupancy": sol.local_occupancy,
-        "shadow-reward": sol.shadow_rewards,
+        "gradient": solution.gradient,
+        "occupancy": solution.local_occupancy,
+        "shadow-reward": solution.shadow_rewards,
     }[quantity]
     tol = estimate_tolerance(
         quantity,
-        n_states=instance.model.states.size,
-        gamma=instance.model.gamma,
-        certified_error=sol.occupancy_error_bound,
+        n_states=model.states.size,
+        gamma=model.gamma,
+        certified_error=solution.occupancy_error_bound,
         scale=reward_bound,
         smoothness=max(f.constants.smoothness for f in utilities),
     )
     return ExactQuantity(arrays, tol)
+
+
+def game_quantity(game: CooperativeMarkovGame, values: GameValues) -> ExactQuantity:
+    """``localized-q``, the ``Q^{0:m}`` of :func:`reference.cooperative.exact.evaluate_game`,
+    with its tolerance (:func:`estimate_tolerance` at the value scale ``1/(1-gamma)``)."""
+    tol = estimate_tolerance(
+        "localized-q",
+        n_states=game.n_states,
+        gamma=game.gamma,
+        certified_error=values.error_bound,
+        scale=1.0 / (1.0 - game.gamma),
+    )
+    return ExactQuantity(values.localized, tol)
 
 
 @dataclass(frozen=True)
