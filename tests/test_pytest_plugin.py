@@ -108,6 +108,18 @@ def test_a_user_suite_on_the_ci_profile(pytester: pytest.Pytester) -> None:
     assert not replayed.passed and replayed.cases == 1
 
 
+def test_the_readme_example_suite_passes(pytester: pytest.Pytester) -> None:
+    """The README's example of a user's test file, run as one: every test passes on every
+    named instance and game."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Your test suite: the pytest plugin", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block is not None
+    pytester.makepyfile(test_my_marl=block.group(1))
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2 + len(GAME_NAMES) + len(NETWORKED))
+
+
 def test_examples_and_seed_options(pytester: pytest.Pytester) -> None:
     _write(pytester, cases=7, examples=7)
     result = pytester.runpytest("--marl-oracle-examples", "7", "--marl-oracle-seed", "5",

@@ -73,6 +73,13 @@ Subcommands (``--json`` prints one JSON object):
         marl-oracle report [--quick] [--out report] [--seed 0] [--only CLAIM] [--json]
                            [--executor local|threads|serial|dask://HOST:PORT]
 
+``--executor``
+    ``report``, ``mutants``, ``mappo-gap`` and ``pessimism`` split their independent pieces
+    over ``--executor``: ``local`` (a process pool, the default), ``threads``, ``serial`` or
+    ``dask://HOST:PORT`` (a running Dask scheduler; ``pip install 'marl-oracle[dask]'``).
+    Every piece is seeded by ``SeedSequence.spawn`` (:mod:`verify.executors`), so the output
+    does not depend on the executor.
+
 ``mutants``
     Every planted bug of :mod:`verify.checks.planted` through the check meant to catch it,
     and every correct implementation through its check; exit status 1 unless every bug is
