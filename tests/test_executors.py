@@ -1,18 +1,16 @@
 """Seeded sweeps on any executor (verify/executors.py): the numbers depend on the root seed
 and the task list only, never on the executor, its worker count or the order in which the
-pieces finish; every piece replays from its recorded ``SeedSequence`` child; a Dask
-``LocalCluster`` reached through ``client.get_executor()`` or a ``dask://`` URL gives the
-same numbers as a serial run."""
+pieces finish; every piece replays from its recorded ``SeedSequence`` child; a failure stops
+the sweep.  The Dask executor is tested in tests/test_dask.py."""
 
 from __future__ import annotations
 
-import json
+import multiprocessing
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-import distributed
 import numpy as np
 import pytest
 
@@ -21,14 +19,25 @@ from reference.errors import ModelError
 from reference.instances import climbing, line_message, rare_stall
 from reference.networked.exact import solve
 from reference.networked.policy import LocalizedSoftmaxPolicy
-from verify.cli import main
 from verify.executors import SeededResults, SerialExecutor, executor_from_url, map_seeded
-from verify.experiments import mappo_gap_sweep, pessimism_sweep, sample_complexity_sweep
-from verify.report import _occupancy_piece, _pdl_piece, run_report
+from verify.experiments import (
+    _complexity_piece,
+    _complexity_task,
+    censored_median,
+    mappo_gap_sweep,
+    pessimism_sweep,
+    sample_complexity_sweep,
+)
+from verify.report import _occupancy_piece, run_report
 
 
 def _draws(size: int, rng: np.random.Generator) -> np.ndarray[Any, np.dtype[np.float64]]:
     return rng.standard_normal(size)
+
+
+def _sweep_in_worker(seed: int) -> SeededResults[Any]:
+    """``map_seeded`` with the default executor, called inside a pool worker."""
+    return map_seeded(_draws, [2, 3, 4], seed=seed)
 
 
 def _same(a: SeededResults[Any], b: SeededResults[Any]) -> None:
@@ -94,6 +103,36 @@ def _fail_on_odd(task: int, rng: np.random.Generator) -> int:
 def test_the_first_failure_in_task_order_propagates(kind: str) -> None:
     with EXECUTORS[kind]() as ex, pytest.raises(ValueError, match="task 3 is odd"):
         map_seeded(_fail_on_odd, [0, 2, 3, 4, 5], executor=ex, seed=0)
+
+
+def test_a_failure_stops_a_serial_sweep() -> None:
+    """After the first failing piece a serial sweep submits nothing more, and Ctrl-C
+    (``KeyboardInterrupt``) leaves at once instead of becoming the piece's result."""
+    ran: list[int] = []
+
+    def record(task: int, rng: np.random.Generator) -> int:
+        ran.append(task)
+        if task == 2:
+            raise ValueError("stop")
+        if task == 5:
+            raise KeyboardInterrupt
+        return task
+
+    with pytest.raises(ValueError, match="stop"):
+        map_seeded(record, [0, 1, 2, 3, 4], executor=SerialExecutor(), seed=0)
+    assert ran == [0, 1, 2]
+    ran.clear()
+    with pytest.raises(KeyboardInterrupt):
+        map_seeded(record, [5, 6, 7], executor=SerialExecutor(), seed=0)
+    assert ran == [5]
+
+
+def test_default_pool_inside_a_daemonic_worker_runs_in_place() -> None:
+    """A ``multiprocessing.Pool`` worker is daemonic and may not start children; there the
+    default executor runs the pieces in the worker, with the same numbers."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        inside = pool.apply(_sweep_in_worker, (13,))
+    _same(inside, map_seeded(_draws, [2, 3, 4], executor=SerialExecutor(), seed=13))
 
 
 def test_serial_executor_refuses_work_after_shutdown() -> None:
@@ -187,6 +226,40 @@ def test_sample_complexity_median_counts_censored_runs_last() -> None:
         sample_complexity_sweep(inst.model, pol, inst.utilities("linear"), [0.1, -1.0], seed=0)
 
 
+def test_censored_median() -> None:
+    """Censored runs (``inf``) sort last: the median is finite iff fewer than half of the row
+    is censored; for an even count it is the mean of the two middle values."""
+    inf = np.inf
+    runs = np.array([[3.0, 1.0, 2.0, 9.0], [1.0, 2.0, inf, 4.0], [1.0, inf, 2.0, inf],
+                     [inf, inf, inf, inf], [5.0, 7.0, 6.0, 6.5]])
+    np.testing.assert_array_equal(censored_median(runs), [2.5, 3.0, np.nan, np.nan, 6.25])
+    odd = np.array([[4.0, inf, 1.0], [inf, 2.0, inf]])
+    np.testing.assert_array_equal(censored_median(odd), [4.0, np.nan])
+
+
+def test_each_sample_complexity_run_replays_from_its_record() -> None:
+    """Run ``r`` of target ``e`` is ``runs[e, r]`` and replays from recorded child
+    ``e R + r`` (target-major layout)."""
+    inst = line_message(3)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model, 0)
+    utils = inst.utilities("linear")
+    g0 = solve(inst.model, pol, utils).gradient_norm ** 2
+    eps, R = [0.3 * g0, 0.15 * g0], 3
+    res = sample_complexity_sweep(inst.model, pol, utils, eps, seed=21, max_iterations=8,
+                                  batch_per_inverse_epsilon=0.5, repeats=R,
+                                  executor=SerialExecutor())
+    assert res.runs.shape == (2, R) and len(res.seeds) == 2 * R
+    assert len({tuple(r) for r in res.runs}) == 2  # the two targets' rows differ
+    for e in range(2):
+        task = _complexity_task(inst.model, pol, utils, float(eps[e]), 1, 0.5, 0.5, 8)
+        for r in range(R):
+            entropy, key = res.seeds[e * R + r]
+            assert key == (e * R + r,)
+            rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
+            used, _ = _complexity_piece(task, rng)
+            assert (np.inf if np.isnan(used) else used) == res.runs[e, r]
+
+
 def test_report_does_not_depend_on_the_executor() -> None:
     only = ("ma-pdl", "occupancy-estimator")
     serial = run_report(quick=True, seed=4, only=only, executor=SerialExecutor())
@@ -195,46 +268,3 @@ def test_report_does_not_depend_on_the_executor() -> None:
         assert (a.name, a.measured, a.bound, a.verdict) == (b.name, b.measured, b.bound, b.verdict)
         assert a.children == b.children and a.children
         assert a.series == b.series
-
-
-# ---------------------------------------------------------------------- Dask
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[distributed.LocalCluster]:
-    """Two single-threaded worker processes; the pieces are pickled to them and back."""
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as c:
-        yield c
-
-
-def test_dask_client_executor_gives_the_serial_numbers(cluster: distributed.LocalCluster) -> None:
-    tasks = [200, 50, 400, 100]
-    reference = map_seeded(_occupancy_piece, tasks, executor=SerialExecutor(), seed=9)
-    with distributed.Client(cluster) as client:
-        ex = client.get_executor()
-        _same(map_seeded(_occupancy_piece, tasks, executor=ex, seed=9), reference)
-        _same(map_seeded(_pdl_piece, [2, 2], executor=ex, seed=1),
-              map_seeded(_pdl_piece, [2, 2], executor=SerialExecutor(), seed=1))
-        gap = mappo_gap_sweep(climbing(), [2, 8], executor=ex)
-    np.testing.assert_array_equal(
-        gap.average_gap, mappo_gap_sweep(climbing(), [2, 8], executor=SerialExecutor()).average_gap
-    )
-
-
-def test_report_on_a_running_scheduler(
-    cluster: distributed.LocalCluster, tmp_path: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``marl-oracle report --executor dask://HOST:PORT`` measures what ``--executor serial``
-    measures."""
-    address = cluster.scheduler_address.removeprefix("tcp://")
-    outputs = []
-    for url in (f"dask://{address}", "serial"):
-        argv = ["report", "--quick", "--only", "ma-pdl", "--only", "occupancy-estimator",
-                "--no-progress", "--json", "--out", str(tmp_path / url.replace("/", "_")),
-                "--executor", url]
-        assert main(argv) == 0
-        outputs.append(json.loads(capsys.readouterr().out))
-    dask_run, serial_run = outputs
-    assert [(c["name"], c["measured"]) for c in dask_run["claims"]] == [
-        (c["name"], c["measured"]) for c in serial_run["claims"]
-    ]

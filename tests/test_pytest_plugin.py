@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reference.errors import ModelError
 from reference.instances import GAMES
+from reference.networked.policy import LocalizedSoftmaxPolicy
 from verify.checks import Case, check_gae, check_occupancy, check_policy_gradient_estimator
 from verify.pytest_plugin import (
     GAME_NAMES,
@@ -45,14 +47,15 @@ def occupancy_missing_normalisation(P, rho, gamma, pi):
 
 def test_correct_occupancy(marl_oracle):
     report = marl_oracle.check(check_occupancy, occupancy)
-    assert report.passed and report.cases == {cases}
+    assert report.passed and report.cases == {cases} and report.seed == marl_oracle.seed
 
 
 def test_buggy_occupancy(marl_oracle):
     marl_oracle.check(check_occupancy, occupancy_missing_normalisation)
 
 
-def test_gradient(networked_exact):
+def test_gradient(networked_exact, marl_oracle):
+    assert networked_exact.seed == marl_oracle.seed
     networked_exact.assert_matches("gradient", [g.copy() for g in networked_exact.solution.gradient])
     networked_exact.assert_matches("occupancy", networked_exact.solution.local_occupancy)
 
@@ -94,8 +97,10 @@ def test_a_user_suite_on_the_ci_profile(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     assert "marl-oracle: profile ci, x1 cases per check, seed 0" in out
     assert "check_occupancy: FAILED" in out or "occupancy: FAILED" in out
-    saved = re.search(r"worst case saved to (\S+\.npz)", out)
+    saved = re.search(r"worst case saved to (\S+\.npz); replay it with check_occupancy\(fn, "
+                      r"replay=verify\.checks\.Case\.load\('\S+'\), cases=50\)", out)
     assert saved is not None, out
+    assert "test_buggy_occupancy" in Path(saved.group(1)).name
     case = Case.load(saved.group(1))
     assert case.seed == 0 and case.check == "occupancy"
 
@@ -178,8 +183,6 @@ def test_cases_per_profile() -> None:
 
 
 def test_run_refuses_a_callable_that_is_not_a_check() -> None:
-    from reference.errors import ModelError
-
     with pytest.raises(ModelError, match="not a check"):
         _session("ci").run(lambda fn: None, lambda: None)
 
@@ -188,6 +191,29 @@ def test_fixture_instances_are_the_named_ones() -> None:
     assert tuple(sorted(GAMES)) == GAME_NAMES
     for name in NETWORKED:
         assert networked_instance_named(name).model.states.size <= 512
+    with pytest.raises(ModelError, match="instance = 'nowhere'"):
+        networked_instance_named("nowhere")
+    with pytest.raises(ModelError, match="game = 'nowhere'"):
+        game_exact_for("nowhere", 0)
+    ex = networked_exact_for("line-message-3", seed=7)
+    with pytest.raises(ModelError, match="quantity = 'gradeint'"):
+        ex.exact("gradeint")  # type: ignore[arg-type]
+
+
+def test_fixture_policies_follow_the_seed() -> None:
+    """The exact fixtures' policies are drawn from ``default_rng(seed)``: theta of
+    ``LocalizedSoftmaxPolicy.random(model, 1, ...)``, Dirichlet(1) conditionals."""
+    ex = networked_exact_for("line-message-3", seed=7)
+    want = LocalizedSoftmaxPolicy.random(ex.model, 1, np.random.default_rng(7))
+    for a, b in zip(ex.policy.theta, want.theta, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ex.seed == 7
+    other = networked_exact_for("line-message-3", seed=8)
+    assert not np.array_equal(other.policy.theta[0], ex.policy.theta[0])
+    game = game_exact_for("climbing", seed=7)
+    rng = np.random.default_rng(7)
+    first = rng.dirichlet(np.ones(game.game.action_counts[0]), size=(game.game.n_states,))
+    np.testing.assert_array_equal(game.policy.conditionals[0], first)
 
 
 def test_exact_fixtures_assert_with_named_entries() -> None:
@@ -199,7 +225,7 @@ def test_exact_fixtures_assert_with_named_entries() -> None:
     assert ex.assert_matches("gradient", good).passed
     bad = [g.copy() for g in good]
     bad[1][0, 1] += 10 * exact.tolerance
-    with pytest.raises(AssertionError, match=r"1 of \d+ entries .* agent 1\[0, 1\]"):
+    with pytest.raises(AssertionError, match=r"policy seed 1\): 1 of \d+ entries .* agent 1\[0, 1\]"):
         ex.assert_matches("gradient", bad)
     ex.assert_matches("gradient", bad, atol=20 * exact.tolerance)
     with pytest.raises(AssertionError, match="2 arrays, expected one per agent"):
@@ -212,6 +238,6 @@ def test_exact_fixtures_assert_with_named_entries() -> None:
     q = [x.copy() for x in game.values.localized]
     game.assert_matches(q)
     q[-1][0, 1, 2] -= 1e-6
-    with pytest.raises(AssertionError, match=r"localized-q: 1 of .* agent 1\[0, 1, 2\]"):
+    with pytest.raises(AssertionError, match=r"localized-q \(climbing, policy seed 2\): 1 of .* agent 1\[0, 1, 2\]"):
         game.assert_matches(q)
     assert game.J_star >= game.values.J - game.J_star_error

@@ -7,11 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import verify.report as rep
+from reference.errors import ModelError
 from verify.executors import SerialExecutor
-from verify.report import Claim, Report, run_report, write_report
+from verify.report import Claim, Report, claim_seeds, run_report, write_report
 
 FAST = ("gradient-routes", "ma-pdl", "kappa-decay-beta0", "sample-complexity", "mappo-gap")
 
@@ -63,3 +65,29 @@ def test_report_json_has_no_nan(tmp_path: Path) -> None:
     write_report(Report((claim,), True, 0.0), tmp_path)
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["claims"][0]["measured"] == "nan" and data["claims"][0]["bound"] == "inf"
+
+
+def test_claims_draw_their_own_seeds() -> None:
+    """Each claim's seed is child ``k`` of ``SeedSequence(root)`` for the ``k``-th claim:
+    distinct across claims, the same whichever claims run, and recorded with the pieces'
+    children (one per dataset of the pessimism-bound claim)."""
+    seeds = claim_seeds(3)
+    assert set(seeds) == {n for n, _ in rep.CLAIMS} and len(set(seeds.values())) == len(seeds)
+    k = [n for n, _ in rep.CLAIMS].index("pessimism-bound")
+    child = np.random.SeedSequence(3).spawn(len(rep.CLAIMS))[k]
+    assert seeds["pessimism-bound"] == int(child.generate_state(1)[0])
+    alone = run_report(quick=True, seed=3, only=("pessimism-bound",), executor=SerialExecutor())
+    (claim,) = alone.claims
+    assert claim.seed == seeds["pessimism-bound"] and alone.seed == 3
+    assert claim.children == tuple((claim.seed, (i,)) for i in range(5))
+    with pytest.raises(ModelError, match="seed = -1"):
+        claim_seeds(-1)
+
+
+def test_pessimism_event_without_the_event_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the validity event never held, nothing was checked: the claim measures ``inf`` and
+    fails instead of passing vacuously."""
+    never = rep._PessimismRun(False, 0.0, 1.0, -math.inf, 0.0)
+    monkeypatch.setattr(rep, "_pessimism_piece", lambda _, rng: never)
+    report = run_report(quick=True, only=("pessimism-event",), executor=SerialExecutor())
+    assert report.claims[0].measured == math.inf and report.claims[0].verdict == "fail"

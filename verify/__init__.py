@@ -12,6 +12,11 @@
 * :mod:`verify.checks` -- conformance checks for users' callables, with planted bugs
   (:mod:`verify.checks.planted`) that each check must catch.
 * :mod:`verify.assumptions` -- the assumptions of the theorems, measured on a user's model.
+* :mod:`verify.executors` -- seeded sweeps on any ``concurrent.futures.Executor`` (local
+  processes, threads, a Dask cluster).
+* :mod:`verify.report` -- the theorem report (``marl-oracle report``).
+* :mod:`verify.files` -- exchange files for instances, parameters and estimates.
+* :mod:`verify.pytest_plugin` -- the ``pytest11`` plugin: oracles and checks as fixtures.
 * :mod:`verify.cli` -- the ``marl-oracle`` command (also ``python -m verify``).
 
 Submodules are imported on demand (``from verify import strategies``), so that using one
@@ -23,8 +28,12 @@ __all__ = [
     "bounds",
     "checks",
     "cli",
+    "executors",
     "experiments",
+    "files",
     "finite_differences",
+    "pytest_plugin",
+    "report",
     "strategies",
     "symbolic",
     "tolerances",

@@ -22,6 +22,7 @@ function and the tasks picklable (frozen dataclasses of arrays are).
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -92,8 +93,9 @@ class SerialExecutor(Executor):
         future.set_running_or_notify_cancel()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # re-raised by future.result(), as in a thread pool
+        except Exception as exc:  # re-raised by future.result(), as in a thread pool
             future.set_exception(exc)
+        # KeyboardInterrupt and SystemExit propagate at once: Ctrl-C stops a serial sweep
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -129,7 +131,9 @@ def map_seeded(
         tasks: the independent pieces of the sweep.
         executor: any :class:`concurrent.futures.Executor`; it is used, not shut down.
             ``None`` runs a local :class:`~concurrent.futures.ProcessPoolExecutor` with
-            ``min(max_workers or os.cpu_count(), len(tasks))`` workers, shut down on return.
+            ``min(max_workers or os.cpu_count(), len(tasks))`` workers, shut down on return
+            (serially instead inside a daemonic process, such as a pool or Dask worker,
+            which may not start children).
         seed: root entropy, an integer ``>= 0``.
         max_workers: worker count of the default pool; only with ``executor=None``.
 
@@ -137,6 +141,10 @@ def map_seeded(
         ModelError: for a bad ``seed`` or ``max_workers``, or ``max_workers`` given with an
             executor.  An exception raised by ``fn`` propagates (the first in task order),
             after the tasks not yet started are cancelled.
+
+    Note: under a process pool or Dask the pieces run in other processes, so process-wide
+    state set by the caller (``np.seterr``, warning filters, monkeypatches) reaches them
+    only through ``fork``; pass :class:`SerialExecutor` where such state matters.
     """
     root = _check_seed(seed)
     if max_workers is not None:
@@ -152,7 +160,10 @@ def map_seeded(
     record = tuple((root, tuple(int(k) for k in c.spawn_key)) for c in children)
     if not items:
         return SeededResults(results=(), seed=root, children=record)
-    if executor is None:
+    if executor is None and multiprocessing.current_process().daemon:
+        # a daemonic process (a pool or Dask worker) may not start children: run here
+        results = _gather(SerialExecutor(), fn, items, children)
+    elif executor is None:
         workers = min(max_workers or os.cpu_count() or 1, len(items))
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = _gather(pool, fn, items, children)
@@ -167,11 +178,16 @@ def _gather(
     items: list[T],
     children: list[np.random.SeedSequence],
 ) -> list[R]:
-    futures = [
-        executor.submit(_run_task, fn, task, child)
-        for task, child in zip(items, children, strict=True)
-    ]
+    """Submit every piece, then collect in task order; on the first failure cancel what has
+    not started and re-raise.  An executor that runs pieces inside ``submit`` (serial) stops
+    submitting at the first piece that failed."""
+    futures: list[Future[R]] = []
     try:
+        for task, child in zip(items, children, strict=True):
+            future = executor.submit(_run_task, fn, task, child)
+            futures.append(future)
+            if future.done() and future.exception() is not None:
+                break
         return [f.result() for f in futures]
     except BaseException:
         for f in futures:
@@ -186,10 +202,17 @@ class _DaskExecutor(Executor):
         self._client = client
         self._inner: Executor = client.get_executor()
 
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` behind this executor."""
+        return self._client
+
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         return self._inner.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Wait for the submitted pieces (unless ``cancel_futures``, which abandons them,
+        running ones included), then close the client."""
         self._inner.shutdown(wait=wait and not cancel_futures)
         self._client.close()
 
@@ -202,8 +225,8 @@ def executor_from_url(url: str | None) -> Executor:
     * ``"threads"`` -- a :class:`~concurrent.futures.ThreadPoolExecutor`;
     * ``"serial"`` -- a :class:`SerialExecutor`;
     * ``"dask://HOST:PORT"`` -- ``distributed.Client("HOST:PORT").get_executor()``, connected
-      to a running Dask scheduler (install the ``dask`` extra); shutting the executor down
-      also closes the client.
+      to a running Dask scheduler (install the ``dask`` extra; the workers need
+      marl-oracle installed too); shutting the executor down also closes the client.
 
     Raises:
         ModelError: an unknown scheme, a ``dask://`` URL without ``HOST:PORT``, or no

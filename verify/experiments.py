@@ -52,6 +52,7 @@ __all__ = [
     "GapSweep",
     "PessimismSweep",
     "SampleComplexity",
+    "censored_median",
     "fit_rate",
     "kappa_decay_sweep",
     "mappo_gap_sweep",
@@ -139,13 +140,14 @@ class SampleComplexity:
         runs: ``(E, R)`` agent-steps each independent run used before
             ``||grad F(theta_k)||^2 <= floor + epsilon`` first held (``inf`` if it never did
             within the run: a right-censored count).
-        samples: ``(E,)`` the median of each row of ``runs`` (censored runs count as larger
-            than every finite one); NaN where that median is censored.
+        samples: ``(E,)`` the median of each row of ``runs`` (:func:`censored_median`): NaN
+            where half or more of the row's runs are censored.
         floor: the truncation floor ``max_k ||ghat - grad F||^2`` over the runs.
         slope: fitted ``d log(samples) / d log(1/epsilon)`` (least squares over the targets
             with a finite median); theory predicts 2 up to logarithms (SPEC section 4).
         seeds: the ``SeedSequence`` entropy and spawn key of every run, target-major (run
-            ``r`` of target ``e`` is entry ``e R + r``).
+            ``r`` of target ``e`` is child ``e R + r`` of ``SeedSequence(seed)``, so a run's
+            stream depends on ``(seed, e, r, R)``).
     """
 
     epsilon: FloatArray
@@ -188,28 +190,16 @@ def sample_complexity_sweep(
         raise ModelError(f"epsilons = {list(epsilons)!r}, expected positive targets")
     tasks = []
     for eps in eps_arr:
-        batch = max(16, int(np.ceil(batch_per_inverse_epsilon / eps)))
-        # horizons with gamma^H <= eps: the truncation bias is below the target
-        horizon = int(np.ceil(np.log(eps) / np.log(model.gamma))) + 1 if model.gamma > 0 else 1
-        cfg = Algorithm1Config(
-            kappa=kappa,
-            step_size=step_size,
-            iterations=max_iterations,
-            occupancy_batch=batch,
-            critic_batch=batch,
-            gradient_batch=batch,
-            occupancy_horizon=horizon,
-            critic_horizon=horizon,
+        task = _complexity_task(
+            model, policy, utilities, float(eps), kappa, step_size, batch_per_inverse_epsilon,
+            max_iterations,
         )
-        task = _ComplexityTask(model, policy, tuple(utilities), cfg, float(eps))
         tasks += [task] * repeats
     done = map_seeded(_complexity_piece, tasks, executor=executor, seed=seed)
     floor = max([0.0, *(f for _, f in done.results)])
     runs = np.array([used for used, _ in done.results], dtype=np.float64)
     runs = np.where(np.isnan(runs), np.inf, runs).reshape(eps_arr.size, repeats)
-    # the lower median of each row, censored (inf) runs sorting last
-    median = np.sort(runs, axis=1)[:, (repeats - 1) // 2]
-    samples = np.where(np.isfinite(median), median, np.nan)
+    samples = censored_median(runs)
     ok = np.isfinite(samples)
     slope = (
         float(np.polyfit(np.log(1.0 / eps_arr[ok]), np.log(samples[ok]), 1)[0])
@@ -221,6 +211,21 @@ def sample_complexity_sweep(
     )
 
 
+def censored_median(runs: FloatArray) -> FloatArray:
+    """Row medians of right-censored counts: ``runs`` is ``(E, R)`` with ``inf`` for a run
+    that never reached its target.
+
+    A censored run is larger than every finite one, so it takes its place at the top of the
+    order; the median (the middle value, or the mean of the two middle values for even
+    ``R``) is then finite exactly when fewer than half of the runs are censored, and the
+    returned row value is NaN otherwise (the median is only known to exceed the largest
+    finite count).
+    """
+    med = np.median(np.asarray(runs, dtype=np.float64), axis=1)
+    out: FloatArray = np.where(np.isfinite(med), med, np.nan)
+    return out
+
+
 @dataclass(frozen=True)
 class _ComplexityTask:
     """One target of :func:`sample_complexity_sweep`."""
@@ -230,6 +235,33 @@ class _ComplexityTask:
     utilities: tuple[Utility, ...]
     cfg: Algorithm1Config
     eps: float
+
+
+def _complexity_task(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    utilities: Sequence[Utility],
+    eps: float,
+    kappa: int,
+    step_size: float,
+    batch_per_inverse_epsilon: float,
+    max_iterations: int,
+) -> _ComplexityTask:
+    """Target ``eps``: batches ``~ 1/eps`` (the gradient estimate's variance must fall below
+    ``eps``) and horizons with ``gamma^H <= eps`` (the truncation bias is below the target)."""
+    batch = max(16, int(np.ceil(batch_per_inverse_epsilon / eps)))
+    horizon = int(np.ceil(np.log(eps) / np.log(model.gamma))) + 1 if model.gamma > 0 else 1
+    cfg = Algorithm1Config(
+        kappa=kappa,
+        step_size=step_size,
+        iterations=max_iterations,
+        occupancy_batch=batch,
+        critic_batch=batch,
+        gradient_batch=batch,
+        occupancy_horizon=horizon,
+        critic_horizon=horizon,
+    )
+    return _ComplexityTask(model, policy, tuple(utilities), cfg, eps)
 
 
 def _complexity_piece(task: _ComplexityTask, rng: np.random.Generator) -> tuple[float, float]:

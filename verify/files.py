@@ -642,8 +642,11 @@ def networked_quantity(
     """``gradient``, ``occupancy`` or ``shadow-reward`` of an exact ``solution`` with its
     tolerance (:func:`estimate_tolerance` at the largest shadow reward and the utilities'
     largest declared smoothness)."""
-    if quantity == "localized-q":
-        raise ModelError("'localized-q' is a quantity of cooperative games (game_quantity)")
+    if quantity not in ("gradient", "occupancy", "shadow-reward"):
+        raise ModelError(
+            f"quantity = {quantity!r}, expected 'gradient', 'occupancy' or 'shadow-reward' "
+            "('localized-q' is a quantity of cooperative games: game_quantity)"
+        )
     reward_bound = max(float(np.max(np.abs(r))) for r in solution.shadow_rewards)
     arrays = {
         "gradient": solution.gradient,

@@ -43,8 +43,12 @@ Options
 ``--marl-oracle-examples N``
     Exactly ``N`` cases for every check and ``N`` examples for :attr:`OracleSession.settings`.
 ``--marl-oracle-seed S``
-    The seed of every check, of the instances' random policies and of the Hypothesis
-    settings.
+    The seed of every check and of the fixtures' random policies.  (The Hypothesis settings
+    of :attr:`OracleSession.settings` carry no seed: under ``ci`` they are derandomized,
+    otherwise replay a user's ``@given`` test with Hypothesis's own ``--hypothesis-seed``.)
+
+Under ``pytest-xdist`` the controller draws the session seed once and hands it to every
+worker, so the seed in the header is the one every worker uses.
 """
 
 from __future__ import annotations
@@ -183,13 +187,22 @@ class OracleSession:
         if not report.passed:
             message = str(report)
             if report.worst_case is not None:
-                stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{report.check}-seed{report.seed}")
-                path = self.case_dir() / f"{stem}.npz"
+                # one file per test and check: PYTEST_CURRENT_TEST is "nodeid (call)"
+                test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+                stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{test}-{report.check}-seed{report.seed}")
+                path = self.case_dir() / f"{stem.strip('_')[-150:]}.npz"
                 report.worst_case.save(path)
+                # a replay judges its one case at the radius of a run of the same size
+                others = {"cases": report.cases}
+                others.update((k, v) for k, v in kwargs.items() if k not in ("seed", "cases"))
+                shown = ", ".join(
+                    f"{k}={v!r}" if isinstance(v, int | float | str | bool) else f"{k}=<as given>"
+                    for k, v in others.items()
+                )
                 message += (
                     f"\n  worst case saved to {path}; replay it with "
                     f"{getattr(check, '__name__', 'the check')}(fn, "
-                    f"replay=verify.checks.Case.load({str(path)!r}))"
+                    f"replay=verify.checks.Case.load({str(path)!r}), {shown})"
                 )
             raise CheckFailed(message)
         return report
@@ -227,7 +240,10 @@ GAME_NAMES = ("climbing", "rare-stall", "ratio")
 def networked_instance_named(name: str) -> NetworkedInstance:
     """The instance ``name`` of :data:`NETWORKED`."""
     import reference.instances
+    from reference.errors import ModelError
 
+    if name not in NETWORKED:
+        raise ModelError(f"instance = {name!r}, expected one of {sorted(NETWORKED)}")
     constructor, args = NETWORKED[name]
     instance: NetworkedInstance = getattr(reference.instances, constructor)(*args)
     return instance
@@ -245,6 +261,7 @@ class NetworkedExact:
         utilities: the instance's entropy utilities (SPEC section 2).
         solution: :func:`reference.networked.exact.solve` at ``policy``: the occupancies,
             shadow rewards and values, and ``grad F``.
+        seed: the seed of ``policy`` (``default_rng(seed)``, the session's seed).
     """
 
     name: str
@@ -252,6 +269,7 @@ class NetworkedExact:
     policy: LocalizedSoftmaxPolicy
     utilities: tuple[Utility, ...]
     solution: NetworkedSolution
+    seed: int
 
     @property
     def model(self) -> NetworkedMDP:
@@ -273,7 +291,9 @@ class NetworkedExact:
         """Assert the user's per-agent ``arrays`` equal :meth:`exact` ``(quantity)`` within
         its tolerance plus ``atol``; the failure names the agent, entry and both values."""
         __tracebackhide__ = True
-        return _assert_matches(quantity, arrays, self.exact(quantity), atol)
+        return _assert_matches(
+            quantity, arrays, self.exact(quantity), atol, f"{self.name}, policy seed {self.seed}"
+        )
 
 
 @dataclass(frozen=True)
@@ -288,6 +308,7 @@ class GameExact:
             (``V``, ``Q``, the localized ``Q^{0:m}``, the local advantages, ``nu``, ``J``).
         J_star: the optimal value by certified value iteration.
         J_star_error: its certified error.
+        seed: the seed of ``policy`` (``default_rng(seed)``, the session's seed).
     """
 
     name: str
@@ -296,6 +317,7 @@ class GameExact:
     values: GameValues
     J_star: float
     J_star_error: float
+    seed: int
 
     def exact(self) -> ExactQuantity:
         """``Q^{0:m}`` for every agent ``m`` (shape ``(|S|, |A^0|, ..., |A^m|)``) with the
@@ -308,11 +330,13 @@ class GameExact:
         """Assert the user's ``Q^{0:m}`` arrays equal :meth:`exact` within its tolerance plus
         ``atol``; the failure names the agent, entry and both values."""
         __tracebackhide__ = True
-        return _assert_matches("localized-q", arrays, self.exact(), atol)
+        return _assert_matches(
+            "localized-q", arrays, self.exact(), atol, f"{self.name}, policy seed {self.seed}"
+        )
 
 
 def _assert_matches(
-    quantity: Quantity, arrays: Sequence[Any], exact: ExactQuantity, atol: float
+    quantity: Quantity, arrays: Sequence[Any], exact: ExactQuantity, atol: float, where: str
 ) -> EstimateCheck:
     __tracebackhide__ = True
     import numpy as np
@@ -326,11 +350,11 @@ def _assert_matches(
             atol,
         )
     except FileFormatError as exc:  # wrong count or shape: the user's arrays are wrong
-        raise AssertionError(f"{quantity}: {exc}") from None
+        raise AssertionError(f"{quantity} ({where}): {exc}") from None
     if not got.passed:
         index = ", ".join(str(k) for k in got.index)
         raise AssertionError(
-            f"{quantity}: {got.failures} of {got.entries} entries outside the tolerance "
+            f"{quantity} ({where}): {got.failures} of {got.entries} entries outside the tolerance "
             f"{got.tolerance:.3g} + atol {got.atol:.3g}; worst: agent {got.agent}[{index}] = "
             f"{got.estimate!r}, exact {got.exact!r}, error {got.error:.3g}"
         )
@@ -347,7 +371,9 @@ def networked_exact_for(name: str, seed: int) -> NetworkedExact:
     inst = networked_instance_named(name)
     policy = LocalizedSoftmaxPolicy.random(inst.model, 1, np.random.default_rng(seed))
     utilities = inst.utilities("entropy")
-    return NetworkedExact(name, inst, policy, utilities, solve(inst.model, policy, utilities))
+    return NetworkedExact(
+        name, inst, policy, utilities, solve(inst.model, policy, utilities), int(seed)
+    )
 
 
 def game_exact_for(name: str, seed: int) -> GameExact:
@@ -356,8 +382,11 @@ def game_exact_for(name: str, seed: int) -> GameExact:
 
     from reference.cooperative.exact import evaluate_game
     from reference.cooperative.policy import ConditionalPolicy
+    from reference.errors import ModelError
     from reference.instances import GAMES
 
+    if name not in GAMES:
+        raise ModelError(f"game = {name!r}, expected one of {sorted(GAMES)}")
     game = GAMES[name]()
     rng = np.random.default_rng(seed)
     conds = tuple(
@@ -367,7 +396,8 @@ def game_exact_for(name: str, seed: int) -> GameExact:
     policy = ConditionalPolicy(game, conds)
     optimal = game.optimal()
     return GameExact(
-        name, game, policy, evaluate_game(game, policy), optimal.J, optimal.error_bound
+        name, game, policy, evaluate_game(game, policy), optimal.J, optimal.error_bound,
+        int(seed),
     )
 
 
@@ -397,10 +427,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_SESSION = pytest.StashKey["OracleSession"]()
+_WORKER_SEED = "marl_oracle_seed"
+
+
 def _session(config: pytest.Config) -> OracleSession:
-    cached = getattr(config, "_marl_oracle_session", None)
-    if isinstance(cached, OracleSession):
-        return cached
+    if _SESSION in config.stash:
+        return config.stash[_SESSION]
     name = config.getoption("--marl-oracle-profile") or os.environ.get(
         "MARL_ORACLE_PROFILE", "ci"
     )
@@ -413,7 +446,10 @@ def _session(config: pytest.Config) -> OracleSession:
     if examples is not None and examples < 1:
         raise pytest.UsageError(f"--marl-oracle-examples = {examples}, expected at least 1")
     seed = config.getoption("--marl-oracle-seed")
-    if seed is None:
+    handed = getattr(config, "workerinput", {}).get(_WORKER_SEED)  # an xdist worker
+    if seed is None and handed is not None:
+        seed = int(handed)
+    elif seed is None:
         seed = 0 if profile.derandomize else _fresh_seed()
     elif seed < 0:
         raise pytest.UsageError(f"--marl-oracle-seed = {seed}, expected an integer >= 0")
@@ -426,12 +462,18 @@ def _session(config: pytest.Config) -> OracleSession:
         return path
 
     session = OracleSession(profile, int(seed), examples, case_dir)
-    config._marl_oracle_session = session  # type: ignore[attr-defined]
+    config.stash[_SESSION] = session
     return session
 
 
 def pytest_configure(config: pytest.Config) -> None:
     _session(config)  # bad options are usage errors before any test runs
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """``pytest-xdist``: hand the controller's seed to each worker."""
+    node.workerinput[_WORKER_SEED] = _session(node.config).seed
 
 
 def pytest_report_header(config: pytest.Config) -> str:

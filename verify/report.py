@@ -55,9 +55,18 @@ from verify.experiments import (
     pessimism_sweep,
     sample_complexity_sweep,
 )
-from verify.tolerances import gradient_tolerance, linear_solve_tolerance
+from verify.tolerances import gradient_tolerance, linear_solve_tolerance, pdl_tolerance
 
-__all__ = ["CLAIMS", "Claim", "ClaimContext", "Measurement", "Report", "run_report", "write_report"]
+__all__ = [
+    "CLAIMS",
+    "Claim",
+    "ClaimContext",
+    "Measurement",
+    "Report",
+    "claim_seeds",
+    "run_report",
+    "write_report",
+]
 
 Verdict = Literal["pass", "fail", "reported"]
 
@@ -76,7 +85,8 @@ class Claim:
         measured: the measured value (the left side of ``measured <= bound``).
         bound: the bound (NaN for ``"reported"`` claims).
         verdict: ``"pass"``, ``"fail"`` or ``"reported"``.
-        seed: the root seed of any randomness (``None`` if deterministic).
+        seed: the claim's own seed (:func:`claim_seeds` of the report's root seed); ``None``
+            for a claim recorded without one.
         seconds: wall time of the measurement.
         series: named lists behind the plot of this claim, if any.
         children: ``(entropy, spawn_key)`` of the ``SeedSequence`` children its pieces
@@ -97,11 +107,19 @@ class Claim:
 
 @dataclass(frozen=True)
 class Report:
-    """All claims of one run, and whether every checked claim passed."""
+    """All claims of one run, and whether every checked claim passed.
+
+    Attributes:
+        claims: the claims in the order of :data:`CLAIMS`.
+        quick: the smaller instances were used.
+        seconds: wall time of the run.
+        seed: the root seed every claim's seed derives from (:func:`claim_seeds`).
+    """
 
     claims: tuple[Claim, ...]
     quick: bool
     seconds: float
+    seed: int = 0
 
     @property
     def passed(self) -> bool:
@@ -179,12 +197,6 @@ def _gradient_routes(ctx: ClaimContext) -> Measurement:
     )
 
 
-PDL_TOLERANCE = 1e-10
-"""Agreement demanded of the two sides of the multi-agent PDL (the figure
-``tests/test_cooperative.py`` asserts; both sides are sums of LU-solved values of size at
-most ``1/(1-gamma) = 10``, whose rounding is below ``1e-13`` on these games)."""
-
-
 def _pdl_piece(games: int, rng: np.random.Generator) -> float:
     """Largest ``|sum of agents' terms - (J(pi') - J(pi))|`` over ``games`` random games."""
     worst = 0.0
@@ -207,10 +219,11 @@ def _ma_pdl(ctx: ClaimContext) -> Measurement:
     done = map_seeded(_pdl_piece, [per] * pieces, executor=ctx.executor, seed=ctx.seed)
     return Measurement(
         "multi-agent performance difference lemma: J(pi') - J(pi) equals the sum of the "
-        "agents' terms (SPEC section 5; proofs_notes/ma-pdl.md)",
+        "agents' terms (SPEC section 5; proofs_notes/ma-pdl.md); the bound is the derived "
+        "rounding allowance verify.tolerances.pdl_tolerance",
         f"{pieces * per} random games, N = 3, |A^m| = (2, 3, 2), |S| = 3, gamma 0.9",
         max(done.results),
-        PDL_TOLERANCE,
+        pdl_tolerance(3, 12, 3, 0.9),
         children=done.children,
     )
 
@@ -484,8 +497,9 @@ def run_report(
 
     The claims run one after another; each splits its independent pieces (datasets, runs,
     ``K`` values, planted bugs) over ``executor`` with :func:`verify.executors.map_seeded`.
-    ``None`` runs them on one local process pool, shut down on return.  The numbers depend
-    on ``seed`` only, not on the executor.
+    ``None`` runs them on one local process pool, shut down on return.  Each claim draws
+    from its own seed (:func:`claim_seeds` of ``seed``), so the numbers depend on ``seed``
+    only, not on the executor or on which claims run.
     """
     unknown = [n for n in only if n not in dict(CLAIMS)]
     if unknown:
@@ -495,24 +509,38 @@ def run_report(
         with ProcessPoolExecutor() as pool:
             return run_report(quick=quick, seed=seed, only=only, progress=progress,
                               executor=pool)
-    ctx = ClaimContext(quick, seed, executor)
+    seeds = claim_seeds(seed)
     start = time.perf_counter()
     claims = []
     for k, (name, fn) in enumerate(chosen):
         if progress is not None:
             progress(k, len(chosen), name)
         t0 = time.perf_counter()
-        got = fn(ctx)
+        got = fn(ClaimContext(quick, seeds[name], executor))
         verdict: Verdict = (
             "reported" if math.isnan(got.bound) else _verdict(got.measured, got.bound)
         )
         claims.append(
             Claim(name, got.statement, got.instance, float(got.measured), float(got.bound),
-                  verdict, seed, time.perf_counter() - t0, got.series, got.children)
+                  verdict, seeds[name], time.perf_counter() - t0, got.series, got.children)
         )
     if progress is not None:
         progress(len(chosen), len(chosen), "done")
-    return Report(tuple(claims), quick, time.perf_counter() - start)
+    return Report(tuple(claims), quick, time.perf_counter() - start, seed)
+
+
+def claim_seeds(seed: int) -> dict[str, int]:
+    """Each claim's own seed: the first 32-bit word of child ``k`` of
+    ``SeedSequence(seed).spawn(len(CLAIMS))`` for the ``k``-th claim of :data:`CLAIMS`, so
+    the claims draw independent streams and a claim's seed does not depend on which others
+    run (``--only``)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ModelError(f"seed = {seed!r}, expected an integer >= 0")
+    children = np.random.SeedSequence(seed).spawn(len(CLAIMS))
+    return {
+        name: int(child.generate_state(1)[0])
+        for (name, _), child in zip(CLAIMS, children, strict=True)
+    }
 
 
 def _number(x: float) -> float | str:
@@ -529,6 +557,7 @@ def write_report(report: Report, out: str | os.PathLike[str]) -> list[Path]:
         "passed": report.passed,
         "quick": report.quick,
         "seconds": report.seconds,
+        "seed": report.seed,
         "claims": [
             {**asdict(c), "measured": _number(c.measured), "bound": _number(c.bound)}
             for c in report.claims
@@ -551,7 +580,7 @@ def write_report(report: Report, out: str | os.PathLike[str]) -> list[Path]:
     lines.append("")
     for c in report.claims:
         lines += [f"## {c.name}", "", c.statement, ""]
-        lines += [f"Instance: {c.instance}. Seed: {c.seed}.", ""]
+        lines += [f"Instance: {c.instance}. Seed: {c.seed} (root seed {report.seed}).", ""]
     files[1].write_text("\n".join(lines))
     files += _plots(report, root)
     return files

@@ -15,6 +15,7 @@ __all__ = [
     "finite_difference_tolerance",
     "gradient_tolerance",
     "linear_solve_tolerance",
+    "pdl_tolerance",
     "summation_tolerance",
 ]
 
@@ -97,3 +98,25 @@ def gradient_tolerance(n_states: int, gamma: float, reward_bound: float) -> floa
     kappa = (1.0 + gamma) / (1.0 - gamma)
     q_max = max(float(reward_bound), 1.0) / (1.0 - gamma)
     return 2.0 * 8.0 * kappa * (max(int(n_states), 1) + 2) * EPS * q_max / (1.0 - gamma)
+
+
+def pdl_tolerance(n_states: int, n_joint_actions: int, n_agents: int, gamma: float) -> float:
+    """Rounding allowance between the two sides of the multi-agent performance difference
+    lemma (SPEC section 5) for rewards in ``[0, 1]``.
+
+    ``J(pi') - J(pi)``: two LU-solved values of size ``<= 1/(1-gamma)``, so
+    ``e_V = linear_solve_tolerance(nS, gamma, 1/(1-gamma))`` each.  Agent ``m``'s term is
+    ``1/(1-gamma) sum_s nu'(s) sum_a pi'^{0:m-1} Q^{0:m} (pi'^m - pi^m)``: ``nu'`` carries the
+    l1 error ``e_nu = linear_solve_tolerance(nS, gamma, 1)``, ``Q^{0:m}`` (an average of
+    ``r + gamma P V``) the sup error ``e_V``, and the weights ``|pi'^m - pi^m|`` sum to at
+    most 2, so the term moves by at most ``(2 e_nu / (1-gamma) + 2 e_V) / (1-gamma)``, plus
+    the rounding of its ``nS |A|`` products of size ``<= 2/(1-gamma)^2``
+    (:func:`summation_tolerance`).  The bound adds the two values and the ``N`` terms.
+    """
+    h = 1.0 / (1.0 - gamma)
+    e_v = linear_solve_tolerance(n_states, gamma, h)
+    e_nu = linear_solve_tolerance(n_states, gamma, 1.0)
+    term = (2.0 * e_nu * h + 2.0 * e_v) * h + summation_tolerance(
+        n_states * n_joint_actions, 2.0 * h * h
+    )
+    return 2.0 * e_v + n_agents * term

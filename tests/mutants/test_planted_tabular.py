@@ -136,7 +136,10 @@ def test_checks_run_under_numpy_errors_raised() -> None:
 
     code = (
         "import numpy as np; np.seterr(all='raise'); from verify.cli import main; "
-        "raise SystemExit(main(['mutants', '--area', 'gae', '--area', 'tabular', '--json']))"
+        # serial: the error state set here must reach the checks (a spawned pool would not
+        # inherit it)
+        "raise SystemExit(main(['mutants', '--area', 'gae', '--area', 'tabular', '--json', "
+        "'--executor', 'serial']))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, cwd=Path(__file__).resolve().parents[2])

@@ -191,9 +191,13 @@ class CheckReport:
     power: str | None = None
 
     def __str__(self) -> str:
-        verdict = "passed" if self.passed else "FAILED"
+        verdict = (
+            f"passed on {self.cases} of {self.cases} cases"
+            if self.passed
+            else f"FAILED on {self.failures} of {self.cases} cases"
+        )
         lines = [
-            f"{self.check}: {verdict} on {self.cases - self.failures} of {self.cases} cases "
+            f"{self.check}: {verdict} "
             f"({self.distinct_cases} distinct; seed {self.seed}; checks {self.reference})",
             f"  worst: error {self.worst_error:.3g} against tolerance "
             f"{self.worst_tolerance:.3g} at {self.where}",

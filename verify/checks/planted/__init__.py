@@ -94,16 +94,17 @@ def run_planted(
     areas: Sequence[str] | None = None, *, executor: Executor | None = None
 ) -> tuple[PlantedVerdict, ...]:
     """Every mutant and correct implementation of ``areas`` (default all) through its check,
-    area by area, mutants first; the entries run as independent pieces on ``executor``
-    (:func:`verify.executors.map_seeded`, default a local process pool).
+    area by area in catalogue order, mutants first; the entries run as independent pieces
+    on ``executor`` (:func:`verify.executors.map_seeded`, default a local process pool).
 
     Raises:
         ModelError: an area that is not in :data:`AREAS`.
     """
-    chosen = list(AREAS) if areas is None else list(areas)
-    unknown = [a for a in chosen if a not in AREAS]
-    if unknown or not chosen:
-        raise ModelError(f"areas = {chosen!r}: expected names from {sorted(AREAS)}")
+    asked = list(AREAS) if areas is None else list(areas)
+    unknown = [a for a in asked if a not in AREAS]
+    if unknown or not asked:
+        raise ModelError(f"areas = {asked!r}: expected names from {sorted(AREAS)}")
+    chosen = [a for a in AREAS if a in asked]  # catalogue order, each area once
     kinds: tuple[Kind, Kind] = ("mutant", "correct")
     keys = [
         (area, kind, index)
