@@ -3,7 +3,8 @@
 One module per mathematical object: :mod:`.graph` (interaction graphs and k-hop
 neighbourhoods), :mod:`.model` (the networked MDP and its joint space), :mod:`.policy`
 (localized softmax policies), :mod:`.transition` (the joint kernel under a policy,
-behind one backend interface), :mod:`.utilities` (general utilities) and
+behind one backend interface, and its dense backend), :mod:`.matrix_free` (the backend by
+contractions of local factors), :mod:`.utilities` (general utilities) and
 :mod:`.exact` (occupancies, shadow rewards, shadow Q and the three gradient routes),
 :mod:`.truncation` (kappa-hop decay and truncated gradients), :mod:`.sampling` (the
 vectorised sampler) and :mod:`.algorithm` (Algorithm 1 and the exact expectations of its
@@ -45,6 +46,12 @@ from reference.networked.exact import (
     team_q,
 )
 from reference.networked.graph import Graph
+from reference.networked.matrix_free import (
+    ContractionPlan,
+    ContractionStep,
+    MatrixFreeOperator,
+    contraction_plan,
+)
 from reference.networked.model import JointSpace, NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.sampling import (
@@ -59,6 +66,7 @@ from reference.networked.transition import (
     LinearSolve,
     TransitionOperator,
     contract_next_state,
+    dense_memory,
     expand_next_state,
     transition_operator,
 )
@@ -87,6 +95,8 @@ __all__ = [
     "Algorithm1Config",
     "Algorithm1History",
     "ConstraintPenaltyUtility",
+    "ContractionPlan",
+    "ContractionStep",
     "CriticTable",
     "DecayProfile",
     "DenseOperator",
@@ -98,6 +108,7 @@ __all__ = [
     "LinearSolve",
     "LinearUtility",
     "LocalizedSoftmaxPolicy",
+    "MatrixFreeOperator",
     "NetworkedMDP",
     "NetworkedSolution",
     "QuadraticImitationUtility",
@@ -111,9 +122,11 @@ __all__ = [
     "UtilityConstants",
     "cancellation_residual",
     "contract_next_state",
+    "contraction_plan",
     "decay_bound",
     "decay_profile",
     "decay_spread",
+    "dense_memory",
     "expand_next_state",
     "finite_horizon_occupancy",
     "first_escape_time",
