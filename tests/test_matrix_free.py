@@ -1,8 +1,9 @@
-"""The matrix-free transition backend against the dense one, its plan and its certified solves
-(proofs_notes/matrix-free.md)."""
+"""The matrix-free transition backend against the dense one, its plan, its certified solves and
+the automatic backend choice (proofs_notes/matrix-free.md)."""
 
 from __future__ import annotations
 
+import tracemalloc
 from math import prod
 
 import numpy as np
@@ -10,22 +11,29 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from reference.errors import ModelError, SolverError
+from reference.errors import MemoryLimitError, ModelError, SolverError
 from reference.instances import line_message
 from reference.networked import (
     DenseOperator,
     Graph,
+    LinearUtility,
     LocalizedSoftmaxPolicy,
     MatrixFreeOperator,
     NetworkedMDP,
     contraction_plan,
+    per_agent_values,
+    predict_backends,
+    solve,
+    transition_operator,
 )
 from verify import strategies as mst
-from verify.operators import compare_operators
+from verify.operators import compare_operators, compare_solutions
 from verify.tolerances import (
+    EPS,
     contraction_tolerance,
     kernel_formation_depth,
     solve_agreement_tolerance,
+    summation_tolerance,
 )
 
 _MODELS = mst.networked_mdps(
@@ -230,3 +238,143 @@ def test_zero_right_hand_side_and_discount_zero() -> None:
     assert zero.error_bound == 0.0 and not np.any(zero.x)
     b = np.random.default_rng(5).standard_normal(8)
     np.testing.assert_array_equal(op.solve_values(b).x, b)
+
+
+# ---------------------------------------------------------------------- the exact gradient
+@given(problem=mst.networked_problems(max_agents=5, max_joint_states=48))
+def test_exact_gradient_agrees_across_backends(problem: mst.NetworkedProblem) -> None:
+    """solve() on both backends: occupancies, team values and grad F agree within tolerances
+    built from the two certified bounds, the measured shadow-reward gap and the rounding of
+    the shared formulas (proofs_notes/matrix-free.md#agreement)."""
+    m, pol, utils = problem.model, problem.policy, problem.utilities
+    op = MatrixFreeOperator(m, pol, accuracy=_ACCURACY)
+    mf = solve(m, pol, utils, operator=op)
+    dense = solve(m, pol, utils, backend="dense")
+    assert mf.backend == "matrix-free" and mf.shadow_values is None
+    assert dense.backend == "dense" and dense.shadow_values is not None
+    cmp = compare_solutions(dense, mf, op)
+    assert cmp.agrees, cmp
+
+
+@pytest.mark.parametrize(
+    ("graph", "beta"),
+    [
+        (Graph.line(6), 2),
+        (Graph.ring(7), 1),
+        (Graph.grid(2, 4), 1),
+        (Graph.star(6), 0),
+        (Graph.random_tree(7, np.random.default_rng(11)), 2),
+    ],
+    ids=["line-beta2", "ring-beta1", "grid-beta1", "star-beta0", "tree-beta2"],
+)
+def test_exact_gradient_agrees_on_named_graphs(graph: Graph, beta: int) -> None:
+    """The same agreement on larger binary instances of every graph family (64-128 states),
+    with the entropy utility and the default grouped plan."""
+    from reference.networked import EntropyUtility
+
+    rng = np.random.default_rng(graph.n + 10 * beta)
+    model = _binary(graph, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    utils = tuple(EntropyUtility((2, 2), model.gamma) for _ in range(model.n))
+    op = MatrixFreeOperator(model, pol, accuracy=_ACCURACY)
+    cmp = compare_solutions(
+        solve(model, pol, utils, backend="dense"), solve(model, pol, utils, operator=op), op
+    )
+    assert cmp.agrees, cmp
+    assert cmp.reward_gap > 0.0  # the entropy's shadow reward moves with lam_i
+
+
+def test_value_modes_and_the_team_value() -> None:
+    """values='per-agent' on the matrix-free backend gives every V_i (their mean is Vbar);
+    'team' gives None, and per_agent_values / require_shadow_values say what to do."""
+    inst = line_message(5)
+    pol = LocalizedSoftmaxPolicy.random(inst.model, 1, np.random.default_rng(0))
+    utils = inst.utilities("entropy")
+    full = solve(inst.model, pol, utils, backend="matrix-free", values="per-agent")
+    team = solve(inst.model, pol, utils, backend="dense", values="team")
+    assert full.shadow_values is not None and team.shadow_values is None
+    v_scale = float(np.max(np.abs(full.shadow_values)))
+    tol = full.value_error_bound + inst.model.n * EPS * v_scale
+    np.testing.assert_allclose(full.shadow_values.mean(axis=1), full.team_value, rtol=0, atol=tol)
+    with pytest.raises(ModelError, match="values='per-agent'"):
+        team.require_shadow_values()
+    again = per_agent_values(inst.model, pol, team)
+    gap = float(np.max(np.abs(again - full.shadow_values)))
+    assert gap <= 2 * full.value_error_bound + team.value_error_bound + 4 * EPS * v_scale
+    with pytest.raises(ModelError, match="values = 'some'"):
+        solve(inst.model, pol, utils, values="some")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- backend choice
+def test_automatic_choice_and_override() -> None:
+    """Tiny instances go dense, instances whose dense kernel does not fit go matrix-free,
+    the override is obeyed, and neither fitting is a MemoryLimitError naming both."""
+    small = line_message(3)
+    pol = LocalizedSoftmaxPolicy.uniform(small.model)
+    assert transition_operator(small.model, pol).backend == "dense"
+    assert transition_operator(small.model, pol, "matrix-free").backend == "matrix-free"
+    big = line_message(12)
+    pol_big = LocalizedSoftmaxPolicy.uniform(big.model)
+    dense_cost, mf_cost = predict_backends(big.model, 0, memory_limit=1e8)
+    assert not dense_cost.fits and mf_cost.fits
+    assert transition_operator(big.model, pol_big, memory_limit=1e8).backend == "matrix-free"
+    with pytest.raises(MemoryLimitError, match="dense joint kernel of 4096"):
+        transition_operator(big.model, pol_big, "dense", memory_limit=1e8)
+    with pytest.raises(MemoryLimitError, match="neither backend fits"):
+        transition_operator(big.model, pol_big, memory_limit=1e5)
+
+
+def test_predictions_allocate_nothing_of_joint_size() -> None:
+    """Predicting both backends for a ring of 30 binary agents (|S| = 2^30) allocates no
+    more than a few kilobytes: the plan is symbolic."""
+    graph = Graph.ring(30)
+    kernels = tuple(np.full((8, 2, 2), 0.5) for _ in range(30))
+    model = NetworkedMDP(graph, (2,) * 30, (2,) * 30, kernels, 0.9, tuple(np.full(2, 0.5) for _ in range(30)))
+    tracemalloc.start()
+    try:
+        dense, mf = predict_backends(model, 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert dense.bytes > 2 * 8 * 4**30 and mf.bytes < 100 * 8 * 2**30
+    assert not dense.fits and not mf.fits
+
+
+def test_exact_gradient_memory_is_linear_in_the_joint_states() -> None:
+    """The matrix-free exact gradient on a ring of 14 binary agents (|S| = 16384) stays
+    within its linear prediction (tracemalloc peak), far below one dense |S| x |S| array."""
+    from reference.networked import EntropyUtility
+
+    rng = np.random.default_rng(14)
+    model = _binary(Graph.ring(14), rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    utils = tuple(EntropyUtility((2, 2), model.gamma) for _ in range(model.n))
+    _, predicted = predict_backends(model, 1)
+    tracemalloc.start()
+    try:
+        sol = solve(model, pol, utils, backend="matrix-free")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    n_joint = model.states.size
+    assert peak <= predicted.bytes < 8 * n_joint * n_joint
+    assert sol.shadow_values is None and np.isfinite(sol.gradient_norm)
+    assert sol.occupancy_error_bound <= 1e-10 / (1 - model.gamma)
+
+
+def test_linear_utility_gradient_is_exact_rl_on_the_matrix_free_backend() -> None:
+    """With linear utilities F = J of the joint MDP: the matrix-free objective matches the
+    tabular evaluation within the certified occupancy bound."""
+    from reference.tabular import evaluate
+
+    inst = line_message(4)
+    pol = LocalizedSoftmaxPolicy.random(inst.model, 1, np.random.default_rng(2))
+    utils = tuple(LinearUtility(r, inst.model.gamma) for r in inst.rewards)
+    sol = solve(inst.model, pol, utils, backend="matrix-free")
+    vals = evaluate(inst.model.to_tabular(inst.rewards), pol.joint_matrix())
+    r_max = max(float(np.max(np.abs(r))) for r in inst.rewards)
+    tol = vals.error_bound + r_max * sol.occupancy_error_bound + summation_tolerance(
+        inst.model.states.size * 4, r_max / (1 - inst.model.gamma)
+    )
+    assert abs(sol.objective - vals.J) <= tol

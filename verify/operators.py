@@ -1,5 +1,11 @@
-"""Compare the matrix-free transition operator with the dense one on random vectors.
+"""Compare the matrix-free transition backend with the dense one.
 
+:func:`compare_operators` checks the operator itself on random vectors;
+:func:`compare_solutions` checks two exact gradients (:func:`reference.networked.solve`), one
+from each backend, with tolerances built from their certified bounds.
+
+Operators
+---------
 
 Every operation of :class:`~reference.networked.transition.TransitionOperator` that does not
 solve (``apply``, ``apply_transpose`` with one and with several columns, ``apply_agent`` and
@@ -19,6 +25,13 @@ each computation (:func:`verify.tolerances.contraction_tolerance`):
 Entries are compared in the inf-norm for forward operations and in the l1-norm for adjoint
 ones (``proofs_notes/matrix-free.md#agreement``).  A ratio above 1 is a disagreement.
 
+Solutions
+---------
+``lam_S`` (l1) within :func:`verify.tolerances.solve_agreement_tolerance` of the two
+occupancy certificates; each ``lam_i`` within that plus the rounding of the two grouped sums;
+``Vbar`` (inf) within the value certificates plus the measured shadow-reward gap passed
+through ``(I - gamma P_pi)^{-1}``; ``grad F`` (entrywise) within
+:func:`verify.tolerances.gradient_agreement_tolerance`.
 """
 
 from __future__ import annotations
@@ -30,11 +43,19 @@ import numpy as np
 
 from reference._arrays import FloatArray
 from reference.errors import ModelError
+from reference.networked.exact import NetworkedSolution
 from reference.networked.matrix_free import MatrixFreeOperator
 from reference.networked.transition import DenseOperator
-from verify.tolerances import contraction_tolerance, kernel_formation_depth
+from verify.tolerances import (
+    EPS,
+    contraction_tolerance,
+    gradient_agreement_tolerance,
+    kernel_formation_depth,
+    solve_agreement_tolerance,
+    summation_tolerance,
+)
 
-__all__ = ["OperatorComparison", "compare_operators"]
+__all__ = ["OperatorComparison", "SolutionComparison", "compare_operators", "compare_solutions"]
 
 def _ratio(gap: float, tolerance: float) -> float:
     """``gap / tolerance``, with ``0 / 0 = 0`` (an exact zero on both sides agrees)."""
@@ -144,3 +165,95 @@ def compare_operators(
             record(f"{name}({i})", got, want, depth, scale, is_l1)
     ratio, name = max(results)
     return OperatorComparison(ratio, name, len(results))
+
+
+@dataclass(frozen=True)
+class SolutionComparison:
+    """Outcome of :func:`compare_solutions`: each gap next to its derived tolerance.
+
+    Attributes:
+        occupancy: ``(||lam_S^mf - lam_S^dense||_1, tolerance)``.
+        local_occupancy: ``(max_i ||lam_i^mf - lam_i^dense||_1, tolerance)``.
+        team_value: ``(||Vbar^mf - Vbar^dense||_inf, tolerance)``.
+        gradient: ``(max |grad^mf - grad^dense|, tolerance)`` over every entry.
+        reward_gap: the measured ``max_i ||r_i^mf - r_i^dense||_inf`` the tolerances use.
+    """
+
+    occupancy: tuple[float, float]
+    local_occupancy: tuple[float, float]
+    team_value: tuple[float, float]
+    gradient: tuple[float, float]
+    reward_gap: float
+
+    @property
+    def worst_ratio(self) -> float:
+        """Largest ``gap / tolerance``."""
+        pairs = (self.occupancy, self.local_occupancy, self.team_value, self.gradient)
+        return max(_ratio(gap, tol) for gap, tol in pairs)
+
+    @property
+    def agrees(self) -> bool:
+        """Whether every gap is within its tolerance."""
+        return self.worst_ratio <= 1.0
+
+
+def compare_solutions(
+    dense: NetworkedSolution, matrix_free: NetworkedSolution, operator: MatrixFreeOperator
+) -> SolutionComparison:
+    """Compare :func:`~reference.networked.solve` on the two backends (same instance).
+
+    Args:
+        dense: the solution on the dense backend (per-agent values, whose mean is ``Vbar``).
+        matrix_free: the solution computed with ``operator``.
+        operator: the matrix-free operator (its row-sum bound and plan depth enter the
+            tolerances).
+    """
+    if dense.backend != "dense" or matrix_free.backend != "matrix-free":
+        raise ModelError(
+            f"expected a dense and a matrix-free solution, got {dense.backend!r} and "
+            f"{matrix_free.backend!r}"
+        )
+    model = operator.model
+    g, n_joint = model.gamma, model.states.size
+    mass = 1.0 / (1.0 - g)
+    formation = kernel_formation_depth(model.n_actions)
+    occ_tol = solve_agreement_tolerance(
+        dense.occupancy_error_bound, matrix_free.occupancy_error_bound, g,
+        operator.row_sum_bound, formation, mass + matrix_free.occupancy_error_bound,
+    )
+    occ_gap = float(np.sum(np.abs(matrix_free.lam_S - dense.lam_S)))
+    # lam_i: the same grouped sums of |S| terms of total mass 1/(1-gamma) in both
+    local_tol = occ_tol + 2.0 * summation_tolerance(n_joint, mass)
+    local_gap = max(
+        float(np.sum(np.abs(a - b)))
+        for a, b in zip(matrix_free.local_occupancy, dense.local_occupancy, strict=True)
+    )
+    reward_gap = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(matrix_free.shadow_rewards, dense.shadow_rewards, strict=True)
+    )
+    reward_bound = max(float(np.max(np.abs(r))) for r in dense.shadow_rewards)
+    v_scale = reward_bound * mass
+    # the dense Vbar is the mean of n certified columns: its rounding adds n eps |V|
+    value_gap = solve_agreement_tolerance(
+        dense.value_error_bound + model.n * EPS * v_scale, matrix_free.value_error_bound, g,
+        operator.row_sum_bound, formation, v_scale + matrix_free.value_error_bound,
+    )
+    team_tol = value_gap + reward_gap * mass + (model.n + 2) * EPS * v_scale
+    team_gap = float(np.max(np.abs(matrix_free.team_value - dense.team_value)))
+    grad_tol = gradient_agreement_tolerance(
+        gamma=g, n_agents=model.n, n_states=n_joint, occupancy_gap=occ_tol,
+        value_gap=value_gap, reward_gap=reward_gap, reward_bound=reward_bound,
+        agent_apply_depth=operator.plan.depth + sum(model.n_states) + formation,
+    )
+    grad_gap = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(matrix_free.gradient, dense.gradient, strict=True)
+    )
+    return SolutionComparison(
+        occupancy=(occ_gap, occ_tol),
+        local_occupancy=(local_gap, local_tol),
+        team_value=(team_gap, team_tol),
+        gradient=(grad_gap, grad_tol),
+        reward_gap=reward_gap,
+    )

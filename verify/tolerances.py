@@ -14,6 +14,7 @@ __all__ = [
     "contraction_tolerance",
     "finite_difference_step",
     "finite_difference_tolerance",
+    "gradient_agreement_tolerance",
     "gradient_tolerance",
     "kernel_formation_depth",
     "linear_solve_tolerance",
@@ -164,3 +165,49 @@ def solve_agreement_tolerance(
     dense = float(dense_bound) * (1.0 - gamma) / (1.0 - gamma * r)
     gap = gamma * delta * float(row_sum_bound) * float(solution_norm) / (1.0 - gamma * r)
     return dense + float(matrix_free_bound) + gap
+
+
+def gradient_agreement_tolerance(
+    *,
+    gamma: float,
+    n_agents: int,
+    n_states: int,
+    occupancy_gap: float,
+    value_gap: float,
+    reward_gap: float,
+    reward_bound: float,
+    agent_apply_depth: int,
+) -> float:
+    """Largest possible gap between two computations of ``grad F`` by route 1.
+
+    Route 1 computes ``grad_i[o, b] = sum_{s: o_i(s) = o} lam_S(s) pi_i(b|o) G_i(s, b)`` with
+    ``G_i = (1/n)(r_i - R_i^pi) + Rbar^pi - Vbar + gamma P^{(i,b)} Vbar``.  With
+    ``mass = 1/(1-gamma)``, ``v = reward_bound * mass`` (so ``|G_i| <= 2 v``) and the inputs of
+    the two computations differing by ``occupancy_gap`` (l1, ``lam_S``), ``reward_gap`` (inf,
+    each ``r_i``) and ``value_gap`` (inf, ``Vbar`` for equal rewards):
+
+    * ``Vbar`` differs by ``dV = value_gap + reward_gap mass + (n + 2) eps v`` (the reward
+      change passes through ``(I - gamma P_pi)^{-1}``, of norm ``mass``; the team reward is
+      averaged in a different order);
+    * ``G_i`` by ``dG = (1 + 2/n) reward_gap + (1 + 2 gamma) dV + gamma agent_apply_depth eps
+      (2 v) + 16 eps v``: the two ``P^{(i,b)}`` applications round differently
+      (:func:`contraction_tolerance`, row sums at most 2), and forming ``G_i`` takes at most
+      eight roundings of terms of size ``2 v`` in each computation;
+    * the sum by ``occupancy_gap 2 v + (mass + occupancy_gap) dG``, plus the rounding of two
+      sums of ``|S|`` terms of total size ``mass 2 v`` with three products each,
+      ``2 (|S| + 3) eps mass 2 v`` (Higham 2002, eq. 4.4).
+
+    See ``proofs_notes/matrix-free.md#agreement``.
+    """
+    mass = 1.0 / (1.0 - gamma)
+    v = float(reward_bound) * mass
+    n = max(int(n_agents), 1)
+    d_v = float(value_gap) + float(reward_gap) * mass + (n + 2) * EPS * v
+    d_g = (
+        (1.0 + 2.0 / n) * float(reward_gap)
+        + (1.0 + 2.0 * gamma) * d_v
+        + gamma * contraction_tolerance(agent_apply_depth, 2.0 * v)
+        + 16.0 * EPS * v
+    )
+    rounding = 2.0 * (int(n_states) + 3) * EPS * mass * 2.0 * v
+    return float(occupancy_gap) * 2.0 * v + (mass + float(occupancy_gap)) * d_g + rounding

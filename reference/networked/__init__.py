@@ -4,7 +4,8 @@ One module per mathematical object: :mod:`.graph` (interaction graphs and k-hop
 neighbourhoods), :mod:`.model` (the networked MDP and its joint space), :mod:`.policy`
 (localized softmax policies), :mod:`.transition` (the joint kernel under a policy,
 behind one backend interface, and its dense backend), :mod:`.matrix_free` (the backend by
-contractions of local factors), :mod:`.utilities` (general utilities) and
+contractions of local factors), :mod:`.backends` (the choice between them by predicted cost),
+:mod:`.utilities` (general utilities) and
 :mod:`.exact` (occupancies, shadow rewards, shadow Q and the three gradient routes),
 :mod:`.truncation` (kappa-hop decay and truncated gradients), :mod:`.sampling` (the
 vectorised sampler) and :mod:`.algorithm` (Algorithm 1 and the exact expectations of its
@@ -32,6 +33,11 @@ from reference.networked.algorithm import (
     td_critic_limit,
     td_critic_mean_field,
 )
+from reference.networked.backends import (
+    BackendCost,
+    predict_backends,
+    transition_operator,
+)
 from reference.networked.exact import (
     NetworkedSolution,
     gradient_chain_rule,
@@ -40,6 +46,8 @@ from reference.networked.exact import (
     local_occupancies,
     local_occupancy_jacobian,
     objective,
+    per_agent_values,
+    policy_reward_tables,
     score_contraction,
     shadow_q,
     solve,
@@ -68,7 +76,6 @@ from reference.networked.transition import (
     contract_next_state,
     dense_memory,
     expand_next_state,
-    transition_operator,
 )
 from reference.networked.truncation import (
     DecayProfile,
@@ -94,6 +101,7 @@ from reference.networked.utilities import (
 __all__ = [
     "Algorithm1Config",
     "Algorithm1History",
+    "BackendCost",
     "ConstraintPenaltyUtility",
     "ContractionPlan",
     "ContractionStep",
@@ -142,6 +150,9 @@ __all__ = [
     "mc_critic_expectation",
     "objective",
     "occupancy_estimate",
+    "per_agent_values",
+    "policy_reward_tables",
+    "predict_backends",
     "replay_td_critic",
     "rollout",
     "run_algorithm1",

@@ -18,7 +18,8 @@ Everything the exact oracles need is one of five operations on this kernel:
 :class:`TransitionOperator` is that interface; :class:`DenseOperator` implements it with
 the dense ``|S| x |S|`` matrix and one LU factorisation
 (:class:`~reference.networked.matrix_free.MatrixFreeOperator` is the backend that never forms
-it).  The dense per-agent operations use
+it, and :func:`~reference.networked.backends.transition_operator` chooses between the two).
+The dense per-agent operations use
 sequential contractions over next-state axes (:func:`contract_next_state`,
 :func:`expand_next_state`) whose cost is ``O(|S|^2)`` per call and which never form a
 joint ``(s, a, s')`` array.  Derivations: ``proofs_notes/occupancy-and-flow.md``.
@@ -47,7 +48,6 @@ __all__ = [
     "contract_next_state",
     "dense_memory",
     "expand_next_state",
-    "transition_operator",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -289,19 +289,3 @@ class DenseOperator:
         x = scipy.linalg.lu_solve(self._factor(), rho, trans=1, check_finite=False)
         res, bound = self._certify(x, rho, transpose=True)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="l1")
-
-
-def transition_operator(
-    model: NetworkedMDP,
-    policy: LocalizedSoftmaxPolicy,
-    backend: Literal["auto", "dense"] = "auto",
-    memory_limit: float | None = None,
-) -> TransitionOperator:
-    """The transition operator of ``policy`` on ``model`` with the chosen backend.
-
-    ``"auto"`` picks the cheapest backend whose predicted memory fits the limit; the
-    dense backend is the one available in this release.
-    """
-    if backend not in ("auto", "dense"):
-        raise ModelError(f"backend = {backend!r}, expected 'auto' or 'dense'")
-    return DenseOperator(model, policy, memory_limit)

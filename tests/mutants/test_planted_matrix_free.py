@@ -4,7 +4,8 @@ real one (verify/operators.py, tests/test_matrix_free.py; proofs_notes/matrix-fr
 Each mutant is a subclass of :class:`MatrixFreeOperator` with one plausible slip: a local
 factor with its current and next state swapped, a next-state axis contracted against the
 wrong agent's factor, the adjoint replaced by the forward map, the agent kernel not
-substituted, and an agent dropped from a merged step factor."""
+substituted, an agent dropped from a merged step factor, and the team value solved with the
+transposed kernel."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ import pytest
 from reference._arrays import FloatArray
 from reference.networked import (
     DenseOperator,
+    EntropyUtility,
     Graph,
     LocalizedSoftmaxPolicy,
     MatrixFreeOperator,
     NetworkedMDP,
     contraction_plan,
+    solve,
 )
-from verify.operators import compare_operators
+from reference.networked.transition import LinearSolve
+from verify.operators import compare_operators, compare_solutions
 
 
 class TransposedFactor(MatrixFreeOperator):
@@ -77,6 +81,13 @@ class DroppedGroupMember(MatrixFreeOperator):
         return super()._matrix(step, factors)
 
 
+class TransposedValueSolve(MatrixFreeOperator):
+    """``solve_values`` solves ``(I - gamma P_pi^T) x = r`` (the occupancy system)."""
+
+    def solve_values(self, r: FloatArray) -> LinearSolve:
+        return self.solve_occupancy(r)
+
+
 def _instance(seed: int) -> tuple[NetworkedMDP, LocalizedSoftmaxPolicy]:
     """Ring of 5 binary agents, Dirichlet(1, 1) kernel rows, beta = 1."""
     rng = np.random.default_rng(seed)
@@ -115,3 +126,16 @@ def test_correct_operator_passes_the_same_comparison(max_group: int) -> None:
         op = MatrixFreeOperator(model, pol, plan=contraction_plan(model, 1, max_group=max_group))
         cmp = compare_operators(op, DenseOperator(model, pol), np.random.default_rng(seed))
         assert cmp.agrees, (seed, cmp)
+
+
+def test_value_solve_mutant_is_caught_by_the_solution_comparison() -> None:
+    """The transposed value solve fails the dense/matrix-free gradient agreement that the
+    correct operator passes (verify.operators.compare_solutions)."""
+    model, pol = _instance(0)
+    utils = tuple(EntropyUtility((2, 2), model.gamma) for _ in range(model.n))
+    dense = solve(model, pol, utils, backend="dense")
+    good_op, bug_op = MatrixFreeOperator(model, pol), TransposedValueSolve(model, pol)
+    good = compare_solutions(dense, solve(model, pol, utils, operator=good_op), good_op)
+    bug = compare_solutions(dense, solve(model, pol, utils, operator=bug_op), bug_op)
+    assert good.agrees, good
+    assert not bug.agrees and bug.team_value[0] > bug.team_value[1], bug
