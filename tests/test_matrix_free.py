@@ -147,6 +147,31 @@ def test_adjoint_and_agent_marginals_without_the_dense_matrix(
         np.testing.assert_allclose(mixed, direct, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("limit", [1, 8, 40])
+def test_split_blas_products_give_the_same_operator(
+    monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """With the per-product size cap forced down, every step is split into chunks (with a
+    remainder when 3-state agents make the chunk size not divide the axis) and the operator
+    still agrees with the dense one."""
+    from reference.networked import matrix_free
+
+    monkeypatch.setattr(matrix_free, "_BLAS_PRODUCT", limit)
+    rng = np.random.default_rng(limit)
+    graph = Graph.ring(5)
+    sizes = (3, 2, 3, 2, 3)
+    kernels = tuple(
+        rng.dirichlet(np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), 2))
+        for i in range(5)
+    )
+    model = NetworkedMDP(graph, sizes, (2,) * 5, kernels, 0.9, tuple(np.ones(k) / k for k in sizes))
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    for max_group in (1, 8):
+        op = MatrixFreeOperator(model, pol, plan=contraction_plan(model, 1, max_group=max_group))
+        cmp = compare_operators(op, DenseOperator(model, pol), rng)
+        assert cmp.agrees, cmp
+
+
 def test_bad_inputs_are_named() -> None:
     inst = line_message(3)
     pol = LocalizedSoftmaxPolicy.uniform(inst.model)

@@ -50,13 +50,16 @@ BackendChoice = Literal["auto", "dense", "matrix-free"]
 BACKENDS: tuple[BackendChoice, ...] = ("auto", "dense", "matrix-free")
 """Every accepted value of ``backend``."""
 
-FACTORISATION_RATE = 1.0e10
-"""Multiply-adds per second of a dense LU factorisation (BLAS-3, one core), order of
-magnitude; calibration in ``proofs_notes/matrix-free.md#cost-model``."""
+FACTORISATION_RATE = 2.0e10
+"""Multiply-adds per second of a dense LU factorisation (BLAS-3, one core); measured
+2.4e10 at ``|S| = 4096`` on the development machine
+(``proofs_notes/matrix-free.md#cost-model``)."""
 
-STREAM_RATE = 1.0e9
-"""Multiply-adds per second of the memory-bound contractions of both backends (and of the
-cost units of :meth:`ContractionPlan.application_cost`), order of magnitude."""
+STREAM_RATE = 1.5e10
+"""Cost units per second of the batched contractions of both backends, in the units of
+:meth:`~reference.networked.matrix_free.ContractionPlan.application_cost` (one unit is a
+multiply-add inside a batched matrix product); measured 1.4e10 on the development machine
+for the plan of a ring of 20 binary agents (``proofs_notes/matrix-free.md#cost-model``)."""
 
 
 @dataclass(frozen=True)

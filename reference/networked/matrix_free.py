@@ -40,6 +40,7 @@ from math import ceil, log, prod
 
 import numpy as np
 import scipy.sparse.linalg as spla
+from numpy.lib.stride_tricks import as_strided
 
 from reference._arrays import EPS_F64, FloatArray, read_only
 from reference.errors import ModelError, SolverError
@@ -87,6 +88,15 @@ compare candidate plans."""
 
 _GREEDY_STARTS = 24
 """Graphs with more agents try only this many start agents (the smallest supports first)."""
+
+_BLAS_PRODUCT = 1 << 18
+"""Largest ``m n k`` of one BLAS matrix product a contraction step issues.  OpenBLAS runs a
+product of at most ``4 * 65536`` multiply-adds on the calling thread (its
+``GEMM_MULTITHREAD_THRESHOLD``); larger ones are handed to worker threads, which on a loaded
+machine stalls each call for milliseconds (measured: one step's batch of
+``(32 x 32)(32 x 2048)`` products 50 times slower with two contended threads).  The
+contractions are memory-bound, so splitting costs nothing measurable
+(``proofs_notes/matrix-free.md#plan``)."""
 
 _OLD, _NEW = 0, 1  # axis kinds: current state s_j, next state s'_j
 
@@ -426,6 +436,34 @@ def krylov_restart(
 
 
 # ---------------------------------------------------------------------- the operator
+def _step_product(mat: FloatArray, t: FloatArray) -> FloatArray:
+    """``out[x, b, e, y] = sum_c mat[b, e, c] t[x, b, c, y]`` as batched BLAS products of at
+    most :data:`_BLAS_PRODUCT` multiply-adds each (``y`` split into chunks; same sums)."""
+    x, b, c, y = t.shape
+    e = mat.shape[1]
+    chunk = max(1, _BLAS_PRODUCT // (e * c))
+    if chunk >= y:
+        out: FloatArray = np.matmul(mat, t)
+        return out
+    t = np.ascontiguousarray(t)
+    out = np.empty((x, b, e, y))
+    pieces = y // chunk
+    whole = pieces * chunk
+
+    def pieces_of(a: FloatArray, rows: int) -> FloatArray:
+        # (x, b, rows, y) viewed as (x, b, pieces, rows, chunk): a strided view, no copy
+        s0, s1, s2, s3 = a.strides
+        view: FloatArray = as_strided(
+            a, shape=(x, b, pieces, rows, chunk), strides=(s0, s1, chunk * s3, s2, s3)
+        )
+        return view
+
+    np.matmul(mat[None, :, None], pieces_of(t, c), out=pieces_of(out, e))
+    if whole < y:
+        np.matmul(mat, t[..., whole:], out=out[..., whole:])
+    return out
+
+
 def _factor_tensor(
     model: NetworkedMDP, support: tuple[int, ...], table: FloatArray, over: Sequence[int]
 ) -> FloatArray:
@@ -578,7 +616,7 @@ class MatrixFreeOperator:
             if step.permutation is not None:
                 t = t.reshape((*step.layout, cols)).transpose((*step.permutation, len(step.layout)))
             x, b, c, y = step.sizes
-            t = np.matmul(mat, np.ascontiguousarray(t).reshape(x, b, c, y * cols))
+            t = _step_product(mat, np.ascontiguousarray(t).reshape(x, b, c, y * cols))
         out = t.reshape((*plan.final_layout, cols)).transpose(
             (*plan.final_permutation, len(plan.final_layout))
         )
@@ -595,7 +633,7 @@ class MatrixFreeOperator:
         for step, mat in zip(reversed(plan.steps), reversed(matrices), strict=True):
             x, b, _, y = step.sizes
             t = np.ascontiguousarray(t).reshape(x, b, step.introduced_size, y * cols)
-            t = np.matmul(np.swapaxes(mat, 1, 2), t)  # (x, b, c, y * cols)
+            t = _step_product(np.swapaxes(mat, 1, 2), t)  # (x, b, c, y * cols)
             if step.permutation is not None:
                 permuted = (*(step.layout[p] for p in step.permutation), cols)
                 back = (*np.argsort(step.permutation), len(permuted) - 1)
