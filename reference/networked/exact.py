@@ -27,14 +27,14 @@ No routine loops over joint states; joint arrays are guarded by :mod:`reference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from math import prod
 from typing import Literal
 
 import numpy as np
 
-from reference._arrays import FloatArray, frozen
+from reference._arrays import FloatArray, frozen, read_only
 from reference.errors import ModelError
 from reference.memory import check_memory
 from reference.networked.backends import BackendChoice, transition_operator
@@ -49,6 +49,7 @@ __all__ = [
     "gradient_chain_rule",
     "gradient_joint_q",
     "gradient_norm",
+    "iter_shadow_q",
     "local_occupancies",
     "local_occupancy_jacobian",
     "objective",
@@ -428,20 +429,39 @@ def shadow_q(
     One ``(|S|, |A|)`` table per agent (joint actions mixed radix, agent 0 most
     significant); the predicted ``(n + 2) |S| |A|`` floats are checked against the memory
     limit.  The values are :func:`per_agent_values` (solved here if ``solution`` holds only
-    the team value).
+    the team value).  :func:`iter_shadow_q` yields the same tables one at a time.
     """
     nS, nA, n = model.states.size, model.actions.size, model.n
     check_memory(8 * (n + 2) * nS * nA, f"{n} joint shadow Q tables", memory_limit)
+    return tuple(iter_shadow_q(model, policy, solution, memory_limit=memory_limit))
+
+
+def iter_shadow_q(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    solution: NetworkedSolution,
+    *,
+    memory_limit: float | None = None,
+) -> Iterator[FloatArray]:
+    """``Q_0, Q_1, ...`` of :func:`shadow_q`, one ``(|S|, |A|)`` table at a time.
+
+    Memory: one table, the reward broadcast and the contraction's output, ``3 |S| |A|``
+    floats (checked before the first table), plus the ``(|S|, n)`` per-agent values.
+    """
+    nS, nA, n = model.states.size, model.actions.size, model.n
+    what = f"a joint shadow Q table ({nS} joint states x {nA} joint actions)"
+    check_memory(8 * (3 * nS * nA + nS * n), what, memory_limit)
     values = per_agent_values(model, policy, solution, memory_limit=memory_limit)
     factors = [model.local_kernel_factors(j) for j in range(n)]
-    adigits = model.actions.digits
-    sdigits = model.states.digits
-    out = []
+    states, actions = model.states, model.actions
     for i in range(n):
         future = contract_next_state(factors, values[:, i], model.n_states)
-        reward = solution.shadow_rewards[i][sdigits[:, i][:, None], adigits[:, i][None, :]]
-        out.append(frozen(reward + model.gamma * future))
-    return tuple(out)
+        future *= model.gamma
+        # r_i(s_i, a_i) read at every (s, a): the state lift of the action lift
+        reward = states.lift(actions.lift(solution.shadow_rewards[i].T, (i,)).T, (i,))
+        future += reward
+        del reward
+        yield read_only(future)
 
 
 def team_q(shadow_qs: Sequence[FloatArray]) -> FloatArray:
