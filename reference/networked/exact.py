@@ -94,6 +94,7 @@ class NetworkedSolution:
         occupancy_error_bound: certified l1 error of ``lam_S``.
         value_error_bound: certified inf-norm error of ``team_value`` and, when present, of
             every column of ``shadow_values``.
+        iterations: operator applications of the iterative solves (0 for direct solves).
         backend: name of the transition backend used.
     """
 
@@ -109,6 +110,7 @@ class NetworkedSolution:
     occupancy_error_bound: float
     value_error_bound: float
     backend: str
+    iterations: int = 0
 
     def require_shadow_values(self) -> FloatArray:
         """``shadow_values``, or a :class:`~reference.errors.ModelError` naming the fix when
@@ -320,6 +322,7 @@ def solve(
         occupancy_error_bound=occ_solve.error_bound,
         value_error_bound=val_solve.error_bound,
         backend=op.backend,
+        iterations=occ_solve.iterations + val_solve.iterations,
     )
 
 
