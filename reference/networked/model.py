@@ -107,7 +107,8 @@ class JointSpace:
             agents: increasing agent indices.
 
         Returns:
-            ``(size, ...)``, a fresh array (a broadcast, no index table; ``O(size)`` work).
+            ``(size, ...)``, a fresh array (a broadcast, no index table; ``O(size)`` work;
+            ``proofs_notes/matrix-free.md#joint-tables``).
         """
         agents = self._check_agents(agents)
         rest = tuple(table.shape[1:])
@@ -131,7 +132,8 @@ class JointSpace:
 
         Returns:
             ``(prod_{j in agents} |X_j|, ...)`` indexed mixed radix over ``agents``; a reshape
-            and one ``sum`` over the other agents' axes (no index table).
+            and one ``sum`` over the other agents' axes (no index table;
+            ``proofs_notes/matrix-free.md#joint-tables``).
         """
         agents = self._check_agents(agents)
         rest = tuple(values.shape[1:])
