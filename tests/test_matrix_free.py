@@ -246,6 +246,39 @@ def test_certificate_is_not_vacuous() -> None:
     assert coarse.residual / (1 - model.gamma) <= coarse.error_bound
 
 
+@pytest.mark.parametrize("gamma", [0.5, 0.9])
+def test_fixed_point_route_is_the_neumann_series(gamma: float) -> None:
+    """The fixed-point route from 0 is the truncated Neumann series: its occupancy iterate
+    falls short of the mass 1/(1-gamma) by exactly gamma^k/(1-gamma) (occupancy note,
+    Result 3), so its certified bound is within rounding of the true l1 error; it stops within
+    the a priori count, and agrees with the GMRES route within both certificates."""
+    from reference.networked.matrix_free import fixed_point_iterations
+
+    model = _binary(Graph.ring(5), np.random.default_rng(7), gamma=gamma)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, np.random.default_rng(8))
+    rho = model.joint_rho()
+    op = MatrixFreeOperator(model, pol, solver="fixed-point")
+    slow = op.solve_occupancy(rho)
+    fast = MatrixFreeOperator(model, pol).solve_occupancy(rho)
+    k = slow.iterations  # x_k = sum_{t<k} (gamma P^T)^t rho after k applications
+    assert k <= fixed_point_iterations(gamma * op.row_sum_bound, 1e-10) + 1
+    mass = float(np.sum(slow.x))
+    # the t-th term passed through t applications of (depth + 3) roundings each, all terms
+    # add up to mass 1/(1-gamma); the final sum of 32 entries adds 32
+    tol = contraction_tolerance(k * (op.plan.transpose_depth + 3) + 32, 1.0 / (1.0 - gamma))
+    assert abs((1.0 / (1.0 - gamma) - mass) - gamma**k / (1.0 - gamma)) <= tol
+    # one step fewer would be off by far more than the tolerance: the check pins k
+    assert gamma ** (k - 1) > 2 * tol  # = gamma^(k-1)/(1-gamma) - gamma^k/(1-gamma)
+    gap = float(np.sum(np.abs(slow.x - fast.x)))
+    assert gap <= slow.error_bound + fast.error_bound
+    assert slow.error_bound <= 1e-10 / (1.0 - gamma)
+    # the bound is tight: the true error is gamma^k/(1-gamma) and the bound
+    # (gamma^k + rounding)/(1 - gamma rho) exceeds it only by rounding
+    assert slow.error_bound <= 1.01 * gamma**k / (1.0 - gamma)
+    with pytest.raises(ModelError, match="solver = 'cg'"):
+        MatrixFreeOperator(model, pol, solver="cg")  # type: ignore[arg-type]
+
+
 def test_accuracy_below_the_rounding_floor_is_refused() -> None:
     inst = line_message(4)
     pol = LocalizedSoftmaxPolicy.uniform(inst.model)

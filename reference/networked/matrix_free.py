@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from math import ceil, log, prod
+from typing import Literal
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -535,6 +536,8 @@ class MatrixFreeOperator:
         row_sum_bound: ``rho >= max_s sum_{s'} P~(s'|s)`` for the float factors, a certified
             upper bound (``proofs_notes/matrix-free.md#certificate``).
         restart: GMRES restart length used.
+        solver: ``"gmres"`` (default), or ``"fixed-point"`` for the certified fixed-point
+            iteration alone (the a priori route: at most ``fixed_point_iterations`` steps).
     """
 
     backend = "matrix-free"
@@ -547,9 +550,13 @@ class MatrixFreeOperator:
         accuracy: float = DEFAULT_ACCURACY,
         memory_limit: float | None = None,
         plan: ContractionPlan | None = None,
+        solver: Literal["gmres", "fixed-point"] = "gmres",
     ) -> None:
         if policy.model is not model:
             raise ModelError("policy was built for a different NetworkedMDP")
+        if solver not in ("gmres", "fixed-point"):
+            raise ModelError(f"solver = {solver!r}, expected 'gmres' or 'fixed-point'")
+        self.solver = solver
         if not (isinstance(accuracy, (int, float)) and 0.0 < float(accuracy) < 1.0):
             raise ModelError(f"accuracy = {accuracy!r}, expected a number in (0, 1)")
         if plan is None:
@@ -757,7 +764,7 @@ class MatrixFreeOperator:
 
         shape = (self.n_states, self.n_states)
         system = spla.LinearOperator(shape, matvec=matvec, dtype=np.float64)
-        use_krylov = True
+        use_krylov = self.solver == "gmres"
         while True:
             res = norm(residual)
             bound = (res + allowance(x)) / contraction
@@ -768,9 +775,12 @@ class MatrixFreeOperator:
                     f"matrix-free solve stopped after {applications} operator applications "
                     f"with certified error {bound:.3e} above the requested {target:.3e}"
                 )
-            goal = 0.5 * (target * contraction - allowance(x))
+            # aim GMRES at half the residual the certificate can still afford (at least a
+            # quarter of the target: the allowance is below half of it, see the floor above)
+            goal = max(0.5 * (target * contraction - allowance(x)), 0.25 * target * contraction)
             if use_krylov:
-                ratio = float(np.linalg.norm(residual)) / res
+                # GMRES stops on the 2-norm; scale the goal by this residual's norm ratio
+                ratio = float(np.linalg.norm(residual)) / res if res > 0.0 else 1.0
                 cycles = max(1, ceil((budget - applications) / (self.restart + 1)))
                 d, _ = spla.gmres(
                     system, residual, rtol=0.0, atol=goal * ratio, restart=self.restart,
