@@ -418,6 +418,9 @@ def test_exact_gradient_memory_is_linear_in_the_joint_states() -> None:
     n_joint = model.states.size
     assert peak <= predicted.bytes < 8 * n_joint * n_joint
     assert sol.shadow_values is None and np.isfinite(sol.gradient_norm)
+    # neither the (|S|, n) digit table nor the per-agent joint index tables were built
+    assert "digits" not in vars(model.states)
+    assert "_observation_indices" not in vars(pol)
     assert sol.occupancy_error_bound <= 1e-10 / (1 - model.gamma)
 
 
