@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from reference.errors import ModelError
@@ -145,6 +145,25 @@ def test_spread_vanishes_at_the_component_radius(problem: mst.NetworkedProblem) 
         ) <= tol * np.sqrt(pol.n_parameters)
 
 
+def _subnormal_discount_problem() -> mst.NetworkedProblem:
+    """gamma = 1e-313 (subnormal) and rho_2 = (1, 0): the occupancy of s_2 = 1 is subnormal,
+    and a weighted sum lam * Q there would lose digits (found by Hypothesis)."""
+    g = 2.2250738585e-313
+    model = NetworkedMDP(
+        Graph.line(3), (1, 1, 2), (1, 1, 1),
+        (np.ones((1, 1, 1)), np.ones((2, 1, 1)), np.full((2, 1, 2), 0.5)), g,
+        (np.ones(1), np.ones(1), np.array([1.0, 0.0])),
+    )
+    from reference.networked import EntropyUtility
+
+    utils = (
+        LinearUtility(np.zeros((1, 1)), g), LinearUtility(np.zeros((1, 1)), g),
+        EntropyUtility((2, 1), g, 0.5),
+    )
+    return mst.NetworkedProblem(model, LocalizedSoftmaxPolicy.uniform(model), utils)
+
+
+@example(problem=_subnormal_discount_problem(), kappa=0)
 @given(problem=mst.networked_problems(max_agents=4), kappa=st.integers(0, 3))
 def test_truncated_q_within_spread_for_every_weight(
     problem: mst.NetworkedProblem, kappa: int

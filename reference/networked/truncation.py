@@ -201,9 +201,13 @@ def truncated_q(
     elif weights == "occupancy":
         if lam is None:
             raise ModelError("occupancy-conditional weights need lam of shape (|S|, |A|)")
-        mass = np.bincount(flat_idx, weights=lam.reshape(-1), minlength=size)
-        total = np.bincount(flat_idx, weights=(lam * q).reshape(-1), minlength=size)
-        table = np.where(mass > 0, total / np.where(mass > 0, mass, 1.0), uniform)
+        flat_lam = lam.reshape(-1)
+        mass = np.bincount(flat_idx, weights=flat_lam, minlength=size)
+        # normalise within each group before multiplying by Q: a product lam * Q of a
+        # subnormal occupancy (gamma near 0) would lose digits, the ratio lam / mass does not
+        safe = np.where(mass > 0, mass, 1.0)
+        total = np.bincount(flat_idx, weights=(flat_lam / safe[flat_idx]) * flat_q, minlength=size)
+        table = np.where(mass > 0, total, uniform)
     else:
         raise ModelError(f"weights = {weights!r}, expected 'point', 'uniform' or 'occupancy'")
     return TruncatedQ(i, int(kappa), agents, frozen(table), frozen(table[idx]), weights)
