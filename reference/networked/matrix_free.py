@@ -335,8 +335,8 @@ def _plan(
                  for j in range(n)}
         key = _layout_key(later)
         old = [lab[1] for lab in labels if lab[0] == _OLD]
-        remaining = [lab[1] for lab in labels if lab[0] == _NEW]
-        pending = [i for i in order if i in set(remaining)]
+        remaining = {lab[1] for lab in labels if lab[0] == _NEW}
+        pending = [i for i in order if i in remaining]
         shared = [j for j in old if j in support]
         if old[len(old) - len(shared):] == shared:
             x_part = old[: len(old) - len(shared)]
