@@ -23,6 +23,7 @@ from reference.networked import (
     solve,
     transition_operator,
 )
+from reference.networked.exact import Backend
 from reference.tabular import TabularMDP, evaluate, evaluate_iterative
 
 
@@ -67,10 +68,10 @@ def _tabular(P: np.ndarray | None = None, r: np.ndarray | None = None,
     )
 
 
-def _solve_line_message(n: int, memory_limit: float) -> object:
+def _solve_line_message(n: int, memory_limit: float, backend: Backend = "auto") -> object:
     inst = line_message(n)
     policy = LocalizedSoftmaxPolicy.uniform(inst.model)
-    return solve(inst.model, policy, inst.utilities(), memory_limit=memory_limit)
+    return solve(inst.model, policy, inst.utilities(), memory_limit=memory_limit, backend=backend)
 
 
 def _solve_with_foreign_operator() -> object:
@@ -143,8 +144,15 @@ CASES = [
     Case("theta wrong shape",
          lambda: LocalizedSoftmaxPolicy(_model(), 0, (np.zeros((2, 2)), np.zeros((4, 2)))),
          errors.PolicyError, ("theta_1", "(4, 2)", "(2, 2)")),
-    Case("too large for the memory limit", lambda: _solve_line_message(16, memory_limit=1e8),
+    Case("too large for the memory limit",
+         lambda: _solve_line_message(16, memory_limit=1e8, backend="dense"),
          errors.MemoryLimitError, ("65536 joint states", "MiB", "memory limit")),
+    Case("neither backend fits the memory limit", lambda: _solve_line_message(16, memory_limit=1e6),
+         errors.MemoryLimitError,
+         ("neither backend", "dense joint kernel of 65536", "matrix-free operator of 65536",
+          "memory limit")),
+    Case("unknown backend", lambda: _solve_line_message(3, memory_limit=1e8, backend="sparse"),  # type: ignore[arg-type]
+         errors.ModelError, ("backend", "'sparse'", "'matrix-free'")),
     Case("entropy outside its domain",
          lambda: EntropyUtility((2, 2), 0.9, 0.01).value(np.array([[-5.0, 0.0], [1.0, 1.0]])),
          errors.UtilityDomainError, ("EntropyUtility", "p[0]")),

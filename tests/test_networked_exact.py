@@ -24,6 +24,7 @@ from reference.networked import (
     solve,
     transition_operator,
 )
+from reference.networked.exact import Backend
 from reference.tabular import evaluate, evaluate_iterative, occupancy, occupancy_iterative
 from verify import strategies as mst
 from verify.finite_differences import central_difference
@@ -36,6 +37,9 @@ _SINGLE = mst.NetworkedProblem(
     LocalizedSoftmaxPolicy.uniform(_ONE_AGENT),
     (LinearUtility(np.array([[0.5]]), 0.0),),
 )
+
+
+BACKENDS: tuple[Backend, ...] = ("dense", "matrix-free")
 
 
 def _max_reward(sol_rewards: tuple[np.ndarray, ...]) -> float:
@@ -126,11 +130,12 @@ def test_linear_utility_reduces_to_standard_rl(problem: mst.NetworkedProblem) ->
         np.testing.assert_allclose(sol.gradient[i], expected, rtol=0, atol=tol_g)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @example(problem=_SINGLE)
 @given(problem=mst.networked_problems())
-def test_local_marginals_have_mass(problem: mst.NetworkedProblem) -> None:
-    """Each lam_i sums to 1/(1-gamma); lam_S sums to 1/(1-gamma)."""
-    sol = solve(problem.model, problem.policy, problem.utilities)
+def test_local_marginals_have_mass(problem: mst.NetworkedProblem, backend: Backend) -> None:
+    """Each lam_i sums to 1/(1-gamma); lam_S sums to 1/(1-gamma) (both backends)."""
+    sol = solve(problem.model, problem.policy, problem.utilities, backend=backend)
     mass = 1.0 / (1.0 - problem.model.gamma)
     tol = sol.occupancy_error_bound + summation_tolerance(sol.lam_S.size, mass)
     assert abs(float(sol.lam_S.sum()) - mass) <= tol
@@ -180,12 +185,14 @@ def test_constant_shadow_reward_shift_leaves_gradient(
     assert abs(shifted.objective - base.objective - shift * mass) <= tol_F + tol
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(model=mst.networked_mdps(), seed=mst.seeds(), beta=st.integers(0, 2))
 def test_joint_kernel_is_stochastic_and_factorises(
-    model: NetworkedMDP, seed: int, beta: int
+    model: NetworkedMDP, seed: int, beta: int, backend: Backend
 ) -> None:
     """P(s'|s,a) = prod_i P_i(s'_i | s_{N_i}, a_i), rows sum to 1, and
-    P_pi = sum_a pi(a|s) P(.|s,a) equals the dense operator's matrix."""
+    P_pi = sum_a pi(a|s) P(.|s,a) equals the operator applied to the identity (both
+    backends)."""
     rng = np.random.default_rng(seed)
     P = model.joint_kernel()
     width = model.states.size
@@ -199,18 +206,22 @@ def test_joint_kernel_is_stochastic_and_factorises(
     del sd
     np.testing.assert_allclose(P[s, a, t], expected, rtol=0, atol=summation_tolerance(model.n, 1.0))
     pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
-    op = transition_operator(model, pol)
+    op = transition_operator(model, pol, backend)
     P_pi = np.einsum("sa,sat->st", pol.joint_matrix(), P)
     tol = summation_tolerance(model.actions.size * model.n, 1.0)
     np.testing.assert_allclose(op.apply(np.eye(width)), P_pi, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(model=mst.networked_mdps(), seed=mst.seeds(), beta=st.integers(0, 2))
-def test_operator_adjoints_and_agent_marginals(model: NetworkedMDP, seed: int, beta: int) -> None:
-    """<u, P v> = <P^T u, v>; <u, P^(i) v> = <P^(i)T u, v>; sum_b pi_i(b|o_i) P^(i,b) = P_pi."""
+def test_operator_adjoints_and_agent_marginals(
+    model: NetworkedMDP, seed: int, beta: int, backend: Backend
+) -> None:
+    """<u, P v> = <P^T u, v>; <u, P^(i) v> = <P^(i)T u, v>; sum_b pi_i(b|o_i) P^(i,b) = P_pi
+    (both backends)."""
     rng = np.random.default_rng(seed)
     pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
-    op = transition_operator(model, pol)
+    op = transition_operator(model, pol, backend)
     width = model.states.size
     u, v = rng.standard_normal(width), rng.standard_normal(width)
     tol = summation_tolerance(width * width, float(np.abs(u).sum() * np.abs(v).max()))
@@ -230,17 +241,19 @@ def test_operator_adjoints_and_agent_marginals(model: NetworkedMDP, seed: int, b
         assert abs(float(np.sum(w * q)) - float(op.apply_agent_transpose(i, w) @ v)) <= tol_i
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(model=mst.networked_mdps(max_gamma=0.9), seed=mst.seeds(), beta=st.integers(0, 2))
 def test_occupancy_and_values_match_certified_iteration(
-    model: NetworkedMDP, seed: int, beta: int
+    model: NetworkedMDP, seed: int, beta: int, backend: Backend
 ) -> None:
-    """The dense operator's LU route agrees with the tabular core's certified fixed-point
-    iteration on the assembled joint MDP, within the sum of the two certified bounds."""
+    """The operator's solves (dense LU or matrix-free GMRES) agree with the tabular core's
+    certified fixed-point iteration on the assembled joint MDP, within the sum of the two
+    certified bounds."""
     rng = np.random.default_rng(seed)
     pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
     rewards = [rng.uniform(-1, 1, (model.n_states[i], model.n_actions[i])) for i in range(model.n)]
     mdp = model.to_tabular(rewards)
-    op = transition_operator(model, pol)
+    op = transition_operator(model, pol, backend)
     occ = op.solve_occupancy(model.joint_rho())
     it_occ = occupancy_iterative(mdp, pol.joint_matrix(), tol=1e-10)
     assert float(np.abs(occ.x - it_occ.x).sum()) <= certified(occ.error_bound, it_occ.error_bound)
@@ -254,7 +267,9 @@ def test_memory_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """MARL_ORACLE_MEMORY_LIMIT applies when no argument is given; a bad value is an error."""
     inst = line_message(8)
     pol = LocalizedSoftmaxPolicy.uniform(inst.model)
-    monkeypatch.setenv("MARL_ORACLE_MEMORY_LIMIT", "1e5")
+    # 50 kB: below the dense kernel (about 1 MiB) and the matrix-free operator's
+    # Krylov and path vectors (at least 33 vectors of 256 floats, about 66 kB)
+    monkeypatch.setenv("MARL_ORACLE_MEMORY_LIMIT", "5e4")
     with pytest.raises(MemoryLimitError, match="256 joint states"):
         solve(inst.model, pol, inst.utilities())
     monkeypatch.setenv("MARL_ORACLE_MEMORY_LIMIT", "lots")

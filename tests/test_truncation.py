@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from reference.errors import ModelError
 from reference.networked import (
     Graph,
     LinearUtility,
@@ -144,6 +145,25 @@ def test_spread_vanishes_at_the_component_radius(problem: mst.NetworkedProblem) 
         ) <= tol * np.sqrt(pol.n_parameters)
 
 
+def _subnormal_discount_problem() -> mst.NetworkedProblem:
+    """gamma = 1e-313 (subnormal) and rho_2 = (1, 0): the occupancy of s_2 = 1 is subnormal,
+    and a weighted sum lam * Q there would lose digits (found by Hypothesis)."""
+    g = 2.2250738585e-313
+    model = NetworkedMDP(
+        Graph.line(3), (1, 1, 2), (1, 1, 1),
+        (np.ones((1, 1, 1)), np.ones((2, 1, 1)), np.full((2, 1, 2), 0.5)), g,
+        (np.ones(1), np.ones(1), np.array([1.0, 0.0])),
+    )
+    from reference.networked import EntropyUtility
+
+    utils = (
+        LinearUtility(np.zeros((1, 1)), g), LinearUtility(np.zeros((1, 1)), g),
+        EntropyUtility((2, 1), g, 0.5),
+    )
+    return mst.NetworkedProblem(model, LocalizedSoftmaxPolicy.uniform(model), utils)
+
+
+@example(problem=_subnormal_discount_problem(), kappa=0)
 @given(problem=mst.networked_problems(max_agents=4), kappa=st.integers(0, 3))
 def test_truncated_q_within_spread_for_every_weight(
     problem: mst.NetworkedProblem, kappa: int
@@ -264,3 +284,45 @@ def test_shift_chain_attains_the_bound(gamma: float) -> None:
         assert prof.bound[0, k] == pytest.approx(gamma ** (k + 1) / (1 - gamma), rel=(k + 4) * EPS)
         assert abs(prof.spread[0, k] - prof.bound[0, k]) <= tol
     assert prof.spread[0, 4] <= tol
+
+
+def test_decay_profile_needs_one_joint_table_at_a_time() -> None:
+    """decay_profile builds the joint shadow Q tables one agent at a time: a memory limit that
+    holds one table (3 |S||A| + n |S| floats) but not all of them (shadow_q's (n + 2) |S||A|)
+    still gives the same spreads; below one table the error names the table's size
+    (proofs_notes/matrix-free.md#decay-spread)."""
+    from reference.errors import MemoryLimitError
+    from reference.instances import line_message
+
+    inst = line_message(6)
+    model = inst.model
+    pol = LocalizedSoftmaxPolicy.uniform(model, 1)
+    sol = solve(model, pol, inst.utilities("entropy"))
+    n_pairs = model.states.size * model.actions.size
+    one_table = 8 * (3 * n_pairs + model.n * model.states.size)
+    limit = 1.5 * one_table
+    assert limit < 8 * (model.n + 2) * n_pairs
+    with pytest.raises(MemoryLimitError, match="6 joint shadow Q tables"):
+        shadow_q(model, pol, sol, memory_limit=limit)
+    streamed = decay_profile(model, pol, sol, memory_limit=limit)
+    qs = shadow_q(model, pol, sol)
+    for i in range(model.n):
+        for col, k in enumerate(streamed.kappa):
+            assert streamed.spread[i, col] == decay_spread(model, qs[i], i, int(k))
+    with pytest.raises(MemoryLimitError, match=r"joint shadow Q table \(64 joint states x 64"):
+        decay_profile(model, pol, sol, memory_limit=0.5 * one_table)
+
+
+def test_decay_spread_is_a_grouped_max_minus_min() -> None:
+    """By hand: two agents with one state and two actions each, Q(a_0, a_1) = [[0, 1], [3, 7]].
+    Radius 0 around agent 0 groups by a_0: spreads 1 and 4, so D_0(0) = 4; around agent 1
+    groups by a_1: spreads 3 and 6, D_1(0) = 6; radius 1 covers both agents: 0."""
+    model = NetworkedMDP(
+        Graph.line(2), (1, 1), (2, 2), (np.ones((1, 2, 1)),) * 2, 0.5, (np.ones(1), np.ones(1))
+    )
+    q = np.array([[0.0, 1.0, 3.0, 7.0]])  # joint actions mixed radix, agent 0 most significant
+    assert decay_spread(model, q, 0, 0) == 4.0
+    assert decay_spread(model, q, 1, 0) == 6.0
+    assert decay_spread(model, q, 0, 1) == 0.0
+    with pytest.raises(ModelError, match=r"q has shape \(4,\), expected \(1, 4\)"):
+        decay_spread(model, q[0], 0, 0)

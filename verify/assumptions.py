@@ -254,7 +254,7 @@ def spread_tolerance(model: NetworkedMDP, solution: NetworkedSolution) -> float:
     ``|S|`` terms of size at most ``max |V| + 1`` (:func:`~verify.tolerances.summation_tolerance`);
     a spread is a difference of two entries, hence twice that.
     """
-    v_max = float(np.max(np.abs(solution.shadow_values)))
+    v_max = float(np.max(np.abs(solution.require_shadow_values())))
     return 2.0 * (
         solution.value_error_bound + summation_tolerance(model.states.size, v_max + 1.0)
     )
@@ -285,12 +285,13 @@ def check_decay(
             policy's local occupancies, and ``Delta_i = max r_i - min r_i``.
         kappas: radii to check (default ``0..diameter``).
         bound: the assumed bound.
-        solution: ``solve(model, policy, utilities)`` if already computed.
+        solution: ``solve(model, policy, utilities, values="per-agent")`` if already
+            computed (the spread's tolerance uses the per-agent values).
     """
     if policy.model is not model:
         raise PolicyError("the policy was built for a different model object")
     check_utilities(model, utilities)
-    sol = solve(model, policy, utilities) if solution is None else solution
+    sol = solve(model, policy, utilities, values="per-agent") if solution is None else solution
     prof = decay_profile(model, policy, sol, kappas)
     ks = [int(k) for k in prof.kappa]
     table = np.array(

@@ -11,11 +11,15 @@ import numpy as np
 __all__ = [
     "EPS",
     "certified",
+    "contraction_tolerance",
     "finite_difference_step",
     "finite_difference_tolerance",
+    "gradient_agreement_tolerance",
     "gradient_tolerance",
+    "kernel_formation_depth",
     "linear_solve_tolerance",
     "pdl_tolerance",
+    "solve_agreement_tolerance",
     "summation_tolerance",
 ]
 
@@ -120,3 +124,112 @@ def pdl_tolerance(n_states: int, n_joint_actions: int, n_agents: int, gamma: flo
         n_states * n_joint_actions, 2.0 * h * h
     )
     return 2.0 * e_v + n_agents * term
+
+# ---------------------------------------------------------------------- transition backends
+def contraction_tolerance(depth: int, scale: float) -> float:
+    """Rounding of a sum of products evaluated as nested dot products.
+
+    If every term of ``y = sum_k prod_l a_kl`` passes through floating-point operations whose
+    count along its path is at most ``depth`` (a dot product of length ``L`` counts ``L``: one
+    product and ``L - 1`` additions, in any order, blocked or fused; forming a product of
+    ``g`` factors counts ``g - 1``), then ``fl(y) = sum_k (prod_l a_kl)(1 + theta_k)`` with
+    ``|theta_k| <= gamma_depth = depth u / (1 - depth u) <= depth eps`` (Higham 2002, lemma 3.1
+    and section 3.1, applied level by level; ``u = eps / 2``, ``depth u <= 1/2``).  Hence
+    ``|fl(y) - y| <= depth eps sum_k |prod_l a_kl| <= depth eps scale``.
+
+    For ``P v`` with ``P >= 0`` of row sums at most ``rho`` the scale of each entry is
+    ``rho ||v||_inf``; for ``P^T u`` the l1 norm of the error is at most ``depth eps rho ||u||_1``
+    (``proofs_notes/matrix-free.md#certificate``).
+    """
+    d = max(int(depth), 1)
+    if d * EPS / 2.0 > 0.5:
+        raise ValueError(f"depth = {d} is too large for the first-order rounding bound")
+    return d * EPS * float(scale)
+
+
+def kernel_formation_depth(n_actions: tuple[int, ...]) -> int:
+    """``2 sum_i |A_i| + n``: relative gap, in units of eps, between the entries of the dense
+    backend's float ``P_pi`` and the product of the matrix-free backend's float factors.
+
+    Each backend forms ``M_i = sum_a pi_i P_i`` as a sum of ``|A_i|`` non-negative products
+    (relative error ``gamma_{|A_i|}`` against the float inputs), and the dense backend also
+    rounds the product of the ``n`` factors of each entry; so each float operator is within
+    ``gamma_{sum |A_i| + n}`` of the exact product and the two are within
+    ``gamma_{2 sum |A_i| + n}`` of each other, entrywise and relatively
+    (``proofs_notes/matrix-free.md#agreement``).
+    """
+    return 2 * sum(int(a) for a in n_actions) + len(n_actions)
+
+
+def solve_agreement_tolerance(
+    dense_bound: float,
+    matrix_free_bound: float,
+    gamma: float,
+    row_sum_bound: float,
+    formation_depth: int,
+    solution_norm: float,
+) -> float:
+    """Largest possible gap between the dense and the matrix-free solution of one system.
+
+    Each backend certifies its answer for its own float operator: the matrix-free bound
+    holds as reported; the dense certificate assumes rows of sum 1, while its float rows sum
+    to at most ``r = rho (1 + delta)`` (``delta = formation_depth * eps``, see
+    :func:`kernel_formation_depth`), so its bound is scaled by ``(1 - gamma)/(1 - gamma r)``.
+    The two exact float solutions differ by ``(I - gamma P_d)^{-1} gamma (P_d - P_f) x_f``
+    with ``||P_d - P_f|| <= delta rho`` (inf-norm, or l1 of the transpose), at most
+    ``gamma delta rho ||x_f|| / (1 - gamma r)``; ``solution_norm`` bounds ``||x_f||``.  The
+    triangle inequality adds the three (``proofs_notes/matrix-free.md#agreement``).
+    """
+    delta = formation_depth * EPS
+    r = float(row_sum_bound) * (1.0 + delta)
+    if not gamma * r < 1.0:
+        raise ValueError(f"gamma * rho = {gamma * r} is not below 1")
+    dense = float(dense_bound) * (1.0 - gamma) / (1.0 - gamma * r)
+    gap = gamma * delta * float(row_sum_bound) * float(solution_norm) / (1.0 - gamma * r)
+    return dense + float(matrix_free_bound) + gap
+
+
+def gradient_agreement_tolerance(
+    *,
+    gamma: float,
+    n_agents: int,
+    n_states: int,
+    occupancy_gap: float,
+    value_gap: float,
+    reward_gap: float,
+    reward_bound: float,
+    agent_apply_depth: int,
+) -> float:
+    """Largest possible gap between two computations of ``grad F`` by route 1.
+
+    Route 1 computes ``grad_i[o, b] = sum_{s: o_i(s) = o} lam_S(s) pi_i(b|o) G_i(s, b)`` with
+    ``G_i = (1/n)(r_i - R_i^pi) + Rbar^pi - Vbar + gamma P^{(i,b)} Vbar``.  With
+    ``mass = 1/(1-gamma)``, ``v = reward_bound * mass`` (so ``|G_i| <= 2 v``) and the inputs of
+    the two computations differing by ``occupancy_gap`` (l1, ``lam_S``), ``reward_gap`` (inf,
+    each ``r_i``) and ``value_gap`` (inf, ``Vbar`` for equal rewards):
+
+    * ``Vbar`` differs by ``dV = value_gap + reward_gap mass + (n + 2) eps v`` (the reward
+      change passes through ``(I - gamma P_pi)^{-1}``, of norm ``mass``; the team reward is
+      averaged in a different order);
+    * ``G_i`` by ``dG = (1 + 2/n) reward_gap + (1 + 2 gamma) dV + gamma agent_apply_depth eps
+      (2 v) + 16 eps v``: the two ``P^{(i,b)}`` applications round differently
+      (:func:`contraction_tolerance`, row sums at most 2), and forming ``G_i`` takes at most
+      eight roundings of terms of size ``2 v`` in each computation;
+    * the sum by ``occupancy_gap 2 v + (mass + occupancy_gap) dG``, plus the rounding of two
+      sums of ``|S|`` terms of total size ``mass 2 v`` with three products each,
+      ``2 (|S| + 3) eps mass 2 v`` (Higham 2002, eq. 4.4).
+
+    See ``proofs_notes/matrix-free.md#agreement``.
+    """
+    mass = 1.0 / (1.0 - gamma)
+    v = float(reward_bound) * mass
+    n = max(int(n_agents), 1)
+    d_v = float(value_gap) + float(reward_gap) * mass + (n + 2) * EPS * v
+    d_g = (
+        (1.0 + 2.0 / n) * float(reward_gap)
+        + (1.0 + 2.0 * gamma) * d_v
+        + gamma * contraction_tolerance(agent_apply_depth, 2.0 * v)
+        + 16.0 * EPS * v
+    )
+    rounding = 2.0 * (int(n_states) + 3) * EPS * mass * 2.0 * v
+    return float(occupancy_gap) * 2.0 * v + (mass + float(occupancy_gap)) * d_g + rounding

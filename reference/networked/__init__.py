@@ -3,7 +3,9 @@
 One module per mathematical object: :mod:`.graph` (interaction graphs and k-hop
 neighbourhoods), :mod:`.model` (the networked MDP and its joint space), :mod:`.policy`
 (localized softmax policies), :mod:`.transition` (the joint kernel under a policy,
-behind one backend interface), :mod:`.utilities` (general utilities) and
+behind one backend interface, and its dense backend), :mod:`.matrix_free` (the backend by
+contractions of local factors), :mod:`.backends` (the choice between them by predicted cost),
+:mod:`.utilities` (general utilities) and
 :mod:`.exact` (occupancies, shadow rewards, shadow Q and the three gradient routes),
 :mod:`.truncation` (kappa-hop decay and truncated gradients), :mod:`.sampling` (the
 vectorised sampler) and :mod:`.algorithm` (Algorithm 1 and the exact expectations of its
@@ -31,20 +33,34 @@ from reference.networked.algorithm import (
     td_critic_limit,
     td_critic_mean_field,
 )
+from reference.networked.backends import (
+    BackendCost,
+    predict_backends,
+    transition_operator,
+)
 from reference.networked.exact import (
     NetworkedSolution,
     gradient_chain_rule,
     gradient_joint_q,
     gradient_norm,
+    iter_shadow_q,
     local_occupancies,
     local_occupancy_jacobian,
     objective,
+    per_agent_values,
+    policy_reward_tables,
     score_contraction,
     shadow_q,
     solve,
     team_q,
 )
 from reference.networked.graph import Graph
+from reference.networked.matrix_free import (
+    ContractionPlan,
+    ContractionStep,
+    MatrixFreeOperator,
+    contraction_plan,
+)
 from reference.networked.model import JointSpace, NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.sampling import (
@@ -59,8 +75,8 @@ from reference.networked.transition import (
     LinearSolve,
     TransitionOperator,
     contract_next_state,
+    dense_memory,
     expand_next_state,
-    transition_operator,
 )
 from reference.networked.truncation import (
     DecayProfile,
@@ -86,7 +102,10 @@ from reference.networked.utilities import (
 __all__ = [
     "Algorithm1Config",
     "Algorithm1History",
+    "BackendCost",
     "ConstraintPenaltyUtility",
+    "ContractionPlan",
+    "ContractionStep",
     "CriticTable",
     "DecayProfile",
     "DenseOperator",
@@ -98,6 +117,7 @@ __all__ = [
     "LinearSolve",
     "LinearUtility",
     "LocalizedSoftmaxPolicy",
+    "MatrixFreeOperator",
     "NetworkedMDP",
     "NetworkedSolution",
     "QuadraticImitationUtility",
@@ -111,9 +131,11 @@ __all__ = [
     "UtilityConstants",
     "cancellation_residual",
     "contract_next_state",
+    "contraction_plan",
     "decay_bound",
     "decay_profile",
     "decay_spread",
+    "dense_memory",
     "expand_next_state",
     "finite_horizon_occupancy",
     "first_escape_time",
@@ -123,12 +145,16 @@ __all__ = [
     "gradient_estimate_expectation",
     "gradient_joint_q",
     "gradient_norm",
+    "iter_shadow_q",
     "local_occupancies",
     "local_occupancy_jacobian",
     "mc_critic",
     "mc_critic_expectation",
     "objective",
     "occupancy_estimate",
+    "per_agent_values",
+    "policy_reward_tables",
+    "predict_backends",
     "replay_td_critic",
     "rollout",
     "run_algorithm1",

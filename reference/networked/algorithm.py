@@ -40,11 +40,12 @@ from scipy.sparse import csr_array
 
 from reference._arrays import FloatArray, IntArray, check_gamma, frozen
 from reference.errors import ModelError, SolverError
+from reference.networked.backends import transition_operator
 from reference.networked.exact import gradient_norm, score_contraction, solve
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.sampling import Trajectories, geometric_horizons, rollout
-from reference.networked.transition import contract_next_state, transition_operator
+from reference.networked.transition import contract_next_state
 from reference.networked.truncation import (
     hop_codes,
     hop_index,

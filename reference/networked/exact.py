@@ -27,22 +27,20 @@ No routine loops over joint states; joint arrays are guarded by :mod:`reference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from math import prod
 from typing import Literal
 
 import numpy as np
 
-from reference._arrays import FloatArray, IntArray, frozen
+from reference._arrays import FloatArray, frozen, read_only
 from reference.errors import ModelError
 from reference.memory import check_memory
+from reference.networked.backends import BackendChoice, transition_operator
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
-from reference.networked.transition import (
-    TransitionOperator,
-    contract_next_state,
-    transition_operator,
-)
+from reference.networked.transition import TransitionOperator, contract_next_state
 from reference.networked.utilities import Utility
 
 __all__ = [
@@ -51,16 +49,25 @@ __all__ = [
     "gradient_chain_rule",
     "gradient_joint_q",
     "gradient_norm",
+    "iter_shadow_q",
     "local_occupancies",
     "local_occupancy_jacobian",
     "objective",
+    "per_agent_values",
+    "policy_reward_tables",
     "score_contraction",
     "shadow_q",
     "solve",
     "team_q",
 ]
 
-Backend = Literal["auto", "dense"]
+Backend = BackendChoice
+"""``"auto"``, ``"dense"`` or ``"matrix-free"`` (:mod:`reference.networked.backends`)."""
+
+Values = Literal["auto", "per-agent", "team"]
+"""Which shadow values :func:`solve` computes: every ``V_i`` (``"per-agent"``), only
+``Vbar`` (``"team"``), or ``"auto"``: per-agent on the dense backend, team on the
+matrix-free one (``proofs_notes/matrix-free.md#team-value``)."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +81,20 @@ class NetworkedSolution:
         local_utility: ``f_i(lam_i)`` per agent, shape ``(n,)``.
         objective: ``F = mean(local_utility)``.
         shadow_rewards: ``r_i = grad f_i(lam_i)``, shape ``(|S_i|, |A_i|)`` per agent.
-        shadow_values: ``(|S|, n)``, column ``i`` is ``V_i = (I - gamma P_pi)^{-1} R_i^pi``.
-        team_value: ``(|S|,)`` ``Vbar`` = row mean of ``shadow_values``.
+        shadow_values: ``(|S|, n)``, column ``i`` is ``V_i = (I - gamma P_pi)^{-1} R_i^pi``;
+            ``None`` when only the team value was solved for (``values="team"``, the
+            matrix-free default: ``grad F`` needs only ``Vbar``, and ``n`` value solves would
+            multiply the cost of the value solve by ``n``;
+            ``proofs_notes/matrix-free.md#team-value``).  :func:`per_agent_values` returns
+            them either way.
+        team_value: ``(|S|,)`` ``Vbar = (1/n) sum_i V_i``, solved for directly as
+            ``(I - gamma P_pi)^{-1} Rbar^pi`` when ``shadow_values`` is ``None``.
         gradient: ``grad_{theta_i} F`` per agent, shape ``(|O_i|, |A_i|)``.
         gradient_norm: Euclidean norm of the concatenated gradient.
         occupancy_error_bound: certified l1 error of ``lam_S``.
-        value_error_bound: certified inf-norm error of ``shadow_values``.
+        value_error_bound: certified inf-norm error of ``team_value`` and, when present, of
+            every column of ``shadow_values``.
+        iterations: operator applications of the iterative solves (0 for direct solves).
         backend: name of the transition backend used.
     """
 
@@ -88,13 +103,25 @@ class NetworkedSolution:
     local_utility: FloatArray
     objective: float
     shadow_rewards: tuple[FloatArray, ...]
-    shadow_values: FloatArray
+    shadow_values: FloatArray | None
     team_value: FloatArray
     gradient: tuple[FloatArray, ...]
     gradient_norm: float
     occupancy_error_bound: float
     value_error_bound: float
     backend: str
+    iterations: int = 0
+
+    def require_shadow_values(self) -> FloatArray:
+        """``shadow_values``, or a :class:`~reference.errors.ModelError` naming the fix when
+        only the team value was solved for (for callers whose error analysis uses
+        ``value_error_bound`` as the error of each ``V_i``)."""
+        if self.shadow_values is None:
+            raise ModelError(
+                f"this solution ({self.backend} backend) holds only the team value Vbar; "
+                "solve with values='per-agent' for the per-agent shadow values V_i"
+            )
+        return self.shadow_values
 
 
 def check_utilities(model: NetworkedMDP, utilities: Sequence[Utility]) -> None:
@@ -111,39 +138,84 @@ def check_utilities(model: NetworkedMDP, utilities: Sequence[Utility]) -> None:
             raise ModelError(f"utilities[{i}] has gamma = {f.gamma}, the model has {model.gamma}")
 
 
-def _scatter(index: IntArray, values: FloatArray, n_rows: int) -> FloatArray:
-    """``out[k, c] = sum_{s: index[s] = k} values[s, c]`` (grouped sums by bincount)."""
-    cols = [
-        np.bincount(index, weights=values[:, c], minlength=n_rows) for c in range(values.shape[1])
-    ]
-    return np.stack(cols, axis=1)
-
-
 def local_occupancies(policy: LocalizedSoftmaxPolicy, lam_S: FloatArray) -> tuple[FloatArray, ...]:
     """``lam_i[s_i, a_i] = sum_s lam_S(s) 1[s_i(s) = s_i] pi_i(a_i | o_i(s))`` for every agent.
+
+    Computed as the marginal ``m_i(o) = sum_{s: o_i(s) = o} lam_S(s)`` on agent ``i``'s
+    observation ``N_i^beta`` (which contains ``i``), then ``lam_i[s_i, a] = sum_{o: o_i = s_i}
+    m_i(o) pi_i(a|o)`` on the small observation table: ``O(|S|)`` per agent, no joint index
+    table (:meth:`JointSpace.marginal`).
 
     Args:
         policy: the localized policy.
         lam_S: ``(|S|,)`` global state occupancy (unnormalised or normalised; linear).
     """
     model = policy.model
-    digits = model.states.digits
-    return tuple(
-        frozen(
-            _scatter(digits[:, i], lam_S[:, None] * policy.local_action_probs(i), model.n_states[i])
-        )
-        for i in range(model.n)
-    )
+    out = []
+    for i in range(model.n):
+        obs = policy.observed[i]
+        mass = model.states.marginal(lam_S, obs)  # (|O_i|,)
+        weighted = mass[:, None] * policy.probs[i]  # (|O_i|, |A_i|)
+        out.append(frozen(_own_marginal(model, obs, i, weighted)))
+    return tuple(out)
 
 
-def _policy_rewards(policy: LocalizedSoftmaxPolicy, rewards: Sequence[FloatArray]) -> FloatArray:
-    """``(|S|, n)``: ``R_i^pi(s) = sum_{a_i} pi_i(a_i|o_i(s)) r_i(s_i, a_i)``."""
-    digits = policy.model.states.digits
-    cols = [
-        np.einsum("sa,sa->s", policy.local_action_probs(i), rewards[i][digits[:, i]])
-        for i in range(policy.model.n)
-    ]
+def _own_digit(model: NetworkedMDP, agents: Sequence[int], i: int) -> np.ndarray:
+    """``(prod_{j in agents} |S_j|,)``: agent ``i``'s local state in each joint value of
+    ``s_agents`` (mixed radix, lowest agent most significant)."""
+    position = list(agents).index(i)
+    stride = prod(model.n_states[j] for j in agents[position + 1 :])
+    size = prod(model.n_states[j] for j in agents)
+    return (np.arange(size) // stride) % model.n_states[i]
+
+
+def _own_marginal(
+    model: NetworkedMDP, agents: Sequence[int], i: int, table: FloatArray
+) -> FloatArray:
+    """``out[s_i, ...] = sum_{y: y_i = s_i} table[y, ...]`` for a table over ``s_agents``."""
+    digit = _own_digit(model, agents, i)
+    out = np.zeros((model.n_states[i], *table.shape[1:]))
+    np.add.at(out, digit, table)
+    return out
+
+
+def policy_reward_tables(
+    policy: LocalizedSoftmaxPolicy, rewards: Sequence[FloatArray]
+) -> tuple[FloatArray, ...]:
+    """``T_i[o] = sum_{a_i} pi_i(a_i | o) r_i(s_i(o), a_i)`` on agent ``i``'s observation table.
+
+    ``R_i^pi(s) = T_i[o_i(s)]`` (``i`` observes its own state, ``i in N_i^beta``), so the
+    joint ``R_i^pi`` is ``states.lift(T_i, policy.observed[i])``.
+
+    Args:
+        policy: the localized policy.
+        rewards: ``r_i`` of shape ``(|S_i|, |A_i|)`` per agent.
+
+    Returns:
+        one ``(|O_i|,)`` array per agent.
+    """
+    model = policy.model
+    out = []
+    for i in range(model.n):
+        own = rewards[i][_own_digit(model, policy.observed[i], i)]  # (|O_i|, |A_i|)
+        out.append(frozen(np.einsum("oa,oa->o", policy.probs[i], own)))
+    return tuple(out)
+
+
+def _policy_rewards(policy: LocalizedSoftmaxPolicy, tables: Sequence[FloatArray]) -> FloatArray:
+    """``(|S|, n)``: ``R_i^pi(s) = T_i[o_i(s)]`` (:func:`policy_reward_tables`)."""
+    states = policy.model.states
+    cols = [states.lift(t, policy.observed[i]) for i, t in enumerate(tables)]
     return np.stack(cols, axis=1)
+
+
+def _team_policy_reward(policy: LocalizedSoftmaxPolicy, tables: Sequence[FloatArray]) -> FloatArray:
+    """``(|S|,)``: ``Rbar^pi(s) = (1/n) sum_i T_i[o_i(s)]``, one joint vector at a time."""
+    states = policy.model.states
+    total = np.zeros(states.size)
+    for i, t in enumerate(tables):
+        total += states.lift(t, policy.observed[i])
+    return total / policy.model.n
 
 
 def objective(
@@ -153,10 +225,11 @@ def objective(
     *,
     backend: Backend = "auto",
     memory_limit: float | None = None,
+    accuracy: float | None = None,
 ) -> float:
     """``F(theta) = (1/n) sum_i f_i(lam_i^theta)`` (one occupancy solve)."""
     check_utilities(model, utilities)
-    op = transition_operator(model, policy, backend, memory_limit)
+    op = transition_operator(model, policy, backend, memory_limit, accuracy=accuracy)
     lam_S = op.solve_occupancy(model.joint_rho()).x
     occ = local_occupancies(policy, lam_S)
     return float(np.mean([f.value(lam) for f, lam in zip(utilities, occ, strict=True)]))
@@ -170,57 +243,108 @@ def solve(
     backend: Backend = "auto",
     memory_limit: float | None = None,
     operator: TransitionOperator | None = None,
+    values: Values = "auto",
+    accuracy: float | None = None,
 ) -> NetworkedSolution:
     """Occupancies, objective, shadow rewards and values, and ``grad F`` (route 1).
 
-    Cost: one LU factorisation of ``I - gamma P_pi``, one occupancy solve, one value
-    solve with ``n`` right-hand sides, and one :meth:`TransitionOperator.apply_agent`
-    per agent.  See ``proofs_notes/shadow-reward-gradient.md#route-1``.
+    Needs one occupancy solve, one value solve (``Vbar`` only, or all ``V_i`` with
+    ``values="per-agent"``) and one :meth:`TransitionOperator.apply_agent` per agent::
+
+        grad_{theta_i}[o, b] = sum_{s: o_i(s) = o} lam_S(s) pi_i(b|o) (Qbar^{(i)}(s, b) - Vbar(s))
+        Qbar^{(i)}(s, b) = (1/n)(r_i(s_i, b) - R_i^pi(s)) + Rbar^pi(s) + gamma (P^{(i,b)} Vbar)(s)
+
+    No joint Q table and nothing quadratic in ``|S|`` is formed on the matrix-free backend
+    (``proofs_notes/shadow-reward-gradient.md#route-1``, ``proofs_notes/matrix-free.md``).
+
+    Args:
+        model, policy, utilities: the instance.
+        backend: ``"auto"`` (by predicted cost,
+            :func:`~reference.networked.backends.transition_operator`), ``"dense"`` or
+            ``"matrix-free"``.
+        memory_limit: override of the memory limit (bytes).
+        operator: a transition operator already built for ``model`` and ``policy``.
+        values: ``"per-agent"``, ``"team"`` or ``"auto"`` (see :data:`Values`).
+        accuracy: requested relative accuracy of matrix-free solves.
     """
     check_utilities(model, utilities)
     if operator is not None and (operator.model is not model or operator.policy is not policy):
         raise ModelError("operator was built for a different model or policy")
+    if values not in ("auto", "per-agent", "team"):
+        raise ModelError(f"values = {values!r}, expected 'auto', 'per-agent' or 'team'")
     op = (
         operator
         if operator is not None
-        else transition_operator(model, policy, backend, memory_limit)
+        else transition_operator(model, policy, backend, memory_limit, accuracy=accuracy)
     )
+    per_agent = values == "per-agent" or (values == "auto" and op.backend == "dense")
     n = model.n
+    states = model.states
     occ_solve = op.solve_occupancy(model.joint_rho())
     lam_S = occ_solve.x
     occ = local_occupancies(policy, lam_S)
-    values = np.array([f.value(lam) for f, lam in zip(utilities, occ, strict=True)])
+    utility_values = np.array([f.value(lam) for f, lam in zip(utilities, occ, strict=True)])
     rewards = tuple(frozen(f.gradient(lam)) for f, lam in zip(utilities, occ, strict=True))
-    R_pi = _policy_rewards(policy, rewards)
-    val_solve = op.solve_values(R_pi)
-    V = val_solve.x
-    Vbar = V.mean(axis=1)
-    Rbar = R_pi.mean(axis=1)
-    digits = model.states.digits
+    tables = policy_reward_tables(policy, rewards)
+    V: FloatArray | None
+    if per_agent:
+        R_pi = _policy_rewards(policy, tables)
+        val_solve = op.solve_values(R_pi)
+        V = val_solve.x
+        Vbar = V.mean(axis=1)
+        Rbar = R_pi.mean(axis=1)
+        del R_pi
+    else:
+        Rbar = _team_policy_reward(policy, tables)
+        val_solve = op.solve_values(Rbar)
+        V, Vbar = None, val_solve.x
     grads = []
     for i in range(n):
-        # Qbar^{(i)}(s, b) = (1/n)(r_i(s_i, b) - R_i^pi(s)) + Rbar(s) + gamma (P^{(i,b)} Vbar)(s)
-        q_i = (rewards[i][digits[:, i]] - R_pi[:, i : i + 1]) / n + Rbar[:, None]
-        q_i = q_i + model.gamma * op.apply_agent(i, Vbar)
-        pi_i = policy.local_action_probs(i)
-        weights = lam_S[:, None] * pi_i * (q_i - Vbar[:, None])
-        grads.append(
-            frozen(_scatter(policy.observation_index(i), weights, policy.probs[i].shape[0]))
-        )
+        obs = policy.observed[i]
+        # Qbar^{(i)}(s, b) - Vbar(s), one (|S|, |A_i|) table at a time
+        q_i = states.lift(rewards[i], (i,)) - states.lift(tables[i], obs)[:, None]
+        q_i /= n
+        q_i += (Rbar - Vbar)[:, None]
+        q_i += model.gamma * op.apply_agent(i, Vbar)
+        q_i *= lam_S[:, None] * states.lift(policy.probs[i], obs)
+        grads.append(frozen(states.marginal(q_i, obs)))
+        del q_i
     return NetworkedSolution(
         lam_S=frozen(lam_S),
         local_occupancy=occ,
-        local_utility=frozen(values),
-        objective=float(values.mean()),
+        local_utility=frozen(utility_values),
+        objective=float(utility_values.mean()),
         shadow_rewards=rewards,
-        shadow_values=frozen(V),
+        shadow_values=None if V is None else frozen(V),
         team_value=frozen(Vbar),
         gradient=tuple(grads),
         gradient_norm=gradient_norm(grads),
         occupancy_error_bound=occ_solve.error_bound,
         value_error_bound=val_solve.error_bound,
         backend=op.backend,
+        iterations=occ_solve.iterations + val_solve.iterations,
     )
+
+
+def per_agent_values(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    solution: NetworkedSolution,
+    *,
+    memory_limit: float | None = None,
+) -> FloatArray:
+    """``(|S|, n)`` shadow values ``V_i = (I - gamma P_pi)^{-1} R_i^pi``.
+
+    ``solution.shadow_values`` when :func:`solve` computed them; otherwise one value solve
+    with ``n`` right-hand sides on an automatically chosen backend (its certified error is
+    at most ``solution.value_error_bound`` only if the backend is at least as accurate, so
+    callers that need the bound should solve with ``values="per-agent"``).
+    """
+    if solution.shadow_values is not None:
+        return solution.shadow_values
+    op = transition_operator(model, policy, "auto", memory_limit)
+    tables = policy_reward_tables(policy, solution.shadow_rewards)
+    return frozen(op.solve_values(_policy_rewards(policy, tables)).x)
 
 
 def gradient_norm(gradient: Sequence[FloatArray]) -> float:
@@ -241,11 +365,11 @@ def local_occupancy_jacobian(
     (``proofs_notes/shadow-reward-gradient.md#route-2``).
     """
     policy, model = op.policy, op.model
+    states = model.states
     n_obs, n_act = policy.probs[i].shape
     obs = policy.observation_index(i)
     pi_i = policy.local_action_probs(i)
-    digits = model.states.digits
-    nS = model.states.size
+    nS = states.size
     rhs = np.empty((nS, n_obs * n_act))
     direct = np.empty((model.n_states[i], n_act, n_obs * n_act))
     for o in range(n_obs):
@@ -253,14 +377,14 @@ def local_occupancy_jacobian(
         for b in range(n_act):
             u = mask[:, None] * pi_i * ((np.arange(n_act) == b) - pi_i[:, b : b + 1])
             rhs[:, o * n_act + b] = model.gamma * op.apply_agent_transpose(i, u)
-            direct[:, :, o * n_act + b] = _scatter(digits[:, i], u, model.n_states[i])
+            direct[:, :, o * n_act + b] = states.marginal(u, (i,))
     d_lam_S = op.solve_occupancy(rhs).x
     out = []
     for j in range(model.n):
         pi_j = policy.local_action_probs(j)
         n_sj, n_aj = model.n_states[j], model.n_actions[j]
         cols = np.einsum("sm,sa->sam", d_lam_S, pi_j).reshape(nS, n_aj * n_obs * n_act)
-        jac = _scatter(digits[:, j], cols, n_sj).reshape(n_sj, n_aj, n_obs * n_act)
+        jac = states.marginal(cols, (j,)).reshape(n_sj, n_aj, n_obs * n_act)
         if j == i:
             jac = jac + direct
         out.append(jac.reshape(n_sj, n_aj, n_obs, n_act))
@@ -274,6 +398,7 @@ def gradient_chain_rule(
     *,
     backend: Backend = "auto",
     memory_limit: float | None = None,
+    accuracy: float | None = None,
 ) -> tuple[FloatArray, ...]:
     """``grad_{theta_i} F = (1/n) sum_j (d lam_j / d theta_i)^T r_j`` (route 2).
 
@@ -281,7 +406,7 @@ def gradient_chain_rule(
     ``|O_i| |A_i|`` right-hand sides; independent of shadow values and Q-functions.
     """
     check_utilities(model, utilities)
-    op = transition_operator(model, policy, backend, memory_limit)
+    op = transition_operator(model, policy, backend, memory_limit, accuracy=accuracy)
     lam_S = op.solve_occupancy(model.joint_rho()).x
     occ = local_occupancies(policy, lam_S)
     rewards = [f.gradient(lam) for f, lam in zip(utilities, occ, strict=True)]
@@ -305,19 +430,41 @@ def shadow_q(
     """Joint shadow Q-functions ``Q_i(s, a) = r_i(s_i, a_i) + gamma sum_{s'} P(s'|s,a) V_i(s')``.
 
     One ``(|S|, |A|)`` table per agent (joint actions mixed radix, agent 0 most
-    significant); the predicted ``n |S| |A|`` floats are checked against the memory limit.
+    significant); the predicted ``(n + 2) |S| |A|`` floats are checked against the memory
+    limit.  The values are :func:`per_agent_values` (solved here if ``solution`` holds only
+    the team value).  :func:`iter_shadow_q` yields the same tables one at a time.
     """
     nS, nA, n = model.states.size, model.actions.size, model.n
     check_memory(8 * (n + 2) * nS * nA, f"{n} joint shadow Q tables", memory_limit)
+    return tuple(iter_shadow_q(model, policy, solution, memory_limit=memory_limit))
+
+
+def iter_shadow_q(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    solution: NetworkedSolution,
+    *,
+    memory_limit: float | None = None,
+) -> Iterator[FloatArray]:
+    """``Q_0, Q_1, ...`` of :func:`shadow_q`, one ``(|S|, |A|)`` table at a time.
+
+    Memory: one table, the reward broadcast and the contraction's output, ``3 |S| |A|``
+    floats (checked before the first table), plus the ``(|S|, n)`` per-agent values.
+    """
+    nS, nA, n = model.states.size, model.actions.size, model.n
+    what = f"a joint shadow Q table ({nS} joint states x {nA} joint actions)"
+    check_memory(8 * (3 * nS * nA + nS * n), what, memory_limit)
+    values = per_agent_values(model, policy, solution, memory_limit=memory_limit)
     factors = [model.local_kernel_factors(j) for j in range(n)]
-    adigits = model.actions.digits
-    sdigits = model.states.digits
-    out = []
+    states, actions = model.states, model.actions
     for i in range(n):
-        future = contract_next_state(factors, solution.shadow_values[:, i], model.n_states)
-        reward = solution.shadow_rewards[i][sdigits[:, i][:, None], adigits[:, i][None, :]]
-        out.append(frozen(reward + model.gamma * future))
-    return tuple(out)
+        future = contract_next_state(factors, values[:, i], model.n_states)
+        future *= model.gamma
+        # r_i(s_i, a_i) read at every (s, a): the state lift of the action lift
+        reward = states.lift(actions.lift(solution.shadow_rewards[i].T, (i,)).T, (i,))
+        future += reward
+        del reward
+        yield read_only(future)
 
 
 def team_q(shadow_qs: Sequence[FloatArray]) -> FloatArray:
@@ -346,7 +493,7 @@ def score_contraction(
     axes = tuple(1 + j for j in range(model.n) if j != i)
     marginal = per_agent.sum(axis=axes)  # (|S|, |A_i|)
     terms = marginal - policy.local_action_probs(i) * weighted.sum(axis=1)[:, None]
-    return frozen(_scatter(policy.observation_index(i), terms, policy.probs[i].shape[0]))
+    return frozen(model.states.marginal(terms, policy.observed[i]))
 
 
 def gradient_joint_q(

@@ -21,6 +21,7 @@ from math import prod
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from reference._arrays import (
     FloatArray,
@@ -72,12 +73,77 @@ class JointSpace:
         """``(size,)`` int64: the mixed-radix index of ``x_agents`` for every joint element.
 
         ``agents`` must be increasing; the result indexes ``prod_{j in agents} |X_j|``
-        values with the lowest-numbered agent most significant.
+        values with the lowest-numbered agent most significant.  Built by :meth:`lift` of
+        ``arange``, so it needs ``size`` integers and not the ``(size, n)`` :attr:`digits`.
         """
-        idx = np.zeros(self.size, dtype=np.int64)
-        for j in agents:
-            idx = idx * self.sizes[j] + self.digits[:, j]
-        return idx
+        local = np.arange(self.sub_size(self._check_agents(agents)), dtype=np.int64)
+        out: IntArray = self.lift(local, agents)
+        return out
+
+    def _check_agents(self, agents: Sequence[int]) -> tuple[int, ...]:
+        out = tuple(int(j) for j in agents)
+        for pos, j in enumerate(out):
+            if not 0 <= j < len(self.sizes):
+                raise ModelError(f"agents[{pos}] = {j} outside 0..{len(self.sizes) - 1}")
+            if pos and j <= out[pos - 1]:
+                raise ModelError(f"agents = {out} is not strictly increasing at position {pos}")
+        return out
+
+    def _tensor_shape(self, agents: Sequence[int]) -> tuple[int, ...]:
+        """Broadcast shape of a table over ``x_agents``: ``|X_j|`` on agent ``j``'s axis if
+        ``j`` is in ``agents``, else 1; axes of size-1 components are dropped throughout."""
+        members = set(agents)
+        return tuple(
+            (size if j in members else 1) for j, size in enumerate(self.sizes) if size > 1
+        )
+
+    def lift(self, table: npt.NDArray[Any], agents: Sequence[int]) -> npt.NDArray[Any]:
+        """``out[x, ...] = table[x_agents(x), ...]``: a table over ``x_agents`` read at every
+        joint element.
+
+        Args:
+            table: ``(prod_{j in agents} |X_j|, ...)`` indexed mixed radix over ``agents``
+                (increasing, lowest agent most significant), any trailing axes.
+            agents: increasing agent indices.
+
+        Returns:
+            ``(size, ...)``, a fresh array (a broadcast, no index table; ``O(size)`` work;
+            ``proofs_notes/matrix-free.md#joint-tables``).
+        """
+        agents = self._check_agents(agents)
+        rest = tuple(table.shape[1:])
+        if table.shape[:1] != (self.sub_size(agents),):
+            raise ModelError(
+                f"table has shape {table.shape}, expected ({self.sub_size(agents)}, ...) over "
+                f"agents {agents}"
+            )
+        full = tuple(s for s in self.sizes if s > 1)
+        out = np.empty(full + rest, dtype=table.dtype)
+        out[...] = table.reshape(self._tensor_shape(agents) + rest)
+        return out.reshape((self.size, *rest))
+
+    def marginal(self, values: FloatArray, agents: Sequence[int]) -> FloatArray:
+        """``out[y, ...] = sum_{x: x_agents(x) = y} values[x, ...]``: the grouped sum over joint
+        elements that agree on ``agents`` (the adjoint of :meth:`lift`).
+
+        Args:
+            values: ``(size, ...)`` a function of the joint element, any trailing axes.
+            agents: increasing agent indices.
+
+        Returns:
+            ``(prod_{j in agents} |X_j|, ...)`` indexed mixed radix over ``agents``; a reshape
+            and one ``sum`` over the other agents' axes (no index table;
+            ``proofs_notes/matrix-free.md#joint-tables``).
+        """
+        agents = self._check_agents(agents)
+        rest = tuple(values.shape[1:])
+        if values.shape[:1] != (self.size,):
+            raise ModelError(f"values has shape {values.shape}, expected ({self.size}, ...)")
+        full = tuple(s for s in self.sizes if s > 1)
+        keep = self._tensor_shape(agents)
+        drop = tuple(axis for axis, (s, k) in enumerate(zip(full, keep, strict=True)) if s != k)
+        out: FloatArray = values.reshape(full + rest).sum(axis=drop)
+        return out.reshape((self.sub_size(agents), *rest))
 
     def sub_size(self, agents: Sequence[int]) -> int:
         """``prod_{j in agents} |X_j|``."""

@@ -125,8 +125,13 @@ class LocalizedSoftmaxPolicy:
         return tuple(self.model.states.sub_index(obs) for obs in self.observed)
 
     def local_action_probs(self, i: int) -> FloatArray:
-        """``(|S|, |A_i|)``: ``pi_i(a_i | o_i(s))`` for every joint state."""
-        return self.probs[i][self.observation_index(i)]
+        """``(|S|, |A_i|)``: ``pi_i(a_i | o_i(s))`` for every joint state.
+
+        A fresh array lifted from the ``(|O_i|, |A_i|)`` table (:meth:`JointSpace.lift`);
+        no joint index table is built or cached.
+        """
+        out: FloatArray = self.model.states.lift(self.probs[i], self.observed[i])
+        return out
 
     def joint_matrix(self, memory_limit: float | None = None) -> FloatArray:
         """``(|S|, |A|)`` joint policy ``pi(a|s) = prod_i pi_i(a_i|o_i(s))`` (small ``n`` only)."""

@@ -16,7 +16,10 @@ Everything the exact oracles need is one of five operations on this kernel:
   ``(I - gamma P_pi^T)^{-1} rho`` with a certified error bound.
 
 :class:`TransitionOperator` is that interface; :class:`DenseOperator` implements it with
-the dense ``|S| x |S|`` matrix and one LU factorisation.  The per-agent operations use
+the dense ``|S| x |S|`` matrix and one LU factorisation
+(:class:`~reference.networked.matrix_free.MatrixFreeOperator` is the backend that never forms
+it, and :func:`~reference.networked.backends.transition_operator` chooses between the two).
+The dense per-agent operations use
 sequential contractions over next-state axes (:func:`contract_next_state`,
 :func:`expand_next_state`) whose cost is ``O(|S|^2)`` per call and which never form a
 joint ``(s, a, s')`` array.  Derivations: ``proofs_notes/occupancy-and-flow.md``.
@@ -43,8 +46,8 @@ __all__ = [
     "LinearSolve",
     "TransitionOperator",
     "contract_next_state",
+    "dense_memory",
     "expand_next_state",
-    "transition_operator",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -63,12 +66,14 @@ class LinearSolve:
             ``P_pi`` is row-stochastic, so ``||(I - gamma P_pi)^{-1}||_inf`` and
             ``||(I - gamma P_pi^T)^{-1}||_1`` are at most ``1 / (1 - gamma)``.
         norm: ``"inf"`` or ``"l1"``.
+        iterations: operator applications an iterative solve used (0 for a direct solve).
     """
 
     x: FloatArray
     residual: float
     error_bound: float
     norm: Literal["inf", "l1"]
+    iterations: int = 0
 
 
 @runtime_checkable
@@ -169,6 +174,18 @@ def expand_next_state(
 
 
 # ---------------------------------------------------------------------- dense backend
+def dense_memory(model: NetworkedMDP) -> int:
+    """Predicted peak bytes of :class:`DenseOperator` and an exact gradient with it.
+
+    The ``|S| x |S|`` matrix and its LU factors, contraction intermediates of at most
+    ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and ``n + 4`` vectors of
+    ``|S|`` (the per-agent values and the occupancy).
+    """
+    nS = model.states.size
+    intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
+    return 8 * (2 * nS * nS + 2 * intermediate + nS * (model.n + 4))
+
+
 class DenseOperator:
     """:class:`TransitionOperator` with the dense ``P_pi`` and one LU factorisation.
 
@@ -187,14 +204,8 @@ class DenseOperator:
         if policy.model is not model:
             raise ModelError("policy was built for a different NetworkedMDP")
         nS = model.states.size
-        # the matrix and its LU factors, plus contraction intermediates of at most
-        # min(chunk, |S|^2 max|A_i|) floats each (two alive at a time)
-        intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
-        check_memory(
-            8 * (2 * nS * nS + 2 * intermediate + nS * (model.n + 4)),
-            f"the dense joint kernel of {nS} joint states",
-            memory_limit,
-        )
+        what = f"the dense joint kernel of {nS} joint states"
+        check_memory(dense_memory(model), what, memory_limit)
         self.model = model
         self.policy = policy
         self.gamma = model.gamma
@@ -278,19 +289,3 @@ class DenseOperator:
         x = scipy.linalg.lu_solve(self._factor(), rho, trans=1, check_finite=False)
         res, bound = self._certify(x, rho, transpose=True)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="l1")
-
-
-def transition_operator(
-    model: NetworkedMDP,
-    policy: LocalizedSoftmaxPolicy,
-    backend: Literal["auto", "dense"] = "auto",
-    memory_limit: float | None = None,
-) -> TransitionOperator:
-    """The transition operator of ``policy`` on ``model`` with the chosen backend.
-
-    ``"auto"`` picks the cheapest backend whose predicted memory fits the limit; the
-    dense backend is the one available in this release.
-    """
-    if backend not in ("auto", "dense"):
-        raise ModelError(f"backend = {backend!r}, expected 'auto' or 'dense'")
-    return DenseOperator(model, policy, memory_limit)

@@ -15,8 +15,10 @@ radix over ``N_i^kappa`` in increasing agent order, each agent contributing the 
   with ``||ghat_i - grad_i F||_2 <= sqrt(2) max_j D_j(kappa) / (1-gamma)``
   (``proofs_notes/truncated-gradient.md``), via the cancellation identity.
 
-Everything here works on joint ``(|S|, |A|)`` tables and is meant for instances small
-enough for the dense exact oracles.
+Everything here works on joint ``(|S|, |A|)`` tables: it is exact for instances whose joint
+shadow Q tables fit in memory (``|S| |A|`` floats each, one at a time for the decay
+profile), and raises :class:`~reference.errors.MemoryLimitError` beyond
+(``proofs_notes/matrix-free.md#decay-spread``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ import numpy as np
 
 from reference._arrays import FloatArray, IntArray, frozen
 from reference.errors import ModelError
-from reference.networked.exact import NetworkedSolution, score_contraction, shadow_q
+from reference.networked.exact import (
+    NetworkedSolution,
+    iter_shadow_q,
+    score_contraction,
+    shadow_q,
+)
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 
@@ -115,15 +122,28 @@ def hop_index(model: NetworkedMDP, agents: Sequence[int]) -> tuple[IntArray, int
 
 
 def decay_spread(model: NetworkedMDP, q: FloatArray, i: int, kappa: int) -> float:
-    """``D_i(kappa)`` of a joint table ``q`` of shape ``(|S|, |A|)`` (grouped max minus min)."""
-    agents = model.graph.neighbourhood(i, _check_radius(kappa))
-    idx, size = hop_index(model, agents)
-    hi = np.full(size, -np.inf)
-    lo = np.full(size, np.inf)
-    np.maximum.at(hi, idx.reshape(-1), q.reshape(-1))
-    np.minimum.at(lo, idx.reshape(-1), q.reshape(-1))
-    seen = np.isfinite(hi)
-    return float(np.max(hi[seen] - lo[seen]))
+    """``D_i(kappa) = max_z [max - min of Q_i over the joint pairs (s, a) with z(s, a) = z]``.
+
+    The pairs of SPEC section 3 that agree on ``z = z_{N_i^kappa}`` are exactly the pairs
+    inside one group, and the largest ``|Q_i(s,a) - Q_i(s',a')|`` inside a group is its
+    max minus its min; so no pair is enumerated.  ``q`` of shape ``(|S|, |A|)`` is viewed as a
+    tensor with one state and one action axis per agent, and the max and min are taken over
+    the axes of the agents outside ``N_i^kappa`` (``O(|S| |A|)`` work, exact: max and min do
+    not round).  The table itself is what limits the size: see :func:`decay_profile` and
+    ``proofs_notes/matrix-free.md#decay-spread``.
+    """
+    agents = set(model.graph.neighbourhood(i, _check_radius(kappa)))
+    shape = model.n_states + model.n_actions
+    if q.shape != (model.states.size, model.actions.size):
+        raise ModelError(
+            f"q has shape {q.shape}, expected ({model.states.size}, {model.actions.size})"
+        )
+    n = model.n
+    outside = tuple(j for j in range(n) if j not in agents)
+    axes = outside + tuple(n + j for j in outside)
+    tensor = q.reshape(shape)
+    spread = np.max(tensor, axis=axes) - np.min(tensor, axis=axes)
+    return float(np.max(spread))
 
 
 @dataclass(frozen=True)
@@ -181,9 +201,13 @@ def truncated_q(
     elif weights == "occupancy":
         if lam is None:
             raise ModelError("occupancy-conditional weights need lam of shape (|S|, |A|)")
-        mass = np.bincount(flat_idx, weights=lam.reshape(-1), minlength=size)
-        total = np.bincount(flat_idx, weights=(lam * q).reshape(-1), minlength=size)
-        table = np.where(mass > 0, total / np.where(mass > 0, mass, 1.0), uniform)
+        flat_lam = lam.reshape(-1)
+        mass = np.bincount(flat_idx, weights=flat_lam, minlength=size)
+        # normalise within each group before multiplying by Q: a product lam * Q of a
+        # subnormal occupancy (gamma near 0) would lose digits, the ratio lam / mass does not
+        safe = np.where(mass > 0, mass, 1.0)
+        total = np.bincount(flat_idx, weights=(flat_lam / safe[flat_idx]) * flat_q, minlength=size)
+        table = np.where(mass > 0, total, uniform)
     else:
         raise ModelError(f"weights = {weights!r}, expected 'point', 'uniform' or 'occupancy'")
     return TruncatedQ(i, int(kappa), agents, frozen(table), frozen(table[idx]), weights)
@@ -216,14 +240,27 @@ def decay_profile(
     policy: LocalizedSoftmaxPolicy,
     solution: NetworkedSolution,
     kappas: Sequence[int] | None = None,
+    *,
+    memory_limit: float | None = None,
 ) -> DecayProfile:
-    """``D_i(kappa)`` of the shadow Q-functions in ``solution`` and the derived bound."""
+    """``D_i(kappa)`` of the shadow Q-functions in ``solution`` and the derived bound.
+
+    Exact for every instance whose joint shadow Q table ``Q_i(s, a)`` fits in memory: the
+    tables are built one agent at a time (:func:`~reference.networked.exact.iter_shadow_q`,
+    ``3 |S| |A| + n |S|`` floats, checked against the memory limit before anything is built),
+    and each spread is a grouped max-minus-min over it (:func:`decay_spread`).  Beyond that
+    size :class:`~reference.errors.MemoryLimitError` is raised: ``D_i(kappa)`` maximises over
+    the completions ``(s, a)`` outside ``N_i^kappa``, and the completion's actions enter
+    ``Q_i`` through ``P(s'|s, a) V_i(s')`` jointly, so no method that avoids visiting every
+    joint pair is known (``proofs_notes/matrix-free.md#decay-spread``); use
+    :func:`decay_bound` there.
+    """
     ks = list(range(model.graph.diameter + 1)) if kappas is None else [
         _check_radius(k) for k in kappas
     ]
-    qs = shadow_q(model, policy, solution)
     delta = np.array([float(np.ptp(r)) for r in solution.shadow_rewards])
-    spread = np.array([[decay_spread(model, qs[i], i, k) for k in ks] for i in range(model.n)])
+    tables = iter_shadow_q(model, policy, solution, memory_limit=memory_limit)
+    spread = np.array([[decay_spread(model, q, i, k) for k in ks] for i, q in enumerate(tables)])
     # the bound, and D_i itself, vanish once N_i^kappa is i's whole component
     bound = np.array(
         [

@@ -639,7 +639,7 @@ def _critic_tolerance(
     g = m.gamma
     u = x.utilities[i]
     n_s, n_a = m.states.size, m.actions.size
-    v_max = float(np.max(np.abs(sol.shadow_values[:, i]))) + 1.0
+    v_max = float(np.max(np.abs(sol.require_shadow_values()[:, i]))) + 1.0
     q_max = float(np.max(np.abs(q))) + 1.0
     mass = 1.0 / (1.0 - g)
     lam_ours = sol.occupancy_error_bound + summation_tolerance(n_s, mass)

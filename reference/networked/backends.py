@@ -1,0 +1,184 @@
+"""Choosing the transition backend of the exact oracles by predicted memory and time.
+
+Two implementations of :class:`~reference.networked.transition.TransitionOperator` exist:
+
+* ``"dense"`` -- :class:`~reference.networked.transition.DenseOperator`: the ``|S| x |S|``
+  matrix ``P_pi`` and one LU factorisation; memory ``~ 2 |S|^2`` floats, time dominated by
+  the ``(2/3) |S|^3`` factorisation and ``~ 2 |A_i| |S|^2`` per agent-marginal contraction.
+* ``"matrix-free"`` -- :class:`~reference.networked.matrix_free.MatrixFreeOperator`:
+  contractions of local factors and GMRES; memory linear in ``|S|``, time
+  ``applications x cost of one application``.
+
+:func:`predict_backends` predicts both for one exact gradient
+(:func:`reference.networked.exact.solve`) *before* anything is allocated, and
+:func:`transition_operator` picks the backend with the smaller predicted time among those
+whose predicted memory fits the limit of :mod:`reference.memory` (or the one asked for).
+The model and its constants: ``proofs_notes/matrix-free.md#cost-model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from reference.errors import MemoryLimitError, ModelError
+from reference.memory import memory_limit as resolve_limit
+from reference.networked.matrix_free import (
+    DEFAULT_ACCURACY,
+    ContractionPlan,
+    MatrixFreeOperator,
+    contraction_plan,
+    fixed_point_iterations,
+    krylov_restart,
+    matrix_free_memory,
+)
+from reference.networked.model import NetworkedMDP
+from reference.networked.policy import LocalizedSoftmaxPolicy
+from reference.networked.transition import DenseOperator, TransitionOperator, dense_memory
+
+__all__ = [
+    "BACKENDS",
+    "BackendChoice",
+    "BackendCost",
+    "BackendName",
+    "predict_backends",
+    "transition_operator",
+]
+
+BackendName = Literal["dense", "matrix-free"]
+BackendChoice = Literal["auto", "dense", "matrix-free"]
+BACKENDS: tuple[BackendChoice, ...] = ("auto", "dense", "matrix-free")
+"""Every accepted value of ``backend``."""
+
+FACTORISATION_RATE = 2.0e10
+"""Multiply-adds per second of a dense LU factorisation (BLAS-3, one core); measured
+2.4e10 at ``|S| = 4096`` on the development machine
+(``proofs_notes/matrix-free.md#cost-model``)."""
+
+STREAM_RATE = 1.5e10
+"""Cost units per second of the batched contractions of both backends, in the units of
+:meth:`~reference.networked.matrix_free.ContractionPlan.application_cost` (one unit is a
+multiply-add inside a batched matrix product); measured 1.4e10 on the development machine
+for the plan of a ring of 20 binary agents (``proofs_notes/matrix-free.md#cost-model``)."""
+
+
+@dataclass(frozen=True)
+class BackendCost:
+    """Predicted cost of one exact gradient with one backend.
+
+    Attributes:
+        backend: ``"dense"`` or ``"matrix-free"``.
+        bytes: predicted peak memory (the figure :func:`reference.memory.check_memory` sees).
+        seconds: predicted time (an order-of-magnitude model, for comparison only).
+        fits: whether ``bytes`` is within the memory limit.
+        what: what the memory is for, as in the error message.
+    """
+
+    backend: BackendName
+    bytes: int
+    seconds: float
+    fits: bool
+    what: str
+
+
+def _dense_cost(model: NetworkedMDP, limit: int) -> BackendCost:
+    """``(2/3) |S|^3`` for the LU at :data:`FACTORISATION_RATE`, plus, streamed at
+    :data:`STREAM_RATE`, ``2 |S|^2`` to form ``P_pi``, ``2 (n + 2) |S|^2`` for the solves and
+    ``2 |A_i| |S|^2`` per agent for ``P^{(i,b)} Vbar``."""
+    n_joint = float(model.states.size)
+    lu = (2.0 / 3.0) * n_joint**3 / FACTORISATION_RATE
+    streamed = n_joint**2 * (2.0 + 2.0 * (model.n + 2) + 2.0 * sum(model.n_actions))
+    needed = dense_memory(model)
+    return BackendCost(
+        backend="dense",
+        bytes=needed,
+        seconds=lu + streamed / STREAM_RATE,
+        fits=needed <= limit,
+        what=f"the dense joint kernel of {model.states.size} joint states",
+    )
+
+
+def _matrix_free_cost(
+    model: NetworkedMDP, plan: ContractionPlan, accuracy: float, limit: int
+) -> BackendCost:
+    """``applications x plan.application_cost()`` at :data:`STREAM_RATE`, with
+    ``applications = 2 (k + 2) + sum_i |A_i|``: two solves of at most ``k`` iterations
+    (:func:`fixed_point_iterations`, the a priori count of the certified fallback) and two
+    residual checks each, and one ``P^{(i,b)}`` application per agent and action.  Each
+    GMRES iteration also orthogonalises against up to ``restart`` vectors of ``|S|``."""
+    k = fixed_point_iterations(model.gamma, accuracy)
+    applications = 2 * (k + 2) + sum(model.n_actions)
+    restart = krylov_restart(model, plan, limit)
+    orthogonalisation = 2 * k * restart * 2 * plan.n_joint
+    work = applications * plan.application_cost() + orthogonalisation
+    needed = matrix_free_memory(model, plan, restart=restart)
+    return BackendCost(
+        backend="matrix-free",
+        bytes=needed,
+        seconds=work / STREAM_RATE,
+        fits=needed <= limit,
+        what=f"the matrix-free operator of {plan.n_joint} joint states",
+    )
+
+
+def predict_backends(
+    model: NetworkedMDP,
+    beta: int,
+    *,
+    accuracy: float = DEFAULT_ACCURACY,
+    memory_limit: float | None = None,
+) -> tuple[BackendCost, BackendCost]:
+    """``(dense, matrix-free)`` predicted costs of one exact gradient, before any allocation.
+
+    Only the graph, the local sizes, ``gamma``, ``beta`` and ``accuracy`` enter; nothing of
+    size ``|S|`` is allocated (the contraction plan is symbolic).
+    """
+    limit = resolve_limit(memory_limit)
+    plan = contraction_plan(model, beta)
+    return _dense_cost(model, limit), _matrix_free_cost(model, plan, accuracy, limit)
+
+
+def transition_operator(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    backend: BackendChoice = "auto",
+    memory_limit: float | None = None,
+    *,
+    accuracy: float | None = None,
+) -> TransitionOperator:
+    """The transition operator of ``policy`` on ``model`` with the chosen backend.
+
+    ``"auto"`` predicts both backends (:func:`predict_backends`) and takes the faster of those
+    whose predicted memory fits the limit; ``"dense"`` and ``"matrix-free"`` force one (and
+    raise :class:`~reference.errors.MemoryLimitError` if it does not fit).  ``accuracy`` is
+    the relative accuracy requested of matrix-free solves (default
+    :data:`~reference.networked.matrix_free.DEFAULT_ACCURACY`); the dense LU solve ignores it.
+
+    Raises:
+        MemoryLimitError: no allowed backend fits the memory limit; the message gives the
+            prediction of each.
+    """
+    if backend not in BACKENDS:
+        raise ModelError(f"backend = {backend!r}, expected one of {', '.join(map(repr, BACKENDS))}")
+    if policy.model is not model:
+        raise ModelError("policy was built for a different NetworkedMDP")
+    acc = DEFAULT_ACCURACY if accuracy is None else accuracy
+    if backend == "dense":
+        return DenseOperator(model, policy, memory_limit)
+    plan = contraction_plan(model, policy.beta)
+    if backend == "matrix-free":
+        return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit, plan=plan)
+    limit = resolve_limit(memory_limit)
+    costs = (_dense_cost(model, limit), _matrix_free_cost(model, plan, acc, limit))
+    fitting = [c for c in costs if c.fits]
+    if not fitting:
+        parts = "; ".join(f"{c.what} needs about {c.bytes / 1024**2:.1f} MiB" for c in costs)
+        raise MemoryLimitError(
+            f"neither backend fits: {parts}, above the memory limit of "
+            f"{limit / 1024**2:.1f} MiB (raise it with memory_limit= or "
+            "MARL_ORACLE_MEMORY_LIMIT, or use a smaller instance)"
+        )
+    chosen = min(fitting, key=lambda c: c.seconds)
+    if chosen.backend == "dense":
+        return DenseOperator(model, policy, memory_limit)
+    return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit, plan=plan)

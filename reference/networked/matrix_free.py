@@ -1,0 +1,798 @@
+"""The matrix-free transition operator: ``P_pi`` applied by contractions along the graph.
+
+Under a localized policy the joint kernel is a product of local factors
+(``proofs_notes/occupancy-and-flow.md``, Result 4)::
+
+    P_pi(s' | s) = prod_i M_i[s_{D_i}, s'_i],        D_i = N_i^{max(1, beta)},
+    M_i[s_{D_i}, s'_i] = sum_{a_i} pi_i(a_i | s_{N_i^beta}) P_i(s'_i | s_{N_i}, a_i).
+
+Each ``M_i`` is a small tensor over the local states of ``D_i`` (it needs neither ``|S|``
+rows nor a joint index table).  :class:`MatrixFreeOperator` applies ``P_pi``, ``P_pi^T``
+and the agent-marginal kernels ``P^{(i,b)}`` (``M_i`` replaced by
+``K_i^b[s_{D_i}, s'_i] = P_i(s'_i | s_{N_i}, b)``) to vectors by contracting one group of
+next-state axes at a time, in an order chosen once per graph and observation radius
+(:func:`contraction_plan`).  Each step is one batched matrix product::
+
+    out[x, b, e, y] = sum_c F_G[b, e, c] t[x, b, c, y]
+
+where ``c`` runs over the next states of the step's agents ``G``, ``b`` over the current
+states the intermediate already carries and ``F_G = prod_{i in G} M_i`` depends on, ``e`` over
+the current states ``F_G`` introduces, ``x`` and ``y`` over everything else.  The adjoint
+(``P_pi^T``) runs the same steps backwards with ``F_G`` transposed.  The intermediate has
+``|S| * excess`` entries, ``excess`` being the product of ``|S_j|`` over the agents whose
+current state is already introduced and whose next state is not yet contracted: ``|S_i|^w``
+on a line and ``|S_i|^(2w)`` on a ring with ``w = max(1, beta)``, never ``|S|^2``.
+
+Solves use GMRES on ``I - gamma P_pi`` (or its transpose) with the certificate of
+``proofs_notes/occupancy-and-flow.md`` (Result 3), here with the rounding term of the
+contraction: an application errs by at most ``depth * eps`` times ``|P_pi| |x|``, where
+``depth`` is the number of roundings along one path of the contraction tree (a few per
+agent), not ``|S|``.  Derivations, the cost formula and the tests that check each claim:
+``proofs_notes/matrix-free.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from math import ceil, log, prod
+from typing import Literal
+
+import numpy as np
+import scipy.sparse.linalg as spla
+from numpy.lib.stride_tricks import as_strided
+
+from reference._arrays import EPS_F64, FloatArray, read_only
+from reference.errors import ModelError, SolverError
+from reference.memory import check_memory, predicted_bytes
+from reference.memory import memory_limit as resolve_limit
+from reference.networked.model import NetworkedMDP
+from reference.networked.policy import LocalizedSoftmaxPolicy
+from reference.networked.transition import LinearSolve
+
+__all__ = [
+    "DEFAULT_ACCURACY",
+    "ContractionPlan",
+    "ContractionStep",
+    "MatrixFreeOperator",
+    "contraction_plan",
+    "fixed_point_iterations",
+    "krylov_restart",
+    "matrix_free_memory",
+]
+
+DEFAULT_ACCURACY = 1e-10
+"""Default requested accuracy of a matrix-free solve, relative to the a priori solution scale
+``||b|| / (1 - gamma)``: the certified error bound is at most this times that scale."""
+
+_RESTART = 30
+"""GMRES restart length (Krylov vectors kept); lowered, down to :data:`_MIN_RESTART`, when the
+memory limit is tight."""
+
+_MIN_RESTART = 5
+
+_GROUP_ENTRIES = 1 << 14
+"""Largest merged step factor ``F_G`` (entries) the grouping may form; one agent's own factor
+is always allowed whatever its size."""
+
+_GROUP_AGENTS = 8
+"""Most agents merged into one step."""
+
+_PASS_COST = 32.0
+"""Cost, in multiply-adds, of streaming one float of an intermediate through memory (the
+contractions are memory-bound); used only to compare candidate plans."""
+
+_CALL_COST = 2.0e5
+"""Fixed cost, in multiply-adds, of one numpy call (a step or a transpose); used only to
+compare candidate plans."""
+
+_GREEDY_STARTS = 24
+"""Graphs with more agents try only this many start agents (the smallest supports first)."""
+
+_BLAS_PRODUCT = 1 << 18
+"""Largest ``m n k`` of one BLAS matrix product a contraction step issues.  OpenBLAS runs a
+product of at most ``4 * 65536`` multiply-adds on the calling thread (its
+``GEMM_MULTITHREAD_THRESHOLD``); larger ones are handed to worker threads, which on a loaded
+machine stalls each call for milliseconds (measured: one step's batch of
+``(32 x 32)(32 x 2048)`` products 50 times slower with two contended threads).  The
+contractions are memory-bound, so splitting costs nothing measurable
+(``proofs_notes/matrix-free.md#plan``)."""
+
+_OLD, _NEW = 0, 1  # axis kinds: current state s_j, next state s'_j
+
+
+# ---------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class ContractionStep:
+    """One step ``out[x, b, e, y] = sum_c F_G[b, e, c] t[x, b, c, y]`` of a plan.
+
+    Attributes:
+        agents: ``G``, the agents whose next-state axes the step contracts (consecutive in
+            the plan's order, at least one).
+        support: ``D_G``, the union of their dependency sets, increasing.
+        shared: agents of ``D_G`` whose current-state axes the intermediate already carries
+            (``b``), in the intermediate's axis order.
+        introduced: agents of ``D_G`` whose current-state axes the step introduces (``e``).
+        permutation: axis permutation applied to the intermediate before the step, ``None``
+            when it is already in order (axes of size 1 are not materialised).
+        layout: axis sizes of the intermediate before the permutation (without the column
+            axis of a multi-column input).
+        sizes: ``(X, B, C, Y)``, the products of the local state counts over the four axis
+            groups (``C`` = next states of ``G``, ``Y`` = next states still to contract).
+        introduced_size: ``E = prod_{j in introduced} |S_j|``.
+    """
+
+    agents: tuple[int, ...]
+    support: tuple[int, ...]
+    shared: tuple[int, ...]
+    introduced: tuple[int, ...]
+    permutation: tuple[int, ...] | None
+    layout: tuple[int, ...]
+    sizes: tuple[int, int, int, int]
+    introduced_size: int
+
+    @property
+    def input_floats(self) -> int:
+        """Entries of the intermediate before the step (per column)."""
+        x, b, c, y = self.sizes
+        return x * b * c * y
+
+    @property
+    def output_floats(self) -> int:
+        """Entries of the intermediate after the step (per column)."""
+        x, b, _, y = self.sizes
+        return x * b * self.introduced_size * y
+
+
+@dataclass(frozen=True)
+class ContractionPlan:
+    """How :class:`MatrixFreeOperator` contracts ``P_pi`` against a vector.
+
+    Attributes:
+        n_states: ``(|S_0|, ..., |S_{n-1}|)``.
+        supports: ``D_i = N_i^{max(1, beta)}`` per agent, increasing.
+        order: agents in contraction order (greedy, ``proofs_notes/matrix-free.md#order``).
+        steps: the grouped steps.
+        final_permutation: axis permutation from the last intermediate to agents ``0..n-1``.
+        final_layout: axis sizes of the last intermediate.
+        peak_floats: largest ``input + output`` of a step, per column: the working memory of
+            one application besides its input and result.
+        flops: multiply-adds of one application, per column (``sum_k output_k * C_k``).
+        depth: rounding depth of ``P_pi v``: ``sum_k (C_k + |G_k| - 1)``, the roundings along
+            one path (a dot product of length ``C_k`` per step and the ``|G_k| - 1``
+            products that formed ``F_G``).
+        transpose_depth: the same for ``P_pi^T u``: ``sum_k (E_k + |G_k| - 1)``.
+    """
+
+    n_states: tuple[int, ...]
+    supports: tuple[tuple[int, ...], ...]
+    order: tuple[int, ...]
+    steps: tuple[ContractionStep, ...]
+    final_permutation: tuple[int, ...]
+    final_layout: tuple[int, ...]
+    peak_floats: int
+    flops: int
+    depth: int
+    transpose_depth: int
+
+    @property
+    def n_joint(self) -> int:
+        """``|S|``."""
+        return prod(self.n_states)
+
+    @property
+    def max_excess(self) -> int:
+        """Largest intermediate divided by ``|S|`` (the product of ``|S_j|`` over agents whose
+        current state is introduced and next state not yet contracted)."""
+        return max(max(s.input_floats, s.output_floats) for s in self.steps) // self.n_joint
+
+    @property
+    def transposes(self) -> int:
+        """Steps that copy the intermediate into a new axis order."""
+        return sum(s.permutation is not None for s in self.steps)
+
+    def application_cost(self) -> float:
+        """Predicted cost of one application, in multiply-adds (``proofs_notes/matrix-free.md``):
+        ``flops`` plus :data:`_PASS_COST` per float streamed and :data:`_CALL_COST` per call."""
+        streamed = sum(
+            s.input_floats * (2 if s.permutation is not None else 1) + s.output_floats
+            for s in self.steps
+        )
+        calls = len(self.steps) + self.transposes + 2
+        return float(self.flops) + _PASS_COST * streamed + _CALL_COST * calls
+
+
+def _excess(sizes: Sequence[int], introduced: set[int], contracted: set[int]) -> int:
+    return prod(sizes[j] for j in introduced - contracted)
+
+
+def _greedy_order(sizes: Sequence[int], supports: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+    """Agents in contraction order: from each start agent, repeatedly take the agent whose
+    contraction leaves the smallest excess (then the fewest new current-state axes, then the
+    lowest index); keep the start with the smallest ``(max excess, sum of excesses)``."""
+    n = len(sizes)
+    starts = sorted(range(n), key=lambda i: (prod(sizes[j] for j in supports[i]), i))
+    best: tuple[tuple[int, int], tuple[int, ...]] | None = None
+    for start in starts[:_GREEDY_STARTS]:
+        order = [start]
+        contracted = {start}
+        introduced = set(supports[start])
+        peak = total = _excess(sizes, introduced, contracted)
+        while len(order) < n:
+            candidates = [
+                (
+                    _excess(sizes, introduced | set(supports[i]), contracted | {i}),
+                    prod(sizes[j] for j in set(supports[i]) - introduced),
+                    i,
+                )
+                for i in range(n)
+                if i not in contracted
+            ]
+            nxt = min(candidates)[2]
+            order.append(nxt)
+            contracted.add(nxt)
+            introduced |= set(supports[nxt])
+            ex = _excess(sizes, introduced, contracted)
+            peak, total = max(peak, ex), total + ex
+        score = (peak, total)
+        if best is None or score < best[0]:
+            best = (score, tuple(order))
+    if best is None:  # n >= 1, so at least one start was tried
+        raise ModelError("contraction order of an empty model")
+    return best[1]
+
+
+def _group(
+    sizes: Sequence[int],
+    supports: Sequence[tuple[int, ...]],
+    order: Sequence[int],
+    max_group: int,
+) -> list[tuple[int, ...]]:
+    """Split ``order`` into consecutive groups minimising the predicted cost
+    ``sum_k [output_k (C_k + PASS) + input_k PASS + CALL]`` (dynamic programming), with merged
+    factors of at most :data:`_GROUP_ENTRIES` entries."""
+    n = len(order)
+    n_joint = prod(sizes)
+    # excess after the first k agents of the order
+    excess = [1] * (n + 1)
+    introduced: set[int] = set()
+    for k, i in enumerate(order):
+        introduced |= set(supports[i])
+        excess[k + 1] = _excess(sizes, introduced, set(order[: k + 1]))
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(max(0, end - max_group), end):
+            members = order[start:end]
+            support = set().union(*(supports[i] for i in members))
+            c = prod(sizes[i] for i in members)
+            entries = prod(sizes[j] for j in support) * c
+            if end - start > 1 and entries > _GROUP_ENTRIES:
+                continue
+            out = n_joint * excess[end]
+            cost = out * (c + _PASS_COST) + n_joint * excess[start] * _PASS_COST + _CALL_COST
+            if best[start] + cost < best[end]:
+                best[end], cut[end] = best[start] + cost, start
+    groups: list[tuple[int, ...]] = []
+    end = n
+    while end > 0:
+        groups.append(tuple(order[cut[end] : end]))
+        end = cut[end]
+    return groups[::-1]
+
+
+def _layout_key(next_use: dict[int, int | None]) -> Callable[[int], tuple[int, int, int]]:
+    """Sort key for current-state axes: never used again first, then by next use, latest
+    first, so that the axes the next step shares end up last."""
+
+    def key(j: int) -> tuple[int, int, int]:
+        nxt = next_use[j]
+        return (0, 0, j) if nxt is None else (1, -nxt, j)
+
+    return key
+
+
+def contraction_plan(
+    model: NetworkedMDP, beta: int, *, max_group: int = _GROUP_AGENTS
+) -> ContractionPlan:
+    """The contraction plan of ``P_pi`` for ``model`` and observation radius ``beta``.
+
+    Depends only on the graph, the local state counts and ``beta`` (through
+    ``D_i = N_i^{max(1, beta)}``), not on the policy parameters.  ``max_group`` caps the
+    agents merged into one step (1: one step per agent).  See
+    ``proofs_notes/matrix-free.md#plan`` for the order, the grouping and the layout rule.
+    """
+    if isinstance(beta, bool) or not isinstance(beta, (int, np.integer)) or beta < 0:
+        raise ModelError(f"beta = {beta!r}, expected a non-negative integer radius")
+    if isinstance(max_group, bool) or not isinstance(max_group, int) or max_group < 1:
+        raise ModelError(f"max_group = {max_group!r}, expected a positive integer")
+    return _plan(model.n_states, model.graph.neighbourhoods(max(1, int(beta))), max_group)
+
+
+@lru_cache(maxsize=64)
+def _plan(
+    sizes: tuple[int, ...], supports: tuple[tuple[int, ...], ...], max_group: int
+) -> ContractionPlan:
+    """:func:`contraction_plan` from the state counts and the dependency sets (cached)."""
+    n = len(sizes)
+    order = _greedy_order(sizes, supports)
+    groups = _group(sizes, supports, order, max_group)
+    group_supports = [tuple(sorted(set().union(*(supports[i] for i in g)))) for g in groups]
+
+    def size_of(label: tuple[int, int]) -> int:
+        return sizes[label[1]]
+
+    def materialised(labels: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        return [lab for lab in labels if size_of(lab) > 1]
+
+    labels: list[tuple[int, int]] = [(_NEW, j) for j in range(n)]
+    steps: list[ContractionStep] = []
+    present: set[int] = set()
+    peak = flops = depth = tdepth = 0
+    for k, (group, support) in enumerate(zip(groups, group_supports, strict=True)):
+        later = {j: next((m for m in range(k + 1, len(groups)) if j in group_supports[m]), None)
+                 for j in range(n)}
+        key = _layout_key(later)
+        old = [lab[1] for lab in labels if lab[0] == _OLD]
+        remaining = {lab[1] for lab in labels if lab[0] == _NEW}
+        pending = [i for i in order if i in remaining]
+        shared = [j for j in old if j in support]
+        if old[len(old) - len(shared):] == shared:
+            x_part = old[: len(old) - len(shared)]
+        else:
+            x_part = sorted((j for j in old if j not in support), key=key)
+            shared = sorted(shared, key=key)
+        introduced = sorted((j for j in support if j not in present), key=key)
+        rest = [i for i in pending if i not in group]
+        required = (
+            [(_OLD, j) for j in x_part + shared]
+            + [(_NEW, i) for i in group]
+            + [(_NEW, i) for i in rest]
+        )
+        before, after = materialised(labels), materialised(required)
+        perm = tuple(before.index(lab) for lab in after)
+        step = ContractionStep(
+            agents=tuple(group),
+            support=support,
+            shared=tuple(shared),
+            introduced=tuple(introduced),
+            permutation=None if perm == tuple(range(len(perm))) else perm,
+            layout=tuple(size_of(lab) for lab in before),
+            sizes=(
+                prod(sizes[j] for j in x_part),
+                prod(sizes[j] for j in shared),
+                prod(sizes[i] for i in group),
+                prod(sizes[i] for i in rest),
+            ),
+            introduced_size=prod(sizes[j] for j in introduced),
+        )
+        steps.append(step)
+        peak = max(peak, step.input_floats + step.output_floats)
+        flops += step.output_floats * step.sizes[2]
+        depth += step.sizes[2] + len(group) - 1
+        tdepth += step.introduced_size + len(group) - 1
+        present |= set(introduced)
+        labels = (
+            [(_OLD, j) for j in x_part + shared + introduced] + [(_NEW, i) for i in rest]
+        )
+    last = materialised(labels)
+    final = tuple(last.index((_OLD, j)) for j in range(n) if sizes[j] > 1)
+    return ContractionPlan(
+        n_states=tuple(sizes),
+        supports=tuple(supports),
+        order=tuple(order),
+        steps=tuple(steps),
+        final_permutation=final,
+        final_layout=tuple(size_of(lab) for lab in last),
+        peak_floats=peak,
+        flops=flops,
+        depth=depth,
+        transpose_depth=tdepth,
+    )
+
+
+# ---------------------------------------------------------------------- memory and iterations
+def fixed_point_iterations(gamma: float, accuracy: float) -> int:
+    """``k = ceil(log(accuracy) / log(gamma))``: the fixed-point iteration from 0 is within
+    ``gamma^k ||b|| / (1 - gamma) <= accuracy ||b|| / (1 - gamma)`` after ``k`` steps.
+
+    The a priori iteration count of the certified fallback of a matrix-free solve, and the
+    count the backend cost model assumes (``proofs_notes/matrix-free.md#cost-model``).
+    """
+    if gamma <= 0.0:
+        return 1
+    return max(1, ceil(log(accuracy) / log(gamma)))
+
+
+def matrix_free_memory(
+    model: NetworkedMDP, plan: ContractionPlan, *, restart: int = _RESTART, columns: int = 1
+) -> int:
+    """Predicted peak bytes of an exact gradient with :class:`MatrixFreeOperator`.
+
+    ``columns * peak_floats`` for the contraction intermediates, ``restart + 5`` Krylov
+    vectors of ``|S|`` floats, ``8 + 6 max|A_i|`` more vectors of ``|S|`` for the occupancy,
+    values, rewards and the per-agent tables of the gradient, ``3 columns |S|`` for
+    multi-column right-hand sides, and the local factors.  Linear in ``|S|``.
+    """
+    n_joint = plan.n_joint
+    factors = sum(
+        prod(plan.n_states[j] for j in d) * plan.n_states[i] * (1 + model.n_actions[i])
+        for i, d in enumerate(plan.supports)
+    ) + sum(s.sizes[1] * s.introduced_size * s.sizes[2] for s in plan.steps)
+    vectors = (restart + 5) + 8 + 6 * max(model.n_actions) + 3 * columns
+    return predicted_bytes(columns * plan.peak_floats, vectors * n_joint, factors)
+
+
+def krylov_restart(
+    model: NetworkedMDP, plan: ContractionPlan, memory_limit: float | None = None
+) -> int:
+    """The GMRES restart length: :data:`_RESTART`, lowered in steps of 5 (not below
+    :data:`_MIN_RESTART`) while :func:`matrix_free_memory` exceeds the memory limit."""
+    limit = resolve_limit(memory_limit)
+    restart = _RESTART
+    while restart > _MIN_RESTART and matrix_free_memory(model, plan, restart=restart) > limit:
+        restart -= 5
+    return restart
+
+
+# ---------------------------------------------------------------------- the operator
+def _step_product(mat: FloatArray, t: FloatArray) -> FloatArray:
+    """``out[x, b, e, y] = sum_c mat[b, e, c] t[x, b, c, y]`` as batched BLAS products of at
+    most :data:`_BLAS_PRODUCT` multiply-adds each (``y`` split into chunks; same sums)."""
+    x, b, c, y = t.shape
+    e = mat.shape[1]
+    chunk = max(1, _BLAS_PRODUCT // (e * c))
+    if chunk >= y:
+        out: FloatArray = np.matmul(mat, t)
+        return out
+    t = np.ascontiguousarray(t)
+    out = np.empty((x, b, e, y))
+    pieces = y // chunk
+    whole = pieces * chunk
+
+    def pieces_of(a: FloatArray, rows: int) -> FloatArray:
+        # (x, b, rows, y) viewed as (x, b, pieces, rows, chunk): a strided view, no copy
+        s0, s1, s2, s3 = a.strides
+        view: FloatArray = as_strided(
+            a, shape=(x, b, pieces, rows, chunk), strides=(s0, s1, chunk * s3, s2, s3)
+        )
+        return view
+
+    np.matmul(mat[None, :, None], pieces_of(t, c), out=pieces_of(out, e))
+    if whole < y:
+        np.matmul(mat, t[..., whole:], out=out[..., whole:])
+    return out
+
+
+def _factor_tensor(
+    model: NetworkedMDP, support: tuple[int, ...], table: FloatArray, over: Sequence[int]
+) -> FloatArray:
+    """``table`` (first axis: the states of ``over`` mixed radix, then trailing axes) as a
+    tensor with one axis per agent of ``support`` (size 1 for agents not in ``over``)."""
+    members = set(over)
+    shape = [model.n_states[j] if j in members else 1 for j in support]
+    out: FloatArray = table.reshape(shape + list(table.shape[1:]))
+    return out
+
+
+def _local_factor(
+    model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, support: tuple[int, ...], i: int
+) -> FloatArray:
+    """``M_i[s_{D_i}, s'_i] = sum_a pi_i(a | s_{N_i^beta}) P_i(s'_i | s_{N_i}, a)`` as a tensor
+    with one axis per agent of ``D_i`` and a last axis ``s'_i``."""
+    kernel = _factor_tensor(model, support, model.kernels[i], model.neighbourhoods[i])
+    probs = _factor_tensor(model, support, policy.probs[i], policy.observed[i])
+    mixed: FloatArray = np.einsum("...a,...at->...t", probs, kernel)
+    full = [model.n_states[j] for j in support] + [model.n_states[i]]
+    return np.ascontiguousarray(np.broadcast_to(mixed, full))
+
+
+def _action_factor(model: NetworkedMDP, support: tuple[int, ...], i: int, b: int) -> FloatArray:
+    """``K_i^b[s_{D_i}, s'_i] = P_i(s'_i | s_{N_i}, b)`` on the axes of ``D_i``."""
+    kernel = _factor_tensor(model, support, model.kernels[i][:, b, :], model.neighbourhoods[i])
+    full = [model.n_states[j] for j in support] + [model.n_states[i]]
+    return np.ascontiguousarray(np.broadcast_to(kernel, full))
+
+
+def _step_matrix(
+    step: ContractionStep,
+    supports: Sequence[tuple[int, ...]],
+    factors: Sequence[FloatArray],
+    sizes: Sequence[int],
+) -> FloatArray:
+    """``F_G[b, e, c] = prod_{i in G} F_i[s_{D_i}, s'_i]`` as a ``(B, E, C)`` array in the step's
+    axis order (``|G| - 1`` products per entry, by broadcasting)."""
+    d = step.support
+    group = step.agents
+    merged: FloatArray = np.ones([1] * (len(d) + len(group)))
+    for pos, (i, f) in enumerate(zip(group, factors, strict=True)):
+        members = set(supports[i])
+        shape = [sizes[j] if j in members else 1 for j in d]
+        shape += [sizes[i] if g == pos else 1 for g in range(len(group))]
+        term = f.reshape(shape)
+        merged = term if pos == 0 else merged * term
+    merged = np.broadcast_to(merged, [sizes[j] for j in d] + [sizes[i] for i in group])
+    axes = [d.index(j) for j in step.shared + step.introduced]
+    axes += [len(d) + g for g in range(len(group))]
+    b, c = step.sizes[1], step.sizes[2]
+    return np.ascontiguousarray(merged.transpose(axes)).reshape(b, step.introduced_size, c)
+
+
+class MatrixFreeOperator:
+    """:class:`~reference.networked.transition.TransitionOperator` by contractions of local
+    factors: no ``|S| x |S|`` array is ever formed (``proofs_notes/matrix-free.md``).
+
+    Memory: :func:`matrix_free_memory`, linear in ``|S|``, checked before anything large is
+    allocated.  Solves are GMRES on ``I - gamma P_pi`` (``P_pi^T`` for occupancies) refined on
+    the exactly recomputed residual until the certified bound
+    ``(||res|| + rounding) / (1 - gamma rho)`` is at most ``accuracy * ||b|| / (1 - gamma)``,
+    with a fixed-point fallback that always gets there (see :meth:`solve_values`).
+
+    Attributes:
+        model, policy: the instance.
+        plan: the :class:`ContractionPlan`.
+        accuracy: requested relative accuracy of solves.
+        row_sum_bound: ``rho >= max_s sum_{s'} P~(s'|s)`` for the float factors, a certified
+            upper bound (``proofs_notes/matrix-free.md#certificate``).
+        restart: GMRES restart length used.
+        solver: ``"gmres"`` (default), or ``"fixed-point"`` for the certified fixed-point
+            iteration alone (the a priori route: at most ``fixed_point_iterations`` steps).
+    """
+
+    backend = "matrix-free"
+
+    def __init__(
+        self,
+        model: NetworkedMDP,
+        policy: LocalizedSoftmaxPolicy,
+        *,
+        accuracy: float = DEFAULT_ACCURACY,
+        memory_limit: float | None = None,
+        plan: ContractionPlan | None = None,
+        solver: Literal["gmres", "fixed-point"] = "gmres",
+    ) -> None:
+        if policy.model is not model:
+            raise ModelError("policy was built for a different NetworkedMDP")
+        if solver not in ("gmres", "fixed-point"):
+            raise ModelError(f"solver = {solver!r}, expected 'gmres' or 'fixed-point'")
+        self.solver = solver
+        if not (isinstance(accuracy, (int, float)) and 0.0 < float(accuracy) < 1.0):
+            raise ModelError(f"accuracy = {accuracy!r}, expected a number in (0, 1)")
+        if plan is None:
+            plan = contraction_plan(model, policy.beta)
+        elif plan.n_states != model.n_states or plan.supports != model.graph.neighbourhoods(
+            max(1, policy.beta)
+        ):
+            raise ModelError("plan was built for another graph, state counts or radius")
+        self.restart = krylov_restart(model, plan, memory_limit)
+        check_memory(
+            matrix_free_memory(model, plan, restart=self.restart),
+            f"the matrix-free operator of {plan.n_joint} joint states",
+            memory_limit,
+        )
+        self.model = model
+        self.policy = policy
+        self.plan = plan
+        self.accuracy = float(accuracy)
+        self.gamma = model.gamma
+        self.factors = tuple(
+            read_only(_local_factor(model, policy, d, i)) for i, d in enumerate(plan.supports)
+        )
+        self._matrices = tuple(
+            read_only(self._matrix(step, self.factors)) for step in plan.steps
+        )
+        self._agent_step = {i: k for k, s in enumerate(plan.steps) for i in s.agents}
+        self._agent_cache: dict[tuple[int, int], FloatArray] = {}
+        # rho: product of the largest float row sums, each within (|S_i| - 1) eps of the true
+        # sum of the float entries, plus n roundings of the product
+        row_max = [float(np.max(f.sum(axis=-1))) for f in self.factors]
+        slack = (sum(model.n_states) + model.n) * EPS_F64
+        self.row_sum_bound = float(np.prod(row_max)) * (1.0 + 2.0 * slack)
+        if not self.gamma * self.row_sum_bound < 1.0:
+            raise SolverError(
+                f"gamma * rho = {self.gamma * self.row_sum_bound!r} is not below 1; the "
+                "certificate needs a contraction"
+            )
+
+    def _matrix(self, step: ContractionStep, factors: Sequence[FloatArray]) -> FloatArray:
+        members = [factors[i] for i in step.agents]
+        return _step_matrix(step, self.plan.supports, members, self.model.n_states)
+
+    @property
+    def n_states(self) -> int:
+        """``|S|``."""
+        return self.plan.n_joint
+
+    # ------------------------------------------------------------------ applications
+    def _columns(self, v: FloatArray, name: str) -> tuple[FloatArray, int]:
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.ndim not in (1, 2) or arr.shape[0] != self.n_states:
+            raise ModelError(
+                f"{name} has shape {arr.shape}, expected ({self.n_states},) or "
+                f"({self.n_states}, m)"
+            )
+        return arr, 1 if arr.ndim == 1 else int(arr.shape[1])
+
+    def _forward(self, v: FloatArray, matrices: Sequence[FloatArray]) -> FloatArray:
+        """``sum_{s'} prod_i F_i[s_{D_i}, s'_i] v(s')`` for the factors behind ``matrices``."""
+        plan = self.plan
+        arr, cols = self._columns(v, "v")
+        t: FloatArray = arr.reshape((*(s for s in plan.n_states if s > 1), cols))
+        for step, mat in zip(plan.steps, matrices, strict=True):
+            if step.permutation is not None:
+                t = t.reshape((*step.layout, cols)).transpose((*step.permutation, len(step.layout)))
+            x, b, c, y = step.sizes
+            t = _step_product(mat, np.ascontiguousarray(t).reshape(x, b, c, y * cols))
+        out = t.reshape((*plan.final_layout, cols)).transpose(
+            (*plan.final_permutation, len(plan.final_layout))
+        )
+        flat = np.ascontiguousarray(out).reshape(self.n_states, cols)
+        return flat[:, 0] if arr.ndim == 1 else flat
+
+    def _backward(self, u: FloatArray, matrices: Sequence[FloatArray]) -> FloatArray:
+        """The adjoint of :meth:`_forward`: the steps reversed with ``F_G`` transposed."""
+        plan = self.plan
+        arr, cols = self._columns(u, "u")
+        canonical = arr.reshape((*(s for s in plan.n_states if s > 1), cols))
+        last = len(plan.final_layout)
+        t: FloatArray = canonical.transpose((*np.argsort(plan.final_permutation), last))
+        for step, mat in zip(reversed(plan.steps), reversed(matrices), strict=True):
+            x, b, _, y = step.sizes
+            t = np.ascontiguousarray(t).reshape(x, b, step.introduced_size, y * cols)
+            t = _step_product(np.swapaxes(mat, 1, 2), t)  # (x, b, c, y * cols)
+            if step.permutation is not None:
+                permuted = (*(step.layout[p] for p in step.permutation), cols)
+                back = (*np.argsort(step.permutation), len(permuted) - 1)
+                t = t.reshape(permuted).transpose(back)
+        flat = np.ascontiguousarray(t).reshape(self.n_states, cols)
+        return flat[:, 0] if arr.ndim == 1 else flat
+
+    def apply(self, v: FloatArray) -> FloatArray:
+        """``(P_pi v)(s) = sum_{s'} prod_i M_i[s_{D_i}, s'_i] v(s')``; ``v`` is ``(|S|,)`` or
+        ``(|S|, m)``."""
+        return self._forward(v, self._matrices)
+
+    def apply_transpose(self, u: FloatArray) -> FloatArray:
+        """``(P_pi^T u)(s') = sum_s u(s) prod_i M_i[s_{D_i}, s'_i]``; ``u`` is ``(|S|,)`` or
+        ``(|S|, m)``."""
+        return self._backward(u, self._matrices)
+
+    def _check_agent(self, i: int) -> int:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.model.n:
+            raise ModelError(f"agent {i!r} outside 0..{self.model.n - 1}")
+        return int(i)
+
+    def _agent_matrices(self, i: int, b: int) -> list[FloatArray]:
+        """Step matrices with ``M_i`` replaced by ``K_i^b`` (the changed one cached)."""
+        k = self._agent_step[self._check_agent(i)]
+        key = (int(i), int(b))
+        if key not in self._agent_cache:
+            factors = list(self.factors)
+            factors[i] = _action_factor(self.model, self.plan.supports[i], i, b)
+            self._agent_cache[key] = read_only(self._matrix(self.plan.steps[k], factors))
+        mats = list(self._matrices)
+        mats[k] = self._agent_cache[key]
+        return mats
+
+    def apply_agent(self, i: int, v: FloatArray) -> FloatArray:
+        """``(|S|, |A_i|)``: ``(P^{(i,b)} v)(s) = sum_{s'} K_i^b[s_{N_i}, s'_i]
+        prod_{j != i} M_j[s_{D_j}, s'_j] v(s')`` for every ``s`` and ``b``; ``v`` is ``(|S|,)``."""
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.shape != (self.n_states,):
+            raise ModelError(f"v has shape {arr.shape}, expected ({self.n_states},)")
+        actions = range(self.model.n_actions[self._check_agent(i)])
+        return np.stack([self._forward(arr, self._agent_matrices(i, b)) for b in actions], axis=1)
+
+    def apply_agent_transpose(self, i: int, u: FloatArray) -> FloatArray:
+        """``(|S|,)``: ``s' -> sum_{s,b} u[s, b] P^{(i,b)}(s'|s)``; ``u`` is ``(|S|, |A_i|)``."""
+        arr = np.asarray(u, dtype=np.float64)
+        n_act = self.model.n_actions[self._check_agent(i)]
+        if arr.shape != (self.n_states, n_act):
+            raise ModelError(f"u has shape {arr.shape}, expected ({self.n_states}, {n_act})")
+        total = np.zeros(self.n_states)
+        for b in range(n_act):
+            total += self._backward(arr[:, b], self._agent_matrices(i, b))
+        return total
+
+    # ------------------------------------------------------------------ solves
+    def solve_values(self, r: FloatArray) -> LinearSolve:
+        """``(I - gamma P_pi)^{-1} r``, ``r`` of shape ``(|S|,)`` or ``(|S|, m)``, certified in
+        the inf-norm (``proofs_notes/matrix-free.md#certificate``)."""
+        return self._solve(r, transpose=False)
+
+    def solve_occupancy(self, rho: FloatArray) -> LinearSolve:
+        """``(I - gamma P_pi^T)^{-1} rho``, ``rho`` of shape ``(|S|,)`` or ``(|S|, m)``,
+        certified in the l1-norm (``proofs_notes/matrix-free.md#certificate``)."""
+        return self._solve(rho, transpose=True)
+
+    def _solve(self, b: FloatArray, *, transpose: bool) -> LinearSolve:
+        arr, cols = self._columns(b, "the right-hand side")
+        if not np.all(np.isfinite(arr)):
+            raise ModelError("the right-hand side has a non-finite entry")
+        columns = arr.reshape(self.n_states, cols)
+        results = [self._solve_column(columns[:, k], transpose) for k in range(cols)]
+        x = np.stack([res[0] for res in results], axis=1)
+        return LinearSolve(
+            x=x[:, 0] if arr.ndim == 1 else x,
+            residual=max(res[1] for res in results),
+            error_bound=max(res[2] for res in results),
+            norm="l1" if transpose else "inf",
+            iterations=sum(res[3] for res in results),
+        )
+
+    def _solve_column(
+        self, b: FloatArray, transpose: bool
+    ) -> tuple[FloatArray, float, float, int]:
+        """One certified solve: ``(x, residual, error bound, operator applications)``."""
+        g, rho = self.gamma, self.row_sum_bound
+        contraction = 1.0 - g * rho
+        depth = self.plan.transpose_depth if transpose else self.plan.depth
+        step = self.apply_transpose if transpose else self.apply
+
+        def norm(x: FloatArray) -> float:
+            return float(np.sum(np.abs(x))) if transpose else float(np.max(np.abs(x)))
+
+        b_norm = norm(b)
+        if g == 0.0 or b_norm == 0.0:  # x = b solves x - 0 P x = b; x = 0 solves it for b = 0
+            return read_only(b.copy()), 0.0, 0.0, 0
+        target = self.accuracy * b_norm / (1.0 - g)
+
+        def allowance(x: FloatArray) -> float:
+            # rounding of res = b - (x - gamma P~ x): depth eps |P~||x| for the contraction,
+            # three more roundings for gamma *, the two subtractions
+            return (depth + 3) * EPS_F64 * ((1.0 + g * rho) * norm(x) + b_norm)
+
+        floor = allowance(b) + (depth + 3) * EPS_F64 * (1.0 + g * rho) * b_norm / contraction
+        if target * contraction <= 2.0 * floor:
+            raise SolverError(
+                f"requested accuracy {self.accuracy:g} (error {target:.3e}) is below the "
+                f"rounding floor {2.0 * floor / contraction:.3e} of this operator (depth "
+                f"{depth}, gamma = {g})"
+            )
+        x = np.zeros_like(b)
+        residual = b.copy()
+        applications = 0
+        budget = 4 * fixed_point_iterations(g * rho, self.accuracy) + 8 * self.restart + 8
+
+        def matvec(y: FloatArray) -> FloatArray:
+            nonlocal applications
+            applications += 1
+            flat = np.asarray(y, dtype=np.float64).reshape(-1)
+            out: FloatArray = flat - g * step(flat)
+            return out
+
+        shape = (self.n_states, self.n_states)
+        system = spla.LinearOperator(shape, matvec=matvec, dtype=np.float64)
+        use_krylov = self.solver == "gmres"
+        while True:
+            res = norm(residual)
+            bound = (res + allowance(x)) / contraction
+            if bound <= target:
+                return read_only(x), res, bound, applications
+            if applications >= budget:
+                raise SolverError(
+                    f"matrix-free solve stopped after {applications} operator applications "
+                    f"with certified error {bound:.3e} above the requested {target:.3e}"
+                )
+            # aim GMRES at half the residual the certificate can still afford (at least a
+            # quarter of the target: the allowance is below half of it, see the floor above)
+            goal = max(0.5 * (target * contraction - allowance(x)), 0.25 * target * contraction)
+            if use_krylov:
+                # GMRES stops on the 2-norm; scale the goal by this residual's norm ratio
+                ratio = float(np.linalg.norm(residual)) / res if res > 0.0 else 1.0
+                cycles = max(1, ceil((budget - applications) / (self.restart + 1)))
+                d, _ = spla.gmres(
+                    system, residual, rtol=0.0, atol=goal * ratio, restart=self.restart,
+                    maxiter=cycles,
+                )
+                x = x + d
+            else:
+                # fixed point x <- b + gamma P x, i.e. x + residual: the residual contracts by
+                # gamma rho per step in this norm (proofs_notes/matrix-free.md#certificate)
+                x = x + residual
+            previous = res
+            residual = b - matvec(x)
+            if use_krylov and norm(residual) > 0.5 * previous:
+                use_krylov = False
+
