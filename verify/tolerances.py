@@ -125,6 +125,7 @@ def pdl_tolerance(n_states: int, n_joint_actions: int, n_agents: int, gamma: flo
     )
     return 2.0 * e_v + n_agents * term
 
+
 # ---------------------------------------------------------------------- transition backends
 def contraction_tolerance(depth: int, scale: float) -> float:
     """Rounding of a sum of products evaluated as nested dot products.
