@@ -13,6 +13,7 @@ from reference.errors import ModelError
 __all__ = [
     "EPS_F64",
     "FloatArray",
+    "FrozenArrays",
     "IntArray",
     "as_float_array",
     "check_distribution_rows",
@@ -136,3 +137,27 @@ def draw_rows(cum: FloatArray, rows: IntArray, rng: np.random.Generator) -> IntA
     idx: IntArray = (c < u[:, None]).sum(axis=1).astype(np.int64)
     out: IntArray = np.minimum(idx, cum.shape[1] - 1)
     return out
+
+
+def _refreeze(value: Any) -> Any:
+    """``value`` with every numpy array in it (also inside tuples) marked read-only."""
+    if isinstance(value, np.ndarray):
+        value.setflags(write=False)
+        return value
+    if isinstance(value, tuple):
+        return tuple(_refreeze(v) for v in value)
+    return value
+
+
+class FrozenArrays:
+    """Mixin for frozen records whose arrays are read-only (STYLE item 2).
+
+    Pickling does not keep numpy's ``writeable`` flag, so a record sent to a process pool or
+    a Dask worker would arrive with writable arrays, and code that writes into them would
+    fail under a serial executor but not under a parallel one.  Restoring the flag on
+    unpickling keeps the record the same wherever it runs.
+    """
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, _refreeze(value))

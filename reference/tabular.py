@@ -20,6 +20,7 @@ import scipy.linalg
 from reference._arrays import (
     EPS_F64,
     FloatArray,
+    FrozenArrays,
     as_float_array,
     check_distribution_rows,
     check_gamma,
@@ -57,7 +58,7 @@ _EPS = EPS_F64
 
 
 @dataclass(frozen=True, eq=False)
-class TabularMDP:
+class TabularMDP(FrozenArrays):
     """A finite discounted MDP ``(P, r, rho, gamma)``, validated at construction.
 
     Attributes:

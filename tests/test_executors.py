@@ -268,3 +268,49 @@ def test_report_does_not_depend_on_the_executor() -> None:
         assert (a.name, a.measured, a.bound, a.verdict) == (b.name, b.measured, b.bound, b.verdict)
         assert a.children == b.children and a.children
         assert a.series == b.series
+
+
+def _arrays(obj: Any) -> list[np.ndarray[Any, Any]]:
+    out: list[np.ndarray[Any, Any]] = []
+    for value in vars(obj).values():
+        items = value if isinstance(value, tuple) else (value,)
+        out += [v for v in items if isinstance(v, np.ndarray)]
+    return out
+
+
+def _write_into_P(game: Any, rng: np.random.Generator) -> str:
+    try:
+        game.P[(0,) * game.P.ndim] = 0.5
+    except ValueError as exc:
+        return str(exc)
+    return "written"
+
+
+def test_instances_stay_read_only_through_pickling() -> None:
+    """A record's arrays are read-only (STYLE item 2) also after the pickling that sends it
+    to a pool or Dask worker, so a piece that writes into one fails on every executor."""
+    import pickle
+
+    from reference.cooperative.offline import sample_dataset
+    from reference.cooperative.policy import ConditionalPolicy
+
+    inst = line_message(3)
+    game = rare_stall()
+    records = [
+        inst.model,
+        LocalizedSoftmaxPolicy.uniform(inst.model, 1),
+        *inst.utilities("linear"),
+        game,
+        ConditionalPolicy.uniform(game),
+        sample_dataset(game, 50, np.random.default_rng(0), coverage=1.0),
+        game.tabular,
+    ]
+    for record in records:
+        before = _arrays(record)
+        assert before and not any(a.flags.writeable for a in before), type(record)
+        after = _arrays(pickle.loads(pickle.dumps(record)))
+        assert len(after) == len(before) and not any(a.flags.writeable for a in after)
+    serial = map_seeded(_write_into_P, [game], executor=SerialExecutor(), seed=0)
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        pooled = map_seeded(_write_into_P, [game], executor=pool, seed=0)
+    assert serial.results == pooled.results and "read-only" in serial.results[0]

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from reference._arrays import (
     FloatArray,
+    FrozenArrays,
     as_float_array,
     check_distribution_rows,
     check_gamma,
@@ -29,7 +30,7 @@ __all__ = ["CooperativeMarkovGame", "random_game"]
 
 
 @dataclass(frozen=True, eq=False)
-class CooperativeMarkovGame:
+class CooperativeMarkovGame(FrozenArrays):
     """``(N, S, A^0 x ... x A^{N-1}, P, r, gamma, rho)`` with a shared reward in ``[0, 1]``.
 
     Attributes:

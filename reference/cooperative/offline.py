@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from reference._arrays import (
     FloatArray,
+    FrozenArrays,
     IntArray,
     as_float_array,
     check_distribution_rows,
@@ -115,7 +116,7 @@ def _check_range(arr: IntArray, upper: int, name: str) -> None:
 
 
 @dataclass(frozen=True, eq=False)
-class OfflineDataset:
+class OfflineDataset(FrozenArrays):
     """``n`` transitions ``(s_i, a_i, r_i, s'_i)`` of a cooperative game (SPEC section 6).
 
     Attributes:

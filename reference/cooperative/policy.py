@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from reference._arrays import (
     FloatArray,
+    FrozenArrays,
     IntArray,
     as_float_array,
     check_distribution_rows,
@@ -44,7 +45,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, eq=False)
-class ConditionalPolicy:
+class ConditionalPolicy(FrozenArrays):
     """``pi^m(a^m | s, a^{0:m-1})`` for ``m = 0..N-1``, validated against its game.
 
     Attributes:
@@ -197,7 +198,7 @@ def _context_shape(game: CooperativeMarkovGame, m: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True, eq=False)
-class IndicatorFeatures:
+class IndicatorFeatures(FrozenArrays):
     """Features that switch on one coordinate per context-action pair (``||phi|| = 1``).
 
     Attributes:
@@ -276,7 +277,7 @@ class IndicatorFeatures:
 
 
 @dataclass(frozen=True, eq=False)
-class DenseFeatures:
+class DenseFeatures(FrozenArrays):
     """User-supplied (or random) features, ``arrays[m]`` of shape
     ``(nS, |A^0|, ..., |A^m|, d_m)`` with every ``||phi^m(c, a)||_2 <= 1``."""
 
@@ -344,7 +345,7 @@ class DenseFeatures:
 
 
 @dataclass(frozen=True, eq=False)
-class LogLinearPolicy:
+class LogLinearPolicy(FrozenArrays):
     """``pi^m_theta(a^m|c) ∝ exp(phi^m(c, a^m) . theta^m)`` (Zhao et al. 2023, eq. (2)).
 
     Attributes:

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from reference._arrays import (
     FloatArray,
+    FrozenArrays,
     IntArray,
     as_float_array,
     check_distribution_rows,
@@ -172,7 +173,7 @@ def _sub_tuple_renderer(sizes: Sequence[int]) -> Any:
 
 
 @dataclass(frozen=True, eq=False)
-class NetworkedMDP:
+class NetworkedMDP(FrozenArrays):
     """A networked MDP with local kernels ``P_i(s'_i | s_{N_i}, a_i)`` (SPEC section 2).
 
     Attributes:

@@ -17,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-from reference._arrays import FloatArray, IntArray, as_float_array, frozen
+from reference._arrays import FloatArray, FrozenArrays, IntArray, as_float_array, frozen
 from reference.errors import PolicyError
 from reference.memory import check_memory
 from reference.networked.model import NetworkedMDP
@@ -27,7 +27,7 @@ __all__ = ["LocalizedSoftmaxPolicy"]
 
 
 @dataclass(frozen=True, eq=False)
-class LocalizedSoftmaxPolicy:
+class LocalizedSoftmaxPolicy(FrozenArrays):
     """A localized tabular softmax policy on a :class:`NetworkedMDP`.
 
     Attributes:

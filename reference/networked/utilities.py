@@ -43,7 +43,14 @@ from typing import Any
 
 import numpy as np
 
-from reference._arrays import FloatArray, as_float_array, check_gamma, frozen, stochastic_tolerance
+from reference._arrays import (
+    FloatArray,
+    FrozenArrays,
+    as_float_array,
+    check_gamma,
+    frozen,
+    stochastic_tolerance,
+)
 from reference.errors import ModelError, UtilityDomainError
 
 __all__ = [
@@ -82,7 +89,7 @@ class UtilityConstants:
     concave: bool
 
 
-class Utility(ABC):
+class Utility(FrozenArrays, ABC):
     """A utility ``f : R^{S_i x A_i} -> R`` of an unnormalised local occupancy ``lam``.
 
     Concrete utilities are frozen dataclasses validated completely at construction.  ``value``
@@ -116,7 +123,7 @@ class Utility(ABC):
         self._check_floor(arr)
         return arr
 
-    def _check_floor(self, lam: FloatArray) -> None:  # noqa: B027 - optional hook, no-op default
+    def _check_floor(self, lam: FloatArray) -> None:
         """Hook: raise UtilityDomainError if a log argument of ``f`` is not positive at ``lam``."""
 
     def value(self, lam: Any) -> float:
