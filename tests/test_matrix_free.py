@@ -26,6 +26,12 @@ from reference.networked import (
     solve,
     transition_operator,
 )
+from reference.networked.matrix_free import (
+    DEFAULT_ACCURACY,
+    minimum_accuracy,
+    plan_for_accuracy,
+    plan_row_sum_bound,
+)
 from verify import strategies as mst
 from verify.operators import compare_operators, compare_solutions
 from verify.tolerances import (
@@ -172,6 +178,22 @@ def test_split_blas_products_give_the_same_operator(
         assert cmp.agrees, cmp
 
 
+def test_step_product_for_every_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_step_product`` against ``einsum`` for every cap from one product per column to no
+    split: every chunk size and every remainder of the split axis occurs."""
+    from reference.networked import matrix_free
+
+    rng = np.random.default_rng(11)
+    x, b, c, e, y = 2, 3, 4, 5, 7
+    mat = rng.standard_normal((b, e, c))
+    t = rng.standard_normal((x, b, c, y))
+    want = np.einsum("bec,xbcy->xbey", mat, t)
+    for limit in range(1, e * c * y + 2):
+        monkeypatch.setattr(matrix_free, "_BLAS_PRODUCT", limit)
+        got = matrix_free._step_product(mat, t)
+        np.testing.assert_allclose(got, want, rtol=0, atol=summation_tolerance(c, 16.0))
+
+
 def test_bad_inputs_are_named() -> None:
     inst = line_message(3)
     pol = LocalizedSoftmaxPolicy.uniform(inst.model)
@@ -233,17 +255,41 @@ def test_solves_agree_with_the_dense_lu_within_both_certificates(
 
 
 def test_certificate_is_not_vacuous() -> None:
-    """The certified bound covers the true error and is within a small factor of it: a
-    coarse accuracy leaves a true error of the same order as the bound."""
+    """The certified bound covers the true error and overstates it by at most the derived
+    factor ``(1 + gamma rho) / (1 - gamma rho)``: the l1 error ``e`` of an occupancy iterate
+    satisfies ``residual <= ||I - gamma P~^T||_1 e <= (1 + gamma rho) e``, and the bound is
+    ``(residual + rounding) / (1 - gamma rho)``."""
     model = _binary(Graph.ring(6), np.random.default_rng(3))
     pol = LocalizedSoftmaxPolicy.random(model, 1, np.random.default_rng(4))
     exact = DenseOperator(model, pol).solve_occupancy(model.joint_rho())
-    coarse = MatrixFreeOperator(model, pol, accuracy=1e-4).solve_occupancy(model.joint_rho())
+    op = MatrixFreeOperator(model, pol, accuracy=1e-4)
+    coarse = op.solve_occupancy(model.joint_rho())
     error = float(np.sum(np.abs(coarse.x - exact.x)))
     assert error <= coarse.error_bound + exact.error_bound
     assert coarse.error_bound <= 1e-4 / (1 - model.gamma)
-    # the GMRES residual is what the bound is made of: error <= residual / (1 - gamma)
-    assert coarse.residual / (1 - model.gamma) <= coarse.error_bound
+    g, rho = model.gamma, op.row_sum_bound
+    rounding = (op.plan.transpose_depth + 3) * EPS * ((1 + g * rho) * float(np.sum(coarse.x)) + 1)
+    worst = ((1 + g * rho) * (error + exact.error_bound) + rounding) / (1 - g * rho)
+    assert coarse.error_bound <= worst
+
+
+def test_certificate_is_built_from_the_residual_the_rounding_and_rho() -> None:
+    """Structure of every certificate: ``(1 - gamma rho) bound >= residual + (depth + 3) eps
+    (1 + gamma rho) ||x||`` (the rounding of the residual is inside it), and ``rho`` bounds
+    the row sums of the operator actually applied (its columns on the unit vectors)."""
+    model = _binary(Graph.ring(6), np.random.default_rng(3))
+    pol = LocalizedSoftmaxPolicy.random(model, 1, np.random.default_rng(4))
+    op = MatrixFreeOperator(model, pol)
+    g, rho = model.gamma, op.row_sum_bound
+    applied = op.apply(np.eye(op.n_states))  # P~ as the contractions evaluate it
+    assert float(np.max(applied.sum(axis=1))) <= rho
+    assert rho > 1.0  # strictly: the slack for the rounding of the float row sums
+    for sol, depth, norm in (
+        (op.solve_values(np.ones(op.n_states)), op.plan.depth, np.max),
+        (op.solve_occupancy(model.joint_rho()), op.plan.transpose_depth, np.sum),
+    ):
+        rounding = (depth + 3) * EPS * (1 + g * rho) * float(norm(np.abs(sol.x)))
+        assert (1 - g * rho) * sol.error_bound >= sol.residual + rounding
 
 
 @pytest.mark.parametrize("gamma", [0.5, 0.9])
@@ -280,11 +326,85 @@ def test_fixed_point_route_is_the_neumann_series(gamma: float) -> None:
 
 
 def test_accuracy_below_the_rounding_floor_is_refused() -> None:
+    """An accuracy no certificate can reach is refused when the operator is built (default
+    plan) or, for a plan given by hand, when it solves."""
     inst = line_message(4)
     pol = LocalizedSoftmaxPolicy.uniform(inst.model)
-    op = MatrixFreeOperator(inst.model, pol, accuracy=1e-17)
-    with pytest.raises(SolverError, match="below the rounding floor"):
+    with pytest.raises(SolverError, match="twice the rounding floor"):
+        MatrixFreeOperator(inst.model, pol, accuracy=1e-17)
+    plan = contraction_plan(inst.model, 0)
+    op = MatrixFreeOperator(inst.model, pol, accuracy=1e-17, plan=plan)
+    with pytest.raises(SolverError, match="twice the rounding floor"):
         op.solve_occupancy(inst.model.joint_rho())
+
+
+def test_a_deep_plan_gives_way_to_one_agent_steps_near_gamma_one() -> None:
+    """At gamma = 0.999 the merged steps of a ring of 12 put the default accuracy below the
+    rounding floor (their dot products are longer); the operator then contracts one agent
+    per step, and its certified solves agree with the dense LU within both bounds."""
+    m = _binary(Graph.ring(12), np.random.default_rng(3), gamma=0.999)
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(4))
+    merged = contraction_plan(m, 1)
+    rho = plan_row_sum_bound(m.n_states)
+    assert DEFAULT_ACCURACY <= minimum_accuracy(
+        max(merged.depth, merged.transpose_depth), m.gamma, rho
+    )
+    op = MatrixFreeOperator(m, pol)
+    assert op.plan == contraction_plan(m, 1, max_group=1) == plan_for_accuracy(m, 1, 1e-10)
+    dense = DenseOperator(m, pol)
+    rho0 = m.joint_rho()
+    a, b = op.solve_occupancy(rho0), dense.solve_occupancy(rho0)
+    assert float(np.abs(a.x - b.x).sum()) <= a.error_bound + b.error_bound
+    assert plan_for_accuracy(m, 1, 1e-16) is None
+
+
+@pytest.mark.parametrize("exponent", [-1074, -1030, -700, -40, 0, 40, 700, 1000])
+def test_solves_scale_with_the_right_hand_side(exponent: int) -> None:
+    """The system is linear: for ``b`` scaled by ``2^k`` the solve returns exactly ``2^k``
+    times the unit solve, with the same number of applications, from the subnormal range to
+    near overflow; below 2^-1000 it answers 0 with the a priori bound, which still covers
+    the exact solution."""
+    m = _binary(Graph.ring(5), np.random.default_rng(6))
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(7))
+    op = MatrixFreeOperator(m, pol)
+    b = np.random.default_rng(8).random(32)
+    b /= b.max() * 1.5  # inf-norm 2/3, in [1/2, 1)
+    unit = op.solve_values(b)
+    scaled = op.solve_values(np.ldexp(b, exponent))
+    if exponent >= -1000:
+        np.testing.assert_array_equal(scaled.x, np.ldexp(unit.x, exponent))
+        assert scaled.error_bound == np.ldexp(unit.error_bound, exponent)
+        assert scaled.iterations == unit.iterations
+    else:
+        assert not np.any(scaled.x) and scaled.iterations == 0
+        # ||x*||_inf <= ||b||_inf / (1 - gamma rho): here with the unit solve's exact scaling
+        exact_norm = np.ldexp(float(np.max(np.abs(unit.x))) + unit.error_bound, exponent)
+        assert scaled.error_bound >= exact_norm > 0.0
+
+
+@pytest.mark.parametrize("failure", ["stagnation", "nan", "huge"])
+def test_gmres_failures_fall_back_to_the_fixed_point(
+    monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """A GMRES that stagnates, returns NaN or returns a huge update is caught after one call:
+    the solve keeps its best iterate, finishes by the fixed-point iteration within its a
+    priori count, and its certificate still covers the dense solution."""
+    from reference.networked import matrix_free
+
+    def broken(system: object, rhs: np.ndarray, **kwargs: object) -> tuple[np.ndarray, int]:
+        return {"stagnation": 0.0 * rhs, "nan": np.full_like(rhs, np.nan),
+                "huge": np.full_like(rhs, 1e30)}[failure], 1
+
+    monkeypatch.setattr(matrix_free.spla, "gmres", broken)
+    m = _binary(Graph.ring(5), np.random.default_rng(9))
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(10))
+    op = MatrixFreeOperator(m, pol)
+    got = op.solve_occupancy(m.joint_rho())
+    want = DenseOperator(m, pol).solve_occupancy(m.joint_rho())
+    assert np.all(np.isfinite(got.x))
+    assert float(np.abs(got.x - want.x).sum()) <= got.error_bound + want.error_bound
+    k = matrix_free.fixed_point_iterations(m.gamma * op.row_sum_bound, op.accuracy)
+    assert got.iterations <= k + 2  # one GMRES check, then at most k fixed-point steps
 
 
 def test_zero_right_hand_side_and_discount_zero() -> None:
@@ -357,8 +477,12 @@ def test_value_modes_and_the_team_value() -> None:
     with pytest.raises(ModelError, match="values='per-agent'"):
         team.require_shadow_values()
     again = per_agent_values(inst.model, pol, team)
-    gap = float(np.max(np.abs(again - full.shadow_values)))
-    assert gap <= 2 * full.value_error_bound + team.value_error_bound + 4 * EPS * v_scale
+    assert again.norm == "inf" and again.x.shape == full.shadow_values.shape
+    gap = float(np.max(np.abs(again.x - full.shadow_values)))
+    # both are certified solves of the same system with the same rewards
+    assert gap <= again.error_bound + full.value_error_bound + 4 * EPS * v_scale
+    kept = per_agent_values(inst.model, pol, full)  # no new solve: the solution's own bound
+    assert kept.x is full.shadow_values and kept.error_bound == full.value_error_bound
     with pytest.raises(ModelError, match="values = 'some'"):
         solve(inst.model, pol, utils, values="some")  # type: ignore[arg-type]
 

@@ -37,6 +37,16 @@ _SINGLE = mst.NetworkedProblem(
     LocalizedSoftmaxPolicy.uniform(_ONE_AGENT),
     (LinearUtility(np.array([[0.5]]), 0.0),),
 )
+# Two states, gamma = 0.5, a subnormal reward: the value solve's right-hand side has norm
+# 5e-324 (a matrix-free solve must neither divide by it nor refuse it).
+_TWO_STATES = NetworkedMDP(
+    Graph.line(1), (2,), (1,), (np.array([[[0.5, 0.5]], [[0.25, 0.75]]]),), 0.5, (np.ones(2) / 2,)
+)
+_SUBNORMAL = mst.NetworkedProblem(
+    _TWO_STATES,
+    LocalizedSoftmaxPolicy.uniform(_TWO_STATES),
+    (LinearUtility(np.array([[5e-324], [0.0]]), 0.5),),
+)
 
 
 BACKENDS: tuple[Backend, ...] = ("dense", "matrix-free")
@@ -132,6 +142,7 @@ def test_linear_utility_reduces_to_standard_rl(problem: mst.NetworkedProblem) ->
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @example(problem=_SINGLE)
+@example(problem=_SUBNORMAL)
 @given(problem=mst.networked_problems())
 def test_local_marginals_have_mass(problem: mst.NetworkedProblem, backend: Backend) -> None:
     """Each lam_i sums to 1/(1-gamma); lam_S sums to 1/(1-gamma) (both backends)."""

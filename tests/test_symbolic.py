@@ -274,9 +274,9 @@ def test_networked_matches_rationals(n: int, beta: int, kind: str) -> None:
     # float rewards, ||dR_i||_inf <= e_r_i + |A_i| eps max|r_i|; the matrix as above.
     r_max = max(float(np.max(np.abs(r))) for r in sol.shadow_rewards)
     e_big_r = max(e_rewards) + max(model.n_actions) * EPS * r_max
-    v_norm = float(np.max(np.abs(sol.shadow_values))) + sol.value_error_bound
+    v_norm = float(np.max(np.abs(sol.require_shadow_values()))) + sol.value_error_bound
     e_v = sol.value_error_bound + _formation(e_big_r, gamma * c_p * EPS, v_norm, gamma)
-    np.testing.assert_allclose(sol.shadow_values, exact.shadow_values, rtol=EPS, atol=e_v)
+    np.testing.assert_allclose(sol.require_shadow_values(), exact.shadow_values, rtol=EPS, atol=e_v)
     np.testing.assert_allclose(
         sol.team_value, exact.team_value, rtol=EPS, atol=e_v + n * EPS * v_norm
     )
@@ -339,7 +339,7 @@ def test_gradient_matches_symbolic_differentiation(kind: str) -> None:
         for f, lam in zip(utilities, sol.local_occupancy, strict=True)
     )
     e_big_r = e_r + (max(model.n_actions) + c_pi) * EPS * r_max  # R_i^pi = sum_a pi_i r_i
-    v_norm = float(np.max(np.abs(sol.shadow_values))) + sol.value_error_bound
+    v_norm = float(np.max(np.abs(sol.require_shadow_values()))) + sol.value_error_bound
     e_v = sol.value_error_bound + _formation(e_big_r, gamma * c_p * EPS, v_norm, gamma)
     # A_i: (1/n)(e_r + e_R) + e_R <= 2 e_R for n >= 2; gamma (e_V + formation of P^{(i,b)},
     # relative c_p eps of ||Vbar||); e_V for Vbar; 8 roundings of terms <= r_max + ||V||.

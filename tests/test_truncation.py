@@ -37,7 +37,7 @@ def _q_tolerance(sol: NetworkedSolution, model: NetworkedMDP) -> float:
     """Error of a computed shadow Q entry: gamma times the certified V error plus the
     rounding of r + gamma P V (a sum over |S| terms of size |V|_max); a spread is a
     difference of two entries, so twice that."""
-    v_max = float(np.max(np.abs(sol.shadow_values)))
+    v_max = float(np.max(np.abs(sol.require_shadow_values())))
     return 2.0 * (sol.value_error_bound + summation_tolerance(model.states.size, v_max + 1.0))
 
 

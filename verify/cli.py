@@ -663,7 +663,8 @@ def _print_exact(result: dict[str, Any]) -> None:
     print(f"  gradient norm         {result['gradient_norm']:.12g}")
     print(
         f"  certified errors      occupancy (l1) {result['occupancy_error_bound']:.2e}, "
-        f"values (inf) {result['value_error_bound']:.2e}"
+        f"values (inf; {'team value Vbar' if result['backend'] == 'matrix-free' else 'every V_i'}) "
+        f"{result['value_error_bound']:.2e}"
     )
     print(
         f"  joint states          {result['joint_states']} "

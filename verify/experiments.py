@@ -106,8 +106,11 @@ def kappa_decay_sweep(
     utilities: Sequence[Utility],
     weights: Weights = "occupancy",
 ) -> DecaySweep:
-    """Decay spreads, bound and truncated-gradient error for ``kappa = 0..diameter``."""
-    sol = solve(model, policy, utilities)
+    """Decay spreads, bound and truncated-gradient error for ``kappa = 0..diameter``.
+
+    One exact solve with every agent's shadow values (``values="per-agent"``), shared by the
+    spreads, the shadow Q tables and the truncated gradients."""
+    sol = solve(model, policy, utilities, values="per-agent")
     prof = decay_profile(model, policy, sol)
     qs = shadow_q(model, policy, sol)
     errors = []

@@ -565,6 +565,7 @@ def estimate_tolerance(
     certified_error: float,
     scale: float,
     smoothness: float = 0.0,
+    value_error: float = 0.0,
 ) -> float:
     """The entrywise tolerance between an exact quantity and an independent exact route.
 
@@ -573,7 +574,14 @@ def estimate_tolerance(
     inf-norm for ``localized-q``) and ``scale`` the magnitude of the quantity's terms.
 
     * ``gradient``: :func:`~verify.tolerances.gradient_tolerance` with
-      ``reward_bound = scale`` (the largest shadow reward), which already covers two routes.
+      ``reward_bound = scale`` (the largest shadow reward), which covers the rounding of two
+      LU routes, plus what this library's certified errors can move ``grad_i[o, b] =
+      sum_s lam_S(s) pi_i(b) (Qbar^{(i)}(s, b) - Vbar(s))`` by: the occupancy error
+      ``e_lam`` (l1) times ``|Qbar - Vbar| <= 2 scale / (1 - gamma)``; and, over the mass
+      ``1/(1-gamma)``, the change of ``Qbar^{(i)} - Vbar``: ``(1 + gamma) value_error`` from
+      the team value and ``2 L e_lam / (1 - gamma)`` from the shadow rewards moving by
+      ``L e_lam`` (through ``Q`` and ``V``).  With a direct solve these terms are rounding;
+      with the iterative matrix-free solve they are the solver's certificates.
     * ``occupancy``: ``lam_i`` sums ``lam_S`` over states, so its l1 error is at most that of
       ``lam_S``: this library's certified error, plus the other route's LU forward error
       (:func:`~verify.tolerances.linear_solve_tolerance` with ``||lam_S||_1 = 1/(1-gamma)``),
@@ -592,7 +600,10 @@ def estimate_tolerance(
         + summation_tolerance(n_states, mass)
     )
     if quantity == "gradient":
-        return gradient_tolerance(n_states, gamma, scale)
+        moved = certified_error * 2.0 * scale * mass + mass * (
+            (1.0 + gamma) * value_error + 2.0 * smoothness * certified_error * mass
+        )
+        return gradient_tolerance(n_states, gamma, scale) + moved
     if quantity == "occupancy":
         return occupancy
     if quantity == "shadow-reward":
@@ -660,6 +671,7 @@ def networked_quantity(
         certified_error=solution.occupancy_error_bound,
         scale=reward_bound,
         smoothness=max(f.constants.smoothness for f in utilities),
+        value_error=solution.value_error_bound,
     )
     return ExactQuantity(arrays, tol)
 

@@ -57,6 +57,7 @@ from verify.tolerances import (
 
 __all__ = ["OperatorComparison", "SolutionComparison", "compare_operators", "compare_solutions"]
 
+
 def _ratio(gap: float, tolerance: float) -> float:
     """``gap / tolerance``, with ``0 / 0 = 0`` (an exact zero on both sides agrees)."""
     if tolerance > 0.0:
@@ -140,6 +141,7 @@ def compare_operators(
             l1(u),
             True,
         )
+
     def agent_forward(i: int) -> _Pair:
         v = rng.standard_normal(n_joint)
         depth = plan.depth + sum_states + formation

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference.errors import ModelError
+
 __all__ = [
     "EPS",
     "certified",
@@ -144,7 +146,7 @@ def contraction_tolerance(depth: int, scale: float) -> float:
     """
     d = max(int(depth), 1)
     if d * EPS / 2.0 > 0.5:
-        raise ValueError(f"depth = {d} is too large for the first-order rounding bound")
+        raise ModelError(f"depth = {d} is too large for the first-order rounding bound")
     return d * EPS * float(scale)
 
 
@@ -184,7 +186,7 @@ def solve_agreement_tolerance(
     delta = formation_depth * EPS
     r = float(row_sum_bound) * (1.0 + delta)
     if not gamma * r < 1.0:
-        raise ValueError(f"gamma * rho = {gamma * r} is not below 1")
+        raise ModelError(f"gamma * rho = {gamma * r} is not below 1")
     dense = float(dense_bound) * (1.0 - gamma) / (1.0 - gamma * r)
     gap = gamma * delta * float(row_sum_bound) * float(solution_norm) / (1.0 - gamma * r)
     return dense + float(matrix_free_bound) + gap

@@ -31,6 +31,7 @@ from reference.networked.matrix_free import (
     fixed_point_iterations,
     krylov_restart,
     matrix_free_memory,
+    plan_for_accuracy,
 )
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
@@ -72,6 +73,9 @@ class BackendCost:
         seconds: predicted time (an order-of-magnitude model, for comparison only).
         fits: whether ``bytes`` is within the memory limit.
         what: what the memory is for, as in the error message.
+        reachable: whether the backend can certify the requested accuracy (the matrix-free
+            rounding floor, :func:`~reference.networked.matrix_free.minimum_accuracy`; the
+            dense LU solve has no requested accuracy).
     """
 
     backend: BackendName
@@ -79,6 +83,7 @@ class BackendCost:
     seconds: float
     fits: bool
     what: str
+    reachable: bool = True
 
 
 def _dense_cost(model: NetworkedMDP, limit: int) -> BackendCost:
@@ -99,7 +104,7 @@ def _dense_cost(model: NetworkedMDP, limit: int) -> BackendCost:
 
 
 def _matrix_free_cost(
-    model: NetworkedMDP, plan: ContractionPlan, accuracy: float, limit: int
+    model: NetworkedMDP, plan: ContractionPlan, accuracy: float, limit: int, reachable: bool
 ) -> BackendCost:
     """``applications x plan.application_cost()`` at :data:`STREAM_RATE`, with
     ``applications = 2 (k + 2) + sum_i |A_i|``: two solves of at most ``k`` iterations
@@ -118,6 +123,7 @@ def _matrix_free_cost(
         seconds=work / STREAM_RATE,
         fits=needed <= limit,
         what=f"the matrix-free operator of {plan.n_joint} joint states",
+        reachable=reachable,
     )
 
 
@@ -134,8 +140,12 @@ def predict_backends(
     size ``|S|`` is allocated (the contraction plan is symbolic).
     """
     limit = resolve_limit(memory_limit)
-    plan = contraction_plan(model, beta)
-    return _dense_cost(model, limit), _matrix_free_cost(model, plan, accuracy, limit)
+    plan = plan_for_accuracy(model, beta, accuracy)
+    reachable = plan is not None
+    mf = _matrix_free_cost(
+        model, plan or contraction_plan(model, beta, max_group=1), accuracy, limit, reachable
+    )
+    return _dense_cost(model, limit), mf
 
 
 def transition_operator(
@@ -149,7 +159,8 @@ def transition_operator(
     """The transition operator of ``policy`` on ``model`` with the chosen backend.
 
     ``"auto"`` predicts both backends (:func:`predict_backends`) and takes the faster of those
-    whose predicted memory fits the limit; ``"dense"`` and ``"matrix-free"`` force one (and
+    whose predicted memory fits the limit (and, for matrix-free, whose rounding floor allows
+    ``accuracy``); ``"dense"`` and ``"matrix-free"`` force one (and
     raise :class:`~reference.errors.MemoryLimitError` if it does not fit).  ``accuracy`` is
     the relative accuracy requested of matrix-free solves (default
     :data:`~reference.networked.matrix_free.DEFAULT_ACCURACY`); the dense LU solve ignores it.
@@ -157,6 +168,8 @@ def transition_operator(
     Raises:
         MemoryLimitError: no allowed backend fits the memory limit; the message gives the
             prediction of each.
+        SolverError: only the matrix-free backend fits, and ``accuracy`` is below its
+            rounding floor.
     """
     if backend not in BACKENDS:
         raise ModelError(f"backend = {backend!r}, expected one of {', '.join(map(repr, BACKENDS))}")
@@ -165,20 +178,24 @@ def transition_operator(
     acc = DEFAULT_ACCURACY if accuracy is None else accuracy
     if backend == "dense":
         return DenseOperator(model, policy, memory_limit)
-    plan = contraction_plan(model, policy.beta)
     if backend == "matrix-free":
-        return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit, plan=plan)
-    limit = resolve_limit(memory_limit)
-    costs = (_dense_cost(model, limit), _matrix_free_cost(model, plan, acc, limit))
-    fitting = [c for c in costs if c.fits]
+        return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
+    dense, free = predict_backends(model, policy.beta, accuracy=acc, memory_limit=memory_limit)
+    fitting = [c for c in (dense, free) if c.fits]
     if not fitting:
-        parts = "; ".join(f"{c.what} needs about {c.bytes / 1024**2:.1f} MiB" for c in costs)
+        limit = resolve_limit(memory_limit)
+        parts = "; ".join(
+            f"{c.what} needs about {c.bytes / 1024**2:.1f} MiB" for c in (dense, free)
+        )
         raise MemoryLimitError(
             f"neither backend fits: {parts}, above the memory limit of "
             f"{limit / 1024**2:.1f} MiB (raise it with memory_limit= or "
             "MARL_ORACLE_MEMORY_LIMIT, or use a smaller instance)"
         )
-    chosen = min(fitting, key=lambda c: c.seconds)
+    usable = [c for c in fitting if c.reachable]
+    if not usable:  # only matrix-free fits, and it cannot certify acc: say so
+        return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
+    chosen = min(usable, key=lambda c: c.seconds)
     if chosen.backend == "dense":
         return DenseOperator(model, policy, memory_limit)
-    return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit, plan=plan)
+    return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)

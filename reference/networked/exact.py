@@ -27,8 +27,9 @@ No routine loops over joint states; joint arrays are guarded by :mod:`reference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 from typing import Literal
 
@@ -40,7 +41,7 @@ from reference.memory import check_memory
 from reference.networked.backends import BackendChoice, transition_operator
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
-from reference.networked.transition import TransitionOperator, contract_next_state
+from reference.networked.transition import LinearSolve, TransitionOperator, contract_next_state
 from reference.networked.utilities import Utility
 
 __all__ = [
@@ -332,19 +333,25 @@ def per_agent_values(
     solution: NetworkedSolution,
     *,
     memory_limit: float | None = None,
-) -> FloatArray:
-    """``(|S|, n)`` shadow values ``V_i = (I - gamma P_pi)^{-1} R_i^pi``.
+) -> LinearSolve:
+    """``(|S|, n)`` shadow values ``V_i = (I - gamma P_pi)^{-1} R_i^pi`` with their
+    certified inf-norm error.
 
-    ``solution.shadow_values`` when :func:`solve` computed them; otherwise one value solve
-    with ``n`` right-hand sides on an automatically chosen backend (its certified error is
-    at most ``solution.value_error_bound`` only if the backend is at least as accurate, so
-    callers that need the bound should solve with ``values="per-agent"``).
+    ``solution.shadow_values`` (error ``solution.value_error_bound``) when :func:`solve`
+    computed them; otherwise one value solve with ``n`` right-hand sides on an automatically
+    chosen backend, whose own certificate is returned.
     """
     if solution.shadow_values is not None:
-        return solution.shadow_values
+        return LinearSolve(
+            x=solution.shadow_values,
+            residual=math.nan,  # solve() keeps only the bound
+            error_bound=solution.value_error_bound,
+            norm="inf",
+        )
     op = transition_operator(model, policy, "auto", memory_limit)
     tables = policy_reward_tables(policy, solution.shadow_rewards)
-    return frozen(op.solve_values(_policy_rewards(policy, tables)).x)
+    solved = op.solve_values(_policy_rewards(policy, tables))
+    return replace(solved, x=frozen(solved.x))
 
 
 def gradient_norm(gradient: Sequence[FloatArray]) -> float:
@@ -454,7 +461,7 @@ def iter_shadow_q(
     nS, nA, n = model.states.size, model.actions.size, model.n
     what = f"a joint shadow Q table ({nS} joint states x {nA} joint actions)"
     check_memory(8 * (3 * nS * nA + nS * n), what, memory_limit)
-    values = per_agent_values(model, policy, solution, memory_limit=memory_limit)
+    values = per_agent_values(model, policy, solution, memory_limit=memory_limit).x
     factors = [model.local_kernel_factors(j) for j in range(n)]
     states, actions = model.states, model.actions
     for i in range(n):

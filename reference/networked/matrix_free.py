@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from math import ceil, log, prod
+from math import ceil, frexp, ldexp, log, prod
 from typing import Literal
 
 import numpy as np
@@ -60,6 +60,9 @@ __all__ = [
     "fixed_point_iterations",
     "krylov_restart",
     "matrix_free_memory",
+    "minimum_accuracy",
+    "plan_for_accuracy",
+    "plan_row_sum_bound",
 ]
 
 DEFAULT_ACCURACY = 1e-10
@@ -71,6 +74,22 @@ _RESTART = 30
 memory limit is tight."""
 
 _MIN_RESTART = 5
+
+_GMRES_CYCLES = 2
+"""Restart cycles per GMRES call; after each call the residual is recomputed and checked."""
+
+_GMRES_PROGRESS = 0.5
+"""A GMRES call must at least halve the certified residual norm; otherwise the solve keeps
+the better iterate and continues by the fixed-point iteration, which contracts by
+``gamma rho`` per step whatever the spectrum."""
+
+_TINY_RHS = 2.0**-1000
+"""Below this norm a right-hand side is answered by ``x = 0`` and the a priori bound
+``||b|| / (1 - gamma rho)`` (scaling it to unit norm would lose the subnormal digits)."""
+
+_SUBNORMAL = 2.0**-1074
+"""The smallest positive float64: the rounding of scaling a subnormal entry by a power of
+two."""
 
 _GROUP_ENTRIES = 1 << 14
 """Largest merged step factor ``F_G`` (entries) the grouping may form; one agent's own factor
@@ -393,6 +412,45 @@ def _plan(
 
 
 # ---------------------------------------------------------------------- memory and iterations
+def minimum_accuracy(depth: int, gamma: float, rho: float, *, subnormal: float = 0.0) -> float:
+    """The smallest relative accuracy a solve of rounding depth ``depth`` accepts.
+
+    With ``c = 1 - gamma rho`` and ``||b|| = 1``, the residual of any iterate is evaluated
+    with error ``(depth + 3) eps ((1 + gamma rho) ||x|| + 1)`` and ``||x|| <= 1/c`` near the
+    solution, so no certificate can fall below ``floor / c`` with
+    ``floor = (depth + 3) eps ((2 + gamma rho) + (1 + gamma rho) / c)`` (plus ``subnormal``,
+    the rounding of scaling ``b``).  A solve aims at the error ``accuracy / (1 - gamma)`` and
+    needs twice the floor of room: ``accuracy > 2 (1 - gamma) floor / c``
+    (``proofs_notes/matrix-free.md#certificate``).
+    """
+    c = 1.0 - gamma * rho
+    floor = (depth + 3) * EPS_F64 * ((2.0 + gamma * rho) + (1.0 + gamma * rho) / c) + subnormal
+    return 2.0 * (1.0 - gamma) * floor / c
+
+
+def plan_row_sum_bound(sizes: Sequence[int]) -> float:
+    """An estimate, before any factor exists, of the operator's certified row-sum bound
+    ``rho`` (:attr:`MatrixFreeOperator.row_sum_bound`) for choosing a plan: each float
+    factor's row sums exceed 1 by about ``|S_i| eps``, and the product carries the slack
+    ``1 + 2 (sum |S_i| + n) eps`` (doubled here).  The solve checks its own floor with the
+    operator's actual ``rho``."""
+    slack = (sum(sizes) + len(sizes)) * EPS_F64
+    return float(np.prod([1.0 + k * EPS_F64 for k in sizes])) * (1.0 + 4.0 * slack)
+
+
+def plan_for_accuracy(model: NetworkedMDP, beta: int, accuracy: float) -> ContractionPlan | None:
+    """The default :func:`contraction_plan`, or, if its rounding depth puts ``accuracy``
+    below :func:`minimum_accuracy` (merged steps contract longer dot products), the plan of
+    one agent per step; ``None`` if neither can reach ``accuracy``."""
+    rho = plan_row_sum_bound(model.n_states)
+    for max_group in (_GROUP_AGENTS, 1):
+        plan = contraction_plan(model, beta, max_group=max_group)
+        depth = max(plan.depth, plan.transpose_depth)
+        if accuracy > minimum_accuracy(depth, model.gamma, rho):
+            return plan
+    return None
+
+
 def fixed_point_iterations(gamma: float, accuracy: float) -> int:
     """``k = ceil(log(accuracy) / log(gamma))``: the fixed-point iteration from 0 is within
     ``gamma^k ||b|| / (1 - gamma) <= accuracy ||b|| / (1 - gamma)`` after ``k`` steps.
@@ -560,7 +618,19 @@ class MatrixFreeOperator:
         if not (isinstance(accuracy, (int, float)) and 0.0 < float(accuracy) < 1.0):
             raise ModelError(f"accuracy = {accuracy!r}, expected a number in (0, 1)")
         if plan is None:
-            plan = contraction_plan(model, policy.beta)
+            chosen = plan_for_accuracy(model, policy.beta, float(accuracy))
+            if chosen is None:
+                one = contraction_plan(model, policy.beta, max_group=1)
+                least = minimum_accuracy(
+                    max(one.depth, one.transpose_depth), model.gamma,
+                    plan_row_sum_bound(model.n_states),
+                )
+                raise SolverError(
+                    f"requested accuracy {accuracy:g} is at or below {least:.3e}, twice the "
+                    f"rounding floor of the matrix-free operator at gamma = {model.gamma} "
+                    "(ask for a larger accuracy or use backend='dense')"
+                )
+            plan = chosen
         elif plan.n_states != model.n_states or plan.supports != model.graph.neighbourhoods(
             max(1, policy.beta)
         ):
@@ -724,7 +794,36 @@ class MatrixFreeOperator:
     def _solve_column(
         self, b: FloatArray, transpose: bool
     ) -> tuple[FloatArray, float, float, int]:
-        """One certified solve: ``(x, residual, error bound, operator applications)``."""
+        """One certified solve: ``(x, residual, error bound, operator applications)``.
+
+        The system is linear, so it is solved for ``b`` scaled by a power of two to norm in
+        ``[1/2, 1)`` (exact in floating point), and ``x``, the residual and the bound are
+        scaled back; the norms of the iteration then neither overflow nor underflow.  A
+        right-hand side of norm below :data:`_TINY_RHS` is answered by ``x = 0`` with the
+        a priori bound ``||b|| / (1 - gamma rho)``.
+        """
+        g, rho = self.gamma, self.row_sum_bound
+        contraction = 1.0 - g * rho
+
+        def norm(x: FloatArray) -> float:
+            return float(np.sum(np.abs(x))) if transpose else float(np.max(np.abs(x)))
+
+        b_norm = norm(b)
+        if g == 0.0 or b_norm == 0.0:  # x = b solves x - 0 P x = b; x = 0 solves it for b = 0
+            return read_only(b.copy()), 0.0, 0.0, 0
+        if b_norm < _TINY_RHS:
+            # ||x*|| <= ||b|| / (1 - gamma rho); one ulp up covers the rounding of the quotient
+            bound = float(np.nextafter(b_norm / contraction, np.inf))
+            return read_only(np.zeros_like(b)), b_norm, bound, 0
+        exponent = frexp(b_norm)[1]
+        x, res, bound, applications = self._solve_unit(ldexp(1.0, -exponent) * b, transpose)
+        scale = ldexp(1.0, exponent)
+        return read_only(x * scale), res * scale, bound * scale, applications
+
+    def _solve_unit(
+        self, b: FloatArray, transpose: bool
+    ) -> tuple[FloatArray, float, float, int]:
+        """:meth:`_solve_column` for ``||b||`` in ``[1/2, 1)``."""
         g, rho = self.gamma, self.row_sum_bound
         contraction = 1.0 - g * rho
         depth = self.plan.transpose_depth if transpose else self.plan.depth
@@ -734,25 +833,28 @@ class MatrixFreeOperator:
             return float(np.sum(np.abs(x))) if transpose else float(np.max(np.abs(x)))
 
         b_norm = norm(b)
-        if g == 0.0 or b_norm == 0.0:  # x = b solves x - 0 P x = b; x = 0 solves it for b = 0
-            return read_only(b.copy()), 0.0, 0.0, 0
         target = self.accuracy * b_norm / (1.0 - g)
 
         def allowance(x: FloatArray) -> float:
             # rounding of res = b - (x - gamma P~ x): depth eps |P~||x| for the contraction,
-            # three more roundings for gamma *, the two subtractions
-            return (depth + 3) * EPS_F64 * ((1.0 + g * rho) * norm(x) + b_norm)
+            # three more roundings for gamma *, the two subtractions; plus the subnormal
+            # rounding of the power-of-two scaling of b (2^-1074 per entry)
+            entries = b.size if transpose else 1
+            return (depth + 3) * EPS_F64 * (
+                (1.0 + g * rho) * norm(x) + b_norm
+            ) + entries * _SUBNORMAL
 
-        floor = allowance(b) + (depth + 3) * EPS_F64 * (1.0 + g * rho) * b_norm / contraction
-        if target * contraction <= 2.0 * floor:
+        least = minimum_accuracy(depth, g, rho, subnormal=b.size * _SUBNORMAL / b_norm)
+        if self.accuracy <= least:
             raise SolverError(
-                f"requested accuracy {self.accuracy:g} (error {target:.3e}) is below the "
-                f"rounding floor {2.0 * floor / contraction:.3e} of this operator (depth "
-                f"{depth}, gamma = {g})"
+                f"requested accuracy {self.accuracy:g} is at or below {least:.3e}, twice the "
+                f"rounding floor of this operator (depth {depth}, gamma = {g})"
             )
         x = np.zeros_like(b)
         residual = b.copy()
         applications = 0
+        # the fixed-point route alone needs at most fixed_point_iterations steps; the budget
+        # allows that four times over plus eight GMRES cycles of restart + 1 applications
         budget = 4 * fixed_point_iterations(g * rho, self.accuracy) + 8 * self.restart + 8
 
         def matvec(y: FloatArray) -> FloatArray:
@@ -765,34 +867,42 @@ class MatrixFreeOperator:
         shape = (self.n_states, self.n_states)
         system = spla.LinearOperator(shape, matvec=matvec, dtype=np.float64)
         use_krylov = self.solver == "gmres"
+        res = norm(residual)
         while True:
-            res = norm(residual)
             bound = (res + allowance(x)) / contraction
             if bound <= target:
-                return read_only(x), res, bound, applications
+                return x, res, bound, applications
             if applications >= budget:
                 raise SolverError(
                     f"matrix-free solve stopped after {applications} operator applications "
                     f"with certified error {bound:.3e} above the requested {target:.3e}"
                 )
-            # aim GMRES at half the residual the certificate can still afford (at least a
-            # quarter of the target: the allowance is below half of it, see the floor above)
-            goal = max(0.5 * (target * contraction - allowance(x)), 0.25 * target * contraction)
             if use_krylov:
-                # GMRES stops on the 2-norm; scale the goal by this residual's norm ratio
+                # aim at half the residual the certificate can still afford (at least a
+                # quarter of the target: the allowance is below half of it, see the floor);
+                # GMRES stops on the 2-norm, so scale the goal by this residual's norm ratio
+                goal = max(0.5 * (target * contraction - allowance(x)), 0.25 * target * contraction)
                 ratio = float(np.linalg.norm(residual)) / res if res > 0.0 else 1.0
-                cycles = max(1, ceil((budget - applications) / (self.restart + 1)))
                 d, _ = spla.gmres(
                     system, residual, rtol=0.0, atol=goal * ratio, restart=self.restart,
-                    maxiter=cycles,
+                    maxiter=_GMRES_CYCLES,
                 )
-                x = x + d
+                candidate = x + d
+                if np.all(np.isfinite(candidate)):
+                    cand_residual = b - matvec(candidate)
+                    cand_res = norm(cand_residual)
+                else:
+                    cand_res = np.inf
+                if cand_res < res:
+                    x, residual = candidate, cand_residual
+                if not cand_res <= _GMRES_PROGRESS * res:
+                    # stagnation or garbage: keep the better iterate, go on by fixed point
+                    use_krylov = False
+                res = min(res, cand_res)
             else:
                 # fixed point x <- b + gamma P x, i.e. x + residual: the residual contracts by
                 # gamma rho per step in this norm (proofs_notes/matrix-free.md#certificate)
                 x = x + residual
-            previous = res
-            residual = b - matvec(x)
-            if use_krylov and norm(residual) > 0.5 * previous:
-                use_krylov = False
+                residual = b - matvec(x)
+                res = norm(residual)
 

@@ -61,10 +61,14 @@ class LinearSolve:
     Attributes:
         x: ``(|S|,)`` or ``(|S|, m)`` solution.
         residual: max over columns of the residual norm (``inf`` for values, ``l1`` for
-            occupancies).
-        error_bound: certified ``||x - x_true|| <= (residual + rounding) / (1 - gamma)``:
-            ``P_pi`` is row-stochastic, so ``||(I - gamma P_pi)^{-1}||_inf`` and
-            ``||(I - gamma P_pi^T)^{-1}||_1`` are at most ``1 / (1 - gamma)``.
+            occupancies); NaN when not recorded.
+        error_bound: certified ``||x - x_true|| <= (residual + rounding) / (1 - gamma rho)``
+            where ``rho`` bounds the row sums of the operator as evaluated in floating point:
+            ``||(I - gamma P~)^{-1}||_inf`` and ``||(I - gamma P~^T)^{-1}||_1`` are at most
+            ``1 / (1 - gamma rho)``.  The dense backend takes ``rho = 1`` (its LU residual
+            rounding term, ``|S|`` roundings per entry, dominates the row-sum excess of a
+            few ``eps``); the matrix-free backend certifies its own ``rho``
+            (``proofs_notes/matrix-free.md#certificate``).
         norm: ``"inf"`` or ``"l1"``.
         iterations: operator applications an iterative solve used (0 for a direct solve).
     """
