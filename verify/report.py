@@ -241,7 +241,7 @@ def _decay(beta: int) -> ClaimFn:
             "largest spread - bound, the bound the spreads' rounding allowance",
             f"line-message n={n}, theta = 0, beta = {beta}",
             float(np.max(sweep.max_spread - sweep.bound)),
-            spread_tolerance(inst.model, solve(inst.model, policy, us)),
+            spread_tolerance(inst.model, solve(inst.model, policy, us, values="per-agent")),
             {
                 "kappa": sweep.kappa.astype(float).tolist(),
                 "max_spread": sweep.max_spread.tolist(),
