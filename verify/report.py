@@ -346,6 +346,8 @@ class Claim:
         evaluation: the per-item measurements.
         seed: the claim's own seed (:func:`claim_seeds`).
         seconds: wall time of the claim and its defect.
+        planted: the per-item measurements under the planted defect (drawn in grey in
+            the claim's plot), if recorded.
     """
 
     name: str
@@ -357,6 +359,7 @@ class Claim:
     evaluation: Evaluation
     seed: int | None
     seconds: float
+    planted: Evaluation | None = None
 
     @property
     def measured(self) -> float:
@@ -445,6 +448,7 @@ def _run_claim(spec: ClaimSpec, ctx: ClaimContext) -> Claim:
         evaluation=ev,
         seed=ctx.seed,
         seconds=time.perf_counter() - t0,
+        planted=planted,
     )
 
 
@@ -967,7 +971,7 @@ def _pessimism_event(ctx: ClaimContext) -> Evaluation:
         tuple(labels),
         x=np.array(xs),
         x_label="iteration k",
-        groups=tuple(groups) if len(done.results) <= 8 else None,
+        groups=tuple(groups),
         y_label="J_hat(pi_k) (solid), J(pi_k) + allowance (dashed)",
         gamma=game.gamma,
         children=done.children,
@@ -997,7 +1001,31 @@ def _checks(ctx: ClaimContext) -> Evaluation:
         x=np.arange(len(verdicts), dtype=np.float64),
         x_label="implementation",
         y_label="wrong verdict (1) or right (0)",
+        series={
+            "failing_fraction": [v.failures / max(v.cases, 1) for v in verdicts],
+            "mutant": [float(v.kind == "mutant") for v in verdicts],
+            "wrong": wrong,
+        },
     )
+
+
+def _plot_checks(ax: Any, claim: Claim) -> None:
+    """Per catalogue entry, the fraction of the check's cases that failed: above 0 for
+    every mutant, 0 for every correct implementation; a wrong verdict is marked."""
+    s = claim.series
+    frac = np.array(s["failing_fraction"])
+    mutant = np.array(s["mutant"]) > 0
+    x = np.arange(frac.size)
+    ax.bar(x[mutant], frac[mutant], color="C3", label="planted bug: fraction of cases failed")
+    ax.plot(x[~mutant], frac[~mutant], "o", color="C2",
+            label="correct implementation: fraction failed (must be 0)")
+    wrong = np.array(s["wrong"]) > 0
+    if wrong.any():
+        ax.plot(x[wrong], np.full(int(wrong.sum()), 1.05), "x", color="k",
+                label="wrong verdict")
+    ax.set_ylim(-0.05, 1.1)
+    ax.set_xlabel("catalogue entry (verify.checks.planted, in catalogue order)")
+    ax.set_ylabel("fraction of the check's cases that failed")
 
 
 def _plot_pessimism_scale(ax: Any, claim: Claim) -> None:
@@ -1121,6 +1149,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "derived here",
         _checks,
         "a check that passes everything",
+        plot=_plot_checks,
     ),
 )
 """Every claim of the report, in order."""
@@ -1364,13 +1393,24 @@ def _default_plot(ax: Any, claim: Claim) -> None:
     for k, g in enumerate(order):
         color = f"C{k % 10}"
         sel = np.array([h == g for h in groups])
-        log_series(ax, x[sel], ev.measured[sel], "o-", g or None, color=color)
+        label = g if g and len(order) <= 8 else None
+        log_series(ax, x[sel], ev.measured[sel], "o-", label, "_nolegend_", color=color)
         log_series(ax, x[sel], ev.bound[sel], "s--", None, color=color, alpha=0.6)
     style = [
         Line2D([], [], color="k", marker="o", ls="-", label="measured"),
         Line2D([], [], color="k", marker="s", ls="--", alpha=0.6, label="bound"),
         Line2D([], [], color="k", marker="v", ls="", mfc="none", label=ZERO_MARKER_NOTE),
     ]
+    bad = claim.planted
+    if bad is not None and bad.measured.shape == ev.measured.shape:
+        # the planted defect, in grey: whichever side it changed
+        side = bad.measured if not np.array_equal(bad.measured, ev.measured) else bad.bound
+        if not np.array_equal(side, ev.bound):
+            for g in order:
+                sel = np.array([h == g for h in groups])
+                log_series(ax, x[sel], side[sel], "x:", None, color="0.5")
+            style.append(Line2D([], [], color="0.5", marker="x", ls=":",
+                                label=f"planted defect (ratio {_fmt(claim.power.ratio)})"))
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + style, fontsize=6, ncol=2 if len(handles) > 6 else 1)
     if ev.log_x:
