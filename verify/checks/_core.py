@@ -142,9 +142,10 @@ class Case:
         """Read a case written by :meth:`save`."""
         name = os.fspath(path)
         try:
-            with np.load(name, allow_pickle=False) as z:
-                if not hasattr(z, "files"):
-                    raise ModelError(f"{name}: a bare array, not a case file (.npz)")
+            loaded = np.load(name, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ModelError(f"{name}: a bare array, not a case file (.npz)")
+            with loaded as z:
                 raw = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
             raise ModelError(f"{name}: not a readable case file ({exc})") from exc

@@ -428,6 +428,16 @@ class _Convention:
             out = [x.T if x.ndim == 2 else x for x in out]
         return out
 
+    def next_seen(self, ro: _Rollout) -> FloatArray:
+        """``next_values`` as this convention's arguments carry them: the stored value of
+        the following observation (after a reset, the new episode's first) unless the
+        callable receives ``next_values`` itself.  Both agree wherever the declared
+        truncation reads them."""
+        if self.values == "next_values":
+            return ro.next_values
+        out: FloatArray = np.concatenate([ro.values[:, 1:], ro.stored_last()[:, None]], axis=1)
+        return out
+
     def flags_seen(self, ro: _Rollout) -> tuple[BoolArray, BoolArray]:
         """``(terminated, truncated)`` as this convention's oracle reads them."""
         if self.truncation == "as-termination":
@@ -463,7 +473,8 @@ def _convention(layout: str, truncation: str, flags: str, values: str) -> _Conve
 
 def _oracle(ro: _Rollout, conv: _Convention) -> FloatArray:
     term, trunc = conv.flags_seen(ro)
-    return gae_recursion(ro.rewards, ro.values, ro.next_values, term, trunc, ro.gamma, ro.lam)
+    return gae_recursion(ro.rewards, ro.values, conv.next_seen(ro), term, trunc, ro.gamma,
+                         ro.lam)
 
 
 def _planted_alternatives(conv: _Convention) -> list[Alternative]:
@@ -483,7 +494,7 @@ def _planted_alternatives(conv: _Convention) -> list[Alternative]:
     for m in planted.DIAGNOSABLE:
         def outputs(ro: _Rollout, fn: Any = m.fn) -> list[FloatArray]:
             term, trunc = conv.flags_seen(ro)
-            return [np.asarray(fn(ro.rewards, ro.values, ro.next_values, term, trunc,
+            return [np.asarray(fn(ro.rewards, ro.values, conv.next_seen(ro), term, trunc,
                                   ro.gamma, ro.lam), dtype=np.float64)]
         out.append(Alternative(m.name, m.bug, outputs))
     return out
@@ -568,7 +579,7 @@ def check_gae(
                               f"{'(T, B)' if time_major else '(B, T)'}")
         if time_major:
             got = got.T
-        ours = gae_rounding(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.gamma)
+        ours = gae_rounding(ro.rewards, ro.values, conv.next_seen(ro), ro.terminated, ro.gamma)
         return [Compared(
             got, want, ours, ours,
             label=lambda idx: f"A[b={idx[0]}, t={idx[1]}]",
