@@ -341,7 +341,7 @@ def test_shadow_reward_takes_the_users_eps() -> None:
     assert not wrong.passed and wrong.diagnosis is not None
     assert "shadow-reward-mismatched-eps" in wrong.diagnosis
     assert check_shadow_reward(hard, eps=1e-8, cases=8).passed
-    with pytest.raises(CheckArgumentError, match="^eps = "):
+    with pytest.raises(CheckArgumentError, match=r"^eps = "):
         check_shadow_reward(hard, eps=-1.0)
 
 
