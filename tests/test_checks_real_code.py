@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import array_api_strict
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -187,12 +185,61 @@ def test_wrong_code_fails_under_its_convention() -> None:
 
 @pytest.mark.parametrize("flags", FLAGS)
 @pytest.mark.parametrize("values", VALUES)
-def test_bootstrap_needs_the_information_to_compute_it(flags: str, values: str) -> None:
-    possible = values == "next_values" and flags in ("terminated-truncated", "masks")
-    if possible:
-        return
-    with pytest.raises(CheckArgumentError, match="truncation='as-termination'"):
-        check_gae(planted.gae_vectorised, flags=flags, values=values)
+def test_a_truncation_convention_needs_the_information_to_compute_it(flags: str,
+                                                                     values: str) -> None:
+    """bootstrap needs next_values and flags that tell truncations apart; zero-advantage
+    needs such flags; as-termination works with every input convention."""
+    distinguishes = flags in ("terminated-truncated", "masks")
+    if not (values == "next_values" and distinguishes):
+        with pytest.raises(CheckArgumentError, match="truncation="):
+            check_gae(planted.gae_vectorised, flags=flags, values=values)
+    if not distinguishes:
+        with pytest.raises(CheckArgumentError, match="truncation='zero-advantage'"):
+            check_gae(planted.gae_vectorised, flags=flags, values=values,
+                      truncation="zero-advantage")
+    # as-termination is always expressible: a routine built for it passes
+    report = check_gae(_any_convention(flags, values), flags=flags, values=values,
+                       truncation="as-termination", cases=20)
+    assert report.passed, str(report)
+
+
+def _any_convention(flags: str, values: str) -> Any:
+    """A routine for truncation='as-termination' under any flags/values convention (batch
+    major): it reconstructs done and the next values from its inputs."""
+
+    def fn(rewards: Any, *rest: Any) -> Any:
+        *arrays, gamma, lam = rest
+        if values == "next_values":
+            vals, nxt = arrays[0], arrays[1]
+            flag_args = arrays[2:]
+        elif values == "T+1":
+            vals, nxt = arrays[0][:, :-1], arrays[0][:, 1:]
+            flag_args = arrays[1:]
+        else:
+            vals = arrays[0]
+            nxt = np.concatenate([vals[:, 1:], np.asarray(arrays[1])[:, None]], axis=1)
+            flag_args = arrays[2:]
+        if flags == "terminated-truncated":
+            done = flag_args[0] | flag_args[1]
+        elif flags == "dones":
+            done = flag_args[0]
+        elif flags == "episode_starts":
+            done = np.concatenate([flag_args[0][:, 1:], flag_args[1][:, None]], axis=1) > 0
+        else:
+            done = flag_args[0][:, 1:] == 0
+        return _dones_gae(rewards, vals, nxt, done, gamma, lam)
+
+    return fn
+
+
+def test_mappo_proper_time_limits_is_the_zero_advantage_convention() -> None:
+    zero = check_gae(planted.mappo_proper_time_limits_gae, layout="time-major",
+                     truncation="zero-advantage", flags="masks", values="T+1")
+    assert zero.passed and zero.convention_cost is not None, str(zero)
+    wrong = check_gae(planted.mappo_proper_time_limits_gae, layout="time-major",
+                      truncation="as-termination", flags="masks", values="T+1")
+    assert not wrong.passed and wrong.diagnosis is not None
+    assert "declare truncation='zero-advantage'" in wrong.diagnosis
 
 
 def test_unknown_conventions_are_typed_errors_naming_the_argument() -> None:
@@ -263,12 +310,15 @@ def test_a_one_minus_p_softmax_passes_and_rtol_adds_relative_room() -> None:
 # ------------------------------------------------------------------ array namespaces
 
 
-def _jax_gae(rewards: Any, values: Any, next_values: Any, terminated: Any, truncated: Any,
-             gamma: float, lam: float) -> Any:
+_JAX_SCRIPT = """
+import jax, jax.numpy as jnp
+from verify.checks import CheckArgumentError, check_gae
+
+def jax_gae(rewards, values, next_values, terminated, truncated, gamma, lam):
     delta = rewards + gamma * jnp.where(terminated, 0.0, next_values) - values
     carry = jnp.where(terminated | truncated, 0.0, gamma * lam)
 
-    def step(after: Any, xs: Any) -> tuple[Any, Any]:
+    def step(after, xs):
         d, c = xs
         now = d + c * after
         return now, now
@@ -277,16 +327,34 @@ def _jax_gae(rewards: Any, values: Any, next_values: Any, terminated: Any, trunc
                           (delta.T, carry.T), reverse=True)
     return adv.T
 
+def buggy(rewards, values, next_values, terminated, truncated, gamma, lam):
+    return jax_gae(rewards, values, next_values, terminated, terminated, gamma, lam)
+
+with jax.enable_x64(True):
+    report = check_gae(jax_gae, xp=jnp, cases=20)
+    assert report.passed and report.precision == "float64", str(report)
+    bad = check_gae(buggy, xp=jnp, cases=20)
+    assert not bad.passed, str(bad)
+with jax.enable_x64(False):
+    try:
+        check_gae(jax_gae, xp=jnp, cases=2)
+    except CheckArgumentError as exc:
+        assert "jax_enable_x64" in str(exc), str(exc)
+    else:
+        raise AssertionError("a float64 check ran on JAX without x64")
+    low = check_gae(jax_gae, xp=jnp, dtype="float32", cases=20)
+    assert low.passed and low.precision == "float32", str(low)
+print("ok")
+"""
+
 
 def test_jax_arrays_in_and_out() -> None:
-    with jax.enable_x64(True):
-        report = check_gae(_jax_gae, xp=jnp, cases=20)
-    assert report.passed and report.precision == "float64", str(report)
-    with jax.enable_x64(False):
-        with pytest.raises(CheckArgumentError, match="jax_enable_x64"):
-            check_gae(_jax_gae, xp=jnp, cases=2)
-        low = check_gae(_jax_gae, xp=jnp, dtype="float32", cases=20)
-    assert low.passed and low.precision == "float32", str(low)
+    """JAX on CPU, in its own interpreter (JAX's threads must not live in the test process,
+    whose later tests fork process pools): float64 with x64, a typed error without it,
+    float32 when declared; a bug that ignores truncations still fails."""
+    done = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 def test_array_api_strict_arrays_in_and_out() -> None:

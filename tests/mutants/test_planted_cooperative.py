@@ -28,6 +28,7 @@ from verify.checks.cooperative import (
     step_relative_tolerance,
 )
 from verify.checks.planted import cooperative as planted
+from verify.checks.planted import expected_diagnosis
 
 MIN_CASES = 10
 """A check must have run at least this many instances for a pass to count."""
@@ -44,6 +45,9 @@ def _game_and_policy(case: Case, prefix: str = "pi") -> tuple[CooperativeMarkovG
 @pytest.mark.parametrize("mutant", planted.MUTANTS, ids=[m.name for m in planted.MUTANTS])
 def test_mutant_is_caught(mutant: Mutant) -> None:
     report = mutant.run()
+    named = expected_diagnosis(mutant)
+    if named is not None:  # the diagnosis names the planted bug (or the convention) it matches
+        assert report.diagnosis is not None and named in report.diagnosis, report.diagnosis
     assert report.check == mutant.check
     assert not report.passed, str(report)
     assert report.failures >= 1

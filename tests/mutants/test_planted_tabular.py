@@ -18,6 +18,7 @@ from verify.checks import (
     check_policy_gradient_estimator,
     finite_horizon_occupancy,
 )
+from verify.checks.planted import expected_diagnosis
 from verify.checks.planted import tabular as planted
 
 MIN_CASES = 10
@@ -27,6 +28,9 @@ MIN_CASES = 10
 @pytest.mark.parametrize("mutant", planted.MUTANTS, ids=[m.name for m in planted.MUTANTS])
 def test_mutant_is_caught(mutant: Mutant) -> None:
     report = mutant.run()
+    named = expected_diagnosis(mutant)
+    if named is not None:  # the diagnosis names the planted bug (or the convention) it matches
+        assert report.diagnosis is not None and named in report.diagnosis, report.diagnosis
     assert report.check == mutant.check
     assert not report.passed, str(report)
     assert report.failures >= 1

@@ -29,7 +29,13 @@ from verify.checks.cooperative import (
     check_localized_q,
     check_mappo_step,
 )
-from verify.checks.gae import check_gae, gae_finite_sum, gae_recursion, gae_rounding
+from verify.checks.gae import (
+    check_gae,
+    gae_finite_sum,
+    gae_recursion,
+    gae_rounding,
+    gae_zero_advantage,
+)
 from verify.checks.networked import (
     check_local_occupancy_estimator,
     check_shadow_reward,
@@ -78,5 +84,6 @@ __all__ = [
     "gae_finite_sum",
     "gae_recursion",
     "gae_rounding",
+    "gae_zero_advantage",
     "run_check",
 ]

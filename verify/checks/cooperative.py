@@ -235,10 +235,10 @@ def _entry(name: str) -> Callable[[tuple[int, ...]], str]:
     return lambda idx: f"{name}[{_label(idx)}]"
 
 
-def _planted(prefix: str) -> list[Any]:
-    from verify.checks.planted import cooperative as planted  # the catalogue imports us
+def _planted(check: str) -> list[Any]:
+    from verify.checks.planted import known_bugs  # the catalogue imports this module
 
-    return [k for k in planted.DIAGNOSABLE if k.name.startswith(prefix)]
+    return list(known_bugs(check))
 
 
 def localized_q_tolerance(game: CooperativeMarkovGame) -> float:
@@ -326,7 +326,7 @@ def check_localized_q(
 
     def alternatives() -> list[Alternative]:
         return known_alternatives(
-            _planted("localized-q-"),
+            _planted("localized-q"),
             lambda f, p: list(f(p.game.P, p.game.r, p.game.gamma, p.policy.conditionals)),
         )
 
@@ -414,7 +414,7 @@ def check_mappo_step(
         return list(f(p.policy.conditionals, q, p.beta_k))
 
     def alternatives() -> list[Alternative]:
-        return known_alternatives(_planted("mappo-step-"), stepped)
+        return known_alternatives(_planted("mappo-step"), stepped)
 
     decl = Declaration(
         name="mappo-step",
@@ -446,7 +446,6 @@ def _ratio_decl(
     want_of: Callable[[_Problem], FloatArray],
     tol_of: Callable[[_Problem], float],
     label: Callable[[_Problem], Callable[[tuple[int, ...]], str]],
-    prefix: str,
     limits: tuple[int, int, int],
 ) -> Declaration[_Problem]:
     """The joint and the per-agent ratio checks differ only in their oracle and labels."""
@@ -469,7 +468,7 @@ def _ratio_decl(
         return [f(p.other.conditionals, p.policy.conditionals, p.states, p.actions)]
 
     def alternatives() -> list[Alternative]:
-        return known_alternatives(_planted(prefix), gathered)
+        return known_alternatives(_planted(name), gathered)
 
     return Declaration(
         name=name,
@@ -549,7 +548,6 @@ def check_joint_ratio(
         fn, want_of,
         lambda p: ratio_relative_tolerance(p.game.n_agents, _log_scale(p)),
         lambda p: lambda idx: f"ratio[b={idx[0]}] ({_at(p, idx[0])})",
-        "joint-ratio-",
         (max_agents, max_actions, max_states),
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
@@ -601,7 +599,6 @@ def check_agent_ratios(
         fn, want_of,
         lambda p: ratio_relative_tolerance(1, _log_scale(p)),
         lambda p: lambda idx: f"ratios[b={idx[0]}, m={idx[1]}] ({_at(p, idx[0])})",
-        "agent-ratios-",
         (max_agents, max_actions, max_states),
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,

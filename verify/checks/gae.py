@@ -65,6 +65,7 @@ __all__ = [
     "gae_finite_sum",
     "gae_recursion",
     "gae_rounding",
+    "gae_zero_advantage",
 ]
 
 BoolArray = npt.NDArray[np.bool_]
@@ -355,10 +356,13 @@ def _unit_interval(name: str, x: float | None) -> float | None:
 LAYOUTS = ("batch-major", "time-major")
 """``"batch-major"``: arrays ``(B, T)``; ``"time-major"``: ``(T, B)`` (MAPPO, SB3, CleanRL)."""
 
-TRUNCATIONS = ("bootstrap", "as-termination")
+TRUNCATIONS = ("bootstrap", "as-termination", "zero-advantage")
 """``"bootstrap"``: a truncated step bootstraps through the final observation's value (the
 correct estimator); ``"as-termination"``: a truncated step is treated as terminal (no
-bootstrap), the convention of code that never stores the final observation's value."""
+bootstrap), the convention of code that never stores the final observation's value;
+``"zero-advantage"``: a truncated (not terminated) step gets advantage 0 and passes 0 to the
+step before it (its return target is its own value), the "proper time limits" option of
+MAPPO-style buffers (``gae *= bad_masks[t + 1]``)."""
 
 FLAGS = ("terminated-truncated", "dones", "episode_starts", "masks")
 """How episode ends reach the callable (``t`` a step, shapes batch-major):
@@ -440,7 +444,7 @@ class _Convention:
 
     def flags_seen(self, ro: _Rollout) -> tuple[BoolArray, BoolArray]:
         """``(terminated, truncated)`` as this convention's oracle reads them."""
-        if self.truncation == "as-termination":
+        if self.truncation != "bootstrap":
             return ro.terminated | ro.truncated, np.zeros_like(ro.truncated)
         return ro.terminated, ro.truncated
 
@@ -455,6 +459,12 @@ def _convention(layout: str, truncation: str, flags: str, values: str) -> _Conve
                                  ("values", values, VALUES)):
         if value not in allowed:
             raise CheckArgumentError(f"{name} = {value!r}, expected one of {allowed}")
+    if truncation == "zero-advantage" and flags in ("dones", "episode_starts"):
+        raise CheckArgumentError(
+            f"flags = {flags!r} does not tell a truncation from a termination, so "
+            "truncation='zero-advantage' cannot be computed from it: pass "
+            "flags='terminated-truncated' or flags='masks' (with bad_masks)"
+        )
     if truncation == "bootstrap":
         if values != "next_values":
             raise CheckArgumentError(
@@ -471,27 +481,70 @@ def _convention(layout: str, truncation: str, flags: str, values: str) -> _Conve
     return _Convention(layout, truncation, flags, values)
 
 
+def gae_zero_advantage(
+    rewards: FloatArray,
+    values: FloatArray,
+    next_values: FloatArray,
+    terminated: BoolArray,
+    truncated: BoolArray,
+    gamma: float,
+    lam: float,
+) -> FloatArray:
+    """GAE under ``truncation="zero-advantage"``: the recursion of :func:`gae_recursion` with
+    every end treated as terminal, and then ``A_t = 0`` at a step truncated and not
+    terminated, which is the value carried to step ``t - 1``::
+
+        A_t = 0                                       if truncated_t and not terminated_t,
+        A_t = delta_t + gamma lam (1 - done_t) A_{t+1}  otherwise,  delta_t without bootstrap
+                                                        at any end.
+
+    Arrays ``(B, T)``; returns ``A``, ``(B, T)``."""
+    done = terminated | truncated
+    delta = rewards + gamma * np.where(done, 0.0, next_values) - values
+    keep = np.where(done, 0.0, gamma * lam)
+    zero = truncated & ~terminated
+    adv = np.zeros_like(delta)
+    after = np.zeros(delta.shape[0])
+    for t in range(delta.shape[1] - 1, -1, -1):
+        after = np.where(zero[:, t], 0.0, delta[:, t] + keep[:, t] * after)
+        adv[:, t] = after
+    return adv
+
+
 def _oracle(ro: _Rollout, conv: _Convention) -> FloatArray:
+    if conv.truncation == "zero-advantage":
+        return gae_zero_advantage(ro.rewards, ro.values, conv.next_seen(ro), ro.terminated,
+                                  ro.truncated, ro.gamma, ro.lam)
     term, trunc = conv.flags_seen(ro)
     return gae_recursion(ro.rewards, ro.values, conv.next_seen(ro), term, trunc, ro.gamma,
                          ro.lam)
 
 
+def _oracle_of(conv: _Convention) -> Callable[[_Rollout], list[FloatArray]]:
+    return lambda ro: [_oracle(ro, conv)]
+
+
 def _planted_alternatives(conv: _Convention) -> list[Alternative]:
-    """The planted GAE bugs, each applied to the rollout as the declared convention reads
-    it, and the other truncation convention."""
-    from verify.checks.planted import gae as planted  # the catalogue imports this module
+    """The other truncation conventions the declared inputs can express, and the planted GAE
+    bugs, each applied to the rollout as the declared convention reads it."""
+    from verify.checks.planted import known_bugs  # the catalogue imports this module
 
     out: list[Alternative] = []
-    if conv.truncation == "bootstrap":
-        as_term = _Convention(conv.layout, "as-termination", conv.flags, conv.values)
-        out.append(Alternative(
-            "truncation-as-termination",
-            "a truncated step does not bootstrap through the final observation's value",
-            lambda ro: [_oracle(ro, as_term)],
-            declare="truncation='as-termination'",
-        ))
-    for m in planted.DIAGNOSABLE:
+    meaning = {
+        "bootstrap": "a truncated step bootstraps through the final observation's value",
+        "as-termination": "a truncated step does not bootstrap, like a termination",
+        "zero-advantage": "a truncated step's advantage is 0",
+    }
+    for other in TRUNCATIONS:
+        if other == conv.truncation:
+            continue
+        try:
+            alt = _convention(conv.layout, other, conv.flags, conv.values)
+        except CheckArgumentError:  # the declared inputs cannot express that convention
+            continue
+        out.append(Alternative(f"truncation-{other}", meaning[other], _oracle_of(alt),
+                               declare=f"truncation={other!r}"))
+    for m in known_bugs("gae"):
         def outputs(ro: _Rollout, fn: Any = m.fn) -> list[FloatArray]:
             term, trunc = conv.flags_seen(ro)
             return [np.asarray(fn(ro.rewards, ro.values, conv.next_seen(ro), term, trunc,
@@ -530,7 +583,9 @@ def check_gae(
     step bootstraps through the value of the observation it stopped at.  Under
     ``truncation="as-termination"`` every truncation counts as a termination, and the report's
     :attr:`~verify.checks.CheckReport.convention_cost` states how far that convention's
-    advantages are from the correct ones on the same cases (worst entry).
+    advantages are from the correct ones on the same cases (worst entry); likewise under
+    ``truncation="zero-advantage"`` (:func:`gae_zero_advantage`), where a truncated step's
+    advantage is 0.
 
     The callable is called as ``fn(rewards, *value_arrays, *flag_arrays, gamma, lam)``:
 

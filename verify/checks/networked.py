@@ -357,10 +357,10 @@ def _user_tables(
     return tables
 
 
-def _planted(prefix: str) -> list[Any]:
-    from verify.checks.planted import networked as planted  # the catalogue imports us
+def _planted(check: str) -> list[Any]:
+    from verify.checks.planted import known_bugs  # the catalogue imports this module
 
-    return [k for k in planted.DIAGNOSABLE if k.name.startswith(prefix)]
+    return list(known_bugs(check))
 
 
 def _user_failure(exc: Exception) -> CaseResult:
@@ -495,7 +495,7 @@ def check_shadow_reward(
         return out
 
     def alternatives() -> list[Alternative]:
-        return known_alternatives(_planted("shadow-reward-"),
+        return known_alternatives(_planted("shadow-reward"),
                                   lambda f, x: list(f(*_fresh_args(x))))
 
     decl = Declaration(
@@ -652,7 +652,7 @@ def check_truncated_critic(
         return [Compared(got, want, ours, own, label, lambda idx: context)]
 
     def alternatives() -> list[Alternative]:
-        return known_alternatives(_planted(f"truncated-critic-{weights}-"),
+        return known_alternatives(_planted(f"truncated-critic-{weights}"),
                                   lambda f, x: [f(*_fresh_args(x), x.agent, x.kappa)])
 
     decl = Declaration(

@@ -128,10 +128,10 @@ def _mass_context(got: FloatArray, m: TabularMDP, normalised: bool) -> str:
 OccupancyFn = Callable[[FloatArray, FloatArray, float, FloatArray], npt.ArrayLike]
 
 
-def _planted(names: str) -> list[Any]:
-    from verify.checks.planted import tabular as planted  # the catalogue imports this module
+def _planted(check: str) -> list[Any]:
+    from verify.checks.planted import known_bugs  # the catalogue imports this module
 
-    return [k for k in planted.DIAGNOSABLE if k.name.startswith(names)]
+    return list(known_bugs(check))
 
 
 def check_occupancy(
@@ -183,11 +183,20 @@ def check_occupancy(
         x = (1 - p.mdp.gamma) * x if normalised else x
         return [x.sum(axis=1) if states_only else x]
 
+    def other_normalisation(p: _Problem) -> list[FloatArray]:
+        lam = occupancy(p.mdp, p.pi).lam
+        x = lam if normalised else (1 - p.mdp.gamma) * lam
+        return [x.sum(axis=1) if states_only else x]
+
     def alternatives() -> list[Alternative]:
-        return known_alternatives(
-            [k for k in _planted("occupancy-") if not k.name.startswith("occupancy-estimator")],
-            shaped,
+        other = Alternative(
+            "occupancy-other-normalisation",
+            "the unnormalised occupancy lam, mass 1/(1 - gamma)" if normalised
+            else "the normalised occupancy d = (1 - gamma) lam, mass 1",
+            other_normalisation,
+            declare=f"normalised={not normalised}",
         )
+        return [other, *known_alternatives(_planted("occupancy"), shaped)]
 
     decl = Declaration(
         name="occupancy",
@@ -239,7 +248,7 @@ def check_advantage(
                          lambda idx: f" (gamma = {m.gamma:.6g})")]
 
     def alternatives() -> list[Alternative]:
-        return known_alternatives(_planted("advantage-"),
+        return known_alternatives(_planted("advantage"),
                                   lambda f, p: [f(p.mdp.P, p.mdp.r, p.mdp.gamma, p.pi)])
 
     decl = Declaration(
@@ -296,7 +305,7 @@ def check_policy_gradient(
 
     def alternatives() -> list[Alternative]:
         return known_alternatives(
-            _planted("policy-gradient-normalised"),
+            _planted("policy-gradient"),
             lambda f, p: [f(p.mdp.P, p.mdp.r, p.mdp.rho, p.mdp.gamma, p.theta)],
         )
 
@@ -401,7 +410,7 @@ def check_occupancy_estimator(
 
     def alternatives() -> list[Alternative]:
         return known_alternatives(
-            _planted("occupancy-estimator-"),
+            _planted("occupancy-estimator"),
             lambda f, p: [f(p.mdp.P, p.mdp.rho, p.mdp.gamma, p.pi, horizon)],
         )
 

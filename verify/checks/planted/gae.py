@@ -194,6 +194,24 @@ def mappo_masks_gae(
     return adv
 
 
+def mappo_proper_time_limits_gae(
+    rewards: FloatArray, value_preds: FloatArray, masks: FloatArray, bad_masks: FloatArray,
+    gamma: float, lam: float,
+) -> FloatArray:
+    """Correct under ``layout="time-major", truncation="zero-advantage", flags="masks",
+    values="T+1"``: as :func:`mappo_masks_gae`, with the running advantage multiplied by
+    ``bad_masks[t + 1]`` (zero after a time-limit truncation), MAPPO's proper time limits."""
+    n_steps = rewards.shape[0]
+    adv = np.zeros_like(rewards)
+    running = np.zeros_like(rewards[0])
+    for t in range(n_steps - 1, -1, -1):
+        keep = masks[t + 1]
+        delta = rewards[t] + gamma * value_preds[t + 1] * keep - value_preds[t]
+        running = (delta + gamma * lam * keep * running) * bad_masks[t + 1]
+        adv[t] = running
+    return adv
+
+
 def mappo_masks_gae_same_step(
     rewards: FloatArray, value_preds: FloatArray, masks: FloatArray, bad_masks: FloatArray,
     gamma: float, lam: float,
@@ -252,6 +270,7 @@ def sb3_float32_gae_ignores_last_dones(
 
 _MAPPO: dict[str, Any] = {"layout": "time-major", "truncation": "as-termination",
                           "flags": "masks", "values": "T+1"}
+_MAPPO_TIME_LIMITS: dict[str, Any] = {**_MAPPO, "truncation": "zero-advantage"}
 _SB3: dict[str, Any] = {"layout": "time-major", "truncation": "as-termination",
                         "flags": "episode_starts", "values": "last_values"}
 
@@ -310,6 +329,11 @@ CORRECT = (
            "correct under its convention: time-major, masks shifted by one, values of T + 1 "
            "steps, truncation as termination",
            "gae", lambda: check_gae(mappo_masks_gae, cases=_CASES, **_MAPPO)),
+    Mutant("gae-mappo-proper-time-limits",
+           "correct under its convention: time-major, masks and bad_masks shifted by one, "
+           "values of T + 1 steps, a truncated step's advantage zeroed",
+           "gae", lambda: check_gae(mappo_proper_time_limits_gae, cases=_CASES,
+                                    **_MAPPO_TIME_LIMITS)),
     Mutant("gae-sb3-float32",
            "correct under its convention: float32, time-major, episode_starts and last_values, "
            "truncation as termination",

@@ -489,12 +489,14 @@ DIAGNOSABLE = (
     KnownBug("shadow-reward-mismatched-eps",
              "a hard-coded eps = 1e-8 in place of the utility's eps: declare eps= to check it "
              "with your constant", _shadow(Bugs(eps=_HARD_EPS))),
-    KnownBug("truncated-critic-occupancy-kappa-plus-one", "averages over N_i^{kappa+1}",
+    KnownBug("truncated-critic-kappa-plus-one", "averages over N_i^{kappa+1}",
              _critic("occupancy", Bugs(kappa_shift=1))),
-    KnownBug("truncated-critic-occupancy-uniform-weights",
+    KnownBug("truncated-critic-uniform-weights",
              "plain averages where occupancy weights are asked for",
              _critic("occupancy", Bugs(uniform_weights=True))),
-    KnownBug("truncated-critic-occupancy-state-weights", "weights by lam_S(s) alone",
+    KnownBug("truncated-critic-state-weights", "weights by lam_S(s) alone",
              _critic("occupancy", Bugs(state_weights=True))),
+    KnownBug("truncated-critic-uniform-kappa-minus-one", "uniform over N_i^{kappa-1}",
+             _critic("uniform", Bugs(kappa_shift=-1))),
 )
 """The planted bugs in their checks' canonical signatures, which the diagnoses try."""
