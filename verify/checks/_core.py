@@ -330,8 +330,6 @@ class Mutant:
     run: Callable[[], CheckReport]
 
 
-
-
 # --------------------------------------------------------------------------- arguments
 
 
@@ -454,6 +452,12 @@ class UserIO:
         if arr.dtype.kind == "c":
             raise CaseFailure(f"{what} is complex ({arr.dtype}), expected real values")
         if arr.dtype.kind == "f":
+            if np.finfo(arr.dtype).eps > np.finfo(np.float32).eps:
+                raise CaseFailure(
+                    f"{what} has dtype {arr.dtype}, coarser than float32: the derived "
+                    "rounding allowance (verify.tolerances.precision_factor) covers float32 "
+                    "and float64 only"
+                )
             self.seen.append(arr.dtype)
         elif arr.dtype.kind not in "biu":
             raise CaseFailure(f"{what} has dtype {arr.dtype}, expected real numbers")
@@ -469,6 +473,8 @@ class UserIO:
 def _to_numpy(value: object, what: str) -> npt.NDArray[Any]:
     if isinstance(value, np.ndarray):
         return value
+    if type(value).__module__.startswith("torch"):  # a tensor that may track gradients
+        value = value.detach().cpu()  # type: ignore[attr-defined]
     if hasattr(value, "__dlpack__") and not isinstance(value, (list, tuple)):
         try:
             return np.from_dlpack(value)
