@@ -479,3 +479,44 @@ def test_the_module_docstring_example_replays(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ log-probabilities, returns
+
+
+def test_ratio_checks_take_gathered_log_probabilities() -> None:
+    """What a neural actor hands its loss: log pi^m(a^m | ...) per agent, (B, N)."""
+    happo = check_joint_ratio(
+        lambda new, old: np.exp(np.sum(new.astype(np.float32) - old.astype(np.float32),
+                                       axis=1)),
+        inputs="log-probs",
+    )
+    assert happo.passed and happo.precision == "float32", str(happo)
+    assert happo.convention == "inputs='log-probs'"
+    mappo = check_agent_ratios(lambda new, old: np.exp(new - old), inputs="log-probs")
+    assert mappo.passed
+    # a MAPPO per-agent ratio is not the joint one: the diagnosis says which known bug it is
+    last = check_joint_ratio(lambda new, old: np.exp(new - old)[:, -1], inputs="log-probs")
+    assert not last.passed and last.diagnosis is not None
+    assert "joint-ratio-last-agent-only" in last.diagnosis
+    with pytest.raises(CheckArgumentError, match="^inputs = "):
+        check_joint_ratio(coop.joint_ratio, inputs="logits")
+
+
+def test_gae_returns_and_nstep_returns() -> None:
+    """output='returns' checks R_t = A_t + values_t; with lam = 1 and a single done flag it
+    is the rollout-length n-step return of A2C-style code."""
+    returns = check_gae(lambda *a: planted.gae_vectorised(*a) + a[1], output="returns")
+    assert returns.passed and "R[b=" in returns.where
+    assert not check_gae(planted.gae_vectorised, output="returns").passed
+    nstep = check_gae(planted.nstep_returns, lam=1.0, layout="time-major",
+                      truncation="as-termination", flags="dones", values="last_values",
+                      output="returns")
+    assert nstep.passed, str(nstep)
+    late = check_gae(planted.nstep_returns_through_batch_end, lam=1.0, layout="time-major",
+                     truncation="as-termination", flags="dones", values="last_values",
+                     output="returns")
+    assert not late.passed and late.diagnosis is not None
+    assert "gae-bootstrap-through-terminal-at-batch-end" in late.diagnosis
+    with pytest.raises(CheckArgumentError, match="^output = "):
+        check_gae(planted.gae_vectorised, output="values")

@@ -44,6 +44,7 @@ __all__ = [
     "BETA_RANGE",
     "FULL_SUPPORT",
     "MAX_BATCH",
+    "RATIO_INPUTS",
     "check_agent_ratios",
     "check_joint_ratio",
     "check_localized_q",
@@ -439,6 +440,19 @@ JointRatioFn = Callable[
 ]
 
 
+RATIO_INPUTS = ("tables", "log-probs")
+"""What the ratio checks hand the callable: the conditional tables with the batch's states
+and actions, or (as a neural actor produces them) each agent's log-probability of its
+action, gathered: ``log_probs[b, m] = log pi^m(a_b^m | s_b, a_b^{0:m-1})``, shape ``(B, N)``."""
+
+
+def _gathered_logs(policy: ConditionalPolicy, states: IntArray, actions: IntArray) -> FloatArray:
+    """``(B, N)``: ``log pi^m(a_b^m | s_b, a_b^{0:m-1})``."""
+    cols = [np.log(c[(states, *(actions[:, j] for j in range(m + 1)))])
+            for m, c in enumerate(policy.conditionals)]
+    return np.stack(cols, axis=1)
+
+
 def _ratio_decl(
     name: str,
     reference: str,
@@ -447,15 +461,22 @@ def _ratio_decl(
     tol_of: Callable[[_Problem], float],
     label: Callable[[_Problem], Callable[[tuple[int, ...]], str]],
     limits: tuple[int, int, int],
+    inputs: str,
 ) -> Declaration[_Problem]:
     """The joint and the per-agent ratio checks differ only in their oracle and labels."""
+    if inputs not in RATIO_INPUTS:
+        raise CheckArgumentError(f"inputs = {inputs!r}, expected one of {RATIO_INPUTS}")
 
     def evaluate_case(p: _Problem, index: int, io: UserIO) -> list[Compared]:
         if p.other is None or p.states is None or p.actions is None:
             raise CheckArgumentError(f"a {name} case needs new0.., states and actions")
         want = want_of(p)
-        out = fn(_copies(io, p.other.conditionals), _copies(io, p.policy.conditionals),
-                 io.arg(p.states), io.arg(p.actions))
+        if inputs == "log-probs":
+            out = fn(io.arg(_gathered_logs(p.other, p.states, p.actions)),
+                     io.arg(_gathered_logs(p.policy, p.states, p.actions)))
+        else:
+            out = fn(_copies(io, p.other.conditionals), _copies(io, p.policy.conditionals),
+                     io.arg(p.states), io.arg(p.actions))
         got = io.out(out)
         if got.shape != want.shape:
             raise CaseFailure(f"the callable returned shape {got.shape}, expected "
@@ -473,6 +494,7 @@ def _ratio_decl(
     return Declaration(
         name=name,
         reference=reference,
+        convention=None if inputs == "tables" else f"inputs={inputs!r}",
         generate=lambda rng, size: _ratio_problem(rng, size, *limits),
         to_arrays=_to_arrays,
         from_arrays=_from_arrays,
@@ -495,6 +517,7 @@ def _at(p: _Problem, b: int) -> str:
 def check_joint_ratio(
     fn: JointRatioFn,
     *,
+    inputs: str = "tables",
     atol: float | None = None,
     rtol: float | None = None,
     dtype: str | None = None,
@@ -524,6 +547,9 @@ def check_joint_ratio(
     the ``m``-th of shape ``(nS, |A^0|, ..., |A^m|)``, every probability at least
     :data:`FULL_SUPPORT`; ``states`` int64 ``(B,)``;
     ``actions`` int64 ``(B, N)``, ``actions[b, m]`` agent ``m``'s action.  It returns ``(B,)``.
+    With ``inputs="log-probs"`` (:data:`RATIO_INPUTS`) it is called as ``fn(new_log_probs,
+    old_log_probs)`` instead, each ``(B, N)``: every agent's log-probability of its action,
+    as a neural actor's ``log_prob`` gives them.
 
     Oracle: the joint policies ``pi(s, a^0, ..., a^{N-1})``
     (:meth:`reference.cooperative.ConditionalPolicy.joint`) indexed at ``(s_b, a_b)`` and
@@ -549,6 +575,7 @@ def check_joint_ratio(
         lambda p: ratio_relative_tolerance(p.game.n_agents, _log_scale(p)),
         lambda p: lambda idx: f"ratio[b={idx[0]}] ({_at(p, idx[0])})",
         (max_agents, max_actions, max_states),
+        inputs,
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
                      dtype=dtype, xp=xp)
@@ -557,6 +584,7 @@ def check_joint_ratio(
 def check_agent_ratios(
     fn: JointRatioFn,
     *,
+    inputs: str = "tables",
     atol: float | None = None,
     rtol: float | None = None,
     dtype: str | None = None,
@@ -576,7 +604,8 @@ def check_agent_ratios(
 
     For MAPPO's independent actors the conditionals do not depend on ``a^{0:m-1}``; the
     generated conditionals do, so a routine that indexes the wrong predecessor's action is
-    caught.  Arguments as in :func:`check_joint_ratio`; ``fn`` returns ``(B, N)``.  The
+    caught.  Arguments (tables, or ``inputs="log-probs"``) as in :func:`check_joint_ratio`;
+    ``fn`` returns ``(B, N)``.  The
     product over ``m`` of these ratios is :func:`check_joint_ratio`'s quantity.
 
     Tolerance, relative per entry: :func:`ratio_relative_tolerance` for one agent at the
@@ -600,6 +629,7 @@ def check_agent_ratios(
         lambda p: ratio_relative_tolerance(1, _log_scale(p)),
         lambda p: lambda idx: f"ratios[b={idx[0]}, m={idx[1]}] ({_at(p, idx[0])})",
         (max_agents, max_actions, max_states),
+        inputs,
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
                      dtype=dtype, xp=xp)

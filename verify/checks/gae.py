@@ -52,11 +52,12 @@ from verify.checks._core import (
     guard,
     run_check,
 )
-from verify.tolerances import summation_tolerance
+from verify.tolerances import EPS, summation_tolerance
 
 __all__ = [
     "FLAGS",
     "LAYOUTS",
+    "OUTPUTS",
     "TRUNCATIONS",
     "VALUES",
     "BoolArray",
@@ -395,12 +396,25 @@ need ``truncation="as-termination"``.
 """
 
 
+OUTPUTS = ("advantages", "returns")
+"""What the callable returns: the advantages ``A_t``, or the lambda-returns ``R_t = A_t +
+values_t`` (the value targets of PPO-style code, an n-step/TD(lambda) return)."""
+
+
 @dataclass(frozen=True)
 class _Convention:
     layout: str
     truncation: str
     flags: str
     values: str
+    output: str = "advantages"
+
+    def finish(self, ro: _Rollout, adv: FloatArray) -> FloatArray:
+        """``adv``, or ``adv + values`` when the callable returns lambda-returns."""
+        if self.output == "returns":
+            out: FloatArray = adv + ro.values
+            return out
+        return adv
 
     def args(self, ro: _Rollout) -> list[npt.NDArray[Any]]:
         """The array arguments of the callable in this convention, batch-major."""
@@ -450,13 +464,14 @@ class _Convention:
 
     def describe(self) -> str:
         return (f"layout={self.layout!r}, truncation={self.truncation!r}, "
-                f"flags={self.flags!r}, values={self.values!r}")
+                f"flags={self.flags!r}, values={self.values!r}, output={self.output!r}")
 
 
-def _convention(layout: str, truncation: str, flags: str, values: str) -> _Convention:
+def _convention(layout: str, truncation: str, flags: str, values: str,
+                output: str = "advantages") -> _Convention:
     for name, value, allowed in (("layout", layout, LAYOUTS), ("truncation", truncation,
                                  TRUNCATIONS), ("flags", flags, FLAGS),
-                                 ("values", values, VALUES)):
+                                 ("values", values, VALUES), ("output", output, OUTPUTS)):
         if value not in allowed:
             raise CheckArgumentError(f"{name} = {value!r}, expected one of {allowed}")
     if truncation == "zero-advantage" and flags in ("dones", "episode_starts"):
@@ -478,7 +493,7 @@ def _convention(layout: str, truncation: str, flags: str, values: str) -> _Conve
                 "truncation='bootstrap' cannot be computed from it: declare "
                 "truncation='as-termination' or pass flags='terminated-truncated'"
             )
-    return _Convention(layout, truncation, flags, values)
+    return _Convention(layout, truncation, flags, values, output)
 
 
 def gae_zero_advantage(
@@ -512,12 +527,15 @@ def gae_zero_advantage(
 
 
 def _oracle(ro: _Rollout, conv: _Convention) -> FloatArray:
+    """The declared convention's advantages (or returns), batch-major."""
     if conv.truncation == "zero-advantage":
-        return gae_zero_advantage(ro.rewards, ro.values, conv.next_seen(ro), ro.terminated,
-                                  ro.truncated, ro.gamma, ro.lam)
-    term, trunc = conv.flags_seen(ro)
-    return gae_recursion(ro.rewards, ro.values, conv.next_seen(ro), term, trunc, ro.gamma,
-                         ro.lam)
+        adv = gae_zero_advantage(ro.rewards, ro.values, conv.next_seen(ro), ro.terminated,
+                                 ro.truncated, ro.gamma, ro.lam)
+    else:
+        term, trunc = conv.flags_seen(ro)
+        adv = gae_recursion(ro.rewards, ro.values, conv.next_seen(ro), term, trunc, ro.gamma,
+                            ro.lam)
+    return conv.finish(ro, adv)
 
 
 def _oracle_of(conv: _Convention) -> Callable[[_Rollout], list[FloatArray]]:
@@ -539,7 +557,7 @@ def _planted_alternatives(conv: _Convention) -> list[Alternative]:
         if other == conv.truncation:
             continue
         try:
-            alt = _convention(conv.layout, other, conv.flags, conv.values)
+            alt = _convention(conv.layout, other, conv.flags, conv.values, conv.output)
         except CheckArgumentError:  # the declared inputs cannot express that convention
             continue
         out.append(Alternative(f"truncation-{other}", meaning[other], _oracle_of(alt),
@@ -547,8 +565,9 @@ def _planted_alternatives(conv: _Convention) -> list[Alternative]:
     for m in known_bugs("gae"):
         def outputs(ro: _Rollout, fn: Any = m.fn) -> list[FloatArray]:
             term, trunc = conv.flags_seen(ro)
-            return [np.asarray(fn(ro.rewards, ro.values, conv.next_seen(ro), term, trunc,
-                                  ro.gamma, ro.lam), dtype=np.float64)]
+            adv = np.asarray(fn(ro.rewards, ro.values, conv.next_seen(ro), term, trunc,
+                                ro.gamma, ro.lam), dtype=np.float64)
+            return [conv.finish(ro, adv)]
         out.append(Alternative(m.name, m.bug, outputs))
     return out
 
@@ -560,6 +579,7 @@ def check_gae(
     truncation: str = "bootstrap",
     flags: str = "terminated-truncated",
     values: str = "next_values",
+    output: str = "advantages",
     gamma: float | None = None,
     lam: float | None = None,
     atol: float | None = None,
@@ -597,12 +617,14 @@ def check_gae(
       (float, ``T + 1`` steps);
     * ``gamma``, ``lam`` Python floats.
 
+    It returns the advantages ``A`` in the declared layout, or with ``output="returns"``
+    the lambda-returns ``R_t = A_t + values_t`` (:data:`OUTPUTS`).
+
     For example the default is ``fn(rewards, values, next_values, terminated, truncated,
     gamma, lam)``, SB3's ``fn(rewards, values, last_values, episode_starts, last_dones, gamma,
     lam)`` with ``layout="time-major", truncation="as-termination", flags="episode_starts",
     values="last_values"``, MAPPO's ``fn(rewards, value_preds, masks, bad_masks, gamma, lam)``
     with ``layout="time-major", truncation="as-termination", flags="masks", values="T+1"``.
-    It returns ``A`` in the declared layout.
 
     Instances (:func:`_generate`): ``B`` in ``1..4``, ``T`` in ``1..12`` (a size ladder from
     one step up), rewards in ``[-1, 1]``, values in ``[-50, 50]``, episode ends of both kinds,
@@ -619,7 +641,7 @@ def check_gae(
             declared truncation, or a bad tolerance, ``dtype``, ``cases`` or ``seed``.
     """
     fn = guard(fn)
-    conv = _convention(layout, truncation, flags, values)
+    conv = _convention(layout, truncation, flags, values, output)
     fixed_gamma = _unit_interval("gamma", gamma)
     fixed_lam = _unit_interval("lam", lam)
     time_major = conv.layout == "time-major"
@@ -635,9 +657,13 @@ def check_gae(
         if time_major:
             got = got.T
         ours = gae_rounding(ro.rewards, ro.values, conv.next_seen(ro), ro.terminated, ro.gamma)
+        if conv.output == "returns":  # one more addition, A_t + values_t
+            ours += EPS * float(np.max(np.abs(want - ro.values) + np.abs(ro.values),
+                                       initial=0.0))
+        name = "R" if conv.output == "returns" else "A"
         return [Compared(
             got, want, ours, ours,
-            label=lambda idx: f"A[b={idx[0]}, t={idx[1]}]",
+            label=lambda idx: f"{name}[b={idx[0]}, t={idx[1]}]",
             context=lambda idx: f" ({_step_kind(ro, idx[0], idx[1])})",
         )]
 
@@ -645,19 +671,20 @@ def check_gae(
         if conv.truncation == "bootstrap":
             return None
         ours = _oracle(ro, conv)
-        right = gae_recursion(ro.rewards, ro.values, ro.next_values, ro.terminated,
-                              ro.truncated, ro.gamma, ro.lam)
+        right = conv.finish(ro, gae_recursion(ro.rewards, ro.values, ro.next_values,
+                                              ro.terminated, ro.truncated, ro.gamma, ro.lam))
         diff = np.abs(ours - right)
         if diff.size == 0 or float(np.max(diff)) == 0.0:
             return None
         b, t = (int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
         return float(diff[b, t]), (
-            f"A[b={b}, t={t}] = {ours[b, t]:.6g} under the convention, {right[b, t]:.6g} "
+            f"{'R' if conv.output == 'returns' else 'A'}[b={b}, t={t}] = {ours[b, t]:.6g} "
+            f"under the convention, {right[b, t]:.6g} "
             f"bootstrapping the truncation ({_step_kind(ro, b, t)})"
         )
 
     default = conv == _Convention("batch-major", "bootstrap", "terminated-truncated",
-                                  "next_values")
+                                  "next_values", "advantages")
     decl = Declaration(
         name="gae",
         reference="proofs_notes/gae.md#definition: delta_t = r_t + gamma (1 - terminated_t) "

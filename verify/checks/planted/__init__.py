@@ -56,6 +56,7 @@ def known_bugs(check: str) -> tuple[KnownBug, ...]:
 DIAGNOSED_AS: dict[str, str] = {
     "gae-truncation-as-termination": "truncation='as-termination'",
     "gae-sb3-float32-ignores-last-dones": "'gae-bootstrap-through-terminal-at-batch-end'",
+    "nstep-return-through-batch-end": "'gae-bootstrap-through-terminal-at-batch-end'",
     "occupancy-missing-1-minus-gamma": "normalised=False",
 }
 """Planted bugs that are a known convention or the float32 form of another planted bug, and

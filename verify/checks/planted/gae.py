@@ -268,6 +268,42 @@ def sb3_float32_gae_ignores_last_dones(
                            np.zeros_like(np.asarray(last_dones)), gamma, lam)
 
 
+def nstep_returns(
+    rewards: FloatArray, values: FloatArray, last_values: FloatArray, dones: BoolArray,
+    gamma: float, lam: float,
+) -> FloatArray:
+    """Correct under ``layout="time-major", truncation="as-termination", flags="dones",
+    values="last_values", output="returns"`` with ``lam = 1``: the rollout-length n-step
+    return of A2C-style code, ``R_t = r_t + gamma (1 - dones_t) R_{t+1}`` from
+    ``R_T = last_values`` (``values`` and ``lam`` are not used)."""
+    ret = np.zeros_like(rewards)
+    running = np.asarray(last_values, dtype=np.float64)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = rewards[t] + gamma * (1.0 - dones[t]) * running
+        ret[t] = running
+    return ret
+
+
+def nstep_returns_through_batch_end(
+    rewards: FloatArray, values: FloatArray, last_values: FloatArray, dones: BoolArray,
+    gamma: float, lam: float,
+) -> FloatArray:
+    """Bug: as :func:`nstep_returns`, but the rollout's last step adds ``gamma last_values``
+    whatever its done flag (the tail value bootstraps through a termination at the batch's
+    end)."""
+    ret = np.zeros_like(rewards)
+    running = np.asarray(last_values, dtype=np.float64)
+    n_steps = rewards.shape[0]
+    for t in range(n_steps - 1, -1, -1):
+        alive = 1.0 if t == n_steps - 1 else 1.0 - dones[t]
+        running = rewards[t] + gamma * alive * running
+        ret[t] = running
+    return ret
+
+
+_NSTEP: dict[str, Any] = {"layout": "time-major", "truncation": "as-termination",
+                          "flags": "dones", "values": "last_values", "output": "returns",
+                          "lam": 1.0}
 _MAPPO: dict[str, Any] = {"layout": "time-major", "truncation": "as-termination",
                           "flags": "masks", "values": "T+1"}
 _MAPPO_TIME_LIMITS: dict[str, Any] = {**_MAPPO, "truncation": "zero-advantage"}
@@ -304,6 +340,10 @@ MUTANTS = (
            "the rollout's last step bootstraps through next_values even when it terminated "
            "(an n-step / TD(lambda) return ignoring the batch-end done flag)",
            "gae", lambda: check_gae(bootstrap_through_terminal_at_end, cases=_CASES)),
+    Mutant("nstep-return-through-batch-end",
+           "an A2C-style n-step return whose last step bootstraps through last_values even "
+           "when it terminated",
+           "gae", lambda: check_gae(nstep_returns_through_batch_end, cases=_CASES, **_NSTEP)),
     Mutant("gae-mappo-masks-same-step",
            "time-major MAPPO-style routine reading masks[t] where masks[t + 1] belongs",
            "gae", lambda: check_gae(mappo_masks_gae_same_step, cases=_CASES, **_MAPPO)),
@@ -329,6 +369,10 @@ CORRECT = (
            "correct under its convention: time-major, masks shifted by one, values of T + 1 "
            "steps, truncation as termination",
            "gae", lambda: check_gae(mappo_masks_gae, cases=_CASES, **_MAPPO)),
+    Mutant("nstep-return",
+           "correct under its convention: the rollout-length n-step return (lam = 1), "
+           "time-major, single dones flag, last_values, truncation as termination",
+           "gae", lambda: check_gae(nstep_returns, cases=_CASES, **_NSTEP)),
     Mutant("gae-mappo-proper-time-limits",
            "correct under its convention: time-major, masks and bad_masks shifted by one, "
            "values of T + 1 steps, a truncated step's advantage zeroed",
