@@ -499,7 +499,7 @@ def test_ratio_checks_take_gathered_log_probabilities() -> None:
     last = check_joint_ratio(lambda new, old: np.exp(new - old)[:, -1], inputs="log-probs")
     assert not last.passed and last.diagnosis is not None
     assert "joint-ratio-last-agent-only" in last.diagnosis
-    with pytest.raises(CheckArgumentError, match="^inputs = "):
+    with pytest.raises(CheckArgumentError, match=r"^inputs = "):
         check_joint_ratio(coop.joint_ratio, inputs="logits")
 
 
@@ -518,5 +518,5 @@ def test_gae_returns_and_nstep_returns() -> None:
                      output="returns")
     assert not late.passed and late.diagnosis is not None
     assert "gae-bootstrap-through-terminal-at-batch-end" in late.diagnosis
-    with pytest.raises(CheckArgumentError, match="^output = "):
+    with pytest.raises(CheckArgumentError, match=r"^output = "):
         check_gae(planted.gae_vectorised, output="values")
