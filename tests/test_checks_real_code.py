@@ -501,6 +501,8 @@ def test_ratio_checks_take_gathered_log_probabilities() -> None:
     assert "joint-ratio-last-agent-only" in last.diagnosis
     with pytest.raises(CheckArgumentError, match=r"^inputs = "):
         check_joint_ratio(coop.joint_ratio, inputs="logits")
+    per_agent = check_joint_ratio(lambda new, old: np.exp(new - old), inputs="log-probs")
+    assert not per_agent.passed and "check_agent_ratios" in per_agent.where
 
 
 def test_gae_returns_and_nstep_returns() -> None:

@@ -82,8 +82,10 @@ Subcommands (``--json`` prints one JSON object):
 
 ``mutants``
     Every planted bug of :mod:`verify.checks.planted` through the check meant to catch it,
-    and every correct implementation through its check; exit status 1 unless every bug is
-    caught and every correct implementation passes::
+    and every correct implementation through its check, with each check's cases, seconds and
+    what its diagnosis names (the bug itself, a convention to declare, another known bug, or
+    ``-``); exit status 1 unless every bug is caught and every correct implementation
+    passes::
 
         marl-oracle mutants [--area tabular] [--json] [--executor URL]
 

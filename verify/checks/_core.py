@@ -13,7 +13,8 @@ tries.  :func:`run_check` owns everything else:
   ladder that climbs from small instances to the full size limits.  A run therefore depends
   on ``(check, seed, cases, size limits)`` alone: not on the process, the modules loaded or
   the Hypothesis version (the Hypothesis strategies of :mod:`verify.strategies` stay public
-  for property tests).
+  for property tests).  It does rest on numpy's ``Generator`` streams, which numpy keeps
+  stable within a release series but may change between major versions.
 * **Conversion.**  Inputs go to the callable in its array namespace ``xp`` (``None``: numpy)
   and dtype (``dtype=``, default float64); outputs come back through DLPack or
   ``__array__``; complex outputs fail the case.

@@ -479,8 +479,11 @@ def _ratio_decl(
                      io.arg(p.states), io.arg(p.actions))
         got = io.out(out)
         if got.shape != want.shape:
+            per_agent = got.shape == (want.shape[0], p.game.n_agents) and want.ndim == 1
+            hint = (": per-agent ratios, as MAPPO clips them, are checked by "
+                    "check_agent_ratios" if per_agent else "")
             raise CaseFailure(f"the callable returned shape {got.shape}, expected "
-                              f"{want.shape}")
+                              f"{want.shape}{hint}")
         rel = tol_of(p)
         return [Compared(got, want, rel * want, rel * want, label(p))]
 
