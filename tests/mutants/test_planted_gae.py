@@ -31,7 +31,7 @@ from verify.tolerances import summation_tolerance
 MIN_CASES = 10
 """A check must have run at least this many instances for a pass to count."""
 
-WHERE = re.compile(r"^A\[b=\d+, t=\d+\] = \S+, oracle \S+ \(step [a-z ,]+; B=\d+, T=\d+, ")
+WHERE = re.compile(r"^[AR]\[b=\d+, t=\d+\] = \S+, oracle \S+ \(step [a-z ,]+; B=\d+, T=\d+, ")
 
 
 @pytest.mark.parametrize("mutant", planted.MUTANTS, ids=[m.name for m in planted.MUTANTS])
