@@ -798,8 +798,14 @@ def check_local_occupancy_estimator(
         n_trajectories, dim, worst_L, split_delta(per_case, max_agents)
     ) + l1_radius(n_trajectories, dim, worst_L, 0.01)
     _limits(max_agents, max_joint_states, max_gamma, beta)
+
+    def alternatives() -> list[Alternative]:
+        return known_alternatives(_planted("local-occupancy-estimator"),
+                                  lambda f, x: list(f(*_fresh_args(x)[:2], horizon)))
+
     decl = Declaration(
         name="local-occupancy-estimator",
+        alternatives=alternatives,
         reference="SPEC section 4 step 1: lamtilde_i = (1/B) sum_b sum_{t<H} gamma^t "
         "e_(s_i, a_i); verify.bounds.l1_radius per agent",
         generate=lambda rng, size: _generate(rng, size, max_agents, max_joint_states,

@@ -374,6 +374,34 @@ def local_occupancy_estimate(
     return [c.reshape(ns[i], na[i]) for i, c in enumerate(counts)]
 
 
+def local_occupancy_mean(
+    model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, H: int, bugs: Bugs = Bugs()
+) -> list[FloatArray]:
+    """The exact mean of :func:`local_occupancy_estimate` with ``bugs``: the marginals of
+    ``sum_{t<H} w_t Pr(s_{t+k}, a_{t+k})``, ``w_t = gamma^t`` (1 when ``undiscounted``),
+    ``k = 1`` when ``skip_first`` (the post-step estimator), else 0; computed on the joint
+    system by ``H + k`` steps of the state law."""
+    j = _joint(model, policy, bugs)
+    P_pi = np.einsum("sa,sat->st", j.pi, j.P)
+    mu = j.rho.copy()
+    for _ in range(int(bugs.skip_first)):
+        mu = P_pi.T @ mu
+    lam_S, w = np.zeros_like(mu), 1.0
+    for _ in range(H):
+        lam_S = lam_S + w * mu
+        mu = P_pi.T @ mu
+        w *= 1.0 if bugs.undiscounted else model.gamma
+    lam = lam_S[:, None] * j.pi
+    return [_marginal(lam, model, i, bugs) for i in range(model.n)]
+
+
+def _mean(bugs: Bugs) -> Callable[..., list[FloatArray]]:
+    def fn(model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, H: int) -> list[FloatArray]:
+        return local_occupancy_mean(model, policy, H, bugs)
+
+    return fn
+
+
 def _estimator(bugs: Bugs) -> Callable[..., list[FloatArray]]:
     def fn(
         model: NetworkedMDP,
@@ -447,7 +475,8 @@ MUTANTS = (
            "sums the sampled visit counts without the gamma^t weights",
            "local-occupancy-estimator", _estimator_run(Bugs(undiscounted=True))),
     Mutant("local-occupancy-estimator-off-by-one-horizon",
-           "records steps 1..H instead of 0..H-1 (the initial state is never counted)",
+           "records steps 1..H instead of 0..H-1 (the post-step estimator "
+           "sum_{t<H} gamma^t e(s_{t+1}, a_{t+1}); the initial state is never counted)",
            "local-occupancy-estimator", _estimator_run(Bugs(skip_first=True))),
 )
 """Wrong implementations, each with the check that must catch it."""
@@ -498,5 +527,11 @@ DIAGNOSABLE = (
              _critic("occupancy", Bugs(state_weights=True))),
     KnownBug("truncated-critic-uniform-kappa-minus-one", "uniform over N_i^{kappa-1}",
              _critic("uniform", Bugs(kappa_shift=-1))),
+    KnownBug("local-occupancy-estimator-gamma-t-dropped",
+             "visit counts summed without the gamma^t weights", _mean(Bugs(undiscounted=True))),
+    KnownBug("local-occupancy-estimator-off-by-one-horizon",
+             "records s_{t+1} instead of s_t, i.e. sum_{t<H} gamma^t e(s_{t+1}, a_{t+1}): "
+             "shifted by one step", _mean(Bugs(skip_first=True))),
 )
-"""The planted bugs in their checks' canonical signatures, which the diagnoses try."""
+"""The planted bugs in their checks' canonical signatures (for a sampled estimator, its
+exact mean as ``fn(model, policy, H)``), which the diagnoses try."""

@@ -358,6 +358,23 @@ CORRECT = (
 )
 """Correct implementations, which every check must pass."""
 
+def _pg_mean(from_rho: bool, normalised: bool) -> Callable[..., FloatArray]:
+    """The exact mean of :func:`_pg_estimator`'s samples: with ``(s, a)`` from ``d_pi`` and the
+    factor ``1/(1-gamma)`` it is ``lam_S pi A``; drawn from ``rho`` it is
+    ``rho pi A / (1-gamma)``; without the factor it is ``(1-gamma) lam_S pi A``
+    (``E_a[A score] = pi A`` for the softmax, since ``sum_a pi A = 0``)."""
+
+    def mean(P: FloatArray, r: FloatArray, rho: FloatArray, gamma: float,
+             theta: FloatArray) -> FloatArray:
+        pi = _softmax(theta)
+        A = advantage(P, r, gamma, pi)
+        weight = rho / (1 - gamma) if from_rho else _state_occupancy(P, rho, gamma, pi)
+        out: FloatArray = weight[:, None] * pi * A
+        return out if normalised else (1 - gamma) * out
+
+    return mean
+
+
 DIAGNOSABLE = (
     KnownBug("occupancy-transposed-kernel",
              "solves (I - gamma P_pi) lam = rho instead of (I - gamma P_pi^T) lam = rho",
@@ -371,6 +388,10 @@ DIAGNOSABLE = (
     KnownBug("occupancy-estimator-gamma-t-dropped",
              "visit counts summed without the gamma^t weights",
              lambda P, rho, gamma, pi, H: _occupancy_mean(P, rho, gamma, pi, H, False, 0)),
+    KnownBug("policy-gradient-estimator-initial-states",
+             "draws the state from rho instead of d_pi", _pg_mean(True, True)),
+    KnownBug("policy-gradient-estimator-missing-normalisation",
+             "omits the 1/(1 - gamma) that turns d_pi into lam", _pg_mean(False, False)),
     KnownBug("advantage-uniform-baseline",
              "subtracts the unweighted mean of Q over actions instead of V",
              advantage_uniform_baseline),
@@ -379,4 +400,5 @@ DIAGNOSABLE = (
              policy_gradient_normalised),
 )
 """The planted bugs in their checks' canonical signatures (for a sampled estimator, its exact
-mean as ``fn(P, rho, gamma, pi, H)``), which the diagnoses try."""
+mean: ``fn(P, rho, gamma, pi, H)`` for the occupancy, ``fn(P, r, rho, gamma, theta)`` for the
+gradient), which the diagnoses try."""
