@@ -528,3 +528,26 @@ def test_gae_returns_and_nstep_returns() -> None:
     assert "gae-bootstrap-through-terminal-at-batch-end" in late.diagnosis
     with pytest.raises(CheckArgumentError, match=r"^output = "):
         check_gae(planted.gae_vectorised, output="values")
+
+
+def test_mutants_command_reports_what_each_diagnosis_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from verify.checks.planted import AREAS, expected_diagnosis
+    from verify.cli import main
+
+    assert main(["mutants", "--area", "gae", "--json", "--executor", "serial"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in out["rows"]}
+    for mutant in AREAS["gae"].MUTANTS:
+        named = expected_diagnosis(mutant)
+        row = rows[mutant.name]
+        if named is not None:
+            assert row["diagnosis"] is not None and named in row["diagnosis"]
+            expected = "itself" if named == repr(mutant.name) else named
+            assert row["named"] in (expected, expected.strip("'"))
+    assert out["diagnosed"] == sum(r["named"] != "-" for r in out["rows"] if r["kind"] == "mutant")
+    assert all(r["named"] == "-" for r in out["rows"] if r["kind"] == "correct")
+    assert main(["mutants", "--area", "gae", "--executor", "serial"]) == 0
+    text = capsys.readouterr().out
+    assert "diagnosis names" in text and "itself" in text and "diagnosed)" in text
