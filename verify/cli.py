@@ -85,8 +85,10 @@ Subcommands (``--json`` prints one JSON object):
 
 ``mutants``
     Every planted bug of :mod:`verify.checks.planted` through the check meant to catch it,
-    and every correct implementation through its check; exit status 1 unless every bug is
-    caught and every correct implementation passes::
+    and every correct implementation through its check, with each check's cases, seconds and
+    what its diagnosis names (the bug itself, a convention to declare, another known bug, or
+    ``-``); exit status 1 unless every bug is caught and every correct implementation
+    passes::
 
         marl-oracle mutants [--area tabular] [--json] [--executor URL]
 
@@ -918,6 +920,8 @@ def _run_mutants(args: argparse.Namespace) -> dict[str, Any]:
             "verdict_ok": v.verdict_ok,
             "where": v.where,
             "seconds": v.seconds,
+            "diagnosis": v.diagnosis,
+            "named": v.named,
         }
         for v in verdicts
     ]
@@ -928,23 +932,28 @@ def _run_mutants(args: argparse.Namespace) -> dict[str, Any]:
         "correct": sum(r["kind"] == "correct" for r in rows),
         "correct_passed": sum(r["kind"] == "correct" and r["verdict_ok"] for r in rows),
         "all_caught": all(r["verdict_ok"] for r in rows),
+        "diagnosed": sum(r["kind"] == "mutant" and r["named"] != "-" for r in rows),
+        "seconds": sum(r["seconds"] for r in rows),
     }
 
 
 def _print_mutants(result: dict[str, Any]) -> None:
-    print(f"{'kind':<8} {'name':<52} {'check':<27} {'cases':>5} {'fail':>5}  verdict")
+    print(f"{'kind':<8} {'name':<45} {'check':<27} {'cases':>5} {'fail':>5}  {'verdict':<8} "
+          f"{'seconds':>7}  diagnosis names")
     for r in result["rows"]:
         if r["kind"] == "mutant":
             verdict = "caught" if r["verdict_ok"] else "SURVIVED"
         else:
             verdict = "passes" if r["verdict_ok"] else "FAILS"
         print(
-            f"{r['kind']:<8} {r['name']:<52} {r['check']:<27} {r['cases']:>5} "
-            f"{r['failures']:>5}  {verdict}"
+            f"{r['kind']:<8} {r['name']:<45} {r['check']:<27} {r['cases']:>5} "
+            f"{r['failures']:>5}  {verdict:<8} {r['seconds']:7.2f}  {r['named']}"
         )
     print(
-        f"{result['caught']} of {result['mutants']} planted bugs caught; "
-        f"{result['correct_passed']} of {result['correct']} correct implementations pass"
+        f"{result['caught']} of {result['mutants']} planted bugs caught "
+        f"({result['diagnosed']} diagnosed); "
+        f"{result['correct_passed']} of {result['correct']} correct implementations pass; "
+        f"{result['seconds']:.1f} s of checks"
     )
 
 

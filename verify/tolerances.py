@@ -7,6 +7,7 @@ one of the functions below, each of which states the error analysis it rests on.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from reference.errors import ModelError
 
@@ -21,6 +22,7 @@ __all__ = [
     "kernel_formation_depth",
     "linear_solve_tolerance",
     "pdl_tolerance",
+    "precision_factor",
     "solve_agreement_tolerance",
     "summation_tolerance",
 ]
@@ -38,6 +40,31 @@ def summation_tolerance(n_terms: int, scale: float) -> float:
     """
     n = max(int(n_terms), 1)
     return (n + 1) * EPS * n * float(scale)
+
+
+def precision_factor(dtype: npt.DTypeLike) -> float:
+    """How much a float64 rounding allowance grows when the computation runs in ``dtype``:
+    ``2 eps_dtype / eps_float64`` (``2^30`` for float32, 1 for float64).
+
+    Derivation (``proofs_notes/float32-allowance.md``).  Every allowance for a user's own
+    rounding in :mod:`verify.checks` is a first-order bound of the standard model
+    ``fl(x op y) = (x op y)(1 + d)``, ``|d| <= u``: it has the form ``c u S`` with ``c`` a count
+    of roundings along a path and ``S`` a magnitude fixed by the inputs (a sum of absolute
+    terms, or the quantity itself for products and exponentials, where the bound is
+    relative).  Replacing ``u = eps_64 / 2`` by ``u_d = eps_d / 2`` gives the same bound at
+    precision ``d``; the terms of order ``(c u_d)^2`` that the first-order form drops are
+    below ``c u_d`` times itself, at most ``10^-3`` of the bound for ``c <= 10^4`` at float32.
+    A float32 routine also receives (or makes) float32 copies of float64 inputs: one more
+    relative rounding of ``u_d`` per input, which perturbs every term of ``S`` by at most
+    ``u_d |x|`` and so adds at most one rounding to each path, never more than ``c``
+    (every path of ``c`` roundings starts at an input).  Hence the factor 2: the allowance at
+    ``d`` is ``2 c u_d S = (2 eps_d / eps_64) c u S``.  Relative allowances (ratios,
+    softmax probabilities) stay relative, as the factor multiplies them.
+    """
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise ModelError(f"dtype = {dt}, expected a floating-point type")
+    return 2.0 * float(np.finfo(dt).eps) / EPS if dt != np.float64 else 1.0
 
 
 def linear_solve_tolerance(n: int, gamma: float, scale: float) -> float:

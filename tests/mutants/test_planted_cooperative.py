@@ -28,6 +28,7 @@ from verify.checks.cooperative import (
     step_relative_tolerance,
 )
 from verify.checks.planted import cooperative as planted
+from verify.checks.planted import expected_diagnosis
 
 MIN_CASES = 10
 """A check must have run at least this many instances for a pass to count."""
@@ -44,6 +45,9 @@ def _game_and_policy(case: Case, prefix: str = "pi") -> tuple[CooperativeMarkovG
 @pytest.mark.parametrize("mutant", planted.MUTANTS, ids=[m.name for m in planted.MUTANTS])
 def test_mutant_is_caught(mutant: Mutant) -> None:
     report = mutant.run()
+    named = expected_diagnosis(mutant)
+    if named is not None:  # the diagnosis names the planted bug (or the convention) it matches
+        assert report.diagnosis is not None and named in report.diagnosis, report.diagnosis
     assert report.check == mutant.check
     assert not report.passed, str(report)
     assert report.failures >= 1
@@ -62,7 +66,7 @@ def test_correct_implementation_passes(impl: Mutant) -> None:
 
 
 def test_catalogue_covers_every_check() -> None:
-    checks = {"localized-q", "mappo-step", "joint-ratio"}
+    checks = {"localized-q", "mappo-step", "joint-ratio", "agent-ratios"}
     assert {m.check for m in planted.MUTANTS} == checks
     assert {m.check for m in planted.CORRECT} == checks
     assert all(m.bug.startswith("correct implementation") for m in planted.CORRECT)
@@ -202,7 +206,8 @@ def test_localized_q_tolerance_is_the_derived_one() -> None:
 
 def test_step_and_ratio_tolerances_are_relative_to_the_oracle_entry() -> None:
     """The worst entry's tolerance is ``2 rel * oracle`` with ``rel`` recomputed from the saved
-    case (step: largest action count and logit scale; ratio: agent count and log scale)."""
+    case (step: largest action count and logit scale, plus ``rel`` on the row's mass 1 for
+    the callable; ratio: agent count and log scale)."""
     report = check_mappo_step(planted.mappo_step_beta_multiplied, cases=15)
     case = report.worst_case
     assert case is not None
@@ -215,7 +220,8 @@ def test_step_and_ratio_tolerances_are_relative_to_the_oracle_entry() -> None:
     rel = step_relative_tolerance(max(game.action_counts), scale)
     new = mirror_descent_step(pol, q, beta).conditionals
     entries = np.concatenate([c.ravel() for c in new])
-    assert np.any(np.isclose(2 * rel * entries, report.worst_tolerance, rtol=1e-12, atol=0))
+    assert np.any(np.isclose(rel * (2 * entries + 1), report.worst_tolerance, rtol=1e-12,
+                             atol=0))
 
     rep = check_joint_ratio(planted.joint_ratio_last_agent_only, cases=15)
     case = rep.worst_case

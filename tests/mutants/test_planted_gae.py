@@ -24,18 +24,22 @@ from verify.checks.gae import (
     gae_recursion,
     gae_rounding,
 )
+from verify.checks.planted import expected_diagnosis
 from verify.checks.planted import gae as planted
 from verify.tolerances import summation_tolerance
 
 MIN_CASES = 10
 """A check must have run at least this many instances for a pass to count."""
 
-WHERE = re.compile(r"^A\[b=\d+, t=\d+\] = \S+, oracle \S+ \(step [a-z ,]+; B=\d+, T=\d+, ")
+WHERE = re.compile(r"^[AR]\[b=\d+, t=\d+\] = \S+, oracle \S+ \(step [a-z ,]+; B=\d+, T=\d+, ")
 
 
 @pytest.mark.parametrize("mutant", planted.MUTANTS, ids=[m.name for m in planted.MUTANTS])
 def test_mutant_is_caught(mutant: Mutant) -> None:
     report = mutant.run()
+    named = expected_diagnosis(mutant)
+    if named is not None:  # the diagnosis names the planted bug (or the convention) it matches
+        assert report.diagnosis is not None and named in report.diagnosis, report.diagnosis
     assert report.check == mutant.check == "gae"
     assert not report.passed, str(report)
     assert report.failures >= 1

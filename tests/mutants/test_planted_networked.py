@@ -26,6 +26,7 @@ from reference.networked import (
 from verify.bounds import l1_radius, split_delta
 from verify.checks import Case, CheckFailed, Mutant
 from verify.checks import networked as nw
+from verify.checks.planted import expected_diagnosis
 from verify.checks.planted import networked as planted
 
 MIN_CASES = 10
@@ -38,6 +39,9 @@ HORIZON = 20
 @pytest.mark.parametrize("mutant", planted.MUTANTS, ids=[m.name for m in planted.MUTANTS])
 def test_mutant_is_caught(mutant: Mutant) -> None:
     report = mutant.run()
+    named = expected_diagnosis(mutant)
+    if named is not None:  # the diagnosis names the planted bug (or the convention) it matches
+        assert report.diagnosis is not None and named in report.diagnosis, report.diagnosis
     assert report.check == mutant.check
     assert not report.passed, str(report)
     assert report.failures >= 1

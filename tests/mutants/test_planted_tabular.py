@@ -18,6 +18,7 @@ from verify.checks import (
     check_policy_gradient_estimator,
     finite_horizon_occupancy,
 )
+from verify.checks.planted import expected_diagnosis
 from verify.checks.planted import tabular as planted
 
 MIN_CASES = 10
@@ -27,6 +28,9 @@ MIN_CASES = 10
 @pytest.mark.parametrize("mutant", planted.MUTANTS, ids=[m.name for m in planted.MUTANTS])
 def test_mutant_is_caught(mutant: Mutant) -> None:
     report = mutant.run()
+    named = expected_diagnosis(mutant)
+    if named is not None:  # the diagnosis names the planted bug (or the convention) it matches
+        assert report.diagnosis is not None and named in report.diagnosis, report.diagnosis
     assert report.check == mutant.check
     assert not report.passed, str(report)
     assert report.failures >= 1
@@ -147,13 +151,16 @@ def test_checks_run_under_numpy_errors_raised() -> None:
 
 
 def test_report_counts_distinct_cases_and_hints_atol() -> None:
+    """A solve's near miss gets the atol hint; a failure diagnosed as a known bug names the
+    bug instead."""
     report = check_occupancy(planted.occupancy_transposed, cases=40)
     assert 1 <= report.distinct_cases <= report.cases
-    assert "atol=" in str(report)
+    assert "atol=" not in str(report)
+    assert report.diagnosis is not None and "occupancy-transposed-kernel" in report.diagnosis
     rounded = check_occupancy(
         lambda P, rho, g, pi: planted.occupancy(P, rho, g, pi) * (1 + 1e-9), cases=20
     )
-    assert not rounded.passed
+    assert not rounded.passed and "atol=" in str(rounded)
     loose = check_occupancy(
         lambda P, rho, g, pi: planted.occupancy(P, rho, g, pi) * (1 + 1e-9), atol=1e-7, cases=20
     )

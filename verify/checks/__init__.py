@@ -6,16 +6,36 @@ how much.  See ``verify/checks/_core.py`` for the shared machinery and the READM
 
 from verify.checks._core import (
     MAX_FALSE_ALARM,
+    PRECISIONS,
+    Alternative,
     Case,
     CaseResult,
+    CheckArgumentError,
     CheckFailed,
     CheckReport,
+    Compared,
+    Declaration,
+    KnownBug,
     Mutant,
+    UserIO,
+    case_generator,
     case_rng,
+    case_size,
     run_check,
 )
-from verify.checks.cooperative import check_joint_ratio, check_localized_q, check_mappo_step
-from verify.checks.gae import check_gae, gae_finite_sum, gae_recursion, gae_rounding
+from verify.checks.cooperative import (
+    check_agent_ratios,
+    check_joint_ratio,
+    check_localized_q,
+    check_mappo_step,
+)
+from verify.checks.gae import (
+    check_gae,
+    gae_finite_sum,
+    gae_recursion,
+    gae_rounding,
+    gae_zero_advantage,
+)
 from verify.checks.networked import (
     check_local_occupancy_estimator,
     check_shadow_reward,
@@ -32,13 +52,23 @@ from verify.checks.tabular import (
 
 __all__ = [
     "MAX_FALSE_ALARM",
+    "PRECISIONS",
+    "Alternative",
     "Case",
     "CaseResult",
+    "CheckArgumentError",
     "CheckFailed",
     "CheckReport",
+    "Compared",
+    "Declaration",
+    "KnownBug",
     "Mutant",
+    "UserIO",
+    "case_generator",
     "case_rng",
+    "case_size",
     "check_advantage",
+    "check_agent_ratios",
     "check_gae",
     "check_joint_ratio",
     "check_local_occupancy_estimator",
@@ -54,5 +84,6 @@ __all__ = [
     "gae_finite_sum",
     "gae_recursion",
     "gae_rounding",
+    "gae_zero_advantage",
     "run_check",
 ]

@@ -12,30 +12,31 @@ cannot corrupt the oracle.  Instances have heterogeneous action counts and up to
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from reference._arrays import FloatArray, IntArray
 from reference.cooperative.exact import evaluate_game
 from reference.cooperative.game import CooperativeMarkovGame, random_game
 from reference.cooperative.mappo import mirror_descent_step
 from reference.cooperative.policy import ConditionalPolicy
-from verify import strategies as vst
 from verify.checks._core import (
+    Alternative,
     Case,
     CaseFailure,
-    CaseResult,
+    CheckArgumentError,
     CheckReport,
+    Compared,
+    Declaration,
+    UserIO,
     guard,
+    known_alternatives,
+    ladder_count,
     run_check,
-    user_array,
 )
 from verify.tolerances import EPS, linear_solve_tolerance, summation_tolerance
 
@@ -43,6 +44,8 @@ __all__ = [
     "BETA_RANGE",
     "FULL_SUPPORT",
     "MAX_BATCH",
+    "RATIO_INPUTS",
+    "check_agent_ratios",
     "check_joint_ratio",
     "check_localized_q",
     "check_mappo_step",
@@ -80,9 +83,15 @@ class _Problem:
     actions: IntArray | None = None
 
 
-@st.composite
-def _plain_instances(
-    draw: st.DrawFn,
+def _limits(**values: object) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckArgumentError(f"{name} = {value!r}, expected an integer >= 1")
+
+
+def _instance(
+    rng: np.random.Generator,
+    size: float,
     max_agents: int,
     max_actions: int,
     max_states: int,
@@ -90,35 +99,29 @@ def _plain_instances(
     n_policies: int,
     min_prob: float,
 ) -> tuple[CooperativeMarkovGame, tuple[ConditionalPolicy, ...]]:
-    game = draw(vst.cooperative_games(max_agents, max_actions, max_states, max_gamma))
-    pols = tuple(draw(vst.conditional_policies(game, min_prob)) for _ in range(n_policies))
-    return game, pols
+    """A game and ``n_policies`` conditional policies on it, at ``size`` of the limits.
 
-
-@st.composite
-def _interacting_instances(
-    draw: st.DrawFn,
-    max_agents: int,
-    max_actions: int,
-    max_states: int,
-    max_gamma: float,
-    n_policies: int,
-    min_prob: float,
-) -> tuple[CooperativeMarkovGame, tuple[ConditionalPolicy, ...]]:
-    """Instances in which the agents interact: ``N >= 2`` agents with ``>= 2`` actions each,
-    ``gamma`` in ``[max_gamma / 2, max_gamma]``, Dirichlet kernel rows, rewards and
-    conditionals (:func:`reference.cooperative.random_game`, concentration drawn in
-    ``[0.3, 1]``) from a seed drawn as data, so that neither the joint solve (vacuous at
-    ``gamma = 0``) nor the agents' order and conditioning (invisible with one agent, single
-    actions or uniform conditionals) drop out.  Conditionals are mixed with the uniform one
-    so that every probability is at least ``min_prob``."""
-    n = draw(st.integers(2, max_agents))
-    counts = tuple(draw(st.integers(2, max_actions)) for _ in range(n))
-    n_s = draw(st.integers(1, max_states))
-    gamma = draw(st.floats(max_gamma / 2, max_gamma))
-    concentration = draw(st.floats(0.3, 1.0))
-    rng = np.random.default_rng(draw(vst.seeds()))
-    game = random_game(rng, n_s, counts, gamma, concentration, name="interacting")
+    One case in four is an edge case drawn on the whole ladder (``N``, action counts and
+    ``nS`` from 1, ``gamma = 0`` one time in three, Dirichlet concentration down to 0.05 so
+    near-deterministic rows occur); the others have ``N >= 2`` agents with ``>= 2`` actions
+    each (where the agents' order and conditioning matter), ``gamma`` in ``[max_gamma / 2,
+    max_gamma]`` and concentration in ``[0.3, 1]``.  Kernels, rewards (in ``[0, 1]``) and
+    conditionals come from :func:`reference.cooperative.random_game` and Dirichlet rows;
+    conditionals are mixed with the uniform one so that every probability is at least
+    ``min_prob``."""
+    edge = rng.random() < 0.25 or max_agents < 2 or max_actions < 2
+    low = 1 if edge else 2
+    n = ladder_count(rng, size, max_agents, min(low, max_agents))
+    counts = tuple(ladder_count(rng, size, max_actions, min(low, max_actions))
+                   for _ in range(n))
+    n_s = ladder_count(rng, size, max_states)
+    if edge:
+        gamma = 0.0 if rng.random() < 1 / 3 else float(rng.uniform(0.0, max_gamma))
+        concentration = float(rng.uniform(0.05, 1.0))
+    else:
+        gamma = float(rng.uniform(max_gamma / 2, max_gamma))
+        concentration = float(rng.uniform(0.3, 1.0))
+    game = random_game(rng, n_s, counts, gamma, concentration, name="generated")
     pols = []
     for _ in range(n_policies):
         conds = []
@@ -130,62 +133,31 @@ def _interacting_instances(
     return game, tuple(pols)
 
 
-def _instances(
-    max_agents: int,
-    max_actions: int,
-    max_states: int,
-    max_gamma: float,
-    n_policies: int,
-    min_prob: float,
-) -> st.SearchStrategy[tuple[CooperativeMarkovGame, tuple[ConditionalPolicy, ...]]]:
-    """A game and ``n_policies`` conditional policies on it: from
-    :func:`verify.strategies.cooperative_games` and :func:`verify.strategies.conditional_policies`
-    (edge cases: one agent, one action, ``gamma = 0``, deterministic rows) or, about half the
-    time, from :func:`_interacting_instances`."""
-    args = (max_agents, max_actions, max_states, max_gamma, n_policies, min_prob)
-    plain = _plain_instances(*args)
-    if max_agents < 2 or max_actions < 2:
-        return plain
-    return st.one_of(plain, _interacting_instances(*args))
-
-
-@st.composite
-def _q_problems(
-    draw: st.DrawFn, max_agents: int, max_actions: int, max_states: int, max_gamma: float
-) -> _Problem:
-    game, (policy,) = draw(_instances(max_agents, max_actions, max_states, max_gamma, 1, 0.0))
+def _q_problem(rng: np.random.Generator, size: float, max_agents: int, max_actions: int,
+               max_states: int, max_gamma: float) -> _Problem:
+    game, (policy,) = _instance(rng, size, max_agents, max_actions, max_states, max_gamma,
+                                1, 0.0)
     return _Problem(game, policy)
 
 
-@st.composite
-def _step_problems(
-    draw: st.DrawFn, max_agents: int, max_actions: int, max_states: int, max_gamma: float
-) -> _Problem:
-    game, (policy,) = draw(
-        _instances(max_agents, max_actions, max_states, max_gamma, 1, FULL_SUPPORT)
-    )
-    beta_k = draw(
-        st.one_of(
-            st.just(BETA_RANGE[0]),
-            st.floats(*BETA_RANGE, allow_nan=False),
-            st.just(BETA_RANGE[1]),
-        )
-    )
+def _step_problem(rng: np.random.Generator, size: float, max_agents: int, max_actions: int,
+                  max_states: int, max_gamma: float) -> _Problem:
+    game, (policy,) = _instance(rng, size, max_agents, max_actions, max_states, max_gamma,
+                                1, FULL_SUPPORT)
+    u = rng.random()
+    beta_k = BETA_RANGE[0] if u < 0.1 else BETA_RANGE[1] if u < 0.2 else float(
+        rng.uniform(*BETA_RANGE))
     return _Problem(game, policy, beta_k=beta_k)
 
 
-@st.composite
-def _ratio_problems(
-    draw: st.DrawFn, max_agents: int, max_actions: int, max_states: int
-) -> _Problem:
-    game, (old, new) = draw(_instances(max_agents, max_actions, max_states, 0.9, 2, FULL_SUPPORT))
-    b = draw(st.integers(1, MAX_BATCH))
-    states = draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, game.n_states - 1)))
-    columns = [
-        draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, k - 1)))
-        for k in game.action_counts
-    ]
-    actions = np.stack(columns, axis=1).astype(np.int64)
+def _ratio_problem(rng: np.random.Generator, size: float, max_agents: int, max_actions: int,
+                   max_states: int) -> _Problem:
+    game, (old, new) = _instance(rng, size, max_agents, max_actions, max_states, 0.9, 2,
+                                 FULL_SUPPORT)
+    b = ladder_count(rng, size, MAX_BATCH)
+    states = rng.integers(0, game.n_states, b).astype(np.int64)
+    actions = np.stack([rng.integers(0, k, b) for k in game.action_counts],
+                       axis=1).astype(np.int64)
     return _Problem(game, old, other=new, states=states, actions=actions)
 
 
@@ -225,33 +197,29 @@ def _from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _Problem:
 # --------------------------------------------------------------------------- helpers
 
 
-class _BadOutput(CaseFailure):
-    """The callable returned something of the wrong kind or shape (fails the case)."""
-
-
-def _copies(arrays: Sequence[FloatArray]) -> tuple[FloatArray, ...]:
-    return tuple(np.array(c, dtype=np.float64, copy=True) for c in arrays)
+def _copies(io: UserIO, arrays: Sequence[FloatArray]) -> tuple[Any, ...]:
+    return tuple(io.arg(c) for c in arrays)
 
 
 def _user_arrays(
-    out: object, shapes: Sequence[tuple[int, ...]], what: str
+    io: UserIO, out: object, shapes: Sequence[tuple[int, ...]], what: str
 ) -> tuple[FloatArray, ...]:
     """Validate a per-agent tuple of arrays: one per agent, agent ``m``'s of ``shapes[m]``."""
     n = len(shapes)
     if isinstance(out, np.ndarray) or not isinstance(out, Sequence):
-        raise _BadOutput(
+        raise CaseFailure(
             f"the callable returned {type(out).__name__}, expected a tuple of {n} arrays "
             f"({what}, one per agent)"
         )
     if len(out) != n:
-        raise _BadOutput(
+        raise CaseFailure(
             f"the callable returned {len(out)} arrays, expected {n} ({what}, one per agent)"
         )
     arrays = []
     for m, (x, shape) in enumerate(zip(out, shapes, strict=True)):
-        arr = user_array(x)
+        arr = io.out(x, f"the callable's array {m}")
         if arr.shape != shape:
-            raise _BadOutput(
+            raise CaseFailure(
                 f"the callable's array {m} ({what} of agent {m}) has shape {arr.shape}, "
                 f"expected {shape}"
             )
@@ -264,49 +232,14 @@ def _label(idx: tuple[int, ...]) -> str:
     return ", ".join([f"s={idx[0]}", *(f"a{j}={v}" for j, v in enumerate(idx[1:]))])
 
 
-def _not_finite(got: FloatArray, name: str) -> CaseResult | None:
-    if np.all(np.isfinite(got)):
-        return None
-    idx = tuple(int(i) for i in np.argwhere(~np.isfinite(got))[0])
-    return CaseResult(math.inf, 0.0, f"{name}[{_label(idx)}] = {got[idx]!r} is not finite")
+def _entry(name: str) -> Callable[[tuple[int, ...]], str]:
+    return lambda idx: f"{name}[{_label(idx)}]"
 
 
-def _worst_relative(
-    got: Sequence[FloatArray],
-    want: Sequence[FloatArray],
-    tol: Sequence[FloatArray],
-    names: Sequence[str],
-) -> CaseResult:
-    """The entry with the largest ``|got - want| / tol`` over every agent's array."""
-    best: CaseResult | None = None
-    for g, w, t, name in zip(got, want, tol, names, strict=True):
-        bad = _not_finite(g, name)
-        if bad is not None:
-            return bad
-        diff = np.abs(g - w)
-        ratio = np.where(t > 0, diff / np.where(t > 0, t, 1.0), np.where(diff > 0, np.inf, 0.0))
-        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
-        res = CaseResult(
-            float(diff[idx]),
-            float(t[idx]),
-            f"{name}[{_label(idx)}] = {g[idx]:.6g}, oracle {w[idx]:.6g}",
-        )
-        if best is None or res.ratio > best.ratio:
-            best = res
-    assert best is not None  # a game has at least one agent
-    return best
+def _planted(check: str) -> list[Any]:
+    from verify.checks.planted import known_bugs  # the catalogue imports this module
 
-
-def _guarded(evaluate: Callable[[_Problem], CaseResult]) -> Callable[[_Problem, int], CaseResult]:
-    """Turn a :class:`_BadOutput` into a failed case whose location is its message."""
-
-    def run(p: _Problem, index: int) -> CaseResult:
-        try:
-            return evaluate(p)
-        except _BadOutput as exc:
-            return CaseResult(math.inf, 0.0, str(exc))
-
-    return run
+    return list(known_bugs(check))
 
 
 def localized_q_tolerance(game: CooperativeMarkovGame) -> float:
@@ -353,6 +286,9 @@ def check_localized_q(
     fn: LocalizedQFn,
     *,
     atol: float | None = None,
+    rtol: float | None = None,
+    dtype: str | None = None,
+    xp: Any = None,
     cases: int = 50,
     seed: int = 0,
     max_agents: int = 3,
@@ -377,33 +313,38 @@ def check_localized_q(
     Tolerance: :func:`localized_q_tolerance` for the oracle plus, for the callable, the same
     again, or ``atol`` when given."""
     fn = guard(fn)
+    _limits(max_agents=max_agents, max_actions=max_actions, max_states=max_states)
 
-    def evaluate_case(p: _Problem) -> CaseResult:
+    def evaluate_case(p: _Problem, index: int, io: UserIO) -> list[Compared]:
         g = p.game
         want = evaluate_game(g, p.policy).localized
-        out = fn(g.P.copy(), g.r.copy(), g.gamma, _copies(p.policy.conditionals))
-        got = _user_arrays(out, [c.shape for c in p.policy.conditionals], "Q^{0:m}")
-        ours = localized_q_tolerance(g)
-        tol = ours + (ours if atol is None else float(atol))
-        return _worst_relative(
-            got,
-            want,
-            [np.full(w.shape, tol) for w in want],
-            [f"Q^{{0:{m}}}" for m in range(g.n_agents)],
+        out = fn(io.arg(g.P), io.arg(g.r), g.gamma, _copies(io, p.policy.conditionals))
+        got = _user_arrays(io, out, [c.shape for c in p.policy.conditionals], "Q^{0:m}")
+        tol = localized_q_tolerance(g)
+        context = f" (gamma = {g.gamma:.6g}, {g.n_agents} agents)"
+        return [Compared(got[m], want[m], tol, tol, _entry(f"Q^{{0:{m}}}"),
+                         lambda idx: context) for m in range(g.n_agents)]
+
+    def alternatives() -> list[Alternative]:
+        return known_alternatives(
+            _planted("localized-q"),
+            lambda f, p: list(f(p.game.P, p.game.r, p.game.gamma, p.policy.conditionals)),
         )
 
-    return run_check(
-        "localized-q",
-        "SPEC section 5 localized Q: Q^{0:m-1} = sum_{a^m} pi^m Q^{0:m}, Q^{0:N-1} = Q_pi; "
-        "proofs_notes/ma-pdl.md#localized-q",
-        _q_problems(max_agents, max_actions, max_states, max_gamma),
-        _to_arrays,
-        _from_arrays,
-        _guarded(evaluate_case),
-        cases=cases,
-        seed=seed,
-        replay=replay,
+    decl = Declaration(
+        name="localized-q",
+        reference="SPEC section 5 localized Q: Q^{0:m-1} = sum_{a^m} pi^m Q^{0:m}, "
+        "Q^{0:N-1} = Q_pi; proofs_notes/ma-pdl.md#localized-q",
+        generate=lambda rng, size: _q_problem(rng, size, max_agents, max_actions, max_states,
+                                              max_gamma),
+        to_arrays=_to_arrays,
+        from_arrays=_from_arrays,
+        evaluate=evaluate_case,
+        solve=True,
+        alternatives=alternatives,
     )
+    return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
+                     dtype=dtype, xp=xp)
 
 
 # --------------------------------------------------------------------------- MA-PPO step
@@ -418,6 +359,9 @@ def check_mappo_step(
     fn: MappoStepFn,
     *,
     atol: float | None = None,
+    rtol: float | None = None,
+    dtype: str | None = None,
+    xp: Any = None,
     cases: int = 50,
     seed: int = 0,
     max_agents: int = 3,
@@ -445,37 +389,47 @@ def check_mappo_step(
     count and logit scale ``max |log pi_k| + max |Q| / beta_k`` for the oracle and the same
     again for the callable, or the oracle's plus ``atol`` when given."""
     fn = guard(fn)
+    _limits(max_agents=max_agents, max_actions=max_actions, max_states=max_states)
 
-    def evaluate_case(p: _Problem) -> CaseResult:
+    def evaluate_case(p: _Problem, index: int, io: UserIO) -> list[Compared]:
         g, pol = p.game, p.policy
-        assert p.beta_k is not None  # built by _step_problems
+        if p.beta_k is None:
+            raise CheckArgumentError("a mappo-step case needs beta_k")
         beta_k = p.beta_k
         q = evaluate_game(g, pol).localized
         want = mirror_descent_step(pol, q, beta_k).conditionals
-        out = fn(_copies(pol.conditionals), _copies(q), beta_k)
-        got = _user_arrays(out, [c.shape for c in pol.conditionals], "pi^m_{k+1}")
+        out = fn(_copies(io, pol.conditionals), _copies(io, q), beta_k)
+        got = _user_arrays(io, out, [c.shape for c in pol.conditionals], "pi^m_{k+1}")
         logit_scale = max(float(np.max(np.abs(np.log(c)))) for c in pol.conditionals) + max(
             float(np.max(np.abs(x))) for x in q
         ) / beta_k
         rel = step_relative_tolerance(max(g.action_counts), logit_scale)
-        tol = [
-            rel * w + (rel * w if atol is None else float(atol)) for w in want
-        ]
-        return _worst_relative(
-            got, want, tol, [f"pi^{m}_{{k+1}}" for m in range(g.n_agents)]
-        )
+        context = f" (beta_k = {beta_k:.6g}, {g.n_agents} agents)"
+        # own share: relative, plus rel on the row's total mass 1 for a routine that forms
+        # one entry as 1 - (sum of the others) (absolute error <= the others' relative ones)
+        return [Compared(got[m], w, rel * w, rel * w + rel, _entry(f"pi^{m}_{{k+1}}"),
+                         lambda idx: context) for m, w in enumerate(want)]
 
-    return run_check(
-        "mappo-step",
-        "SPEC section 5 MA-PPO ideal step: pi^m_{k+1} ∝ pi^m_k exp(Q^{0:m}_{pi_k} / beta_k)",
-        _step_problems(max_agents, max_actions, max_states, max_gamma),
-        _to_arrays,
-        _from_arrays,
-        _guarded(evaluate_case),
-        cases=cases,
-        seed=seed,
-        replay=replay,
+    def stepped(f: Callable[..., Any], p: _Problem) -> list[Any]:
+        q = evaluate_game(p.game, p.policy).localized
+        return list(f(p.policy.conditionals, q, p.beta_k))
+
+    def alternatives() -> list[Alternative]:
+        return known_alternatives(_planted("mappo-step"), stepped)
+
+    decl = Declaration(
+        name="mappo-step",
+        reference="SPEC section 5 MA-PPO ideal step: pi^m_{k+1} ∝ pi^m_k exp(Q^{0:m}_{pi_k} / "
+        "beta_k)",
+        generate=lambda rng, size: _step_problem(rng, size, max_agents, max_actions,
+                                                 max_states, max_gamma),
+        to_arrays=_to_arrays,
+        from_arrays=_from_arrays,
+        evaluate=evaluate_case,
+        alternatives=alternatives,
     )
+    return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
+                     dtype=dtype, xp=xp)
 
 
 # --------------------------------------------------------------------------- joint ratio
@@ -486,10 +440,91 @@ JointRatioFn = Callable[
 ]
 
 
+RATIO_INPUTS = ("tables", "log-probs")
+"""What the ratio checks hand the callable: the conditional tables with the batch's states
+and actions, or (as a neural actor produces them) each agent's log-probability of its
+action, gathered: ``log_probs[b, m] = log pi^m(a_b^m | s_b, a_b^{0:m-1})``, shape ``(B, N)``."""
+
+
+def _gathered_logs(policy: ConditionalPolicy, states: IntArray, actions: IntArray) -> FloatArray:
+    """``(B, N)``: ``log pi^m(a_b^m | s_b, a_b^{0:m-1})``."""
+    cols = [np.log(c[(states, *(actions[:, j] for j in range(m + 1)))])
+            for m, c in enumerate(policy.conditionals)]
+    return np.stack(cols, axis=1)
+
+
+def _ratio_decl(
+    name: str,
+    reference: str,
+    fn: Callable[..., Any],
+    want_of: Callable[[_Problem], FloatArray],
+    tol_of: Callable[[_Problem], float],
+    label: Callable[[_Problem], Callable[[tuple[int, ...]], str]],
+    limits: tuple[int, int, int],
+    inputs: str,
+) -> Declaration[_Problem]:
+    """The joint and the per-agent ratio checks differ only in their oracle and labels."""
+    if inputs not in RATIO_INPUTS:
+        raise CheckArgumentError(f"inputs = {inputs!r}, expected one of {RATIO_INPUTS}")
+
+    def evaluate_case(p: _Problem, index: int, io: UserIO) -> list[Compared]:
+        if p.other is None or p.states is None or p.actions is None:
+            raise CheckArgumentError(f"a {name} case needs new0.., states and actions")
+        want = want_of(p)
+        if inputs == "log-probs":
+            out = fn(io.arg(_gathered_logs(p.other, p.states, p.actions)),
+                     io.arg(_gathered_logs(p.policy, p.states, p.actions)))
+        else:
+            out = fn(_copies(io, p.other.conditionals), _copies(io, p.policy.conditionals),
+                     io.arg(p.states), io.arg(p.actions))
+        got = io.out(out)
+        if got.shape != want.shape:
+            per_agent = got.shape == (want.shape[0], p.game.n_agents) and want.ndim == 1
+            hint = (": per-agent ratios, as MAPPO clips them, are checked by "
+                    "check_agent_ratios" if per_agent else "")
+            raise CaseFailure(f"the callable returned shape {got.shape}, expected "
+                              f"{want.shape}{hint}")
+        rel = tol_of(p)
+        return [Compared(got, want, rel * want, rel * want, label(p))]
+
+    def gathered(f: Callable[..., Any], p: _Problem) -> list[Any]:
+        assert p.other is not None
+        return [f(p.other.conditionals, p.policy.conditionals, p.states, p.actions)]
+
+    def alternatives() -> list[Alternative]:
+        return known_alternatives(_planted(name), gathered)
+
+    return Declaration(
+        name=name,
+        reference=reference,
+        convention=None if inputs == "tables" else f"inputs={inputs!r}",
+        generate=lambda rng, size: _ratio_problem(rng, size, *limits),
+        to_arrays=_to_arrays,
+        from_arrays=_from_arrays,
+        evaluate=evaluate_case,
+        alternatives=alternatives,
+    )
+
+
+def _log_scale(p: _Problem) -> float:
+    assert p.other is not None
+    return max(float(np.max(np.abs(np.log(c))))
+               for c in (*p.policy.conditionals, *p.other.conditionals))
+
+
+def _at(p: _Problem, b: int) -> str:
+    assert p.states is not None and p.actions is not None
+    return f"s={int(p.states[b])}, a={tuple(int(x) for x in p.actions[b])}"
+
+
 def check_joint_ratio(
     fn: JointRatioFn,
     *,
+    inputs: str = "tables",
     atol: float | None = None,
+    rtol: float | None = None,
+    dtype: str | None = None,
+    xp: Any = None,
     cases: int = 50,
     seed: int = 0,
     max_agents: int = 3,
@@ -498,62 +533,106 @@ def check_joint_ratio(
     replay: Case | None = None,
 ) -> CheckReport:
     """Check ``fn(new_conditionals, old_conditionals, states, actions) -> ratios``, the joint
-    importance ratio of the clipped MAPPO/HAPPO objectives (SPEC section 5's sequential
-    factorisation ``pi(a|s) = prod_m pi^m(a^m | s, a^{0:m-1})``)::
+    importance ratio of SPEC section 5's sequential factorisation
+    ``pi(a|s) = prod_m pi^m(a^m | s, a^{0:m-1})``::
 
         ratio[b] = pi_new(a_b | s_b) / pi_old(a_b | s_b)
                  = prod_m pi_new^m(a_b^m | s_b, a_b^{0:m-1}) / pi_old^m(a_b^m | s_b, a_b^{0:m-1}).
+
+    Which algorithms need it: the joint ratio is what the exact MA-PPO analysis of Zhao et al.
+    (2023) and HAPPO/HATRPO use (HAPPO's factor ``M`` for agent ``i_m`` is this product over
+    the agents already updated in the sequence, times their advantage; HATRPO's KL terms are
+    of the same policies).  MAPPO (Yu et al. 2022) clips each agent's own ratio
+    ``pi_new^m / pi_old^m`` separately: check that with :func:`check_agent_ratios`; a MAPPO
+    implementation is not expected to pass this check.
 
     Arguments of ``fn``: ``new_conditionals`` and ``old_conditionals`` tuples of ``N`` arrays,
     the ``m``-th of shape ``(nS, |A^0|, ..., |A^m|)``, every probability at least
     :data:`FULL_SUPPORT`; ``states`` int64 ``(B,)``;
     ``actions`` int64 ``(B, N)``, ``actions[b, m]`` agent ``m``'s action.  It returns ``(B,)``.
+    With ``inputs="log-probs"`` (:data:`RATIO_INPUTS`) it is called as ``fn(new_log_probs,
+    old_log_probs)`` instead, each ``(B, N)``: every agent's log-probability of its action,
+    as a neural actor's ``log_prob`` gives them.
 
     Oracle: the joint policies ``pi(s, a^0, ..., a^{N-1})``
     (:meth:`reference.cooperative.ConditionalPolicy.joint`) indexed at ``(s_b, a_b)`` and
     divided.  Entrywise tolerance, relative to the oracle's ratio:
     :func:`ratio_relative_tolerance` at the case's largest ``|log pi^m|`` for the oracle and the
-    same again for the callable, or the oracle's plus ``atol`` when given."""
+    same again for the callable at its precision (a float32 routine: scaled by
+    :func:`verify.tolerances.precision_factor`, still relative), or the oracle's plus
+    ``atol``; plus ``rtol`` times the ratio."""
     fn = guard(fn)
+    _limits(max_agents=max_agents, max_actions=max_actions, max_states=max_states)
 
-    def evaluate_case(p: _Problem) -> CaseResult:
-        g, old, new = p.game, p.policy, p.other
-        states, actions = p.states, p.actions
-        assert new is not None and states is not None and actions is not None
-        index = (states, *(actions[:, m] for m in range(g.n_agents)))
-        want = new.joint()[index] / old.joint()[index]
-        out = fn(
-            _copies(new.conditionals), _copies(old.conditionals), states.copy(), actions.copy()
-        )
-        got = user_array(out)
-        if got.shape != want.shape:
-            raise _BadOutput(f"the callable returned shape {got.shape}, expected {want.shape}")
-        log_scale = max(
-            float(np.max(np.abs(np.log(c)))) for c in (*old.conditionals, *new.conditionals)
-        )
-        rel = ratio_relative_tolerance(g.n_agents, log_scale)
-        tol = rel * want + (rel * want if atol is None else float(atol))
-        if not np.all(np.isfinite(got)):
-            b = int(np.argwhere(~np.isfinite(got))[0][0])
-            return CaseResult(math.inf, 0.0, f"ratio[b={b}] = {got[b]!r} is not finite")
-        diff = np.abs(got - want)
-        b = int(np.argmax(diff / tol))
-        at = f"s={int(states[b])}, a={tuple(int(x) for x in actions[b])}"
-        return CaseResult(
-            float(diff[b]),
-            float(tol[b]),
-            f"ratio[b={b}] ({at}) = {got[b]:.6g}, oracle {want[b]:.6g}",
-        )
+    def want_of(p: _Problem) -> FloatArray:
+        assert p.other is not None and p.states is not None and p.actions is not None
+        index = (p.states, *(p.actions[:, m] for m in range(p.game.n_agents)))
+        out: FloatArray = p.other.joint()[index] / p.policy.joint()[index]
+        return out
 
-    return run_check(
+    decl = _ratio_decl(
         "joint-ratio",
         "SPEC section 5 sequential policy: pi(a|s) = prod_m pi^m(a^m | s, a^{0:m-1}); "
         "ratio = pi_new(a|s) / pi_old(a|s)",
-        _ratio_problems(max_agents, max_actions, max_states),
-        _to_arrays,
-        _from_arrays,
-        _guarded(evaluate_case),
-        cases=cases,
-        seed=seed,
-        replay=replay,
+        fn, want_of,
+        lambda p: ratio_relative_tolerance(p.game.n_agents, _log_scale(p)),
+        lambda p: lambda idx: f"ratio[b={idx[0]}] ({_at(p, idx[0])})",
+        (max_agents, max_actions, max_states),
+        inputs,
     )
+    return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
+                     dtype=dtype, xp=xp)
+
+
+def check_agent_ratios(
+    fn: JointRatioFn,
+    *,
+    inputs: str = "tables",
+    atol: float | None = None,
+    rtol: float | None = None,
+    dtype: str | None = None,
+    xp: Any = None,
+    cases: int = 50,
+    seed: int = 0,
+    max_agents: int = 3,
+    max_actions: int = 3,
+    max_states: int = 3,
+    replay: Case | None = None,
+) -> CheckReport:
+    """Check ``fn(new_conditionals, old_conditionals, states, actions) -> ratios``, every
+    agent's own importance ratio, as MAPPO's clipped objective uses them (one clip per agent;
+    Yu et al. 2022)::
+
+        ratios[b, m] = pi_new^m(a_b^m | s_b, a_b^{0:m-1}) / pi_old^m(a_b^m | s_b, a_b^{0:m-1}).
+
+    For MAPPO's independent actors the conditionals do not depend on ``a^{0:m-1}``; the
+    generated conditionals do, so a routine that indexes the wrong predecessor's action is
+    caught.  Arguments (tables, or ``inputs="log-probs"``) as in :func:`check_joint_ratio`;
+    ``fn`` returns ``(B, N)``.  The
+    product over ``m`` of these ratios is :func:`check_joint_ratio`'s quantity.
+
+    Tolerance, relative per entry: :func:`ratio_relative_tolerance` for one agent at the
+    case's largest ``|log pi^m|``, for the oracle and the callable (at its precision), or
+    ``atol`` for the callable; plus ``rtol`` times the ratio."""
+    fn = guard(fn)
+    _limits(max_agents=max_agents, max_actions=max_actions, max_states=max_states)
+
+    def want_of(p: _Problem) -> FloatArray:
+        assert p.other is not None and p.states is not None and p.actions is not None
+        cols = []
+        for m in range(p.game.n_agents):
+            index = (p.states, *(p.actions[:, j] for j in range(m + 1)))
+            cols.append(p.other.conditionals[m][index] / p.policy.conditionals[m][index])
+        return np.stack(cols, axis=1)
+
+    decl = _ratio_decl(
+        "agent-ratios",
+        "MAPPO per-agent ratios: pi_new^m(a^m | s, a^{0:m-1}) / pi_old^m(a^m | s, a^{0:m-1})",
+        fn, want_of,
+        lambda p: ratio_relative_tolerance(1, _log_scale(p)),
+        lambda p: lambda idx: f"ratios[b={idx[0]}, m={idx[1]}] ({_at(p, idx[0])})",
+        (max_agents, max_actions, max_states),
+        inputs,
+    )
+    return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
+                     dtype=dtype, xp=xp)

@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from hypothesis import strategies as st
 
 from reference._arrays import FloatArray
 from reference.errors import ModelError
@@ -63,16 +62,23 @@ from reference.networked.utilities import (
     QuadraticImitationUtility,
     Utility,
 )
-from verify import strategies as vst
 from verify.bounds import l1_radius, split_delta
 from verify.checks._core import (
+    Alternative,
     Case,
     CaseFailure,
     CaseResult,
+    CheckArgumentError,
     CheckReport,
+    Compared,
+    Declaration,
+    UserIO,
     case_rng,
     guard,
+    known_alternatives,
+    ladder_count,
     run_check,
+    stochastic_rows,
 )
 from verify.tolerances import linear_solve_tolerance, summation_tolerance
 
@@ -106,26 +112,22 @@ class _Instance:
     kappa: int = 0
 
 
-def _rows(rng: np.random.Generator, shape: tuple[int, ...]) -> FloatArray:
-    """Random stochastic rows along the last axis, as :func:`verify.strategies.stochastic_arrays`
-    builds them: weights in ``[0, 1)``, a quarter of them zeroed (deterministic rows and
-    unreachable states occur), an all-zero row made uniform."""
-    w = rng.random(shape)
-    w[rng.random(shape) < 0.25] = 0.0
-    w = np.where(w.sum(axis=-1, keepdims=True) > 0, w, 1.0)
-    out: FloatArray = w / w.sum(axis=-1, keepdims=True)
-    return out
+_rows = stochastic_rows
 
 
 def _random_utility(
-    rng: np.random.Generator, shape: tuple[int, int], gamma: float, kinds: Sequence[str]
+    rng: np.random.Generator, shape: tuple[int, int], gamma: float, kinds: Sequence[str],
+    fixed_eps: float | None = None,
 ) -> Utility:
     """One utility of a kind in ``kinds`` with the parameter ranges of
-    :func:`verify.strategies.utilities`."""
+    :func:`verify.strategies.utilities` (the smoothing ``eps`` of the entropy and KL forms
+    fixed to ``fixed_eps`` when given)."""
     kind = kinds[int(rng.integers(len(kinds)))]
     if kind == "linear":
         return LinearUtility(rng.uniform(-1.0, 1.0, shape), gamma)
     eps = float(rng.uniform(1e-2, 1.0))
+    if fixed_eps is not None:
+        eps = fixed_eps
     if kind == "entropy":
         return EntropyUtility(shape, gamma, eps)
     target = _rows(rng, (shape[0] * shape[1],)).reshape(shape)
@@ -142,38 +144,61 @@ def _random_utility(
     )
 
 
-@st.composite
-def _rich_problems(
-    draw: st.DrawFn,
+def _graph(rng: np.random.Generator, n: int) -> Graph:
+    """A line, ring, star, random tree or grid on ``n`` agents."""
+    kind = int(rng.integers(5))
+    if kind == 0 or n < 3:
+        return Graph.line(n)
+    if kind == 1:
+        return Graph.ring(n)
+    if kind == 2:
+        return Graph.star(n)
+    if kind == 3:
+        return Graph.random_tree(n, rng)
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    rows = divisors[int(rng.integers(len(divisors)))]
+    return Graph.grid(rows, n // rows)
+
+
+def _generate(
+    rng: np.random.Generator,
+    size: float,
     max_agents: int,
     max_joint_states: int,
     max_gamma: float,
     utility_kinds: Sequence[str],
-    beta: int | None,
-) -> vst.NetworkedProblem:
-    """Instances on which a wrong answer is visible: at least two agents, two local states
-    and two local actions wherever the joint budget allows, and ``gamma`` in
-    ``[min(0.3, max_gamma), max_gamma]`` (the public strategy, left to Hypothesis's
-    generation, mostly draws one agent, one state or ``gamma = 0``, where most bugs cancel).
+    beta: int | None = None,
+    kappa: int | None = None,
+    fixed_eps: float | None = None,
+) -> _Instance:
+    """A networked instance at ``size`` of the limits.
 
-    The graph comes from :func:`verify.strategies.graphs`; the arrays are built by a
-    ``numpy`` generator from a seed drawn as data (STYLE item 11), with the value ranges of
-    :func:`verify.strategies.networked_problems`: element-wise Hypothesis draws of a dozen
-    arrays cost about 0.1 s per case.
-    """
-    graph = draw(vst.graphs(min_agents=min(2, max_agents), max_agents=max_agents))
-    rng = np.random.default_rng(draw(vst.seeds()))
-    n = graph.n
-    n_states = [2] * n
+    Three cases in four are rich: at least two agents, two local states and two local actions
+    wherever the joint budget allows, ``gamma`` in ``[min(0.3, max_gamma), max_gamma]`` (where
+    bugs show), ``kappa`` from ``0..R_i - 1`` (``R_i`` the agent's component radius, so the
+    truncation is not the identity).  One in four is an edge case: one agent upwards, local
+    states and actions from 1, ``gamma = 0`` one time in three, ``kappa`` from
+    ``0..diameter``.  Kernel rows from :func:`stochastic_rows` (deterministic rows and
+    unreachable states occur), an initial law that is joint or a product, logits in
+    ``[-3, 3]``, observation radius ``beta`` from 0, 1, 2 unless fixed, utilities of the kinds
+    asked."""
+    rich = rng.random() < 0.75 and max_agents >= 2
+    n = ladder_count(rng, size, max_agents, 2 if rich else 1)
+    graph = _graph(rng, n)
+    if rich:
+        n_states, n_actions = [2] * n, [2] * n
+        gamma = float(rng.uniform(min(0.3, max_gamma), max_gamma))
+    else:
+        n_states = [int(rng.integers(1, 3)) for _ in range(n)]
+        n_actions = [int(rng.integers(1, 3)) for _ in range(n)]
+        gamma = 0.0 if rng.random() < 1 / 3 else float(rng.uniform(0.0, max_gamma))
     for i in reversed(range(n)):  # keep prod |S_i| within the budget
         if prod(n_states) > max_joint_states:
             n_states[i] = 1
-    n_actions = [2] * n
     kernels = tuple(
         _rows(rng, (prod(n_states[j] for j in graph.neighbourhood(i)), n_actions[i], n_states[i]))
         for i in range(n)
     )
-    gamma = float(rng.uniform(min(0.3, max_gamma), max_gamma))
     rho: tuple[FloatArray, ...] | FloatArray
     if rng.random() < 0.5:
         rho = _rows(rng, (prod(n_states),))
@@ -184,48 +209,29 @@ def _rich_problems(
     base = LocalizedSoftmaxPolicy.uniform(model, radius)
     policy = base.with_theta([rng.uniform(-3.0, 3.0, t.shape) for t in base.theta])
     utils = tuple(
-        _random_utility(rng, (n_states[i], n_actions[i]), gamma, utility_kinds)
+        _random_utility(rng, (n_states[i], n_actions[i]), gamma, utility_kinds, fixed_eps)
         for i in range(n)
     )
-    return vst.NetworkedProblem(model, policy, utils)
-
-
-@st.composite
-def _instances(
-    draw: st.DrawFn,
-    max_agents: int,
-    max_joint_states: int,
-    max_gamma: float,
-    utility_kinds: Sequence[str],
-    beta: int | None = None,
-    kappa: int | None = None,
-) -> _Instance:
-    """One case in four from :func:`verify.strategies.networked_problems` (edge cases: one
-    agent, one state, ``gamma = 0``, ...), three in four from :func:`_rich_problems`; an
-    agent ``i``; and ``kappa`` (unless fixed) from ``0..diameter`` for the edge cases and
-    from ``0..R_i - 1`` for the rich ones (``R_i`` = ``i``'s component radius, so that the
-    truncation is not the identity)."""
-    rich = draw(st.sampled_from([True, True, True, False]))
-    if rich:
-        p = draw(_rich_problems(max_agents, max_joint_states, max_gamma, utility_kinds, beta))
-    else:
-        p = draw(
-            vst.networked_problems(
-                max_agents=max_agents,
-                max_joint_states=max_joint_states,
-                beta=beta,
-                utility_kinds=tuple(utility_kinds),
-                max_gamma=max_gamma,
-            )
-        )
-    agent = draw(st.integers(0, p.model.n - 1))
+    agent = int(rng.integers(n))
     if kappa is not None:
-        radius = kappa
+        k = kappa
     elif rich:
-        radius = draw(st.integers(0, max(p.model.graph.component_radius(agent) - 1, 0)))
+        k = int(rng.integers(0, max(graph.component_radius(agent) - 1, 0) + 1))
     else:
-        radius = draw(st.integers(0, p.model.graph.diameter))
-    return _Instance(p.model, p.policy, p.utilities, agent, radius)
+        k = int(rng.integers(0, graph.diameter + 1))
+    return _Instance(model, policy, utils, agent, k)
+
+
+def _limits(max_agents: int, max_joint_states: int, max_gamma: float, beta: int | None) -> None:
+    for name, value in (("max_agents", max_agents), ("max_joint_states", max_joint_states)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckArgumentError(f"{name} = {value!r}, expected an integer >= 1")
+    if isinstance(max_gamma, bool) or not isinstance(max_gamma, (int, float)) or not (
+        0 <= max_gamma < 1
+    ):
+        raise CheckArgumentError(f"max_gamma = {max_gamma!r}, expected a number in [0, 1)")
+    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, int) or beta < 0):
+        raise CheckArgumentError(f"beta = {beta!r}, expected a non-negative integer or None")
 
 
 def _utility_arrays(u: Utility, prefix: str) -> dict[str, npt.NDArray[Any]]:
@@ -330,7 +336,9 @@ def _fresh(x: _Instance) -> _Instance:
     return _from_arrays(_to_arrays(x))
 
 
-def _user_tables(out: object, shapes: Sequence[tuple[int, ...]], name: str) -> list[FloatArray]:
+def _user_tables(
+    io: UserIO, out: object, shapes: Sequence[tuple[int, ...]], name: str
+) -> list[FloatArray]:
     """The callable's per-agent arrays, checked for count and shape."""
     try:
         items = list(out)  # type: ignore[call-overload]
@@ -342,14 +350,17 @@ def _user_tables(out: object, shapes: Sequence[tuple[int, ...]], name: str) -> l
         raise CaseFailure(f"{name} returned {len(items)} arrays, expected n = {len(shapes)}")
     tables = []
     for i, (item, shape) in enumerate(zip(items, shapes, strict=True)):
-        try:
-            arr = np.asarray(item, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise CaseFailure(f"{name} returned a non-numeric array for agent {i}: {exc}") from None
+        arr = io.out(item, f"{name}'s array for agent {i}")
         if arr.shape != shape:
             raise CaseFailure(f"{name} returned shape {arr.shape} for agent {i}, expected {shape}")
         tables.append(arr)
     return tables
+
+
+def _planted(check: str) -> list[Any]:
+    from verify.checks.planted import known_bugs  # the catalogue imports this module
+
+    return list(known_bugs(check))
 
 
 def _user_failure(exc: Exception) -> CaseResult:
@@ -404,7 +415,10 @@ def check_shadow_reward(
     fn: ShadowRewardFn,
     *,
     utility_kinds: Sequence[str] = ALL_UTILITY_KINDS,
+    eps: float | None = None,
     atol: float | None = None,
+    rtol: float | None = None,
+    dtype: str | None = None,
     cases: int = 40,
     seed: int = 0,
     max_agents: int = 4,
@@ -431,8 +445,13 @@ def check_shadow_reward(
         utility_kinds: which utilities to draw (``ALL_UTILITY_KINDS`` by default; restrict
             it to those your code implements).  Linear utilities alone cannot reveal a wrong
             occupancy (their gradient does not depend on it).
+        eps: your utilities' smoothing parameter: the entropy and KL utilities are drawn
+            with this ``eps`` (``EntropyUtility.eps``, ``KLImitationUtility.eps``) instead of
+            one from ``[0.01, 1]``, for a routine that hard-codes it.  A routine that ignores
+            the utility's ``eps`` fails with a diagnosis naming the mismatch.
         atol: the allowance for your own error in ``r``; by default the same as the
-            oracle's (below).
+            oracle's (below), scaled to your output's precision.
+        rtol, dtype: as in every check (:func:`verify.checks.run_check`).
         cases, seed, replay: as in every check (:func:`verify.checks.run_check`).
         max_agents, max_joint_states, max_gamma, beta: instance sizes (module docstring;
             ``beta=None`` draws the observation radius from 0, 1, 2).
@@ -445,8 +464,14 @@ def check_shadow_reward(
     """
     fn = guard(fn)
     kinds = _check_kinds(utility_kinds)
+    _limits(max_agents, max_joint_states, max_gamma, beta)
+    if eps is not None and (
+        isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (
+            math.isfinite(eps) and eps > 0)
+    ):
+        raise CheckArgumentError(f"eps = {eps!r}, expected a finite number > 0 or None")
 
-    def evaluate_case(x: _Instance, index: int) -> CaseResult:
+    def evaluate_case(x: _Instance, index: int, io: UserIO) -> CaseResult | list[Compared]:
         m = x.model
         sol = solve(m, x.policy, x.utilities, backend="dense")
         want = sol.shadow_rewards
@@ -456,41 +481,56 @@ def check_shadow_reward(
             raw = fn(user.model, user.policy, user.utilities)
         except ModelError as exc:
             return _user_failure(exc)
-        got = _user_tables(raw, shapes, "the callable")
+        got = _user_tables(io, raw, shapes, "the callable")
         ours_lam = sol.occupancy_error_bound + summation_tolerance(
             m.states.size, 1.0 / (1.0 - m.gamma)
         )
-        best = CaseResult(0.0, 0.0, "")
+        out = []
         for i, u in enumerate(x.utilities):
-            bad = _not_finite(got[i], f"r_{i}")
-            if bad is not None:
-                return CaseResult(math.inf, 0.0, bad)
-            ours = _reward_error(u, ours_lam)
-            tol = ours + (_reward_error(u, _occupancy_error(m)) if atol is None else float(atol))
-            diff = np.abs(got[i] - want[i])
-            s, a = (int(k) for k in np.unravel_index(int(np.argmax(diff)), diff.shape))
-            result = CaseResult(
-                float(diff[s, a]),
-                tol,
-                f"r_{i}[s_{i}={s}, a_{i}={a}] = {got[i][s, a]:.6g}, oracle {want[i][s, a]:.6g} "
-                f"({type(u).__name__}, gamma = {m.gamma:.4g}, {m.n} agents)",
-            )
-            if result.ratio > best.ratio or not best.where:
-                best = result
-        return best
+            note = f" ({type(u).__name__}{_eps_of(u)}, gamma = {m.gamma:.4g}, {m.n} agents)"
+            out.append(Compared(
+                got[i], np.asarray(want[i]), _reward_error(u, ours_lam),
+                _reward_error(u, _occupancy_error(m)), _local_label("r", i), _fixed(note),
+            ))
+        return out
 
-    return run_check(
-        "shadow-reward",
-        "SPEC section 2: r_i = d f_i / d lam_i at the unnormalised local occupancy lam_i^theta; "
-        "proofs_notes/shadow-reward-gradient.md",
-        _instances(max_agents, max_joint_states, max_gamma, kinds, beta),
-        _to_arrays,
-        _from_arrays,
-        evaluate_case,
-        cases=cases,
-        seed=seed,
-        replay=replay,
+    def alternatives() -> list[Alternative]:
+        return known_alternatives(_planted("shadow-reward"),
+                                  lambda f, x: list(f(*_fresh_args(x))))
+
+    decl = Declaration(
+        name="shadow-reward",
+        reference="SPEC section 2: r_i = d f_i / d lam_i at the unnormalised local occupancy "
+        "lam_i^theta; proofs_notes/shadow-reward-gradient.md",
+        generate=lambda rng, size: _generate(rng, size, max_agents, max_joint_states,
+                                             max_gamma, kinds, beta, fixed_eps=eps),
+        to_arrays=_to_arrays,
+        from_arrays=_from_arrays,
+        evaluate=evaluate_case,
+        solve=True,
+        alternatives=alternatives,
+        convention=None if eps is None else f"eps={eps!r}",
     )
+    return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
+                     dtype=dtype)
+
+
+def _local_label(name: str, i: int) -> Callable[[tuple[int, ...]], str]:
+    return lambda idx: f"{name}_{i}[s_{i}={idx[0]}, a_{i}={idx[1]}]"
+
+
+def _fixed(text: str) -> Callable[[tuple[int, ...]], str]:
+    return lambda idx: text
+
+
+def _eps_of(u: Utility) -> str:
+    e = getattr(u, "eps", None)
+    return "" if e is None else f" eps = {float(e):.4g}"
+
+
+def _fresh_args(x: _Instance) -> tuple[NetworkedMDP, LocalizedSoftmaxPolicy, tuple[Utility, ...]]:
+    y = _fresh(x)
+    return y.model, y.policy, y.utilities
 
 
 def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
@@ -518,6 +558,8 @@ def check_truncated_critic(
     weights: Weights = "occupancy",
     utility_kinds: Sequence[str] = ALL_UTILITY_KINDS,
     atol: float | None = None,
+    rtol: float | None = None,
+    dtype: str | None = None,
     cases: int = 40,
     seed: int = 0,
     max_agents: int = 4,
@@ -581,8 +623,9 @@ def check_truncated_critic(
     ):
         raise ModelError(f"kappa = {kappa!r}, expected a non-negative integer or None")
     kinds = _check_kinds(utility_kinds)
+    _limits(max_agents, max_joint_states, max_gamma, beta)
 
-    def evaluate_case(x: _Instance, index: int) -> CaseResult:
+    def evaluate_case(x: _Instance, index: int, io: UserIO) -> CaseResult | list[Compared]:
         m, i, k = x.model, x.agent, x.kappa
         sol = solve(m, x.policy, x.utilities, backend="dense")
         q = shadow_q(m, x.policy, sol)[i]
@@ -593,37 +636,39 @@ def check_truncated_critic(
             raw = fn(user.model, user.policy, user.utilities, i, k)
         except ModelError as exc:
             return _user_failure(exc)
-        got = np.asarray(raw, dtype=np.float64)
+        got = io.out(raw)
         if got.shape != want.shape:
             raise CaseFailure(f"the callable returned shape {got.shape}, expected {want.shape}")
-        bad = _not_finite(got, f"Qhat_{i}")
-        if bad is not None:
-            return CaseResult(math.inf, 0.0, bad)
-        tol = _critic_tolerance(x, sol, q, lam, weights, atol)
-        ratio = np.abs(got - want) / tol
-        s, a = (int(v) for v in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
-        sd, ad = m.states.digits[s], m.actions.digits[a]
+        ours, own = _critic_tolerance(x, sol, q, lam, weights)
         members = m.graph.neighbourhood(i, k)
-        return CaseResult(
-            float(abs(got[s, a] - want[s, a])),
-            float(tol[s, a]),
-            f"Qhat_{i}[s={tuple(int(v) for v in sd)}, a={tuple(int(v) for v in ad)}] = "
-            f"{got[s, a]:.6g}, oracle {want[s, a]:.6g} (kappa = {k}, "
-            f"N_{i}^kappa = {members}, {weights} weights, gamma = {m.gamma:.4g})",
-        )
 
-    return run_check(
-        f"truncated-critic-{weights}",
-        "SPEC section 3: Qhat_i(z_{N_i^kappa}) = sum w_i Q_i of the shadow Q; "
+        def label(idx: tuple[int, ...]) -> str:
+            sd, ad = m.states.digits[idx[0]], m.actions.digits[idx[1]]
+            return (f"Qhat_{i}[s={tuple(int(v) for v in sd)}, "
+                    f"a={tuple(int(v) for v in ad)}]")
+
+        context = (f" (kappa = {k}, N_{i}^kappa = {members}, {weights} weights, "
+                   f"gamma = {m.gamma:.4g})")
+        return [Compared(got, want, ours, own, label, lambda idx: context)]
+
+    def alternatives() -> list[Alternative]:
+        return known_alternatives(_planted(f"truncated-critic-{weights}"),
+                                  lambda f, x: [f(*_fresh_args(x), x.agent, x.kappa)])
+
+    decl = Declaration(
+        name=f"truncated-critic-{weights}",
+        reference="SPEC section 3: Qhat_i(z_{N_i^kappa}) = sum w_i Q_i of the shadow Q; "
         "proofs_notes/truncated-gradient.md#result-1",
-        _instances(max_agents, max_joint_states, max_gamma, kinds, beta, kappa),
-        _to_arrays,
-        _from_arrays,
-        evaluate_case,
-        cases=cases,
-        seed=seed,
-        replay=replay,
+        generate=lambda rng, size: _generate(rng, size, max_agents, max_joint_states,
+                                             max_gamma, kinds, beta, kappa),
+        to_arrays=_to_arrays,
+        from_arrays=_from_arrays,
+        evaluate=evaluate_case,
+        solve=True,
+        alternatives=alternatives,
     )
+    return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
+                     dtype=dtype)
 
 
 def _critic_tolerance(
@@ -632,9 +677,10 @@ def _critic_tolerance(
     q: FloatArray,
     lam: FloatArray,
     weights: Weights,
-    atol: float | None,
-) -> FloatArray:
-    """Per-joint-pair tolerance of :func:`check_truncated_critic` (derivation there)."""
+) -> tuple[FloatArray, FloatArray]:
+    """Per-joint-pair tolerance of :func:`check_truncated_critic` (derivation there): the
+    oracle's share (with the occupancy weights' spread term) and the callable's own at
+    float64."""
     m, i = x.model, x.agent
     g = m.gamma
     u = x.utilities[i]
@@ -649,10 +695,10 @@ def _critic_tolerance(
     user = (
         _reward_error(u, lam_user) / (1.0 - g) + g * linear_solve_tolerance(n_s, g, v_max)
         + rounding
-    ) if atol is None else float(atol)
-    base = np.full(q.shape, ours + user)
+    )
+    own = np.full(q.shape, user)
     if weights != "occupancy":
-        return base
+        return np.full(q.shape, ours), own
     idx, size = hop_index(m, m.graph.neighbourhood(i, x.kappa))
     flat = idx.reshape(-1)
     hi = np.full(size, -np.inf)
@@ -664,8 +710,8 @@ def _critic_tolerance(
     err = 2.0 * (lam_ours + lam_user)  # l1 error of either route's lam, plus the computed mass's
     room = group_mass - err
     cond = np.where(room > 0, np.minimum(1.0, err / np.where(room > 0, room, 1.0)), 1.0)
-    out: FloatArray = base + (spread * cond)[idx]
-    return out
+    out: FloatArray = ours + (spread * cond)[idx]
+    return out, own
 
 
 # ------------------------------------------------------------------------------ sampled occupancy
@@ -725,7 +771,7 @@ def check_local_occupancy_estimator(
         return l1_radius(n_trajectories, m.n_states[i] * m.n_actions[i], L,
                          split_delta(delta, m.n))
 
-    def evaluate_case(x: _Instance, index: int) -> CaseResult:
+    def evaluate_case(x: _Instance, index: int, io: UserIO) -> CaseResult | list[Compared]:
         m = x.model
         lam_S, _ = finite_horizon_occupancy(m, x.policy, horizon)
         want = local_occupancies(x.policy, lam_S)
@@ -736,41 +782,39 @@ def check_local_occupancy_estimator(
         except ModelError as exc:
             return _user_failure(exc)
         shapes = [(m.n_states[i], m.n_actions[i]) for i in range(m.n)]
-        got = _user_tables(raw, shapes, "the callable")
-        best = CaseResult(0.0, 0.0, "")
-        for i in range(m.n):
-            bad = _not_finite(got[i], f"lamtilde_{i}")
-            if bad is not None:
-                return CaseResult(math.inf, 0.0, bad)
-            diff = np.abs(got[i] - want[i])
-            s, a = (int(k) for k in np.unravel_index(int(np.argmax(diff)), diff.shape))
-            result = CaseResult(
-                float(diff.sum()),
-                radius(m, i, per_case),
-                f"l1 error of lamtilde_{i}; largest entry lamtilde_{i}[s_{i}={s}, a_{i}={a}] = "
-                f"{got[i][s, a]:.6g}, oracle {want[i][s, a]:.6g} (gamma = {m.gamma:.4g})",
-            )
-            if result.ratio > best.ratio or not best.where:
-                best = result
-        return best
+        got = _user_tables(io, raw, shapes, "the callable")
+        mass = float(np.sum(want[0]))
+        return [Compared(
+            got[i], np.asarray(want[i]), radius(m, i, per_case), 0.0,
+            _local_label("lamtilde", i),
+            _fixed(f" (gamma = {m.gamma:.4g}, H = {horizon}; total mass "
+                   f"{float(np.sum(got[i])):.6g}, expected {mass:.6g})"),
+            l1=True,
+        ) for i in range(m.n)]
 
     worst_L = 1.0 / (1.0 - max_gamma)
     dim = 4  # networked_mdps draws at most 2 local states and 2 local actions
     shift = l1_radius(
         n_trajectories, dim, worst_L, split_delta(per_case, max_agents)
     ) + l1_radius(n_trajectories, dim, worst_L, 0.01)
-    return run_check(
-        "local-occupancy-estimator",
-        "SPEC section 4 step 1: lamtilde_i = (1/B) sum_b sum_{t<H} gamma^t e_(s_i, a_i); "
-        "verify.bounds.l1_radius per agent",
-        _instances(max_agents, max_joint_states, max_gamma, ("linear",), beta),
-        _to_arrays,
-        _from_arrays,
-        evaluate_case,
-        cases=cases,
-        seed=seed,
-        replay=replay,
+    _limits(max_agents, max_joint_states, max_gamma, beta)
+
+    def alternatives() -> list[Alternative]:
+        return known_alternatives(_planted("local-occupancy-estimator"),
+                                  lambda f, x: list(f(*_fresh_args(x)[:2], horizon)))
+
+    decl = Declaration(
+        name="local-occupancy-estimator",
+        alternatives=alternatives,
+        reference="SPEC section 4 step 1: lamtilde_i = (1/B) sum_b sum_{t<H} gamma^t "
+        "e_(s_i, a_i); verify.bounds.l1_radius per agent",
+        generate=lambda rng, size: _generate(rng, size, max_agents, max_joint_states,
+                                             max_gamma, ("linear",), beta),
+        to_arrays=_to_arrays,
+        from_arrays=_from_arrays,
+        evaluate=evaluate_case,
         false_alarm=false_alarm,
         power=f"0.99 against an agent's mean off by >= r(false_alarm / n) + r(0.01) in l1 "
         f"(<= {shift:.3g} on these instances)",
     )
+    return run_check(decl, cases=cases, seed=seed, replay=replay)

@@ -17,11 +17,19 @@ from typing import Literal
 import numpy as np
 
 from reference.errors import ModelError
-from verify.checks._core import Mutant
+from verify.checks._core import KnownBug, Mutant
 from verify.checks.planted import cooperative, gae, networked, tabular
 from verify.executors import map_seeded
 
-__all__ = ["AREAS", "PlantedVerdict", "all_correct", "all_mutants", "run_planted"]
+__all__ = [
+    "AREAS",
+    "PlantedVerdict",
+    "all_correct",
+    "all_mutants",
+    "expected_diagnosis",
+    "known_bugs",
+    "run_planted",
+]
 
 Kind = Literal["mutant", "correct"]
 
@@ -33,6 +41,37 @@ AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative,
 def all_mutants() -> tuple[Mutant, ...]:
     """Every planted bug, area by area."""
     return tuple(m for mod in AREAS.values() for m in mod.MUTANTS)
+
+
+def known_bugs(check: str) -> tuple[KnownBug, ...]:
+    """The planted bugs of check ``check`` that its diagnosis tries: every area's
+    ``DIAGNOSABLE`` entry whose catalogue mutant of the same name belongs to ``check``."""
+    out = []
+    for mod in AREAS.values():
+        mine = {m.name for m in mod.MUTANTS if m.check == check}
+        out += [k for k in mod.DIAGNOSABLE if k.name in mine]
+    return tuple(out)
+
+
+DIAGNOSED_AS: dict[str, str] = {
+    "gae-truncation-as-termination": "truncation='as-termination'",
+    "gae-sb3-float32-ignores-last-dones": "'gae-bootstrap-through-terminal-at-batch-end'",
+    "nstep-return-through-batch-end": "'gae-bootstrap-through-terminal-at-batch-end'",
+    "occupancy-missing-1-minus-gamma": "normalised=False",
+}
+"""Planted bugs that are a known convention or the float32 form of another planted bug, and
+what their diagnosis names."""
+
+
+def expected_diagnosis(mutant: Mutant) -> str | None:
+    """What the diagnosis of ``mutant``'s failing check must name: the convention or other
+    bug of :data:`DIAGNOSED_AS`, the mutant's own quoted name when it is one of its check's
+    :func:`known_bugs`, else ``None`` (no known alternative reproduces it)."""
+    if mutant.name in DIAGNOSED_AS:
+        return DIAGNOSED_AS[mutant.name]
+    if any(k.name == mutant.name for k in known_bugs(mutant.check)):
+        return repr(mutant.name)
+    return None
 
 
 def all_correct() -> tuple[Mutant, ...]:
@@ -53,6 +92,8 @@ class PlantedVerdict:
         passed: the check's verdict.
         where: the check's worst case.
         seconds: wall time of the check.
+        diagnosis: the check's diagnosis of a failure (``None`` when it passed or found no
+            known bug or convention that matches).
     """
 
     area: str
@@ -65,11 +106,26 @@ class PlantedVerdict:
     passed: bool
     where: str
     seconds: float
+    diagnosis: str | None = None
 
     @property
     def verdict_ok(self) -> bool:
         """A mutant was caught, or a correct implementation passed."""
         return not self.passed if self.kind == "mutant" else self.passed
+
+    @property
+    def named(self) -> str:
+        """What the diagnosis named: ``"itself"`` (the entry's own name), the other known bug
+        or convention it named, or ``"-"``."""
+        if self.diagnosis is None:
+            return "-"
+        if f"{self.name!r}" in self.diagnosis:
+            return "itself"
+        start = self.diagnosis.find("'")
+        if "convention" in self.diagnosis.split("(", 1)[0]:
+            return self.diagnosis.split("convention ", 1)[1].split(" (", 1)[0]
+        end = self.diagnosis.find("'", start + 1)
+        return self.diagnosis[start + 1:end] if 0 <= start < end else "other"
 
 
 def _entries(area: str, kind: Kind) -> tuple[Mutant, ...]:
@@ -86,7 +142,7 @@ def _run_entry(key: tuple[str, Kind, int], rng: np.random.Generator) -> PlantedV
     report = entry.run()
     return PlantedVerdict(
         area, kind, entry.name, entry.bug, entry.check, report.cases, report.failures,
-        report.passed, report.where, time.perf_counter() - start,
+        report.passed, report.where, time.perf_counter() - start, report.diagnosis,
     )
 
 

@@ -13,12 +13,18 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from reference._arrays import FloatArray, IntArray
-from verify.checks._core import Mutant
-from verify.checks.cooperative import check_joint_ratio, check_localized_q, check_mappo_step
+from verify.checks._core import KnownBug, Mutant
+from verify.checks.cooperative import (
+    check_agent_ratios,
+    check_joint_ratio,
+    check_localized_q,
+    check_mappo_step,
+)
 
-__all__ = ["CORRECT", "MUTANTS"]
+__all__ = ["CORRECT", "DIAGNOSABLE", "MUTANTS"]
 
 _CASES = 20
 
@@ -260,6 +266,51 @@ def joint_ratio_last_agent_only(
     return out
 
 
+def happo_factor_float32(
+    new: Conditionals, old: Conditionals, states: IntArray, actions: IntArray
+) -> npt.NDArray[np.float32]:
+    """Correct, in float32 as a HAPPO implementation computes its factor: per-agent log
+    probabilities gathered in float32, the factor ``M = exp(sum_m (log pi_new^m - log
+    pi_old^m))`` accumulated agent by agent (each agent's update multiplies the running
+    factor by its own ratio)."""
+    factor = np.ones(states.shape[0], dtype=np.float32)
+    for m in range(len(new)):
+        idx = (states, *(actions[:, j] for j in range(m + 1)))
+        new_logp = np.log(np.asarray(new[m], dtype=np.float32)[idx])
+        old_logp = np.log(np.asarray(old[m], dtype=np.float32)[idx])
+        factor = factor * np.exp(new_logp - old_logp)
+    return factor
+
+
+def agent_ratios(
+    new: Conditionals, old: Conditionals, states: IntArray, actions: IntArray
+) -> FloatArray:
+    """Correct: MAPPO's per-agent ratios, ``exp(log pi_new^m - log pi_old^m)`` per agent."""
+    cols = []
+    for m in range(len(new)):
+        idx = (states, *(actions[:, j] for j in range(m + 1)))
+        cols.append(np.exp(np.log(new[m][idx]) - np.log(old[m][idx])))
+    out: FloatArray = np.stack(cols, axis=1)
+    return out
+
+
+def agent_ratios_cumulative(
+    new: Conditionals, old: Conditionals, states: IntArray, actions: IntArray
+) -> FloatArray:
+    """Bug: slot ``m`` holds the running product of the ratios of agents ``0..m`` (HAPPO's
+    factor times agent ``m``'s ratio) instead of agent ``m``'s own ratio."""
+    out: FloatArray = np.cumprod(agent_ratios(new, old, states, actions), axis=1).astype(
+        np.float64)
+    return out
+
+
+def agent_ratios_inverted(
+    new: Conditionals, old: Conditionals, states: IntArray, actions: IntArray
+) -> FloatArray:
+    """Bug: ``pi_old^m / pi_new^m`` (the ratio upside down)."""
+    return 1.0 / agent_ratios(new, old, states, actions)
+
+
 MUTANTS = (
     Mutant(
         "localized-q-joint-flattened-agent-last-first",
@@ -315,6 +366,19 @@ MUTANTS = (
         "joint-ratio",
         lambda: check_joint_ratio(joint_ratio_last_agent_only, cases=_CASES),
     ),
+    Mutant(
+        "agent-ratios-inverted",
+        "pi_old^m / pi_new^m instead of pi_new^m / pi_old^m",
+        "agent-ratios",
+        lambda: check_agent_ratios(agent_ratios_inverted, cases=_CASES),
+    ),
+    Mutant(
+        "agent-ratios-cumulative",
+        "slot m holds the product of the ratios of agents 0..m (a HAPPO factor) instead of "
+        "agent m's own ratio",
+        "agent-ratios",
+        lambda: check_agent_ratios(agent_ratios_cumulative, cases=_CASES),
+    ),
 )
 """Wrong implementations, each with the check that must catch it."""
 
@@ -334,5 +398,39 @@ CORRECT = (
            "joint-ratio", lambda: check_joint_ratio(joint_ratio, cases=_CASES)),
     Mutant("joint-ratio-logs", "correct implementation: exp of the summed log-ratio",
            "joint-ratio", lambda: check_joint_ratio(joint_ratio_logs, cases=_CASES)),
+    Mutant("joint-ratio-happo-float32", "correct implementation in float32: HAPPO's factor "
+           "accumulated agent by agent from float32 log-probabilities (judged at float32)",
+           "joint-ratio", lambda: check_joint_ratio(happo_factor_float32, cases=_CASES)),
+    Mutant("agent-ratios", "correct implementation: exp of each agent's log-ratio",
+           "agent-ratios", lambda: check_agent_ratios(agent_ratios, cases=_CASES)),
 )
 """Correct implementations, which every check must pass."""
+
+DIAGNOSABLE = (
+    KnownBug("localized-q-joint-flattened-agent-last-first",
+             "the joint policy flattened agent N-1 first", localized_q_agent_last_first),
+    KnownBug("localized-q-product-policy",
+             "conditionals replaced by their marginals", localized_q_product_policy),
+    KnownBug("localized-q-later-agents-summed",
+             "Q^{0:m-1} = sum_{a^m} Q^{0:m} without the weights pi^m", localized_q_unweighted),
+    KnownBug("mappo-step-beta-multiplied",
+             "pi^m_k exp(beta_k Q^{0:m}) instead of exp(Q^{0:m} / beta_k)",
+             mappo_step_beta_multiplied),
+    KnownBug("mappo-step-updated-later-agents",
+             "earlier agents step on the Q of a partially updated policy",
+             mappo_step_updated_later_agents),
+    KnownBug("mappo-step-product-policy",
+             "independent-learner step ignoring the earlier agents' actions",
+             mappo_step_product_policy),
+    KnownBug("joint-ratio-mean-of-agents",
+             "the mean over agents of the per-agent ratios instead of their product",
+             joint_ratio_mean_of_agents),
+    KnownBug("joint-ratio-last-agent-only",
+             "only the last agent's own ratio (a per-agent MAPPO ratio, not the joint one)",
+             joint_ratio_last_agent_only),
+    KnownBug("agent-ratios-inverted", "pi_old^m / pi_new^m", agent_ratios_inverted),
+    KnownBug("agent-ratios-cumulative",
+             "the running product of the ratios of agents 0..m (a HAPPO factor)",
+             agent_ratios_cumulative),
+)
+"""The planted bugs in their checks' canonical signatures, which the diagnoses try."""

@@ -28,19 +28,26 @@ from reference.networked.utilities import (
     QuadraticImitationUtility,
     Utility,
 )
-from verify.checks._core import CheckReport, Mutant
+from verify.checks._core import CheckReport, KnownBug, Mutant
 from verify.checks.networked import (
     check_local_occupancy_estimator,
     check_shadow_reward,
     check_truncated_critic,
 )
 
-__all__ = ["CORRECT", "MUTANTS", "Bugs"]
+__all__ = [
+    "CORRECT",
+    "DIAGNOSABLE",
+    "MUTANTS",
+    "Bugs",
+]
 
 _CASES = 10
 """Cases per mutant run of an exact check (each bug shows on most rich instances)."""
 _CORRECT_CASES = 12
 _ESTIMATOR_CASES = 6
+_HARD_EPS = 1e-8
+"""The smoothing constant a routine that writes ``log(p + 1e-8)`` hard-codes."""
 _TRAJECTORIES = 10_000
 
 
@@ -58,6 +65,7 @@ class Bugs:
     state_weights: bool = False  # weights by lam_S(s) only, ignoring pi(a|s)
     undiscounted: bool = False  # sampled counts without gamma^t
     skip_first: bool = False  # records steps 1..H instead of 0..H-1
+    eps: float | None = None  # hard-coded smoothing eps in place of the utility's own
 
 
 # ------------------------------------------------------------------------------ structure
@@ -195,11 +203,13 @@ def _gradient(u: Utility, lam: FloatArray, bugs: Bugs) -> FloatArray:
         out = np.array(u.reward, dtype=np.float64)
     elif isinstance(u, EntropyUtility):
         p = (1 - g) * lam.sum(axis=1)
-        out = np.repeat((chain * _slope(p, u.eps))[:, None], lam.shape[1], axis=1)
+        e = u.eps if bugs.eps is None else bugs.eps
+        out = np.repeat((chain * _slope(p, e))[:, None], lam.shape[1], axis=1)
     elif isinstance(u, QuadraticImitationUtility):
         out = -chain * ((1 - g) * lam - u.target)
     elif isinstance(u, KLImitationUtility):
-        out = chain * (_slope((1 - g) * lam, u.eps) + np.log(u.target + u.eps))
+        e = u.eps if bugs.eps is None else bugs.eps
+        out = chain * (_slope((1 - g) * lam, e) + np.log(u.target + e))
     elif isinstance(u, ConstraintPenaltyUtility):
         out = np.zeros(lam.shape) if u.objective is None else _gradient(u.objective, lam, bugs)
         violation = max(0.0, u.threshold - _value(u.constraint, lam))
@@ -364,6 +374,34 @@ def local_occupancy_estimate(
     return [c.reshape(ns[i], na[i]) for i, c in enumerate(counts)]
 
 
+def local_occupancy_mean(
+    model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, H: int, bugs: Bugs = Bugs()
+) -> list[FloatArray]:
+    """The exact mean of :func:`local_occupancy_estimate` with ``bugs``: the marginals of
+    ``sum_{t<H} w_t Pr(s_{t+k}, a_{t+k})``, ``w_t = gamma^t`` (1 when ``undiscounted``),
+    ``k = 1`` when ``skip_first`` (the post-step estimator), else 0; computed on the joint
+    system by ``H + k`` steps of the state law."""
+    j = _joint(model, policy, bugs)
+    P_pi = np.einsum("sa,sat->st", j.pi, j.P)
+    mu = j.rho.copy()
+    for _ in range(int(bugs.skip_first)):
+        mu = P_pi.T @ mu
+    lam_S, w = np.zeros_like(mu), 1.0
+    for _ in range(H):
+        lam_S = lam_S + w * mu
+        mu = P_pi.T @ mu
+        w *= 1.0 if bugs.undiscounted else model.gamma
+    lam = lam_S[:, None] * j.pi
+    return [_marginal(lam, model, i, bugs) for i in range(model.n)]
+
+
+def _mean(bugs: Bugs) -> Callable[..., list[FloatArray]]:
+    def fn(model: NetworkedMDP, policy: LocalizedSoftmaxPolicy, H: int) -> list[FloatArray]:
+        return local_occupancy_mean(model, policy, H, bugs)
+
+    return fn
+
+
 def _estimator(bugs: Bugs) -> Callable[..., list[FloatArray]]:
     def fn(
         model: NetworkedMDP,
@@ -416,6 +454,10 @@ MUTANTS = (
            "builds the joint system in the model's order (agent 0 most significant) but "
            "marginalises it to lam_i decoding joint indices with agent 0 least significant",
            "shadow-reward", _shadow_run(Bugs(reversed_agents=True))),
+    Mutant("shadow-reward-mismatched-eps",
+           "hard-codes the smoothing eps = 1e-8 of the entropy and KL utilities (log(p + 1e-8)) "
+           "instead of the utility's own eps",
+           "shadow-reward", _shadow_run(Bugs(eps=_HARD_EPS))),
     Mutant("truncated-critic-kappa-plus-one",
            "averages over N_i^{kappa+1} instead of N_i^kappa (one hop too many)",
            "truncated-critic-occupancy", _critic_run("occupancy", Bugs(kappa_shift=1))),
@@ -433,7 +475,8 @@ MUTANTS = (
            "sums the sampled visit counts without the gamma^t weights",
            "local-occupancy-estimator", _estimator_run(Bugs(undiscounted=True))),
     Mutant("local-occupancy-estimator-off-by-one-horizon",
-           "records steps 1..H instead of 0..H-1 (the initial state is never counted)",
+           "records steps 1..H instead of 0..H-1 (the post-step estimator "
+           "sum_{t<H} gamma^t e(s_{t+1}, a_{t+1}); the initial state is never counted)",
            "local-occupancy-estimator", _estimator_run(Bugs(skip_first=True))),
 )
 """Wrong implementations, each with the check that must catch it."""
@@ -442,6 +485,11 @@ CORRECT = (
     Mutant("shadow-reward",
            "correct implementation: own joint kernel and LU occupancy, marginals, gradients",
            "shadow-reward", _shadow_run(Bugs())),
+    Mutant("shadow-reward-declared-eps",
+           "correct under its declared parameter: hard-codes eps = 1e-8, checked with eps=1e-8",
+           "shadow-reward",
+           lambda: check_shadow_reward(_shadow(Bugs(eps=_HARD_EPS)), eps=_HARD_EPS,
+                                       cases=_CORRECT_CASES)),
     Mutant("truncated-critic-occupancy",
            "correct implementation: LU shadow Q, groups by z, lam-weighted means",
            "truncated-critic-occupancy", _critic_run("occupancy", Bugs())),
@@ -456,3 +504,34 @@ CORRECT = (
            "local-occupancy-estimator", _estimator_run(Bugs())),
 )
 """Correct implementations, which every check must pass."""
+
+DIAGNOSABLE = (
+    KnownBug("shadow-reward-wrong-sign", "returns -grad f_i", _shadow(Bugs(sign=True))),
+    KnownBug("shadow-reward-missing-chain-factor", "drops the chain-rule factor (1 - gamma)",
+             _shadow(Bugs(no_chain_factor=True))),
+    KnownBug("shadow-reward-normalised-occupancy", "feeds d = (1 - gamma) lam_i to f_i",
+             _shadow(Bugs(normalised_occupancy=True))),
+    KnownBug("shadow-reward-transposed-kernel", "solves with P_pi instead of P_pi^T",
+             _shadow(Bugs(transposed_kernel=True))),
+    KnownBug("shadow-reward-reversed-agent-order",
+             "marginalises with agent 0 least significant", _shadow(Bugs(reversed_agents=True))),
+    KnownBug("shadow-reward-mismatched-eps",
+             "a hard-coded eps = 1e-8 in place of the utility's eps: declare eps= to check it "
+             "with your constant", _shadow(Bugs(eps=_HARD_EPS))),
+    KnownBug("truncated-critic-kappa-plus-one", "averages over N_i^{kappa+1}",
+             _critic("occupancy", Bugs(kappa_shift=1))),
+    KnownBug("truncated-critic-uniform-weights",
+             "plain averages where occupancy weights are asked for",
+             _critic("occupancy", Bugs(uniform_weights=True))),
+    KnownBug("truncated-critic-state-weights", "weights by lam_S(s) alone",
+             _critic("occupancy", Bugs(state_weights=True))),
+    KnownBug("truncated-critic-uniform-kappa-minus-one", "uniform over N_i^{kappa-1}",
+             _critic("uniform", Bugs(kappa_shift=-1))),
+    KnownBug("local-occupancy-estimator-gamma-t-dropped",
+             "visit counts summed without the gamma^t weights", _mean(Bugs(undiscounted=True))),
+    KnownBug("local-occupancy-estimator-off-by-one-horizon",
+             "records s_{t+1} instead of s_t, i.e. sum_{t<H} gamma^t e(s_{t+1}, a_{t+1}): "
+             "shifted by one step", _mean(Bugs(skip_first=True))),
+)
+"""The planted bugs in their checks' canonical signatures (for a sampled estimator, its
+exact mean as ``fn(model, policy, H)``), which the diagnoses try."""

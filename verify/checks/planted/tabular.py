@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from reference._arrays import FloatArray, IntArray
-from verify.checks._core import CheckReport, Mutant
+from verify.checks._core import CheckReport, KnownBug, Mutant
 from verify.checks.tabular import (
     check_advantage,
     check_occupancy,
@@ -20,7 +20,7 @@ from verify.checks.tabular import (
     check_policy_gradient_estimator,
 )
 
-__all__ = ["CORRECT", "MUTANTS"]
+__all__ = ["CORRECT", "DIAGNOSABLE", "MUTANTS"]
 
 _CASES = 30
 _ESTIMATOR_CASES = 12
@@ -44,6 +44,46 @@ def occupancy_transposed(
     """Bug: solves with ``P_pi`` instead of ``P_pi^T`` (a transposed kernel)."""
     P_pi = np.einsum("sa,sat->st", pi, P)
     lam = np.linalg.solve(np.eye(P.shape[0]) - gamma * P_pi, rho)
+    out: FloatArray = lam[:, None] * pi
+    return out
+
+
+def occupancy_overwritten(
+    P: FloatArray, rho: FloatArray, gamma: float, pi: FloatArray
+) -> FloatArray:
+    """Bug: a power iteration ``mu_{t+1} = P_pi^T mu_t`` whose running sum is overwritten
+    (``lam = gamma^t mu_t``) instead of accumulated (``lam += gamma^t mu_t``), so only the last
+    term survives."""
+    P_pi = np.einsum("sa,sat->st", pi, P)
+    mu, weight = rho.copy(), 1.0
+    lam = np.zeros_like(rho)
+    for _ in range(_ITERATIONS):
+        lam = weight * mu
+        mu = P_pi.T @ mu
+        weight *= gamma
+    out: FloatArray = lam[:, None] * pi
+    return out
+
+
+_ITERATIONS = 400
+"""Power-iteration steps of :func:`occupancy_overwritten` (``0.9^400 < 1e-18``)."""
+
+
+def _occupancy_mean(
+    P: FloatArray, rho: FloatArray, gamma: float, pi: FloatArray, H: int, discount: bool,
+    shift: int,
+) -> FloatArray:
+    """The exact mean ``sum_{t<H} w_t Pr(s_{t+shift} = s, a_{t+shift} = a)`` of a sampled
+    estimator, ``w_t = gamma^t`` (or 1 without ``discount``)."""
+    P_pi = np.einsum("sa,sat->st", pi, P)
+    mu = rho.copy()
+    for _ in range(shift):
+        mu = P_pi.T @ mu
+    lam, weight = np.zeros_like(rho), 1.0
+    for _ in range(H):
+        lam = lam + weight * mu
+        mu = P_pi.T @ mu
+        weight *= gamma if discount else 1.0
     out: FloatArray = lam[:, None] * pi
     return out
 
@@ -246,8 +286,16 @@ MUTANTS = (
         ),
     ),
     Mutant(
-        "occupancy-estimator-off-by-one-horizon",
-        "records steps 1..H instead of 0..H-1 (the initial state is never counted)",
+        "occupancy-overwritten-sum",
+        "overwrites the running sum of a power iteration (lam = gamma^t mu_t) instead of "
+        "accumulating it",
+        "occupancy",
+        lambda: check_occupancy(occupancy_overwritten, cases=_CASES),
+    ),
+    Mutant(
+        "occupancy-estimator-post-step",
+        "records s_{t+1} instead of s_t: sum_{t<H} gamma^t e(s_{t+1}, a_{t+1}) (steps 1..H; "
+        "the initial state is never counted)",
         "occupancy-estimator",
         lambda: check_occupancy_estimator(
             _occupancy_sampler(discount=True, skip_first=True, leak=0.0),
@@ -309,3 +357,48 @@ CORRECT = (
            "policy-gradient-estimator", lambda: _run_pg_estimator(_pg_correct, 100_000)),
 )
 """Correct implementations, which every check must pass."""
+
+def _pg_mean(from_rho: bool, normalised: bool) -> Callable[..., FloatArray]:
+    """The exact mean of :func:`_pg_estimator`'s samples: with ``(s, a)`` from ``d_pi`` and the
+    factor ``1/(1-gamma)`` it is ``lam_S pi A``; drawn from ``rho`` it is
+    ``rho pi A / (1-gamma)``; without the factor it is ``(1-gamma) lam_S pi A``
+    (``E_a[A score] = pi A`` for the softmax, since ``sum_a pi A = 0``)."""
+
+    def mean(P: FloatArray, r: FloatArray, rho: FloatArray, gamma: float,
+             theta: FloatArray) -> FloatArray:
+        pi = _softmax(theta)
+        A = advantage(P, r, gamma, pi)
+        weight = rho / (1 - gamma) if from_rho else _state_occupancy(P, rho, gamma, pi)
+        out: FloatArray = weight[:, None] * pi * A
+        return out if normalised else (1 - gamma) * out
+
+    return mean
+
+
+DIAGNOSABLE = (
+    KnownBug("occupancy-transposed-kernel",
+             "solves (I - gamma P_pi) lam = rho instead of (I - gamma P_pi^T) lam = rho",
+             occupancy_transposed),
+    KnownBug("occupancy-overwritten-sum",
+             "the running sum is overwritten instead of accumulated", occupancy_overwritten),
+    KnownBug("occupancy-estimator-post-step",
+             "records s_{t+1} instead of s_t, i.e. sum_{t<H} gamma^t e(s_{t+1}, a_{t+1}): "
+             "shifted by one step",
+             lambda P, rho, gamma, pi, H: _occupancy_mean(P, rho, gamma, pi, H, True, 1)),
+    KnownBug("occupancy-estimator-gamma-t-dropped",
+             "visit counts summed without the gamma^t weights",
+             lambda P, rho, gamma, pi, H: _occupancy_mean(P, rho, gamma, pi, H, False, 0)),
+    KnownBug("policy-gradient-estimator-initial-states",
+             "draws the state from rho instead of d_pi", _pg_mean(True, True)),
+    KnownBug("policy-gradient-estimator-missing-normalisation",
+             "omits the 1/(1 - gamma) that turns d_pi into lam", _pg_mean(False, False)),
+    KnownBug("advantage-uniform-baseline",
+             "subtracts the unweighted mean of Q over actions instead of V",
+             advantage_uniform_baseline),
+    KnownBug("policy-gradient-normalised-occupancy",
+             "weights the gradient by d = (1 - gamma) lam instead of lam",
+             policy_gradient_normalised),
+)
+"""The planted bugs in their checks' canonical signatures (for a sampled estimator, its exact
+mean: ``fn(P, rho, gamma, pi, H)`` for the occupancy, ``fn(P, r, rho, gamma, theta)`` for the
+gradient), which the diagnoses try."""
