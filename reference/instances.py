@@ -13,9 +13,15 @@ from reference.cooperative.game import CooperativeMarkovGame
 from reference.errors import ModelError
 from reference.networked.graph import Graph
 from reference.networked.model import NetworkedMDP
-from reference.networked.utilities import EntropyUtility, LinearUtility, Utility
+from reference.networked.utilities import (
+    ConstraintPenaltyUtility,
+    EntropyUtility,
+    LinearUtility,
+    Utility,
+)
 
 __all__ = [
+    "CONSTRAINT_WEIGHT",
     "GAMES",
     "INSTANCES",
     "RARE_STALL_PROBABILITY",
@@ -25,12 +31,24 @@ __all__ = [
     "NetworkedInstance",
     "climbing",
     "line_message",
+    "line_message_mixed",
+    "mixed_roles",
     "rare_stall",
     "ratio",
     "wireless",
+    "wireless_mixed",
 ]
 
-UtilityKind = Literal["linear", "entropy"]
+UtilityKind = Literal["linear", "entropy", "mixed"]
+
+Role = Literal["worker", "explorer", "constrained"]
+"""Utility roles of heterogeneous instances: a worker maximises its reward ``<r_i, lam_i>``,
+an explorer the entropy of its state marginal, a constrained agent explores subject to the
+penalty form of ``<r_i, lam_i> >= level max r_i / (1 - gamma)`` (the instance's
+``constraint_level``)."""
+
+CONSTRAINT_WEIGHT = 10.0
+"""Penalty weight ``mu`` of a constrained agent."""
 
 ENTROPY_EPS = 1e-3
 """Smoothing floor of the entropy utility used by named instances."""
@@ -45,15 +63,20 @@ class NetworkedInstance:
         model: the networked MDP.
         rewards: local rewards ``r_i`` with shape ``(|S_i|, |A_i|)``, the linear utility's.
         source: where the instance comes from and how it departs from the source.
+        roles: each agent's :data:`Role` (heterogeneous instances), else empty.
+        constraint_level: ``level`` of a constrained agent (:data:`Role`).
     """
 
     name: str
     model: NetworkedMDP
     rewards: tuple[FloatArray, ...]
     source: str
+    roles: tuple[Role, ...] = ()
+    constraint_level: float = 0.7
 
     def utilities(self, kind: UtilityKind = "linear") -> tuple[Utility, ...]:
-        """One utility per agent: ``"linear"`` (``<r_i, lam_i>``) or ``"entropy"``."""
+        """One utility per agent: ``"linear"`` (``<r_i, lam_i>``), ``"entropy"``, or
+        ``"mixed"`` (each agent's :data:`Role`; heterogeneous instances only)."""
         m = self.model
         if kind == "linear":
             return tuple(LinearUtility(r, m.gamma) for r in self.rewards)
@@ -62,7 +85,27 @@ class NetworkedInstance:
                 EntropyUtility((m.n_states[i], m.n_actions[i]), m.gamma, ENTROPY_EPS)
                 for i in range(m.n)
             )
-        raise ModelError(f"utility kind = {kind!r}, expected 'linear' or 'entropy'")
+        if kind == "mixed":
+            if not self.roles:
+                raise ModelError(
+                    f"instance {self.name!r} has no agent roles; 'mixed' utilities need a "
+                    "heterogeneous instance (for example line-message-mixed)"
+                )
+            return tuple(self._role_utility(i, role) for i, role in enumerate(self.roles))
+        raise ModelError(f"utility kind = {kind!r}, expected 'linear', 'entropy' or 'mixed'")
+
+    def _role_utility(self, i: int, role: Role) -> Utility:
+        m = self.model
+        shape = (m.n_states[i], m.n_actions[i])
+        entropy = EntropyUtility(shape, m.gamma, ENTROPY_EPS)
+        if role == "worker":
+            return LinearUtility(self.rewards[i], m.gamma)
+        if role == "explorer":
+            return entropy
+        level = self.constraint_level * float(self.rewards[i].max()) / (1.0 - m.gamma)
+        return ConstraintPenaltyUtility(
+            LinearUtility(self.rewards[i], m.gamma), level, CONSTRAINT_WEIGHT, entropy
+        )
 
 
 _LINE_MESSAGE_SOURCE = (
@@ -224,7 +267,58 @@ def _wireless_row(n: int, gamma: float = 0.9) -> NetworkedInstance:
     return wireless(1, n, gamma)
 
 
-INSTANCES = {"line-message": line_message, "wireless": _wireless_row}
+def mixed_roles(n: int) -> tuple[Role, ...]:
+    """Roles of a heterogeneous instance with ``n >= 2`` agents: agent 0 a worker, then
+    explorers and workers alternating, and the last agent constrained."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ModelError(f"a heterogeneous instance needs n >= 2 agents, got n = {n!r}")
+    middle: list[Role] = ["explorer" if i % 2 else "worker" for i in range(1, n - 1)]
+    return ("worker", *middle, "constrained")
+
+
+_MIXED_SOURCE = (
+    " Heterogeneous utilities (built for this project after the seed's open question on "
+    "agents with different local utilities): agent 0 and every even middle agent are workers "
+    "(linear reward), odd middle agents explorers (state-marginal entropy), the last agent "
+    "explores subject to keeping a fraction of its best discounted reward (quadratic "
+    "penalty, weight 10): 70% on line-message, 20% on wireless (whose success bit is set at "
+    "most 40% of the time: arrivals 0.5 times success 0.8)."
+)
+
+
+def line_message_mixed(n: int, gamma: float = 0.9) -> NetworkedInstance:
+    """:func:`line_message` with heterogeneous agents (:func:`mixed_roles`); its ``"mixed"``
+    utilities are ``utilities("mixed")``."""
+    base = line_message(n, gamma)
+    return NetworkedInstance(
+        "line-message-mixed",
+        base.model,
+        base.rewards,
+        base.source + _MIXED_SOURCE,
+        mixed_roles(n),
+    )
+
+
+def wireless_mixed(n: int, gamma: float = 0.9) -> NetworkedInstance:
+    """A row of ``n`` wireless users (:func:`wireless`) with heterogeneous agents
+    (:func:`mixed_roles`)."""
+    base = wireless(1, n, gamma)
+    return NetworkedInstance(
+        "wireless-mixed",
+        base.model,
+        base.rewards,
+        base.source + _MIXED_SOURCE,
+        mixed_roles(n),
+        constraint_level=0.2,
+    )
+
+
+INSTANCES = {
+    "line-message": line_message,
+    "line-message-mixed": line_message_mixed,
+    "wireless": _wireless_row,
+    "wireless-mixed": wireless_mixed,
+}
 """Registry of networked instances by name: ``name -> constructor(n, gamma)``.
 
 ``wireless`` in the registry is a single row of ``n`` users; call :func:`wireless` for grids.

@@ -1,0 +1,84 @@
+"""The best localized policy and the price of localization (proofs_notes/optimum.md#localized)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reference.errors import ModelError
+from reference.instances import INSTANCES, line_message, line_message_mixed, mixed_roles
+from reference.networked import (
+    ConstraintPenaltyUtility,
+    EntropyUtility,
+    LinearUtility,
+    LocalizedSoftmaxPolicy,
+    objective,
+    optimum,
+)
+from reference.networked.localization import best_localized, gradient_ascent
+from verify.tolerances import summation_tolerance
+
+
+@pytest.mark.parametrize("kind", ["linear", "entropy"])
+def test_localized_value_below_optimum(kind: str) -> None:
+    """``F(theta) <= F_loc(beta) <= F*`` for every beta; ascent never lowers ``F``."""
+    inst = line_message(3)
+    m, utils = inst.model, inst.utilities(kind)
+    opt = optimum(m, utils, gap=1e-9)
+    slack = summation_tolerance(m.states.size * m.actions.size, 10.0)
+    rng = np.random.default_rng(0)
+    for beta in range(m.graph.diameter + 1):
+        loc = best_localized(m, utils, beta, rng, starts=2, iterations=15)
+        assert loc.value <= opt.upper_bound + slack
+        assert loc.value >= loc.initial_value - slack
+        assert (loc.start_values <= loc.value + slack).all()
+        assert loc.equals_optimum == (kind == "linear" and beta >= m.graph.diameter)
+        assert loc.gradient_norm >= 0
+
+
+def test_ascent_reaches_linear_optimum_with_full_observation() -> None:
+    """Linear utilities, beta = diameter: F_loc = F* (proofs_notes/optimum.md#localized); the
+    ascent's value approaches it, and stationarity shrinks along the way."""
+    inst = line_message(2)
+    m, utils = inst.model, inst.utilities("linear")
+    opt = optimum(m, utils, gap=1e-12)
+    start = LocalizedSoftmaxPolicy.uniform(m, m.graph.diameter)
+    short = gradient_ascent(m, start, utils, iterations=5)
+    long = gradient_ascent(m, start, utils, iterations=60)
+    assert opt.value - long.value < opt.value - short.value
+    assert long.value <= opt.upper_bound
+    assert long.gradient_norm < short.gradient_norm
+
+
+def test_ascent_bad_arguments() -> None:
+    inst = line_message(2)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model)
+    utils = inst.utilities("linear")
+    with pytest.raises(ModelError, match="iterations"):
+        gradient_ascent(inst.model, pol, utils, iterations=-1)
+    with pytest.raises(ModelError, match="step"):
+        gradient_ascent(inst.model, pol, utils, step=0.0)
+    with pytest.raises(ModelError, match="starts"):
+        best_localized(inst.model, utils, 0, np.random.default_rng(0), starts=0)
+
+
+def test_mixed_instance_roles() -> None:
+    """Heterogeneous instances give each agent its role's utility."""
+    inst = line_message_mixed(5)
+    utils = inst.utilities("mixed")
+    assert mixed_roles(5) == ("worker", "explorer", "worker", "explorer", "constrained")
+    assert [type(u) for u in utils] == [
+        LinearUtility,
+        EntropyUtility,
+        LinearUtility,
+        EntropyUtility,
+        ConstraintPenaltyUtility,
+    ]
+    assert all(u.constants.concave for u in utils)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model)
+    assert np.isfinite(objective(inst.model, pol, utils))
+    assert INSTANCES["wireless-mixed"](3).utilities("mixed")[1].name == "EntropyUtility"
+    with pytest.raises(ModelError, match="no agent roles"):
+        line_message(3).utilities("mixed")
+    with pytest.raises(ModelError, match="n >= 2"):
+        mixed_roles(1)
