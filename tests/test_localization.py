@@ -82,3 +82,25 @@ def test_mixed_instance_roles() -> None:
         line_message(3).utilities("mixed")
     with pytest.raises(ModelError, match="n >= 2"):
         mixed_roles(1)
+
+
+def test_communication_cost_by_hand() -> None:
+    """Star of n agents: at kappa = 1 the centre hears n - 1 leaves and each leaf the centre,
+    ``2 (n - 1)`` messages; at kappa = 2 everyone hears everyone, ``n (n - 1)``."""
+    from reference.networked import Graph, NetworkedMDP
+    from verify.experiments import communication_cost
+
+    n = 5
+    graph = Graph.star(n)
+    kernels = [np.full((2,) * len(graph.neighbourhood(i)) + (1, 2), 0.5) for i in range(n)]
+    model = NetworkedMDP(
+        graph,
+        (2,) * n,
+        (1,) * n,
+        tuple(kernels),
+        0.9,
+        tuple(np.array([1.0, 0.0]) for _ in range(n)),
+    )
+    assert communication_cost(model, 0) == (0, 0)
+    assert communication_cost(model, 1) == (2 * (n - 1), 6 * (n - 1))
+    assert communication_cost(model, 2) == (n * (n - 1), 3 * n * (n - 1))
