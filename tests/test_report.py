@@ -80,7 +80,8 @@ def test_claim_names_are_the_contract() -> None:
     names = claim_names()
     assert len(set(names)) == len(names)
     for required in ("kappa-decay-beta0", "kappa-decay-beta1", "kappa-decay-beta2",
-                     "truncated-gradient", "mappo-gap", "mappo-gap-tight"):
+                     "truncated-gradient", "mappo-gap", "mappo-gap-tight", "optimum-routes",
+                     "price-of-localization"):
         assert required in names
     assert "sample-complexity" not in names  # replaced; no claim is merely "reported"
     assert all(c.provenance in ("derived here", "as stated in the paper") for c in CLAIMS)
@@ -103,6 +104,8 @@ def test_each_claim_passes_and_its_planted_defect_fails(quick_report: Report, na
         ("mappo-gap-tight", 0.5), ("pessimism-bound", 0.5),
         # the XOR pair (proofs_notes/truncated-gradient.md#tight)
         ("truncated-gradient", 0.2), ("truncated-gradient-sharp", 0.9),
+        # linear utilities with full observation: F_loc = F* (proofs_notes/optimum.md#localized)
+        ("price-of-localization", 0.9),
     ],
 )
 def test_bounds_are_measured_where_nearly_attained(

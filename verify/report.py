@@ -124,7 +124,7 @@ from verify.checks.planted import PlantedVerdict, run_planted
 from verify.executors import SeededResults, map_seeded
 from verify.experiments import mappo_gap_sweep, pessimism_sweep
 from verify.plots import ZERO_MARKER_NOTE, log_series, pyplot
-from verify.tolerances import gradient_tolerance, linear_solve_tolerance, pdl_tolerance
+from verify.tolerances import EPS, gradient_tolerance, linear_solve_tolerance, pdl_tolerance
 
 __all__ = [
     "CLAIMS",
@@ -587,7 +587,9 @@ def _decay(beta: int) -> Measure:
         sol = solve(m, policy, inst.utilities(), values="per-agent")
         prof = decay_profile(m, policy, sol)
         return _profile_evaluation(
-            prof, sol, m,
+            prof,
+            sol,
+            m,
             f"shift-chain n={m.n}, gamma {m.gamma}, action reward {_DECAY_ACTION_REWARD}, "
             f"beta {beta}, theta ~ N(0, 1) from the claim's seed, linear utilities",
         )
@@ -641,7 +643,14 @@ def _truncation_data() -> _TruncationData:
     tol = gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma))
     allowance = np.array([tol * math.sqrt(t.size) for t in policy.theta])
     return _TruncationData(
-        ks, err, bad, spec, sharp, sharp * (squared / masses)[:, None], allowance, m.n,
+        ks,
+        err,
+        bad,
+        spec,
+        sharp,
+        sharp * (squared / masses)[:, None],
+        allowance,
+        m.n,
         m.gamma,
     )
 
@@ -676,7 +685,9 @@ def _truncated_gradient(ctx: ClaimContext) -> Evaluation:
 def _truncated_gradient_sharp(ctx: ClaimContext) -> Evaluation:
     data = ctx.shared("truncation-xor-pair", _truncation_data)
     return _truncation_evaluation(
-        data, data.error, data.sharp_squared if ctx.planted else data.sharp,
+        data,
+        data.error,
+        data.sharp_squared if ctx.planted else data.sharp,
         "bound (1/n) sum_j c_ij D_j sum_s lam_S E||score_i||",
     )
 
@@ -747,7 +758,10 @@ def _flipped(game: CooperativeMarkovGame) -> CooperativeMarkovGame:
 
 
 def _gap_evaluation(
-    game: CooperativeMarkovGame, Ks: list[int], gaps: FloatArray, bound: FloatArray,
+    game: CooperativeMarkovGame,
+    Ks: list[int],
+    gaps: FloatArray,
+    bound: FloatArray,
     instance: str,
 ) -> Evaluation:
     return Evaluation(
@@ -780,9 +794,11 @@ def _mappo_gap(ctx: ClaimContext) -> Evaluation:
         gaps, bound = sweep.average_gap, sweep.bound
     beta = tuned_beta(game.n_agents, game.log_action_count, game.gamma)
     return _gap_evaluation(
-        game, Ks, np.asarray(gaps), np.asarray(bound),
-        f"climbing, gamma {game.gamma}, exact Q, uniform pi_0, tuned beta = {beta:.4g}, "
-        f"K in {Ks}",
+        game,
+        Ks,
+        np.asarray(gaps),
+        np.asarray(bound),
+        f"climbing, gamma {game.gamma}, exact Q, uniform pi_0, tuned beta = {beta:.4g}, K in {Ks}",
     )
 
 
@@ -798,13 +814,16 @@ def _mappo_gap_tight(ctx: ClaimContext) -> Evaluation:
         lambda: mappo_gap_sweep(game, Ks, beta=_TIGHT_BETA, executor=ctx.executor),
     )
     if ctx.planted:  # B(K) with log|A| halved
-        bound = np.array([
-            mappo_bound(k, _TIGHT_BETA, 1, game.log_action_count / 2, game.gamma) for k in Ks
-        ])
+        bound = np.array(
+            [mappo_bound(k, _TIGHT_BETA, 1, game.log_action_count / 2, game.gamma) for k in Ks]
+        )
     else:
         bound = np.asarray(sweep.bound)
     return _gap_evaluation(
-        game, Ks, np.asarray(sweep.average_gap), bound,
+        game,
+        Ks,
+        np.asarray(sweep.average_gap),
+        bound,
         f"two-armed bandit (one state, rewards 1 and 0), gamma 0, exact Q, uniform pi_0, "
         f"beta = {_TIGHT_BETA}, K in {Ks}",
     )
@@ -821,8 +840,15 @@ def _pessimism(ctx: ClaimContext) -> Evaluation:
     sweep = ctx.shared(
         f"pessimism-sweep-{ctx.seed}",
         lambda: pessimism_sweep(
-            rare_stall(), coverage=0.15, n_samples=10_000, scales=scales, seeds=seeds, K=32,
-            beta=0.1, seed=ctx.seed, executor=ctx.executor,
+            rare_stall(),
+            coverage=0.15,
+            n_samples=10_000,
+            scales=scales,
+            seeds=seeds,
+            K=32,
+            beta=0.1,
+            seed=ctx.seed,
+            executor=ctx.executor,
         ),
     )
     i = 0 if ctx.planted else scales.index(0.5)  # planted: scale 0 compared with itself
@@ -915,8 +941,9 @@ def _bound_piece(_: None, rng: np.random.Generator) -> _BoundRun:
     game = two_armed_bandit(0.0)
     ds = sample_dataset(game, _BOUND_SAMPLES, rng, coverage=1.0)
     h = run_pessimistic_mappo(game, ds, _BOUND_K, _TIGHT_BETA, 1.0)
-    return _BoundRun(bool(h.event_all), float(h.average_gap), float(h.bound.total),
-                     float(h.bound.model))
+    return _BoundRun(
+        bool(h.event_all), float(h.average_gap), float(h.bound.total), float(h.bound.model)
+    )
 
 
 def _pessimism_bound(ctx: ClaimContext) -> Evaluation:
@@ -1023,12 +1050,16 @@ def _plot_checks(ax: Any, claim: Claim) -> None:
     mutant = np.array(s["mutant"]) > 0
     x = np.arange(frac.size)
     ax.bar(x[mutant], frac[mutant], color="C3", label="planted bug: fraction of cases failed")
-    ax.plot(x[~mutant], frac[~mutant], "o", color="C2",
-            label="correct implementation: fraction failed (must be 0)")
+    ax.plot(
+        x[~mutant],
+        frac[~mutant],
+        "o",
+        color="C2",
+        label="correct implementation: fraction failed (must be 0)",
+    )
     wrong = np.array(s["wrong"]) > 0
     if wrong.any():
-        ax.plot(x[wrong], np.full(int(wrong.sum()), 1.05), "x", color="k",
-                label="wrong verdict")
+        ax.plot(x[wrong], np.full(int(wrong.sum()), 1.05), "x", color="k", label="wrong verdict")
     ax.set_ylim(-0.05, 1.1)
     ax.set_xlabel("catalogue entry (verify.checks.planted, in catalogue order)")
     ax.set_ylabel("fraction of the check's cases that failed")
@@ -1042,6 +1073,192 @@ def _plot_pessimism_scale(ax: Any, claim: Claim) -> None:
     ax.axhline(s["behaviour_J"][0], color="grey", ls="-.", label="behaviour")
     ax.set_xlabel("pessimism scale")
     ax.set_ylabel("J of the learned policy (mean, 95% t interval)")
+
+
+# --------------------------------------------------------------------------------------------
+# Optimality (SPEC section 8)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RouteInterval:
+    """One route's certified interval ``[lower, upper]`` around ``F*``."""
+
+    label: str
+    lower: float
+    upper: float
+
+
+def _optimum_instances(quick: bool) -> list[tuple[str, Any, tuple[Any, ...]]]:
+    from reference.instances import line_message_mixed
+
+    n = 3 if quick else 4
+    out = []
+    for kind in ("linear", "entropy"):
+        inst = line_message(n)
+        out.append((f"line-message n={n} {kind}", inst, inst.utilities(kind)))
+    mixed = line_message_mixed(n)
+    out.append((f"line-message-mixed n={n}", mixed, mixed.utilities("mixed")))
+    return out
+
+
+def _frank_wolfe_intervals(quick: bool, gamma_power: int) -> list[_RouteInterval]:
+    """Frank-Wolfe's interval per instance, on the flow constraints with
+    ``gamma ** gamma_power`` (1: the real computation; 2: the planted defect)."""
+    from reference.networked.model import NetworkedMDP
+    from reference.networked.optimum import optimum
+
+    out = []
+    for name, inst, utils in _optimum_instances(quick):
+        m = inst.model
+        if gamma_power != 1:
+            g = m.gamma**gamma_power
+            m = NetworkedMDP(m.graph, m.n_states, m.n_actions, m.kernels, g, m.rho)
+            utils = type(inst)(
+                inst.name, m, inst.rewards, inst.source, inst.roles, inst.constraint_level
+            ).utilities(_kind_of(name))
+        fw = optimum(m, utils, gap=1e-9)
+        out.append(_RouteInterval("Frank-Wolfe", fw.value, fw.upper_bound))
+    return out
+
+
+def _second_route_intervals(quick: bool) -> list[tuple[str, list[_RouteInterval]]]:
+    """Every second route's interval per instance (proofs_notes/optimum.md#routes)."""
+    from reference.networked.optimum import (
+        flow_constrained_optimum,
+        linear_program_optimum,
+        optimum,
+    )
+    from reference.networked.utilities import LinearUtility
+    from reference.tabular import value_iteration
+
+    out = []
+    for name, inst, utils in _optimum_instances(quick):
+        m = inst.model
+        plain = optimum(
+            m,
+            utils,
+            gap=1e-7,
+            method="frank-wolfe",
+            oracle="value-iteration",
+            max_iterations=300,
+            time_limit=60.0,
+        )
+        others = [
+            _RouteInterval(
+                "plain Frank-Wolfe, value-iteration oracle", plain.value, plain.upper_bound
+            )
+        ]
+        flow = flow_constrained_optimum(m, utils)
+        others.append(_RouteInterval("SLSQP on the flow constraints", flow.lower, flow.upper))
+        if all(isinstance(u, LinearUtility) for u in utils):
+            rewards = [u.reward for u in utils if isinstance(u, LinearUtility)]
+            lp = linear_program_optimum(m, rewards)
+            others.append(_RouteInterval("LP (HiGHS)", lp.lower, lp.upper))
+            vi = value_iteration(m.to_tabular(rewards), tol=1e-11)
+            others.append(
+                _RouteInterval(
+                    "joint value iteration", vi.J - vi.error_bound, vi.J + vi.error_bound
+                )
+            )
+        out.append((name, others))
+    return out
+
+
+def _kind_of(name: str) -> Any:
+    return "mixed" if "mixed" in name else name.rsplit(" ", 1)[-1]
+
+
+def _optimum_routes(ctx: ClaimContext) -> Evaluation:
+    power = 2 if ctx.planted else 1
+    fws = ctx.shared(
+        f"optimum-routes|frank-wolfe|gamma^{power}",
+        lambda: _frank_wolfe_intervals(ctx.quick, power),
+    )
+    routes = ctx.shared("optimum-routes|second", lambda: _second_route_intervals(ctx.quick))
+    measured, bound, labels, xs, groups = [], [], [], [], []
+    for k, (fw, (name, others)) in enumerate(zip(fws, routes, strict=True)):
+        scale = 1.0 + max(abs(fw.lower), *(abs(o.lower) for o in others))
+        rounding = 64 * EPS * scale  # F evaluated twice on equal occupancies (a sum of D terms)
+        for o in others:
+            # the intervals overlap iff o.lower <= fw.upper and fw.lower <= o.upper
+            measured += [o.lower - fw.lower, fw.lower - o.lower]
+            bound += [fw.upper - fw.lower + rounding, o.upper - o.lower + rounding]
+            labels += [
+                f"{name}: {o.label} lower - Frank-Wolfe lower <= FW gap",
+                f"{name}: Frank-Wolfe lower - {o.label} lower <= its width",
+            ]
+            xs += [k, k]
+            groups += [o.label, o.label]
+    return Evaluation(
+        instance=(
+            f"line-message and line-message-mixed, n = {3 if ctx.quick else 4}, gamma 0.9; "
+            "Frank-Wolfe to a certified gap of 1e-9"
+        ),
+        measured=np.array(measured),
+        bound=np.array(bound),
+        labels=tuple(labels),
+        x=np.array(xs, dtype=np.float64),
+        x_label="instance (linear, entropy, mixed)",
+        groups=tuple(groups),
+        y_label="difference of attained values vs interval width",
+        gamma=0.9,
+    )
+
+
+def _localization_runs(
+    quick: bool, seed: int
+) -> list[tuple[str, float, float, float, list[float], list[float]]]:
+    from reference.networked.localization import best_localized
+    from reference.networked.optimum import optimum
+
+    out = []
+    rng = np.random.default_rng(seed)
+    for name, inst, utils in _optimum_instances(quick):
+        m = inst.model
+        opt = optimum(m, utils, gap=1e-9)
+        first = float(opt.trace.objective[0])
+        vals, norms = [], []
+        initial = math.nan
+        for beta in range(m.graph.diameter + 1):
+            loc = best_localized(m, utils, beta, rng, starts=2, iterations=25 if quick else 60)
+            vals.append(loc.value)
+            norms.append(loc.gradient_norm)
+            initial = loc.initial_value
+        out.append((name, opt.upper_bound, first, initial, vals, norms))
+    return out
+
+
+def _price_of_localization(ctx: ClaimContext) -> Evaluation:
+    runs = ctx.shared("price-of-localization", lambda: _localization_runs(ctx.quick, ctx.seed))
+    measured, bound, labels, xs, groups = [], [], [], [], []
+    prices: list[float] = []
+    for name, upper, first, initial, vals, _ in runs:
+        # planted defect: F* read off Frank-Wolfe's first iterate, without its certificate
+        star = first if ctx.planted else upper
+        rounding = 64 * EPS * (1.0 + abs(upper))
+        for beta, v in enumerate(vals):
+            measured.append(v - initial)
+            bound.append(max(0.0, star - initial) + rounding)
+            labels.append(f"{name}, beta = {beta}")
+            xs.append(beta)
+            groups.append(name)
+            prices.append(upper - v)
+    return Evaluation(
+        instance=(
+            f"line-message (linear, entropy) and line-message-mixed, n = "
+            f"{3 if ctx.quick else 4}, gamma 0.9; best of 2 exact gradient-ascent starts per beta"
+        ),
+        measured=np.array(measured),
+        bound=np.array(bound),
+        labels=tuple(labels),
+        x=np.array(xs, dtype=np.float64),
+        x_label="observation radius beta",
+        groups=tuple(groups),
+        y_label="F_loc - F(theta=0) vs F* - F(theta=0)",
+        gamma=0.9,
+        series={"price_upper_bound": prices},
+    )
 
 
 CLAIMS: tuple[ClaimSpec, ...] = (
@@ -1157,6 +1374,27 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "a check that passes everything",
         plot=_plot_checks,
     ),
+    ClaimSpec(
+        "optimum-routes",
+        "per instance and second route, the certified intervals [F, F + gap] around F* of "
+        "Frank-Wolfe and of the route overlap: route lower - FW lower <= FW gap and FW lower "
+        "- route lower <= route width (routes: plain Frank-Wolfe with a value-iteration "
+        "oracle, SLSQP on the flow constraints, and for linear utilities the LP and joint "
+        "value iteration; SPEC section 8; proofs_notes/optimum.md#routes)",
+        "derived here",
+        _optimum_routes,
+        "Frank-Wolfe on the flow constraints with gamma^2 (a discount applied twice)",
+    ),
+    ClaimSpec(
+        "price-of-localization",
+        "per instance and observation radius beta, F_loc(beta) - F(0) <= F* - F(0), F_loc the "
+        "best localized F found by exact gradient ascent (a lower bound on the localized "
+        "optimum) and F* Frank-Wolfe's certified upper bound; the price F* - F_loc is in the "
+        "series (SPEC section 8; proofs_notes/optimum.md#localized)",
+        "derived here",
+        _price_of_localization,
+        "F* read off Frank-Wolfe's first iterate, without its certificate",
+    ),
 )
 """Every claim of the report, in order."""
 
@@ -1182,11 +1420,17 @@ def _environment() -> dict[str, str]:
         try:
             out = subprocess.run(
                 ["git", "-C", str(root), "rev-parse", "HEAD"],
-                capture_output=True, text=True, timeout=10, check=True,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             ).stdout.strip()
             dirty = subprocess.run(
                 ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True, text=True, timeout=10, check=True,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             ).stdout.strip()
             commit = out + (" (with uncommitted changes)" if dirty else "")
         except (OSError, subprocess.SubprocessError):
@@ -1224,8 +1468,7 @@ def run_report(
     chosen = [c for c in CLAIMS if not only or c.name in only]
     if executor is None:
         with ProcessPoolExecutor() as pool:
-            return run_report(quick=quick, seed=seed, only=only, progress=progress,
-                              executor=pool)
+            return run_report(quick=quick, seed=seed, only=only, progress=progress, executor=pool)
     seeds = claim_seeds(seed)
     start = time.perf_counter()
     cache: dict[str, Any] = {}
@@ -1233,12 +1476,19 @@ def run_report(
     for k, spec in enumerate(chosen):
         if progress is not None:
             progress(k, len(chosen), spec.name)
-        claims.append(_run_claim(spec, ClaimContext(quick, seeds[spec.name], executor,
-                                                    cache=cache)))
+        claims.append(
+            _run_claim(spec, ClaimContext(quick, seeds[spec.name], executor, cache=cache))
+        )
     if progress is not None:
         progress(len(chosen), len(chosen), "done")
-    return Report(tuple(claims), quick, time.perf_counter() - start, seed,
-                  tuple(n for n in names if n in only), _environment())
+    return Report(
+        tuple(claims),
+        quick,
+        time.perf_counter() - start,
+        seed,
+        tuple(n for n in names if n in only),
+        _environment(),
+    )
 
 
 def claim_seeds(seed: int) -> dict[str, int]:
@@ -1332,10 +1582,12 @@ def write_report(report: Report, out: str | os.PathLike[str]) -> list[Path]:
         bad = [c.name for c in report.claims if c.verdict == "fail"]
         blind = [c.name for c in report.claims if c.power.verdict == "pass"]
         headline = "REPORT FAILS: " + "; ".join(
-            part for part in (
+            part
+            for part in (
                 f"claims failing: {', '.join(bad)}" if bad else "",
                 f"planted defects passing: {', '.join(blind)}" if blind else "",
-            ) if part
+            )
+            if part
         )
     lines = ["# marl-oracle theorem report", ""]
     if report.only:
@@ -1375,7 +1627,8 @@ def write_report(report: Report, out: str | os.PathLike[str]) -> list[Path]:
         exact = (
             f"{jd.exact_items} of them with bound 0 (largest measured there "
             f"{_fmt(jd.exact_worst)}, within the rounding allowance or the ratio is inf)"
-            if jd.exact_items else "none with bound 0"
+            if jd.exact_items
+            else "none with bound 0"
         )
         lines += [
             f"Ratio {_fmt(jd.ratio)} at {jd.worst} (measured {_fmt(jd.measured)}, bound "
@@ -1420,8 +1673,16 @@ def _default_plot(ax: Any, claim: Claim) -> None:
             for g in order:
                 sel = np.array([h == g for h in groups])
                 log_series(ax, x[sel], side[sel], "x:", None, color="0.5")
-            style.append(Line2D([], [], color="0.5", marker="x", ls=":",
-                                label=f"planted defect (ratio {_fmt(claim.power.ratio)})"))
+            style.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.5",
+                    marker="x",
+                    ls=":",
+                    label=f"planted defect (ratio {_fmt(claim.power.ratio)})",
+                )
+            )
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + style, fontsize=6, ncol=2 if len(handles) > 6 else 1)
     if ev.log_x:
@@ -1442,8 +1703,7 @@ def _plots(report: Report, root: Path) -> list[Path]:
         (custom or _default_plot)(ax, c)
         gamma = f", gamma = {c.evaluation.gamma:g}" if c.evaluation.gamma is not None else ""
         instance = "\n".join(textwrap.wrap(c.instance, 110))
-        ax.set_title(f"{c.name}: ratio {_fmt(c.ratio)}, {c.verdict}{gamma}\n{instance}",
-                     fontsize=7)
+        ax.set_title(f"{c.name}: ratio {_fmt(c.ratio)}, {c.verdict}{gamma}\n{instance}", fontsize=7)
         if custom is not None:
             ax.legend(fontsize=6)
         path = root / f"{c.name}.png"
