@@ -10,8 +10,11 @@ from reference.instances import INSTANCES, line_message, line_message_mixed, mix
 from reference.networked import (
     ConstraintPenaltyUtility,
     EntropyUtility,
+    Graph,
     LinearUtility,
     LocalizedSoftmaxPolicy,
+    NetworkedMDP,
+    Utility,
     objective,
     optimum,
 )
@@ -87,7 +90,6 @@ def test_mixed_instance_roles() -> None:
 def test_communication_cost_by_hand() -> None:
     """Star of n agents: at kappa = 1 the centre hears n - 1 leaves and each leaf the centre,
     ``2 (n - 1)`` messages; at kappa = 2 everyone hears everyone, ``n (n - 1)``."""
-    from reference.networked import Graph, NetworkedMDP
     from verify.experiments import communication_cost
 
     n = 5
@@ -104,3 +106,62 @@ def test_communication_cost_by_hand() -> None:
     assert communication_cost(model, 0) == (0, 0)
     assert communication_cost(model, 1) == (2 * (n - 1), 6 * (n - 1))
     assert communication_cost(model, 2) == (n * (n - 1), 3 * n * (n - 1))
+
+
+def _copy_pair() -> tuple[NetworkedMDP, tuple[Utility, ...]]:
+    """proofs_notes/optimum.md#full-observation: agents 0 and 1 copy their actions into their
+    states, agent 2 (joined to both) records whether they agree; explorers 0 and 1, worker 2."""
+    g = 0.9
+    graph = Graph.from_edges(3, [(0, 2), (1, 2)])
+    P0 = np.zeros((2, 2, 2, 2))
+    P1 = np.zeros((2, 2, 2, 2))
+    for a in (0, 1):
+        P0[:, :, a, a] = 1.0
+        P1[:, :, a, a] = 1.0
+    P2 = np.zeros((2, 2, 2, 1, 2))
+    for s0 in (0, 1):
+        for s1 in (0, 1):
+            P2[s0, s1, :, 0, int(s0 == s1)] = 1.0
+    model = NetworkedMDP(
+        graph, (2, 2, 2), (2, 2, 1), (P0, P1, P2), g, tuple(np.array([0.0, 1.0]) for _ in range(3))
+    )
+    utils = (
+        EntropyUtility((2, 2), g),
+        EntropyUtility((2, 2), g),
+        LinearUtility(np.array([[0.0], [1.0]]), g),
+    )
+    return model, utils
+
+
+def test_full_observation_does_not_reach_f_star_for_entropy() -> None:
+    """The counterexample of proofs_notes/optimum.md#full-observation: F* = (2 H* + 1/(1-gamma))/3
+    (every agent at its own maximum, H* = -log(1/2 + eps)), attained only by a policy that
+    correlates agents 0 and 1 (the optimum mixes joint actions (0, 0) and (1, 1) at one
+    state); product policies observing everything stay strictly below, and so does the ascent."""
+    import math
+
+    model, utils = _copy_pair()
+    opt = optimum(model, utils, gap=1e-10)
+    hand = (2 * -math.log(0.5 + 1e-3) + 1 / (1 - 0.9)) / 3
+    slack = summation_tolerance(64, 10.0)
+    assert opt.value - slack <= hand <= opt.upper_bound + slack
+    mixed_states = [
+        s
+        for s in range(8)
+        if np.count_nonzero(opt.policy.probs[s] > 1e-9) >= 2
+        and len(set(opt.policy.support[s][opt.policy.probs[s] > 1e-9].tolist())) >= 2
+    ]
+    assert mixed_states  # a correlated mixture over joint actions is needed
+    for s in mixed_states:
+        acts = set(opt.policy.support[s][opt.policy.probs[s] > 1e-9].tolist())
+        assert acts <= {0, 3}  # joint actions (0, 0) and (1, 1): agreeing, never independent
+    loc = best_localized(
+        model,
+        utils,
+        model.graph.diameter,
+        np.random.default_rng(0),
+        starts=2,
+        iterations=100,
+    )
+    assert not loc.equals_optimum
+    assert loc.value < opt.value - 1e3 * opt.duality_gap

@@ -7,7 +7,9 @@ seeded starts and returns the best value found, a **lower bound** on ``F_loc(bet
 most ``F*`` (``proofs_notes/optimum.md#localized``).  ``F_loc(beta) = F*`` is proved only for
 linear utilities with ``beta >= diameter`` (an optimal deterministic joint policy is a product
 of local deterministic policies of the joint state); :attr:`LocalizedOptimum.equals_optimum`
-records that case.
+records that case.  For non-linear utilities full observation is not enough: product
+policies cannot correlate agents' actions at a state, and ``F_loc(diameter) < F*`` strictly
+on the counterexample of ``proofs_notes/optimum.md#full-observation``.
 """
 
 from __future__ import annotations
