@@ -262,6 +262,49 @@ def test_xor_pair_ratios(gamma: float) -> None:
         gradient_error_bounds(m, pol, sol.lam_S, spreads[:1], 0)
 
 
+@pytest.mark.parametrize("logit", [5.0, 20.0, 30.0, 40.0])
+def test_score_norm_mass_of_a_near_deterministic_policy(logit: float) -> None:
+    """Binary actions with p = (1 - d, d): ||score(a_0)|| = sqrt(2) d and ||score(a_1)|| =
+    sqrt(2) (1 - d), so E||score|| = 2 sqrt(2) d (1 - d) and E||score||^2 = 2 d (1 - d) per
+    unit of occupancy, to relative rounding however small d is (the form 1 - 2 p_a + ||p||^2
+    loses the likely action's half once d < 1e-8)."""
+    inst = xor_pair(0.5)
+    m = inst.model
+    base = LocalizedSoftmaxPolicy.uniform(m, 0)
+    pol = base.with_theta([np.tile([logit / 2, -logit / 2], (t.shape[0], 1)) for t in base.theta])
+    lam_S = solve(m, pol, inst.utilities()).lam_S
+    d = 1.0 / (1.0 + np.exp(logit))
+    mass = float(lam_S.sum())
+    for i in range(2):
+        assert score_norm_mass(pol, lam_S, i) == pytest.approx(
+            2 * np.sqrt(2) * d * (1 - d) * mass, rel=1e-12, abs=0.0
+        )
+        assert score_norm_mass(pol, lam_S, i, 2) == pytest.approx(
+            2 * d * (1 - d) * mass, rel=1e-12, abs=0.0
+        )
+
+
+@pytest.mark.parametrize("logit", [20.0, 24.0])
+def test_sharp_bound_holds_and_is_nearly_attained_at_a_near_deterministic_policy(
+    logit: float,
+) -> None:
+    """The XOR pair (kappa 0, point weights) at p = (1 - d, d) in every observation, d about
+    2e-9 and 4e-11: the error meets about 0.9 of the sharp bound and stays below it (a score
+    mass that loses the likely action's term halves the bound, and the ratio is then 1.8;
+    proofs_notes/truncated-gradient.md#sharp)."""
+    inst = xor_pair(0.1)
+    m = inst.model
+    base = LocalizedSoftmaxPolicy.uniform(m, 1)
+    pol = base.with_theta([np.tile([logit / 2, -logit / 2], (t.shape[0], 1)) for t in base.theta])
+    sol = solve(m, pol, inst.utilities())
+    qs = shadow_q(m, pol, sol)
+    spreads = np.array([decay_spread(m, qs[j], j, 0) for j in range(2)])
+    bounds = gradient_error_bounds(m, pol, sol.lam_S, spreads, 0)
+    g = truncated_gradient(m, pol, sol, 0, "point", qs)
+    ratio = float(np.linalg.norm(g[0] - sol.gradient[0])) / bounds.sharp[0]
+    assert 0.85 <= ratio <= 1.0
+
+
 @given(
     model=mst.networked_mdps(max_agents=5),
     seed=mst.seeds(),
