@@ -9,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from reference.errors import ModelError
-from reference.instances import xor_pair
+from reference.instances import copy_chain, copy_chain_policy, xor_pair
 from reference.networked import (
     Graph,
     LinearUtility,
@@ -99,6 +99,29 @@ def test_beta_one_chain_attains_the_bound() -> None:
     tol = _q_tolerance(sol, model) + _policy_slack(0.8)
     assert prof.t0.tolist() == [1, 1, 2, 3, 4]
     np.testing.assert_allclose(prof.spread[0, :4], prof.bound[0, :4], rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("beta", [1, 2, 3])
+def test_copy_chain_spreads_in_closed_form(beta: int) -> None:
+    """reference.instances.copy_chain: D_0(kappa) = (1 - 2d) sum_{t >= max(1, kappa - beta
+    + 1)} gamma^t for kappa < n - 1, d = 1/(1 + e^logit), which is (1 - 2d) times the bound
+    where max(1, kappa - beta + 1) = t0(kappa, beta) (proofs_notes/decay.md#copy-chain)."""
+    n, gamma, logit = 6, 0.8, 5.0
+    inst = copy_chain(n, gamma)
+    pol = copy_chain_policy(inst.model, beta, logit)
+    sol = solve(inst.model, pol, inst.utilities(), values="per-agent")
+    prof = decay_profile(inst.model, pol, sol)
+    d = 1.0 / (1.0 + np.exp(logit))
+    tol = _q_tolerance(sol, inst.model)
+    for kappa in range(n - 1):
+        first = max(1, kappa - beta + 1)
+        closed = (1 - 2 * d) * gamma**first / (1 - gamma)
+        assert abs(prof.spread[0, kappa] - closed) <= tol
+        attained = first == first_escape_time(kappa, beta)
+        assert attained == (beta == 1 or kappa <= beta + 1)
+        if attained:
+            assert prof.spread[0, kappa] / prof.bound[0, kappa] == pytest.approx(1 - 2 * d)
+    assert np.all(prof.spread[1:] == 0.0)
 
 
 def test_growing_observation_radius_has_no_decay() -> None:
