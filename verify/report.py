@@ -817,7 +817,7 @@ def _gap_evaluation(
 
 def _mappo_gap(ctx: ClaimContext) -> Evaluation:
     # up to K = 2048 even when quick: the uniform policy's gap (1 - mean r)/(1 - gamma) = 3.52
-    # exceeds B(K) only from K = 1772 on, so a no-op step passes a grid that stops at 1024
+    # exceeds B(K) only from K = 1771 on, so a no-op step passes a grid that stops at 1024
     Ks = [16, 64, 256, 2048] if ctx.quick else [16, 64, 256, 1024, 4096]
     game = climbing()
     if ctx.planted:
