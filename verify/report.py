@@ -91,6 +91,8 @@ from reference.cooperative.policy import ConditionalPolicy
 from reference.errors import ModelError
 from reference.instances import (
     climbing,
+    copy_chain,
+    copy_chain_policy,
     line_message,
     rare_stall,
     shift_chain,
@@ -549,28 +551,43 @@ the bound, above ``gamma``, so a bound with ``t0`` one step late (``gamma`` time
 fails (``proofs_notes/decay.md#tight``)."""
 
 
+_COPY_LOGIT = 5.0
+"""Logit of the copy chain's agent 0 (``reference.instances.copy_chain_policy``): it copies
+the state ``beta`` hops away with probability ``1 - d``, ``d = 1/(1 + e^5)``, so its spread
+is ``1 - 2 d = 0.987`` of the bound wherever the chain attains ``t0(kappa, beta)``."""
+
+
+def _decay_scales(n: int) -> list[float]:
+    """Reward scale ``1 / (i + 1)`` of the shift chain's agent ``i``: distinct ``Delta_i``, so a
+    bound built with another agent's ``Delta`` fails; each agent's ratio does not depend on
+    its scale (linear utilities)."""
+    return [1.0 / (i + 1) for i in range(n)]
+
+
 def _decay_instance(ctx: ClaimContext, beta: int) -> tuple[Any, LocalizedSoftmaxPolicy]:
     n = 5 if ctx.quick else 7
-    inst = shift_chain(n, _DECAY_GAMMA, _DECAY_ACTION_REWARD)
+    inst = shift_chain(n, _DECAY_GAMMA, _DECAY_ACTION_REWARD, _decay_scales(n))
     policy = LocalizedSoftmaxPolicy.random(inst.model, beta, np.random.default_rng(ctx.seed))
     return inst, policy
 
 
 def _profile_evaluation(
-    prof: DecayProfile, sol: NetworkedSolution, model: Any, instance: str
+    prof: DecayProfile, sol: NetworkedSolution, model: Any, instance: str,
+    agents_shown: Sequence[int] | None = None, prefix: str = "",
 ) -> Evaluation:
-    n, K = prof.spread.shape
-    agents = np.repeat(np.arange(n), K)
-    kappas = np.tile(prof.kappa, n)
+    shown = list(range(prof.spread.shape[0])) if agents_shown is None else list(agents_shown)
+    K = prof.spread.shape[1]
+    agents = np.repeat(np.array(shown), K)
+    kappas = np.tile(prof.kappa, len(shown))
     return Evaluation(
         instance,
-        prof.spread.reshape(-1),
-        prof.bound.reshape(-1),
-        tuple(f"agent {i}, kappa {k}" for i, k in zip(agents, kappas, strict=True)),
+        prof.spread[shown].reshape(-1),
+        prof.bound[shown].reshape(-1),
+        tuple(f"{prefix}agent {i}, kappa {k}" for i, k in zip(agents, kappas, strict=True)),
         allowance=spread_tolerance(model, sol),
         x=kappas.astype(np.float64),
         x_label="kappa (hops)",
-        groups=tuple(f"agent {i}" for i in agents),
+        groups=tuple(f"{prefix}agent {i}" for i in agents),
         y_label="D_i(kappa) (solid) and its bound (dashed)",
         gamma=model.gamma,
         series={
@@ -580,18 +597,50 @@ def _profile_evaluation(
     )
 
 
+def _concatenate(first: Evaluation, second: Evaluation, instance: str) -> Evaluation:
+    """The items of two evaluations of one claim, in order."""
+    def cat(a: Any, b: Any) -> Any:
+        return np.concatenate([np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)])
+    if first.x is None or second.x is None or first.groups is None or second.groups is None:
+        raise ModelError("only evaluations with x and groups are concatenated")
+    return replace(
+        first,
+        instance=instance,
+        measured=cat(first.measured, second.measured),
+        bound=cat(first.bound, second.bound),
+        labels=first.labels + second.labels,
+        allowance=cat(first.allowance, second.allowance),
+        x=cat(first.x, second.x),
+        groups=first.groups + second.groups,
+    )
+
+
 def _decay(beta: int) -> Measure:
     def run(ctx: ClaimContext) -> Evaluation:
         inst, policy = _decay_instance(ctx, beta)
         m = inst.model
         sol = solve(m, policy, inst.utilities(), values="per-agent")
         prof = decay_profile(m, policy, sol)
-        return _profile_evaluation(
-            prof,
-            sol,
-            m,
+        text = (
             f"shift-chain n={m.n}, gamma {m.gamma}, action reward {_DECAY_ACTION_REWARD}, "
-            f"beta {beta}, theta ~ N(0, 1) from the claim's seed, linear utilities",
+            f"reward scale 1/(i+1), beta {beta}, theta ~ N(0, 1) from the claim's seed, "
+            "linear utilities"
+        )
+        ev = _profile_evaluation(prof, sol, m, text)
+        if beta == 0:  # the copy chain's agent 0 reads only its own, constant state
+            return ev
+        # the copy chain attains t0(kappa, beta) itself, which the shift chain (whose
+        # states move one hop per step) does not for kappa >= 1: a bound ignoring beta fails
+        copy = copy_chain(m.n, _DECAY_GAMMA)
+        cpol = copy_chain_policy(copy.model, beta, _COPY_LOGIT)
+        csol = solve(copy.model, cpol, copy.utilities(), values="per-agent")
+        cprof = decay_profile(copy.model, cpol, csol)
+        cev = _profile_evaluation(cprof, csol, copy.model, "", agents_shown=[0],
+                                  prefix="copy-chain ")
+        return _concatenate(
+            ev, cev,
+            f"{text}; and copy-chain n={m.n}, gamma {m.gamma}, agent 0 copying s_beta with "
+            f"logit {_COPY_LOGIT:g} (proofs_notes/decay.md#copy-chain)",
         )
 
     return run
@@ -643,14 +692,7 @@ def _truncation_data() -> _TruncationData:
     tol = gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma))
     allowance = np.array([tol * math.sqrt(t.size) for t in policy.theta])
     return _TruncationData(
-        ks,
-        err,
-        bad,
-        spec,
-        sharp,
-        sharp * (squared / masses)[:, None],
-        allowance,
-        m.n,
+        ks, err, bad, spec, sharp, sharp * (squared / masses)[:, None], allowance, m.n,
         m.gamma,
     )
 
@@ -685,9 +727,7 @@ def _truncated_gradient(ctx: ClaimContext) -> Evaluation:
 def _truncated_gradient_sharp(ctx: ClaimContext) -> Evaluation:
     data = ctx.shared("truncation-xor-pair", _truncation_data)
     return _truncation_evaluation(
-        data,
-        data.error,
-        data.sharp_squared if ctx.planted else data.sharp,
+        data, data.error, data.sharp_squared if ctx.planted else data.sharp,
         "bound (1/n) sum_j c_ij D_j sum_s lam_S E||score_i||",
     )
 
@@ -758,10 +798,7 @@ def _flipped(game: CooperativeMarkovGame) -> CooperativeMarkovGame:
 
 
 def _gap_evaluation(
-    game: CooperativeMarkovGame,
-    Ks: list[int],
-    gaps: FloatArray,
-    bound: FloatArray,
+    game: CooperativeMarkovGame, Ks: list[int], gaps: FloatArray, bound: FloatArray,
     instance: str,
 ) -> Evaluation:
     return Evaluation(
@@ -779,7 +816,9 @@ def _gap_evaluation(
 
 
 def _mappo_gap(ctx: ClaimContext) -> Evaluation:
-    Ks = [16, 64, 256, 1024] if ctx.quick else [16, 64, 256, 1024, 4096]
+    # up to K = 2048 even when quick: the uniform policy's gap (1 - mean r)/(1 - gamma) = 3.52
+    # exceeds B(K) only from K = 1771 on, so a no-op step passes a grid that stops at 1024
+    Ks = [16, 64, 256, 2048] if ctx.quick else [16, 64, 256, 1024, 4096]
     game = climbing()
     if ctx.planted:
         flip = mappo_gap_sweep(_flipped(game), Ks, executor=ctx.executor)
@@ -794,11 +833,9 @@ def _mappo_gap(ctx: ClaimContext) -> Evaluation:
         gaps, bound = sweep.average_gap, sweep.bound
     beta = tuned_beta(game.n_agents, game.log_action_count, game.gamma)
     return _gap_evaluation(
-        game,
-        Ks,
-        np.asarray(gaps),
-        np.asarray(bound),
-        f"climbing, gamma {game.gamma}, exact Q, uniform pi_0, tuned beta = {beta:.4g}, K in {Ks}",
+        game, Ks, np.asarray(gaps), np.asarray(bound),
+        f"climbing, gamma {game.gamma}, exact Q, uniform pi_0, tuned beta = {beta:.4g}, "
+        f"K in {Ks}",
     )
 
 
@@ -814,16 +851,13 @@ def _mappo_gap_tight(ctx: ClaimContext) -> Evaluation:
         lambda: mappo_gap_sweep(game, Ks, beta=_TIGHT_BETA, executor=ctx.executor),
     )
     if ctx.planted:  # B(K) with log|A| halved
-        bound = np.array(
-            [mappo_bound(k, _TIGHT_BETA, 1, game.log_action_count / 2, game.gamma) for k in Ks]
-        )
+        bound = np.array([
+            mappo_bound(k, _TIGHT_BETA, 1, game.log_action_count / 2, game.gamma) for k in Ks
+        ])
     else:
         bound = np.asarray(sweep.bound)
     return _gap_evaluation(
-        game,
-        Ks,
-        np.asarray(sweep.average_gap),
-        bound,
+        game, Ks, np.asarray(sweep.average_gap), bound,
         f"two-armed bandit (one state, rewards 1 and 0), gamma 0, exact Q, uniform pi_0, "
         f"beta = {_TIGHT_BETA}, K in {Ks}",
     )
@@ -840,15 +874,8 @@ def _pessimism(ctx: ClaimContext) -> Evaluation:
     sweep = ctx.shared(
         f"pessimism-sweep-{ctx.seed}",
         lambda: pessimism_sweep(
-            rare_stall(),
-            coverage=0.15,
-            n_samples=10_000,
-            scales=scales,
-            seeds=seeds,
-            K=32,
-            beta=0.1,
-            seed=ctx.seed,
-            executor=ctx.executor,
+            rare_stall(), coverage=0.15, n_samples=10_000, scales=scales, seeds=seeds, K=32,
+            beta=0.1, seed=ctx.seed, executor=ctx.executor,
         ),
     )
     i = 0 if ctx.planted else scales.index(0.5)  # planted: scale 0 compared with itself
@@ -941,9 +968,8 @@ def _bound_piece(_: None, rng: np.random.Generator) -> _BoundRun:
     game = two_armed_bandit(0.0)
     ds = sample_dataset(game, _BOUND_SAMPLES, rng, coverage=1.0)
     h = run_pessimistic_mappo(game, ds, _BOUND_K, _TIGHT_BETA, 1.0)
-    return _BoundRun(
-        bool(h.event_all), float(h.average_gap), float(h.bound.total), float(h.bound.model)
-    )
+    return _BoundRun(bool(h.event_all), float(h.average_gap), float(h.bound.total),
+                     float(h.bound.model))
 
 
 def _pessimism_bound(ctx: ClaimContext) -> Evaluation:
@@ -1050,16 +1076,12 @@ def _plot_checks(ax: Any, claim: Claim) -> None:
     mutant = np.array(s["mutant"]) > 0
     x = np.arange(frac.size)
     ax.bar(x[mutant], frac[mutant], color="C3", label="planted bug: fraction of cases failed")
-    ax.plot(
-        x[~mutant],
-        frac[~mutant],
-        "o",
-        color="C2",
-        label="correct implementation: fraction failed (must be 0)",
-    )
+    ax.plot(x[~mutant], frac[~mutant], "o", color="C2",
+            label="correct implementation: fraction failed (must be 0)")
     wrong = np.array(s["wrong"]) > 0
     if wrong.any():
-        ax.plot(x[wrong], np.full(int(wrong.sum()), 1.05), "x", color="k", label="wrong verdict")
+        ax.plot(x[wrong], np.full(int(wrong.sum()), 1.05), "x", color="k",
+                label="wrong verdict")
     ax.set_ylim(-0.05, 1.1)
     ax.set_xlabel("catalogue entry (verify.checks.planted, in catalogue order)")
     ax.set_ylabel("fraction of the check's cases that failed")
@@ -1420,17 +1442,11 @@ def _environment() -> dict[str, str]:
         try:
             out = subprocess.run(
                 ["git", "-C", str(root), "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
+                capture_output=True, text=True, timeout=10, check=True,
             ).stdout.strip()
             dirty = subprocess.run(
                 ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
+                capture_output=True, text=True, timeout=10, check=True,
             ).stdout.strip()
             commit = out + (" (with uncommitted changes)" if dirty else "")
         except (OSError, subprocess.SubprocessError):
@@ -1468,7 +1484,8 @@ def run_report(
     chosen = [c for c in CLAIMS if not only or c.name in only]
     if executor is None:
         with ProcessPoolExecutor() as pool:
-            return run_report(quick=quick, seed=seed, only=only, progress=progress, executor=pool)
+            return run_report(quick=quick, seed=seed, only=only, progress=progress,
+                              executor=pool)
     seeds = claim_seeds(seed)
     start = time.perf_counter()
     cache: dict[str, Any] = {}
@@ -1476,19 +1493,12 @@ def run_report(
     for k, spec in enumerate(chosen):
         if progress is not None:
             progress(k, len(chosen), spec.name)
-        claims.append(
-            _run_claim(spec, ClaimContext(quick, seeds[spec.name], executor, cache=cache))
-        )
+        claims.append(_run_claim(spec, ClaimContext(quick, seeds[spec.name], executor,
+                                                    cache=cache)))
     if progress is not None:
         progress(len(chosen), len(chosen), "done")
-    return Report(
-        tuple(claims),
-        quick,
-        time.perf_counter() - start,
-        seed,
-        tuple(n for n in names if n in only),
-        _environment(),
-    )
+    return Report(tuple(claims), quick, time.perf_counter() - start, seed,
+                  tuple(n for n in names if n in only), _environment())
 
 
 def claim_seeds(seed: int) -> dict[str, int]:
@@ -1582,12 +1592,10 @@ def write_report(report: Report, out: str | os.PathLike[str]) -> list[Path]:
         bad = [c.name for c in report.claims if c.verdict == "fail"]
         blind = [c.name for c in report.claims if c.power.verdict == "pass"]
         headline = "REPORT FAILS: " + "; ".join(
-            part
-            for part in (
+            part for part in (
                 f"claims failing: {', '.join(bad)}" if bad else "",
                 f"planted defects passing: {', '.join(blind)}" if blind else "",
-            )
-            if part
+            ) if part
         )
     lines = ["# marl-oracle theorem report", ""]
     if report.only:
@@ -1627,8 +1635,7 @@ def write_report(report: Report, out: str | os.PathLike[str]) -> list[Path]:
         exact = (
             f"{jd.exact_items} of them with bound 0 (largest measured there "
             f"{_fmt(jd.exact_worst)}, within the rounding allowance or the ratio is inf)"
-            if jd.exact_items
-            else "none with bound 0"
+            if jd.exact_items else "none with bound 0"
         )
         lines += [
             f"Ratio {_fmt(jd.ratio)} at {jd.worst} (measured {_fmt(jd.measured)}, bound "
@@ -1673,16 +1680,8 @@ def _default_plot(ax: Any, claim: Claim) -> None:
             for g in order:
                 sel = np.array([h == g for h in groups])
                 log_series(ax, x[sel], side[sel], "x:", None, color="0.5")
-            style.append(
-                Line2D(
-                    [],
-                    [],
-                    color="0.5",
-                    marker="x",
-                    ls=":",
-                    label=f"planted defect (ratio {_fmt(claim.power.ratio)})",
-                )
-            )
+            style.append(Line2D([], [], color="0.5", marker="x", ls=":",
+                                label=f"planted defect (ratio {_fmt(claim.power.ratio)})"))
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + style, fontsize=6, ncol=2 if len(handles) > 6 else 1)
     if ev.log_x:
@@ -1703,7 +1702,8 @@ def _plots(report: Report, root: Path) -> list[Path]:
         (custom or _default_plot)(ax, c)
         gamma = f", gamma = {c.evaluation.gamma:g}" if c.evaluation.gamma is not None else ""
         instance = "\n".join(textwrap.wrap(c.instance, 110))
-        ax.set_title(f"{c.name}: ratio {_fmt(c.ratio)}, {c.verdict}{gamma}\n{instance}", fontsize=7)
+        ax.set_title(f"{c.name}: ratio {_fmt(c.ratio)}, {c.verdict}{gamma}\n{instance}",
+                     fontsize=7)
         if custom is not None:
             ax.legend(fontsize=6)
         path = root / f"{c.name}.png"
