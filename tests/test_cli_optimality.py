@@ -109,6 +109,8 @@ def test_kappa_tradeoff_json_and_plot(capsys: pytest.CaptureFixture[str], tmp_pa
     assert out["messages_per_step"] == [0, 4, 6]
     assert out["floats_per_step"] == [0, 12, 18]
     assert out["floats_per_iteration"][0] == 0.0
+    steps = out["samples"] / out["iterations"] / 3  # joint steps per iteration
+    assert out["messages_per_iteration"] == [m * steps for m in out["messages_per_step"]]
     # kappa = diameter: the truncated gradient is the gradient (SPEC section 3)
     tol = gradient_tolerance(64, 0.9, 10.0)
     assert out["exact_truncation_error"][-1] <= tol

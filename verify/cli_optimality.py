@@ -244,6 +244,7 @@ def run_tradeoff(args: argparse.Namespace) -> dict[str, Any]:
         "sampled_truncation_error": floats(out.sampled_truncation_error),
         "messages_per_step": [int(m) for m in out.messages_per_step],
         "floats_per_step": [int(f) for f in out.floats_per_step],
+        "messages_per_iteration": floats(out.messages_per_iteration),
         "floats_per_iteration": floats(out.floats_per_iteration),
         "samples": out.samples,
         "iterations": out.iterations,

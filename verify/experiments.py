@@ -780,8 +780,8 @@ class KappaTradeoff:
         sampled_truncation_error: the same for the sampled runs (means).
         sampled_objective_se, sampled_gap_se: standard errors of the two means.
         messages_per_step, floats_per_step: :func:`communication_cost`.
-        floats_per_iteration: ``floats_per_step`` times the joint steps sampled per
-            iteration (agent-steps per iteration over ``n``).
+        messages_per_iteration, floats_per_iteration: the per-step counts times the joint
+            steps sampled per iteration (agent-steps per iteration over ``n``).
         samples: agent-steps one sampled run used (the fixed budget, equal for every kappa).
         iterations, step_size, beta: the run's settings.
         seeds: ``SeedSequence`` entropy and spawn key of every sampled run, kappa-major.
@@ -803,6 +803,7 @@ class KappaTradeoff:
     sampled_gap_se: FloatArray
     messages_per_step: IntArray
     floats_per_step: IntArray
+    messages_per_iteration: FloatArray
     floats_per_iteration: FloatArray
     samples: int
     iterations: int
@@ -915,6 +916,8 @@ def kappa_tradeoff_sweep(
     costs = [communication_cost(model, int(k)) for k in kappas]
     ex = np.array(exact)
     floats = np.array([f for _, f in costs], dtype=np.int64)
+    messages = np.array([m for m, _ in costs], dtype=np.int64)
+    steps = float(used.max()) / iterations / model.n
     return KappaTradeoff(
         kappa=kappas,
         F_star=opt.value,
@@ -930,9 +933,10 @@ def kappa_tradeoff_sweep(
         sampled_truncation_error=frozen(res[:, :, 2].mean(axis=1)),
         sampled_objective_se=frozen(std[:, 0] * se_scale),
         sampled_gap_se=frozen(std[:, 0] * se_scale),
-        messages_per_step=np.array([m for m, _ in costs], dtype=np.int64),
+        messages_per_step=messages,
         floats_per_step=floats,
-        floats_per_iteration=frozen(floats * (float(used.max()) / iterations / model.n)),
+        messages_per_iteration=frozen(messages * steps),
+        floats_per_iteration=frozen(floats * steps),
         samples=int(used.max()),
         iterations=iterations,
         step_size=step_size,
