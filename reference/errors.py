@@ -13,6 +13,7 @@ __all__ = [
     "GraphError",
     "MemoryLimitError",
     "ModelError",
+    "NonConcaveError",
     "PolicyError",
     "SolverError",
     "UtilityDomainError",
@@ -50,3 +51,9 @@ class SolverError(ModelError):
 class DatasetError(ModelError):
     """An offline dataset, or a dataset file, that violates its contract (wrong schema, a
     missing or unexpected field, an entry out of range, or a game it was not drawn for)."""
+
+
+class NonConcaveError(ModelError):
+    """A global optimum requested for a utility that is not declared concave: the program
+    over the occupancy polytope is then not a concave program, and a local method would
+    answer with a local optimum."""

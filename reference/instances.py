@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,9 +14,16 @@ from reference.cooperative.game import CooperativeMarkovGame
 from reference.errors import ModelError
 from reference.networked.graph import Graph
 from reference.networked.model import NetworkedMDP
-from reference.networked.utilities import EntropyUtility, LinearUtility, Utility
+from reference.networked.policy import LocalizedSoftmaxPolicy
+from reference.networked.utilities import (
+    ConstraintPenaltyUtility,
+    EntropyUtility,
+    LinearUtility,
+    Utility,
+)
 
 __all__ = [
+    "CONSTRAINT_WEIGHT",
     "GAMES",
     "INSTANCES",
     "RARE_STALL_PROBABILITY",
@@ -24,16 +32,31 @@ __all__ = [
     "RATIO_S",
     "NetworkedInstance",
     "climbing",
+    "copy_chain",
+    "copy_chain_policy",
+    "equal_arms",
     "line_message",
+    "line_message_mixed",
+    "mixed_roles",
     "rare_stall",
     "ratio",
     "shift_chain",
     "two_armed_bandit",
     "wireless",
+    "wireless_mixed",
     "xor_pair",
 ]
 
-UtilityKind = Literal["linear", "entropy"]
+UtilityKind = Literal["linear", "entropy", "mixed"]
+
+Role = Literal["worker", "explorer", "constrained"]
+"""Utility roles of heterogeneous instances: a worker maximises its reward ``<r_i, lam_i>``,
+an explorer the entropy of its state marginal, a constrained agent explores subject to the
+penalty form of ``<r_i, lam_i> >= level max r_i / (1 - gamma)`` (the instance's
+``constraint_level``)."""
+
+CONSTRAINT_WEIGHT = 10.0
+"""Penalty weight ``mu`` of a constrained agent."""
 
 ENTROPY_EPS = 1e-3
 """Smoothing floor of the entropy utility used by named instances."""
@@ -48,15 +71,20 @@ class NetworkedInstance:
         model: the networked MDP.
         rewards: local rewards ``r_i`` with shape ``(|S_i|, |A_i|)``, the linear utility's.
         source: where the instance comes from and how it departs from the source.
+        roles: each agent's :data:`Role` (heterogeneous instances), else empty.
+        constraint_level: ``level`` of a constrained agent (:data:`Role`).
     """
 
     name: str
     model: NetworkedMDP
     rewards: tuple[FloatArray, ...]
     source: str
+    roles: tuple[Role, ...] = ()
+    constraint_level: float = 0.7
 
     def utilities(self, kind: UtilityKind = "linear") -> tuple[Utility, ...]:
-        """One utility per agent: ``"linear"`` (``<r_i, lam_i>``) or ``"entropy"``."""
+        """One utility per agent: ``"linear"`` (``<r_i, lam_i>``), ``"entropy"``, or
+        ``"mixed"`` (each agent's :data:`Role`; heterogeneous instances only)."""
         m = self.model
         if kind == "linear":
             return tuple(LinearUtility(r, m.gamma) for r in self.rewards)
@@ -65,7 +93,27 @@ class NetworkedInstance:
                 EntropyUtility((m.n_states[i], m.n_actions[i]), m.gamma, ENTROPY_EPS)
                 for i in range(m.n)
             )
-        raise ModelError(f"utility kind = {kind!r}, expected 'linear' or 'entropy'")
+        if kind == "mixed":
+            if not self.roles:
+                raise ModelError(
+                    f"instance {self.name!r} has no agent roles; 'mixed' utilities need a "
+                    "heterogeneous instance (for example line-message-mixed)"
+                )
+            return tuple(self._role_utility(i, role) for i, role in enumerate(self.roles))
+        raise ModelError(f"utility kind = {kind!r}, expected 'linear', 'entropy' or 'mixed'")
+
+    def _role_utility(self, i: int, role: Role) -> Utility:
+        m = self.model
+        shape = (m.n_states[i], m.n_actions[i])
+        entropy = EntropyUtility(shape, m.gamma, ENTROPY_EPS)
+        if role == "worker":
+            return LinearUtility(self.rewards[i], m.gamma)
+        if role == "explorer":
+            return entropy
+        level = self.constraint_level * float(self.rewards[i].max()) / (1.0 - m.gamma)
+        return ConstraintPenaltyUtility(
+            LinearUtility(self.rewards[i], m.gamma), level, CONSTRAINT_WEIGHT, entropy
+        )
 
 
 _LINE_MESSAGE_SOURCE = (
@@ -227,6 +275,52 @@ def _wireless_row(n: int, gamma: float = 0.9) -> NetworkedInstance:
     return wireless(1, n, gamma)
 
 
+def mixed_roles(n: int) -> tuple[Role, ...]:
+    """Roles of a heterogeneous instance with ``n >= 2`` agents: agent 0 a worker, then
+    explorers and workers alternating, and the last agent constrained."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ModelError(f"a heterogeneous instance needs n >= 2 agents, got n = {n!r}")
+    middle: list[Role] = ["explorer" if i % 2 else "worker" for i in range(1, n - 1)]
+    return ("worker", *middle, "constrained")
+
+
+_MIXED_SOURCE = (
+    " Heterogeneous utilities (built for this project after the seed's open question on "
+    "agents with different local utilities): agent 0 and every even middle agent are workers "
+    "(linear reward), odd middle agents explorers (state-marginal entropy), the last agent "
+    "explores subject to keeping a fraction of its best discounted reward (quadratic "
+    "penalty, weight 10): 70% on line-message, 20% on wireless (whose success bit is set at "
+    "most 40% of the time: arrivals 0.5 times success 0.8)."
+)
+
+
+def line_message_mixed(n: int, gamma: float = 0.9) -> NetworkedInstance:
+    """:func:`line_message` with heterogeneous agents (:func:`mixed_roles`); its ``"mixed"``
+    utilities are ``utilities("mixed")``."""
+    base = line_message(n, gamma)
+    return NetworkedInstance(
+        "line-message-mixed",
+        base.model,
+        base.rewards,
+        base.source + _MIXED_SOURCE,
+        mixed_roles(n),
+    )
+
+
+def wireless_mixed(n: int, gamma: float = 0.9) -> NetworkedInstance:
+    """A row of ``n`` wireless users (:func:`wireless`) with heterogeneous agents
+    (:func:`mixed_roles`)."""
+    base = wireless(1, n, gamma)
+    return NetworkedInstance(
+        "wireless-mixed",
+        base.model,
+        base.rewards,
+        base.source + _MIXED_SOURCE,
+        mixed_roles(n),
+        constraint_level=0.2,
+    )
+
+
 _SHIFT_CHAIN_SOURCE = (
     "Constructed for this project (proofs_notes/decay.md#tight): a line on which every "
     "agent copies its right neighbour's state and the last agent keeps its own, so the "
@@ -236,12 +330,20 @@ _SHIFT_CHAIN_SOURCE = (
 )
 
 
-def shift_chain(n: int, gamma: float = 0.9, action_reward: float = 0.1) -> NetworkedInstance:
+def shift_chain(
+    n: int,
+    gamma: float = 0.9,
+    action_reward: float = 0.1,
+    reward_scales: Sequence[float] | None = None,
+) -> NetworkedInstance:
     """Shift chain on a line of ``n >= 2`` agents, ``s_i, a_i in {0, 1}``.
 
     ``s'_i = s_{i+1}`` for ``i < n-1`` and ``s'_{n-1} = s_{n-1}``, whatever the actions;
-    uniform initial states.  Reward ``r_i(s_i, a_i) = 1[s_i = 1] + action_reward 1[a_i = 1]``,
-    so ``Delta_i = 1 + action_reward``.
+    uniform initial states.  Reward ``r_i(s_i, a_i) = w_i (1[s_i = 1] + action_reward
+    1[a_i = 1])`` with ``w_i = reward_scales[i]`` (default 1), so ``Delta_i = w_i (1 +
+    action_reward)``.  The utilities are linear, so ``Q_i``, ``D_i`` and the bound all scale
+    with ``w_i`` and each agent's ratio does not depend on it; distinct scales make a bound
+    that uses another agent's ``Delta`` fail.
 
     Two joint pairs equal on ``N_i^kappa`` but with every agent beyond ``i + kappa`` in state
     1 in one and 0 in the other give agent ``i`` states that differ from time ``kappa + 1``
@@ -256,6 +358,11 @@ def shift_chain(n: int, gamma: float = 0.9, action_reward: float = 0.1) -> Netwo
     c = float(action_reward)
     if not (np.isfinite(c) and c >= 0):
         raise ModelError(f"action_reward = {action_reward!r}, expected a finite value >= 0")
+    w = np.ones(int(n)) if reward_scales is None else np.asarray(reward_scales, dtype=float)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ModelError(
+            f"reward_scales = {reward_scales!r}, expected {n} finite positive values"
+        )
     graph = Graph.line(int(n))
     kernels = []
     for i in range(n):
@@ -270,8 +377,61 @@ def shift_chain(n: int, gamma: float = 0.9, action_reward: float = 0.1) -> Netwo
     r = np.zeros((2, 2))
     r[1, :] += 1.0
     r[:, 1] += c
-    rewards = tuple(frozen(r.copy()) for _ in range(n))
+    rewards = tuple(frozen(w[i] * r) for i in range(n))
     return NetworkedInstance("shift-chain", model, rewards, _SHIFT_CHAIN_SOURCE)
+
+
+_COPY_CHAIN_SOURCE = (
+    "Constructed for this project (proofs_notes/decay.md#copy-chain): a line whose middle "
+    "agents copy their right neighbour's state while the ends keep theirs, and only agent 0 "
+    "acts, copying the state beta hops away, so its action at time t reads the initial "
+    "state beta + t hops away and the decay bound's t0(kappa, beta) is attained."
+)
+
+
+def copy_chain(n: int, gamma: float = 0.8) -> NetworkedInstance:
+    """Copy chain on a line of ``n >= 2`` binary agents: ``s'_j = s_{j+1}`` for
+    ``0 < j < n-1``, the ends keep their state; agent 0 has two actions, the others one;
+    uniform initial states; reward ``r_0 = 1[a_0 = 1]`` (``Delta_0 = 1``), ``r_j = 0``.
+
+    With :func:`copy_chain_policy` agent 0 plays ``a_0 = s_beta`` (its farthest observed
+    state) with probability ``1 - d``, so ``a_0^t`` copies the initial state of agent
+    ``min(beta + t, n - 1)`` and, for ``beta >= 1``, ``D_0(kappa) = (1 - 2 d) sum_{t >=
+    max(1, kappa - beta + 1)} gamma^t``: ``(1 - 2 d)`` times the bound at every ``kappa < n -
+    1`` for ``beta = 1``, and at ``kappa <= beta + 1`` for ``beta >= 2``
+    (``proofs_notes/decay.md#copy-chain``).  At ``beta = 0`` agent 0 reads its own state,
+    which it keeps, and every spread is 0.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ModelError(f"copy-chain needs n >= 2 agents, got n = {n!r}")
+    graph = Graph.line(int(n))
+    acts = (2,) + (1,) * (n - 1)
+    kernels = []
+    for j in range(n):
+        nb = graph.neighbourhood(j)
+        src = nb.index(j + 1) if 0 < j < n - 1 else nb.index(j)
+        P = np.zeros((2,) * len(nb) + (acts[j], 2))
+        for idx in np.ndindex(*((2,) * len(nb) + (acts[j],))):
+            P[(*idx, idx[src])] = 1.0
+        kernels.append(P)
+    rho = tuple(np.full(2, 0.5) for _ in range(n))
+    model = NetworkedMDP(graph, (2,) * n, acts, tuple(kernels), gamma, rho)
+    rewards = [np.zeros((2, a)) for a in acts]
+    rewards[0][:, 1] = 1.0
+    return NetworkedInstance(
+        "copy-chain", model, tuple(frozen(r) for r in rewards), _COPY_CHAIN_SOURCE
+    )
+
+
+def copy_chain_policy(model: NetworkedMDP, beta: int, logit: float) -> LocalizedSoftmaxPolicy:
+    """Agent 0 of :func:`copy_chain` with observation radius ``beta``: logit ``logit`` on
+    the action equal to ``s_beta`` (the last digit of its observation), 0 on the other, so
+    it copies ``s_beta`` with probability ``1 - d``, ``d = 1 / (1 + e^logit)``."""
+    pol = LocalizedSoftmaxPolicy.uniform(model, beta)
+    theta = [np.array(t, dtype=float) for t in pol.theta]
+    for o in range(theta[0].shape[0]):
+        theta[0][o, o % 2] = float(logit)
+    return pol.with_theta(theta)
 
 
 _XOR_PAIR_SOURCE = (
@@ -320,7 +480,32 @@ def two_armed_bandit(gamma: float = 0.0) -> CooperativeMarkovGame:
     return CooperativeMarkovGame(P, r, np.ones(1), gamma, "two-armed bandit")
 
 
-INSTANCES = {"line-message": line_message, "shift-chain": shift_chain, "wireless": _wireless_row}
+def equal_arms(actions: int = 8, mean: float = 0.5) -> CooperativeMarkovGame:
+    """One agent, one state, ``actions`` arms of equal mean reward ``mean``, ``gamma = 0``
+    (built for this project, ``proofs_notes/pessimism.md#event``).
+
+    Datasets draw ``Bernoulli(mean)`` rewards, so the empirical means differ between arms and
+    an actor that follows them moves to the arm whose estimate is largest: its estimate is
+    above ``mean`` unless every arm's is (about ``2^-actions`` of the datasets), so a critic
+    without a pessimism bonus overestimates ``J = mean`` there, while the pessimistic one
+    must not on the validity event.
+    """
+    if isinstance(actions, bool) or not isinstance(actions, (int, np.integer)) or actions < 2:
+        raise ModelError(f"equal-arms needs actions >= 2, got {actions!r}")
+    if not 0.0 <= float(mean) <= 1.0:
+        raise ModelError(f"mean = {mean!r}, expected a reward in [0, 1]")
+    P = np.ones((1, int(actions), 1))
+    r = np.full((1, int(actions)), float(mean))
+    return CooperativeMarkovGame(P, r, np.ones(1), 0.0, "equal arms")
+
+
+INSTANCES = {
+    "line-message": line_message,
+    "line-message-mixed": line_message_mixed,
+    "shift-chain": shift_chain,
+    "wireless": _wireless_row,
+    "wireless-mixed": wireless_mixed,
+}
 """Registry of networked instances by name: ``name -> constructor(n, gamma)``.
 
 ``wireless`` in the registry is a single row of ``n`` users; call :func:`wireless` for grids.

@@ -13,6 +13,8 @@ import pytest
 
 import verify.report as rep
 from reference.errors import ModelError
+from reference.instances import climbing
+from reference.networked.truncation import first_escape_time
 from verify.cli import main
 from verify.executors import SerialExecutor
 from verify.report import (
@@ -80,7 +82,8 @@ def test_claim_names_are_the_contract() -> None:
     names = claim_names()
     assert len(set(names)) == len(names)
     for required in ("kappa-decay-beta0", "kappa-decay-beta1", "kappa-decay-beta2",
-                     "truncated-gradient", "mappo-gap", "mappo-gap-tight"):
+                     "truncated-gradient", "mappo-gap", "mappo-gap-tight", "optimum-routes",
+                     "price-of-localization"):
         assert required in names
     assert "sample-complexity" not in names  # replaced; no claim is merely "reported"
     assert all(c.provenance in ("derived here", "as stated in the paper") for c in CLAIMS)
@@ -103,6 +106,10 @@ def test_each_claim_passes_and_its_planted_defect_fails(quick_report: Report, na
         ("mappo-gap-tight", 0.5), ("pessimism-bound", 0.5),
         # the XOR pair (proofs_notes/truncated-gradient.md#tight)
         ("truncated-gradient", 0.2), ("truncated-gradient-sharp", 0.9),
+        # the pessimistic critic on the equal arms (proofs_notes/pessimism.md#event)
+        ("pessimism-event", 0.9),
+        # linear utilities with full observation: F_loc = F* (proofs_notes/optimum.md#localized)
+        ("price-of-localization", 0.9),
     ],
 )
 def test_bounds_are_measured_where_nearly_attained(
@@ -115,10 +122,11 @@ def test_bounds_are_measured_where_nearly_attained(
 def test_decay_claims_exercise_beta(quick_report: Report) -> None:
     """At a random theta the spreads depend on the observation radius (at theta = 0 they
     would not)."""
-    spreads = [
-        next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{b}")
-        .evaluation.measured for b in (0, 1, 2)
-    ]
+    spreads = []
+    for b in (0, 1, 2):
+        ev = next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{b}").evaluation
+        assert ev.groups is not None
+        spreads.append(ev.measured[[g.startswith("agent ") for g in ev.groups]])
     assert not np.allclose(spreads[0], spreads[1]) and not np.allclose(spreads[1], spreads[2])
 
 
@@ -132,12 +140,55 @@ def test_decay_is_nearly_attained_for_every_agent_but_the_last(
     claim = next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{beta}")
     ev = claim.evaluation
     assert ev.groups is not None
-    agents = sorted(set(ev.groups), key=lambda g: int(g.split()[1]))
+    agents = sorted({g for g in ev.groups if g.startswith("agent ")},
+                    key=lambda g: int(g.split()[1]))
     ratios = []
     for g in agents:
         sel = np.array([h == g for h in ev.groups]) & (ev.bound > 0)
         ratios.append(float(np.max(ev.measured[sel] / ev.bound[sel])))
     assert min(ratios[:-1]) >= 0.9 / 1.1
+
+
+def test_mappo_gap_sees_a_no_op_step(quick_report: Report) -> None:
+    """A step that never moves the uniform policy keeps the gap at (1 - mean r)/(1 - gamma)
+    = 3.52 on the climbing game (one state with a self-loop, so J(pi) = E_pi[r]/(1 - gamma),
+    reference.instances.climbing); the climbing claim's grid reaches a K with B(K) below it."""
+    claim = next(c for c in quick_report.claims if c.name == "mappo-gap")
+    game = climbing()
+    no_op = (1.0 - float(np.mean(game.r))) / (1.0 - game.gamma)
+    ev = claim.evaluation
+    frozen_gap = dataclasses.replace(ev, measured=np.full(ev.measured.size, no_op))
+    assert judge(frozen_gap).verdict == "fail"
+
+
+@pytest.mark.parametrize("beta", [1, 2])
+def test_decay_claims_see_a_bound_that_ignores_beta(quick_report: Report, beta: int) -> None:
+    """The bound with beta 0's escape time t0 = kappa + 1 in place of t0(kappa, beta) is
+    gamma^(t0(kappa, 0) - t0(kappa, beta)) times smaller; the copy chain attains
+    t0(kappa, beta) (proofs_notes/decay.md#copy-chain), so the claim fails with it."""
+    claim = next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{beta}")
+    ev = claim.evaluation
+    assert ev.x is not None and ev.gamma is not None
+    gap = np.array([first_escape_time(int(k), 0) - first_escape_time(int(k), beta)
+                    for k in ev.x])
+    assert np.any(gap > 0)
+    assert judge(dataclasses.replace(ev, bound=ev.bound * ev.gamma**gap)).verdict == "fail"
+
+
+@pytest.mark.parametrize("beta", [0, 1, 2])
+def test_decay_claims_see_another_agents_delta(quick_report: Report, beta: int) -> None:
+    """Per agent, not max over agents: the shift chain's agents have distinct Delta_i, so a
+    bound built with the next agent's Delta_{i+1} (cyclically) fails."""
+    claim = next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{beta}")
+    ev = claim.evaluation
+    assert ev.groups is not None
+    delta = np.array(ev.series["delta"])
+    n = delta.size
+    factor = np.array([
+        delta[(int(g.split()[1]) + 1) % n] / delta[int(g.split()[1])]
+        if g.startswith("agent ") else 1.0 for g in ev.groups
+    ])
+    assert judge(dataclasses.replace(ev, bound=ev.bound * factor)).verdict == "fail"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -203,12 +254,36 @@ def test_claims_draw_their_own_seeds() -> None:
         run_report(quick=True, only=("sample-complexity-old",), executor=SerialExecutor())
 
 
+def test_pessimism_event_sees_a_critic_without_its_bonus(quick_report: Report) -> None:
+    """On rare-stall the ridge critic is below J even without a bonus; on the equal arms the
+    iterates follow the largest estimate, so dropping the bonus overestimates J and the claim
+    fails (proofs_notes/pessimism.md#event)."""
+    claim = next(c for c in quick_report.claims if c.name == "pessimism-event")
+    assert claim.power.defect.startswith("the bonus dropped")
+    assert claim.power.verdict == "fail"
+    groups = claim.evaluation.groups
+    assert groups is not None and {"rare-stall", "equal-arms"} <= set(groups)
+
+
+def test_occupancy_claim_sees_an_estimator_biased_by_five_percent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """lamtilde_i multiplied by 1.05 is off by 0.05 ||lam^H_i||_1 = 0.48 in l1, above the
+    McDiarmid radius at the largest batch, even in the quick run."""
+    original = rep.occupancy_estimate
+    monkeypatch.setattr(rep, "occupancy_estimate",
+                        lambda *a: tuple(1.05 * e for e in original(*a)))
+    # serial: the patch lives in this process (a spawned pool would not see it)
+    report = run_report(quick=True, only=("occupancy-estimator",), executor=SerialExecutor())
+    assert report.claims[0].verdict == "fail"
+
+
 def test_pessimism_event_without_the_event_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the validity event never held, nothing was checked: the claim measures ``inf`` and
     fails instead of passing vacuously."""
     empty = np.zeros(0)
-    never = rep._PessimismRun(empty, empty, empty, empty, 0.0)
-    monkeypatch.setattr(rep, "_pessimism_piece", lambda _, rng: never)
+    never = rep._PessimismRun("rare-stall", empty, empty, empty, empty, 0.0)
+    monkeypatch.setattr(rep, "_pessimism_piece", lambda _, rng: (never, never, never))
     report = run_report(quick=True, only=("pessimism-event",), executor=SerialExecutor())
     assert report.claims[0].measured == math.inf and report.claims[0].verdict == "fail"
 

@@ -119,6 +119,16 @@ Subcommands (``--json`` prints one JSON object):
         marl-oracle check gradient|occupancy|shadow-reward|localized-q --instance F.npz
                           [--theta T.npz] --estimate E.npz [--utility linear|entropy]
                           [--atol 0] [--json]
+
+``optimum``, ``kappa-tradeoff``
+    The certified global optimum ``F*``, the best localized ``F`` per observation radius,
+    and Algorithm 1's gap to ``F*`` and communication cost per ``kappa`` (SPEC section 8;
+    options in :mod:`verify.cli_optimality`)::
+
+        marl-oracle optimum --instance line-message --agents N [--utility ...]
+                            [--obs-radius 0,1,2] [--json]
+        marl-oracle kappa-tradeoff --instance line-message --agents N [--json]
+                                   [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -392,7 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
     report.add_argument("--json", action="store_true", help="print one JSON object")
     _add_executor_argument(report)
+    _add_optimality_parsers(sub)
     return parser
+
+
+def _add_optimality_parsers(sub: Any) -> None:
+    """``optimum`` and ``kappa-tradeoff`` (:mod:`verify.cli_optimality`)."""
+    from verify.cli_optimality import add_parsers
+
+    add_parsers(sub)
 
 
 def _positive_ints(text: str) -> list[int]:
@@ -1123,6 +1141,16 @@ _COMMANDS: dict[
 }
 """Each subcommand: how to compute its result, plot it (``None``: no ``--plot``), and print
 it for a person."""
+
+
+def _add_optimality_commands() -> None:
+    """Register the subcommands of :mod:`verify.cli_optimality`."""
+    from verify.cli_optimality import COMMANDS
+
+    _COMMANDS.update(COMMANDS)
+
+
+_add_optimality_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,11 @@
   ``||grad F||^2 <= floor + epsilon`` for a range of ``epsilon``, with the log-log slope.
 * :func:`mappo_gap_sweep` -- MA-PPO's average and last-iterate gaps against ``B(K)`` over a
   grid of ``K`` (SPEC section 5).
+* :func:`price_of_localization` -- the certified ``F*`` next to the best localized ``F``
+  found by exact gradient ascent for each observation radius (SPEC section 8).
+* :func:`kappa_tradeoff_sweep` -- Algorithm 1's optimality gap ``F* - F`` after a fixed
+  sample budget, ``||grad F||^2``, the truncation error and the communication cost, for every
+  ``kappa`` (SPEC section 8).
 * :func:`pessimism_sweep` -- the true ``J`` of pessimistic offline MA-PPO's learned policy
   against the bonus scale, over seeded datasets, next to ``J*``, the behaviour policy and
   online MA-PPO (SPEC section 6).
@@ -50,13 +55,18 @@ from verify.executors import map_seeded
 __all__ = [
     "DecaySweep",
     "GapSweep",
+    "KappaTradeoff",
     "PessimismSweep",
+    "PriceOfLocalization",
     "SampleComplexity",
     "censored_median",
+    "communication_cost",
     "fit_rate",
     "kappa_decay_sweep",
+    "kappa_tradeoff_sweep",
     "mappo_gap_sweep",
     "pessimism_sweep",
+    "price_of_localization",
     "sample_complexity_sweep",
 ]
 
@@ -194,7 +204,13 @@ def sample_complexity_sweep(
     tasks = []
     for eps in eps_arr:
         task = _complexity_task(
-            model, policy, utilities, float(eps), kappa, step_size, batch_per_inverse_epsilon,
+            model,
+            policy,
+            utilities,
+            float(eps),
+            kappa,
+            step_size,
+            batch_per_inverse_epsilon,
             max_iterations,
         )
         tasks += [task] * repeats
@@ -633,3 +649,297 @@ def _pessimism_piece(
         J[i] = hist.J[-1]
         event[i] = hist.event_all
     return J, event, float(validity)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimality: F*, the price of localization and the kappa trade-off (SPEC section 8)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PriceOfLocalization:
+    """Result of :func:`price_of_localization`; arrays are indexed like ``beta``.
+
+    Attributes:
+        F_star: ``F`` at the optimal occupancy (attained, ``<= F*``).
+        duality_gap: certified ``F* - F_star`` bound, so ``F* <= F_star + duality_gap``.
+        F_initial: ``F`` at ``theta = 0`` (every agent uniform).
+        beta: ``(B,)`` observation radii.
+        F_localized: ``(B,)`` best ``F`` found by exact gradient ascent, a lower bound on
+            ``F_loc(beta)`` (``proofs_notes/optimum.md#localized``).
+        price: ``(B,)`` ``F_star + duality_gap - F_localized``, an upper bound on the price of
+            localization ``F* - F_loc(beta)``.
+        gradient_norm: ``(B,)`` ``||grad F||`` at the best localized policy (stationarity).
+        equals_optimum: ``(B,)`` whether ``F_loc(beta) = F*`` is proved (linear utilities and
+            ``beta >= diameter``).
+        starts, iterations: ascent starts per radius and the cap on accepted steps per start.
+        seeds: ``SeedSequence`` entropy and spawn key of each radius's starts.
+    """
+
+    F_star: float
+    duality_gap: float
+    F_initial: float
+    beta: IntArray
+    F_localized: FloatArray
+    price: FloatArray
+    gradient_norm: FloatArray
+    equals_optimum: npt.NDArray[np.bool_]
+    starts: int
+    iterations: int
+    seeds: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+@dataclass(frozen=True)
+class _LocalizationTask:
+    model: NetworkedMDP
+    utilities: tuple[Utility, ...]
+    beta: int
+    starts: int
+    iterations: int
+
+
+def _localization_piece(
+    task: _LocalizationTask, rng: np.random.Generator
+) -> tuple[float, float, bool]:
+    from reference.networked.localization import best_localized
+
+    loc = best_localized(
+        task.model, task.utilities, task.beta, rng, starts=task.starts, iterations=task.iterations
+    )
+    return loc.value, loc.gradient_norm, loc.equals_optimum
+
+
+def price_of_localization(
+    model: NetworkedMDP,
+    utilities: Sequence[Utility],
+    betas: Sequence[int],
+    seed: int,
+    *,
+    starts: int = 3,
+    iterations: int = 100,
+    gap: float = 1e-6,
+    executor: Executor | None = None,
+) -> PriceOfLocalization:
+    """``F*`` (certified, :func:`reference.networked.optimum.optimum`) and the best localized
+    ``F`` found for each observation radius (:func:`reference.networked.localization.
+    best_localized`, one seeded piece per radius on ``executor``)."""
+    from reference.networked.exact import objective
+    from reference.networked.optimum import optimum
+
+    beta_arr = np.asarray(list(betas), dtype=np.int64)
+    if beta_arr.ndim != 1 or beta_arr.size == 0 or (beta_arr < 0).any():
+        raise ModelError(f"betas = {list(betas)!r}, expected non-negative radii")
+    opt = optimum(model, utilities, gap=gap)
+    initial = objective(model, LocalizedSoftmaxPolicy.uniform(model), utilities)
+    tasks = [
+        _LocalizationTask(model, tuple(utilities), int(b), starts, iterations) for b in beta_arr
+    ]
+    done = map_seeded(_localization_piece, tasks, executor=executor, seed=seed)
+    values = np.array([v for v, _, _ in done.results])
+    return PriceOfLocalization(
+        F_star=opt.value,
+        duality_gap=opt.duality_gap,
+        F_initial=initial,
+        beta=beta_arr,
+        F_localized=frozen(values),
+        price=frozen(opt.upper_bound - values),
+        gradient_norm=frozen([g for _, g, _ in done.results]),
+        equals_optimum=np.array([e for _, _, e in done.results], dtype=bool),
+        starts=starts,
+        iterations=iterations,
+        seeds=done.children,
+    )
+
+
+def communication_cost(model: NetworkedMDP, kappa: int) -> tuple[int, int]:
+    """``(messages, floats)`` per sampled step of Algorithm 1 at radius ``kappa``
+    (``proofs_notes/optimum.md#communication``): every agent receives the local state, local
+    action and critic value of each other member of ``N_i^kappa``, so
+    ``messages = sum_i |N_i^kappa| - n`` and ``floats = 3 messages``."""
+    messages = sum(len(nb) for nb in model.graph.neighbourhoods(kappa)) - model.n
+    return messages, 3 * messages
+
+
+@dataclass(frozen=True)
+class KappaTradeoff:
+    """Result of :func:`kappa_tradeoff_sweep`; arrays are indexed like ``kappa``.
+
+    ``exact_*`` describe Algorithm 1 with exact components (exact occupancy, exact shadow
+    rewards and the exact occupancy-weighted truncated gradient ``ghat``, so only the
+    truncation remains); ``sampled_*`` the sampled Algorithm 1 with the same step size and
+    iterations, averaged over ``repeats`` seeded runs (``sampled_*_se`` their standard errors,
+    0 with one run).  Every quantity is measured exactly at the final policy.
+
+    Attributes:
+        kappa: ``(K,)`` radii ``0..diameter``.
+        F_star, duality_gap, F_initial: as in :class:`PriceOfLocalization`.
+        exact_objective, exact_gap, exact_gradient_norm_sq, exact_truncation_error: ``F``,
+            ``F_star + duality_gap - F`` (an upper bound on ``F* - F``), ``||grad F||^2`` and
+            ``||ghat - grad F||`` at the final policy.
+        sampled_objective, sampled_gap, sampled_gradient_norm_sq,
+        sampled_truncation_error: the same for the sampled runs (means).
+        sampled_objective_se, sampled_gap_se: standard errors of the two means.
+        messages_per_step, floats_per_step: :func:`communication_cost`.
+        messages_per_iteration, floats_per_iteration: the per-step counts times the joint
+            steps sampled per iteration (agent-steps per iteration over ``n``).
+        samples: agent-steps one sampled run used (the fixed budget, equal for every kappa).
+        iterations, step_size, beta: the run's settings.
+        seeds: ``SeedSequence`` entropy and spawn key of every sampled run, kappa-major.
+    """
+
+    kappa: IntArray
+    F_star: float
+    duality_gap: float
+    F_initial: float
+    exact_objective: FloatArray
+    exact_gap: FloatArray
+    exact_gradient_norm_sq: FloatArray
+    exact_truncation_error: FloatArray
+    sampled_objective: FloatArray
+    sampled_gap: FloatArray
+    sampled_gradient_norm_sq: FloatArray
+    sampled_truncation_error: FloatArray
+    sampled_objective_se: FloatArray
+    sampled_gap_se: FloatArray
+    messages_per_step: IntArray
+    floats_per_step: IntArray
+    messages_per_iteration: FloatArray
+    floats_per_iteration: FloatArray
+    samples: int
+    iterations: int
+    step_size: float
+    beta: int
+    seeds: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+def _final_measures(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    utilities: Sequence[Utility],
+    kappa: int,
+) -> tuple[float, float, float]:
+    """``(F, ||grad F||^2, ||ghat - grad F||)`` at ``policy`` (exact)."""
+    sol = solve(model, policy, utilities, values="per-agent")
+    ghat = truncated_gradient(model, policy, sol, kappa, "occupancy")
+    err = gradient_norm([a - b for a, b in zip(ghat, sol.gradient, strict=True)])
+    return sol.objective, sol.gradient_norm**2, err
+
+
+def _exact_components_run(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    utilities: Sequence[Utility],
+    kappa: int,
+    step_size: float,
+    iterations: int,
+) -> LocalizedSoftmaxPolicy:
+    """``theta += eta ghat(theta)`` with the exact occupancy-weighted truncated gradient."""
+    for _ in range(iterations):
+        sol = solve(model, policy, utilities, values="per-agent")
+        g = truncated_gradient(model, policy, sol, kappa, "occupancy")
+        policy = policy.with_theta(
+            [t + step_size * d for t, d in zip(policy.theta, g, strict=True)]
+        )
+    return policy
+
+
+@dataclass(frozen=True)
+class _TradeoffTask:
+    model: NetworkedMDP
+    policy: LocalizedSoftmaxPolicy
+    utilities: tuple[Utility, ...]
+    config: Algorithm1Config
+
+
+def _tradeoff_piece(
+    task: _TradeoffTask, rng: np.random.Generator
+) -> tuple[float, float, float, int]:
+    hist = run_algorithm1(task.model, task.policy, task.utilities, task.config, rng, exact=False)
+    F, g2, err = _final_measures(task.model, hist.policies[-1], task.utilities, task.config.kappa)
+    return F, g2, err, int(hist.samples[-1])
+
+
+def kappa_tradeoff_sweep(
+    model: NetworkedMDP,
+    utilities: Sequence[Utility],
+    seed: int,
+    *,
+    beta: int = 0,
+    iterations: int = 20,
+    step_size: float = 1.0,
+    batch: int = 128,
+    horizon: int = 40,
+    repeats: int = 2,
+    gap: float = 1e-6,
+    executor: Executor | None = None,
+) -> KappaTradeoff:
+    """Algorithm 1's optimality gap against ``F*`` and its communication cost for
+    ``kappa = 0..diameter`` from ``theta = 0`` at radius ``beta`` (SPEC section 8).
+
+    Every sampled run uses the same configuration apart from ``kappa`` (``batch``
+    trajectories of ``horizon`` steps for the occupancy, the Monte-Carlo critic and the
+    gradient, ``iterations`` updates of size ``step_size``), hence the same sample budget.
+    The exact-components runs follow the exact truncated gradient for the same iterations.
+    """
+    from reference.networked.exact import objective
+    from reference.networked.optimum import optimum
+
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ModelError(f"repeats = {repeats!r}, expected an integer >= 1")
+    opt = optimum(model, utilities, gap=gap)
+    start = LocalizedSoftmaxPolicy.uniform(model, beta)
+    initial = objective(model, start, utilities)
+    kappas = np.arange(model.graph.diameter + 1, dtype=np.int64)
+    exact = []
+    for k in kappas:
+        final = _exact_components_run(model, start, utilities, int(k), step_size, iterations)
+        exact.append(_final_measures(model, final, utilities, int(k)))
+    tasks = []
+    for k in kappas:
+        cfg = Algorithm1Config(
+            kappa=int(k),
+            step_size=step_size,
+            iterations=iterations,
+            occupancy_batch=batch,
+            occupancy_horizon=horizon,
+            critic="mc",
+            critic_batch=batch,
+            critic_horizon=horizon,
+            gradient_batch=batch,
+        )
+        tasks += [_TradeoffTask(model, start, tuple(utilities), cfg)] * repeats
+    done = map_seeded(_tradeoff_piece, tasks, executor=executor, seed=seed)
+    res = np.array([r[:3] for r in done.results]).reshape(kappas.size, repeats, 3)
+    used = np.array([r[3] for r in done.results])
+    se_scale = 1.0 / math.sqrt(repeats) if repeats > 1 else 0.0
+    std = res.std(axis=1, ddof=1) if repeats > 1 else np.zeros((kappas.size, 3))
+    costs = [communication_cost(model, int(k)) for k in kappas]
+    ex = np.array(exact)
+    floats = np.array([f for _, f in costs], dtype=np.int64)
+    messages = np.array([m for m, _ in costs], dtype=np.int64)
+    steps = float(used.max()) / iterations / model.n
+    return KappaTradeoff(
+        kappa=kappas,
+        F_star=opt.value,
+        duality_gap=opt.duality_gap,
+        F_initial=initial,
+        exact_objective=frozen(ex[:, 0]),
+        exact_gap=frozen(opt.upper_bound - ex[:, 0]),
+        exact_gradient_norm_sq=frozen(ex[:, 1]),
+        exact_truncation_error=frozen(ex[:, 2]),
+        sampled_objective=frozen(res[:, :, 0].mean(axis=1)),
+        sampled_gap=frozen(opt.upper_bound - res[:, :, 0].mean(axis=1)),
+        sampled_gradient_norm_sq=frozen(res[:, :, 1].mean(axis=1)),
+        sampled_truncation_error=frozen(res[:, :, 2].mean(axis=1)),
+        sampled_objective_se=frozen(std[:, 0] * se_scale),
+        sampled_gap_se=frozen(std[:, 0] * se_scale),
+        messages_per_step=messages,
+        floats_per_step=floats,
+        messages_per_iteration=frozen(messages * steps),
+        floats_per_iteration=frozen(floats * steps),
+        samples=int(used.max()),
+        iterations=iterations,
+        step_size=step_size,
+        beta=start.beta,
+        seeds=done.children,
+    )

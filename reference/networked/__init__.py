@@ -7,6 +7,7 @@ behind one backend interface, and its dense backend), :mod:`.matrix_free` (the b
 contractions of local factors), :mod:`.backends` (the choice between them by predicted cost),
 :mod:`.utilities` (general utilities) and
 :mod:`.exact` (occupancies, shadow rewards, shadow Q and the three gradient routes),
+:mod:`.optimum` (the global optimum ``F*`` over centralized policies, certified),
 :mod:`.truncation` (kappa-hop decay and truncated gradients), :mod:`.sampling` (the
 vectorised sampler) and :mod:`.algorithm` (Algorithm 1 and the exact expectations of its
 estimators).
@@ -62,6 +63,16 @@ from reference.networked.matrix_free import (
     contraction_plan,
 )
 from reference.networked.model import JointSpace, NetworkedMDP
+from reference.networked.optimum import (
+    CentralizedPolicy,
+    LinearMaximum,
+    Optimum,
+    linear_maximum,
+    linear_program_optimum,
+    optimum,
+    policy_occupancy,
+    value_iteration_maximum,
+)
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.sampling import (
     Sampler,
@@ -103,6 +114,7 @@ __all__ = [
     "Algorithm1Config",
     "Algorithm1History",
     "BackendCost",
+    "CentralizedPolicy",
     "ConstraintPenaltyUtility",
     "ContractionPlan",
     "ContractionStep",
@@ -114,12 +126,14 @@ __all__ = [
     "Graph",
     "JointSpace",
     "KLImitationUtility",
+    "LinearMaximum",
     "LinearSolve",
     "LinearUtility",
     "LocalizedSoftmaxPolicy",
     "MatrixFreeOperator",
     "NetworkedMDP",
     "NetworkedSolution",
+    "Optimum",
     "QuadraticImitationUtility",
     "Sampler",
     "TDMeanField",
@@ -146,13 +160,17 @@ __all__ = [
     "gradient_joint_q",
     "gradient_norm",
     "iter_shadow_q",
+    "linear_maximum",
+    "linear_program_optimum",
     "local_occupancies",
     "local_occupancy_jacobian",
     "mc_critic",
     "mc_critic_expectation",
     "objective",
     "occupancy_estimate",
+    "optimum",
     "per_agent_values",
+    "policy_occupancy",
     "policy_reward_tables",
     "predict_backends",
     "replay_td_critic",
@@ -171,4 +189,5 @@ __all__ = [
     "transition_operator",
     "truncated_gradient",
     "truncated_q",
+    "value_iteration_maximum",
 ]
