@@ -13,6 +13,7 @@ __all__ = [
     "GraphError",
     "MemoryLimitError",
     "ModelError",
+    "OutputError",
     "PolicyError",
     "SolverError",
     "UtilityDomainError",
@@ -50,3 +51,9 @@ class SolverError(ModelError):
 class DatasetError(ModelError):
     """An offline dataset, or a dataset file, that violates its contract (wrong schema, a
     missing or unexpected field, an entry out of range, or a game it was not drawn for)."""
+
+
+class OutputError(ModelError):
+    """An output file that cannot be written where it was asked for (a missing or
+    unwritable directory, a path that is a directory, a format that cannot be written); the
+    message names the argument and the path, and is raised before any work is done."""

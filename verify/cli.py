@@ -131,7 +131,8 @@ from typing import Any
 
 import numpy as np
 
-from reference.errors import ModelError
+from reference._io import check_output_dir, check_output_file
+from reference.errors import ModelError, OutputError
 from reference.instances import GAMES, INSTANCES
 from reference.networked.exact import solve
 from reference.networked.policy import LocalizedSoftmaxPolicy
@@ -310,9 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
             "check (each must be caught) and every correct one (each must pass)."
         ),
     )
+    from verify.checks.planted import AREAS
+
     mutants.add_argument(
         "--area", action="append", metavar="AREA",
-        help="only this area (repeatable), e.g. tabular, gae",
+        help=f"only this area (repeatable): {', '.join(sorted(AREAS))}",
     )
     mutants.add_argument("--json", action="store_true", help="print one JSON object")
     _add_executor_argument(mutants)
@@ -375,7 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--quick", action="store_true", help="smaller instances (< 1 minute)")
     report.add_argument("--out", default="report", help="output directory (default report/)")
     report.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
-    report.add_argument("--only", action="append", metavar="CLAIM", help="only this claim")
+    from verify.report import CLAIMS
+
+    report.add_argument(
+        "--only", action="append", metavar="CLAIM",
+        help=f"only this claim (repeatable): {', '.join(name for name, _ in CLAIMS)}",
+    )
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
     report.add_argument("--json", action="store_true", help="print one JSON object")
     _add_executor_argument(report)
@@ -586,6 +594,23 @@ def _pyplot() -> Any:
             "--plot needs matplotlib: pip install 'marl-oracle[plot]'"
         ) from None
     return plt
+
+
+def _check_plot_path(path: str) -> None:
+    """``--plot FILE``: a writable file in an existing directory whose extension matplotlib
+    can write (none means PNG); an :class:`~reference.errors.OutputError` otherwise."""
+    check_output_file(path, "--plot")
+    _pyplot()  # the plot extra is present
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if suffix:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        formats = FigureCanvasAgg.get_supported_filetypes()
+        if suffix not in formats:
+            raise OutputError(
+                f"--plot {path!r}: matplotlib cannot write {suffix!r} files; use one of "
+                f"{', '.join(sorted(formats))}"
+            )
 
 
 def _plot_decay(result: dict[str, Any], path: str) -> None:
@@ -826,6 +851,7 @@ def _run_report(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [n for n in args.only or () if n not in dict(CLAIMS)]
     if unknown:
         raise ModelError(f"--only {unknown}: no such claim; claims are {[n for n, _ in CLAIMS]}")
+    check_output_dir(args.out, "--out")  # before any claim is computed
 
     def progress(done: int, total: int, name: str) -> None:
         width = 24
@@ -932,6 +958,9 @@ def _run_instance(args: argparse.Namespace) -> dict[str, Any]:
     rng = None if args.theta_seed is None else np.random.default_rng(args.theta_seed)
     if args.theta_seed is not None and args.theta_out is None:
         raise ModelError("--theta-seed needs --theta-out")
+    check_output_file(args.out, "--out")
+    if args.theta_out is not None:
+        check_output_file(args.theta_out, "--theta-out")
     if args.game is not None:
         for flag, value in (("--agents", args.agents), ("--obs-radius", args.obs_radius)):
             if value is not None:
@@ -1018,14 +1047,17 @@ def _run_check(args: argparse.Namespace) -> dict[str, Any]:
             ConditionalPolicy.uniform(instance) if args.theta is None
             else load_game_policy(args.theta, instance)
         )
-        head = {"kind": "cooperative-game", "name": instance.name, "agents": instance.n_agents}
+        head = {
+            "kind": "cooperative-game", "name": instance.name, "agents": instance.n_agents,
+            "policy": "uniform (no --theta given)" if args.theta is None else args.theta,
+        }
     else:
         if args.theta is None:
             raise ModelError(f"checking {args.quantity} on a networked instance needs --theta")
         policy = load_theta(args.theta, instance.model)
         head = {
             "kind": "networked-instance", "name": instance.name, "agents": instance.model.n,
-            "obs_radius": policy.beta, "utility": args.utility,
+            "obs_radius": policy.beta, "utility": args.utility, "policy": args.theta,
         }
     exact = exact_quantity(args.quantity, instance, policy, args.utility)
     verdict = check_estimate(estimate, exact, args.atol)
@@ -1058,8 +1090,8 @@ def _print_check(result: dict[str, Any]) -> None:
         return "nan" if x is None else x if isinstance(x, str) else f"{x:.17g}"
 
     print(
-        f"{result['quantity']} on {result['name']} ({result['instance_file']}): "
-        f"{'PASS' if result['passed'] else 'FAIL'}, {result['failures']} of "
+        f"{result['quantity']} on {result['name']} ({result['instance_file']}) at the policy "
+        f"{result['policy']}: {'PASS' if result['passed'] else 'FAIL'}, {result['failures']} of "
         f"{result['entries']} entries outside the tolerance"
     )
     print(
@@ -1100,6 +1132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run, plot, show = _COMMANDS[args.command]
     try:
+        if plot is not None and args.plot:
+            _check_plot_path(args.plot)  # before the computation, not after it
         result = run(args)
         if plot is not None and args.plot:
             plot(result, args.plot)
