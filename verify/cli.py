@@ -565,7 +565,9 @@ def _run_decay(args: argparse.Namespace) -> dict[str, Any]:
 
     instance = INSTANCES[args.instance](args.agents, args.gamma)
     policy = LocalizedSoftmaxPolicy.uniform(instance.model, args.obs_radius)
-    sweep = kappa_decay_sweep(instance.model, policy, instance.utilities(args.utility))
+    sweep = kappa_decay_sweep(
+        instance.model, policy, instance.utilities(args.utility), progress=_progress("decay")
+    )
     return {
         "instance": instance.name,
         "agents": instance.model.n,
@@ -580,6 +582,24 @@ def _run_decay(args: argparse.Namespace) -> dict[str, Any]:
         "fitted_rate": None if np.isnan(sweep.rate) else sweep.rate,
         "weights": sweep.weights,
     }
+
+
+def _progress(label: str, after: float = 1.0) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback printing ``label: done/total`` on stderr, silent
+    for runs shorter than ``after`` seconds and redrawn at most twice a second."""
+    start = time.perf_counter()
+    shown = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter() - start
+        final = done == total
+        if now < after or (not final and now - shown[0] < 0.5):
+            return
+        shown[0] = now
+        print(f"\r{label}: {done}/{total} chunks, {now:.0f} s", end="\n" if final else "",
+              file=sys.stderr, flush=True)
+
+    return report
 
 
 def _pyplot() -> Any:
