@@ -166,7 +166,11 @@ def test_occupancy_identity_matches_the_table_route(problem: mst.NetworkedProble
     model, policy = problem.model, problem.policy
     sol = solve(model, policy, problem.utilities, values="per-agent")
     g = gradient_contributions(model, policy, sol)
-    scale = max(float(np.max(np.abs(x))) for row in g for x in row) + 1.0
+    # every term is lam_S(s) pi (Q^{(i)} - V) with lam_S summing to 1/(1-gamma) and
+    # |Q^{(i)} - V| <= max|r| + 2 max|V|
+    v_max = float(np.max(np.abs(sol.require_shadow_values())))
+    r_max = max(float(np.max(np.abs(r))) for r in sol.shadow_rewards)
+    scale = (r_max + 2.0 * v_max) / (1.0 - model.gamma)
     tol = 4.0 * summation_tolerance(model.states.size * model.actions.size, scale) * model.n
     for i in range(model.n):
         np.testing.assert_allclose(

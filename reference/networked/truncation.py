@@ -247,16 +247,13 @@ class _SpreadPlan:
         agent: ``i``.
         layout: every agent in order of hop distance from ``i`` (ties by index; agents of
             other components last).  A chunk tensor has the state axes of ``layout`` first
-            (axis ``r`` the state of ``layout[r]``), then their action axes in the same order
-            (axis ``n + r``), so every ``N_i^kappa`` is a prefix of both halves.
+            (axis ``r`` the state of ``layout[r]``), then their action axes in the reverse
+            order (axis ``2n - 1 - r``), so the agents outside ``N_i^kappa`` occupy one
+            contiguous middle block of axes.
         chunk: how many leading agents of ``layout`` have their state and action fixed per
             chunk.
         actions: the kept actions of every agent (:func:`_action_classes`; all for ``i``).
-        order: the contraction order of the next-state axes: the fixed agents (each step
-            shrinks the tensor, their actions being fixed), then the others from the
-            farthest in, so the axis being contracted is the innermost one not yet
-            contracted and the largest (last) steps act on outer axes with long
-            contiguous inner runs.
+        order: the contraction order of the next-state axes (:func:`_contraction_order`).
         widest: largest intermediate of a contraction step, in floats.
         chunk_pairs: joint pairs per chunk; chunks: number of chunks.
         peak_floats: predicted peak float64 count.
@@ -271,6 +268,43 @@ class _SpreadPlan:
     chunk_pairs: int
     chunks: int
     peak_floats: int
+
+
+def _contraction_order(
+    model: NetworkedMDP,
+    layout: Sequence[int],
+    actions: Sequence[Sequence[int]],
+    fixed: set[int],
+) -> tuple[tuple[int, ...], int]:
+    """The order of the next-state contractions and the largest intermediate (floats).
+
+    Greedy on the size of each step's result (the states of the kernels contracted so far,
+    fixed ones of size 1, times the actions of those agents, times the next states of the
+    others): the fixed agents come first (their actions are fixed, so each step shrinks the
+    tensor), then at each step the agent whose contraction leaves the smallest tensor, ties
+    to the agent nearest ``i`` (earliest in ``layout``), so the largest, last steps act on
+    the outermost action axes of the chunk tensor."""
+    rank = {m: r for r, m in enumerate(layout)}
+    present: set[int] = set()
+    done: set[int] = set()
+
+    def size_after(j: int) -> int:
+        states = present | set(model.neighbourhoods[j])
+        width = prod(model.n_states[m] for m in states if m not in fixed)
+        width *= prod(len(actions[m]) for m in done | {j} if m not in fixed)
+        return width * prod(model.n_states[m] for m in layout if m not in done and m != j)
+
+    order: list[int] = []
+    widest = model.states.size
+    while len(order) < len(layout):
+        left = [m for m in layout if m not in done]
+        pinned = [m for m in left if m in fixed]
+        j = pinned[0] if pinned else min(left, key=lambda m: (size_after(m), rank[m]))
+        widest = max(widest, size_after(j))
+        present |= set(model.neighbourhoods[j])
+        done.add(j)
+        order.append(j)
+    return tuple(order), widest
 
 
 def _spread_plan(
@@ -293,19 +327,7 @@ def _spread_plan(
     for c in range(n + 1):
         fixed = set(layout[:c])
         chunk = total // prod(sizes[j] for j in fixed)
-        # fixed agents first (each halves the tensor: its action is fixed), then the others
-        # from the farthest in
-        order = (*layout[:c], *reversed(layout[c:]))
-        # a step's result: states of the kernels contracted so far (fixed ones of size 1),
-        # actions of those agents, next states of the others
-        present: set[int] = set()
-        widest = model.states.size
-        for step, j in enumerate(order):
-            present |= set(model.neighbourhoods[j])
-            width = prod(model.n_states[m] for m in present if m not in fixed)
-            width *= prod(len(actions[m]) for m in order[: step + 1] if m not in fixed)
-            width *= prod(model.n_states[m] for m in order[step + 1 :])
-            widest = max(widest, width)
+        order, widest = _contraction_order(model, layout, actions, fixed)
         # running max and min per z_{N_i^kappa} where N_i^kappa misses a fixed agent
         running = sum(
             2 * prod(sizes[m] for m in model.graph.neighbourhood(i, k))
@@ -358,7 +380,7 @@ def _kernel_block(
     shape = [1] * (2 * n) + [model.n_states[j]]
     for p in perm:
         shape[rank[hood[p]]] = block.shape[perm.index(p)]
-    shape[n + rank[j]] = len(kept)
+    shape[2 * n - 1 - rank[j]] = len(kept)
     return np.ascontiguousarray(block.reshape(shape))
 
 
@@ -382,31 +404,35 @@ class _Buffers:
         raise AssertionError("three buffers cannot all be busy")  # pragma: no cover
 
 
-def _chunk_q(
+def _chunk_future(
     model: NetworkedMDP,
     plan: _SpreadPlan,
     values: FloatArray,
-    reward: FloatArray,
     fixed: dict[int, tuple[int, int]],
     buffers: _Buffers,
     cache: dict[tuple[Any, ...], FloatArray],
 ) -> FloatArray:
-    """``Q_i(s, a) = r_i(s_i, a_i) + gamma sum_{s'} prod_j P_j(s'_j | s_{N_j}, a_j) V_i(s')``
-    on one chunk, C-contiguous with the axes of ``plan.layout`` (states, then actions; size
-    1 where fixed).  The result lives in ``buffers``.
+    """``W_i(s, a) = gamma sum_{s'} prod_j P_j(s'_j | s_{N_j}, a_j) V_i(s')`` on one chunk,
+    C-contiguous with the axes of ``plan.layout`` (states in layout order, then actions in
+    reverse layout order; size 1 where fixed).  The result lives in ``buffers``.
+
+    ``Q_i = r_i(s_i, a_i) + W_i`` and ``(s_i, a_i)`` is part of every ``z_{N_i^kappa}``, so
+    the reward is constant on each group and ``D_i(kappa)`` is the grouped max-minus-min of
+    ``W_i`` alone (``proofs_notes/decay.md#streamed``).
 
     The next-state axes are summed one agent at a time in ``plan.order``: the axis that
     holds ``s'_j`` holds ``a_j`` once ``P_j`` is contracted, and ``P_j`` adds only the state
     axes of ``N_j`` (``proofs_notes/decay.md#streamed``)."""
     n = model.n
     rank = {m: r for r, m in enumerate(plan.layout)}
-    shape = [1] * n + [model.n_states[m] for m in plan.layout]
+    shape = [1] * n + [model.n_states[m] for m in reversed(plan.layout)]
     table: FloatArray = (
-        values.reshape(model.n_states).transpose(list(plan.layout)).reshape(shape)
+        values.reshape(model.n_states).transpose(list(reversed(plan.layout))).reshape(shape)
+        * model.gamma  # |S| floats: cheaper here than on the chunk
     )
     for j in plan.order:
         block = _kernel_block(model, plan, j, fixed, cache)
-        axis = n + rank[j]
+        axis = 2 * n - 1 - rank[j]
         lead = (slice(None),) * axis
         first = table[(*lead, slice(0, 1))]
         out_shape = np.broadcast_shapes(block.shape[:-1], first.shape)
@@ -421,14 +447,6 @@ def _chunk_q(
                 k for k, b in enumerate(buffers.pool) if np.shares_memory(b, out)
             )
         table = out
-    table *= model.gamma
-    i = plan.agent
-    r = reward
-    r = r[fixed[i][0] : fixed[i][0] + 1] if i in fixed else r
-    r = r[:, [fixed[i][1]]] if i in fixed else r[:, list(plan.actions[i])]
-    shape = [1] * (2 * n)
-    shape[rank[i]], shape[n + rank[i]] = r.shape
-    table += r.reshape(shape)
     return table
 
 
@@ -448,31 +466,27 @@ def _fold(ufunc: np.ufunc, table: FloatArray, axis: int) -> FloatArray:
     return out
 
 
-def _reduce_outside(
-    ufunc: np.ufunc, table: FloatArray, states: tuple[int, int], actions: tuple[int, int]
-) -> FloatArray:
-    """``table`` viewed as ``(S_in, S_out, A_in, A_out)`` reduced over ``S_out`` and
-    ``A_out``; ``states = (S_in, S_out)``, ``actions = (A_in, A_out)``."""
-    flat = table.reshape(states[0] * states[1] * actions[0], actions[1], 1)
-    inner = _fold(ufunc, flat, 1).reshape(states[0], states[1], actions[0])
-    return _fold(ufunc, inner, 1).reshape(-1)
+def _reduce_outside(ufunc: np.ufunc, table: FloatArray, inside: int, outside: int) -> FloatArray:
+    """``table`` viewed as ``(S_in, S_out A_out, A_in)`` (``inside = S_in``, ``outside =
+    S_out A_out``: the agents outside ``N_i^kappa`` are one contiguous middle block)
+    reduced over the middle axis."""
+    return _fold(ufunc, table.reshape(inside, outside, -1), 1).reshape(-1)
 
 
 def _streamed_spreads(
     model: NetworkedMDP,
     plan: _SpreadPlan,
     values: FloatArray,
-    reward: FloatArray,
     kappas: Sequence[int],
     tick: Callable[[], None],
 ) -> list[float]:
     """``D_i(kappa)`` for every ``kappa`` of ``kappas`` by streaming ``Q_i`` chunk by chunk.
 
-    ``N_i^kappa`` is a prefix of the state and of the action axes of ``plan.layout``, so
-    within a chunk the max and min over the agents outside it fold the trailing axes; they
-    are taken for the largest radius first and refined from there.  Where a fixed agent
-    lies outside ``N_i^kappa`` the chunk contributes its overall max and min to a running
-    table over ``z_{N_i^kappa}`` (whose agents are then all fixed).  Max and min do not
+    The agents outside ``N_i^kappa`` own one contiguous middle block of axes (the last state
+    axes and the first action axes), so within a chunk the max and min over them fold one
+    middle axis; they are taken for the largest radius first and refined from there.  Where
+    a fixed agent lies outside ``N_i^kappa`` the chunk contributes its overall max and min
+    to a running table over ``z_{N_i^kappa}`` (whose agents are then all fixed).  Max and min do not
     round, so the result is the grouped max-minus-min of :func:`decay_spread` up to the
     rounding of the table itself."""
     layout, c = plan.layout, plan.chunk
@@ -497,7 +511,7 @@ def _streamed_spreads(
     cache: dict[tuple[Any, ...], FloatArray] = {}
     for combo in product(*grids):
         fixed = dict(zip(layout[:c], combo, strict=True))
-        q = _chunk_q(model, plan, values, reward, fixed, buffers, cache)
+        q = _chunk_future(model, plan, values, fixed, buffers, cache)
         hi: FloatArray = q.reshape(-1)
         lo: FloatArray = hi
         kept = len(layout)  # agents of the layout whose axes hi and lo still carry
@@ -505,14 +519,15 @@ def _streamed_spreads(
         for k in descending:
             if hood_len[k] >= c:
                 if hood_len[k] < kept:
-                    states = (prod(state_sizes[c : hood_len[k]]),
-                              prod(state_sizes[hood_len[k] : kept]))
-                    acts = (prod(action_sizes[c : hood_len[k]]),
-                            prod(action_sizes[hood_len[k] : kept]))
-                    hi = _reduce_outside(np.maximum, hi, states, acts)
-                    lo = _reduce_outside(np.minimum, lo, states, acts)
+                    inside = prod(state_sizes[c : hood_len[k]])
+                    outside = prod(state_sizes[hood_len[k] : kept]) * prod(
+                        action_sizes[hood_len[k] : kept]
+                    )
+                    hi = _reduce_outside(np.maximum, hi, inside, outside)
+                    lo = _reduce_outside(np.minimum, lo, inside, outside)
                     kept = hood_len[k]
-                spread[k] = max(spread[k], float(np.max(hi - lo)))
+                if hi is not lo:  # before any reduction every group is one pair
+                    spread[k] = max(spread[k], float(np.max(hi - lo)))
             else:
                 if overall is None:
                     overall = (float(hi.max()), float(lo.min()))
@@ -599,8 +614,7 @@ def decay_profile(
     spread = np.array(
         [
             _streamed_spreads(
-                model, plans[i], np.ascontiguousarray(values[:, i]),
-                solution.shadow_rewards[i], ks, tick,
+                model, plans[i], np.ascontiguousarray(values[:, i]), ks, tick,
             )
             for i in range(model.n)
         ]
