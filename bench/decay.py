@@ -11,7 +11,7 @@ For every ``n`` the instance is ``line-message`` (SPEC section 7: binary agents 
   (:func:`reference.networked.exact.iter_shadow_q`) reduced by
   :func:`reference.networked.truncation.decay_spread`.  *streamed*:
   :func:`reference.networked.truncation.decay_profile` (chunks of joint pairs contracted
-  from the local kernels, ``proofs_notes/decay.md#streamed``).
+  from the local kernels, ``proofs_notes/decay.md#streamed-spreads``).
 * **sweep**, what ``marl-oracle decay`` computes: the spreads and ``||ghat - grad F||`` with
   occupancy weights per radius.  *tables*: the spreads above plus all ``n`` joint shadow Q
   tables (:func:`~reference.networked.exact.shadow_q`) and

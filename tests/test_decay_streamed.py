@@ -1,5 +1,5 @@
 """Streamed decay spreads and the occupancy identity of the truncated gradient
-(proofs_notes/decay.md#streamed, proofs_notes/truncated-gradient.md#occupancy-identity):
+(proofs_notes/decay.md#streamed-spreads, proofs_notes/truncated-gradient.md#occupancy-identity):
 each against the independent route on joint tables, the memory prediction made before any
 work and honoured in a subprocess, and the progress callback."""
 
@@ -76,7 +76,7 @@ def test_streamed_spreads_match_the_joint_tables(
 
 
 def test_duplicate_actions_are_visited_once_and_still_exact() -> None:
-    """line-message's agent 0 ignores its action (proofs_notes/decay.md#streamed): it keeps
+    """line-message's agent 0 ignores its action (proofs_notes/decay.md#streamed-spreads): it keeps
     one action class for every other agent's table, both for agent 0 itself; the spreads
     still equal the table route."""
     inst = line_message(7)

@@ -290,7 +290,7 @@ def test_decay_profile_needs_no_joint_table() -> None:
     """decay_profile streams the shadow Q tables chunk by chunk: under a memory limit below
     one joint table (3 |S||A| floats for the table route) it gives the spreads of the joint
     tables, up to the rounding of r + gamma P V summed in another order
-    (proofs_notes/decay.md#streamed); shadow_q refuses at that limit."""
+    (proofs_notes/decay.md#streamed-spreads); shadow_q refuses at that limit."""
     from reference.errors import MemoryLimitError
     from reference.instances import line_message
 

@@ -15,10 +15,13 @@ radix over ``N_i^kappa`` in increasing agent order, each agent contributing the 
   with ``||ghat_i - grad_i F||_2 <= sqrt(2) max_j D_j(kappa) / (1-gamma)``
   (``proofs_notes/truncated-gradient.md``), via the cancellation identity.
 
-Everything here works on joint ``(|S|, |A|)`` tables: it is exact for instances whose joint
-shadow Q tables fit in memory (``|S| |A|`` floats each, one at a time for the decay
-profile), and raises :class:`~reference.errors.MemoryLimitError` beyond
-(``proofs_notes/matrix-free.md#decay-spread``).
+:func:`decay_profile` streams the shadow Q-functions chunk by chunk from the local kernels
+and never forms a joint table; its memory is predicted before any work
+(``proofs_notes/decay.md#streamed-spreads``).  :func:`occupancy_truncated_gradient` gives the
+occupancy-weighted ``ghat`` from per-agent gradient contributions where its identity holds
+(``proofs_notes/truncated-gradient.md#occupancy-identity``).  :func:`decay_spread`,
+:func:`truncated_q` and :func:`truncated_gradient` work on joint ``(|S|, |A|)`` tables (the
+definitions, for small instances and as the second route).
 """
 
 from __future__ import annotations
@@ -136,8 +139,8 @@ def decay_spread(model: NetworkedMDP, q: FloatArray, i: int, kappa: int) -> floa
     max minus its min; so no pair is enumerated.  ``q`` of shape ``(|S|, |A|)`` is viewed as a
     tensor with one state and one action axis per agent, and the max and min are taken over
     the axes of the agents outside ``N_i^kappa`` (``O(|S| |A|)`` work, exact: max and min do
-    not round).  The table itself is what limits the size: see :func:`decay_profile` and
-    ``proofs_notes/matrix-free.md#decay-spread``.
+    not round).  :func:`decay_profile` computes the same spreads without the table
+    (``proofs_notes/decay.md#streamed-spreads``).
     """
     agents = set(model.graph.neighbourhood(i, _check_radius(kappa)))
     shape = model.n_states + model.n_actions
@@ -230,7 +233,8 @@ enough that the per-chunk Python overhead stays small)."""
 def _action_classes(model: NetworkedMDP, j: int) -> tuple[int, ...]:
     """Representatives of agent ``j``'s actions up to identical kernel slices: actions ``b``
     and ``c`` with ``P_j(. | s_{N_j}, b) = P_j(. | s_{N_j}, c)`` for every ``s_{N_j}`` are
-    interchangeable in every ``Q_i`` with ``i != j`` (``proofs_notes/decay.md#streamed``)."""
+    interchangeable in every ``Q_i`` with ``i != j``
+    (``proofs_notes/decay.md#streamed-spreads``)."""
     kernel = model.kernels[j]
     reps: list[int] = []
     for b in range(model.n_actions[j]):
@@ -418,11 +422,11 @@ def _chunk_future(
 
     ``Q_i = r_i(s_i, a_i) + W_i`` and ``(s_i, a_i)`` is part of every ``z_{N_i^kappa}``, so
     the reward is constant on each group and ``D_i(kappa)`` is the grouped max-minus-min of
-    ``W_i`` alone (``proofs_notes/decay.md#streamed``).
+    ``W_i`` alone (``proofs_notes/decay.md#streamed-spreads``).
 
     The next-state axes are summed one agent at a time in ``plan.order``: the axis that
     holds ``s'_j`` holds ``a_j`` once ``P_j`` is contracted, and ``P_j`` adds only the state
-    axes of ``N_j`` (``proofs_notes/decay.md#streamed``)."""
+    axes of ``N_j`` (``proofs_notes/decay.md#streamed-spreads``)."""
     n = model.n
     rank = {m: r for r, m in enumerate(plan.layout)}
     shape = [1] * n + [model.n_states[m] for m in reversed(plan.layout)]
@@ -437,15 +441,27 @@ def _chunk_future(
         first = table[(*lead, slice(0, 1))]
         out_shape = np.broadcast_shapes(block.shape[:-1], first.shape)
         out = buffers.view(table, out_shape)
-        np.multiply(block[..., 0], first, out=out)
-        if model.n_states[j] > 1:
-            term = buffers.view(table, out_shape)
-            for x in range(1, model.n_states[j]):
-                np.multiply(block[..., x], table[(*lead, slice(x, x + 1))], out=term)
-                out += term
+        if model.n_states[j] == 2:
+            # rows sum to one: P(0) T_0 + P(1) T_1 = T_1 + P(0) (T_0 - T_1), two passes over
+            # the result instead of three, the difference on the smaller operand
+            second = table[(*lead, slice(1, 2))]
+            gap = buffers.view(table, first.shape)
+            np.subtract(first, second, out=gap)
+            np.multiply(block[..., 0], gap, out=out)
+            out += second
             buffers.last = next(
                 k for k, b in enumerate(buffers.pool) if np.shares_memory(b, out)
             )
+        else:
+            np.multiply(block[..., 0], first, out=out)
+            if model.n_states[j] > 1:
+                term = buffers.view(table, out_shape)
+                for x in range(1, model.n_states[j]):
+                    np.multiply(block[..., x], table[(*lead, slice(x, x + 1))], out=term)
+                    out += term
+                buffers.last = next(
+                    k for k, b in enumerate(buffers.pool) if np.shares_memory(b, out)
+                )
         table = out
     return table
 
@@ -460,8 +476,8 @@ def _fold(ufunc: np.ufunc, table: FloatArray, axis: int) -> FloatArray:
         out: FloatArray = ufunc.reduce(table, axis=axis)
         return out
     lead: tuple[Any, ...] = (slice(None),) * axis
-    out = table[(*lead, 0)].copy()
-    for col in range(1, table.shape[axis]):
+    out = ufunc(table[(*lead, 0)], table[(*lead, 1)])
+    for col in range(2, table.shape[axis]):
         ufunc(out, table[(*lead, col)], out=out)
     return out
 
@@ -580,7 +596,7 @@ def decay_profile(
     nearest ``i``; on each chunk ``Q_i = r_i + gamma P V_i`` is contracted from the local
     kernels one next-state axis at a time, and the max and min over the agents outside
     ``N_i^kappa`` are taken for every ``kappa`` at once, largest radius first
-    (``proofs_notes/decay.md#streamed``).  Actions with identical kernel slices are visited
+    (``proofs_notes/decay.md#streamed-spreads``).  Actions with identical kernel slices are visited
     once (they give equal ``Q_i`` for ``i`` other than their agent).  The chunk size is
     chosen so that the predicted peak memory fits the limit, and every plan is made, and
     checked, before anything of joint size is allocated.
