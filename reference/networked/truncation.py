@@ -226,8 +226,8 @@ def truncated_q(
 # ------------------------------------------------------------------ decay spreads, streamed
 _CHUNK_TARGET_FLOATS = 1 << 19
 """Preferred number of joint pairs ``(s, a)`` per chunk of a streamed spread computation
-(2 MiB of float64: small enough that a contraction step's operands stay in cache, large
-enough that the per-chunk Python overhead stays small)."""
+(4 MiB of float64: small enough that a contraction step's operands stay near the cache,
+large enough that the per-chunk Python overhead stays small)."""
 
 
 def _action_classes(model: NetworkedMDP, j: int) -> tuple[int, ...]:
