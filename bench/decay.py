@@ -22,7 +22,7 @@ For every ``n`` the instance is ``line-message`` (SPEC section 7: binary agents 
 Every timing runs in a fresh subprocess (``OPENBLAS_NUM_THREADS=1``), after the shared exact
 solve, and reports its wall time, its CPU time (``time.process_time``: on a shared machine
 the wall time also counts the time the process waited for a core) and its peak resident
-memory (``ru_maxrss``); the streamed
+memory (``VmHWM`` of ``/proc/self/status``); the streamed
 routes are the best of ``--repeats`` subprocesses, the table routes one run each (they take
 minutes at ``n = 12``).  ``max |diff|`` compares the spreads (and gradient errors) of both
 routes; a table route whose predicted memory exceeds the limit, or whose predicted time
@@ -48,13 +48,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 from reference.instances import line_message
 from reference.networked import LocalizedSoftmaxPolicy, solve
 from reference.networked.exact import gradient_norm, iter_shadow_q, shadow_q
 from reference.networked.truncation import decay_profile, decay_spread, truncated_gradient
 from verify.experiments import kappa_decay_sweep
+
+def peak_bytes():
+    # VmHWM: the high-water mark of this process's own address space (ru_maxrss would
+    # also carry the parent's RSS at fork, which survives execve on Linux)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 n, what, route = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 inst = line_message(n)
@@ -88,7 +94,7 @@ else:
     full = None
 print(json.dumps({
     "seconds": seconds, "cpu": cpu,
-    "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "peak_bytes": peak_bytes(),
     "max_spread": spread_max, "spread": full, "errors": errors,
 }))
 """

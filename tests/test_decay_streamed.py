@@ -122,7 +122,7 @@ def test_progress_reaches_the_total() -> None:
 
 
 _CHILD = """
-import json, os, resource, sys
+import json, os, sys
 from reference.instances import line_message
 from reference.networked import LocalizedSoftmaxPolicy, solve
 from verify.experiments import kappa_decay_sweep
@@ -134,7 +134,8 @@ page = os.sysconf("SC_PAGE_SIZE")
 with open("/proc/self/statm") as f:
     before = int(f.read().split()[1]) * page
 sweep = kappa_decay_sweep(inst.model, policy, inst.utilities())
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with open("/proc/self/status") as f:
+    peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 print(json.dumps({"before": before, "peak": peak, "spread": list(sweep.max_spread)}))
 """
 
@@ -144,7 +145,9 @@ def test_memory_limit_is_honoured_in_a_subprocess() -> None:
     """n = 11 binary agents: one joint shadow Q table is 4^11 floats = 32 MiB, the route on
     joint tables needs (n + 2) of them (416 MiB).  Under MARL_ORACLE_MEMORY_LIMIT = 48 MiB the
     streamed sweep completes, and the child's peak RSS rises by at most the limit above its
-    resident size just before the sweep (ru_maxrss, kilobytes on Linux)."""
+    resident size just before the sweep.  The peak is VmHWM of /proc/self/status, the high
+    -water mark of the child's own address space: getrusage's ru_maxrss would also carry the
+    RSS of the parent at fork (it survives execve on Linux)."""
     limit = 48 * 1024**2
     env = {**os.environ, "MARL_ORACLE_MEMORY_LIMIT": str(limit), "OPENBLAS_NUM_THREADS": "1"}
     out = subprocess.run(
