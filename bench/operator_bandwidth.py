@@ -26,7 +26,7 @@ observation radius ``--beta`` (as in ``bench/exact_networked.py``), and its
 Run from the repository root (``OPENBLAS_NUM_THREADS=1`` on a shared machine)::
 
     python bench/operator_bandwidth.py [--n 16,18,20,22,24] [--gradient-max 20] [--beta 1]
-                                       [--repeats 5] [--seed 0] [--json]
+                                       [--repeats 5] [--seed 0] [--memory-limit 6e9] [--json]
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def main() -> int:
     parser.add_argument("--beta", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-limit", type=float, default=6 * 2**30,
+                        help="memory limit for the operator (bytes, default 6 GiB)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = []
@@ -96,7 +98,7 @@ def main() -> int:
         model = ring(n, args.seed)
         rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(n, 1)))
         policy = LocalizedSoftmaxPolicy.random(model, args.beta, rng)
-        op = MatrixFreeOperator(model, policy)
+        op = MatrixFreeOperator(model, policy, memory_limit=args.memory_limit)
         v = rng.random(op.n_states)
         op.apply(v)  # warm the buffers
         apply_s = best(lambda o=op, x=v: o.apply(x), args.repeats)
