@@ -223,3 +223,18 @@ def test_sweep_uses_the_identity_and_agrees_with_tables(monkeypatch: pytest.Monk
     sweep = kappa_decay_sweep(inst.model, policy, utils)
     np.testing.assert_allclose(sweep.truncated_gradient_error, expected, rtol=1e-9,
                                atol=1e-15)
+
+
+def test_cli_progress_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """marl-oracle decay's progress callback: silent for short runs, then
+    ``label: done/total chunks`` on stderr, ending with a newline at the total."""
+    from verify.cli import _progress
+
+    quiet = _progress("decay", after=3600.0)
+    quiet(1, 2)
+    quiet(2, 2)
+    assert capsys.readouterr().err == ""
+    loud = _progress("decay", after=0.0)
+    loud(2, 2)
+    err = capsys.readouterr().err
+    assert err.startswith("\rdecay: 2/2 chunks") and err.endswith("\n")
