@@ -18,6 +18,7 @@ __all__ = [
     "as_float_array",
     "check_distribution_rows",
     "check_gamma",
+    "check_rng",
     "draw_rows",
     "frozen",
     "read_only",
@@ -161,3 +162,18 @@ class FrozenArrays:
     def __setstate__(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             object.__setattr__(self, key, _refreeze(value))
+
+
+def check_rng(
+    rng: Any, name: str = "rng", error: type[ModelError] = ModelError
+) -> np.random.Generator:
+    """``rng`` itself if it is a :class:`numpy.random.Generator`, else ``error`` naming the
+    argument (an integer seed is refused: randomness enters only through an explicit
+    generator, e.g. ``np.random.default_rng(0)``)."""
+    if not isinstance(rng, np.random.Generator):
+        hint = (
+            f"; pass np.random.default_rng({rng!r})"
+            if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) else ""
+        )
+        raise error(f"{name} = {rng!r}, expected a numpy.random.Generator{hint}")
+    return rng

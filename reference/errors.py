@@ -14,6 +14,7 @@ __all__ = [
     "MemoryLimitError",
     "ModelError",
     "NonConcaveError",
+    "OutputError",
     "PolicyError",
     "SolverError",
     "UtilityDomainError",
@@ -57,3 +58,7 @@ class NonConcaveError(ModelError):
     """A global optimum requested for a utility that is not declared concave: the program
     over the occupancy polytope is then not a concave program, and a local method would
     answer with a local optimum."""
+class OutputError(ModelError):
+    """An output file that cannot be written where it was asked for (a missing or
+    unwritable directory, a path that is a directory, a format that cannot be written); the
+    message names the argument and the path, and is raised before any work is done."""

@@ -15,7 +15,13 @@ import os
 
 from reference.errors import MemoryLimitError, ModelError
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "check_memory", "memory_limit", "predicted_bytes"]
+__all__ = [
+    "DEFAULT_MEMORY_LIMIT",
+    "check_memory",
+    "format_bytes",
+    "memory_limit",
+    "predicted_bytes",
+]
 
 DEFAULT_MEMORY_LIMIT = 4 * 1024**3
 """Default limit on the predicted peak memory of one exact computation: 4 GiB."""
@@ -49,12 +55,27 @@ def predicted_bytes(*float_counts: int) -> int:
     return _FLOAT_BYTES * sum(int(c) for c in float_counts)
 
 
+_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+
+
+def format_bytes(count: float) -> str:
+    """``count`` bytes in binary units with four significant digits, e.g. ``"7.5 GiB"``;
+    past yobibytes the mantissa grows in scientific notation (``"1.6e+04 YiB"``), so a huge
+    prediction never prints as a long run of digits."""
+    value = float(count)
+    unit = 0
+    while abs(value) >= 1024 and unit < len(_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.4g} {_UNITS[unit]}"
+
+
 def check_memory(needed: int, what: str, override: float | None = None) -> None:
     """Raise :class:`MemoryLimitError` if ``needed`` bytes exceed the limit."""
     limit = memory_limit(override)
     if needed > limit:
         raise MemoryLimitError(
-            f"{what} needs about {needed / 1024**2:.1f} MiB, above the memory limit of "
-            f"{limit / 1024**2:.1f} MiB (raise it with memory_limit= or "
+            f"{what} needs about {format_bytes(needed)}, above the memory limit of "
+            f"{format_bytes(limit)} (raise it with memory_limit= or "
             "MARL_ORACLE_MEMORY_LIMIT, or use a smaller instance)"
         )

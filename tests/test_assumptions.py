@@ -25,6 +25,7 @@ from reference.cooperative import (
 from reference.errors import ModelError, PolicyError
 from reference.instances import climbing, line_message
 from reference.networked import Graph, LocalizedSoftmaxPolicy, NetworkedMDP, shadow_q, solve
+from reference.networked.exact import per_agent_values
 from reference.networked.truncation import decay_bound
 from reference.networked.utilities import (
     EntropyUtility,
@@ -78,6 +79,13 @@ def test_decay_spread_matches_brute_force_pairs() -> None:
     sol = solve(model, pol, inst.utilities("entropy"))
     check = check_decay(model, pol, inst.utilities("entropy"), solution=sol)
     qs = shadow_q(model, pol, sol)
+    # the spreads are streamed from the local kernels, the table from the joint contraction:
+    # both read the same V_i and differ only in the order of the sums in r + gamma P V
+    # (|S| terms of size at most |V|_max + |r|_max), twice for a difference of two entries
+    scale = float(np.max(np.abs(per_agent_values(model, pol, sol).x))) + max(
+        float(np.max(np.abs(r))) for r in sol.shadow_rewards
+    )
+    tol = 2.0 * summation_tolerance(model.states.size, scale)
     sd, ad = model.states.digits, model.actions.digits
     pairs = list(itertools.product(range(model.states.size), range(model.actions.size)))
     for i in range(model.n):
@@ -88,7 +96,7 @@ def test_decay_spread_matches_brute_force_pairs() -> None:
                 key = tuple(sd[s, hood]) + tuple(ad[a, hood])
                 groups.setdefault(key, []).append(float(qs[i][s, a]))
             brute = max(max(v) - min(v) for v in groups.values())
-            assert check.spread[i, col] == brute
+            assert abs(check.spread[i, col] - brute) <= tol
 
 
 def _shift_chain(n: int, gamma: float) -> tuple[NetworkedMDP, tuple[LinearUtility, ...]]:

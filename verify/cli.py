@@ -145,7 +145,8 @@ from typing import Any
 
 import numpy as np
 
-from reference.errors import ModelError
+from reference._io import check_output_dir, check_output_file
+from reference.errors import ModelError, OutputError
 from reference.instances import GAMES, INSTANCES
 from reference.networked.exact import solve
 from reference.networked.policy import LocalizedSoftmaxPolicy
@@ -324,9 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
             "check (each must be caught) and every correct one (each must pass)."
         ),
     )
+    from verify.checks.planted import AREAS
+
     mutants.add_argument(
         "--area", action="append", metavar="AREA",
-        help="only this area (repeatable), e.g. tabular, gae",
+        help=f"only this area (repeatable): {', '.join(sorted(AREAS))}",
     )
     mutants.add_argument("--json", action="store_true", help="print one JSON object")
     _add_executor_argument(mutants)
@@ -588,7 +591,9 @@ def _run_decay(args: argparse.Namespace) -> dict[str, Any]:
 
     instance = INSTANCES[args.instance](args.agents, args.gamma)
     policy = LocalizedSoftmaxPolicy.uniform(instance.model, args.obs_radius)
-    sweep = kappa_decay_sweep(instance.model, policy, instance.utilities(args.utility))
+    sweep = kappa_decay_sweep(
+        instance.model, policy, instance.utilities(args.utility), progress=_progress("decay")
+    )
     return {
         "instance": instance.name,
         "agents": instance.model.n,
@@ -605,6 +610,24 @@ def _run_decay(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _progress(label: str, after: float = 1.0) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback printing ``label: done/total`` on stderr, silent
+    for runs shorter than ``after`` seconds and redrawn at most twice a second."""
+    start = time.perf_counter()
+    shown = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter() - start
+        final = done == total
+        if now < after or (not final and now - shown[0] < 0.5):
+            return
+        shown[0] = now
+        print(f"\r{label}: {done}/{total} chunks, {now:.0f} s", end="\n" if final else "",
+              file=sys.stderr, flush=True)
+
+    return report
+
+
 def _pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend, or a :class:`ModelError` naming the extra."""
     try:
@@ -617,6 +640,23 @@ def _pyplot() -> Any:
             "--plot needs matplotlib: pip install 'marl-oracle[plot]'"
         ) from None
     return plt
+
+
+def _check_plot_path(path: str) -> None:
+    """``--plot FILE``: a writable file in an existing directory whose extension matplotlib
+    can write (none means PNG); an :class:`~reference.errors.OutputError` otherwise."""
+    check_output_file(path, "--plot")
+    _pyplot()  # the plot extra is present
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if suffix:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        formats = FigureCanvasAgg.get_supported_filetypes()
+        if suffix not in formats:
+            raise OutputError(
+                f"--plot {path!r}: matplotlib cannot write {suffix!r} files; use one of "
+                f"{', '.join(sorted(formats))}"
+            )
 
 
 def _plot_decay(result: dict[str, Any], path: str) -> None:
@@ -855,6 +895,7 @@ def _run_report(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [n for n in args.only or () if n not in claim_names()]
     if unknown:
         raise ModelError(f"--only {unknown}: no such claim; claims are {claim_names()}")
+    check_output_dir(args.out, "--out")  # before any claim is computed
 
     def progress(done: int, total: int, name: str) -> None:
         width = 24
@@ -982,6 +1023,9 @@ def _run_instance(args: argparse.Namespace) -> dict[str, Any]:
     rng = None if args.theta_seed is None else np.random.default_rng(args.theta_seed)
     if args.theta_seed is not None and args.theta_out is None:
         raise ModelError("--theta-seed needs --theta-out")
+    check_output_file(args.out, "--out")
+    if args.theta_out is not None:
+        check_output_file(args.theta_out, "--theta-out")
     if args.game is not None:
         for flag, value in (("--agents", args.agents), ("--obs-radius", args.obs_radius)):
             if value is not None:
@@ -1068,14 +1112,17 @@ def _run_check(args: argparse.Namespace) -> dict[str, Any]:
             ConditionalPolicy.uniform(instance) if args.theta is None
             else load_game_policy(args.theta, instance)
         )
-        head = {"kind": "cooperative-game", "name": instance.name, "agents": instance.n_agents}
+        head = {
+            "kind": "cooperative-game", "name": instance.name, "agents": instance.n_agents,
+            "policy": "uniform (no --theta given)" if args.theta is None else args.theta,
+        }
     else:
         if args.theta is None:
             raise ModelError(f"checking {args.quantity} on a networked instance needs --theta")
         policy = load_theta(args.theta, instance.model)
         head = {
             "kind": "networked-instance", "name": instance.name, "agents": instance.model.n,
-            "obs_radius": policy.beta, "utility": args.utility,
+            "obs_radius": policy.beta, "utility": args.utility, "policy": args.theta,
         }
     exact = exact_quantity(args.quantity, instance, policy, args.utility)
     verdict = check_estimate(estimate, exact, args.atol)
@@ -1108,8 +1155,8 @@ def _print_check(result: dict[str, Any]) -> None:
         return "nan" if x is None else x if isinstance(x, str) else f"{x:.17g}"
 
     print(
-        f"{result['quantity']} on {result['name']} ({result['instance_file']}): "
-        f"{'PASS' if result['passed'] else 'FAIL'}, {result['failures']} of "
+        f"{result['quantity']} on {result['name']} ({result['instance_file']}) at the policy "
+        f"{result['policy']}: {'PASS' if result['passed'] else 'FAIL'}, {result['failures']} of "
         f"{result['entries']} entries outside the tolerance"
     )
     print(
@@ -1160,6 +1207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run, plot, show = _COMMANDS[args.command]
     try:
+        if plot is not None and args.plot:
+            _check_plot_path(args.plot)  # before the computation, not after it
         result = run(args)
         if plot is not None and args.plot:
             plot(result, args.plot)

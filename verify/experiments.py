@@ -23,7 +23,7 @@ numbers do not depend on the executor.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
@@ -43,11 +43,18 @@ from reference.cooperative.pessimism import (
 )
 from reference.cooperative.policy import ConditionalPolicy, IndicatorFeatures
 from reference.errors import ModelError
+from reference.memory import check_memory
 from reference.networked.algorithm import Algorithm1Config, run_algorithm1
-from reference.networked.exact import gradient_norm, shadow_q, solve
+from reference.networked.exact import gradient_contributions, gradient_norm, shadow_q, solve
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
-from reference.networked.truncation import Weights, decay_profile, truncated_gradient
+from reference.networked.truncation import (
+    Weights,
+    decay_profile,
+    occupancy_identity_holds,
+    occupancy_truncated_gradient,
+    truncated_gradient,
+)
 from reference.networked.utilities import Utility
 from reference.tabular import policy_iteration
 from verify.executors import map_seeded
@@ -115,18 +122,42 @@ def kappa_decay_sweep(
     policy: LocalizedSoftmaxPolicy,
     utilities: Sequence[Utility],
     weights: Weights = "occupancy",
+    *,
+    memory_limit: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DecaySweep:
     """Decay spreads, bound and truncated-gradient error for ``kappa = 0..diameter``.
 
-    One exact solve with every agent's shadow values (``values="per-agent"``), shared by the
-    spreads, the shadow Q tables and the truncated gradients."""
-    sol = solve(model, policy, utilities, values="per-agent")
-    prof = decay_profile(model, policy, sol)
-    qs = shadow_q(model, policy, sol)
+    One exact solve with every agent's shadow values (``values="per-agent"``).  The spreads
+    are streamed (:func:`~reference.networked.truncation.decay_profile`, ``progress`` is
+    called per chunk).  The truncated gradient with occupancy weights, wherever the identity
+    of :func:`~reference.networked.truncation.occupancy_truncated_gradient` holds (always
+    for ``beta = 0``), comes from the per-agent contributions ``G[i][j]`` without joint
+    tables; otherwise from :func:`~reference.networked.truncation.truncated_gradient` on
+    the joint shadow Q tables, whose memory is checked before anything is solved."""
+    ks = list(range(model.graph.diameter + 1))
+    by_identity = weights == "occupancy" and all(
+        occupancy_identity_holds(model, policy.beta, k) for k in ks
+    )
+    if not by_identity:
+        nS, nA = model.states.size, model.actions.size
+        check_memory(8 * (model.n + 2) * nS * nA, f"{model.n} joint shadow Q tables",
+                     memory_limit)
+    sol = solve(model, policy, utilities, values="per-agent", memory_limit=memory_limit)
+    prof = decay_profile(model, policy, sol, memory_limit=memory_limit, progress=progress)
     errors = []
-    for k in prof.kappa:
-        g = truncated_gradient(model, policy, sol, int(k), weights, qs)
-        errors.append(gradient_norm([a - b for a, b in zip(g, sol.gradient, strict=True)]))
+    if by_identity:
+        contributions = gradient_contributions(model, policy, sol, memory_limit=memory_limit)
+        for k in prof.kappa:
+            g = occupancy_truncated_gradient(
+                model, policy, sol, int(k), contributions=contributions
+            )
+            errors.append(gradient_norm([a - b for a, b in zip(g, sol.gradient, strict=True)]))
+    else:
+        qs = shadow_q(model, policy, sol, memory_limit=memory_limit)
+        for k in prof.kappa:
+            g = truncated_gradient(model, policy, sol, int(k), weights, qs)
+            errors.append(gradient_norm([a - b for a, b in zip(g, sol.gradient, strict=True)]))
     max_spread = prof.spread.max(axis=0)
     grad_bound = np.sqrt(2.0 * model.n) * max_spread / (1.0 - model.gamma)
     # the truncation is exact at the diameter: leave the rounding-level spread out of the fit

@@ -65,18 +65,17 @@ import json
 import math
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from reference._arrays import FloatArray, as_float_array, frozen
+from reference._io import atomic_savez, npz_signature_problem
 from reference.cooperative.exact import GameValues, evaluate_game
 from reference.cooperative.game import CooperativeMarkovGame
 from reference.cooperative.policy import ConditionalPolicy
@@ -166,23 +165,21 @@ class FileFormatError(ModelError):
 
 
 # ---------------------------------------------------------------------------------- writing
-def _write(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, Any]) -> None:
+def _write(
+    path: str | os.PathLike[str],
+    meta: dict[str, Any],
+    arrays: dict[str, Any],
+    argument: str = "path",
+) -> None:
     """Write ``meta`` (as JSON) and ``arrays`` to ``path`` atomically (temporary file in the
-    same directory, then rename)."""
-    target = Path(path)
+    same directory, then rename) with the user's umask; a missing or unwritable directory
+    raises :class:`~reference.errors.OutputError` naming ``argument`` and ``path``
+    (:func:`reference._io.atomic_savez`)."""
     fields: dict[str, npt.NDArray[Any]] = {
         "meta": np.array(json.dumps({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **meta}))
     }
     fields.update(arrays)
-    fd, tmp = tempfile.mkstemp(prefix=".marl-oracle-", suffix=".npz", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **fields)  # type: ignore[arg-type]
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_savez(path, fields, argument)
 
 
 def _f64(x: npt.ArrayLike) -> FloatArray:
@@ -298,6 +295,9 @@ def _open(path: str | os.PathLike[str]) -> _Raw:
     """Read every array of the archive and parse and check ``meta``'s schema and version."""
     where = os.fspath(path)
     arrays: dict[str, npt.NDArray[Any]] = {}
+    problem = npz_signature_problem(where)
+    if problem is not None:
+        raise FileFormatError(f"{where}: not a readable marl-oracle file: it {problem}")
     try:
         archive = np.load(where, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):

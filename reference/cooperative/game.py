@@ -21,6 +21,7 @@ from reference._arrays import (
     as_float_array,
     check_distribution_rows,
     check_gamma,
+    check_rng,
     frozen,
 )
 from reference.errors import ModelError
@@ -156,6 +157,7 @@ def random_game(
 ) -> CooperativeMarkovGame:
     """A random game: Dirichlet(``concentration``) kernel rows and initial distribution,
     rewards uniform on ``[0, 1]`` (SPEC section 7, "random instances")."""
+    rng = check_rng(rng)
     if n_states < 1:
         raise ModelError(f"n_states = {n_states!r}, expected >= 1")
     counts = tuple(int(k) for k in action_counts)

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import scipy.optimize
 
-from reference._arrays import FloatArray, IntArray, draw_rows, frozen
+from reference._arrays import FloatArray, IntArray, check_rng, draw_rows, frozen
 from reference.cooperative.exact import GameValues, context_weights, evaluate_game
 from reference.cooperative.game import CooperativeMarkovGame
 from reference.cooperative.policy import (
@@ -392,6 +392,7 @@ def sample_localized_q(
         raise ModelError(f"n_samples = {n_samples!r}, expected >= 1")
     if policy.game is not game:
         raise PolicyError("the policy was built for a different game object")
+    rng = check_rng(rng)
     g = game.gamma
     n_s, n_a = game.n_states, game.n_joint_actions
     pi_cum = np.cumsum(policy.joint_matrix(), axis=1)
@@ -521,7 +522,7 @@ def _need(rng: np.random.Generator | None) -> np.random.Generator:
     """``rng``, or a :class:`ModelError` if a sampling configuration was given none."""
     if rng is None:
         raise ModelError("this configuration samples; pass rng=np.random.Generator")
-    return rng
+    return check_rng(rng)
 
 
 def _greedy_policy(game: CooperativeMarkovGame, greedy: IntArray) -> ConditionalPolicy:

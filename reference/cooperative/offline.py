@@ -27,11 +27,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -43,9 +41,11 @@ from reference._arrays import (
     IntArray,
     as_float_array,
     check_distribution_rows,
+    check_rng,
     draw_rows,
     frozen,
 )
+from reference._io import atomic_savez, npz_signature_problem
 from reference.cooperative.game import CooperativeMarkovGame
 from reference.errors import DatasetError
 from reference.tabular import occupancy
@@ -226,8 +226,9 @@ class OfflineDataset(FrozenArrays):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the dataset to ``path`` (exactly that name) in the format of this module's
-        docstring, atomically (temporary file in the same directory, then rename)."""
-        target = Path(path)
+        docstring, atomically (temporary file in the same directory, then rename), with the
+        user's umask; a missing or unwritable directory raises
+        :class:`~reference.errors.OutputError` naming ``path``."""
         fields: dict[str, npt.NDArray[Any]] = {
             "schema": np.array(SCHEMA),
             "schema_version": np.array(SCHEMA_VERSION, dtype=np.int64),
@@ -240,15 +241,7 @@ class OfflineDataset(FrozenArrays):
             "game_digest": np.array(self.game_digest),
             "description": np.array(self.description),
         }
-        fd, tmp = tempfile.mkstemp(prefix=".dataset-", suffix=".npz", dir=target.parent or ".")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **fields)  # type: ignore[arg-type]
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_savez(path, fields)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> OfflineDataset:
@@ -260,6 +253,9 @@ class OfflineDataset(FrozenArrays):
                 dtype or shape, or an entry out of range.
         """
         where = os.fspath(path)
+        problem = npz_signature_problem(where)
+        if problem is not None:
+            raise DatasetError(f"{where}: not a readable dataset file: it {problem}")
         try:
             with np.load(where, allow_pickle=False) as archive:
                 names = set(archive.files)
@@ -374,6 +370,7 @@ def sample_dataset(
         raise DatasetError(f"n_samples = {n_samples!r}, expected a positive integer")
     if rewards not in ("bernoulli", "fixed"):
         raise DatasetError(f"rewards = {rewards!r}, expected 'bernoulli' or 'fixed'")
+    rng = check_rng(rng, error=DatasetError)
     b = behaviour_policy(game, coverage, safe_actions)
     n_s, n_a = game.n_states, game.n_joint_actions
     if state_distribution is None:

@@ -38,7 +38,7 @@ from typing import Literal
 import numpy as np
 from scipy.sparse import csr_array
 
-from reference._arrays import FloatArray, IntArray, check_gamma, frozen
+from reference._arrays import FloatArray, IntArray, check_gamma, check_rng, frozen
 from reference.errors import ModelError, SolverError
 from reference.networked.backends import transition_operator
 from reference.networked.exact import gradient_norm, score_contraction, solve
@@ -200,6 +200,7 @@ def mc_critic(
     counts is :func:`mc_critic_expectation`; as both horizons grow it tends to the
     occupancy-conditional truncation of ``Q_j``.
     """
+    rng = check_rng(rng)
     starts = truncated_geometric(model.gamma, start_horizon, batch, rng)
     traj = rollout(model, policy, batch, start_horizon + return_horizon, rng)
     rows = np.arange(batch)[:, None]
@@ -520,6 +521,7 @@ def sample_transitions(
     along one trajectory are Markov-dependent and their within-group state mix is not
     that of ``mu``.
     """
+    rng = check_rng(rng)
     for name, value, least in (("batch", batch, 1), ("horizon", horizon, 2)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise ModelError(f"{name} = {value!r}, expected an integer >= {least}")
@@ -707,6 +709,7 @@ def gradient_estimate(
     ``(1/(1-gamma)) [...]_T score_i(. at T)``, unbiased for the infinite-horizon
     :func:`gradient_estimate_expectation`.
     """
+    rng = check_rng(rng)
     if horizon is None:
         times = geometric_horizons(model.gamma, batch, rng)
         length = int(times.max()) + 1
@@ -824,6 +827,7 @@ def run_algorithm1(
     With ``exact=True`` each iteration also records the exact objective, gradient norm
     and truncation floor (dense oracles; small ``n`` only).
     """
+    rng = check_rng(rng)
     objs, norms, floors, est, samples = [], [], [], [], []
     used = 0
     policies = [policy]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from reference.errors import MemoryLimitError, ModelError
+from reference.memory import format_bytes
 from reference.memory import memory_limit as resolve_limit
 from reference.networked.matrix_free import (
     DEFAULT_ACCURACY,
@@ -185,11 +186,11 @@ def transition_operator(
     if not fitting:
         limit = resolve_limit(memory_limit)
         parts = "; ".join(
-            f"{c.what} needs about {c.bytes / 1024**2:.1f} MiB" for c in (dense, free)
+            f"{c.what} needs about {format_bytes(c.bytes)}" for c in (dense, free)
         )
         raise MemoryLimitError(
             f"neither backend fits: {parts}, above the memory limit of "
-            f"{limit / 1024**2:.1f} MiB (raise it with memory_limit= or "
+            f"{format_bytes(limit)} (raise it with memory_limit= or "
             "MARL_ORACLE_MEMORY_LIMIT, or use a smaller instance)"
         )
     usable = [c for c in fitting if c.reachable]

@@ -48,6 +48,7 @@ __all__ = [
     "NetworkedSolution",
     "check_utilities",
     "gradient_chain_rule",
+    "gradient_contributions",
     "gradient_joint_q",
     "gradient_norm",
     "iter_shadow_q",
@@ -352,6 +353,48 @@ def per_agent_values(
     tables = policy_reward_tables(policy, solution.shadow_rewards)
     solved = op.solve_values(_policy_rewards(policy, tables))
     return replace(solved, x=frozen(solved.x))
+
+
+def gradient_contributions(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    solution: NetworkedSolution,
+    *,
+    memory_limit: float | None = None,
+) -> tuple[tuple[FloatArray, ...], ...]:
+    """``G[i][j] = sum_{s,a} lam(s,a) Q_j(s,a) score_i(a_i | o_i(s))``, shape
+    ``(|O_i|, |A_i|)``: agent ``j``'s shadow Q against agent ``i``'s score, so that
+    ``grad_{theta_i} F = (1/n) sum_j G[i][j]``.
+
+    Route 1 of :func:`solve` applied to each ``V_j`` instead of ``Vbar``::
+
+        G[i][j][o, b] = sum_{s: o_i(s) = o} lam_S(s) pi_i(b|o) (Q_j^{(i)}(s, b) - V_j(s))
+        Q_j^{(i)}(s, b) = r_j^{(i)}(s, b) + gamma (P^{(i,b)} V_j)(s)
+
+    with ``r_i^{(i)}(s, b) = r_i(s_i, b)`` and ``r_j^{(i)} = R_j^pi(s)`` for ``j != i`` (agent
+    ``j``'s reward does not see ``a_i``).  ``n^2`` applications of
+    :meth:`TransitionOperator.apply_agent`, no joint Q table
+    (``proofs_notes/truncated-gradient.md#occupancy-identity``).
+    """
+    values = per_agent_values(model, policy, solution, memory_limit=memory_limit).x
+    op = transition_operator(model, policy, "auto", memory_limit)
+    states = model.states
+    tables = policy_reward_tables(policy, solution.shadow_rewards)
+    out = []
+    for i in range(model.n):
+        obs = policy.observed[i]
+        weight = solution.lam_S[:, None] * states.lift(policy.probs[i], obs)
+        own = states.lift(solution.shadow_rewards[i], (i,))
+        row = []
+        for j in range(model.n):
+            v_j = np.ascontiguousarray(values[:, j])
+            q = model.gamma * op.apply_agent(i, v_j)
+            q += own if j == i else states.lift(tables[j], policy.observed[j])[:, None]
+            q -= v_j[:, None]
+            q *= weight
+            row.append(frozen(states.marginal(q, obs)))
+        out.append(tuple(row))
+    return tuple(out)
 
 
 def gradient_norm(gradient: Sequence[FloatArray]) -> float:

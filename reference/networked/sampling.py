@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.sparse import csr_array
 
-from reference._arrays import FloatArray, IntArray, check_gamma
+from reference._arrays import FloatArray, IntArray, check_gamma, check_rng
 from reference.errors import ModelError
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
@@ -131,9 +131,7 @@ def _check_count(value: Any, name: str, minimum: int) -> int:
 
 
 def _check_rng(rng: Any) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise ModelError(f"rng = {rng!r}, expected a numpy.random.Generator")
-    return rng
+    return check_rng(rng)
 
 
 def _check_local_values(value: Any, name: str, batch: int, sizes: Sequence[int]) -> IntArray:

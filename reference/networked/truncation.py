@@ -17,25 +17,33 @@ radix over ``N_i^kappa`` in increasing agent order, each agent contributing the 
   ``(1/n) sum_j c_ij D_j(kappa) sum_s lam_S(s) E_{a_i ~ pi_i} ||score_i||`` of
   :func:`gradient_error_bounds` (``truncated-gradient.md#sharp``).
 
-Everything here works on joint ``(|S|, |A|)`` tables: it is exact for instances whose joint
-shadow Q tables fit in memory (``|S| |A|`` floats each, one at a time for the decay
-profile), and raises :class:`~reference.errors.MemoryLimitError` beyond
-(``proofs_notes/matrix-free.md#decay-spread``).
+:func:`decay_profile` streams the shadow Q-functions chunk by chunk from the local kernels
+and never forms a joint table; its memory is predicted before any work
+(``proofs_notes/decay.md#streamed-spreads``).  :func:`occupancy_truncated_gradient` gives the
+occupancy-weighted ``ghat`` from per-agent gradient contributions where its identity holds
+(``proofs_notes/truncated-gradient.md#occupancy-identity``).  :func:`decay_spread`,
+:func:`truncated_q` and :func:`truncated_gradient` work on joint ``(|S|, |A|)`` tables (the
+definitions, for small instances and as the second route).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from itertools import product
+from math import prod
+from typing import Any, Literal
 
 import numpy as np
 
 from reference._arrays import FloatArray, IntArray, frozen
-from reference.errors import ModelError
+from reference.errors import MemoryLimitError, ModelError
+from reference.memory import format_bytes
+from reference.memory import memory_limit as resolve_limit
 from reference.networked.exact import (
     NetworkedSolution,
-    iter_shadow_q,
+    gradient_contributions,
+    per_agent_values,
     score_contraction,
     shadow_q,
 )
@@ -57,6 +65,8 @@ __all__ = [
     "hop_codes",
     "hop_index",
     "hop_size",
+    "occupancy_identity_holds",
+    "occupancy_truncated_gradient",
     "score_norm_mass",
     "truncated_gradient",
     "truncated_q",
@@ -134,8 +144,8 @@ def decay_spread(model: NetworkedMDP, q: FloatArray, i: int, kappa: int) -> floa
     max minus its min; so no pair is enumerated.  ``q`` of shape ``(|S|, |A|)`` is viewed as a
     tensor with one state and one action axis per agent, and the max and min are taken over
     the axes of the agents outside ``N_i^kappa`` (``O(|S| |A|)`` work, exact: max and min do
-    not round).  The table itself is what limits the size: see :func:`decay_profile` and
-    ``proofs_notes/matrix-free.md#decay-spread``.
+    not round).  :func:`decay_profile` computes the same spreads without the table
+    (``proofs_notes/decay.md#streamed-spreads``).
     """
     agents = set(model.graph.neighbourhood(i, _check_radius(kappa)))
     shape = model.n_states + model.n_actions
@@ -218,6 +228,341 @@ def truncated_q(
     return TruncatedQ(i, int(kappa), agents, frozen(table), frozen(table[idx]), weights)
 
 
+# ------------------------------------------------------------------ decay spreads, streamed
+_CHUNK_TARGET_FLOATS = 1 << 19
+"""Preferred number of joint pairs ``(s, a)`` per chunk of a streamed spread computation
+(4 MiB of float64: small enough that a contraction step's operands stay near the cache,
+large enough that the per-chunk Python overhead stays small)."""
+
+
+def _action_classes(model: NetworkedMDP, j: int) -> tuple[int, ...]:
+    """Representatives of agent ``j``'s actions up to identical kernel slices: actions ``b``
+    and ``c`` with ``P_j(. | s_{N_j}, b) = P_j(. | s_{N_j}, c)`` for every ``s_{N_j}`` are
+    interchangeable in every ``Q_i`` with ``i != j``
+    (``proofs_notes/decay.md#streamed-spreads``)."""
+    kernel = model.kernels[j]
+    reps: list[int] = []
+    for b in range(model.n_actions[j]):
+        if not any(np.array_equal(kernel[:, b, :], kernel[:, c, :]) for c in reps):
+            reps.append(b)
+    return tuple(reps)
+
+
+@dataclass(frozen=True)
+class _SpreadPlan:
+    """How one agent's spreads are streamed (shapes only, nothing of joint size).
+
+    Attributes:
+        agent: ``i``.
+        layout: every agent in order of hop distance from ``i`` (ties by index; agents of
+            other components last).  A chunk tensor has the state axes of ``layout`` first
+            (axis ``r`` the state of ``layout[r]``), then their action axes in the reverse
+            order (axis ``2n - 1 - r``), so the agents outside ``N_i^kappa`` occupy one
+            contiguous middle block of axes.
+        chunk: how many leading agents of ``layout`` have their state and action fixed per
+            chunk.
+        actions: the kept actions of every agent (:func:`_action_classes`; all for ``i``).
+        order: the contraction order of the next-state axes (:func:`_contraction_order`).
+        widest: largest intermediate of a contraction step, in floats.
+        chunk_pairs: joint pairs per chunk; chunks: number of chunks.
+        peak_floats: predicted peak float64 count.
+    """
+
+    agent: int
+    layout: tuple[int, ...]
+    chunk: int
+    actions: tuple[tuple[int, ...], ...]
+    order: tuple[int, ...]
+    widest: int
+    chunk_pairs: int
+    chunks: int
+    peak_floats: int
+
+
+def _contraction_order(
+    model: NetworkedMDP,
+    layout: Sequence[int],
+    actions: Sequence[Sequence[int]],
+    fixed: set[int],
+) -> tuple[tuple[int, ...], int]:
+    """The order of the next-state contractions and the largest intermediate (floats).
+
+    Greedy on the size of each step's result (the states of the kernels contracted so far,
+    fixed ones of size 1, times the actions of those agents, times the next states of the
+    others): the fixed agents come first (their actions are fixed, so each step shrinks the
+    tensor), then at each step the agent whose contraction leaves the smallest tensor, ties
+    to the agent nearest ``i`` (earliest in ``layout``), so the largest, last steps act on
+    the outermost action axes of the chunk tensor."""
+    rank = {m: r for r, m in enumerate(layout)}
+    present: set[int] = set()
+    done: set[int] = set()
+
+    def size_after(j: int) -> int:
+        states = present | set(model.neighbourhoods[j])
+        width = prod(model.n_states[m] for m in states if m not in fixed)
+        width *= prod(len(actions[m]) for m in done | {j} if m not in fixed)
+        return width * prod(model.n_states[m] for m in layout if m not in done and m != j)
+
+    order: list[int] = []
+    widest = model.states.size
+    while len(order) < len(layout):
+        left = [m for m in layout if m not in done]
+        pinned = [m for m in left if m in fixed]
+        j = pinned[0] if pinned else min(left, key=lambda m: (size_after(m), rank[m]))
+        widest = max(widest, size_after(j))
+        present |= set(model.neighbourhoods[j])
+        done.add(j)
+        order.append(j)
+    return tuple(order), widest
+
+
+def _spread_plan(
+    model: NetworkedMDP, i: int, kappas: Sequence[int], limit: int
+) -> _SpreadPlan:
+    """The streamed plan for agent ``i``: the fewest fixed leading agents such that a chunk
+    holds at most :data:`_CHUNK_TARGET_FLOATS` pairs and the predicted peak fits ``limit``
+    bytes.  Raises :class:`~reference.errors.MemoryLimitError` when even fixing every agent
+    does not fit."""
+    n = model.n
+    actions = tuple(
+        tuple(range(model.n_actions[j])) if j == i else _action_classes(model, j)
+        for j in range(n)
+    )
+    distance = model.graph.distance[i]
+    layout = tuple(sorted(range(n), key=lambda j: (distance[j] < 0, abs(int(distance[j])), j)))
+    sizes = [model.n_states[j] * len(actions[j]) for j in range(n)]
+    total = prod(sizes)
+    plan: _SpreadPlan | None = None
+    for c in range(n + 1):
+        fixed = set(layout[:c])
+        chunk = total // prod(sizes[j] for j in fixed)
+        order, widest = _contraction_order(model, layout, actions, fixed)
+        # running max and min per z_{N_i^kappa} where N_i^kappa misses a fixed agent
+        running = sum(
+            2 * prod(sizes[m] for m in model.graph.neighbourhood(i, k))
+            for k in kappas
+            if not fixed <= set(model.graph.neighbourhood(i, k))
+        )
+        # three step buffers (operand, result, product); the reductions' max, min and their
+        # difference; the running tables; the per-agent values
+        peak = 3 * widest + 2 * chunk + running + model.states.size * (n + 1)
+        plan = _SpreadPlan(i, layout, c, actions, order, widest, chunk, total // chunk, peak)
+        if 8 * peak <= limit and chunk <= _CHUNK_TARGET_FLOATS:
+            return plan
+    assert plan is not None  # n + 1 >= 1 candidates
+    raise MemoryLimitError(
+        f"the streamed decay spreads of agent {i} need about "
+        f"{format_bytes(8 * plan.peak_floats)} even with every agent fixed per chunk, above "
+        f"the memory limit of {format_bytes(limit)}"
+    )
+
+
+def _kernel_block(
+    model: NetworkedMDP,
+    plan: _SpreadPlan,
+    j: int,
+    fixed: dict[int, tuple[int, int]],
+    cache: dict[tuple[Any, ...], FloatArray] | None = None,
+) -> FloatArray:
+    """``P_j(s'_j | s_{N_j}, a_j)`` as an array of rank ``2n + 1`` for broadcasting against
+    a chunk tensor of ``plan``: the state axes of ``N_j`` (size 1 where fixed), the action
+    axis of ``j`` (its kept actions, or the fixed one), the last axis ``s'_j``."""
+    hood = model.neighbourhoods[j]
+    if cache is not None:
+        key = (j, fixed.get(j, (0, -1))[1], *(fixed.get(m, (-1, 0))[0] for m in hood))
+        if key not in cache:
+            cache[key] = _kernel_block(model, plan, j, fixed)
+        return cache[key]
+    n = model.n
+    rank = {m: r for r, m in enumerate(plan.layout)}
+    kernel = model.kernels[j].reshape(
+        *[model.n_states[m] for m in hood], model.n_actions[j], model.n_states[j]
+    )
+    index: list[Any] = [
+        slice(fixed[m][0], fixed[m][0] + 1) if m in fixed else slice(None) for m in hood
+    ]
+    kept = [fixed[j][1]] if j in fixed else list(plan.actions[j])
+    block = kernel[(*index, kept, slice(None))]
+    # the state axes of N_j sorted by their tensor positions; the action axis after them
+    perm = sorted(range(len(hood)), key=lambda p: rank[hood[p]])
+    block = block.transpose([*perm, len(hood), len(hood) + 1])
+    shape = [1] * (2 * n) + [model.n_states[j]]
+    for p in perm:
+        shape[rank[hood[p]]] = block.shape[perm.index(p)]
+    shape[2 * n - 1 - rank[j]] = len(kept)
+    return np.ascontiguousarray(block.reshape(shape))
+
+
+class _Buffers:
+    """Three reusable flat float64 buffers of ``size`` floats for the contraction steps: a
+    fresh array per step would be zero-filled by the kernel page by page."""
+
+    def __init__(self, size: int) -> None:
+        self.pool = [np.empty(size) for _ in range(3)]
+
+    def view(self, avoid: FloatArray | None, shape: Sequence[int]) -> FloatArray:
+        """A ``shape`` view of a buffer that holds neither ``avoid`` nor the last view."""
+        count = prod(shape)
+        for k, buffer in enumerate(self.pool):
+            if avoid is not None and np.shares_memory(buffer, avoid):
+                continue
+            if getattr(self, "last", -1) == k:
+                continue
+            self.last = k
+            return buffer[:count].reshape(shape)
+        raise AssertionError("three buffers cannot all be busy")  # pragma: no cover
+
+
+def _chunk_future(
+    model: NetworkedMDP,
+    plan: _SpreadPlan,
+    values: FloatArray,
+    fixed: dict[int, tuple[int, int]],
+    buffers: _Buffers,
+    cache: dict[tuple[Any, ...], FloatArray],
+) -> FloatArray:
+    """``W_i(s, a) = gamma sum_{s'} prod_j P_j(s'_j | s_{N_j}, a_j) V_i(s')`` on one chunk,
+    C-contiguous with the axes of ``plan.layout`` (states in layout order, then actions in
+    reverse layout order; size 1 where fixed).  The result lives in ``buffers``.
+
+    ``Q_i = r_i(s_i, a_i) + W_i`` and ``(s_i, a_i)`` is part of every ``z_{N_i^kappa}``, so
+    the reward is constant on each group and ``D_i(kappa)`` is the grouped max-minus-min of
+    ``W_i`` alone (``proofs_notes/decay.md#streamed-spreads``).
+
+    The next-state axes are summed one agent at a time in ``plan.order``: the axis that
+    holds ``s'_j`` holds ``a_j`` once ``P_j`` is contracted, and ``P_j`` adds only the state
+    axes of ``N_j`` (``proofs_notes/decay.md#streamed-spreads``)."""
+    n = model.n
+    rank = {m: r for r, m in enumerate(plan.layout)}
+    shape = [1] * n + [model.n_states[m] for m in reversed(plan.layout)]
+    table: FloatArray = (
+        values.reshape(model.n_states).transpose(list(reversed(plan.layout))).reshape(shape)
+        * model.gamma  # |S| floats: cheaper here than on the chunk
+    )
+    for j in plan.order:
+        block = _kernel_block(model, plan, j, fixed, cache)
+        axis = 2 * n - 1 - rank[j]
+        lead = (slice(None),) * axis
+        first = table[(*lead, slice(0, 1))]
+        out_shape = np.broadcast_shapes(block.shape[:-1], first.shape)
+        out = buffers.view(table, out_shape)
+        if model.n_states[j] == 2:
+            # rows sum to one: P(0) T_0 + P(1) T_1 = T_1 + P(0) (T_0 - T_1), two passes over
+            # the result instead of three, the difference on the smaller operand
+            second = table[(*lead, slice(1, 2))]
+            gap = buffers.view(table, first.shape)
+            np.subtract(first, second, out=gap)
+            np.multiply(block[..., 0], gap, out=out)
+            out += second
+            buffers.last = next(
+                k for k, b in enumerate(buffers.pool) if np.shares_memory(b, out)
+            )
+        else:
+            np.multiply(block[..., 0], first, out=out)
+            if model.n_states[j] > 1:
+                term = buffers.view(table, out_shape)
+                for x in range(1, model.n_states[j]):
+                    np.multiply(block[..., x], table[(*lead, slice(x, x + 1))], out=term)
+                    out += term
+                buffers.last = next(
+                    k for k, b in enumerate(buffers.pool) if np.shares_memory(b, out)
+                )
+        table = out
+    return table
+
+
+def _fold(ufunc: np.ufunc, table: FloatArray, axis: int) -> FloatArray:
+    """``ufunc.reduce`` over ``axis`` of a C-contiguous 3-D table, folded slice by slice (one
+    vectorised pass per slice) when the axis is short, which is several times faster than
+    numpy's reduction over a short axis."""
+    if table.shape[axis] == 1:
+        return table.reshape(table.shape[:axis] + table.shape[axis + 1 :])
+    if table.shape[axis] > 16:
+        out: FloatArray = ufunc.reduce(table, axis=axis)
+        return out
+    lead: tuple[Any, ...] = (slice(None),) * axis
+    out = ufunc(table[(*lead, 0)], table[(*lead, 1)])
+    for col in range(2, table.shape[axis]):
+        ufunc(out, table[(*lead, col)], out=out)
+    return out
+
+
+def _reduce_outside(ufunc: np.ufunc, table: FloatArray, inside: int, outside: int) -> FloatArray:
+    """``table`` viewed as ``(S_in, S_out A_out, A_in)`` (``inside = S_in``, ``outside =
+    S_out A_out``: the agents outside ``N_i^kappa`` are one contiguous middle block)
+    reduced over the middle axis."""
+    return _fold(ufunc, table.reshape(inside, outside, -1), 1).reshape(-1)
+
+
+def _streamed_spreads(
+    model: NetworkedMDP,
+    plan: _SpreadPlan,
+    values: FloatArray,
+    kappas: Sequence[int],
+    tick: Callable[[], None],
+) -> list[float]:
+    """``D_i(kappa)`` for every ``kappa`` of ``kappas`` by streaming ``Q_i`` chunk by chunk.
+
+    The agents outside ``N_i^kappa`` own one contiguous middle block of axes (the last state
+    axes and the first action axes), so within a chunk the max and min over them fold one
+    middle axis; they are taken for the largest radius first and refined from there.  Where
+    a fixed agent lies outside ``N_i^kappa`` the chunk contributes its overall max and min
+    to a running table over ``z_{N_i^kappa}`` (whose agents are then all fixed).  Max and min do not
+    round, so the result is the grouped max-minus-min of :func:`decay_spread` up to the
+    rounding of the table itself."""
+    layout, c = plan.layout, plan.chunk
+    hood_len = {k: len(model.graph.neighbourhood(plan.agent, k)) for k in kappas}
+    descending = sorted(set(kappas), reverse=True)
+    spread = dict.fromkeys(descending, 0.0)
+    running: dict[int, tuple[FloatArray, FloatArray]] = {}
+    for k in descending:
+        if hood_len[k] < c:
+            shape = tuple(
+                model.n_states[m] * len(plan.actions[m]) for m in layout[: hood_len[k]]
+            )
+            running[k] = (np.full(shape, -np.inf), np.full(shape, np.inf))
+    grids = [
+        [(s, a) for s in range(model.n_states[m]) for a in plan.actions[m]]
+        for m in layout[:c]
+    ]
+    cells = [{sa: p for p, sa in enumerate(grid)} for grid in grids]
+    state_sizes = [model.n_states[m] for m in layout]
+    action_sizes = [len(plan.actions[m]) for m in layout]
+    buffers = _Buffers(max(plan.widest, plan.chunk_pairs))
+    cache: dict[tuple[Any, ...], FloatArray] = {}
+    for combo in product(*grids):
+        fixed = dict(zip(layout[:c], combo, strict=True))
+        q = _chunk_future(model, plan, values, fixed, buffers, cache)
+        hi: FloatArray = q.reshape(-1)
+        lo: FloatArray = hi
+        kept = len(layout)  # agents of the layout whose axes hi and lo still carry
+        overall: tuple[float, float] | None = None
+        for k in descending:
+            if hood_len[k] >= c:
+                if hood_len[k] < kept:
+                    inside = prod(state_sizes[c : hood_len[k]])
+                    outside = prod(state_sizes[hood_len[k] : kept]) * prod(
+                        action_sizes[hood_len[k] : kept]
+                    )
+                    hi = _reduce_outside(np.maximum, hi, inside, outside)
+                    lo = _reduce_outside(np.minimum, lo, inside, outside)
+                    kept = hood_len[k]
+                if hi is not lo:  # before any reduction every group is one pair
+                    spread[k] = max(spread[k], float(np.max(hi - lo)))
+            else:
+                if overall is None:
+                    overall = (float(hi.max()), float(lo.min()))
+                top, bottom = running[k]
+                cell = tuple(cells[r][combo[r]] for r in range(hood_len[k]))
+                top[cell] = max(top[cell], overall[0])
+                bottom[cell] = min(bottom[cell], overall[1])
+        del q, hi, lo
+        tick()
+    for k, (top, bottom) in running.items():
+        spread[k] = float(np.max(top - bottom))
+    return [spread[k] for k in kappas]
+
+
 @dataclass(frozen=True)
 class DecayProfile:
     """Decay spreads and their derived bound for every agent and radius.
@@ -247,25 +592,54 @@ def decay_profile(
     kappas: Sequence[int] | None = None,
     *,
     memory_limit: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DecayProfile:
     """``D_i(kappa)`` of the shadow Q-functions in ``solution`` and the derived bound.
 
-    Exact for every instance whose joint shadow Q table ``Q_i(s, a)`` fits in memory: the
-    tables are built one agent at a time (:func:`~reference.networked.exact.iter_shadow_q`,
-    ``3 |S| |A| + n |S|`` floats, checked against the memory limit before anything is built),
-    and each spread is a grouped max-minus-min over it (:func:`decay_spread`).  Beyond that
-    size :class:`~reference.errors.MemoryLimitError` is raised: ``D_i(kappa)`` maximises over
-    the completions ``(s, a)`` outside ``N_i^kappa``, and the completion's actions enter
-    ``Q_i`` through ``P(s'|s, a) V_i(s')`` jointly, so no method that avoids visiting every
-    joint pair is known (``proofs_notes/matrix-free.md#decay-spread``); use
-    :func:`decay_bound` there.
+    Exact, and streamed: no joint ``(|S|, |A|)`` table is formed.  For each agent ``i`` the
+    joint pairs are split into chunks that fix the local states and actions of the agents
+    nearest ``i``; on each chunk ``Q_i = r_i + gamma P V_i`` is contracted from the local
+    kernels one next-state axis at a time, and the max and min over the agents outside
+    ``N_i^kappa`` are taken for every ``kappa`` at once, largest radius first
+    (``proofs_notes/decay.md#streamed-spreads``).  Actions with identical kernel slices are visited
+    once (they give equal ``Q_i`` for ``i`` other than their agent).  The chunk size is
+    chosen so that the predicted peak memory fits the limit, and every plan is made, and
+    checked, before anything of joint size is allocated.
+
+    Args:
+        model, policy, solution: the instance and its exact solution (per-agent values are
+            solved here if ``solution`` holds only the team value).
+        kappas: radii (default ``0..diameter``).
+        memory_limit: override of the memory limit (bytes).
+        progress: called as ``progress(done, total)`` after each chunk.
+
+    Raises:
+        MemoryLimitError: before any work, when even the smallest chunks do not fit.
     """
     ks = list(range(model.graph.diameter + 1)) if kappas is None else [
         _check_radius(k) for k in kappas
     ]
+    limit = resolve_limit(memory_limit)
+    plans = [_spread_plan(model, i, ks, limit) for i in range(model.n)]
     delta = np.array([float(np.ptp(r)) for r in solution.shadow_rewards])
-    tables = iter_shadow_q(model, policy, solution, memory_limit=memory_limit)
-    spread = np.array([[decay_spread(model, q, i, k) for k in ks] for i, q in enumerate(tables)])
+    values = per_agent_values(model, policy, solution, memory_limit=memory_limit).x
+    total = sum(p.chunks for p in plans)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    spread = np.array(
+        [
+            _streamed_spreads(
+                model, plans[i], np.ascontiguousarray(values[:, i]), ks, tick,
+            )
+            for i in range(model.n)
+        ]
+    ).reshape(model.n, len(ks))
     # the bound, and D_i itself, vanish once N_i^kappa is i's whole component
     bound = np.array(
         [
@@ -307,6 +681,60 @@ def truncated_gradient(
         local = np.sum([hats[j] for j in members], axis=0) / model.n
         grads.append(score_contraction(policy, solution.lam_S, local, i, pi))
     return tuple(grads)
+
+
+def occupancy_identity_holds(model: NetworkedMDP, beta: int, kappa: int) -> bool:
+    """Whether ``N_i^beta`` lies in ``N_j^kappa`` for every ``i`` and every ``j`` in
+    ``N_i^kappa``: then agent ``i``'s score is a function of ``z_{N_j^kappa}`` and the
+    occupancy-conditional truncation of ``Q_j`` keeps its contribution to ``grad_i F`` exactly
+    (:func:`occupancy_truncated_gradient`).  Always true for ``beta = 0``."""
+    graph = model.graph
+    kappa, beta = _check_radius(kappa), _check_radius(beta, "beta")
+    return all(
+        set(graph.neighbourhood(i, beta)) <= set(graph.neighbourhood(j, kappa))
+        for i in range(model.n)
+        for j in graph.neighbourhood(i, kappa)
+    )
+
+
+def occupancy_truncated_gradient(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    solution: NetworkedSolution,
+    kappa: int,
+    *,
+    contributions: Sequence[Sequence[FloatArray]] | None = None,
+    memory_limit: float | None = None,
+) -> tuple[FloatArray, ...]:
+    """``ghat_i`` with occupancy-conditional weights, without joint tables:
+    ``ghat_i = (1/n) sum_{j in N_i^kappa} G[i][j]``, ``G`` from
+    :func:`~reference.networked.exact.gradient_contributions`.
+
+    Identity (``proofs_notes/truncated-gradient.md#occupancy-identity``): when agent ``i``'s
+    score is a function of ``z = z_{N_j^kappa}`` (:func:`occupancy_identity_holds`),
+    ``sum_{s,a} lam Qhat_j score_i = sum_z score_i(z) sum_{(s,a) in z} lam Q_j = G[i][j]``,
+    because ``Qhat_j(z)`` is the ``lam``-weighted mean of ``Q_j`` over the group ``z``.  So the
+    truncation error is ``ghat_i - grad_i F = -(1/n) sum_{j not in N_i^kappa} G[i][j]``.
+    :func:`truncated_gradient` with ``weights="occupancy"`` is the independent route on joint
+    tables.
+
+    Raises:
+        ModelError: the identity does not hold at this ``kappa`` and ``policy.beta``.
+    """
+    if not occupancy_identity_holds(model, policy.beta, kappa):
+        raise ModelError(
+            f"kappa = {kappa}, beta = {policy.beta}: some N_i^beta is not inside N_j^kappa "
+            "for a j in N_i^kappa; use truncated_gradient on joint tables"
+        )
+    g = (
+        gradient_contributions(model, policy, solution, memory_limit=memory_limit)
+        if contributions is None else contributions
+    )
+    out = []
+    for i in range(model.n):
+        members = model.graph.neighbourhood(i, kappa)
+        out.append(frozen(np.sum([g[i][j] for j in members], axis=0) / model.n))
+    return tuple(out)
 
 
 def cancellation_residual(
