@@ -460,7 +460,12 @@ class UserIO:
                     "and float64 only"
                 )
             self.seen.append(arr.dtype)
-        elif arr.dtype.kind not in "biu":
+        elif arr.dtype.kind in "biu":  # every checked quantity is real-valued
+            raise CaseFailure(
+                f"{what} has dtype {arr.dtype}, expected a floating-point array (an integer "
+                "or boolean array truncates a real-valued quantity)"
+            )
+        else:
             raise CaseFailure(f"{what} has dtype {arr.dtype}, expected real numbers")
         return np.array(arr, dtype=np.float64)
 
@@ -676,7 +681,8 @@ class _Record:
 
 MAX_DIAGNOSED = 5
 """The diagnosis compares an alternative with the user's output on at most this many failing
-cases (the worst first); it must match on all of them."""
+cases (the worst first), and then on at most this many of the other cases (the largest
+first, passing or failing); it must match on all of them."""
 
 
 def _diagnose(
@@ -686,12 +692,29 @@ def _diagnose(
         return None
     failing = [r for r in records if not r.result.ratio <= 1.0 and r.judged is not None]
     failing.sort(key=lambda r: (r is not worst, -min(r.result.ratio, 1e300)))
-    failing = failing[:MAX_DIAGNOSED]
+    failing, rest = failing[:MAX_DIAGNOSED], failing[MAX_DIAGNOSED:]
     if not failing:
         return None
+    # a bug that agrees with the callable on the worst cases may still disagree where the
+    # callable passes (two GAE bugs coincide on rollouts without an interior termination):
+    # it must also reproduce the other cases, the largest first
+    rest += [r for r in records if r.result.ratio <= 1.0 and r.judged is not None]
+    rest.sort(key=lambda r: -r.index)
+    confirm = rest[:MAX_DIAGNOSED]
+    zero = all(
+        rec.judged is not None
+        and rec.judged.matches([np.zeros_like(g) for g in rec.judged.got])
+        for rec in [*failing, *confirm]
+    )
+    where = f"on the {len(failing)} failing case{'s' if len(failing) > 1 else ''} tried"
+    if confirm:
+        where += f" and {len(confirm)} other{'s' if len(confirm) > 1 else ''}"
+    # an output that vanishes (a stub, a result never written) matches any bug whose output
+    # vanishes too: say that first
+    zero_text = f"your output is 0 within tolerance {where}" if zero else None
     for alt in decl.alternatives():
         matched = True
-        for rec in failing:
+        for rec in [*failing, *confirm]:
             assert rec.judged is not None
             try:
                 with np.errstate(all="ignore"):
@@ -702,15 +725,17 @@ def _diagnose(
             if not rec.judged.matches(outs):
                 matched = False
                 break
-        if matched:
-            where = f"on the {len(failing)} failing case{'s' if len(failing) > 1 else ''} tried"
-            if alt.declare is not None:
-                return (
-                    f"your output matches the convention {alt.declare} ({alt.description}) "
-                    f"{where}: declare {alt.declare} to check against it"
-                )
-            return f"your output matches the known bug {alt.name!r} ({alt.description}) {where}"
-    return None
+        if not matched:
+            continue
+        what = (f"the convention {alt.declare}" if alt.declare is not None
+                else f"the known bug {alt.name!r}")
+        if zero_text is not None:
+            return f"{zero_text}, as is the output of {what} ({alt.description})"
+        if alt.declare is not None:
+            return (f"your output matches {what} ({alt.description}) {where}: declare "
+                    f"{alt.declare} to check against it")
+        return f"your output matches {what} ({alt.description}) {where}"
+    return zero_text
 
 
 def run_check(

@@ -1,0 +1,64 @@
+"""Verdicts of the checks on realistic ports and on degenerate outputs: the diagnosis names a
+known bug only when it reproduces the callable beyond the cases it was found on, an output
+that is zero within tolerance is said to be zero, and integer or boolean outputs of a
+real-valued quantity fail the case with a message (verify/checks/_core.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from verify.checks import check_gae, check_joint_ratio, check_occupancy
+from verify.checks.planted import gae as planted
+from verify.checks.planted import known_bugs
+from verify.checks.planted import tabular as tab
+
+
+def _bug(name: str) -> Any:
+    return {b.name: b.fn for b in known_bugs("gae")}[name]
+
+
+@pytest.mark.parametrize(
+    ("name", "seed"),
+    [
+        ("gae-bootstrap-through-terminal-at-batch-end", 17),
+        ("gae-bootstrap-through-terminal-at-batch-end", 21),
+        ("gae-truncation-takes-precedence", 3),
+        ("gae-truncation-takes-precedence", 33),
+    ],
+)
+def test_diagnosis_is_not_a_bug_that_only_agrees_on_the_failing_cases(
+    name: str, seed: int
+) -> None:
+    # on these seeds the worst failing cases have no interior termination, so
+    # 'gae-bootstrap-through-terminal' agrees with the callable there; it disagrees on cases
+    # the callable passes, and must not be named
+    report = check_gae(_bug(name), seed=seed)
+    assert not report.passed and report.diagnosis is not None
+    assert repr(name) in report.diagnosis, report.diagnosis
+    assert "'gae-bootstrap-through-terminal'" not in report.diagnosis
+
+
+def test_a_zero_output_is_said_to_be_zero() -> None:
+    report = check_occupancy(lambda P, rho, gamma, pi: np.zeros_like(pi))
+    assert not report.passed and report.diagnosis is not None
+    assert report.diagnosis.startswith("your output is 0 within tolerance"), report.diagnosis
+    over = check_occupancy(tab.occupancy_overwritten)  # a bug whose output is ~0 is named
+    assert over.diagnosis is not None and "'occupancy-overwritten-sum'" in over.diagnosis
+    assert over.diagnosis.startswith("your output is 0 within tolerance")
+
+
+@pytest.mark.parametrize("kind", [np.int64, np.int32, np.uint8, np.bool_])
+def test_integer_and_boolean_outputs_fail_with_a_message(kind: Any) -> None:
+    def occupancy(P: Any, rho: Any, gamma: float, pi: Any) -> Any:
+        return tab.occupancy(P, rho, gamma, pi).astype(kind)
+
+    report = check_occupancy(occupancy)
+    assert not report.passed and report.failures == report.cases
+    assert f"has dtype {np.dtype(kind)}" in report.where and "floating-point" in report.where
+    assert report.diagnosis is None
+    ratio = check_joint_ratio(lambda new, old, s, a: np.ones(len(s), dtype=kind), cases=3)
+    assert "floating-point" in ratio.where
+    assert check_gae(lambda *a: np.asarray(planted.gae_vectorised(*a)), cases=5).passed
