@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from verify.checks import check_gae, check_joint_ratio, check_occupancy
+from verify.checks import check_gae, check_joint_ratio, check_localized_q, check_occupancy
+from verify.checks.planted import cooperative as coop
 from verify.checks.planted import gae as planted
 from verify.checks.planted import known_bugs
 from verify.checks.planted import tabular as tab
@@ -62,3 +63,20 @@ def test_integer_and_boolean_outputs_fail_with_a_message(kind: Any) -> None:
     ratio = check_joint_ratio(lambda new, old, s, a: np.ones(len(s), dtype=kind), cases=3)
     assert "floating-point" in ratio.where
     assert check_gae(lambda *a: np.asarray(planted.gae_vectorised(*a)), cases=5).passed
+
+
+def _localized_q_in_float32(P: Any, r: Any, gamma: float, conds: Any) -> Any:
+    # float32 inputs, float64 output (numpy's zeros default): the precision is not detectable
+    f32 = np.float32
+    return coop.localized_q(P.astype(f32), r.astype(f32), f32(gamma),  # type: ignore[arg-type]
+                            tuple(c.astype(f32) for c in conds))
+
+
+def test_float32_arithmetic_behind_a_float64_output_is_diagnosed() -> None:
+    report = check_localized_q(_localized_q_in_float32, cases=10)
+    assert not report.passed and report.precision == "float64"
+    assert report.diagnosis is not None and "declare dtype='float32'" in report.diagnosis
+    assert check_localized_q(_localized_q_in_float32, cases=10, dtype="float32").passed
+    # a float64 bug far beyond float32 rounding is not offered that way out
+    gross = check_localized_q(coop.localized_q_product_policy, cases=10)
+    assert not gross.passed and "dtype='float32'" not in (gross.diagnosis or "")
