@@ -80,3 +80,38 @@ def test_float32_arithmetic_behind_a_float64_output_is_diagnosed() -> None:
     # a float64 bug far beyond float32 rounding is not offered that way out
     gross = check_localized_q(coop.localized_q_product_policy, cases=10)
     assert not gross.passed and "dtype='float32'" not in (gross.diagnosis or "")
+
+
+def _gae_by_differences(rewards: Any, values: Any, next_values: Any, terminated: Any,
+                        truncated: Any, gamma: float, lam: float) -> Any:
+    """float32 GAE as ``(total - prefix_t) / (gamma lam)^t`` per episode segment: the
+    subtraction cancels, so late entries carry the rounding of the whole segment's sum
+    magnified by ``(gamma lam)^-t`` (an error near 1e-3 where a stable float32 routine
+    commits a few 1e-6)."""
+    f32 = np.float32
+    delta = (rewards.astype(f32) + f32(gamma) * np.where(terminated, f32(0), next_values)
+             .astype(f32) - values.astype(f32))
+    out = np.zeros(delta.shape, f32)
+    done = terminated | truncated
+    decay = f32(gamma * lam)
+    for b in range(delta.shape[0]):
+        start = 0
+        for t in range(delta.shape[1]):
+            if done[b, t] or t == delta.shape[1] - 1:
+                weight = decay ** np.arange(t + 1 - start, dtype=f32)
+                terms = weight * delta[b, start:t + 1]
+                prefix = np.concatenate([[f32(0)], np.cumsum(terms)[:-1]]).astype(f32)
+                out[b, start:t + 1] = (np.sum(terms) - prefix) / weight
+                start = t + 1
+    return out
+
+
+def test_float32_gae_by_cancelling_differences_fails() -> None:
+    # within the rollout-wide float32 allowance (T^2 eps32 max m, about 5.7e-3 here), far
+    # outside the entrywise one (the damping (gamma lam)^l and the segment's length)
+    report = check_gae(_gae_by_differences, gamma=0.9, lam=0.6)
+    assert not report.passed and report.precision == "float32"
+    assert 1e-4 < report.worst_error < 1e-2, str(report)
+    stable = check_gae(lambda *a: planted.gae_vectorised(*a).astype(np.float32),
+                       gamma=0.9, lam=0.6)
+    assert stable.passed and stable.precision == "float32"
