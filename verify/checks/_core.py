@@ -731,12 +731,10 @@ def _diagnose(
             continue
         what = (f"the convention {alt.declare}" if alt.declare is not None
                 else f"the known bug {alt.name!r}")
+        declare = "" if alt.declare is None else f": declare {alt.declare} to check against it"
         if zero_text is not None:
-            return f"{zero_text}, as is the output of {what} ({alt.description})"
-        if alt.declare is not None:
-            return (f"your output matches {what} ({alt.description}) {where}: declare "
-                    f"{alt.declare} to check against it")
-        return f"your output matches {what} ({alt.description}) {where}"
+            return f"{zero_text}, as is the output of {what} ({alt.description}){declare}"
+        return f"your output matches {what} ({alt.description}) {where}{declare}"
     return zero_text
 
 
