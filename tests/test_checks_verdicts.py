@@ -115,3 +115,9 @@ def test_float32_gae_by_cancelling_differences_fails() -> None:
     stable = check_gae(lambda *a: planted.gae_vectorised(*a).astype(np.float32),
                        gamma=0.9, lam=0.6)
     assert stable.passed and stable.precision == "float32"
+
+
+def test_a_none_output_fails_with_a_message() -> None:
+    report = check_gae(lambda *a: None, cases=3)
+    assert not report.passed and report.failures == 3
+    assert report.where == "the callable's output is None, expected an array"

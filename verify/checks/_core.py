@@ -449,6 +449,8 @@ class UserIO:
 
     def out(self, value: object, what: str = "the callable's output") -> npt.NDArray[np.float64]:
         """The output as a float64 numpy array, or a :class:`CaseFailure` naming ``what``."""
+        if value is None:  # a routine that fills a buffer and forgets to return it
+            raise CaseFailure(f"{what} is None, expected an array")
         arr = _to_numpy(value, what)
         if arr.dtype.kind == "c":
             raise CaseFailure(f"{what} is complex ({arr.dtype}), expected real values")
