@@ -23,6 +23,7 @@ from verify.checks.gae import (
     gae_finite_sum,
     gae_recursion,
     gae_rounding,
+    gae_rounding_entries,
 )
 from verify.checks.planted import expected_diagnosis
 from verify.checks.planted import gae as planted
@@ -237,3 +238,20 @@ def test_wrong_shape_and_exceptions_fail_the_case_not_the_check() -> None:
 
     report = check_gae(nan_at_terminal, cases=20)
     assert not report.passed and "is not finite (step terminated" in report.where
+
+
+@given(_rollouts(None, None))
+def test_entrywise_rounding_bound_holds_in_exact_arithmetic(ro: _Rollout) -> None:
+    """proofs_notes/gae.md#rounding-entrywise: both oracle routes and the planted correct
+    routines (vectorised, per environment, discount matrix) within gae_rounding_entries of the
+    exact value, entry by entry."""
+    exact = _exact(ro)
+    bound = gae_rounding_entries(*_args(ro))
+    routes = (gae_recursion, gae_finite_sum, planted.gae_vectorised, planted.gae_per_env,
+              planted.gae_discount_matrix)
+    for route in routes:
+        got = route(*_args(ro))
+        for b, row in enumerate(exact):
+            for t, want in enumerate(row):
+                assert abs(Fraction(float(got[b, t])) - want) <= Fraction(float(bound[b, t])), (
+                    route.__name__, b, t)

@@ -34,6 +34,7 @@ from verify.checks.gae import (
     gae_finite_sum,
     gae_recursion,
     gae_rounding,
+    gae_rounding_entries,
     gae_zero_advantage,
 )
 from verify.checks.networked import (
@@ -84,6 +85,7 @@ __all__ = [
     "gae_finite_sum",
     "gae_recursion",
     "gae_rounding",
+    "gae_rounding_entries",
     "gae_zero_advantage",
     "run_check",
 ]

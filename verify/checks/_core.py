@@ -449,6 +449,8 @@ class UserIO:
 
     def out(self, value: object, what: str = "the callable's output") -> npt.NDArray[np.float64]:
         """The output as a float64 numpy array, or a :class:`CaseFailure` naming ``what``."""
+        if value is None:  # a routine that fills a buffer and forgets to return it
+            raise CaseFailure(f"{what} is None, expected an array")
         arr = _to_numpy(value, what)
         if arr.dtype.kind == "c":
             raise CaseFailure(f"{what} is complex ({arr.dtype}), expected real values")
@@ -460,7 +462,12 @@ class UserIO:
                     "and float64 only"
                 )
             self.seen.append(arr.dtype)
-        elif arr.dtype.kind not in "biu":
+        elif arr.dtype.kind in "biu":  # every checked quantity is real-valued
+            raise CaseFailure(
+                f"{what} has dtype {arr.dtype}, expected a floating-point array (an integer "
+                "or boolean array truncates a real-valued quantity)"
+            )
+        else:
             raise CaseFailure(f"{what} has dtype {arr.dtype}, expected real numbers")
         return np.array(arr, dtype=np.float64)
 
@@ -672,11 +679,14 @@ class _Record:
     instance: Any
     judged: _Judged | None
     precision: np.dtype[Any]
+    float32_ok: bool = False
+    """A failed case judged at float64 that the float32 allowance would pass."""
 
 
 MAX_DIAGNOSED = 5
 """The diagnosis compares an alternative with the user's output on at most this many failing
-cases (the worst first); it must match on all of them."""
+cases (the worst first), and then on at most this many of the other cases (the largest
+first, passing or failing); it must match on all of them."""
 
 
 def _diagnose(
@@ -686,12 +696,29 @@ def _diagnose(
         return None
     failing = [r for r in records if not r.result.ratio <= 1.0 and r.judged is not None]
     failing.sort(key=lambda r: (r is not worst, -min(r.result.ratio, 1e300)))
-    failing = failing[:MAX_DIAGNOSED]
+    failing, rest = failing[:MAX_DIAGNOSED], failing[MAX_DIAGNOSED:]
     if not failing:
         return None
+    # a bug that agrees with the callable on the worst cases may still disagree where the
+    # callable passes (two GAE bugs coincide on rollouts without an interior termination):
+    # it must also reproduce the other cases, the largest first
+    rest += [r for r in records if r.result.ratio <= 1.0 and r.judged is not None]
+    rest.sort(key=lambda r: -r.index)
+    confirm = rest[:MAX_DIAGNOSED]
+    zero = all(
+        rec.judged is not None
+        and rec.judged.matches([np.zeros_like(g) for g in rec.judged.got])
+        for rec in [*failing, *confirm]
+    )
+    where = f"on the {len(failing)} failing case{'s' if len(failing) > 1 else ''} tried"
+    if confirm:
+        where += f" and {len(confirm)} other{'s' if len(confirm) > 1 else ''}"
+    # an output that vanishes (a stub, a result never written) matches any bug whose output
+    # vanishes too: say that first
+    zero_text = f"your output is 0 within tolerance {where}" if zero else None
     for alt in decl.alternatives():
         matched = True
-        for rec in failing:
+        for rec in [*failing, *confirm]:
             assert rec.judged is not None
             try:
                 with np.errstate(all="ignore"):
@@ -702,15 +729,15 @@ def _diagnose(
             if not rec.judged.matches(outs):
                 matched = False
                 break
-        if matched:
-            where = f"on the {len(failing)} failing case{'s' if len(failing) > 1 else ''} tried"
-            if alt.declare is not None:
-                return (
-                    f"your output matches the convention {alt.declare} ({alt.description}) "
-                    f"{where}: declare {alt.declare} to check against it"
-                )
-            return f"your output matches the known bug {alt.name!r} ({alt.description}) {where}"
-    return None
+        if not matched:
+            continue
+        what = (f"the convention {alt.declare}" if alt.declare is not None
+                else f"the known bug {alt.name!r}")
+        declare = "" if alt.declare is None else f": declare {alt.declare} to check against it"
+        if zero_text is not None:
+            return f"{zero_text}, as is the output of {what} ({alt.description}){declare}"
+        return f"your output matches {what} ({alt.description}) {where}{declare}"
+    return zero_text
 
 
 def run_check(
@@ -762,6 +789,7 @@ def run_check(
     def one(instance: T, index: int) -> None:
         io = UserIO(dt, xp)
         judged: _Judged | None = None
+        float32_ok = False
         try:
             # underflow to 0 is benign in every oracle; under np.seterr(all="raise") it would
             # otherwise abort a correct case
@@ -773,11 +801,13 @@ def run_check(
                     factor = precision_factor(io.precision())
                     judged = _judge(out, factor, atol_v, rtol_v)
                     result = judged.result
+                    if not result.ratio <= 1.0 and atol_v is None and factor == 1.0:
+                        coarse = _judge(out, precision_factor(np.float32), None, rtol_v)
+                        float32_ok = coarse.result.ratio <= 1.0
         except CaseFailure as exc:  # the user's callable, not the check, failed on this case
             result = CaseResult(math.inf, 0.0, str(exc))
-        records.append(
-            _Record(result, decl.to_arrays(instance), index, instance, judged, io.precision())
-        )
+        records.append(_Record(result, decl.to_arrays(instance), index, instance, judged,
+                               io.precision(), float32_ok))
 
     if replay is not None:
         if replay.check != decl.name:
@@ -802,6 +832,16 @@ def run_check(
                 f"(case {rec.index}: {where})"
             )
     precision = max((rec.precision for rec in records), key=lambda d: float(np.finfo(d).eps))
+    diagnosis = None if failures == 0 else _diagnose(decl, records, worst)
+    if diagnosis is None and failures and all(
+        rec.float32_ok for rec in records if not rec.result.ratio <= 1.0
+    ):
+        diagnosis = (
+            "every failing case is within the float32 rounding allowance: if your routine "
+            "computes in float32 and returns float64, declare dtype='float32'"
+            + ("; if it is an iterative method, pass atol= its certified error"
+               if decl.solve else "")
+        )
     return CheckReport(
         check=decl.name,
         reference=decl.reference,
@@ -821,5 +861,5 @@ def run_check(
         solve=decl.solve,
         convention=decl.convention,
         convention_cost=cost,
-        diagnosis=None if failures == 0 else _diagnose(decl, records, worst),
+        diagnosis=diagnosis,
     )

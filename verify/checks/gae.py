@@ -66,6 +66,7 @@ __all__ = [
     "gae_finite_sum",
     "gae_recursion",
     "gae_rounding",
+    "gae_rounding_entries",
     "gae_zero_advantage",
 ]
 
@@ -185,6 +186,44 @@ def gae_rounding(
     m = np.abs(rewards) + gamma * np.abs(_bootstrap(next_values, terminated)) + np.abs(values)
     scale = max(float(np.max(m, initial=0.0)), float(np.finfo(np.float64).tiny))
     return summation_tolerance(int(np.shape(rewards)[1]), 2.0 * scale)
+
+
+def gae_rounding_entries(
+    rewards: FloatArray,
+    values: FloatArray,
+    next_values: FloatArray,
+    terminated: BoolArray,
+    truncated: BoolArray,
+    gamma: float,
+    lam: float,
+) -> FloatArray:
+    """Entrywise bound on the rounding error of :func:`gae_recursion` and of
+    :func:`gae_finite_sum` (``proofs_notes/gae.md#rounding-entrywise``)::
+
+        |fl(A_t) - A_t| <= max(eps sum_{l=0}^{L_t} (gamma lam)^l (3l + T + 4) m_{t+l},
+                               2 (T + 1) T eps tiny),
+
+    ``m_t`` as in :func:`gae_rounding`, ``L_t`` the steps left in ``t``'s episode segment
+    within the rollout.  It keeps the damping ``(gamma lam)^l`` and the segment length that
+    :func:`gae_rounding` bounds by 1 and ``T``, so it is smaller wherever ``gamma lam < 1`` or
+    episodes end inside the rollout.  Arrays ``(B, T)``; returns the bound, ``(B, T)``."""
+    tiny = float(np.finfo(np.float64).tiny)
+    m = np.maximum(
+        np.abs(rewards) + gamma * np.abs(_bootstrap(next_values, terminated)) + np.abs(values),
+        tiny,
+    )
+    n_envs, n_steps = m.shape
+    carry = np.where(terminated | truncated, 0.0, gamma * lam)
+    weight = np.zeros((n_envs, n_steps))  # sum_l (gamma lam)^l m_{t+l}
+    lagged = np.zeros((n_envs, n_steps))  # sum_l l (gamma lam)^l m_{t+l}
+    s_after, u_after = np.zeros(n_envs), np.zeros(n_envs)
+    for t in range(n_steps - 1, -1, -1):
+        u_after = carry[:, t] * (u_after + s_after)
+        s_after = m[:, t] + carry[:, t] * s_after
+        weight[:, t], lagged[:, t] = s_after, u_after
+    floor = summation_tolerance(n_steps, 2.0 * tiny)  # underflow, as in gae_rounding
+    out: FloatArray = np.maximum(EPS * (3.0 * lagged + (n_steps + 4.0) * weight), floor)
+    return out
 
 
 @dataclass(frozen=True)
@@ -631,7 +670,8 @@ def check_gae(
     both flags together and ends at the last step; ``gamma`` in ``[0, 0.99]`` and ``lam`` in
     ``[0, 1]`` unless fixed here (a replayed case keeps its own).
 
-    Tolerance per entry: the oracle's rounding :func:`gae_rounding`, plus the same for the
+    Tolerance per entry: the oracle's rounding, the smaller of :func:`gae_rounding` and
+    :func:`gae_rounding_entries` at that entry, plus the same for the
     callable's own rounding at the judged precision (``dtype=`` or the output's dtype,
     :func:`verify.tolerances.precision_factor`), or ``atol`` in its place; plus ``rtol |A|``.
     ``xp`` hands the callable arrays of that namespace (``jax.numpy``, ``torch``...).
@@ -656,7 +696,12 @@ def check_gae(
                               f"{'(T, B)' if time_major else '(B, T)'}")
         if time_major:
             got = got.T
-        ours = gae_rounding(ro.rewards, ro.values, conv.next_seen(ro), ro.terminated, ro.gamma)
+        seen = conv.next_seen(ro)
+        ours = np.minimum(
+            gae_rounding(ro.rewards, ro.values, seen, ro.terminated, ro.gamma),
+            gae_rounding_entries(ro.rewards, ro.values, seen, ro.terminated, ro.truncated,
+                                 ro.gamma, ro.lam),
+        )
         if conv.output == "returns":  # one more addition, A_t + values_t
             ours += EPS * float(np.max(np.abs(want - ro.values) + np.abs(ro.values),
                                        initial=0.0))
