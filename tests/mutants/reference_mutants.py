@@ -26,6 +26,7 @@ import inspect
 import sys
 import textwrap
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,9 +233,12 @@ def run_killer(killer: str) -> tuple[Outcome, str]:
             return "killed", f"{len(group.exceptions)} failures"
         return "error", repr(group)[:300]
     except Exception as exc:
-        if type(exc).__name__ == "Failed":  # pytest.fail
-            return "killed", str(exc)[:200]
         return "error", f"{type(exc).__name__}: {exc}"[:300]
+    except BaseException as exc:
+        # pytest.fail and pytest.raises' "DID NOT RAISE" raise Failed, a BaseException
+        if type(exc).__name__ == "Failed":
+            return "killed", str(exc)[:200]
+        raise
     return "survived", ""
 
 
@@ -245,7 +249,8 @@ def run_killers(mutant: SourceMutant, killers: tuple[str, ...] | None = None
     chosen = mutant.killers if killers is None else killers
     for killer in chosen:
         resolve(killer)  # import the test modules before anything is planted
-    with planted(mutant):
+    with planted(mutant), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a mutant's overflow or log(0) is not the point
         for killer in chosen:
             outcome, detail = run_killer(killer)
             out.append((killer, outcome, detail))
@@ -254,6 +259,9 @@ def run_killers(mutant: SourceMutant, killers: tuple[str, ...] | None = None
 
 # ====================================================================== the catalogue
 _TAB = "test_certificates_tabular"
+_NET = "test_certificates_networked"
+_ALG = "test_certificates_algorithm1"
+_COOP = "test_certificates_cooperative"
 
 MUTANTS: tuple[SourceMutant, ...] = (
     # ---------------------------------------------------------------- reference.tabular
@@ -344,6 +352,206 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "error_bound=e + (max(residual, 0.0)", "error_bound=e + (2 * max(residual, 0.0)",
         "bound", (f"{_TAB}::test_policy_iteration_certificate_covers_a_near_tie",),
         "the residual term doubled (valid, loose)",
+    ),
+    # ---------------------------------------------------------------- reference.networked
+    SourceMutant(
+        "solve-value-bound-is-occupancy", "reference.networked.exact", "solve",
+        "value_error_bound=val_solve.error_bound,", "value_error_bound=occ_solve.error_bound,",
+        "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",
+                  f"{_NET}::test_matrix_free_value_certificate_is_attained",
+                  f"{_NET}::test_matrix_free_gmres_certificates_are_each_their_own"),
+        "solve() reports the occupancy solve's certificate as value_error_bound",
+    ),
+    SourceMutant(
+        "dense-certificate-halved", "reference.networked.transition", "DenseOperator._certify",
+        "return r, (r + rounding) / (1 - g)", "return r, (r + rounding) / (2 * (1 - g))",
+        "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",),
+        "the dense LU certificate halved",
+    ),
+    SourceMutant(
+        "dense-certificate-rounding-of-b-only", "reference.networked.transition",
+        "DenseOperator._certify",
+        "((1 + g) * scale + b_scale)", "(b_scale)",
+        "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",),
+        "the residual's rounding without the (1 + gamma)||x|| term",
+    ),
+    SourceMutant(
+        "matrix-free-row-sum-without-slack", "reference.networked.matrix_free",
+        "MatrixFreeOperator.__init__",
+        "float(np.prod(row_max)) * (1.0 + 2.0 * slack)", "float(np.prod(row_max))",
+        "bound", (f"{_NET}::test_row_sum_bound_on_80_ring_and_line_operators",),
+        "row_sum_bound without its rounding slack",
+    ),
+    SourceMutant(
+        "matrix-free-row-sum-slack-x10", "reference.networked.matrix_free",
+        "MatrixFreeOperator.__init__",
+        "(1.0 + 2.0 * slack)", "(1.0 + 20.0 * slack)",
+        "bound", (f"{_NET}::test_row_sum_bound_on_80_ring_and_line_operators",),
+        "row_sum_bound with ten times its slack (valid, loose)",
+    ),
+    SourceMutant(
+        "matrix-free-default-accuracy", "reference.networked.matrix_free",
+        "MatrixFreeOperator.__init__",
+        "accuracy: float = DEFAULT_ACCURACY", "accuracy: float = 100 * DEFAULT_ACCURACY",
+        "tolerance", (f"{_NET}::test_matrix_free_default_accuracy",),
+        "the default accuracy 100 times looser",
+    ),
+    SourceMutant(
+        "minimum-accuracy-without-room", "reference.networked.matrix_free", "minimum_accuracy",
+        "return 2.0 * (1.0 - gamma) * floor / c", "return (1.0 - gamma) * floor / c",
+        "bound", (f"{_NET}::test_minimum_accuracy_derivation_and_both_sides",),
+        "minimum_accuracy() with its factor 2 of room dropped",
+    ),
+    SourceMutant(
+        "minimum-accuracy-inflated", "reference.networked.matrix_free", "minimum_accuracy",
+        "return 2.0 * (1.0 - gamma) * floor / c", "return 4.0 * (1.0 - gamma) * floor / c",
+        "bound", (f"{_NET}::test_minimum_accuracy_derivation_and_both_sides",),
+        "minimum_accuracy() twice too cautious: reachable accuracies refused",
+    ),
+    SourceMutant(
+        "matrix-free-certificate-halved", "reference.networked.matrix_free",
+        "MatrixFreeOperator._solve_unit",
+        "bound = (res + allowance(x)) / contraction",
+        "bound = (res + allowance(x)) / (2 * contraction)",
+        "bound", (f"{_NET}::test_matrix_free_value_certificate_is_attained",),
+        "the matrix-free certificate halved",
+    ),
+    SourceMutant(
+        "matrix-free-certificate-inflated", "reference.networked.matrix_free",
+        "MatrixFreeOperator._solve_unit",
+        "bound = (res + allowance(x)) / contraction",
+        "bound = (res + allowance(x)) * (1.0 + g) / contraction",
+        "bound", (f"{_NET}::test_matrix_free_value_certificate_is_attained",),
+        "the matrix-free certificate times 1 + gamma (valid, loose)",
+    ),
+    SourceMutant(
+        "matrix-free-allowance-of-b-only", "reference.networked.matrix_free",
+        "MatrixFreeOperator._solve_unit",
+        "(1.0 + g * rho) * norm(x) + b_norm", "b_norm",
+        "bound", (f"{_NET}::test_matrix_free_gmres_certificates_are_each_their_own",),
+        "the residual's rounding allowance without the (1 + gamma rho)||x|| term",
+    ),
+    SourceMutant(
+        "td-step-ignores-current-batch", "reference.networked.algorithm", "td_critic",
+        "h * c / (counts + c + t0)", "h * c / (counts + t0)",
+        "formula", (f"{_ALG}::test_td_step_counts_the_current_batch",),
+        "td_critic()'s step size ignoring the current batch",
+    ),
+    SourceMutant(
+        "geometric-estimator-biased", "reference.networked.algorithm", "gradient_estimate",
+        "scale = np.full(batch, 1.0 / (1.0 - model.gamma))", "scale = np.full(batch, 1.0)",
+        "formula", (f"{_ALG}::test_geometric_gradient_estimator_is_unbiased",),
+        "the geometric estimator biased by a factor 1 - gamma",
+    ),
+    SourceMutant(
+        "replay-td-default-tol", "reference.networked.algorithm", "replay_td_critic",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_ALG}::test_replay_td_default_tolerance",),
+        "the default tolerance 100 times looser",
+    ),
+    SourceMutant(
+        "entropy-domain-accepts-boundary", "reference.networked.utilities",
+        "EntropyUtility._check_floor",
+        "bad = p + self.eps <= 0.0", "bad = p + self.eps < 0.0",
+        "formula", (f"{_ALG}::test_entropy_domain_excludes_its_boundary",),
+        "EntropyUtility's domain check accepting its boundary p = -eps",
+    ),
+    # ---------------------------------------------------------------- reference.cooperative
+    SourceMutant(
+        "evaluate-game-bound-is-occupancy", "reference.cooperative.exact", "evaluate_game",
+        "error_bound=vals.error_bound,", "error_bound=occ.error_bound,",
+        "bound", (f"{_COOP}::test_evaluate_game_bound_is_the_value_certificate",),
+        "evaluate_game()'s error_bound is the occupancy's l1 bound",
+    ),
+    SourceMutant(
+        "algorithm3-gradient-bound-too-small", "reference.cooperative.mappo", "algorithm3",
+        "G = 2 * (2 * radius + target_bound)", "G = 2 * (radius + target_bound)",
+        "bound", (f"{_COOP}::test_algorithm3_gradient_bound_is_attained",),
+        "the gradient bound G = 2(R + |y|) instead of 2(2R + |y|)",
+    ),
+    SourceMutant(
+        "algorithm3-gradient-bound-inflated", "reference.cooperative.mappo", "algorithm3",
+        "G = 2 * (2 * radius + target_bound)", "G = 2 * (2 * radius + 2 * target_bound)",
+        "bound", (f"{_COOP}::test_algorithm3_gradient_bound_is_attained",),
+        "the gradient bound with |y| doubled (valid, loose)",
+    ),
+    SourceMutant(
+        "algorithm3-excess-without-shift", "reference.cooperative.mappo",
+        "algorithm3_excess_bound",
+        "        + 2 * G * R / T\n", "\n",
+        "bound", (f"{_COOP}::test_algorithm3_excess_bound_is_its_derivation",),
+        "algorithm3_excess_bound() with its last term 2GR/T dropped",
+    ),
+    SourceMutant(
+        "algorithm3-excess-azuma-halved", "reference.cooperative.mappo",
+        "algorithm3_excess_bound",
+        "2 * G * R * math.sqrt(2 * math.log(1 / delta) / T)",
+        "G * R * math.sqrt(2 * math.log(1 / delta) / T)",
+        "bound", (f"{_COOP}::test_algorithm3_excess_bound_is_its_derivation",),
+        "the Azuma term for increments in intervals of length 2GR instead of 4GR",
+    ),
+    SourceMutant(
+        "anytime-without-minus-one", "reference.cooperative.mappo",
+        "anytime_last_iterate_bound",
+        "(math.sqrt(K + 1) - 1)", "math.sqrt(K + 1)",
+        "bound", (f"{_COOP}::test_anytime_bound_is_its_derivation",),
+        "anytime_last_iterate_bound() with sqrt(K+1) in place of sqrt(K+1) - 1",
+    ),
+    SourceMutant(
+        "anytime-harmonic-one-short", "reference.cooperative.mappo",
+        "anytime_last_iterate_bound",
+        "np.arange(1, K + 1)", "np.arange(1, K)",
+        "bound", (f"{_COOP}::test_anytime_bound_is_its_derivation",),
+        "the harmonic number H_{K-1} in place of H_K",
+    ),
+    SourceMutant(
+        "pessimistic-certificate-one-plus-q", "reference.cooperative.pessimism", "_values",
+        "bound = (residual + _rounding(critic)) / (1 - q)",
+        "bound = (residual + _rounding(critic)) / (1 + q)",
+        "bound", (f"{_COOP}::test_pessimistic_certificate_is_attained",),
+        "the pessimistic critic's certificate dividing by 1 + q instead of 1 - q",
+    ),
+    SourceMutant(
+        "pessimistic-certificate-inflated", "reference.cooperative.pessimism", "_values",
+        "bound = (residual + _rounding(critic)) / (1 - q)",
+        "bound = (residual + _rounding(critic)) / (1 - q) ** 2",
+        "bound", (f"{_COOP}::test_pessimistic_certificate_is_attained",),
+        "the pessimistic certificate over (1 - q)^2 (valid, loose)",
+    ),
+    SourceMutant(
+        "monotone-slack-x100", "reference.cooperative.pessimism", "_finish_critic",
+        "4 * EPS_F64 * transition.shape[1]", "400 * EPS_F64 * transition.shape[1]",
+        "bound", (f"{_COOP}::test_monotonicity_test_is_as_strict_as_its_rounding",),
+        "the monotonicity test's slack times 100",
+    ),
+    SourceMutant(
+        "evaluate-pessimistic-default-tol", "reference.cooperative.pessimism",
+        "evaluate_pessimistic",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_COOP}::test_pessimistic_default_tolerance",),
+        "the default tolerance 100 times looser",
+    ),
+    SourceMutant(
+        "evaluate-pessimistic-stop-without-contraction", "reference.cooperative.pessimism",
+        "evaluate_pessimistic",
+        "bound = (q * float(np.max(np.abs(Q_new - Q))) + rho_step) / (1 - q)",
+        "bound = q * float(np.max(np.abs(Q_new - Q))) + rho_step",
+        "tolerance", (f"{_COOP}::test_pessimistic_default_tolerance",),
+        "the stopping rule without the 1/(1 - q) of the geometric tail",
+    ),
+    SourceMutant(
+        "run-pessimistic-default-tol", "reference.cooperative.pessimism",
+        "run_pessimistic_mappo",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_COOP}::test_pessimistic_run_default_tolerance",),
+        "the default critic tolerance of the training loop 100 times looser",
+    ),
+    SourceMutant(
+        "game-optimal-default-tol", "reference.cooperative.game",
+        "CooperativeMarkovGame.optimal",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_COOP}::test_game_optimal_default_tolerance",),
+        "the default tolerance of J* 100 times looser",
     ),
 )
 
