@@ -13,9 +13,11 @@ edits argued to be equivalent.
   other exception is reported as a machinery error.
 * ``--suite PATH...``: each mutant against a whole test selection, one ``pytest -x``
   subprocess per mutant with the mutant planted for the session
-  (``tests/mutants/reference_mutant_plugin.py``) and ``HYPOTHESIS_PROFILE=ci``; killed when
-  pytest reports failures (exit status 1), survived on status 0.  ``--exclude`` drops test
-  files from the selection (e.g. the certificate tests, to measure the suite without them).
+  (``tests/mutants/reference_mutant_plugin.py``) and ``HYPOTHESIS_PROFILE=ci`` (without
+  shrinking); killed when pytest reports failures (exit status 1), survived on status 0.
+  ``--exclude`` drops test files from the selection; ``--relevant ROOT`` runs, per mutant,
+  only the test modules of ``ROOT`` (a checkout, e.g. an older commit's) that exercise the
+  mutated part of ``reference/`` (``RELEVANT``) plus the proofs notes' doctests.
 
 The table gives, per module of ``reference/``: mutants planted (non-equivalent), killed,
 survived, machinery errors, equivalent mutants (not planted) and the kill rate
@@ -55,20 +57,48 @@ def tier_rows(names: set[str] | None) -> list[dict[str, object]]:
     return rows
 
 
+RELEVANT = {
+    "reference.tabular": ["tests/test_tabular.py", "tests/test_symbolic.py",
+                          "tests/test_cooperative.py", "tests/mutants/test_planted_tabular.py"],
+    "reference.networked": ["tests/test_networked_exact.py", "tests/test_matrix_free.py",
+                            "tests/test_truncation.py", "tests/test_algorithm1.py",
+                            "tests/test_utilities.py", "tests/test_sampling.py",
+                            "tests/test_joint_space.py", "tests/test_symbolic.py",
+                            "tests/mutants/test_planted_matrix_free.py",
+                            "tests/mutants/test_planted_networked.py"],
+    "reference.cooperative": ["tests/test_cooperative.py", "tests/test_mappo.py",
+                              "tests/test_pessimism.py", "tests/test_experiments_pessimism.py",
+                              "tests/test_offline_dataset.py",
+                              "tests/mutants/test_planted_cooperative.py"],
+}
+"""``--relevant``: the test modules of the suite that exercise each part of ``reference/``
+(plus every proofs note's doctests)."""
+
+
+def _relevant(module: str, root: Path, extra: list[str]) -> list[str]:
+    for prefix, files in RELEVANT.items():
+        if module.startswith(prefix):
+            return [*extra, *(str(root / f) for f in files if (root / f).exists()),
+                    str(root / "proofs_notes")]
+    raise KeyError(module)
+
+
 def suite_rows(paths: list[str], exclude: list[str], names: set[str] | None,
-               timeout: float) -> list[dict[str, object]]:
+               timeout: float, relevant_root: Path | None = None) -> list[dict[str, object]]:
     env = dict(os.environ)
     env["HYPOTHESIS_PROFILE"] = "ci"
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "tests" / "mutants"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    args = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-            "-p", "reference_mutant_plugin", *paths]
+    base = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+            "-p", "reference_mutant_plugin"]
     for e in exclude:
-        args += ["--ignore", e]
+        base += ["--ignore", e]
     rows = []
     for m in rm.MUTANTS:
         if names and m.name not in names:
             continue
+        selection = paths if relevant_root is None else _relevant(m.module, relevant_root, paths)
+        args = [*base, *selection]
         env["MARL_REFERENCE_MUTANT"] = m.name
         start = time.perf_counter()
         try:
@@ -116,13 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", nargs="*", metavar="PATH",
                         help="run each mutant against this test selection instead of its killers")
     parser.add_argument("--exclude", nargs="*", default=[], metavar="PATH")
+    parser.add_argument("--relevant", metavar="ROOT",
+                        help="with --suite: per mutant, only the test modules of RELEVANT under "
+                        "ROOT (a checkout), plus the PATHs given to --suite")
     parser.add_argument("--only", nargs="*", metavar="NAME", help="mutants to run")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     names = set(args.only) if args.only else None
     if args.suite is not None:
-        rows = suite_rows(args.suite or ["tests"], args.exclude, names, args.timeout)
+        if args.relevant:
+            rows = suite_rows(args.suite, args.exclude, names, args.timeout,
+                              Path(args.relevant))
+        else:
+            rows = suite_rows(args.suite or ["tests"], args.exclude, names, args.timeout)
     else:
         rows = tier_rows(names)
     if args.json:

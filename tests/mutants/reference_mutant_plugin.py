@@ -29,5 +29,21 @@ def pytest_configure(config: pytest.Config) -> None:
     _STACK.enter_context(rm.planted(known[name]))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With a mutant planted, keep the loaded Hypothesis profile but skip shrinking: the
+    verdict (some test fails) is the first failing example's, and shrinking only costs
+    time.  Runs after the initial conftest chose the profile, before any test module is
+    imported."""
+    if not os.environ.get("MARL_REFERENCE_MUTANT"):
+        return
+    from hypothesis import Phase, settings
+
+    settings.register_profile(
+        "reference-mutant", parent=settings.default,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None,
+    )
+    settings.load_profile("reference-mutant")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     _STACK.close()

@@ -176,16 +176,19 @@ def resolve(killer: str) -> Callable[[], None]:
 @contextlib.contextmanager
 def _no_database(test: Callable[[], None]) -> Iterator[None]:
     """Run a Hypothesis test without its example database, so a mutant's failing examples
-    are not saved and replayed into later runs of the real code."""
+    are not saved and replayed into later runs of the real code, and without shrinking."""
     inner: Any = test
     key = "_hypothesis_internal_use_settings"
     current = getattr(inner, key, None)
     if current is None:
         yield
         return
-    from hypothesis import settings
+    from hypothesis import Phase, settings
 
-    setattr(inner, key, settings(current, database=None))
+    # no shrinking or explaining: the first failing example is enough to kill a mutant
+    fast = settings(current, database=None,
+                    phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    setattr(inner, key, fast)
     try:
         yield
     finally:
@@ -552,6 +555,84 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "tol: float = 1e-10", "tol: float = 1e-8",
         "tolerance", (f"{_COOP}::test_game_optimal_default_tolerance",),
         "the default tolerance of J* 100 times looser",
+    ),
+    # ---------------------------------------------------------------- formula bugs
+    SourceMutant(
+        "q-without-discount", "reference.tabular", "evaluate",
+        'Q = mdp.r + g * np.einsum("sat,t->sa", mdp.P, V)',
+        'Q = mdp.r + np.einsum("sat,t->sa", mdp.P, V)',
+        "formula", ("test_tabular::test_bellman_consistency_and_zero_mean_advantage",),
+        "Q = r + P V without the discount",
+    ),
+    SourceMutant(
+        "occupancy-normalised-twice", "reference.tabular", "occupancy",
+        "lam = lam_S[:, None] * pi\n", "lam = (1 - g) * lam_S[:, None] * pi\n",
+        "formula", ("test_tabular::test_occupancy_mass",),
+        "lam returned normalised (mass 1 instead of 1/(1-gamma))",
+    ),
+    SourceMutant(
+        "policy-gradient-with-q", "reference.tabular", "policy_gradient",
+        "occ.lam_S[:, None] * pi * vals.A", "occ.lam_S[:, None] * pi * vals.Q",
+        "formula", ("test_tabular::test_policy_gradient_matches_finite_differences",),
+        "the softmax policy gradient with Q in place of the advantage",
+    ),
+    SourceMutant(
+        "value-iteration-mean-backup", "reference.tabular", "value_iteration",
+        "V_new = Q.max(axis=1)", "V_new = Q.mean(axis=1)",
+        "formula", ("test_cooperative::test_value_iteration_and_policy_iteration_agree",
+                    f"{_TAB}::test_value_iteration_certificate_is_attained"),
+        "value iteration backing up the mean instead of the max",
+    ),
+    SourceMutant(
+        "networked-gradient-without-1-over-n", "reference.networked.exact", "solve",
+        "q_i /= n\n", "\n",
+        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
+        "the agent's own shadow-reward term without its 1/n",
+    ),
+    SourceMutant(
+        "networked-gradient-without-discount", "reference.networked.exact", "solve",
+        "q_i += model.gamma * op.apply_agent(i, Vbar)", "q_i += op.apply_agent(i, Vbar)",
+        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
+        "Qbar^(i) = ... + P^(i,b) Vbar without the discount",
+    ),
+    SourceMutant(
+        "entropy-gradient-bound-unscaled", "reference.networked.utilities",
+        "EntropyUtility.constants",
+        "gradient_bound=scale * max(abs(g_zero), abs(g_one)),",
+        "gradient_bound=max(abs(g_zero), abs(g_one)),",
+        "bound", ("test_utilities::test_base_gradient_bounds_are_attained_at_vertices",),
+        "the entropy's gradient bound without the (1 - gamma) of p = (1 - gamma) sum_a lam",
+    ),
+    SourceMutant(
+        "game-visitation-unnormalised", "reference.cooperative.exact", "evaluate_game",
+        "nu=frozen((1 - game.gamma) * occ.lam_S),", "nu=frozen(occ.lam_S),",
+        "formula", ("test_cooperative::test_multi_agent_pdl",),
+        "the visitation nu returned unnormalised",
+    ),
+    SourceMutant(
+        "tuned-beta-constant", "reference.cooperative.mappo", "tuned_beta",
+        "math.sqrt(n_agents / (8 * log_actions))", "math.sqrt(n_agents / (4 * log_actions))",
+        "formula", ("test_mappo::test_bound_tuned_value_and_normalisation",),
+        "the tuned beta with 4 in place of 8",
+    ),
+    SourceMutant(
+        "mappo-bound-power", "reference.cooperative.mappo", "mappo_bound",
+        "8 * beta * (1 - g) ** 3 * math.sqrt(K)", "8 * beta * (1 - g) ** 2 * math.sqrt(K)",
+        "bound", ("test_mappo::test_bound_tuned_value_and_normalisation",),
+        "B(K)'s second term over (1 - gamma)^2 instead of (1 - gamma)^3",
+    ),
+    SourceMutant(
+        "mirror-descent-sign", "reference.cooperative.mappo", "mirror_descent_step",
+        "logits += q * (1.0 / beta_k)", "logits -= q * (1.0 / beta_k)",
+        "formula", ("test_mappo::test_average_gap_below_bound",),
+        "the MA-PPO step descending instead of ascending",
+    ),
+    SourceMutant(
+        "pessimism-model-term-halved", "reference.cooperative.pessimism", "pessimism_bound",
+        "model = 2.0 * eb / (1.0 - game.gamma)", "model = eb / (1.0 - game.gamma)",
+        "bound", ("test_pessimism::test_model_term_constant_is_tight",
+                  "test_pessimism::test_expected_bonus_uses_the_normalised_occupancy"),
+        "the model term (2/(1-gamma)) E[Gamma] halved",
     ),
 )
 
