@@ -666,4 +666,25 @@ EQUIVALENT: tuple[tuple[SourceMutant, str], ...] = (
         ),
         _LU_NORM_ARGUMENT,
     ),
+    (
+        SourceMutant(
+            "fixed-point-prior-inflated", "reference.tabular", "_certified_fixed_point",
+            "prior = gamma * b_norm / (1 - gamma)", "prior = b_norm / (1 - gamma)",
+            "bound", (), "the a priori term of the fixed-point stop without its factor gamma",
+        ),
+        "the a posteriori term gamma ||x_k - x_{k-1}|| / (1 - gamma) = gamma^k ||M^{k-1} b|| / "
+        "(1 - gamma) is at most the a priori gamma^k ||b|| / (1 - gamma) because ||M|| <= 1 in "
+        "the norm used (P_pi rows, P_pi^T columns sum to 1), so min(prior, post) = post in "
+        "exact arithmetic and a larger prior changes nothing (proofs_notes/certificates.md)",
+    ),
+    (
+        SourceMutant(
+            "active-set-nonnegative", "reference.cooperative.pessimism", "solve_pessimistic",
+            "new_active = cont > 0", "new_active = cont >= 0",
+            "formula", (), "the active set's cont > 0 changed to >= 0",
+        ),
+        "the sets differ only on cells with cont = 0 exactly; such a cell's Q is 0 whether it "
+        "stops or continues, and continuing adds pi * cont = 0 to the system for V, so Q is "
+        "unchanged; at most the reported iteration count moves",
+    ),
 )

@@ -54,3 +54,14 @@ def test_unmutated_recompilation_passes_the_killers() -> None:
                                    m.kind, m.killers)
         results = rm.run_killers(identity)
         assert all(outcome == "survived" for _, outcome, _ in results), results
+
+
+@pytest.mark.parametrize("mutant", [m for m, _ in rm.EQUIVALENT],
+                         ids=[m.name for m, _ in rm.EQUIVALENT])
+def test_equivalent_mutants_apply_and_are_argued(mutant: rm.SourceMutant) -> None:
+    """Each equivalent edit still applies to the current source (so its argument is about the
+    code as it is) and carries its argument."""
+    argument = dict((m.name, why) for m, why in rm.EQUIVALENT)[mutant.name]
+    assert len(argument) > 80
+    with rm.planted(mutant):
+        pass
