@@ -88,12 +88,11 @@ def test_geometric_gradient_estimator_is_unbiased() -> None:
 
 
 # ------------------------------------------------------------------ replay TD default
-def test_replay_td_default_tolerance() -> None:
-    """At ``gamma = 0.99`` with positive rewards the sweeps' certified error is nearly
-    attained: the default ``tol = 1e-10`` leaves the table within ``1e-10`` of the dense
-    solve of the empirical Bellman equation (plus that solve's own error), and ``1e-8``
-    leaves it further than ``1e-10``."""
-    model = _one_agent(0.99)
+def _replay_instance(gamma: float) -> tuple[NetworkedMDP, object, np.ndarray, np.ndarray,
+                                            np.ndarray, float]:
+    """A replay buffer of 400 transitions, and the dense solve of its empirical Bellman
+    equation on the visited entries (with that solve's error bound)."""
+    model = _one_agent(gamma)
     policy = LocalizedSoftmaxPolicy(model, 0, (np.array([[0.3, -0.3], [-0.2, 0.2]]),))
     reward = np.array([[1.0, 0.5], [0.25, 0.75]])
     buf = sample_transitions(model, policy, 400, 30, np.random.default_rng(4))
@@ -108,10 +107,33 @@ def test_replay_td_default_tolerance() -> None:
     r_hat = np.bincount(z, weights=r, minlength=4)[live] / counts[live]
     dense = np.linalg.solve(np.eye(live.size) - model.gamma * P_hat, r_hat)
     solve_err = linear_solve_tolerance(live.size, model.gamma, 1.0 / (1 - model.gamma))
-    (default,) = replay_td_critic(model, buf, (reward,), 0)
+    return model, buf, reward, live, dense, solve_err
+
+
+@pytest.mark.parametrize("gamma", [0.9, 0.99])
+def test_replay_td_certificate_is_attained(gamma: float) -> None:
+    """Stopped at ``tol = 0.01``: the sweeps from 0 with positive rewards fall short of the
+    fixed point by nearly ``gamma ||q_k - q_{k-1}|| / (1 - gamma)`` (the empirical kernel's
+    rows sum to 1), so ``true <= fixed_point_error <= (1 + 1e-4) true`` up to the dense
+    solve's error."""
+    model, buf, reward, live, dense, solve_err = _replay_instance(gamma)
+    (critic,) = replay_td_critic(model, buf, (reward,), 0, tol=1e-2)  # type: ignore[arg-type]
+    true = float(np.max(np.abs(critic.table[live] - dense)))
+    assert true > 1e-3
+    assert true <= critic.fixed_point_error + solve_err
+    assert critic.fixed_point_error <= (1 + 1e-4) * true + solve_err
+
+
+def test_replay_td_default_tolerance() -> None:
+    """At ``gamma = 0.99`` with positive rewards the sweeps' certified error is nearly
+    attained: the default ``tol = 1e-10`` leaves the table within ``1e-10`` of the dense
+    solve of the empirical Bellman equation (plus that solve's own error), and ``1e-8``
+    leaves it further than ``1e-10``."""
+    model, buf, reward, live, dense, solve_err = _replay_instance(0.99)
+    (default,) = replay_td_critic(model, buf, (reward,), 0)  # type: ignore[arg-type]
     gap = float(np.max(np.abs(default.table[live] - dense)))
     assert gap <= 1e-10 + solve_err
-    (loose,) = replay_td_critic(model, buf, (reward,), 0, tol=1e-8)
+    (loose,) = replay_td_critic(model, buf, (reward,), 0, tol=1e-8)  # type: ignore[arg-type]
     assert float(np.max(np.abs(loose.table[live] - dense))) > 1e-10 + solve_err
 
 

@@ -453,6 +453,20 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the default tolerance 100 times looser",
     ),
     SourceMutant(
+        "replay-td-post-without-gamma", "reference.networked.algorithm", "replay_td_critic",
+        "post = g * float(np.max(np.abs(q_new - q))) / (1.0 - g)",
+        "post = float(np.max(np.abs(q_new - q))) / (1.0 - g)",
+        "bound", (f"{_ALG}::test_replay_td_certificate_is_attained",),
+        "replay TD's a posteriori bound without its factor gamma (valid, loose)",
+    ),
+    SourceMutant(
+        "replay-td-post-one-step", "reference.networked.algorithm", "replay_td_critic",
+        "post = g * float(np.max(np.abs(q_new - q))) / (1.0 - g)",
+        "post = g * float(np.max(np.abs(q_new - q)))",
+        "bound", (f"{_ALG}::test_replay_td_certificate_is_attained",),
+        "replay TD's a posteriori bound without the geometric tail",
+    ),
+    SourceMutant(
         "entropy-domain-accepts-boundary", "reference.networked.utilities",
         "EntropyUtility._check_floor",
         "bad = p + self.eps <= 0.0", "bad = p + self.eps < 0.0",
