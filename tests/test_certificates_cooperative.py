@@ -59,9 +59,10 @@ def _ring_game(n_states: int, gamma: float, reward_scale: float) -> CooperativeM
 @pytest.mark.parametrize("gamma", [0.5, 0.99])
 def test_evaluate_game_bound_is_the_value_certificate(gamma: float) -> None:
     """Rewards ``1e-6 U[0, 1]``: the value certificate is at least the rounding allowance of
-    its own residual, ``(nS + 2) eps (1 + gamma) ||V|| / (1 - gamma)``, and at most the exact
-    residual plus twice that allowance over ``1 - gamma`` (the occupancy's certificate,
-    of scale ``1/(1 - gamma)^2 eps``, is a million times larger); it covers the exact error."""
+    its own system, ``(nS + |A| + 2) eps ((1 + gamma) ||V|| + max r) / (1 - gamma)``
+    (forming ``P_pi``, ``r_pi`` and the residual), and at most the exact residual plus twice
+    that allowance over ``1 - gamma`` (the occupancy's certificate, of scale
+    ``eps / (1 - gamma)^2``, is a million times larger); it covers the exact error."""
     game = _ring_game(5, gamma, 1e-6)
     policy = ConditionalPolicy.uniform(game)
     vals = evaluate_game(game, policy)
@@ -74,8 +75,9 @@ def test_evaluate_game_bound_is_the_value_certificate(gamma: float) -> None:
                 Fraction(0)) - Fraction(float(r_pi[i])))
         for i in range(n)
     )
-    allowance = (n + 2) * EPS * ((1 + gamma) * float(np.max(np.abs(vals.V)))
-                                 + float(np.max(np.abs(r_pi))))
+    n_joint = game.n_joint_actions
+    allowance = (n + n_joint + 2) * EPS * ((1 + gamma) * float(np.max(np.abs(vals.V)))
+                                           + float(np.max(np.abs(game.r))))
     assert allowance / (1 - gamma) <= vals.error_bound
     assert vals.error_bound <= (float(res) + 2 * allowance) / (1 - gamma)
     exact = rational_tabular_solution(game.tabular, joint).V

@@ -169,14 +169,17 @@ def test_policy_iteration_certificate_covers_a_near_tie() -> None:
 
 
 # ------------------------------------------------------------------ LU certificates
-def _value_rounding(n: int, g: float, V: np.ndarray, r_pi: np.ndarray) -> float:
-    """Documented rounding of evaluating ``(I - gamma P_pi) V - r_pi``:
-    ``(n + 2) eps ((1 + gamma) ||V||_inf + ||r_pi||_inf)`` (Higham 2002 eq. 3.5)."""
-    return (n + 2) * EPS * ((1 + g) * float(np.max(np.abs(V))) + float(np.max(np.abs(r_pi))))
+def _value_rounding(mdp: TabularMDP, V: np.ndarray) -> float:
+    """Documented rounding of forming ``P_pi``, ``r_pi`` (``nA`` terms per entry) and
+    evaluating ``(I - gamma P_pi) V - r_pi`` (``nS + 2`` roundings per entry, Higham 2002
+    eq. 3.5): ``(nS + nA + 2) eps ((1 + gamma) ||V||_inf + max |r|)``."""
+    n, g = mdp.n_states + mdp.n_actions, mdp.gamma
+    return (n + 2) * EPS * ((1 + g) * float(np.max(np.abs(V))) + float(np.max(np.abs(mdp.r))))
 
 
-def _occupancy_rounding(n: int, g: float, lam_S: np.ndarray) -> float:
+def _occupancy_rounding(mdp: TabularMDP, lam_S: np.ndarray) -> float:
     """The same for ``(I - gamma P_pi^T) lam_S - rho`` in l1, with ``||rho||_1 = 1``."""
+    n, g = mdp.n_states + mdp.n_actions, mdp.gamma
     return (n + 2) * EPS * ((1 + g) * float(np.sum(np.abs(lam_S))) + 1.0)
 
 
@@ -213,7 +216,7 @@ def test_evaluate_certificate_derivation(gamma: float, stay: float) -> None:
     P_pi, r_pi = kernel_under(mdp, pi)
     M = np.eye(n) - gamma * P_pi
     res_exact = float(max(abs(e) for e in _exact_residual(M, vals.V, r_pi)))
-    rounding = _value_rounding(n, gamma, vals.V, r_pi)
+    rounding = _value_rounding(mdp, vals.V)
     exact = _fractions(rational_tabular_solution(mdp, pi).V)
     assert float(_inf_error(vals.V, exact)) <= vals.error_bound
     assert vals.error_bound >= rounding / (1 - gamma)
@@ -234,7 +237,7 @@ def test_occupancy_certificate_derivation(gamma: float, stay: float) -> None:
     P_pi, _ = kernel_under(mdp, pi)
     M = np.eye(n) - gamma * P_pi.T
     res_exact = float(sum(abs(e) for e in _exact_residual(M, occ.lam_S, mdp.rho)))
-    rounding = _occupancy_rounding(n, gamma, occ.lam_S)
+    rounding = _occupancy_rounding(mdp, occ.lam_S)
     exact = _fractions(rational_tabular_solution(mdp, pi).lam_S)
     assert float(_l1_error(occ.lam_S, exact)) <= occ.error_bound
     assert occ.error_bound >= rounding / (1 - gamma)
@@ -258,12 +261,56 @@ def test_shared_factorisation_certificates_are_each_their_own(gamma: float, stay
     M = np.eye(n) - gamma * P_pi
     v_res = float(max(abs(e) for e in _exact_residual(M, vals.V, r_pi)))
     o_res = float(sum(abs(e) for e in _exact_residual(M.T.copy(), occ.lam_S, mdp.rho)))
-    v_round = _value_rounding(n, gamma, vals.V, r_pi)
-    o_round = _occupancy_rounding(n, gamma, occ.lam_S)
+    v_round = _value_rounding(mdp, vals.V)
+    o_round = _occupancy_rounding(mdp, occ.lam_S)
     assert v_round / (1 - gamma) <= vals.error_bound <= (v_res + 2 * v_round) / (1 - gamma)
     assert o_round / (1 - gamma) <= occ.error_bound <= (o_res + 2 * o_round) / (1 - gamma)
     exact = _fractions(rational_tabular_solution(mdp, pi).V)
     assert float(_inf_error(vals.V, exact)) <= vals.error_bound
+
+
+def _many_actions() -> tuple[TabularMDP, np.ndarray]:
+    """One state, 2117 actions, ``gamma = 0.9999``, rewards ``U[0, 1]`` and a Dirichlet(0.3)
+    policy.  The LU solve is trivial; the error is in forming ``r_pi = sum_a pi r`` and
+    ``P_pi = sum_a pi P``, 2117 roundings each, amplified by ``1/(1 - gamma) = 1e4``."""
+    rng = np.random.default_rng(1779)
+    n_actions = int(rng.integers(100, 3000))
+    rng.choice([0.9, 0.99, 0.999, 0.9999])
+    rng.choice([1, 1e6])
+    r = rng.uniform(0.0, 1.0, (1, n_actions))
+    rng.choice([0.05, 0.3, 3])
+    pi = rng.dirichlet(np.full(n_actions, 0.3), size=1)
+    return TabularMDP(np.ones((1, n_actions, 1)), r, np.ones(1), 0.9999), pi
+
+
+def test_lu_certificates_cover_the_formation_of_the_kernel() -> None:
+    """With many actions per state, forming ``P_pi`` and ``r_pi`` commits ``nA`` roundings
+    per entry, which a certificate counting only the residual's ``nS + 2`` misses: on this
+    instance the exact error of ``V`` (rational arithmetic, the policy read exactly) is 1.4
+    times ``(residual + 3 eps ((1 + gamma)|V| + |r_pi|)) / (1 - gamma)``.  The certificates
+    count ``nS + nA + 2`` roundings against ``max |r|``; the worst case of ``nA`` roundings
+    adding up cannot be tight for random data (here the certificate is about 500 times the
+    error), so this checks validity only.  Exact values by the one-state closed form."""
+    mdp, pi = _many_actions()
+    assert mdp.n_actions == 2117
+    # one state: V = sum pi r / (1 - gamma sum pi), lam_S = 1 / (1 - gamma sum pi), exactly
+    weights = [Fraction(float(p)) for p in pi[0]]
+    total = sum(weights, Fraction(0))
+    denominator = 1 - Fraction(mdp.gamma) * total
+    V_exact = [sum((w * Fraction(float(x)) for w, x in zip(weights, mdp.r[0], strict=True)),
+                   Fraction(0)) / denominator]
+    lam_exact = [1 / denominator]
+    vals = evaluate(mdp, pi)
+    true = float(_inf_error(vals.V, V_exact))
+    old = (vals.residual + 3 * EPS * ((1 + mdp.gamma) * abs(float(vals.V[0]))
+                                      + abs(float(pi[0] @ mdp.r[0])))) / (1 - mdp.gamma)
+    assert true > old  # the instance attains the missing term
+    assert true <= vals.error_bound
+    shared, occ = evaluate_with_occupancy(mdp, pi)
+    assert float(_inf_error(shared.V, V_exact)) <= shared.error_bound
+    assert float(_l1_error(occ.lam_S, lam_exact)) <= occ.error_bound
+    alone = occupancy(mdp, pi)
+    assert float(_l1_error(alone.lam_S, lam_exact)) <= alone.error_bound
 
 
 # ------------------------------------------------------------------ default tolerances

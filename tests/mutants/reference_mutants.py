@@ -296,6 +296,27 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the value certificate of the shared factorisation replaced by the occupancy one",
     ),
     SourceMutant(
+        "evaluate-bound-without-formation", "reference.tabular", "evaluate",
+        "float(np.max(np.abs(mdp.r))),\n        mdp.n_states + mdp.n_actions,",
+        "float(np.max(np.abs(r_pi))),\n        mdp.n_states,",
+        "bound", (f"{_TAB}::test_lu_certificates_cover_the_formation_of_the_kernel",),
+        "the V certificate without the rounding of forming P_pi and r_pi (nA terms each)",
+    ),
+    SourceMutant(
+        "shared-lu-value-bound-without-formation", "reference.tabular",
+        "evaluate_with_occupancy",
+        "float(np.max(np.abs(mdp.r))), n_s + mdp.n_actions", "float(np.max(np.abs(r_pi))), n_s",
+        "bound", (f"{_TAB}::test_lu_certificates_cover_the_formation_of_the_kernel",
+                  f"{_TAB}::test_shared_factorisation_certificates_are_each_their_own"),
+        "the shared factorisation's V certificate without the formation rounding",
+    ),
+    SourceMutant(
+        "occupancy-bound-without-formation", "reference.tabular", "occupancy",
+        "1.0, mdp.n_states + mdp.n_actions", "1.0, mdp.n_states",
+        "bound", (f"{_TAB}::test_lu_certificates_cover_the_formation_of_the_kernel",),
+        "the occupancy certificate without the rounding of forming P_pi",
+    ),
+    SourceMutant(
         "fixed-point-post-without-gamma", "reference.tabular", "_certified_fixed_point",
         "post = gamma * size(x_new - x) / (1 - gamma)", "post = size(x_new - x) / (1 - gamma)",
         "bound", (f"{_TAB}::test_evaluate_iterative_certificate_is_attained",),
