@@ -110,7 +110,8 @@ class PolicyValues:
         residual: ``||(I - gamma P_pi) V - r_pi||_inf`` of the computed ``V``.
         error_bound: certified ``||V - V_true||_inf <= residual / (1 - gamma)`` (the
             inverse of ``I - gamma P_pi`` has inf-norm at most ``1/(1-gamma)``), plus the
-            rounding committed when evaluating the residual itself.
+            rounding committed when forming ``P_pi``, ``r_pi`` and evaluating the residual,
+            ``(nS + nA + 2) eps ((1 + gamma) ||V||_inf + max |r|) / (1 - gamma)``.
     """
 
     V: FloatArray
@@ -131,7 +132,8 @@ class Occupancy:
         d: ``(nS, nA)`` normalised ``(1 - gamma) lam``.
         flow_residual: ``max_s' |sum_a lam[s',a] - rho[s'] - gamma sum_{s,a} P[s,a,s'] lam[s,a]|``.
         error_bound: certified ``||lam_S - lam_S_true||_1 <= ||residual||_1 / (1-gamma)`` plus
-            the rounding of the residual evaluation.
+            the rounding of forming ``P_pi`` and evaluating the residual,
+            ``(nS + nA + 2) eps ((1 + gamma) ||lam_S||_1 + 1) / (1 - gamma)``.
     """
 
     lam_S: FloatArray
@@ -180,7 +182,10 @@ def kernel_under(mdp: TabularMDP, pi: FloatArray) -> tuple[FloatArray, FloatArra
 
 def _residual_rounding(matrix_abs_row_sum: float, x_norm: float, b_norm: float, n: int) -> float:
     # Evaluating A x - b in float64 commits at most (n + 2) eps (|A| |x| + |b|) per entry
-    # (standard dot-product error bound, Higham 2002 eq. 3.5).
+    # (standard dot-product error bound, Higham 2002 eq. 3.5).  Callers pass n = nS + nA:
+    # forming P_pi and r_pi sums nA nonnegative-weighted terms per entry, so the computed
+    # system differs from the exact one by at most nA eps (gamma |P_pi| |x| + max |r|)
+    # (proofs_notes/certificates.md#formation), and b_norm is then a bound on max |r|.
     return (n + 2) * _EPS * (matrix_abs_row_sum * x_norm + b_norm)
 
 
@@ -192,7 +197,8 @@ def evaluate(mdp: TabularMDP, pi: FloatArray) -> PolicyValues:
     V = scipy.linalg.solve(M, r_pi)
     res = float(np.max(np.abs(M @ V - r_pi)))
     rounding = _residual_rounding(
-        1 + g, float(np.max(np.abs(V))), float(np.max(np.abs(r_pi))), mdp.n_states
+        1 + g, float(np.max(np.abs(V))), float(np.max(np.abs(mdp.r))),
+        mdp.n_states + mdp.n_actions,
     )
     Q = mdp.r + g * np.einsum("sat,t->sa", mdp.P, V)
     return PolicyValues(
@@ -213,7 +219,9 @@ def occupancy(mdp: TabularMDP, pi: FloatArray) -> Occupancy:
     M = np.eye(mdp.n_states) - g * P_pi.T
     lam_S = scipy.linalg.solve(M, mdp.rho)
     res_vec = M @ lam_S - mdp.rho
-    rounding = _residual_rounding(1 + g, float(np.sum(np.abs(lam_S))), 1.0, mdp.n_states)
+    rounding = _residual_rounding(
+        1 + g, float(np.sum(np.abs(lam_S))), 1.0, mdp.n_states + mdp.n_actions
+    )
     lam = lam_S[:, None] * pi
     flow = lam.sum(axis=1) - mdp.rho - g * np.einsum("sat,sa->t", mdp.P, lam)
     return Occupancy(
@@ -251,10 +259,10 @@ def evaluate_with_occupancy(
     lam_S, _ = scipy.linalg.lapack.dgetrs(lu, piv, mdp.rho, trans=1)
     res = float(np.max(np.abs(M @ V - r_pi)))
     v_round = _residual_rounding(
-        1 + g, float(np.max(np.abs(V))), float(np.max(np.abs(r_pi))), n_s
+        1 + g, float(np.max(np.abs(V))), float(np.max(np.abs(mdp.r))), n_s + mdp.n_actions
     )
     flow_vec = M.T @ lam_S - mdp.rho
-    l_round = _residual_rounding(1 + g, float(np.sum(np.abs(lam_S))), 1.0, n_s)
+    l_round = _residual_rounding(1 + g, float(np.sum(np.abs(lam_S))), 1.0, n_s + mdp.n_actions)
     Q = mdp.r + g * (mdp.P.reshape(-1, n_s) @ V).reshape(n_s, mdp.n_actions)
     lam = lam_S[:, None] * pi
     values = PolicyValues(

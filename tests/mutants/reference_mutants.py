@@ -1,0 +1,725 @@
+"""Planted bugs in ``reference/`` itself, and the machinery that plants them.
+
+A :class:`SourceMutant` names one function (or method, or property) of a ``reference``
+module, a fragment of its source and the fragment that replaces it.  :func:`planted`
+recompiles the edited function from its source in the namespace of its module and rebinds
+every reference to the original (the module attribute, the class attribute, and every name
+another loaded module imported it under); leaving the context restores all of them.  Nothing
+is written to disk and no module is reloaded, so one mutant costs the time of its killing
+tests and the rest of the suite never sees it.
+
+Each mutant lists the tests that must kill it (``"module::function"`` under ``tests/``);
+:func:`run_killers` calls them with the mutant planted.  A killing test "kills" when it fails
+with an assertion (including Hypothesis's shrunk assertion) or with an error of the
+``reference.errors`` family raised by the mutated code; any other exception (a ``NameError``
+from a broken recompilation, say) is reported as a machinery error, never counted as a kill.
+
+``EQUIVALENT`` lists edits that cannot change any result, with the argument for each; they
+are not planted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import sys
+import textwrap
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from reference.errors import ModelError
+
+TESTS = Path(__file__).resolve().parents[1]
+
+Kind = Literal["formula", "bound", "tolerance"]
+
+
+@dataclass(frozen=True)
+class SourceMutant:
+    """One planted bug.
+
+    Attributes:
+        name: identifier used in test ids and the kill-rate table.
+        module: dotted module, e.g. ``"reference.tabular"``.
+        target: ``"function"``, ``"Class.method"`` or ``"Class.property"`` in ``module``.
+        old: a fragment occurring exactly once in the target's source.
+        new: its replacement.
+        kind: ``"formula"`` (a wrong quantity), ``"bound"`` (a certificate or derived
+            bound made invalid or loose) or ``"tolerance"`` (a default accuracy loosened).
+        killers: tests that must fail with the mutant planted, ``"test_module::test_name"``.
+        note: what the edit means, in words.
+    """
+
+    name: str
+    module: str
+    target: str
+    old: str
+    new: str
+    kind: Kind
+    killers: tuple[str, ...]
+    note: str = ""
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+
+def _unwrap(obj: Any) -> tuple[Callable[..., Any], str]:
+    if isinstance(obj, property):
+        assert obj.fget is not None
+        return obj.fget, "property"
+    if isinstance(obj, staticmethod):
+        return obj.__func__, "staticmethod"
+    if isinstance(obj, classmethod):
+        return obj.__func__, "classmethod"
+    return obj, "function"
+
+
+def _compile(mutant: SourceMutant, func: Callable[..., Any], module: types.ModuleType
+             ) -> Callable[..., Any]:
+    source = textwrap.dedent(inspect.getsource(func))
+    count = source.count(mutant.old)
+    if count != 1:
+        raise LookupError(
+            f"mutant {mutant.name}: fragment {mutant.old!r} occurs {count} times in "
+            f"{mutant.module}.{mutant.target}, expected once"
+        )
+    edited = source.replace(mutant.old, mutant.new)
+    lines = edited.splitlines(keepends=True)
+    # drop decorators: the wrapper (property, staticmethod) is re-applied by the caller
+    while lines and lines[0].lstrip().startswith("@"):
+        lines.pop(0)
+    namespace: dict[str, Any] = dict(vars(module))
+    code = compile("".join(lines), f"<mutant {mutant.name}>", "exec")
+    exec(code, namespace)
+    new = namespace[func.__name__]
+    if not isinstance(new, types.FunctionType):
+        raise TypeError(f"mutant {mutant.name}: {mutant.target} did not compile to a function")
+    # globals must be the module's own (helpers patched later, monkeypatching by tests)
+    fresh = types.FunctionType(
+        new.__code__, vars(module), new.__name__, func.__defaults__, func.__closure__
+    )
+    fresh.__kwdefaults__ = new.__kwdefaults__
+    fresh.__defaults__ = new.__defaults__
+    fresh.__qualname__ = func.__qualname__
+    fresh.__doc__ = func.__doc__
+    fresh.__annotations__ = dict(getattr(func, "__annotations__", {}))
+    return fresh
+
+
+@contextlib.contextmanager
+def planted(mutant: SourceMutant) -> Iterator[None]:
+    """Plant ``mutant`` for the duration of the context."""
+    module = importlib.import_module(mutant.module)
+    owner: Any = module
+    parts = mutant.target.split(".")
+    for part in parts[:-1]:
+        owner = getattr(owner, part)
+    name = parts[-1]
+    original = inspect.getattr_static(owner, name)
+    func, wrapper = _unwrap(original)
+    if func.__code__.co_freevars:
+        raise TypeError(f"mutant {mutant.name}: {mutant.target} uses a closure (super()?)")
+    fresh = _compile(mutant, func, module)
+    replacement: Any = {
+        "property": lambda f: property(f, original.fset if wrapper == "property" else None),
+        "staticmethod": staticmethod,
+        "classmethod": classmethod,
+        "function": lambda f: f,
+    }[wrapper](fresh)
+    restore: list[tuple[Any, str, Any]] = [(owner, name, original)]
+    if owner is module:
+        # every module that imported the function by name (re-exports, from-imports)
+        for other in list(sys.modules.values()):
+            if other is module or not isinstance(other, types.ModuleType):
+                continue
+            try:
+                items = list(vars(other).items())
+            except TypeError:  # pragma: no cover - exotic module objects
+                continue
+            for key, value in items:
+                if value is original:
+                    restore.append((other, key, value))
+    try:
+        for obj, key, _ in restore:
+            setattr(obj, key, replacement)
+        yield
+    finally:
+        for obj, key, value in reversed(restore):
+            setattr(obj, key, value)
+        # a module imported while the mutant was planted may have bound it by name
+        for other in list(sys.modules.values()):
+            if not isinstance(other, types.ModuleType):
+                continue
+            try:
+                items = list(vars(other).items())
+            except TypeError:  # pragma: no cover
+                continue
+            for key, value in items:
+                if value is replacement:
+                    setattr(other, key, original)
+
+
+def resolve(killer: str) -> Callable[[], None]:
+    """The test function named ``"test_module::test_name"`` (``test_module`` under
+    ``tests/`` or ``tests/mutants/``)."""
+    for path in (str(TESTS), str(TESTS / "mutants")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    mod_name, test_name = killer.split("::")
+    test: Callable[[], None] = getattr(importlib.import_module(mod_name), test_name)
+    return test
+
+
+@contextlib.contextmanager
+def _no_database(test: Callable[[], None]) -> Iterator[None]:
+    """Run a Hypothesis test without its example database, so a mutant's failing examples
+    are not saved and replayed into later runs of the real code, and without shrinking."""
+    inner: Any = test
+    key = "_hypothesis_internal_use_settings"
+    current = getattr(inner, key, None)
+    if current is None:
+        yield
+        return
+    from hypothesis import Phase, settings
+
+    # no shrinking or explaining: the first failing example is enough to kill a mutant
+    fast = settings(current, database=None,
+                    phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    setattr(inner, key, fast)
+    try:
+        yield
+    finally:
+        setattr(inner, key, current)
+
+
+Outcome = Literal["killed", "survived", "error"]
+
+
+def _calls(test: Callable[..., None]) -> list[dict[str, Any]]:
+    """Keyword arguments of every case of a ``pytest.mark.parametrize``-d test (one empty
+    call for a plain one); stacked parametrize marks give their product."""
+    calls: list[dict[str, Any]] = [{}]
+    for mark in getattr(test, "pytestmark", []):
+        if mark.name != "parametrize":
+            continue
+        names, values = mark.args[0], mark.args[1]
+        keys = [k.strip() for k in names.split(",")] if isinstance(names, str) else list(names)
+        cases = []
+        for value in values:
+            vals = value.values if hasattr(value, "values") and hasattr(value, "marks") else value
+            row = dict(zip(keys, vals if len(keys) > 1 else (vals[0] if isinstance(vals, tuple)
+                                                                  and hasattr(value, "marks")
+                                                                  else vals,),
+                           strict=True))
+            cases.append(row)
+        calls = [{**c, **row} for c in calls for row in cases]
+    return calls
+
+
+def run_killer(killer: str) -> tuple[Outcome, str]:
+    """Run one killing test, every parametrized case, with whatever is currently planted;
+    stops at the first failing case."""
+    test = resolve(killer)
+    try:
+        with _no_database(test):
+            for kwargs in _calls(test):
+                test(**kwargs)
+    except AssertionError as exc:
+        return "killed", f"{type(exc).__name__}: {str(exc)[:200]}"
+    except ModelError as exc:  # the whole reference.errors family derives from it
+        return "killed", f"{type(exc).__name__}: {str(exc)[:200]}"
+    except BaseExceptionGroup as group:  # several Hypothesis failures at once
+        if all(isinstance(e, (AssertionError, ModelError)) for e in group.exceptions):
+            return "killed", f"{len(group.exceptions)} failures"
+        return "error", repr(group)[:300]
+    except Exception as exc:
+        return "error", f"{type(exc).__name__}: {exc}"[:300]
+    except BaseException as exc:
+        # pytest.fail and pytest.raises' "DID NOT RAISE" raise Failed, a BaseException
+        if type(exc).__name__ == "Failed":
+            return "killed", str(exc)[:200]
+        raise
+    return "survived", ""
+
+
+def run_killers(mutant: SourceMutant, killers: tuple[str, ...] | None = None
+                ) -> list[tuple[str, Outcome, str]]:
+    """Plant ``mutant`` and run its killing tests (or ``killers``)."""
+    out = []
+    chosen = mutant.killers if killers is None else killers
+    for killer in chosen:
+        resolve(killer)  # import the test modules before anything is planted
+    with planted(mutant), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a mutant's overflow or log(0) is not the point
+        for killer in chosen:
+            outcome, detail = run_killer(killer)
+            out.append((killer, outcome, detail))
+    return out
+
+
+# ====================================================================== the catalogue
+_TAB = "test_certificates_tabular"
+_NET = "test_certificates_networked"
+_ALG = "test_certificates_algorithm1"
+_COOP = "test_certificates_cooperative"
+
+MUTANTS: tuple[SourceMutant, ...] = (
+    # ---------------------------------------------------------------- reference.tabular
+    SourceMutant(
+        "evaluate-bound-halved", "reference.tabular", "evaluate",
+        "error_bound=(res + rounding) / (1 - g),",
+        "error_bound=(res + rounding) / (2 * (1 - g)),",
+        "bound", (f"{_TAB}::test_evaluate_certificate_derivation",),
+        "the certified V error bound halved",
+    ),
+    SourceMutant(
+        "evaluate-bound-no-rounding", "reference.tabular", "evaluate",
+        "error_bound=(res + rounding) / (1 - g),", "error_bound=res / (1 - g),",
+        "bound", (f"{_TAB}::test_evaluate_certificate_derivation",),
+        "the rounding of the residual evaluation left out of the V certificate",
+    ),
+    SourceMutant(
+        "occupancy-bound-halved", "reference.tabular", "occupancy",
+        "error_bound=(float(np.sum(np.abs(res_vec))) + rounding) / (1 - g),",
+        "error_bound=(float(np.sum(np.abs(res_vec))) + rounding) * (1 - g),",
+        "bound", (f"{_TAB}::test_occupancy_certificate_derivation",),
+        "the occupancy certificate multiplied by 1 - gamma instead of divided",
+    ),
+    SourceMutant(
+        "shared-lu-value-bound-is-occupancy", "reference.tabular", "evaluate_with_occupancy",
+        "error_bound=(res + v_round) / (1 - g),",
+        "error_bound=(float(np.sum(np.abs(flow_vec))) + l_round) / (1 - g),",
+        "bound", (f"{_TAB}::test_shared_factorisation_certificates_are_each_their_own",),
+        "the value certificate of the shared factorisation replaced by the occupancy one",
+    ),
+    SourceMutant(
+        "evaluate-bound-without-formation", "reference.tabular", "evaluate",
+        "float(np.max(np.abs(mdp.r))),\n        mdp.n_states + mdp.n_actions,",
+        "float(np.max(np.abs(r_pi))),\n        mdp.n_states,",
+        "bound", (f"{_TAB}::test_lu_certificates_cover_the_formation_of_the_kernel",),
+        "the V certificate without the rounding of forming P_pi and r_pi (nA terms each)",
+    ),
+    SourceMutant(
+        "shared-lu-value-bound-without-formation", "reference.tabular",
+        "evaluate_with_occupancy",
+        "float(np.max(np.abs(mdp.r))), n_s + mdp.n_actions", "float(np.max(np.abs(r_pi))), n_s",
+        "bound", (f"{_TAB}::test_lu_certificates_cover_the_formation_of_the_kernel",
+                  f"{_TAB}::test_shared_factorisation_certificates_are_each_their_own"),
+        "the shared factorisation's V certificate without the formation rounding",
+    ),
+    SourceMutant(
+        "occupancy-bound-without-formation", "reference.tabular", "occupancy",
+        "1.0, mdp.n_states + mdp.n_actions", "1.0, mdp.n_states",
+        "bound", (f"{_TAB}::test_lu_certificates_cover_the_formation_of_the_kernel",),
+        "the occupancy certificate without the rounding of forming P_pi",
+    ),
+    SourceMutant(
+        "fixed-point-post-without-gamma", "reference.tabular", "_certified_fixed_point",
+        "post = gamma * size(x_new - x) / (1 - gamma)", "post = size(x_new - x) / (1 - gamma)",
+        "bound", (f"{_TAB}::test_evaluate_iterative_certificate_is_attained",),
+        "the a posteriori bound without its factor gamma (valid, 1/gamma too loose)",
+    ),
+    SourceMutant(
+        "fixed-point-post-without-contraction", "reference.tabular", "_certified_fixed_point",
+        "post = gamma * size(x_new - x) / (1 - gamma)", "post = gamma * size(x_new - x)",
+        "bound", (f"{_TAB}::test_evaluate_iterative_certificate_is_attained",
+                  f"{_TAB}::test_occupancy_iterative_certificate_is_exact"),
+        "the a posteriori bound without the 1/(1 - gamma) of the geometric tail",
+    ),
+    SourceMutant(
+        "fixed-point-prior-one-step-ahead", "reference.tabular", "_certified_fixed_point",
+        "prior = gamma * b_norm / (1 - gamma)", "prior = gamma * gamma * b_norm / (1 - gamma)",
+        "bound", (f"{_TAB}::test_evaluate_iterative_certificate_is_attained_near_gamma_one",),
+        "the a priori bound gamma^(k+1) instead of gamma^k",
+    ),
+    SourceMutant(
+        "evaluate-iterative-default-tol", "reference.tabular", "evaluate_iterative",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_TAB}::test_evaluate_iterative_default_tolerance",),
+        "the default tolerance 100 times looser",
+    ),
+    SourceMutant(
+        "occupancy-iterative-default-tol", "reference.tabular", "occupancy_iterative",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_TAB}::test_occupancy_iterative_default_tolerance",),
+        "the default tolerance 100 times looser",
+    ),
+    SourceMutant(
+        "value-iteration-default-tol", "reference.tabular", "value_iteration",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_TAB}::test_value_iteration_default_tolerance",),
+        "the default tolerance 100 times looser",
+    ),
+    SourceMutant(
+        "value-iteration-bound-without-gamma", "reference.tabular", "value_iteration",
+        "bound = g * step / (1 - g) + rounding", "bound = step / (1 - g) + rounding",
+        "bound", (f"{_TAB}::test_value_iteration_certificate_is_attained",),
+        "the value-iteration bound without its factor gamma (valid, 1/gamma too loose)",
+    ),
+    SourceMutant(
+        "value-iteration-bound-one-step", "reference.tabular", "value_iteration",
+        "bound = g * step / (1 - g) + rounding", "bound = g * step + rounding",
+        "bound", (f"{_TAB}::test_value_iteration_certificate_is_attained",),
+        "the value-iteration bound without the geometric tail",
+    ),
+    SourceMutant(
+        "policy-iteration-no-residual", "reference.tabular", "policy_iteration",
+        "(max(residual, 0.0) + (1 + g) * e + q_round)", "((1 + g) * e + q_round)",
+        "bound", (f"{_TAB}::test_policy_iteration_certificate_covers_a_near_tie",),
+        "the Bellman-optimality residual term dropped from the bound",
+    ),
+    SourceMutant(
+        "policy-iteration-bound-inflated", "reference.tabular", "policy_iteration",
+        "error_bound=e + (max(residual, 0.0)", "error_bound=e + (2 * max(residual, 0.0)",
+        "bound", (f"{_TAB}::test_policy_iteration_certificate_covers_a_near_tie",),
+        "the residual term doubled (valid, loose)",
+    ),
+    # ---------------------------------------------------------------- reference.networked
+    SourceMutant(
+        "solve-value-bound-is-occupancy", "reference.networked.exact", "solve",
+        "value_error_bound=val_solve.error_bound,", "value_error_bound=occ_solve.error_bound,",
+        "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",
+                  f"{_NET}::test_matrix_free_value_certificate_is_attained",
+                  f"{_NET}::test_matrix_free_gmres_certificates_are_each_their_own"),
+        "solve() reports the occupancy solve's certificate as value_error_bound",
+    ),
+    SourceMutant(
+        "dense-certificate-halved", "reference.networked.transition", "DenseOperator._certify",
+        "return r, (r + rounding) / (1 - g)", "return r, (r + rounding) / (2 * (1 - g))",
+        "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",),
+        "the dense LU certificate halved",
+    ),
+    SourceMutant(
+        "dense-certificate-rounding-of-b-only", "reference.networked.transition",
+        "DenseOperator._certify",
+        "((1 + g) * scale + b_scale)", "(b_scale)",
+        "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",),
+        "the residual's rounding without the (1 + gamma)||x|| term",
+    ),
+    SourceMutant(
+        "matrix-free-row-sum-without-slack", "reference.networked.matrix_free",
+        "MatrixFreeOperator.__init__",
+        "float(np.prod(row_max)) * (1.0 + 2.0 * slack)", "float(np.prod(row_max))",
+        "bound", (f"{_NET}::test_row_sum_bound_on_80_ring_and_line_operators",),
+        "row_sum_bound without its rounding slack",
+    ),
+    SourceMutant(
+        "matrix-free-row-sum-slack-x10", "reference.networked.matrix_free",
+        "MatrixFreeOperator.__init__",
+        "(1.0 + 2.0 * slack)", "(1.0 + 20.0 * slack)",
+        "bound", (f"{_NET}::test_row_sum_bound_on_80_ring_and_line_operators",),
+        "row_sum_bound with ten times its slack (valid, loose)",
+    ),
+    SourceMutant(
+        "matrix-free-default-accuracy", "reference.networked.matrix_free",
+        "MatrixFreeOperator.__init__",
+        "accuracy: float = DEFAULT_ACCURACY", "accuracy: float = 100 * DEFAULT_ACCURACY",
+        "tolerance", (f"{_NET}::test_matrix_free_default_accuracy",),
+        "the default accuracy 100 times looser",
+    ),
+    SourceMutant(
+        "minimum-accuracy-without-room", "reference.networked.matrix_free", "minimum_accuracy",
+        "return 2.0 * (1.0 - gamma) * floor / c", "return (1.0 - gamma) * floor / c",
+        "bound", (f"{_NET}::test_minimum_accuracy_derivation_and_both_sides",),
+        "minimum_accuracy() with its factor 2 of room dropped",
+    ),
+    SourceMutant(
+        "minimum-accuracy-inflated", "reference.networked.matrix_free", "minimum_accuracy",
+        "return 2.0 * (1.0 - gamma) * floor / c", "return 4.0 * (1.0 - gamma) * floor / c",
+        "bound", (f"{_NET}::test_minimum_accuracy_derivation_and_both_sides",),
+        "minimum_accuracy() twice too cautious: reachable accuracies refused",
+    ),
+    SourceMutant(
+        "matrix-free-certificate-halved", "reference.networked.matrix_free",
+        "MatrixFreeOperator._solve_unit",
+        "bound = (res + allowance(x)) / contraction",
+        "bound = (res + allowance(x)) / (2 * contraction)",
+        "bound", (f"{_NET}::test_matrix_free_value_certificate_is_attained",),
+        "the matrix-free certificate halved",
+    ),
+    SourceMutant(
+        "matrix-free-certificate-inflated", "reference.networked.matrix_free",
+        "MatrixFreeOperator._solve_unit",
+        "bound = (res + allowance(x)) / contraction",
+        "bound = (res + allowance(x)) * (1.0 + g) / contraction",
+        "bound", (f"{_NET}::test_matrix_free_value_certificate_is_attained",),
+        "the matrix-free certificate times 1 + gamma (valid, loose)",
+    ),
+    SourceMutant(
+        "matrix-free-allowance-of-b-only", "reference.networked.matrix_free",
+        "MatrixFreeOperator._solve_unit",
+        "(1.0 + g * rho) * norm(x) + b_norm", "b_norm",
+        "bound", (f"{_NET}::test_matrix_free_gmres_certificates_are_each_their_own",),
+        "the residual's rounding allowance without the (1 + gamma rho)||x|| term",
+    ),
+    SourceMutant(
+        "td-step-ignores-current-batch", "reference.networked.algorithm", "td_critic",
+        "h * c / (counts + c + t0)", "h * c / (counts + t0)",
+        "formula", (f"{_ALG}::test_td_step_counts_the_current_batch",),
+        "td_critic()'s step size ignoring the current batch",
+    ),
+    SourceMutant(
+        "geometric-estimator-biased", "reference.networked.algorithm", "gradient_estimate",
+        "scale = np.full(batch, 1.0 / (1.0 - model.gamma))", "scale = np.full(batch, 1.0)",
+        "formula", (f"{_ALG}::test_geometric_gradient_estimator_is_unbiased",),
+        "the geometric estimator biased by a factor 1 - gamma",
+    ),
+    SourceMutant(
+        "replay-td-default-tol", "reference.networked.algorithm", "replay_td_critic",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_ALG}::test_replay_td_default_tolerance",),
+        "the default tolerance 100 times looser",
+    ),
+    SourceMutant(
+        "replay-td-post-without-gamma", "reference.networked.algorithm", "replay_td_critic",
+        "post = g * float(np.max(np.abs(q_new - q))) / (1.0 - g)",
+        "post = float(np.max(np.abs(q_new - q))) / (1.0 - g)",
+        "bound", (f"{_ALG}::test_replay_td_certificate_is_attained",),
+        "replay TD's a posteriori bound without its factor gamma (valid, loose)",
+    ),
+    SourceMutant(
+        "replay-td-post-one-step", "reference.networked.algorithm", "replay_td_critic",
+        "post = g * float(np.max(np.abs(q_new - q))) / (1.0 - g)",
+        "post = g * float(np.max(np.abs(q_new - q)))",
+        "bound", (f"{_ALG}::test_replay_td_certificate_is_attained",),
+        "replay TD's a posteriori bound without the geometric tail",
+    ),
+    SourceMutant(
+        "entropy-domain-accepts-boundary", "reference.networked.utilities",
+        "EntropyUtility._check_floor",
+        "bad = p + self.eps <= 0.0", "bad = p + self.eps < 0.0",
+        "formula", (f"{_ALG}::test_entropy_domain_excludes_its_boundary",),
+        "EntropyUtility's domain check accepting its boundary p = -eps",
+    ),
+    # ---------------------------------------------------------------- reference.cooperative
+    SourceMutant(
+        "evaluate-game-bound-is-occupancy", "reference.cooperative.exact", "evaluate_game",
+        "error_bound=vals.error_bound,", "error_bound=occ.error_bound,",
+        "bound", (f"{_COOP}::test_evaluate_game_bound_is_the_value_certificate",),
+        "evaluate_game()'s error_bound is the occupancy's l1 bound",
+    ),
+    SourceMutant(
+        "algorithm3-gradient-bound-too-small", "reference.cooperative.mappo", "algorithm3",
+        "G = 2 * (2 * radius + target_bound)", "G = 2 * (radius + target_bound)",
+        "bound", (f"{_COOP}::test_algorithm3_gradient_bound_is_attained",),
+        "the gradient bound G = 2(R + |y|) instead of 2(2R + |y|)",
+    ),
+    SourceMutant(
+        "algorithm3-gradient-bound-inflated", "reference.cooperative.mappo", "algorithm3",
+        "G = 2 * (2 * radius + target_bound)", "G = 2 * (2 * radius + 2 * target_bound)",
+        "bound", (f"{_COOP}::test_algorithm3_gradient_bound_is_attained",),
+        "the gradient bound with |y| doubled (valid, loose)",
+    ),
+    SourceMutant(
+        "algorithm3-excess-without-shift", "reference.cooperative.mappo",
+        "algorithm3_excess_bound",
+        "        + 2 * G * R / T\n", "\n",
+        "bound", (f"{_COOP}::test_algorithm3_excess_bound_is_its_derivation",),
+        "algorithm3_excess_bound() with its last term 2GR/T dropped",
+    ),
+    SourceMutant(
+        "algorithm3-excess-azuma-halved", "reference.cooperative.mappo",
+        "algorithm3_excess_bound",
+        "2 * G * R * math.sqrt(2 * math.log(1 / delta) / T)",
+        "G * R * math.sqrt(2 * math.log(1 / delta) / T)",
+        "bound", (f"{_COOP}::test_algorithm3_excess_bound_is_its_derivation",),
+        "the Azuma term for increments in intervals of length 2GR instead of 4GR",
+    ),
+    SourceMutant(
+        "anytime-without-minus-one", "reference.cooperative.mappo",
+        "anytime_last_iterate_bound",
+        "(math.sqrt(K + 1) - 1)", "math.sqrt(K + 1)",
+        "bound", (f"{_COOP}::test_anytime_bound_is_its_derivation",),
+        "anytime_last_iterate_bound() with sqrt(K+1) in place of sqrt(K+1) - 1",
+    ),
+    SourceMutant(
+        "anytime-harmonic-one-short", "reference.cooperative.mappo",
+        "anytime_last_iterate_bound",
+        "np.arange(1, K + 1)", "np.arange(1, K)",
+        "bound", (f"{_COOP}::test_anytime_bound_is_its_derivation",),
+        "the harmonic number H_{K-1} in place of H_K",
+    ),
+    SourceMutant(
+        "pessimistic-certificate-one-plus-q", "reference.cooperative.pessimism", "_values",
+        "bound = (residual + _rounding(critic)) / (1 - q)",
+        "bound = (residual + _rounding(critic)) / (1 + q)",
+        "bound", (f"{_COOP}::test_pessimistic_certificate_is_attained",),
+        "the pessimistic critic's certificate dividing by 1 + q instead of 1 - q",
+    ),
+    SourceMutant(
+        "pessimistic-certificate-inflated", "reference.cooperative.pessimism", "_values",
+        "bound = (residual + _rounding(critic)) / (1 - q)",
+        "bound = (residual + _rounding(critic)) / (1 - q) ** 2",
+        "bound", (f"{_COOP}::test_pessimistic_certificate_is_attained",),
+        "the pessimistic certificate over (1 - q)^2 (valid, loose)",
+    ),
+    SourceMutant(
+        "monotone-slack-x100", "reference.cooperative.pessimism", "_finish_critic",
+        "4 * EPS_F64 * transition.shape[1]", "400 * EPS_F64 * transition.shape[1]",
+        "bound", (f"{_COOP}::test_monotonicity_test_is_as_strict_as_its_rounding",),
+        "the monotonicity test's slack times 100",
+    ),
+    SourceMutant(
+        "evaluate-pessimistic-default-tol", "reference.cooperative.pessimism",
+        "evaluate_pessimistic",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_COOP}::test_pessimistic_default_tolerance",),
+        "the default tolerance 100 times looser",
+    ),
+    SourceMutant(
+        "evaluate-pessimistic-stop-without-contraction", "reference.cooperative.pessimism",
+        "evaluate_pessimistic",
+        "bound = (q * float(np.max(np.abs(Q_new - Q))) + rho_step) / (1 - q)",
+        "bound = q * float(np.max(np.abs(Q_new - Q))) + rho_step",
+        "tolerance", (f"{_COOP}::test_pessimistic_default_tolerance",),
+        "the stopping rule without the 1/(1 - q) of the geometric tail",
+    ),
+    SourceMutant(
+        "run-pessimistic-default-tol", "reference.cooperative.pessimism",
+        "run_pessimistic_mappo",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_COOP}::test_pessimistic_run_default_tolerance",),
+        "the default critic tolerance of the training loop 100 times looser",
+    ),
+    SourceMutant(
+        "game-optimal-default-tol", "reference.cooperative.game",
+        "CooperativeMarkovGame.optimal",
+        "tol: float = 1e-10", "tol: float = 1e-8",
+        "tolerance", (f"{_COOP}::test_game_optimal_default_tolerance",),
+        "the default tolerance of J* 100 times looser",
+    ),
+    # ---------------------------------------------------------------- formula bugs
+    SourceMutant(
+        "q-without-discount", "reference.tabular", "evaluate",
+        'Q = mdp.r + g * np.einsum("sat,t->sa", mdp.P, V)',
+        'Q = mdp.r + np.einsum("sat,t->sa", mdp.P, V)',
+        "formula", ("test_tabular::test_bellman_consistency_and_zero_mean_advantage",),
+        "Q = r + P V without the discount",
+    ),
+    SourceMutant(
+        "occupancy-normalised-twice", "reference.tabular", "occupancy",
+        "lam = lam_S[:, None] * pi\n", "lam = (1 - g) * lam_S[:, None] * pi\n",
+        "formula", ("test_tabular::test_occupancy_mass",),
+        "lam returned normalised (mass 1 instead of 1/(1-gamma))",
+    ),
+    SourceMutant(
+        "policy-gradient-with-q", "reference.tabular", "policy_gradient",
+        "occ.lam_S[:, None] * pi * vals.A", "occ.lam_S[:, None] * pi * vals.Q",
+        "formula", ("test_tabular::test_policy_gradient_matches_finite_differences",),
+        "the softmax policy gradient with Q in place of the advantage",
+    ),
+    SourceMutant(
+        "value-iteration-mean-backup", "reference.tabular", "value_iteration",
+        "V_new = Q.max(axis=1)", "V_new = Q.mean(axis=1)",
+        "formula", ("test_cooperative::test_value_iteration_and_policy_iteration_agree",
+                    f"{_TAB}::test_value_iteration_certificate_is_attained"),
+        "value iteration backing up the mean instead of the max",
+    ),
+    SourceMutant(
+        "networked-gradient-without-1-over-n", "reference.networked.exact", "solve",
+        "q_i /= n\n", "\n",
+        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
+        "the agent's own shadow-reward term without its 1/n",
+    ),
+    SourceMutant(
+        "networked-gradient-without-discount", "reference.networked.exact", "solve",
+        "q_i += model.gamma * op.apply_agent(i, Vbar)", "q_i += op.apply_agent(i, Vbar)",
+        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
+        "Qbar^(i) = ... + P^(i,b) Vbar without the discount",
+    ),
+    SourceMutant(
+        "entropy-gradient-bound-unscaled", "reference.networked.utilities",
+        "EntropyUtility.constants",
+        "gradient_bound=scale * max(abs(g_zero), abs(g_one)),",
+        "gradient_bound=max(abs(g_zero), abs(g_one)),",
+        "bound", ("test_utilities::test_base_gradient_bounds_are_attained_at_vertices",),
+        "the entropy's gradient bound without the (1 - gamma) of p = (1 - gamma) sum_a lam",
+    ),
+    SourceMutant(
+        "game-visitation-unnormalised", "reference.cooperative.exact", "evaluate_game",
+        "nu=frozen((1 - game.gamma) * occ.lam_S),", "nu=frozen(occ.lam_S),",
+        "formula", ("test_cooperative::test_multi_agent_pdl",),
+        "the visitation nu returned unnormalised",
+    ),
+    SourceMutant(
+        "tuned-beta-constant", "reference.cooperative.mappo", "tuned_beta",
+        "math.sqrt(n_agents / (8 * log_actions))", "math.sqrt(n_agents / (4 * log_actions))",
+        "formula", ("test_mappo::test_bound_tuned_value_and_normalisation",),
+        "the tuned beta with 4 in place of 8",
+    ),
+    SourceMutant(
+        "mappo-bound-power", "reference.cooperative.mappo", "mappo_bound",
+        "8 * beta * (1 - g) ** 3 * math.sqrt(K)", "8 * beta * (1 - g) ** 2 * math.sqrt(K)",
+        "bound", ("test_mappo::test_bound_tuned_value_and_normalisation",),
+        "B(K)'s second term over (1 - gamma)^2 instead of (1 - gamma)^3",
+    ),
+    SourceMutant(
+        "mirror-descent-sign", "reference.cooperative.mappo", "mirror_descent_step",
+        "logits += q * (1.0 / beta_k)", "logits -= q * (1.0 / beta_k)",
+        "formula", ("test_mappo::test_average_gap_below_bound",),
+        "the MA-PPO step descending instead of ascending",
+    ),
+    SourceMutant(
+        "pessimism-model-term-halved", "reference.cooperative.pessimism", "pessimism_bound",
+        "model = 2.0 * eb / (1.0 - game.gamma)", "model = eb / (1.0 - game.gamma)",
+        "bound", ("test_pessimism::test_model_term_constant_is_tight",
+                  "test_pessimism::test_expected_bonus_uses_the_normalised_occupancy"),
+        "the model term (2/(1-gamma)) E[Gamma] halved",
+    ),
+)
+
+_LU_NORM_ARGUMENT = (
+    "an LU solve is backward stable, so every entry of its residual is of the order of the "
+    "rounding committed in evaluating that entry; the l1 and inf norms of the residual then "
+    "differ by less than the rounding allowance (n + 2) eps ((1 + gamma)||x||_1 + 1) that "
+    "the certificate adds, and no computable true error can separate the two certificates. "
+    "Pinning the norm would need the residual's float bits, which depend on BLAS summation "
+    "order (memory alignment). Equivalent up to rounding; the iterative l1 certificates, "
+    "where the residual is large, are pinned by test_occupancy_iterative_certificate_is_exact."
+)
+
+EQUIVALENT: tuple[tuple[SourceMutant, str], ...] = (
+    (
+        SourceMutant(
+            "occupancy-bound-inf-norm", "reference.tabular", "occupancy",
+            "error_bound=(float(np.sum(np.abs(res_vec))) + rounding) / (1 - g),",
+            "error_bound=(float(np.max(np.abs(res_vec))) + rounding) / (1 - g),",
+            "bound", (), "the l1 certificate computed from the inf-norm of the residual",
+        ),
+        _LU_NORM_ARGUMENT,
+    ),
+    (
+        SourceMutant(
+            "shared-lu-occupancy-bound-inf-norm", "reference.tabular",
+            "evaluate_with_occupancy",
+            "error_bound=(float(np.sum(np.abs(flow_vec))) + l_round) / (1 - g),",
+            "error_bound=(float(np.max(np.abs(flow_vec))) + l_round) / (1 - g),",
+            "bound", (), "the shared factorisation's l1 certificate from the inf-norm residual",
+        ),
+        _LU_NORM_ARGUMENT,
+    ),
+    (
+        SourceMutant(
+            "fixed-point-prior-inflated", "reference.tabular", "_certified_fixed_point",
+            "prior = gamma * b_norm / (1 - gamma)", "prior = b_norm / (1 - gamma)",
+            "bound", (), "the a priori term of the fixed-point stop without its factor gamma",
+        ),
+        "the a posteriori term gamma ||x_k - x_{k-1}|| / (1 - gamma) = gamma^k ||M^{k-1} b|| / "
+        "(1 - gamma) is at most the a priori gamma^k ||b|| / (1 - gamma) because ||M|| <= 1 in "
+        "the norm used (P_pi rows, P_pi^T columns sum to 1), so min(prior, post) = post in "
+        "exact arithmetic and a larger prior changes nothing (proofs_notes/certificates.md)",
+    ),
+    (
+        SourceMutant(
+            "active-set-nonnegative", "reference.cooperative.pessimism", "solve_pessimistic",
+            "new_active = cont > 0", "new_active = cont >= 0",
+            "formula", (), "the active set's cont > 0 changed to >= 0",
+        ),
+        "the sets differ only on cells with cont = 0 exactly; such a cell's Q is 0 whether it "
+        "stops or continues, and continuing adds pi * cont = 0 to the system for V, so Q is "
+        "unchanged; at most the reported iteration count moves",
+    ),
+)
