@@ -41,6 +41,11 @@ from verify.checks.networked import (
     check_shadow_reward,
     check_truncated_critic,
 )
+from verify.checks.returns import (
+    check_nstep_returns,
+    check_td_lambda,
+    check_vtrace,
+)
 from verify.checks.tabular import (
     check_advantage,
     check_occupancy,
@@ -74,12 +79,15 @@ __all__ = [
     "check_local_occupancy_estimator",
     "check_localized_q",
     "check_mappo_step",
+    "check_nstep_returns",
     "check_occupancy",
     "check_occupancy_estimator",
     "check_policy_gradient",
     "check_policy_gradient_estimator",
     "check_shadow_reward",
+    "check_td_lambda",
     "check_truncated_critic",
+    "check_vtrace",
     "finite_horizon_occupancy",
     "gae_finite_sum",
     "gae_recursion",

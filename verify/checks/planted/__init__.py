@@ -18,7 +18,7 @@ import numpy as np
 
 from reference.errors import ModelError
 from verify.checks._core import KnownBug, Mutant
-from verify.checks.planted import cooperative, gae, networked, tabular
+from verify.checks.planted import cooperative, gae, networked, returns, tabular, vtrace
 from verify.executors import map_seeded
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
 Kind = Literal["mutant", "correct"]
 
 AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative,
-         "networked": networked}
+         "networked": networked, "returns": returns, "vtrace": vtrace}
 """Area name -> module with ``MUTANTS`` and ``CORRECT``."""
 
 
