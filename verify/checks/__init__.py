@@ -41,6 +41,11 @@ from verify.checks.networked import (
     check_shadow_reward,
     check_truncated_critic,
 )
+from verify.checks.ppo_loss import (
+    check_ppo_loss,
+    check_td_loss,
+    check_value_loss,
+)
 from verify.checks.returns import (
     check_nstep_returns,
     check_td_lambda,
@@ -84,9 +89,12 @@ __all__ = [
     "check_occupancy_estimator",
     "check_policy_gradient",
     "check_policy_gradient_estimator",
+    "check_ppo_loss",
     "check_shadow_reward",
     "check_td_lambda",
+    "check_td_loss",
     "check_truncated_critic",
+    "check_value_loss",
     "check_vtrace",
     "finite_horizon_occupancy",
     "gae_finite_sum",

@@ -568,9 +568,10 @@ def _vtrace_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _Trace:
 def _vtrace_rounding(tr: _Trace) -> tuple[FloatArray, FloatArray]:
     """Per-entry bounds on the rounding of :func:`vtrace_finite_sum` (and of any routine
     that evaluates eq. 1 by the recursion), ``proofs_notes/returns.md#rounding``: entry
-    ``s`` of ``vs`` is off by at most ``(2T + 6) eps S_s`` (allowed twice) with ``S_s = |V_s| + sum_t
-    |w_{s,t}| rho_t m_t``, ``m_t = |r_t| + d_t |V_{t+1}| + |V_t|``, ``w`` the trace weights;
-    the advantages by ``(2T + 10) eps (rho_s (|r_s| + |V_s| + d_s S_{s+1}))``."""
+    ``s`` of ``vs`` is off by at most ``(2T + 6) eps S_s`` (allowed twice) with
+    ``S_s = |V_s| + sum_t |w_{s,t}| rho_t m_t``, ``m_t = |r_t| + d_t |V_{t+1}| + |V_t|``,
+    ``w`` the trace weights; the advantages by
+    ``(2T + 10) eps (rho_s (|r_s| + |V_s| + d_s S_{s+1}))``."""
     n_steps = tr.rewards.shape[0]
     ratio = np.exp(tr.log_rhos)
     rho = np.minimum(tr.rho_bar, ratio)

@@ -18,7 +18,15 @@ import numpy as np
 
 from reference.errors import ModelError
 from verify.checks._core import KnownBug, Mutant
-from verify.checks.planted import cooperative, gae, networked, returns, tabular, vtrace
+from verify.checks.planted import (
+    cooperative,
+    gae,
+    networked,
+    ppo_loss,
+    returns,
+    tabular,
+    vtrace,
+)
 from verify.executors import map_seeded
 
 __all__ = [
@@ -34,7 +42,8 @@ __all__ = [
 Kind = Literal["mutant", "correct"]
 
 AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative,
-         "networked": networked, "returns": returns, "vtrace": vtrace}
+         "networked": networked, "returns": returns, "vtrace": vtrace,
+         "ppo-loss": ppo_loss}
 """Area name -> module with ``MUTANTS`` and ``CORRECT``."""
 
 
