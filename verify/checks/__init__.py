@@ -41,6 +41,7 @@ from verify.checks.networked import (
     check_shadow_reward,
     check_truncated_critic,
 )
+from verify.checks.normalisation import check_popart, check_value_normalisation
 from verify.checks.ppo_loss import (
     check_ppo_loss,
     check_td_loss,
@@ -89,12 +90,14 @@ __all__ = [
     "check_occupancy_estimator",
     "check_policy_gradient",
     "check_policy_gradient_estimator",
+    "check_popart",
     "check_ppo_loss",
     "check_shadow_reward",
     "check_td_lambda",
     "check_td_loss",
     "check_truncated_critic",
     "check_value_loss",
+    "check_value_normalisation",
     "check_vtrace",
     "finite_horizon_occupancy",
     "gae_finite_sum",

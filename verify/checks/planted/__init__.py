@@ -25,6 +25,7 @@ from verify.checks.planted import (
     ppo_loss,
     returns,
     tabular,
+    value_norm,
     vtrace,
 )
 from verify.executors import map_seeded
@@ -43,7 +44,7 @@ Kind = Literal["mutant", "correct"]
 
 AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative,
          "networked": networked, "returns": returns, "vtrace": vtrace,
-         "ppo-loss": ppo_loss}
+         "value-norm": value_norm, "ppo-loss": ppo_loss}
 """Area name -> module with ``MUTANTS`` and ``CORRECT``."""
 
 
