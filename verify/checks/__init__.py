@@ -23,6 +23,7 @@ from verify.checks._core import (
     case_size,
     run_check,
 )
+from verify.checks.advantage_norm import check_advantage_normalisation
 from verify.checks.cooperative import (
     check_agent_ratios,
     check_joint_ratio,
@@ -79,6 +80,7 @@ __all__ = [
     "case_rng",
     "case_size",
     "check_advantage",
+    "check_advantage_normalisation",
     "check_agent_ratios",
     "check_gae",
     "check_joint_ratio",

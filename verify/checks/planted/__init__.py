@@ -19,6 +19,7 @@ import numpy as np
 from reference.errors import ModelError
 from verify.checks._core import KnownBug, Mutant
 from verify.checks.planted import (
+    advantage_norm,
     cooperative,
     gae,
     networked,
@@ -44,7 +45,8 @@ Kind = Literal["mutant", "correct"]
 
 AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative,
          "networked": networked, "returns": returns, "vtrace": vtrace,
-         "value-norm": value_norm, "ppo-loss": ppo_loss}
+         "value-norm": value_norm, "advantage-norm": advantage_norm,
+         "ppo-loss": ppo_loss}
 """Area name -> module with ``MUTANTS`` and ``CORRECT``."""
 
 
@@ -68,6 +70,8 @@ DIAGNOSED_AS: dict[str, str] = {
     "gae-sb3-float32-ignores-last-dones": "'gae-bootstrap-through-terminal-at-batch-end'",
     "nstep-return-through-batch-end": "'gae-bootstrap-through-terminal-at-batch-end'",
     "occupancy-missing-1-minus-gamma": "normalised=False",
+    "adv-norm-pooled-declared-per-agent": "scope='pooled'",
+    "adv-norm-batch-declared-minibatch": "scope='pooled'",
 }
 """Planted bugs that are a known convention or the float32 form of another planted bug, and
 what their diagnosis names."""
