@@ -37,6 +37,7 @@ from verify.checks.gae import (
     gae_rounding,
     gae_zero_advantage,
 )
+from verify.checks.multi_discrete import check_multi_discrete
 from verify.checks.networked import (
     check_local_occupancy_estimator,
     check_shadow_reward,
@@ -87,6 +88,7 @@ __all__ = [
     "check_local_occupancy_estimator",
     "check_localized_q",
     "check_mappo_step",
+    "check_multi_discrete",
     "check_nstep_returns",
     "check_occupancy",
     "check_occupancy_estimator",

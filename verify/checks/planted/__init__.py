@@ -22,6 +22,7 @@ from verify.checks.planted import (
     advantage_norm,
     cooperative,
     gae,
+    multi_discrete,
     networked,
     ppo_loss,
     returns,
@@ -46,7 +47,7 @@ Kind = Literal["mutant", "correct"]
 AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative,
          "networked": networked, "returns": returns, "vtrace": vtrace,
          "value-norm": value_norm, "advantage-norm": advantage_norm,
-         "ppo-loss": ppo_loss}
+         "ppo-loss": ppo_loss, "multi-discrete": multi_discrete}
 """Area name -> module with ``MUTANTS`` and ``CORRECT``."""
 
 
