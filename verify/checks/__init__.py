@@ -37,6 +37,7 @@ from verify.checks.gae import (
     gae_rounding,
     gae_zero_advantage,
 )
+from verify.checks.layout import check_batching
 from verify.checks.multi_discrete import check_multi_discrete
 from verify.checks.networked import (
     check_local_occupancy_estimator,
@@ -83,6 +84,7 @@ __all__ = [
     "check_advantage",
     "check_advantage_normalisation",
     "check_agent_ratios",
+    "check_batching",
     "check_gae",
     "check_joint_ratio",
     "check_local_occupancy_estimator",

@@ -80,7 +80,7 @@ def log_softmax(x: FloatArray) -> FloatArray:
 def ppo_loss_and_grad(
     logits: FloatArray, old_logits: FloatArray, actions: npt.NDArray[np.int64],
     advantages: FloatArray, factor: FloatArray | None, clip_eps: float, ent_coef: float,
-    kl_coef: float,
+    kl_coef: float, active: FloatArray | None = None,
 ) -> tuple[float, FloatArray]:
     """The PPO loss and its exact gradient in ``logits`` (``proofs_notes/ppo-loss.md``)::
 
@@ -89,7 +89,9 @@ def ppo_loss_and_grad(
         d l / d logits = [w M A <= clip(w) M A] M A w (e_a - pi),
         d H / d logits = -pi (log pi + H),   d KL / d logits = pi - pi_old,
 
-    the means over every sample (and agent); ``M = factor`` (1 when ``None``).  Shapes:
+    the means over every sample (and agent); ``M = factor`` (1 when ``None``).  With
+    ``active`` (0/1, the shape of ``advantages``) the means are masked means,
+    ``sum(active x) / sum(active)`` (``proofs_notes/ppo-loss.md#masks``).  Shapes:
     ``logits`` ``(..., A)``, ``actions``, ``advantages`` ``(...)``, ``factor`` ``(B,)``."""
     n_act = logits.shape[-1]
     lp = log_softmax(logits).reshape(-1, n_act)
@@ -104,17 +106,21 @@ def ppo_loss_and_grad(
     cw = np.clip(w, 1 - clip_eps, 1 + clip_eps)
     unc, clp = w * m * adv, cw * m * adv
     surrogate = np.minimum(unc, clp)
-    active = unc <= clp
+    unclipped_min = unc <= clp
     onehot = np.zeros_like(pi)
     onehot[rows, a] = 1.0
-    g_sur = np.where(active, m * adv * w, 0.0)[:, None] * (onehot - pi)
+    g_sur = np.where(unclipped_min, m * adv * w, 0.0)[:, None] * (onehot - pi)
     ent = -np.sum(pi * lp, axis=1)
     g_ent = -pi * (lp + ent[:, None])
     kl = np.sum(pi_old * (lp_old - lp), axis=1)
     g_kl = pi - pi_old
-    n = a.size
-    loss = float(-surrogate.sum() / n - ent_coef * ent.sum() / n + kl_coef * kl.sum() / n)
-    grad = (-g_sur - ent_coef * g_ent + kl_coef * g_kl) / n
+    wt = np.ones(a.size) if active is None else active.reshape(-1).astype(np.float64)
+    n = float(wt.sum()) if active is not None else float(a.size)
+    if n == 0:
+        return 0.0, np.zeros(logits.shape)
+    loss = float(-(wt * surrogate).sum() / n - ent_coef * (wt * ent).sum() / n
+                 + kl_coef * (wt * kl).sum() / n)
+    grad = wt[:, None] * (-g_sur - ent_coef * g_ent + kl_coef * g_kl) / n
     return loss, grad.reshape(logits.shape)
 
 
@@ -128,10 +134,11 @@ class _PPOBatch:
     clip_eps: float
     ent_coef: float
     kl_coef: float
+    active: FloatArray | None = None
 
 
 def _ppo_generate(rng: np.random.Generator, size: float, ratios: str,
-                  terms: tuple[str, ...]) -> _PPOBatch:
+                  terms: tuple[str, ...], masks: bool = False) -> _PPOBatch:
     """Logits in ``[-3, 3]``; the old logits are the new ones plus noise of scale 0.3 (one
     batch in five: equal, every ratio 1), resampled per row until the taken action's ratio is
     ``MARGIN`` away from both clip edges; advantages in ``[-2, 2]``; ``eps`` 0.2 or in
@@ -161,8 +168,12 @@ def _ppo_generate(rng: np.random.Generator, size: float, ratios: str,
     factor = rng.uniform(0.5, 1.5, n_b) if ratios == "happo" else None
     ent = float(rng.uniform(0.0, 0.1)) if "entropy" in terms else 0.0
     kl = float(rng.uniform(0.0, 1.0)) if "kl" in terms else 0.0
+    active = None
+    if masks:
+        active = (rng.random(lead) >= 0.3).astype(np.float64)
+        active.reshape(-1)[int(rng.integers(active.size))] = 1.0
     return _PPOBatch(logits, flat_old.reshape(logits.shape), actions, advantages, factor, eps,
-                     ent, kl)
+                     ent, kl, active)
 
 
 def _ppo_to_arrays(b: _PPOBatch) -> Mapping[str, npt.NDArray[Any]]:
@@ -171,6 +182,8 @@ def _ppo_to_arrays(b: _PPOBatch) -> Mapping[str, npt.NDArray[Any]]:
            "ent_coef": np.array(b.ent_coef), "kl_coef": np.array(b.kl_coef)}
     if b.factor is not None:
         out["factor"] = b.factor
+    if b.active is not None:
+        out["active_masks"] = b.active
     return out
 
 
@@ -189,7 +202,9 @@ def _ppo_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _PPOBatch:
                      np.array(a["actions"], dtype=np.int64),
                      np.array(a["advantages"], dtype=np.float64),
                      np.array(a["factor"], dtype=np.float64) if "factor" in a else None,
-                     float(a["clip_eps"]), float(a["ent_coef"]), float(a["kl_coef"]))
+                     float(a["clip_eps"]), float(a["ent_coef"]), float(a["kl_coef"]),
+                     np.array(a["active_masks"], dtype=np.float64) if "active_masks" in a
+                     else None)
 
 
 def _ppo_rounding(b: _PPOBatch) -> tuple[float, FloatArray]:
@@ -212,7 +227,7 @@ def _ppo_rounding(b: _PPOBatch) -> tuple[float, FloatArray]:
     size = np.abs(m * b.advantages.reshape(-1)) * np.maximum(w, 1 + b.clip_eps)
     row_value = size + b.ent_coef * spread + b.kl_coef * 2 * spread
     row_grad = size * 2 + b.ent_coef * (spread + 1) + b.kl_coef * 2
-    n = a.size
+    n = a.size if b.active is None else max(float(b.active.sum()), 1.0)
     c = (n_a + 8) * spread + 8
     loss_tol = 2.0 * EPS * float(np.sum(c * row_value) + n * np.sum(row_value)) / n
     grad_tol = 2.0 * EPS * (c * row_grad)[:, None] / n * np.ones((1, n_a))
@@ -232,6 +247,8 @@ def _ppo_args(b: _PPOBatch, ratios: str, conv: Callable[[Any], Any]) -> list[Any
     if ratios == "happo":
         assert b.factor is not None
         args.append(conv(b.factor))
+    if b.active is not None:
+        args.append(conv(b.active))
     return [*args, b.clip_eps, b.ent_coef, b.kl_coef]
 
 
@@ -241,6 +258,7 @@ def check_ppo_loss(
     grad: Callable[..., Any] | None = None,
     ratios: str = "single",
     terms: tuple[str, ...] = ("surrogate",),
+    masks: bool = False,
     atol: float | None = None,
     rtol: float | None = None,
     dtype: str | None = None,
@@ -267,7 +285,11 @@ def check_ppo_loss(
     in ``logits`` (``jax.grad(fn)``, or a wrapper around ``torch.autograd.grad``).  Shapes:
     ``logits`` ``(B, A)`` (``(B, N, A)`` under ``ratios="per-agent"``), ``actions`` (int)
     and ``advantages`` the leading dimensions.  ``terms`` (:data:`TERMS`) says which terms
-    the loss has; the coefficients of the others are passed as 0.
+    the loss has; the coefficients of the others are passed as 0.  With ``masks=True`` the
+    callable also receives ``active_masks`` (0/1, the shape of ``advantages``; after
+    ``factor`` under HAPPO, before ``clip_eps``) and every mean is the masked mean
+    ``sum(active x) / sum(active)`` of MAPPO's losses: dead or inactive agents' entries
+    contribute nothing to the loss or its gradient.
 
     Instances: ``B`` up to 6, ``N`` up to 3, ``A`` in ``2..4``; ratios on both sides of the
     clip and at least ``MARGIN`` (relative) from its edges; one batch in five on-policy
@@ -288,12 +310,9 @@ def check_ppo_loss(
         raise CheckArgumentError(f"terms = {terms!r}, expected a non-empty subset of {TERMS}")
 
     def evaluate_case(b: _PPOBatch, index: int, io: UserIO) -> list[Compared]:
-        loss, g = ppo_loss_and_grad(b.logits, b.old_logits, b.actions, b.advantages,
-                                    b.factor, b.clip_eps, b.ent_coef, b.kl_coef)
-        if "surrogate" not in terms:
-            loss, g = ppo_loss_and_grad(b.logits, b.old_logits, b.actions,
-                                        np.zeros_like(b.advantages), b.factor, b.clip_eps,
-                                        b.ent_coef, b.kl_coef)
+        adv = b.advantages if "surrogate" in terms else np.zeros_like(b.advantages)
+        loss, g = ppo_loss_and_grad(b.logits, b.old_logits, b.actions, adv, b.factor,
+                                    b.clip_eps, b.ent_coef, b.kl_coef, b.active)
         t_loss, t_grad = _ppo_rounding(b)
         got = _scalar(io, fn(*_ppo_args(b, ratios, io.arg)), "the loss")
 
@@ -338,7 +357,7 @@ def check_ppo_loss(
                 loss, g = f(b.logits, b.old_logits, b.actions,
                             b.advantages if "surrogate" in terms
                             else np.zeros_like(b.advantages),
-                            b.factor, b.clip_eps, b.ent_coef, b.kl_coef)
+                            b.factor, b.clip_eps, b.ent_coef, b.kl_coef, active=b.active)
                 outs = [np.array([float(loss)])]
                 if grad_fn is not None:
                     outs.append(np.asarray(g, dtype=np.float64))
@@ -351,13 +370,15 @@ def check_ppo_loss(
         conventions.append(f"ratios={ratios!r}")
     if terms != ("surrogate",):
         conventions.append(f"terms={terms!r}")
+    if masks:
+        conventions.append("masks=True")
     if grad is not None:
         conventions.append("gradient checked")
     decl = Declaration(
         name="ppo-loss",
         reference="proofs_notes/ppo-loss.md: loss = -mean min(w M A, clip(w, 1-eps, 1+eps) "
         "M A) - ent_coef mean H + kl_coef mean KL(old || new); exact gradient in the logits",
-        generate=lambda rng, size: _ppo_generate(rng, size, ratios, terms),
+        generate=lambda rng, size: _ppo_generate(rng, size, ratios, terms, masks),
         to_arrays=_ppo_to_arrays,
         from_arrays=_ppo_from_arrays,
         evaluate=evaluate_case,

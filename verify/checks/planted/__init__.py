@@ -22,6 +22,8 @@ from verify.checks.planted import (
     advantage_norm,
     cooperative,
     gae,
+    layout,
+    masks,
     multi_discrete,
     networked,
     ppo_loss,
@@ -47,7 +49,8 @@ Kind = Literal["mutant", "correct"]
 AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative,
          "networked": networked, "returns": returns, "vtrace": vtrace,
          "value-norm": value_norm, "advantage-norm": advantage_norm,
-         "ppo-loss": ppo_loss, "multi-discrete": multi_discrete}
+         "ppo-loss": ppo_loss, "multi-discrete": multi_discrete,
+         "masks": masks, "layout": layout}
 """Area name -> module with ``MUTANTS`` and ``CORRECT``."""
 
 

@@ -45,33 +45,44 @@ def _parts(logits: FloatArray, old_logits: FloatArray, actions: npt.NDArray[np.i
     np.put_along_axis(onehot, pick, 1.0, -1)
     pi = np.exp(lp)
     return {"lp": lp, "lp_old": lp_old, "ratio": ratio, "m": m, "onehot": onehot, "pi": pi,
-            "pi_old": np.exp(lp_old), "n": advantages.size}
+            "pi_old": np.exp(lp_old), "n": advantages.size, "wt": np.ones_like(advantages)}
 
 
 def _regularisers(p: dict[str, Any], ent_coef: float, kl_coef: float,
                   ) -> tuple[float, FloatArray]:
-    """The entropy bonus and KL penalty terms of the loss and their gradients."""
+    """The entropy bonus and KL penalty terms of the loss (masked means) and their
+    gradients."""
+    wt = p["wt"]
     ent = -(p["pi"] * p["lp"]).sum(-1)
     kl = (p["pi_old"] * (p["lp_old"] - p["lp"])).sum(-1)
-    value = -ent_coef * ent.mean() + kl_coef * kl.mean()
-    g = (ent_coef * p["pi"] * (p["lp"] + ent[..., None])
-         + kl_coef * (p["pi"] - p["pi_old"])) / p["n"]
+    value = (-ent_coef * (wt * ent).sum() + kl_coef * (wt * kl).sum()) / p["n"]
+    g = wt[..., None] * (ent_coef * p["pi"] * (p["lp"] + ent[..., None])
+                         + kl_coef * (p["pi"] - p["pi_old"])) / p["n"]
     return float(value), g
 
 
 def _with_surrogate(
     surr: Callable[[dict[str, Any], FloatArray, float], tuple[FloatArray, FloatArray]],
+    mask: str = "masked-mean",
 ) -> Canonical:
     """A canonical loss-and-gradient from a per-sample surrogate ``surr(parts, A, eps) ->
-    (l, dl/dlog-ratio)``; the gradient in the logits is ``dl/dlog-ratio (e_a - pi)``."""
+    (l, dl/dlog-ratio)``; the gradient in the logits is ``dl/dlog-ratio (e_a - pi)``.
+    ``mask`` says how ``active`` enters: ``"masked-mean"`` (correct), ``"divide-by-all"``
+    (masked sum over the entry count), ``"ignored"``."""
     def f(logits: FloatArray, old_logits: FloatArray, actions: npt.NDArray[np.int64],
           advantages: FloatArray, factor: FloatArray | None, clip_eps: float,
-          ent_coef: float, kl_coef: float) -> tuple[float, FloatArray]:
+          ent_coef: float, kl_coef: float, active: FloatArray | None = None,
+          ) -> tuple[float, FloatArray]:
         p = _parts(logits, old_logits, actions, advantages, factor)
+        if active is not None and mask != "ignored":
+            p["wt"] = active
+            if mask == "masked-mean":
+                p["n"] = max(float(active.sum()), 1.0)
         per, dl = surr(p, advantages, clip_eps)
         reg, g_reg = _regularisers(p, ent_coef, kl_coef)
-        grad = -(dl[..., None] * (p["onehot"] - p["pi"])) / p["n"] + g_reg
-        return float(-per.mean() + reg), grad
+        wt = p["wt"]
+        grad = -(wt[..., None] * dl[..., None] * (p["onehot"] - p["pi"])) / p["n"] + g_reg
+        return float(-(wt * per).sum() / p["n"] + reg), grad
     return f
 
 
@@ -130,6 +141,16 @@ ppo_mean_advantage.__doc__ = (
     "ratio by the batch mean of the advantages instead of each sample's advantage.")
 
 
+def _user_masked(f: Canonical, part: int) -> Callable[..., Any]:
+    """``f`` in the user signature with ``active_masks`` (MAPPO's masked losses)."""
+    def g(logits: FloatArray, old_logits: FloatArray, actions: npt.NDArray[np.int64],
+          advantages: FloatArray, active_masks: FloatArray, clip_eps: float, ent_coef: float,
+          kl_coef: float) -> Any:
+        return f(logits, old_logits, actions, advantages, None, clip_eps, ent_coef,
+                 kl_coef, active_masks)[part]
+    return g
+
+
 def _user(f: Canonical, part: int) -> Callable[..., Any]:
     """``f`` in the user signature without ``factor`` (``part`` 0: the loss, 1: the
     gradient)."""
@@ -138,6 +159,17 @@ def _user(f: Canonical, part: int) -> Callable[..., Any]:
         return f(logits, old_logits, actions, advantages, None, clip_eps, ent_coef,
                  kl_coef)[part]
     return g
+
+
+masked_divide_by_all = _with_surrogate(_clipped, "divide-by-all")
+masked_divide_by_all.__doc__ = (
+    "Bug (provenance: marlbenchmark/on-policy issues #1 and #34, active masks in MAPPO's "
+    "losses): the masked sum is divided by the number of all entries, dead agents' "
+    "included, instead of the number of active ones.")
+masks_ignored = _with_surrogate(_clipped, "ignored")
+masks_ignored.__doc__ = (
+    "Bug (provenance: instadeepai/Mava issue #628, dead agents' entries in the losses): the "
+    "active masks are not applied; dead and inactive agents' terms enter the mean.")
 
 
 def _user_happo(f: Canonical, part: int) -> Callable[..., Any]:
