@@ -159,3 +159,28 @@ def test_vs_only_and_batch_major() -> None:
 
     assert check_vtrace(batch_major, layout="batch-major", cases=15).passed
     assert not check_vtrace(batch_major, cases=15).passed
+
+
+def test_padding_is_never_compared_and_each_row_is_one_episode() -> None:
+    def ignores_filled(r, v, nv, term, trunc, filled, gamma, lam):  # type: ignore[no-untyped-def]
+        return planted_returns.td_lambda_loop(r, v, nv, term, trunc, gamma, lam)
+
+    assert check_td_lambda(ignores_filled, padding=True, cases=20).passed
+
+    def garbage_on_padding(r, v, nv, term, trunc, filled, gamma, lam):  # type: ignore[no-untyped-def]
+        out = planted_returns.td_lambda_loop(r, v, nv, term, trunc, gamma, lam)
+        return np.where(filled > 0, out, 1e9)
+
+    assert check_td_lambda(garbage_on_padding, padding=True, cases=20).passed
+    from verify.checks.returns import _pad
+
+    for i in range(20):
+        ro = _generate(case_generator("pad", 0, i), case_size(i, 20), None, None)
+        p = _pad(ro, case_generator("pad-rng", 0, i))
+        done = p.rollout.terminated | p.rollout.truncated
+        for b in range(done.shape[0]):
+            n = int(p.filled[b].sum())
+            assert not done[b, : n - 1].any()
+            assert not done[b, n:].any()
+            if n < done.shape[1]:
+                assert done[b, n - 1]

@@ -297,6 +297,59 @@ def _compare_returns(ro: _Rollout, conv: _Convention, want: FloatArray, got: Flo
     )]
 
 
+@dataclass(frozen=True)
+class _Padded:
+    """A rollout whose rows are single episodes padded to ``T`` steps: ``filled[b, t]`` is
+    True on the episode's steps, False on the padding after it."""
+
+    rollout: _Rollout
+    filled: BoolArray
+
+
+def _pad(ro: _Rollout, rng: np.random.Generator) -> _Padded:
+    """Make each row one episode of ``L`` steps, ``L`` uniform in ``1..T``, padded to ``T``:
+    no episode end before step ``L - 1``; for ``L < T`` step ``L - 1`` terminates,
+    truncates or both (a third each) and is followed by padding (garbage rewards and values,
+    both flags ``False``, as a zero-filled episode buffer holds them); for ``L = T`` the row
+    keeps its last step as generated (it may be cut by the rollout's end)."""
+    n_envs, n_steps = ro.rewards.shape
+    rewards, values = ro.rewards.copy(), ro.values.copy()
+    next_values = ro.next_values.copy()
+    term, trunc = ro.terminated.copy(), ro.truncated.copy()
+    filled = np.ones((n_envs, n_steps), dtype=np.bool_)
+    for b in range(n_envs):
+        length = int(rng.integers(1, n_steps + 1))
+        term[b, :length - 1] = False
+        trunc[b, :length - 1] = False
+        next_values[b, :length - 1] = values[b, 1:length]
+        if length == n_steps:
+            continue
+        kind = int(rng.integers(3))
+        term[b, length - 1] = kind in (0, 2)
+        trunc[b, length - 1] = kind in (1, 2)
+        next_values[b, length - 1] = rng.uniform(-50.0, 50.0)
+        filled[b, length:] = False
+        pad = n_steps - length
+        rewards[b, length:] = rng.uniform(-1.0, 1.0, pad)
+        values[b, length:] = rng.uniform(-50.0, 50.0, pad)
+        next_values[b, length:] = rng.uniform(-50.0, 50.0, pad)
+        term[b, length:] = False
+        trunc[b, length:] = False
+    padded = _Rollout(rewards, values, next_values, term, trunc, ro.gamma, ro.lam,
+                      ro.last_values, ro.first_flags)
+    return _Padded(padded, filled)
+
+
+def _padded_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _Padded:
+    if "filled" not in a:
+        raise ModelError("a padded td-lambda case needs the array 'filled', which is missing")
+    ro = _from_arrays(a)
+    filled = np.array(a["filled"], dtype=np.bool_)
+    if filled.shape != ro.rewards.shape:
+        raise ModelError(f"filled has shape {filled.shape}, expected {ro.rewards.shape}")
+    return _Padded(ro, filled)
+
+
 def check_td_lambda(
     fn: Callable[..., npt.ArrayLike],
     *,
@@ -304,6 +357,7 @@ def check_td_lambda(
     truncation: str = "bootstrap",
     flags: str = "terminated-truncated",
     values: str = "next_values",
+    padding: bool = False,
     gamma: float | None = None,
     lam: float | None = None,
     atol: float | None = None,
@@ -333,6 +387,12 @@ def check_td_lambda(
     ``"zero-advantage"``) is checked exactly, and ``report.convention_cost`` states how far it
     is from the bootstrap targets.
 
+    With ``padding=True`` each row is one episode padded to ``T`` steps, as in an episode
+    buffer (pymarl, EPyMARL): the episode's last step terminates or truncates, the padded
+    steps hold garbage rewards and values with both flags ``False``, and the callable also
+    receives ``filled`` (float, 1 on the episode's steps, 0 on the padding) after the flag
+    arrays.  Only the filled entries are compared.
+
     Tolerance per entry: :func:`verify.checks.gae.gae_rounding` plus one rounding at the
     returns' scale, for the oracle and again (at the judged precision) for the callable, or
     ``atol``; plus ``rtol |G|``.
@@ -346,21 +406,57 @@ def check_td_lambda(
     fixed_gamma = _unit_interval("gamma", gamma)
     fixed_lam = _unit_interval("lam", lam)
 
-    def evaluate_case(ro: _Rollout, index: int, io: UserIO) -> list[Compared]:
+    def split(inst: Any) -> tuple[_Rollout, BoolArray | None]:
+        return (inst.rollout, inst.filled) if padding else (inst, None)
+
+    def restrict(inst: Any, full: FloatArray) -> FloatArray:
+        filled = split(inst)[1]
+        if filled is None:
+            return full
+        out: FloatArray = full[filled]
+        return out
+
+    def oracle(inst: Any, cv: _Convention) -> FloatArray:
+        return restrict(inst, _td_oracle(split(inst)[0], cv))
+
+    def evaluate_case(inst: Any, index: int, io: UserIO) -> list[Compared]:
+        ro, filled = split(inst)
         want = _td_oracle(ro, conv)
-        args = [io.arg(x) for x in conv.args(ro)]
-        return _compare_returns(ro, conv, want, io.out(fn(*args, ro.gamma, ro.lam)))
+        arrays = conv.args(ro)
+        if filled is not None:
+            fill = filled.astype(np.float64)
+            arrays.append(fill.T if conv.layout == "time-major" else fill)
+        args = [io.arg(x) for x in arrays]
+        compared = _compare_returns(ro, conv, want, io.out(fn(*args, ro.gamma, ro.lam)))
+        if filled is None:
+            return compared
+        c = compared[0]
+        where = np.argwhere(filled)
+        own = np.broadcast_to(np.asarray(c.own), want.shape)[filled]
+        return [Compared(
+            c.got[filled], c.want[filled], own, own,
+            label=lambda idx: f"G[b={where[idx[0]][0]}, t={where[idx[0]][1]}]",
+            context=lambda idx: (f" (episode step, {int(filled[where[idx[0]][0]].sum())} of "
+                                 f"{filled.shape[1]} filled; "
+                                 f"{_step_kind(ro, *(int(i) for i in where[idx[0]]))})"),
+        )]
 
     def alternatives() -> list[Alternative]:
-        out = _convention_alternatives(conv, _td_oracle, ("bootstrap", "as-termination",
-                                                          "zero-advantage"))
+        out = _convention_alternatives(conv, oracle, ("bootstrap", "as-termination",
+                                                      "zero-advantage"))
         for m in _known("returns", "td-lambda"):
-            def outputs(ro: _Rollout, f: Any = m.fn) -> list[FloatArray]:
+            def outputs(inst: Any, f: Any = m.fn) -> list[FloatArray]:
+                ro = split(inst)[0]
                 nv, term, trunc = _seen(ro, conv)
-                return [np.asarray(f(ro.rewards, ro.values, nv, term, trunc, ro.gamma,
-                                     ro.lam), dtype=np.float64)]
+                return [restrict(inst, np.asarray(
+                    f(ro.rewards, ro.values, nv, term, trunc, ro.gamma, ro.lam),
+                    dtype=np.float64))]
             out.append(Alternative(m.name, m.bug, outputs))
         return out
+
+    def generate(rng: np.random.Generator, size: float) -> Any:
+        ro = _generate(rng, size, fixed_gamma, fixed_lam)
+        return _pad(ro, rng) if padding else ro
 
     default = conv == _Convention("batch-major", "bootstrap", "terminated-truncated",
                                   "next_values", "returns")
@@ -368,13 +464,16 @@ def check_td_lambda(
         name="td-lambda",
         reference="proofs_notes/returns.md#td-lambda: G_t = r_t + gamma (1 - terminated_t) "
         "[(1 - lam) V(s_{t+1}) + lam G_{t+1}], trace cut at done_t and the rollout's end",
-        generate=lambda rng, size: _generate(rng, size, fixed_gamma, fixed_lam),
-        to_arrays=_to_arrays,
-        from_arrays=_from_arrays,
+        generate=generate,
+        to_arrays=(lambda c: {**_to_arrays(c.rollout), "filled": c.filled}) if padding
+        else _to_arrays,
+        from_arrays=_padded_from_arrays if padding else _from_arrays,
         evaluate=evaluate_case,
         alternatives=alternatives,
-        convention=None if default else conv.describe().replace(", output='returns'", ""),
-        convention_cost=_cost(conv, _td_oracle),
+        convention=None if default and not padding else ", ".join(
+            ([] if default else [conv.describe().replace(", output='returns'", "")])
+            + (["padding=True"] if padding else [])),
+        convention_cost=None if padding else _cost(conv, _td_oracle),
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
                      dtype=dtype, xp=xp)

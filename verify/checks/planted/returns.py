@@ -249,7 +249,7 @@ _PYMARL: dict[str, Any] = {"values": "T+1", "flags": "dones", "truncation": "as-
 _TM_DONES: dict[str, Any] = {"layout": "time-major", "flags": "dones",
                              "values": "last_values", "truncation": "as-termination"}
 
-MUTANTS = (
+MUTANTS: tuple[Mutant, ...] = (
     Mutant("td-lambda-last-step-sum-terminated",
            "pymarl-style TD(lambda) whose last step is masked by the row's summed "
            "terminated flags (oxwhirl/pymarl #109)",
@@ -281,7 +281,7 @@ MUTANTS = (
 )
 """Wrong implementations, each with the check that must catch it."""
 
-CORRECT = (
+CORRECT: tuple[Mutant, ...] = (
     Mutant("td-lambda-loop", "correct implementation: backward loop blending by lam",
            "td-lambda", lambda: check_td_lambda(td_lambda_loop, cases=_CASES)),
     Mutant("td-lambda-via-gae", "correct implementation: GAE plus values",
@@ -313,3 +313,52 @@ DIAGNOSABLE = (
              "a window cut short bootstraps with gamma^n", nstep_full_power_at_cut),
 )
 """The planted bugs in the checks' canonical signatures, which their diagnoses try."""
+
+
+# ---------------------------------------------------------------- padded episode buffers
+
+
+def td_lambda_padded(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, filled: FloatArray, gamma: float,
+    lam: float,
+) -> FloatArray:
+    """Correct under ``padding=True``: the flags end the episode, and the targets are zeroed
+    on the padding by ``filled``."""
+    return td_lambda_loop(rewards, values, next_values, terminated, truncated, gamma,
+                          lam) * filled
+
+
+def td_lambda_padding_as_termination(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, filled: FloatArray, gamma: float,
+    lam: float,
+) -> FloatArray:
+    """Bug (provenance: oxwhirl/pymarl issue #16, where ``filled`` and ``terminated`` must
+    tell a time-limit cut from a terminal last step): the episode's end is read from
+    ``filled`` alone, so a last step cut by a time limit does not bootstrap."""
+    n_steps = rewards.shape[1]
+    ret = np.zeros_like(rewards)
+    nxt = next_values[:, -1]
+    for t in reversed(range(n_steps)):
+        alive_after = filled[:, t + 1] if t + 1 < n_steps else np.ones(rewards.shape[0])
+        blend = np.where(alive_after > 0,
+                         (1 - lam) * next_values[:, t] + lam * nxt if t < n_steps - 1
+                         else next_values[:, t], 0.0)
+        nxt = rewards[:, t] + gamma * (1.0 - terminated[:, t]) * blend
+        ret[:, t] = nxt
+    out: FloatArray = ret * filled
+    return out
+
+
+MUTANTS = (*MUTANTS, Mutant(
+    "td-lambda-padding-as-termination",
+    "the end of the filled steps is read as a termination: a time-limit cut before the "
+    "padding does not bootstrap (pymarl #16)",
+    "td-lambda", lambda: check_td_lambda(td_lambda_padding_as_termination, padding=True,
+                                         cases=_CASES)))
+
+CORRECT = (*CORRECT, Mutant(
+    "td-lambda-padded", "correct under padding=True: flags end the episode, filled zeroes "
+    "the padding", "td-lambda",
+    lambda: check_td_lambda(td_lambda_padded, padding=True, cases=_CASES)))
