@@ -18,7 +18,20 @@ import numpy as np
 
 from reference.errors import ModelError
 from verify.checks._core import KnownBug, Mutant
-from verify.checks.planted import cooperative, gae, networked, tabular
+from verify.checks.planted import (
+    advantage_norm,
+    cooperative,
+    gae,
+    layout,
+    masks,
+    multi_discrete,
+    networked,
+    ppo_loss,
+    returns,
+    tabular,
+    value_norm,
+    vtrace,
+)
 from verify.executors import map_seeded
 
 __all__ = [
@@ -34,7 +47,10 @@ __all__ = [
 Kind = Literal["mutant", "correct"]
 
 AREAS = {"tabular": tabular, "gae": gae, "cooperative": cooperative,
-         "networked": networked}
+         "networked": networked, "returns": returns, "vtrace": vtrace,
+         "value-norm": value_norm, "advantage-norm": advantage_norm,
+         "ppo-loss": ppo_loss, "multi-discrete": multi_discrete,
+         "masks": masks, "layout": layout}
 """Area name -> module with ``MUTANTS`` and ``CORRECT``."""
 
 
@@ -58,6 +74,9 @@ DIAGNOSED_AS: dict[str, str] = {
     "gae-sb3-float32-ignores-last-dones": "'gae-bootstrap-through-terminal-at-batch-end'",
     "nstep-return-through-batch-end": "'gae-bootstrap-through-terminal-at-batch-end'",
     "occupancy-missing-1-minus-gamma": "normalised=False",
+    "adv-norm-pooled-declared-per-agent": "scope='pooled'",
+    "td-lambda-padding-as-termination": "truncation='as-termination'",
+    "adv-norm-batch-declared-minibatch": "scope='pooled'",
 }
 """Planted bugs that are a known convention or the float32 form of another planted bug, and
 what their diagnosis names."""
