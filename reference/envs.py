@@ -28,13 +28,13 @@ Episodes (declared in ``metadata["episode"]``):
   ``t`` is reached with probability ``gamma^t`` and the *undiscounted* return is an unbiased
   estimate of ``V(s^0) = sum_t gamma^t E r_t``: of ``J`` for games, and of the linear
   utility value ``<r_i, lam_i>`` per agent (its mean over agents is ``F``) for networked
-  instances.
+  instances (``proofs_notes/environments.md#discount-termination``).
 
 Randomness: ``reset(seed=k)`` sets the environment's generator to
 ``numpy.random.default_rng(k)``; ``reset()`` continues the current generator.  Per step the
 draws are, in this order, the next states' uniforms and then (discount episodes) the
 termination uniform, so a whole trajectory is a deterministic function of the seed and the
-actions.
+actions (``proofs_notes/environments.md#seeding``).
 
 The ``envs`` extra (``pettingzoo``, ``gymnasium``) is imported only when an environment is
 built; without it :func:`parallel_env` raises :class:`EnvDependencyError`.

@@ -31,7 +31,8 @@ Games: ``J(pi)`` by one LU solve (:func:`reference.cooperative.exact.evaluate_ga
 ``J*`` by certified value iteration, and exact MA-PPO (SPEC section 5, mirror-descent steps
 with the tuned ``beta``, last iterate) after ``iterations`` steps from the uniform policy.
 
-Every bad input raises :class:`ScoreError`, naming the agent and the observation.
+Every bad input raises :class:`ScoreError`, naming the agent and the observation.  The
+certified errors are derived in ``proofs_notes/environments.md#score``.
 """
 
 from __future__ import annotations
