@@ -86,7 +86,7 @@ def _require_extra() -> tuple[Any, Any]:
     try:
         import gymnasium.spaces as gym_spaces
         import pettingzoo
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    except ImportError as exc:
         raise EnvDependencyError(
             f"reference.envs needs the 'envs' extra: pip install 'marl-oracle[envs]' ({exc})"
         ) from exc

@@ -275,3 +275,30 @@ def test_networked_observation_is_the_neighbourhood_state() -> None:
             assert infos[agent]["local_state"] == s[i]
             assert env.observation_space(agent).contains(obs[agent])
         obs, _, _, _, infos = env.step({a: 1 for a in env.agents})
+
+
+def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pettingzoo, importing reference.envs still works and building an environment
+    raises EnvDependencyError naming the extra."""
+    import sys
+
+    from reference.envs import EnvDependencyError
+
+    monkeypatch.setitem(sys.modules, "pettingzoo", None)
+    with pytest.raises(EnvDependencyError, match=r"marl-oracle\[envs\]"):
+        NetworkedParallelEnv(line_message(3))
+    with pytest.raises(EnvDependencyError, match=r"marl-oracle\[envs\]"):
+        GameParallelEnv(climbing())
+
+
+def test_reference_imports_without_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['pettingzoo'] = None; sys.modules['gymnasium'] = None\n"
+        "import reference, reference.envs, verify.score\n"
+        "assert 'climbing' in reference.envs.ENV_NAMES"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
