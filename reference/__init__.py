@@ -3,6 +3,8 @@
 * :mod:`reference.tabular` -- one MDP on an explicit joint space (SPEC section 1).
 * :mod:`reference.networked` -- networked MARL with general utilities (SPEC section 2).
 * :mod:`reference.instances` -- named instances with their sources (SPEC section 7).
+* :mod:`reference.envs` -- the named instances as PettingZoo parallel environments (the
+  ``envs`` extra, imported only when an environment is built).
 
 ``reference`` never imports ``verify``.
 """

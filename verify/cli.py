@@ -129,6 +129,14 @@ Subcommands (``--json`` prints one JSON object):
                             [--obs-radius 0,1,2] [--json]
         marl-oracle kappa-tradeoff --instance line-message --agents N [--json]
                                    [--plot FILE.png]
+
+``score``
+    A trained policy's exact ``F`` or ``J`` with its certified error, the certified optimum
+    and the gap, and for games exact MA-PPO's ``J`` at the same ``K`` (options in
+    :mod:`verify.cli_score`)::
+
+        marl-oracle score --instance NAME [--agents N] --policy FILE.npz [--json]
+        marl-oracle score --game NAME --policy FILE.npz [--iterations K] [--json]
 """
 
 from __future__ import annotations
@@ -406,7 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print one JSON object")
     _add_executor_argument(report)
     _add_optimality_parsers(sub)
+    _add_score_parser(sub)
     return parser
+
+
+def _add_score_parser(sub: Any) -> None:
+    """``score`` (:mod:`verify.cli_score`)."""
+    from verify.cli_score import add_parsers
+
+    add_parsers(sub)
 
 
 def _add_optimality_parsers(sub: Any) -> None:
@@ -1198,6 +1214,16 @@ def _add_optimality_commands() -> None:
 
 
 _add_optimality_commands()
+
+
+def _add_score_command() -> None:
+    """Register the subcommand of :mod:`verify.cli_score`."""
+    from verify.cli_score import COMMANDS
+
+    _COMMANDS.update(COMMANDS)
+
+
+_add_score_command()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

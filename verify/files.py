@@ -28,6 +28,12 @@ integer fields any integer dtype; every array is stored bitwise, so a round trip
     meta ``n_agents``.  Arrays ``pi_0 ... pi_{N-1}``: ``pi_m`` has shape
     ``(nS, |A^0|, ..., |A^m|)`` and holds ``pi^m(a^m | s, a^{0:m-1})`` (error messages call it
     ``pi^m``).
+``kind = "agent-policy"`` (:class:`AgentPolicy`, scored by :mod:`verify.score`)
+    meta ``n_agents``, ``obs_radius`` (``beta``; 0 for a cooperative game, whose agents
+    observe the state).  Arrays ``pi_0 ... pi_{n-1}``, each ``(|O_i|, |A_i|)`` (games:
+    ``(nS, |A^m|)``), row ``o`` the probabilities ``pi_i(. | o)`` of agent ``i`` at
+    observation ``o`` (the observation index convention below); the probabilities are
+    checked when the policy is scored, with errors naming the agent and the observation.
 ``kind = "estimate"`` (:class:`Estimate`)
     meta ``quantity`` (one of :data:`QUANTITIES`), ``count``, ``description``.  Arrays
     ``estimate_0 ... estimate_{count-1}``, one per agent, each of the exact quantity's shape:
@@ -99,6 +105,7 @@ __all__ = [
     "QUANTITIES",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "AgentPolicy",
     "Estimate",
     "EstimateCheck",
     "ExactQuantity",
@@ -108,6 +115,7 @@ __all__ = [
     "exact_quantity",
     "file_kind",
     "game_quantity",
+    "load_agent_policy",
     "load_estimate",
     "load_game",
     "load_game_policy",
@@ -115,6 +123,7 @@ __all__ = [
     "load_networked",
     "load_theta",
     "networked_quantity",
+    "save_agent_policy",
     "save_estimate",
     "save_game",
     "save_game_policy",
@@ -129,13 +138,19 @@ SCHEMA_VERSION = 1
 """The file format version this library writes and reads."""
 
 Kind = Literal[
-    "networked-instance", "cooperative-game", "localized-theta", "game-policy", "estimate"
+    "networked-instance",
+    "cooperative-game",
+    "localized-theta",
+    "game-policy",
+    "agent-policy",
+    "estimate",
 ]
 KINDS: tuple[Kind, ...] = (
     "networked-instance",
     "cooperative-game",
     "localized-theta",
     "game-policy",
+    "agent-policy",
     "estimate",
 )
 """The file kinds."""
@@ -153,6 +168,7 @@ META_KEYS: dict[str, tuple[str, ...]] = {
     "cooperative-game": (*_COMMON, "name", "n_states", "action_counts", "gamma"),
     "localized-theta": (*_COMMON, "n_agents", "obs_radius"),
     "game-policy": (*_COMMON, "n_agents"),
+    "agent-policy": (*_COMMON, "n_agents", "obs_radius"),
     "estimate": (*_COMMON, "quantity", "count", "description"),
 }
 """The keys of ``meta`` for each kind, no more and no fewer."""
@@ -234,6 +250,44 @@ def save_game_policy(path: str | os.PathLike[str], policy: ConditionalPolicy) ->
     """Write a sequential policy's conditionals ``pi^m`` as fields ``pi_m``."""
     meta = {"kind": "game-policy", "n_agents": len(policy.conditionals)}
     _write(path, meta, {f"pi_{m}": _f64(c) for m, c in enumerate(policy.conditionals)})
+
+
+@dataclass(frozen=True)
+class AgentPolicy:
+    """Per-agent probability tables as trained by independent learners.
+
+    Attributes:
+        obs_radius: ``beta`` (0 for games).
+        tables: ``pi_i`` with shape ``(|O_i|, |A_i|)`` per agent, float64, read-only; rows are
+            checked against an instance by :func:`verify.score.score`.
+    """
+
+    obs_radius: int
+    tables: tuple[FloatArray, ...]
+
+    def __post_init__(self) -> None:
+        beta = self.obs_radius
+        if isinstance(beta, bool) or not isinstance(beta, (int, np.integer)) or beta < 0:
+            raise FileFormatError(f"obs_radius = {beta!r}, expected a non-negative integer")
+        if len(self.tables) < 1:
+            raise FileFormatError("an agent policy needs at least one table")
+        out = []
+        for i, t in enumerate(self.tables):
+            arr = np.asarray(t)
+            if arr.dtype.kind not in "fiu" or arr.ndim != 2 or min(arr.shape) < 1:
+                raise FileFormatError(
+                    f"pi_{i} has dtype {arr.dtype} and shape {arr.shape}, expected a non-empty "
+                    "2-d float64 table (observations, actions)"
+                )
+            out.append(frozen(arr.astype(np.float64)))
+        object.__setattr__(self, "obs_radius", int(beta))
+        object.__setattr__(self, "tables", tuple(out))
+
+
+def save_agent_policy(path: str | os.PathLike[str], policy: AgentPolicy) -> None:
+    """Write per-agent probability tables as fields ``pi_0 ... pi_{n-1}``."""
+    meta = {"kind": "agent-policy", "n_agents": len(policy.tables), "obs_radius": policy.obs_radius}
+    _write(path, meta, {f"pi_{i}": _f64(t) for i, t in enumerate(policy.tables)})
 
 
 @dataclass(frozen=True)
@@ -530,6 +584,18 @@ def load_game_policy(
     _fields(raw, [f"pi_{m}" for m in range(n)])
     conds = tuple(raw.arrays[f"pi_{m}"] for m in range(n))
     policy: ConditionalPolicy = _build(raw, lambda: ConditionalPolicy(game, conds))
+    return policy
+
+
+def load_agent_policy(path: str | os.PathLike[str]) -> AgentPolicy:
+    """Read an ``agent-policy`` file (fields, dtypes and 2-d shapes checked; the rows are
+    checked against an instance when scored)."""
+    raw = _expect(path, "agent-policy")
+    n = _int(raw, "n_agents", 1)
+    beta = _int(raw, "obs_radius", 0)
+    _fields(raw, [f"pi_{i}" for i in range(n)])
+    tables = tuple(raw.arrays[f"pi_{i}"] for i in range(n))
+    policy: AgentPolicy = _build(raw, lambda: AgentPolicy(beta, tables))
     return policy
 
 
