@@ -56,8 +56,10 @@ def minibatch_torch_std(advantages: FloatArray, active_masks: FloatArray, miniba
 
 def stats_include_inactive(advantages: FloatArray, active_masks: FloatArray,
                            minibatch: Ints, eps: float, scope: str, ddof: int) -> FloatArray:
-    """Bug (provenance: marlbenchmark/on-policy issue #1): the mean and std are taken over
-    every entry, dead and inactive agents' included."""
+    """Bug (provenance: marlbenchmark/on-policy issue #1, where the maintainers list the
+    advantage normalisation among the places MAPPO applies the active mask; this leaves it
+    out): the mean and std are taken over every entry, dead and inactive agents'
+    included."""
     ones = np.ones_like(active_masks)
     return normalise_advantages(advantages, ones, minibatch, eps, scope, ddof)
 
@@ -65,8 +67,9 @@ def stats_include_inactive(advantages: FloatArray, active_masks: FloatArray,
 def stats_include_zeroed_inactive(advantages: FloatArray, active_masks: FloatArray,
                                   minibatch: Ints, eps: float, scope: str, ddof: int,
                                   ) -> FloatArray:
-    """Bug (provenance: instadeepai/Mava issue #628, dead agents' entries in the losses):
-    inactive entries are zeroed by the mask and then counted in the statistics as zeros."""
+    """Bug (provenance: MarcoMeter/recurrent-ppo-truncated-bptt issue #10, advantages
+    normalised with a plain mean over padded entries instead of a masked one): inactive
+    entries are zeroed by the mask and then counted in the statistics as zeros."""
     ones = np.ones_like(active_masks)
     z = normalise_advantages(advantages * active_masks, ones, minibatch, eps, scope, ddof)
     return np.where(active_masks > 0, z, 0.0)
@@ -88,17 +91,18 @@ def per_agent_zeroed(advantages: FloatArray, active_masks: FloatArray, eps: floa
 
 def pooled_declared_per_agent(advantages: FloatArray, active_masks: FloatArray, eps: float,
                               ) -> FloatArray:
-    """Bug (provenance: facebookresearch/BenchMARL issues #255/#256, advantages normalised
-    over all agents where each agent's own statistics were meant): MAPPO's pooled routine
-    used where per-agent normalisation is declared."""
+    """Bug (provenance: facebookresearch/BenchMARL issue #255 and PR #256, advantages
+    normalised over all agents where each agent's own statistics were meant): MAPPO's pooled
+    routine used where per-agent normalisation is declared."""
     return mappo_pooled(advantages, active_masks, eps)
 
 
 def whole_batch_declared_minibatch(advantages: FloatArray, active_masks: FloatArray,
                                    minibatch: Ints, eps: float) -> FloatArray:
-    """Bug (provenance: facebookresearch/BenchMARL issues #255/#256, the normalisation scope
-    differing from the one configured): the whole batch is normalised once where each
-    minibatch was meant to be."""
+    """Bug (provenance: the minibatch-versus-rollout scope split, real in public code:
+    HorizonRobotics/alf PR #1642 moved its advantage normalisation from the minibatch to the
+    whole rollout): the whole batch is normalised once where each minibatch was meant to
+    be."""
     return mappo_pooled(advantages, active_masks, eps)
 
 
@@ -107,13 +111,13 @@ MUTANTS = (
            "too (on-policy #1)", "advantage-normalisation",
            lambda: check_advantage_normalisation(per_agent_all_entries, cases=_CASES)),
     Mutant("adv-norm-zeroed-inactive-in-stats", "inactive entries zeroed and counted "
-           "(Mava #628)", "advantage-normalisation",
+           "(recurrent-ppo-truncated-bptt #10)", "advantage-normalisation",
            lambda: check_advantage_normalisation(per_agent_zeroed, cases=_CASES)),
     Mutant("adv-norm-pooled-declared-per-agent", "pooled statistics where per-agent is "
-           "declared (BenchMARL #255/#256)", "advantage-normalisation",
+           "declared (BenchMARL #255, PR #256)", "advantage-normalisation",
            lambda: check_advantage_normalisation(pooled_declared_per_agent, cases=_CASES)),
     Mutant("adv-norm-batch-declared-minibatch", "whole-batch statistics where per-minibatch "
-           "is declared (BenchMARL #255/#256)", "advantage-normalisation",
+           "is declared (cf. alf PR #1642)", "advantage-normalisation",
            lambda: check_advantage_normalisation(whole_batch_declared_minibatch,
                                                  scope="minibatch", cases=_CASES)),
 )

@@ -56,9 +56,10 @@ def batched_agent_major(x: FloatArray) -> FloatArray:
 
 
 def unbatchify_wrong_order(x: FloatArray) -> FloatArray:
-    """Bug (provenance: FLAIROx/JaxMARL issues #169 and #119, ``batchify``/``unbatchify``
-    orders that disagree): rows are stacked agent-major but unstacked environment-major, so
-    agents and environments are interleaved."""
+    """Bug (provenance: JaxMARL issue #169, github.com/bold-lab-ai/JaxMARL, formerly
+    FLAIROx/JaxMARL: the MAPPO critic's inputs were stacked environment-major while the done
+    mask used ``batchify``'s agent-major order): rows are stacked agent-major but unstacked
+    environment-major, so agents and environments are interleaved."""
     t, e, n, f = x.shape
     rows = x.transpose(0, 2, 1, 3).reshape(t, n * e, f)
     values = _network(rows).reshape(t, e, n)
@@ -66,9 +67,10 @@ def unbatchify_wrong_order(x: FloatArray) -> FloatArray:
 
 
 def scan_over_flattened_time_env(x: FloatArray) -> FloatArray:
-    """Bug (provenance: instadeepai/Mava issue #1006, a time-major reshape that merges the
-    time and environment axes before a scan): the scan runs along a flattened ``(T E)`` axis,
-    so one environment's returns flow into another's."""
+    """Bug (provenance: instadeepai/Mava PR #846, which fixed a trainer that shuffled over
+    the batch and sequence axes together and so broke its bootstrapped value estimates; here
+    the axes are merged before a scan): the scan runs along a flattened ``(T E)`` axis, so
+    one environment's returns flow into another's."""
     t, e, n, f = x.shape
     values = _network(x.reshape(t * e, n, f))
     return _scan(values).reshape(t, e, n)
@@ -76,10 +78,10 @@ def scan_over_flattened_time_env(x: FloatArray) -> FloatArray:
 
 MUTANTS = (
     Mutant("layout-unbatchify-wrong-order", "agent-major batchify, environment-major "
-           "unbatchify (JaxMARL #169/#119)", "batching",
+           "unbatchify (JaxMARL #169)", "batching",
            lambda: check_batching(unbatchify_wrong_order, cases=_CASES)),
     Mutant("layout-scan-over-flattened-time-env", "a scan along the flattened (T E) axis "
-           "(Mava #1006)", "batching",
+           "(cf. Mava PR #846)", "batching",
            lambda: check_batching(scan_over_flattened_time_env, cases=_CASES)),
 )
 """Wrong implementations, each with the check that must catch it."""

@@ -29,7 +29,7 @@ MUTANTS = (
                                   grad=_user_masked(masked_divide_by_all, 1),
                                   ratios="per-agent", terms=_ALL, masks=True, cases=_CASES)),
     Mutant("masks-ignored", "active masks not applied: dead agents' terms in the loss "
-           "(Mava #628)", "ppo-loss",
+           "(cf. Mava #628)", "ppo-loss",
            lambda: check_ppo_loss(_user_masked(masks_ignored, 0),
                                   grad=_user_masked(masks_ignored, 1),
                                   ratios="per-agent", terms=_ALL, masks=True, cases=_CASES)),

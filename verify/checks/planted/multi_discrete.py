@@ -80,8 +80,9 @@ def entropy_of_sampled_action(logits: FloatArray, old_logits: FloatArray, action
 
 def kl_mean_over_subactions(logits: FloatArray, old_logits: FloatArray, actions: Ints,
                             nvec: tuple[int, ...]) -> Triple:
-    """Bug (provenance: ray-project/ray issue #7009, the reduction of ``MultiCategorical.kl``
-    over the sub-actions): the sub-actions' KLs are averaged, not summed."""
+    """Bug (provenance: ray-project/ray issue #7009, where ``MultiCategorical.kl`` reduced
+    the sub-action KLs over the wrong axis; the planted form is another wrong reduction of
+    them): the sub-actions' KLs are averaged, not summed."""
     lp, ent, kl = _per_head(logits, old_logits, actions, nvec)
     return lp.sum(axis=1), ent.sum(axis=1), kl.mean(axis=1)
 
@@ -93,7 +94,7 @@ MUTANTS = (
     Mutant("md-entropy-of-sampled-action", "entropy = -log pi(a) of the sampled action "
            "(ml-agents PR #3607)", "multi-discrete",
            lambda: check_multi_discrete(entropy_of_sampled_action, cases=_CASES)),
-    Mutant("md-kl-mean-over-subactions", "sub-action KLs averaged, not summed (ray #7009)",
+    Mutant("md-kl-mean-over-subactions", "sub-action KLs averaged, not summed (cf. ray #7009)",
            "multi-discrete",
            lambda: check_multi_discrete(kl_mean_over_subactions, cases=_CASES)),
 )

@@ -163,13 +163,15 @@ def _user(f: Canonical, part: int) -> Callable[..., Any]:
 
 masked_divide_by_all = _with_surrogate(_clipped, "divide-by-all")
 masked_divide_by_all.__doc__ = (
-    "Bug (provenance: marlbenchmark/on-policy issues #1 and #34, active masks in MAPPO's "
-    "losses): the masked sum is divided by the number of all entries, dead agents' "
-    "included, instead of the number of active ones.")
+    "Bug (provenance: marlbenchmark/on-policy issues #1 and #34, which describe where MAPPO "
+    "applies its active masks: policy loss, advantage normalisation, entropy; this slip "
+    "applies the mask but keeps the unmasked count): the masked sum is divided by the "
+    "number of all entries, dead agents' included, instead of the number of active ones.")
 masks_ignored = _with_surrogate(_clipped, "ignored")
 masks_ignored.__doc__ = (
-    "Bug (provenance: instadeepai/Mava issue #628, dead agents' entries in the losses): the "
-    "active masks are not applied; dead and inactive agents' terms enter the mean.")
+    "Bug (provenance: instadeepai/Mava issue #628, dead agents' values left unmasked in a "
+    "PPO critic loss; the same omission here in the policy loss): the active masks are "
+    "not applied; dead and inactive agents' terms enter the mean.")
 
 
 def _user_happo(f: Canonical, part: int) -> Callable[..., Any]:
@@ -222,9 +224,9 @@ def td_loss_grad_no_stop_gradient(
     values: FloatArray, next_values: FloatArray, rewards: FloatArray,
     terminated: npt.NDArray[np.bool_], gamma: float,
 ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: Farama-Foundation/Gymnasium issue #1494, a tutorial's critic loss
-    whose target was not detached): the gradient flows into the target's next value too,
-    ``-gamma (1 - terminated)(V - y) / B``."""
+    """Bug (provenance: Farama-Foundation/Gymnasium issue #1494, a tutorial's A2C critic loss
+    that back-propagated through its bootstrapped target): the gradient flows into the
+    target's next value too, ``-gamma (1 - terminated)(V - y) / B``."""
     y = rewards + gamma * (1.0 - terminated) * next_values
     d = (values - y) / values.size
     return d, -gamma * (1.0 - terminated) * d
@@ -234,8 +236,8 @@ def td_loss_bootstrap_through_termination(
     values: FloatArray, next_values: FloatArray, rewards: FloatArray,
     terminated: npt.NDArray[np.bool_], gamma: float,
 ) -> float:
-    """Bug (provenance: JaxMARL issue #93's class, a target that ignores the done flag):
-    ``y = r + gamma V'`` even after a termination."""
+    """Bug (provenance: a done-flag slip in a TD target; JaxMARL issue #93 reports another
+    form of it): ``y = r + gamma V'`` even after a termination."""
     return float(0.5 * np.mean((values - rewards - gamma * next_values) ** 2))
 
 
@@ -251,8 +253,9 @@ def value_clip(values: FloatArray, old_values: FloatArray, returns: FloatArray,
 
 def value_clip_min(values: FloatArray, old_values: FloatArray, returns: FloatArray,
                    clip_eps: float) -> tuple[float, FloatArray]:
-    """Bug (provenance: the min/max confusion of implementation-matters/code-for-paper
-    issue #1 and Jiankai-Sun/Proximal-Policy-Optimization-Pytorch issue #1): the smaller of
+    """Bug (provenance: implementation-matters/code-for-paper issue #1 and
+    Jiankai-Sun/Proximal-Policy-Optimization-Pytorch issue #1, which ask whether the value
+    clip should take the min, as for the policy, or the max the code takes): the smaller of
     the two squared errors is taken, like the policy surrogate's min."""
     vc = old_values + np.clip(values - old_values, -clip_eps, clip_eps)
     u, c = (values - returns) ** 2, (vc - returns) ** 2
@@ -264,9 +267,9 @@ def value_clip_min(values: FloatArray, old_values: FloatArray, returns: FloatArr
 def value_clip_max_before_square(values: FloatArray, old_values: FloatArray,
                                  returns: FloatArray, clip_eps: float,
                                  ) -> tuple[float, FloatArray]:
-    """Bug (provenance: implementation-matters/code-for-paper issue #1, the maximum taken
-    before squaring): ``0.5 mean max(V - G, V_clipped - G)^2``, which depends on the sign of
-    the errors."""
+    """Bug (provenance: implementation-matters/code-for-paper issue #1, where a comment
+    notes that code's max is taken before squaring, unlike OpenAI baselines):
+    ``0.5 mean max(V - G, V_clipped - G)^2``, which depends on the sign of the errors."""
     vc = old_values + np.clip(values - old_values, -clip_eps, clip_eps)
     d1, d2 = values - returns, vc - returns
     inside = np.abs(values - old_values) <= clip_eps
@@ -311,7 +314,7 @@ MUTANTS = (
            "reaches V' (Gymnasium #1494)", "td-loss",
            lambda: check_td_loss(td_loss, grad=td_loss_grad_no_stop_gradient, cases=_CASES)),
     Mutant("td-loss-bootstrap-through-termination", "y = r + gamma V' after a termination "
-           "(JaxMARL #93's class)", "td-loss",
+           "(a done-flag slip, cf. JaxMARL #93)", "td-loss",
            lambda: check_td_loss(td_loss_bootstrap_through_termination, cases=_CASES)),
 )
 """Wrong implementations, each with the check that must catch it."""

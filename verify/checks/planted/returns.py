@@ -117,9 +117,10 @@ def td_lambda_trace_across_episodes(
     rewards: FloatArray, values: FloatArray, next_values: FloatArray,
     terminated: BoolArray, truncated: BoolArray, gamma: float, lam: float,
 ) -> FloatArray:
-    """Bug (provenance: pytorch/rl PR #400, a vectorised TD(lambda) that disagreed with the
-    serial one): the lambda-trace is not cut at a truncation, so the next episode's return
-    leaks into the previous episode's last target."""
+    """Bug (provenance: Toni-SM/skrl issue #449, where a truncation that is not treated as an
+    episode boundary lets one episode's advantages run on into the previous one): the
+    lambda-trace is not cut at a truncation, so the next episode's return leaks into the
+    previous episode's last target."""
     n_steps = rewards.shape[1]
     ret = np.zeros_like(rewards)
     nxt = next_values[:, -1]
@@ -184,9 +185,11 @@ def nstep_bootstrap_through_termination(
     rewards: FloatArray, values: FloatArray, next_values: FloatArray,
     terminated: BoolArray, truncated: BoolArray, gamma: float, n: int,
 ) -> FloatArray:
-    """Bug (provenance: the EPyMARL n-step return that bootstraps through a termination,
-    the same class as oxwhirl/pymarl issue #109): the window stops at an episode end but
-    always adds the discounted next value, even after a termination."""
+    """Bug (provenance: the ``nstep_returns`` routine of EPyMARL-derived actor-critic
+    learners, read in public code: with ``add_value_last_step`` its last step adds the
+    discounted next value without the mask; like oxwhirl/pymarl issue #109, the slip sits in
+    the last step's bootstrap): the window stops at an episode end but always adds the
+    discounted next value, even after a termination."""
     n_envs, n_steps = rewards.shape
     out = np.zeros_like(rewards)
     for b in range(n_envs):
@@ -206,9 +209,9 @@ def nstep_window_crosses_episodes(
     rewards: FloatArray, values: FloatArray, next_values: FloatArray,
     terminated: BoolArray, truncated: BoolArray, gamma: float, n: int,
 ) -> FloatArray:
-    """Bug (provenance: pytorch/rl PR #400's class, a vectorised return that ignores the
-    episode boundaries a serial loop respects): the window of ``n`` rewards runs on into the
-    next episode and only the bootstrap is masked by the window's last flag."""
+    """Bug (provenance: the episode-boundary leak of Toni-SM/skrl issue #449, in an n-step
+    window): the window of ``n`` rewards runs on into the next episode and only the
+    bootstrap is masked by the window's last flag."""
     n_envs, n_steps = rewards.shape
     out = np.zeros_like(rewards)
     for t in range(n_steps):
@@ -225,9 +228,10 @@ def nstep_full_power_at_cut(
     rewards: FloatArray, values: FloatArray, next_values: FloatArray,
     terminated: BoolArray, truncated: BoolArray, gamma: float, n: int,
 ) -> FloatArray:
-    """Bug (provenance: oxwhirl/pymarl issue #109's class, a last-step rule that ignores where
-    the window really ended): a window cut short by a truncation or the rollout's end
-    bootstraps with ``gamma^n`` instead of ``gamma^m``."""
+    """Bug (provenance: no single thread; a discount-power slip common in hand-written n-step
+    returns, where the last-step rule ignores where the window really ended): a window cut
+    short by a truncation or the rollout's end bootstraps with ``gamma^n`` instead of
+    ``gamma^m``."""
     n_envs, n_steps = rewards.shape
     out = np.zeros_like(rewards)
     for b in range(n_envs):
@@ -260,22 +264,20 @@ MUTANTS: tuple[Mutant, ...] = (
            "td-lambda", lambda: check_td_lambda(td_lambda_done_returns_next_value,
                                                 cases=_CASES)),
     Mutant("td-lambda-trace-across-episodes",
-           "the lambda-trace is not cut at a truncation (pytorch/rl PR #400's class)",
+           "the lambda-trace is not cut at a truncation (skrl #449's class)",
            "td-lambda", lambda: check_td_lambda(td_lambda_trace_across_episodes,
                                                 cases=_CASES)),
     Mutant("nstep-bootstrap-through-termination",
            "an n-step window that stops at a termination still adds gamma^m V(s') "
-           "(EPyMARL n-step return)",
+           "(EPyMARL-style nstep_returns)",
            "nstep-returns", lambda: check_nstep_returns(nstep_bootstrap_through_termination,
                                                         cases=_CASES)),
     Mutant("nstep-window-crosses-episodes",
-           "the n rewards of a window run on into the next episode (pytorch/rl PR #400's "
-           "class)",
+           "the n rewards of a window run on into the next episode (skrl #449's class)",
            "nstep-returns", lambda: check_nstep_returns(nstep_window_crosses_episodes,
                                                         cases=_CASES)),
     Mutant("nstep-full-power-at-cut",
-           "a window cut short bootstraps with gamma^n instead of gamma^m (pymarl #109's "
-           "class)",
+           "a window cut short bootstraps with gamma^n instead of gamma^m",
            "nstep-returns", lambda: check_nstep_returns(nstep_full_power_at_cut,
                                                         cases=_CASES)),
 )

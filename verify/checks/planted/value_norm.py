@@ -50,9 +50,10 @@ def advantages_from_normalised_values(
     rewards: FloatArray, u: FloatArray, u_next: FloatArray, terminated: Bools,
     truncated: Bools, mean: float, std: float, gamma: float, lam: float,
 ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: marlbenchmark/on-policy issues #12 and #13): GAE runs on the critic's
-    normalised outputs, never denormalised; the targets are the normalised values plus those
-    advantages."""
+    """Bug (provenance: marlbenchmark/on-policy issue #12 and its fix, PR #13: with value
+    normalisation on, the advantages were taken from the normalised value predictions): GAE
+    runs on the critic's normalised outputs, never denormalised; the targets are the
+    normalised values plus those advantages."""
     adv = _gae(rewards, u, u_next, terminated, truncated, gamma, lam)
     return adv, adv + u
 
@@ -61,9 +62,10 @@ def targets_not_normalised(
     rewards: FloatArray, u: FloatArray, u_next: FloatArray, terminated: Bools,
     truncated: Bools, mean: float, std: float, gamma: float, lam: float,
 ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: instadeepai/Mava issues #805 and #811): the advantages are right but
-    the value targets are the unnormalised returns, while the critic predicts normalised
-    values."""
+    """Bug (provenance: instadeepai/Mava issue #811 and its fix, PR #805, where denormalised
+    old values met the normalised critic in the clipped value loss; the planted form puts
+    the same scale mismatch on the targets): the advantages are right but the value targets
+    are the unnormalised returns, while the critic predicts normalised values."""
     v, v_next = u * std + mean, u_next * std + mean
     adv = _gae(rewards, v, v_next, terminated, truncated, gamma, lam)
     return adv, adv + v
@@ -73,7 +75,7 @@ def targets_scaled_not_shifted(
     rewards: FloatArray, u: FloatArray, u_next: FloatArray, terminated: Bools,
     truncated: Bools, mean: float, std: float, gamma: float, lam: float,
 ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: the normaliser-statistics class of google-deepmind/rlax issue #111):
+    """Bug (provenance: no single thread; a slip common in hand-written value normalisers):
     the denormalisation multiplies by the std but forgets the mean, ``V = sd u``."""
     v, v_next = u * std, u_next * std
     adv = _gae(rewards, v, v_next, terminated, truncated, gamma, lam)
@@ -89,7 +91,7 @@ def popart(weights: FloatArray, bias: FloatArray, old_mean: FloatArray, old_std:
 def popart_bias_not_shifted(weights: FloatArray, bias: FloatArray, old_mean: FloatArray,
                             old_std: FloatArray, new_mean: FloatArray, new_std: FloatArray,
                             ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: the PopArt-statistics class of google-deepmind/rlax issue #111): the
+    """Bug (provenance: no single thread; a slip common in hand-written PopArt updates): the
     bias is rescaled like the weights, ``b sd / sd'``, without the shift ``(m - m') / sd'``."""
     return weights * old_std / new_std, bias * old_std / new_std
 
@@ -97,7 +99,8 @@ def popart_bias_not_shifted(weights: FloatArray, bias: FloatArray, old_mean: Flo
 def popart_inverted_ratio(weights: FloatArray, bias: FloatArray, old_mean: FloatArray,
                           old_std: FloatArray, new_mean: FloatArray, new_std: FloatArray,
                           ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: the PopArt-statistics class of google-deepmind/rlax issue #111): the
+    """Bug (provenance: google-deepmind/rlax issue #111, a PopArt example that used the old
+    statistics where the new ones belonged; here old and new are swapped in the ratio): the
     scale ratio is inverted, ``W sd' / sd``."""
     return (weights * new_std / old_std,
             (new_std * bias + old_mean - new_mean) / old_std)
@@ -105,18 +108,19 @@ def popart_inverted_ratio(weights: FloatArray, bias: FloatArray, old_mean: Float
 
 MUTANTS = (
     Mutant("value-norm-advantages-from-normalised-values",
-           "GAE on the normalised critic outputs (on-policy #12/#13)", "value-normalisation",
+           "GAE on the normalised critic outputs (on-policy #12, PR #13)", "value-normalisation",
            lambda: check_value_normalisation(advantages_from_normalised_values,
                                              cases=_CASES)),
     Mutant("value-norm-targets-not-normalised",
-           "value targets left unnormalised (Mava #805/#811)", "value-normalisation",
+           "value targets left unnormalised (cf. Mava #811)", "value-normalisation",
            lambda: check_value_normalisation(targets_not_normalised, cases=_CASES)),
-    Mutant("value-norm-mean-forgotten", "denormalises by sd u without the mean (rlax #111's "
-           "class)", "value-normalisation",
+    Mutant("value-norm-mean-forgotten", "denormalises by sd u without the mean",
+           "value-normalisation",
            lambda: check_value_normalisation(targets_scaled_not_shifted, cases=_CASES)),
-    Mutant("popart-bias-not-shifted", "the bias is rescaled but not shifted (rlax #111's "
-           "class)", "popart", lambda: check_popart(popart_bias_not_shifted, cases=_CASES)),
-    Mutant("popart-inverted-ratio", "the weights scale by sd'/sd (rlax #111's class)",
+    Mutant("popart-bias-not-shifted", "the bias is rescaled but not shifted", "popart",
+           lambda: check_popart(popart_bias_not_shifted, cases=_CASES)),
+    Mutant("popart-inverted-ratio",
+           "the weights scale by sd'/sd (old and new swapped, cf. rlax #111)",
            "popart", lambda: check_popart(popart_inverted_ratio, cases=_CASES)),
 )
 """Wrong implementations, each with the check that must catch it."""

@@ -94,8 +94,9 @@ def vtrace_log_rhos_sign(
     log_rhos: FloatArray, discounts: FloatArray, rewards: FloatArray, values: FloatArray,
     bootstrap_value: FloatArray, rho_bar: float, c_bar: float, lam: float = 1.0,
 ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: ray-project/ray PR #4338, the sign of RLlib's ``log_rhos``): the
-    ratio is ``mu / pi`` (behaviour and target log-probabilities subtracted the wrong way)."""
+    """Bug (provenance: ray-project/ray PR #4338, which fixed RLlib's V-trace ``log_rhos``
+    computed as behaviour minus target log-probabilities): the ratio is ``mu / pi``
+    (behaviour and target log-probabilities subtracted the wrong way)."""
     return _scan(log_rhos, discounts, rewards, values, bootstrap_value, rho_bar, c_bar, lam,
                  rho_sign=-1.0)
 
@@ -104,8 +105,10 @@ def vtrace_c_not_clipped(
     log_rhos: FloatArray, discounts: FloatArray, rewards: FloatArray, values: FloatArray,
     bootstrap_value: FloatArray, rho_bar: float, c_bar: float, lam: float = 1.0,
 ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: PufferAI/PufferLib PR #598, the clipping of rho and c in its V-trace
-    advantage): the trace coefficients ``c_i`` are the raw ratios, not ``min(c_bar, .)``."""
+    """Bug (provenance: PufferAI/PufferLib PR #598 fixed a slip in the importance weighting
+    of its V-trace kernels, a missing pair of parentheses; this is another slip in the same
+    weights, not that one): the trace coefficients ``c_i`` are the raw ratios, not
+    ``min(c_bar, .)``."""
     return _scan(log_rhos, discounts, rewards, values, bootstrap_value, rho_bar, c_bar, lam,
                  clip_c=False)
 
@@ -114,9 +117,10 @@ def vtrace_pg_next_value(
     log_rhos: FloatArray, discounts: FloatArray, rewards: FloatArray, values: FloatArray,
     bootstrap_value: FloatArray, rho_bar: float, c_bar: float, lam: float = 1.0,
 ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: pytorch/rl issue #4209, a V-trace advantage built from the wrong
-    ``v_{s+1}``): the policy-gradient advantage bootstraps through ``V(x_{s+1})`` instead of
-    the V-trace target ``v_{s+1}``."""
+    """Bug (provenance: pytorch/rl issue #4209, a V-trace advantage whose ``v_{s+1}`` came
+    from the wrong place, there the next trajectory's target at an in-batch truncation; the
+    planted form takes the other wrong source): the policy-gradient advantage bootstraps
+    through ``V(x_{s+1})`` instead of the V-trace target ``v_{s+1}``."""
     return _scan(log_rhos, discounts, rewards, values, bootstrap_value, rho_bar, c_bar, lam,
                  pg_next="values")
 
@@ -125,8 +129,9 @@ def vtrace_pg_unclipped_rho(
     log_rhos: FloatArray, discounts: FloatArray, rewards: FloatArray, values: FloatArray,
     bootstrap_value: FloatArray, rho_bar: float, c_bar: float, lam: float = 1.0,
 ) -> tuple[FloatArray, FloatArray]:
-    """Bug (provenance: PufferAI/PufferLib issue #306, the importance ratio applied to the
-    advantage unclipped): the policy-gradient advantage is weighted by the raw ratio."""
+    """Bug (provenance: PufferAI/PufferLib issue #306, which notes that with very large clip
+    thresholds the raw importance ratio weights the advantage, and the surrogate again): the
+    policy-gradient advantage is weighted by the raw ratio."""
     return _scan(log_rhos, discounts, rewards, values, bootstrap_value, rho_bar, c_bar, lam,
                  clip_pg=False)
 
@@ -136,7 +141,7 @@ MUTANTS = (
            "(ray PR #4338)", "vtrace", lambda: check_vtrace(vtrace_log_rhos_sign,
                                                             cases=_CASES)),
     Mutant("vtrace-c-not-clipped", "trace coefficients c_i are the raw ratios "
-           "(PufferLib PR #598)", "vtrace", lambda: check_vtrace(vtrace_c_not_clipped,
+           "(cf. PufferLib PR #598)", "vtrace", lambda: check_vtrace(vtrace_c_not_clipped,
                                                                 cases=_CASES)),
     Mutant("vtrace-pg-next-value", "the pg advantage bootstraps through V(x_{s+1}), not "
            "v_{s+1} (pytorch/rl #4209)", "vtrace",
