@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 _EPS = EPS_F64
+_UNDERFLOW = float(np.finfo(np.float64).smallest_subnormal)
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,7 +187,10 @@ def _residual_rounding(matrix_abs_row_sum: float, x_norm: float, b_norm: float, 
     # forming P_pi and r_pi sums nA nonnegative-weighted terms per entry, so the computed
     # system differs from the exact one by at most nA eps (gamma |P_pi| |x| + max |r|)
     # (proofs_notes/certificates.md#formation), and b_norm is then a bound on max |r|.
-    return (n + 2) * _EPS * (matrix_abs_row_sum * x_norm + b_norm)
+    # With gradual underflow each product also commits an absolute error of at most half
+    # the smallest subnormal (Higham 2002, eq. 2.8), so (n + 2) of them add _UNDERFLOW.
+    relative = (n + 2) * _EPS * (matrix_abs_row_sum * x_norm + b_norm)
+    return relative + (n + 2) * _UNDERFLOW
 
 
 def evaluate(mdp: TabularMDP, pi: FloatArray) -> PolicyValues:

@@ -178,3 +178,21 @@ def test_shared_factorisation_matches_separate_solves(problem: mst.TabularProble
         occ.error_bound, ref_o.error_bound
     ) + summation_tolerance(mdp.n_states, 1 / (1 - mdp.gamma))
     assert abs(vals.J - ref_v.J) <= certified(vals.error_bound, ref_v.error_bound)
+
+
+def test_certificates_cover_underflow_of_subnormal_rewards() -> None:
+    """Rewards of 2.2e-313 (subnormal): products round by up to half the smallest subnormal
+    in absolute terms, which a purely relative allowance (a multiple of eps * 2.2e-313, itself
+    below the smallest subnormal) rounds to 0.  This instance made J = rho . V and <lam, r>
+    differ by two smallest subnormals while the allowance was 0."""
+    P = np.full((2, 2, 2), 0.5)
+    r = np.full((2, 2), 2.2250738585e-313)
+    mdp = TabularMDP(P=P, r=r, rho=np.array([0.5, 0.5]), gamma=0.0)
+    pi = np.full((2, 2), 0.5)
+    vals, occ = evaluate(mdp, pi), occupancy(mdp, pi)
+    r_max = float(np.max(np.abs(mdp.r)))
+    tol = certified(vals.error_bound, r_max * occ.error_bound) + summation_tolerance(
+        occ.lam.size, r_max / (1.0 - mdp.gamma)
+    )
+    assert vals.error_bound > 0.0
+    assert abs(vals.J - float(np.sum(occ.lam * mdp.r))) <= tol

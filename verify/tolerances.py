@@ -13,6 +13,7 @@ from reference.errors import ModelError
 
 __all__ = [
     "EPS",
+    "UNDERFLOW",
     "certified",
     "contraction_tolerance",
     "finite_difference_step",
@@ -29,6 +30,8 @@ __all__ = [
 
 EPS = float(np.finfo(np.float64).eps)
 """Machine epsilon of float64, ``2^-52``."""
+UNDERFLOW = float(np.finfo(np.float64).smallest_subnormal)
+"""The smallest positive subnormal float64, ``2^-1074``."""
 
 
 def summation_tolerance(n_terms: int, scale: float) -> float:
@@ -36,10 +39,13 @@ def summation_tolerance(n_terms: int, scale: float) -> float:
 
     Recursive summation commits at most ``(n - 1) eps sum |x_k|`` (Higham 2002,
     eq. 4.4); we use ``n_terms * eps * n_terms * scale`` to also cover the
-    products that formed the terms (one rounding each).
+    products that formed the terms (one rounding each).  With gradual underflow each of those
+    products may also err by half the smallest subnormal in absolute terms (Higham 2002,
+    eq. 2.8), which the relative term cannot cover when ``scale`` is itself subnormal; two
+    routes of ``n`` products each add ``n`` smallest subnormals.
     """
     n = max(int(n_terms), 1)
-    return (n + 1) * EPS * n * float(scale)
+    return (n + 1) * EPS * n * float(scale) + n * UNDERFLOW
 
 
 def precision_factor(dtype: npt.DTypeLike) -> float:

@@ -75,7 +75,6 @@ DIAGNOSED_AS: dict[str, str] = {
     "nstep-return-through-batch-end": "'gae-bootstrap-through-terminal-at-batch-end'",
     "occupancy-missing-1-minus-gamma": "normalised=False",
     "adv-norm-pooled-declared-per-agent": "scope='pooled'",
-    "td-lambda-padding-as-termination": "truncation='as-termination'",
     "adv-norm-batch-declared-minibatch": "scope='pooled'",
 }
 """Planted bugs that are a known convention or the float32 form of another planted bug, and

@@ -356,7 +356,8 @@ def td_lambda_padding_as_termination(
 MUTANTS = (*MUTANTS, Mutant(
     "td-lambda-padding-as-termination",
     "the end of the filled steps is read as a termination: a time-limit cut before the "
-    "padding does not bootstrap (pymarl #16)",
+    "padding does not bootstrap (pymarl #16); undiagnosed: truncation='as-termination' "
+    "reproduces it on some cases, not on every one",
     "td-lambda", lambda: check_td_lambda(td_lambda_padding_as_termination, padding=True,
                                          cases=_CASES)))
 
