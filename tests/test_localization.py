@@ -137,7 +137,9 @@ def test_full_observation_does_not_reach_f_star_for_entropy() -> None:
     """The counterexample of proofs_notes/optimum.md#full-observation: F* = (2 H* + 1/(1-gamma))/3
     (every agent at its own maximum, H* = -log(1/2 + eps)), attained only by a policy that
     correlates agents 0 and 1 (the optimum mixes joint actions (0, 0) and (1, 1) at one
-    state); product policies observing everything stay strictly below, and so does the ascent."""
+    state); product policies observing everything stay strictly below, and so does the ascent.
+    The gap is small: the radius-0 policy a_i = 1 - s_i keeps agents 0 and 1 in step and puts
+    1/(1+gamma) of the discounted mass on state 1, within 9.24e-4 of F*."""
     import math
 
     model, utils = _copy_pair()
@@ -165,3 +167,13 @@ def test_full_observation_does_not_reach_f_star_for_entropy() -> None:
     )
     assert not loc.equals_optimum
     assert loc.value < opt.value - 1e3 * opt.duality_gap
+    # the alternating witness, at radius 0 (so F_loc(beta) >= its value for every beta)
+    big = 40.0  # exp(-80) is far below float64 rounding of a probability
+    flip = np.array([[-big, big], [big, -big]])
+    witness = objective(
+        model, LocalizedSoftmaxPolicy(model, 0, (flip, flip, np.zeros((2, 1)))), utils
+    )
+    p1 = 1 / (1 + 0.9)
+    h = -(p1 * math.log(p1 + 1e-3) + (1 - p1) * math.log(1 - p1 + 1e-3))
+    assert witness == pytest.approx((2 * h + 1 / (1 - 0.9)) / 3, rel=0, abs=slack)
+    assert opt.upper_bound - 9.24e-4 < witness < opt.value - 1e3 * opt.duality_gap

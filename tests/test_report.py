@@ -288,6 +288,23 @@ def test_pessimism_event_without_the_event_fails(monkeypatch: pytest.MonkeyPatch
     assert report.claims[0].measured == math.inf and report.claims[0].verdict == "fail"
 
 
+def test_a_certificate_below_its_attained_value_fails_optimum_routes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Frank-Wolfe's upper end below its own attained value (a negative duality gap, as a
+    sign error in the gap gives) is a failing item, not an error of the report."""
+    real = rep._frank_wolfe_intervals
+
+    def inverted(quick: bool, power: int) -> list[rep._RouteInterval]:
+        return [
+            rep._RouteInterval(i.label, i.lower, i.lower - 1e-3) for i in real(quick, power)
+        ]
+
+    monkeypatch.setattr(rep, "_frank_wolfe_intervals", inverted)
+    report = run_report(quick=True, only=("optimum-routes",), executor=SerialExecutor())
+    assert report.claims[0].verdict == "fail"
+
+
 def test_the_runner_shares_expensive_work_between_a_claim_and_its_defect() -> None:
     calls: list[int] = []
 

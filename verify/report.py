@@ -1228,10 +1228,21 @@ def _optimum_routes(ctx: ClaimContext) -> Evaluation:
     for k, (fw, (name, others)) in enumerate(zip(fws, routes, strict=True)):
         scale = 1.0 + max(abs(fw.lower), *(abs(o.lower) for o in others))
         rounding = 64 * EPS * scale  # F evaluated twice on equal occupancies (a sum of D terms)
+        for o in (fw, *others):
+            # a certified interval is not empty: an upper end below the attained value is a
+            # wrong certificate, and fails here instead of making a bound below negative
+            measured.append(o.lower - o.upper)
+            bound.append(rounding)
+            labels.append(f"{name}: {o.label} lower - its upper <= 0")
+            xs.append(k)
+            groups.append(o.label)
         for o in others:
             # the intervals overlap iff o.lower <= fw.upper and fw.lower <= o.upper
             measured += [o.lower - fw.lower, fw.lower - o.lower]
-            bound += [fw.upper - fw.lower + rounding, o.upper - o.lower + rounding]
+            bound += [
+                max(fw.upper - fw.lower, 0.0) + rounding,
+                max(o.upper - o.lower, 0.0) + rounding,
+            ]
             labels += [
                 f"{name}: {o.label} lower - Frank-Wolfe lower <= FW gap",
                 f"{name}: Frank-Wolfe lower - {o.label} lower <= its width",
