@@ -214,8 +214,15 @@ class _JointBellman:
         diff = TV - V
         rounding = self.backup_rounding_factor * (_sup(c) + g * _sup(V))
         centre = float(self.rho @ TV)
-        upper = centre + g * float(diff.max()) / (1 - g) + rounding / (1 - g)
-        lower = centre + g * float(diff.min()) / (1 - g) - rounding / (1 - g)
+        # the rounding of rho . TV (a dot product of |S| terms against a distribution,
+        # Higham 2002 eq. 3.5), of each TV - V (one subtraction) and of the final sums
+        tv_sup, diff_sup = _sup(TV), _sup(diff)
+        evaluation = (self.rho.size + 2) * EPS_F64 * tv_sup + g / (1 - g) * EPS_F64 * (
+            tv_sup + _sup(V)
+        )
+        evaluation += 3 * EPS_F64 * (abs(centre) + (g * diff_sup + rounding) / (1 - g))
+        upper = centre + g * float(diff.max()) / (1 - g) + rounding / (1 - g) + evaluation
+        lower = centre + g * float(diff.min()) / (1 - g) - rounding / (1 - g) - evaluation
         return Q, TV, lower, upper
 
 
