@@ -181,10 +181,16 @@ def transition_operator(
         return DenseOperator(model, policy, memory_limit)
     if backend == "matrix-free":
         return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
-    dense, free = predict_backends(model, policy.beta, accuracy=acc, memory_limit=memory_limit)
+    limit = resolve_limit(memory_limit)
+    key = ("backend-costs", policy.beta, acc, limit)
+    costs = model.derived.get(key)
+    if costs is None:  # depends on the model, beta, accuracy and limit only
+        costs = model.derived[key] = predict_backends(
+            model, policy.beta, accuracy=acc, memory_limit=limit
+        )
+    dense, free = costs
     fitting = [c for c in (dense, free) if c.fits]
     if not fitting:
-        limit = resolve_limit(memory_limit)
         parts = "; ".join(
             f"{c.what} needs about {format_bytes(c.bytes)}" for c in (dense, free)
         )

@@ -41,7 +41,13 @@ from reference.memory import check_memory
 from reference.networked.backends import BackendChoice, transition_operator
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
-from reference.networked.transition import LinearSolve, TransitionOperator, contract_next_state
+from reference.networked.transition import (
+    DenseOperator,
+    LinearSolve,
+    TransitionOperator,
+    contract_next_state,
+    group_sum,
+)
 from reference.networked.utilities import Utility
 
 __all__ = [
@@ -280,6 +286,8 @@ def solve(
         else transition_operator(model, policy, backend, memory_limit, accuracy=accuracy)
     )
     per_agent = values == "per-agent" or (values == "auto" and op.backend == "dense")
+    if isinstance(op, DenseOperator):
+        return _solve_dense(op, utilities, per_agent)
     n = model.n
     states = model.states
     occ_solve = op.solve_occupancy(model.joint_rho())
@@ -325,6 +333,66 @@ def solve(
         value_error_bound=val_solve.error_bound,
         backend=op.backend,
         iterations=occ_solve.iterations + val_solve.iterations,
+    )
+
+
+def _solve_dense(
+    op: DenseOperator, utilities: Sequence[Utility], per_agent: bool
+) -> NetworkedSolution:
+    """:func:`solve` on the dense backend: the same equations, read through the operator's
+    gathered tables (:class:`~reference.networked.transition.DenseLayout`) and with every
+    ``P^{(i,b)} Vbar`` from one :meth:`DenseOperator.apply_agents` sweep."""
+    model, layout = op.model, op.layout
+    n, gamma = model.n, model.gamma
+    probs = op.local_probs  # pi_i(a_i | o_i(s)), (|S|, |A_i|)
+    occ_solve = op.solve_occupancy(layout.rho)
+    lam_S = read_only(occ_solve.x)
+    occ = tuple(
+        read_only(group_sum(lam_S[:, None] * p, g))
+        for p, g in zip(probs, layout.own_groups, strict=True)
+    )
+    utility_values = np.array([f.value(lam) for f, lam in zip(utilities, occ, strict=True)])
+    rewards = tuple(frozen(f.gradient(lam)) for f, lam in zip(utilities, occ, strict=True))
+    own_rewards = [r[idx] for r, idx in zip(rewards, layout.own_index, strict=True)]
+    # R_i^pi(s) = sum_{a_i} pi_i(a_i | o_i(s)) r_i(s_i, a_i), column i of (|S|, n)
+    R_pi = np.stack(
+        [np.einsum("sa,sa->s", p, r) for p, r in zip(probs, own_rewards, strict=True)], axis=1
+    )
+    Rbar = R_pi.mean(axis=1)
+    V: FloatArray | None
+    if per_agent:
+        val_solve = op.solve_values(R_pi)
+        V = read_only(val_solve.x)
+        Vbar = V.mean(axis=1)
+    else:
+        val_solve = op.solve_values(Rbar)
+        V, Vbar = None, val_solve.x
+    read_only(Vbar)
+    agent_values = op.apply_agents(Vbar)
+    gap = (Rbar - Vbar)[:, None]
+    grads = []
+    for i in range(n):
+        # Qbar^{(i)}(s, b) - Vbar(s), times lam_S(s) pi_i(b | o_i(s))
+        q_i = own_rewards[i] - R_pi[:, i, None]
+        q_i /= n
+        q_i += gap
+        q_i += gamma * agent_values[i]
+        q_i *= lam_S[:, None] * probs[i]
+        grads.append(read_only(group_sum(q_i, layout.obs_groups[i])))
+    return NetworkedSolution(
+        lam_S=lam_S,
+        local_occupancy=occ,
+        local_utility=read_only(utility_values),
+        objective=float(utility_values.mean()),
+        shadow_rewards=rewards,
+        shadow_values=V,
+        team_value=Vbar,
+        gradient=tuple(grads),
+        gradient_norm=gradient_norm(grads),
+        occupancy_error_bound=occ_solve.error_bound,
+        value_error_bound=val_solve.error_bound,
+        backend=op.backend,
+        iterations=0,
     )
 
 

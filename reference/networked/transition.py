@@ -35,22 +35,30 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import scipy.linalg
 
-from reference._arrays import FloatArray, frozen
-from reference.errors import ModelError
+from reference._arrays import FloatArray, IntArray, frozen, read_only
+from reference.errors import ModelError, SolverError
 from reference.memory import check_memory
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 
 __all__ = [
+    "DenseLayout",
     "DenseOperator",
+    "GroupLayout",
     "LinearSolve",
     "TransitionOperator",
     "contract_next_state",
+    "dense_layout",
     "dense_memory",
     "expand_next_state",
+    "group_sum",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
+# LAPACK's LU factorisation and solve, called directly: the dense backend solves small
+# systems, where the argument checks of scipy.linalg.lu_factor / lu_solve cost as much as
+# the factorisation itself.
+_getrf, _getrs = scipy.linalg.get_lapack_funcs(("getrf", "getrs"), dtype=np.float64)
 _CHUNK_FLOATS = 1 << 23  # 64 MiB of float64 per contraction intermediate
 
 
@@ -181,13 +189,99 @@ def expand_next_state(
 def dense_memory(model: NetworkedMDP) -> int:
     """Predicted peak bytes of :class:`DenseOperator` and an exact gradient with it.
 
-    The ``|S| x |S|`` matrix and its LU factors, contraction intermediates of at most
-    ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and ``n + 4`` vectors of
-    ``|S|`` (the per-agent values and the occupancy).
+    The ``|S| x |S|`` matrix and its LU factors, the partial Kronecker products
+    ``prod_{j>=k} M_j`` kept for :meth:`DenseOperator.apply_agents` (``sum_{0<k<n} |S|
+    prod_{j>=k} |S_j|`` floats), the gathered local kernels, policy rows and factors of
+    :class:`DenseLayout` (``|S| sum_i (|A_i| |S_i| + |A_i| + |S_i| + 2)``), contraction
+    intermediates of at most ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and
+    ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy).
     """
     nS = model.states.size
     intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
-    return 8 * (2 * nS * nS + 2 * intermediate + nS * (model.n + 4))
+    suffixes = sum(nS * prod(model.n_states[k:]) for k in range(1, model.n))
+    local = nS * sum(
+        a * x + a + x + 2 for a, x in zip(model.n_actions, model.n_states, strict=True)
+    )
+    return 8 * (2 * nS * nS + suffixes + local + 2 * intermediate + nS * (model.n + 4))
+
+
+@dataclass(frozen=True)
+class DenseLayout:
+    """What the dense backend reads of a model at one observation radius, built once.
+
+    Depends on the model and ``beta`` only (never on ``theta``), so it is cached on the
+    model (:attr:`NetworkedMDP.derived`) and shared by every policy of that radius.
+
+    Attributes:
+        kernels: ``K_i[s, a_i, s'_i] = P_i(s'_i | s_{N_i}, a_i)``, shape
+            ``(|S|, |A_i|, |S_i|)`` per agent (:meth:`NetworkedMDP.local_kernel_factors`).
+        own_index: ``(|S|,)`` agent ``i``'s local state ``s_i(s)`` per agent.
+        obs_index: ``(|S|,)`` agent ``i``'s observation ``o_i(s)`` per agent.
+        own_groups: grouped-sum layout onto ``s_i`` per agent (:func:`group_sum`).
+        obs_groups: grouped-sum layout onto ``o_i`` per agent.
+        rho: ``(|S|,)`` the joint initial distribution.
+    """
+
+    kernels: tuple[FloatArray, ...]
+    own_index: tuple[IntArray, ...]
+    obs_index: tuple[IntArray, ...]
+    own_groups: tuple[GroupLayout, ...]
+    obs_groups: tuple[GroupLayout, ...]
+    rho: FloatArray
+
+
+GroupLayout = tuple[tuple[int, ...], tuple[int, ...], int]
+"""``(tensor shape, summed axes, groups)`` of a grouped sum over joint states
+(:func:`group_sum`)."""
+
+
+def _group_layout(model: NetworkedMDP, agents: Sequence[int]) -> GroupLayout:
+    full = tuple(s for s in model.n_states if s > 1)
+    members = set(agents)
+    keep = tuple(
+        size if j in members else 1 for j, size in enumerate(model.n_states) if size > 1
+    )
+    drop = tuple(axis for axis, (s, k) in enumerate(zip(full, keep, strict=True)) if s != k)
+    return full, drop, model.states.sub_size(agents)
+
+
+def group_sum(values: FloatArray, layout: GroupLayout) -> FloatArray:
+    """``out[y, ...] = sum_{s: y(s) = y} values[s, ...]`` with a layout from
+    :class:`DenseLayout`: the same grouped sum as :meth:`JointSpace.marginal`, whose
+    arguments were validated once when the layout was built."""
+    full, drop, groups = layout
+    rest = values.shape[1:]
+    out: FloatArray = values.reshape(full + rest).sum(axis=drop)
+    return out.reshape((groups, *rest))
+
+
+def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
+    """The :class:`DenseLayout` of ``model`` at observation radius ``beta``, built on first
+    use and cached on the model."""
+    key = ("dense-layout", beta)
+    cached = model.derived.get(key)
+    if isinstance(cached, DenseLayout):
+        return cached
+    observed = model.graph.neighbourhoods(beta)
+    kernels = []
+    for i in range(model.n):
+        k = model.local_kernel_factors(i)
+        k.setflags(write=False)
+        kernels.append(k)
+    own = tuple(model.states.sub_index((i,)) for i in range(model.n))
+    obs = tuple(model.states.sub_index(o) for o in observed)
+    for arr in (*own, *obs):
+        arr.setflags(write=False)
+    layout = DenseLayout(
+        kernels=tuple(kernels),
+        own_index=own,
+        obs_index=obs,
+        own_groups=tuple(_group_layout(model, (i,)) for i in range(model.n)),
+        obs_groups=tuple(_group_layout(model, o) for o in observed),
+        rho=frozen(model.joint_rho()),
+    )
+    model.derived[key] = layout
+    return layout
 
 
 class DenseOperator:
@@ -214,14 +308,26 @@ class DenseOperator:
         self.policy = policy
         self.gamma = model.gamma
         self.next_sizes = model.n_states
-        self.action_factors = tuple(model.local_kernel_factors(i) for i in range(model.n))
-        self.policy_factors = tuple(
-            np.einsum("sa,sat->st", policy.local_action_probs(i), k)[:, None, :]
-            for i, k in enumerate(self.action_factors)
+        self.layout = dense_layout(model, policy.beta)
+        self.action_factors = self.layout.kernels
+        # pi_i(a_i | o_i(s)) gathered over joint states, (|S|, |A_i|) per agent
+        self.local_probs = tuple(
+            read_only(p[idx]) for p, idx in zip(policy.probs, self.layout.obs_index, strict=True)
         )
-        self.matrix = frozen(
-            expand_next_state(self.policy_factors, np.ones((nS, 1)), sum_rows=False)
+        # M_i[s, s'_i] = sum_{a_i} pi_i(a_i | o_i(s)) K_i[s, a_i, s'_i]
+        factors = tuple(
+            read_only(np.matmul(p[:, None, :], k)[:, 0, :])
+            for p, k in zip(self.local_probs, self.action_factors, strict=True)
         )
+        self.policy_factors = tuple(m[:, None, :] for m in factors)
+        self._factors = factors
+        # suffixes[k][s, (s'_k .. s'_{n-1})] = prod_{j>=k} M_j[s, s'_j]; the first is P_pi
+        suffixes = [np.ones((nS, 1))]
+        for m in reversed(factors):
+            last = suffixes[-1]
+            suffixes.append((m[:, :, None] * last[:, None, :]).reshape(nS, -1))
+        self.matrix = read_only(suffixes.pop())
+        self._suffixes = tuple(reversed(suffixes))  # index k - 1 holds prod_{j>=k}
         self._lu: tuple[FloatArray, FloatArray] | None = None
 
     @property
@@ -252,6 +358,35 @@ class DenseOperator:
         """``(|S|,)``: ``s' -> sum_{s,b} u[s,b] P^{(i,b)}(s'|s)``; ``u`` is ``(|S|, |A_i|)``."""
         return expand_next_state(self._agent_factors(i), u, sum_rows=True)
 
+    def apply_agents(self, v: FloatArray) -> tuple[FloatArray, ...]:
+        """:meth:`apply_agent` for every agent at once: ``(|S|, |A_i|)`` per agent.
+
+        With the suffix products ``T_k[s, q] = prod_{j>=k} M_j[s, q_j]`` (kept from building
+        ``P_pi``, ``T_n = 1``) and the leading contractions
+        ``C_i[s, (x_i, q)] = sum_{x_<i} prod_{j<i} M_j[s, x_j] v[x_<i, x_i, q]``
+        (``C_0 = v``, ``C_{i+1}[s, q] = sum_x M_i[s, x] C_i[s, (x, q)]``)::
+
+            W_i[s, x] = sum_q C_i[s, (x, q)] T_{i+1}[s, q]
+            (P^{(i,b)} v)(s) = sum_x K_i[s, b, x] W_i[s, x]
+
+        ``O(|S|^2)`` for all agents together (``proofs_notes/occupancy-and-flow.md#leave-one-out``),
+        against ``O(n |S|^2)`` for ``n`` calls of :meth:`apply_agent`.  ``v`` is ``(|S|,)``.
+        """
+        n, nS = self.model.n, self.n_states
+        sizes = self.next_sizes
+        out: list[FloatArray] = []
+        lead = np.asarray(v, dtype=np.float64).reshape(sizes[0], -1)  # C_0 = v, (x_0, q)
+        w = self._suffixes[0] @ lead.T  # W_0, (|S|, |S_0|)
+        out.append(np.matmul(self.action_factors[0], w[:, :, None])[:, :, 0])
+        contracted = self._factors[0] @ lead  # C_1, (|S|, prod_{j>=1} |S_j|)
+        for i in range(1, n):
+            c = contracted.reshape(nS, sizes[i], -1)
+            w = np.matmul(c, self._suffixes[i][:, :, None])[:, :, 0]
+            out.append(np.matmul(self.action_factors[i], w[:, :, None])[:, :, 0])
+            if i < n - 1:
+                contracted = np.matmul(self._factors[i][:, None, :], c)[:, 0, :]
+        return tuple(out)
+
     def apply_joint(self, v: FloatArray, memory_limit: float | None = None) -> FloatArray:
         """``(|S|, |A|)``: ``sum_{s'} P(s'|s, a) v(s')`` for every joint action (small ``n``)."""
         nS, nA = self.n_states, self.model.actions.size
@@ -260,8 +395,14 @@ class DenseOperator:
 
     def _factor(self) -> tuple[FloatArray, FloatArray]:
         if self._lu is None:
-            system = np.eye(self.n_states) - self.gamma * self.matrix
-            self._lu = scipy.linalg.lu_factor(system, overwrite_a=True, check_finite=False)
+            system = self.matrix * -self.gamma
+            system.flat[:: self.n_states + 1] += 1.0  # I - gamma P_pi
+            lu, piv, info = _getrf(system, overwrite_a=True)
+            if info != 0:
+                raise SolverError(
+                    f"the LU factorisation of I - gamma P_pi failed (LAPACK getrf info = {info})"
+                )
+            self._lu = (lu, piv)
         return self._lu
 
     def _certify(self, x: FloatArray, b: FloatArray, transpose: bool) -> tuple[float, float]:
@@ -283,13 +424,15 @@ class DenseOperator:
     def solve_values(self, r: FloatArray) -> LinearSolve:
         """``(I - gamma P_pi)^{-1} r`` for ``r`` of shape ``(|S|,)`` or ``(|S|, m)``."""
         r = np.asarray(r, dtype=np.float64)
-        x = scipy.linalg.lu_solve(self._factor(), r, check_finite=False)
+        lu, piv = self._factor()
+        x = _getrs(lu, piv, r, trans=0)[0]
         res, bound = self._certify(x, r, transpose=False)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="inf")
 
     def solve_occupancy(self, rho: FloatArray) -> LinearSolve:
         """``(I - gamma P_pi^T)^{-1} rho`` for ``rho`` of shape ``(|S|,)`` or ``(|S|, m)``."""
         rho = np.asarray(rho, dtype=np.float64)
-        x = scipy.linalg.lu_solve(self._factor(), rho, trans=1, check_finite=False)
+        lu, piv = self._factor()
+        x = _getrs(lu, piv, rho, trans=1)[0]
         res, bound = self._certify(x, rho, transpose=True)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="l1")
