@@ -267,13 +267,16 @@ def test_dense_leave_one_out_sweep_matches_per_agent_contractions(
     swept = op.apply_agents(v)
     assert len(swept) == model.n
     width = model.states.size
+    tol = summation_tolerance(width * model.n, float(np.abs(v).max()))
     for i in range(model.n):
+        np.testing.assert_allclose(swept[i], op.apply_agent(i, v), rtol=0, atol=tol)
+    if op.layout.stacked:  # equal local sizes: the same values as one (|S|, n, |A|) array
         np.testing.assert_allclose(
-            swept[i],
-            op.apply_agent(i, v),
-            rtol=0,
-            atol=summation_tolerance(width * model.n, float(np.abs(v).max())),
+            op.apply_agents_stacked(v), np.stack(swept, axis=1), rtol=0, atol=tol
         )
+    else:
+        with pytest.raises(ModelError, match="equal local sizes"):
+            op.apply_agents_stacked(v)
 
 
 def test_dense_layout_is_cached_on_the_model_and_not_pickled() -> None:

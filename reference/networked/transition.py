@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 import scipy.linalg
@@ -220,6 +220,16 @@ class DenseLayout:
         own_groups: grouped-sum layout onto ``s_i`` per agent (:func:`group_sum`).
         obs_groups: grouped-sum layout onto ``o_i`` per agent.
         rho: ``(|S|,)`` the joint initial distribution.
+        stacked: whether every agent has the same ``|S_i|`` and ``|A_i|``; then the per-agent
+            tables are also held as one array each, so that the per-call work is a fixed
+            number of array operations rather than a few per agent:
+        kernel_stack: ``(|S|, n, |A_i|, |S_i|)``, ``kernels[i]`` is ``kernel_stack[:, i]``
+            (``None`` unless ``stacked``).
+        own_stack: ``(|S|, n)`` int, column ``i`` is ``own_index[i]``.
+        own_onehot: ``(n, |S_i|, |S|)``, ``1[s_i(s) = x]``.
+        obs_flat: ``(|S|, n)`` int, ``o_i(s)`` offset by ``sum_{j<i} |O_j|``: the row of
+            agent ``i``'s observation in the agents' stacked ``(sum_j |O_j|, |A_i|)`` tables.
+        obs_offsets: ``(sum_{j<i} |O_j|)_{i <= n}``.
     """
 
     kernels: tuple[FloatArray, ...]
@@ -228,6 +238,12 @@ class DenseLayout:
     own_groups: tuple[GroupLayout, ...]
     obs_groups: tuple[GroupLayout, ...]
     rho: FloatArray
+    stacked: bool = False
+    kernel_stack: FloatArray | None = None
+    own_stack: IntArray | None = None
+    own_onehot: FloatArray | None = None
+    obs_flat: IntArray | None = None
+    obs_offsets: tuple[int, ...] = ()
 
 
 GroupLayout = tuple[tuple[int, ...], tuple[int, ...], int]
@@ -263,22 +279,45 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
     if isinstance(cached, DenseLayout):
         return cached
     observed = model.graph.neighbourhoods(beta)
-    kernels = []
-    for i in range(model.n):
-        k = model.local_kernel_factors(i)
-        k.setflags(write=False)
-        kernels.append(k)
-    own = tuple(model.states.sub_index((i,)) for i in range(model.n))
+    nS, n = model.states.size, model.n
+    stacked = len(set(model.n_states)) == 1 and len(set(model.n_actions)) == 1
+    own = tuple(model.states.sub_index((i,)) for i in range(n))
     obs = tuple(model.states.sub_index(o) for o in observed)
-    for arr in (*own, *obs):
-        arr.setflags(write=False)
+    sizes = [model.states.sub_size(o) for o in observed]
+    offsets = tuple(int(x) for x in np.cumsum([0, *sizes]))
+    extra: dict[str, object] = {}
+    if stacked:
+        kernel_stack = np.stack([model.local_kernel_factors(i) for i in range(n)], axis=1)
+        kernels = tuple(kernel_stack[:, i] for i in range(n))
+        own_stack = np.stack(own, axis=1)
+        onehot = np.zeros((n, model.n_states[0], nS))
+        for i in range(n):
+            onehot[i, own[i], np.arange(nS)] = 1.0
+        obs_flat = np.stack(obs, axis=1) + np.asarray(offsets[:-1], dtype=np.int64)
+        for table in (kernel_stack, own_stack, onehot, obs_flat):
+            table.setflags(write=False)
+        extra = {
+            "kernel_stack": kernel_stack,
+            "own_stack": own_stack,
+            "own_onehot": onehot,
+            "obs_flat": obs_flat,
+        }
+    else:
+        kernels = tuple(model.local_kernel_factors(i) for i in range(n))
+    for k in kernels:
+        k.setflags(write=False)
+    for index in (*own, *obs):
+        index.setflags(write=False)
     layout = DenseLayout(
-        kernels=tuple(kernels),
+        kernels=kernels,
         own_index=own,
         obs_index=obs,
-        own_groups=tuple(_group_layout(model, (i,)) for i in range(model.n)),
+        own_groups=tuple(_group_layout(model, (i,)) for i in range(n)),
         obs_groups=tuple(_group_layout(model, o) for o in observed),
         rho=frozen(model.joint_rho()),
+        stacked=stacked,
+        obs_offsets=offsets,
+        **extra,  # type: ignore[arg-type]
     )
     model.derived[key] = layout
     return layout
@@ -303,22 +342,37 @@ class DenseOperator:
             raise ModelError("policy was built for a different NetworkedMDP")
         nS = model.states.size
         what = f"the dense joint kernel of {nS} joint states"
-        check_memory(dense_memory(model), what, memory_limit)
+        needed = model.derived.get("dense-memory")
+        if needed is None:  # a function of the model's sizes only
+            needed = model.derived["dense-memory"] = dense_memory(model)
+        check_memory(needed, what, memory_limit)
         self.model = model
         self.policy = policy
         self.gamma = model.gamma
         self.next_sizes = model.n_states
         self.layout = dense_layout(model, policy.beta)
         self.action_factors = self.layout.kernels
-        # pi_i(a_i | o_i(s)) gathered over joint states, (|S|, |A_i|) per agent
-        self.local_probs = tuple(
-            read_only(p[idx]) for p, idx in zip(policy.probs, self.layout.obs_index, strict=True)
-        )
-        # M_i[s, s'_i] = sum_{a_i} pi_i(a_i | o_i(s)) K_i[s, a_i, s'_i]
-        factors = tuple(
-            read_only(np.matmul(p[:, None, :], k)[:, 0, :])
-            for p, k in zip(self.local_probs, self.action_factors, strict=True)
-        )
+        layout = self.layout
+        factors: tuple[FloatArray, ...]
+        self.probs_stack: FloatArray | None = None
+        if layout.stacked:
+            # pi_i(a | o_i(s)) for every s and i, (|S|, n, |A_i|), and
+            # M_i[s, s'_i] = sum_a pi_i(a | o_i(s)) K_i[s, a, s'_i], (|S|, n, |S_i|)
+            stack = read_only(np.concatenate(policy.probs)[cast(IntArray, layout.obs_flat)])
+            kernel_stack = cast(FloatArray, layout.kernel_stack)
+            m_stack = read_only(np.matmul(stack[:, :, None, :], kernel_stack)[:, :, 0, :])
+            self.probs_stack = stack
+            self.local_probs = tuple(stack[:, i] for i in range(model.n))
+            factors = tuple(m_stack[:, i] for i in range(model.n))
+        else:
+            # pi_i(a_i | o_i(s)) gathered over joint states, (|S|, |A_i|) per agent
+            self.local_probs = tuple(
+                read_only(p[idx]) for p, idx in zip(policy.probs, layout.obs_index, strict=True)
+            )
+            factors = tuple(
+                read_only(np.matmul(p[:, None, :], k)[:, 0, :])
+                for p, k in zip(self.local_probs, self.action_factors, strict=True)
+            )
         self.policy_factors = tuple(m[:, None, :] for m in factors)
         self._factors = factors
         # suffixes[k][s, (s'_k .. s'_{n-1})] = prod_{j>=k} M_j[s, s'_j]; the first is P_pi
@@ -372,20 +426,36 @@ class DenseOperator:
         ``O(|S|^2)`` for all agents together (``proofs_notes/occupancy-and-flow.md#leave-one-out``),
         against ``O(n |S|^2)`` for ``n`` calls of :meth:`apply_agent`.  ``v`` is ``(|S|,)``.
         """
+        w = self._leave_one_out(v)
+        return tuple(
+            np.matmul(k, w_i[:, :, None])[:, :, 0]
+            for k, w_i in zip(self.action_factors, w, strict=True)
+        )
+
+    def apply_agents_stacked(self, v: FloatArray) -> FloatArray:
+        """:meth:`apply_agents` as one ``(|S|, n, |A_i|)`` array, for models whose agents
+        all have the same local sizes (:attr:`DenseLayout.stacked`): one batched contraction
+        with the stacked kernels instead of one per agent."""
+        if self.layout.kernel_stack is None:
+            raise ModelError("apply_agents_stacked needs agents of equal local sizes")
+        w = np.stack(self._leave_one_out(v), axis=1)  # (|S|, n, |S_i|)
+        out: FloatArray = np.matmul(self.layout.kernel_stack, w[:, :, :, None])[..., 0]
+        return out
+
+    def _leave_one_out(self, v: FloatArray) -> list[FloatArray]:
+        """``W_i[s, x] = sum_{s': s'_i = x} prod_{j != i} M_j[s, s'_j] v(s')`` per agent,
+        ``(|S|, |S_i|)`` (:meth:`apply_agents`)."""
         n, nS = self.model.n, self.n_states
         sizes = self.next_sizes
-        out: list[FloatArray] = []
         lead = np.asarray(v, dtype=np.float64).reshape(sizes[0], -1)  # C_0 = v, (x_0, q)
-        w = self._suffixes[0] @ lead.T  # W_0, (|S|, |S_0|)
-        out.append(np.matmul(self.action_factors[0], w[:, :, None])[:, :, 0])
+        out = [self._suffixes[0] @ lead.T]  # W_0, (|S|, |S_0|)
         contracted = self._factors[0] @ lead  # C_1, (|S|, prod_{j>=1} |S_j|)
         for i in range(1, n):
             c = contracted.reshape(nS, sizes[i], -1)
-            w = np.matmul(c, self._suffixes[i][:, :, None])[:, :, 0]
-            out.append(np.matmul(self.action_factors[i], w[:, :, None])[:, :, 0])
+            out.append(np.matmul(c, self._suffixes[i][:, :, None])[:, :, 0])
             if i < n - 1:
                 contracted = np.matmul(self._factors[i][:, None, :], c)[:, 0, :]
-        return tuple(out)
+        return out
 
     def apply_joint(self, v: FloatArray, memory_limit: float | None = None) -> FloatArray:
         """``(|S|, |A|)``: ``sum_{s'} P(s'|s, a) v(s')`` for every joint action (small ``n``)."""
@@ -410,13 +480,11 @@ class DenseOperator:
         applied = self.apply_transpose(x) if transpose else self.apply(x)
         res = x - g * applied - b
         if transpose:  # l1 norms per column
-            r = float(np.max(np.sum(np.abs(res), axis=0)))
-            scale = float(np.max(np.sum(np.abs(x), axis=0)))
-            b_scale = float(np.max(np.sum(np.abs(b), axis=0)))
+            r, scale, b_scale = (
+                float(np.abs(a).sum(axis=0).max()) for a in (res, x, b)
+            )
         else:
-            r = float(np.max(np.abs(res)))
-            scale = float(np.max(np.abs(x)))
-            b_scale = float(np.max(np.abs(b)))
+            r, scale, b_scale = (float(np.abs(a).max()) for a in (res, x, b))
         # rounding of the residual evaluation: (|S| + 2) eps (||I - gamma P|| ||x|| + ||b||)
         rounding = (self.n_states + 2) * _EPS * ((1 + g) * scale + b_scale)
         return r, (r + rounding) / (1 - g)
