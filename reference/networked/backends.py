@@ -90,7 +90,12 @@ class BackendCost:
 def _dense_cost(model: NetworkedMDP, limit: int) -> BackendCost:
     """``(2/3) |S|^3`` for the LU at :data:`FACTORISATION_RATE`, plus, streamed at
     :data:`STREAM_RATE`, ``2 |S|^2`` to form ``P_pi``, ``2 (n + 2) |S|^2`` for the solves and
-    ``2 |A_i| |S|^2`` per agent for ``P^{(i,b)} Vbar``."""
+    ``2 |A_i| |S|^2`` per agent for ``P^{(i,b)} Vbar`` (an upper bound since
+    :meth:`~reference.networked.transition.DenseOperator.apply_agents` does all agents in
+    ``O(|S|^2)``; kept so that the choice does not move towards the ``|S|^3`` LU).
+
+    The prediction depends on the model, ``beta``, the accuracy and the limit only, and
+    :func:`transition_operator` caches it on the model."""
     n_joint = float(model.states.size)
     lu = (2.0 / 3.0) * n_joint**3 / FACTORISATION_RATE
     streamed = n_joint**2 * (2.0 + 2.0 * (model.n + 2) + 2.0 * sum(model.n_actions))

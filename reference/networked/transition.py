@@ -326,8 +326,13 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
 class DenseOperator:
     """:class:`TransitionOperator` with the dense ``P_pi`` and one LU factorisation.
 
-    Memory: ``2 |S|^2`` floats (the matrix and its LU factors), checked against the
-    limit of :mod:`reference.memory` before anything is allocated.
+    ``P_pi`` is built as the row-wise Kronecker product of the policy-averaged local factors
+    ``M_i[s, s'_i]`` (module docstring), keeping the suffix products for
+    :meth:`apply_agents`; what depends on the model alone (gathered kernels, index tables)
+    comes from the model's cached :class:`DenseLayout`, so a call builds only what depends
+    on ``theta``.  Memory: :func:`dense_memory` (the matrix, its LU factors and the suffix
+    products, about ``3 |S|^2`` floats), checked against the limit of :mod:`reference.memory`
+    before anything is allocated.
     """
 
     backend = "dense"
