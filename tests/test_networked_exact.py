@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from reference.errors import MemoryLimitError, ModelError
 from reference.instances import line_message
 from reference.networked import (
+    DenseOperator,
     Graph,
     LinearUtility,
     LocalizedSoftmaxPolicy,
@@ -250,6 +251,52 @@ def test_operator_adjoints_and_agent_marginals(
             width * width * model.n_actions[i], float(np.abs(w).sum() * np.abs(v).max())
         )
         assert abs(float(np.sum(w * q)) - float(op.apply_agent_transpose(i, w) @ v)) <= tol_i
+
+
+@given(model=mst.networked_mdps(), seed=mst.seeds(), beta=st.integers(0, 2))
+def test_dense_leave_one_out_sweep_matches_per_agent_contractions(
+    model: NetworkedMDP, seed: int, beta: int
+) -> None:
+    """DenseOperator.apply_agents (suffix products and leading contractions,
+    proofs_notes/occupancy-and-flow.md#leave-one-out) equals apply_agent (sequential
+    contraction of every next-state axis), agent by agent, on arbitrary local sizes."""
+    rng = np.random.default_rng(seed)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    op = DenseOperator(model, pol)
+    v = rng.standard_normal(model.states.size)
+    swept = op.apply_agents(v)
+    assert len(swept) == model.n
+    width = model.states.size
+    tol = summation_tolerance(width * model.n, float(np.abs(v).max()))
+    for i in range(model.n):
+        np.testing.assert_allclose(swept[i], op.apply_agent(i, v), rtol=0, atol=tol)
+    if op.layout.stacked:  # equal local sizes: the same values as one (|S|, n, |A|) array
+        np.testing.assert_allclose(
+            op.apply_agents_stacked(v), np.stack(swept, axis=1), rtol=0, atol=tol
+        )
+    else:
+        with pytest.raises(ModelError, match="equal local sizes"):
+            op.apply_agents_stacked(v)
+
+
+def test_dense_layout_is_cached_on_the_model_and_not_pickled() -> None:
+    """The model-only tables of the dense backend are built once per radius, shared by
+    policies of that radius, independent of theta, and left out of a pickle."""
+    import pickle
+
+    inst = line_message(4)
+    a = LocalizedSoftmaxPolicy.random(inst.model, 1, np.random.default_rng(0))
+    b = LocalizedSoftmaxPolicy.random(inst.model, 1, np.random.default_rng(1))
+    op_a, op_b = DenseOperator(inst.model, a), DenseOperator(inst.model, b)
+    assert op_a.layout is op_b.layout
+    assert DenseOperator(inst.model, LocalizedSoftmaxPolicy.uniform(inst.model, 0)).layout \
+        is not op_a.layout
+    assert not np.array_equal(op_a.matrix, op_b.matrix)
+    clone = pickle.loads(pickle.dumps(inst.model))
+    assert "derived" not in vars(clone)
+    sol = solve(clone, LocalizedSoftmaxPolicy(clone, 1, a.theta), inst.utilities())
+    ref = solve(inst.model, a, inst.utilities())
+    np.testing.assert_array_equal(sol.objective, ref.objective)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -95,14 +95,16 @@ def test_cli_refuses_with_the_argument_named(
 
 
 def test_huge_prediction_prints_in_binary_units() -> None:
-    """2^80 joint states of the dense kernel: 16 bytes * 2^80 = 16 YiB, not a 20-digit MiB
-    count; every unit boundary is exact."""
+    """(2^40)^2 entries of the dense kernel: 16 bytes * 2^80 = 16 YiB, not a 20-digit MiB
+    count; every unit boundary is exact.  The dense backend's prediction for 40 agents is
+    the kernel, its LU factors and the suffix products of its Kronecker build
+    (``dense_memory``): about 3 * 8 bytes * 2^80 = 24 YiB."""
     assert format_bytes(2 * 8 * 2**80) == "16 YiB"
     assert format_bytes(1023) == "1023 bytes"
     assert format_bytes(1024) == "1 KiB"
     assert format_bytes(3 * 2**30) == "3 GiB"
     assert format_bytes(2**100) == "1.049e+06 YiB"
-    with pytest.raises(MemoryLimitError, match="16 YiB"):
+    with pytest.raises(MemoryLimitError, match="needs about 24 YiB;"):
         from reference.networked import transition_operator
 
         inst = line_message(40, 0.9)

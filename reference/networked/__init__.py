@@ -82,12 +82,15 @@ from reference.networked.sampling import (
     sample_initial,
 )
 from reference.networked.transition import (
+    DenseLayout,
     DenseOperator,
     LinearSolve,
     TransitionOperator,
     contract_next_state,
+    dense_layout,
     dense_memory,
     expand_next_state,
+    group_sum,
 )
 from reference.networked.truncation import (
     DecayProfile,
@@ -120,6 +123,7 @@ __all__ = [
     "ContractionStep",
     "CriticTable",
     "DecayProfile",
+    "DenseLayout",
     "DenseOperator",
     "EntropyUtility",
     "GradientEstimate",
@@ -149,6 +153,7 @@ __all__ = [
     "decay_bound",
     "decay_profile",
     "decay_spread",
+    "dense_layout",
     "dense_memory",
     "expand_next_state",
     "finite_horizon_occupancy",
@@ -159,6 +164,7 @@ __all__ = [
     "gradient_estimate_expectation",
     "gradient_joint_q",
     "gradient_norm",
+    "group_sum",
     "iter_shadow_q",
     "linear_maximum",
     "linear_program_optimum",

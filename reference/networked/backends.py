@@ -3,7 +3,7 @@
 Two implementations of :class:`~reference.networked.transition.TransitionOperator` exist:
 
 * ``"dense"`` -- :class:`~reference.networked.transition.DenseOperator`: the ``|S| x |S|``
-  matrix ``P_pi`` and one LU factorisation; memory ``~ 2 |S|^2`` floats, time dominated by
+  matrix ``P_pi`` and one LU factorisation; memory ``~ 3 |S|^2`` floats, time dominated by
   the ``(2/3) |S|^3`` factorisation and ``~ 2 |A_i| |S|^2`` per agent-marginal contraction.
 * ``"matrix-free"`` -- :class:`~reference.networked.matrix_free.MatrixFreeOperator`:
   contractions of local factors and GMRES; memory linear in ``|S|``, time
@@ -90,7 +90,12 @@ class BackendCost:
 def _dense_cost(model: NetworkedMDP, limit: int) -> BackendCost:
     """``(2/3) |S|^3`` for the LU at :data:`FACTORISATION_RATE`, plus, streamed at
     :data:`STREAM_RATE`, ``2 |S|^2`` to form ``P_pi``, ``2 (n + 2) |S|^2`` for the solves and
-    ``2 |A_i| |S|^2`` per agent for ``P^{(i,b)} Vbar``."""
+    ``2 |A_i| |S|^2`` per agent for ``P^{(i,b)} Vbar`` (an upper bound since
+    :meth:`~reference.networked.transition.DenseOperator.apply_agents` does all agents in
+    ``O(|S|^2)``; kept so that the choice does not move towards the ``|S|^3`` LU).
+
+    The prediction depends on the model, ``beta``, the accuracy and the limit only, and
+    :func:`transition_operator` caches it on the model."""
     n_joint = float(model.states.size)
     lu = (2.0 / 3.0) * n_joint**3 / FACTORISATION_RATE
     streamed = n_joint**2 * (2.0 + 2.0 * (model.n + 2) + 2.0 * sum(model.n_actions))
@@ -181,10 +186,16 @@ def transition_operator(
         return DenseOperator(model, policy, memory_limit)
     if backend == "matrix-free":
         return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
-    dense, free = predict_backends(model, policy.beta, accuracy=acc, memory_limit=memory_limit)
+    limit = resolve_limit(memory_limit)
+    key = ("backend-costs", policy.beta, acc, limit)
+    costs = model.derived.get(key)
+    if costs is None:  # depends on the model, beta, accuracy and limit only
+        costs = model.derived[key] = predict_backends(
+            model, policy.beta, accuracy=acc, memory_limit=limit
+        )
+    dense, free = costs
     fitting = [c for c in (dense, free) if c.fits]
     if not fitting:
-        limit = resolve_limit(memory_limit)
         parts = "; ".join(
             f"{c.what} needs about {format_bytes(c.bytes)}" for c in (dense, free)
         )

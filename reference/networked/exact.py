@@ -31,17 +31,23 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from math import prod
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
-from reference._arrays import FloatArray, frozen, read_only
+from reference._arrays import FloatArray, IntArray, frozen, read_only
 from reference.errors import ModelError
 from reference.memory import check_memory
 from reference.networked.backends import BackendChoice, transition_operator
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
-from reference.networked.transition import LinearSolve, TransitionOperator, contract_next_state
+from reference.networked.transition import (
+    DenseOperator,
+    LinearSolve,
+    TransitionOperator,
+    contract_next_state,
+    group_sum,
+)
 from reference.networked.utilities import Utility
 
 __all__ = [
@@ -280,6 +286,8 @@ def solve(
         else transition_operator(model, policy, backend, memory_limit, accuracy=accuracy)
     )
     per_agent = values == "per-agent" or (values == "auto" and op.backend == "dense")
+    if isinstance(op, DenseOperator):
+        return _solve_dense(op, utilities, per_agent)
     n = model.n
     states = model.states
     occ_solve = op.solve_occupancy(model.joint_rho())
@@ -325,6 +333,131 @@ def solve(
         value_error_bound=val_solve.error_bound,
         backend=op.backend,
         iterations=occ_solve.iterations + val_solve.iterations,
+    )
+
+
+def _solve_dense(
+    op: DenseOperator, utilities: Sequence[Utility], per_agent: bool
+) -> NetworkedSolution:
+    """:func:`solve` on the dense backend: the same equations, read through the operator's
+    gathered tables (:class:`~reference.networked.transition.DenseLayout`) and with every
+    ``P^{(i,b)} Vbar`` from one :meth:`DenseOperator.apply_agents` sweep."""
+    model, layout = op.model, op.layout
+    n, gamma = model.n, model.gamma
+    if op.probs_stack is not None:
+        return _solve_dense_stacked(op, op.probs_stack, utilities, per_agent)
+    probs = op.local_probs  # pi_i(a_i | o_i(s)), (|S|, |A_i|)
+    occ_solve = op.solve_occupancy(layout.rho)
+    lam_S = read_only(occ_solve.x)
+    occ = tuple(
+        read_only(group_sum(lam_S[:, None] * p, g))
+        for p, g in zip(probs, layout.own_groups, strict=True)
+    )
+    utility_values = np.array([f.value(lam) for f, lam in zip(utilities, occ, strict=True)])
+    rewards = tuple(frozen(f.gradient(lam)) for f, lam in zip(utilities, occ, strict=True))
+    own_rewards = [r[idx] for r, idx in zip(rewards, layout.own_index, strict=True)]
+    # R_i^pi(s) = sum_{a_i} pi_i(a_i | o_i(s)) r_i(s_i, a_i), column i of (|S|, n)
+    R_pi = np.stack(
+        [np.einsum("sa,sa->s", p, r) for p, r in zip(probs, own_rewards, strict=True)], axis=1
+    )
+    Rbar = R_pi.mean(axis=1)
+    V: FloatArray | None
+    if per_agent:
+        val_solve = op.solve_values(R_pi)
+        V = read_only(val_solve.x)
+        Vbar = V.mean(axis=1)
+    else:
+        val_solve = op.solve_values(Rbar)
+        V, Vbar = None, val_solve.x
+    read_only(Vbar)
+    agent_values = op.apply_agents(Vbar)
+    gap = (Rbar - Vbar)[:, None]
+    grads = []
+    for i in range(n):
+        # Qbar^{(i)}(s, b) - Vbar(s), times lam_S(s) pi_i(b | o_i(s))
+        q_i = own_rewards[i] - R_pi[:, i, None]
+        q_i /= n
+        q_i += gap
+        q_i += gamma * agent_values[i]
+        q_i *= lam_S[:, None] * probs[i]
+        grads.append(read_only(group_sum(q_i, layout.obs_groups[i])))
+    return NetworkedSolution(
+        lam_S=lam_S,
+        local_occupancy=occ,
+        local_utility=read_only(utility_values),
+        objective=float(utility_values.mean()),
+        shadow_rewards=rewards,
+        shadow_values=V,
+        team_value=Vbar,
+        gradient=tuple(grads),
+        gradient_norm=gradient_norm(grads),
+        occupancy_error_bound=occ_solve.error_bound,
+        value_error_bound=val_solve.error_bound,
+        backend=op.backend,
+        iterations=0,
+    )
+
+
+def _solve_dense_stacked(
+    op: DenseOperator, probs: FloatArray, utilities: Sequence[Utility], per_agent: bool
+) -> NetworkedSolution:
+    """:func:`_solve_dense` when every agent has the same local sizes: the same equations
+    with the agents as one array axis (``probs`` is ``pi_i(a | o_i(s))``, ``(|S|, n, |A|)``),
+    so that the work per call is a fixed number of array operations, not a few per agent."""
+    model, layout = op.model, op.layout
+    n, gamma = model.n, model.gamma
+    n_actions = model.n_actions[0]
+    occ_solve = op.solve_occupancy(layout.rho)
+    lam_S = read_only(occ_solve.x)
+    weighted = lam_S[:, None, None] * probs  # (|S|, n, |A|)
+    # lam_i[x, a] = sum_s 1[s_i(s) = x] lam_S(s) pi_i(a | o_i(s)), (n, |S_i|, |A|)
+    occ_stack = np.matmul(cast(FloatArray, layout.own_onehot), weighted.transpose(1, 0, 2))
+    occ = tuple(read_only(occ_stack[i]) for i in range(n))
+    utility_values = np.array([f.value(lam) for f, lam in zip(utilities, occ, strict=True)])
+    rewards = tuple(frozen(f.gradient(lam)) for f, lam in zip(utilities, occ, strict=True))
+    # r_i(s_i(s), a), (|S|, n, |A|), and R_i^pi(s) = sum_a pi_i(a | o_i(s)) r_i(s_i(s), a)
+    own_rewards = np.array(rewards)[np.arange(n), cast(IntArray, layout.own_stack)]
+    R_pi = np.einsum("sia,sia->si", probs, own_rewards)
+    Rbar = R_pi.mean(axis=1)
+    V: FloatArray | None
+    if per_agent:
+        val_solve = op.solve_values(R_pi)
+        V = read_only(val_solve.x)
+        Vbar = V.mean(axis=1)
+    else:
+        val_solve = op.solve_values(Rbar)
+        V, Vbar = None, val_solve.x
+    read_only(Vbar)
+    # Qbar^{(i)}(s, b) - Vbar(s), times lam_S(s) pi_i(b | o_i(s))
+    q = own_rewards - R_pi[:, :, None]
+    q /= n
+    q += (Rbar - Vbar)[:, None, None]
+    q += gamma * op.apply_agents_stacked(Vbar)
+    q *= weighted
+    # grad_i[o, b] = sum_{s: o_i(s) = o} q[s, i, b], every agent at once
+    rows = cast(IntArray, layout.obs_flat).reshape(-1)
+    flat = q.reshape(-1, n_actions)
+    total = layout.obs_offsets[-1]
+    summed = np.empty((total, n_actions))
+    for b in range(n_actions):
+        summed[:, b] = np.bincount(rows, weights=flat[:, b], minlength=total)
+    read_only(summed)
+    offsets = layout.obs_offsets
+    grads = tuple(summed[offsets[i] : offsets[i + 1]] for i in range(n))
+    return NetworkedSolution(
+        lam_S=lam_S,
+        local_occupancy=occ,
+        local_utility=read_only(utility_values),
+        objective=float(utility_values.mean()),
+        shadow_rewards=rewards,
+        shadow_values=V,
+        team_value=Vbar,
+        gradient=grads,
+        gradient_norm=float(np.sqrt(np.vdot(summed, summed))),
+        occupancy_error_bound=occ_solve.error_bound,
+        value_error_bound=val_solve.error_bound,
+        backend=op.backend,
+        iterations=0,
     )
 
 

@@ -254,6 +254,21 @@ class NetworkedMDP(FrozenArrays):
         return JointSpace(self.n_states)
 
     @cached_property
+    def derived(self) -> dict[Any, Any]:
+        """Tables that depend only on the model, built once by the routines that read them
+        (the dense backend's gathered kernels and index tables, backend predictions).
+
+        A cache: dropped on pickling and rebuilt on first use; nothing stored here may
+        depend on a policy's parameters.
+        """
+        return {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("derived", None)
+        return state
+
+    @cached_property
     def actions(self) -> JointSpace:
         """The joint action space ``A = A_0 x ... x A_{n-1}``."""
         return JointSpace(self.n_actions)

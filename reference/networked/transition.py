@@ -30,27 +30,35 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 import scipy.linalg
 
-from reference._arrays import FloatArray, frozen
-from reference.errors import ModelError
+from reference._arrays import FloatArray, IntArray, frozen, read_only
+from reference.errors import ModelError, SolverError
 from reference.memory import check_memory
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 
 __all__ = [
+    "DenseLayout",
     "DenseOperator",
+    "GroupLayout",
     "LinearSolve",
     "TransitionOperator",
     "contract_next_state",
+    "dense_layout",
     "dense_memory",
     "expand_next_state",
+    "group_sum",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
+# LAPACK's LU factorisation and solve, called directly: the dense backend solves small
+# systems, where the argument checks of scipy.linalg.lu_factor / lu_solve cost as much as
+# the factorisation itself.
+_getrf, _getrs = scipy.linalg.get_lapack_funcs(("getrf", "getrs"), dtype=np.float64)
 _CHUNK_FLOATS = 1 << 23  # 64 MiB of float64 per contraction intermediate
 
 
@@ -181,20 +189,150 @@ def expand_next_state(
 def dense_memory(model: NetworkedMDP) -> int:
     """Predicted peak bytes of :class:`DenseOperator` and an exact gradient with it.
 
-    The ``|S| x |S|`` matrix and its LU factors, contraction intermediates of at most
-    ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and ``n + 4`` vectors of
-    ``|S|`` (the per-agent values and the occupancy).
+    The ``|S| x |S|`` matrix and its LU factors, the partial Kronecker products
+    ``prod_{j>=k} M_j`` kept for :meth:`DenseOperator.apply_agents` (``sum_{0<k<n} |S|
+    prod_{j>=k} |S_j|`` floats), the gathered local kernels, policy rows and factors of
+    :class:`DenseLayout` (``|S| sum_i (|A_i| |S_i| + |A_i| + |S_i| + 2)``), contraction
+    intermediates of at most ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and
+    ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy).
     """
     nS = model.states.size
     intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
-    return 8 * (2 * nS * nS + 2 * intermediate + nS * (model.n + 4))
+    suffixes = sum(nS * prod(model.n_states[k:]) for k in range(1, model.n))
+    local = nS * sum(
+        a * x + a + x + 2 for a, x in zip(model.n_actions, model.n_states, strict=True)
+    )
+    return 8 * (2 * nS * nS + suffixes + local + 2 * intermediate + nS * (model.n + 4))
+
+
+@dataclass(frozen=True)
+class DenseLayout:
+    """What the dense backend reads of a model at one observation radius, built once.
+
+    Depends on the model and ``beta`` only (never on ``theta``), so it is cached on the
+    model (:attr:`NetworkedMDP.derived`) and shared by every policy of that radius.
+
+    Attributes:
+        kernels: ``K_i[s, a_i, s'_i] = P_i(s'_i | s_{N_i}, a_i)``, shape
+            ``(|S|, |A_i|, |S_i|)`` per agent (:meth:`NetworkedMDP.local_kernel_factors`).
+        own_index: ``(|S|,)`` agent ``i``'s local state ``s_i(s)`` per agent.
+        obs_index: ``(|S|,)`` agent ``i``'s observation ``o_i(s)`` per agent.
+        own_groups: grouped-sum layout onto ``s_i`` per agent (:func:`group_sum`).
+        obs_groups: grouped-sum layout onto ``o_i`` per agent.
+        rho: ``(|S|,)`` the joint initial distribution.
+        stacked: whether every agent has the same ``|S_i|`` and ``|A_i|``; then the per-agent
+            tables are also held as one array each, so that the per-call work is a fixed
+            number of array operations rather than a few per agent:
+        kernel_stack: ``(|S|, n, |A_i|, |S_i|)``, ``kernels[i]`` is ``kernel_stack[:, i]``
+            (``None`` unless ``stacked``).
+        own_stack: ``(|S|, n)`` int, column ``i`` is ``own_index[i]``.
+        own_onehot: ``(n, |S_i|, |S|)``, ``1[s_i(s) = x]``.
+        obs_flat: ``(|S|, n)`` int, ``o_i(s)`` offset by ``sum_{j<i} |O_j|``: the row of
+            agent ``i``'s observation in the agents' stacked ``(sum_j |O_j|, |A_i|)`` tables.
+        obs_offsets: ``(sum_{j<i} |O_j|)_{i <= n}``.
+    """
+
+    kernels: tuple[FloatArray, ...]
+    own_index: tuple[IntArray, ...]
+    obs_index: tuple[IntArray, ...]
+    own_groups: tuple[GroupLayout, ...]
+    obs_groups: tuple[GroupLayout, ...]
+    rho: FloatArray
+    stacked: bool = False
+    kernel_stack: FloatArray | None = None
+    own_stack: IntArray | None = None
+    own_onehot: FloatArray | None = None
+    obs_flat: IntArray | None = None
+    obs_offsets: tuple[int, ...] = ()
+
+
+GroupLayout = tuple[tuple[int, ...], tuple[int, ...], int]
+"""``(tensor shape, summed axes, groups)`` of a grouped sum over joint states
+(:func:`group_sum`)."""
+
+
+def _group_layout(model: NetworkedMDP, agents: Sequence[int]) -> GroupLayout:
+    full = tuple(s for s in model.n_states if s > 1)
+    members = set(agents)
+    keep = tuple(
+        size if j in members else 1 for j, size in enumerate(model.n_states) if size > 1
+    )
+    drop = tuple(axis for axis, (s, k) in enumerate(zip(full, keep, strict=True)) if s != k)
+    return full, drop, model.states.sub_size(agents)
+
+
+def group_sum(values: FloatArray, layout: GroupLayout) -> FloatArray:
+    """``out[y, ...] = sum_{s: y(s) = y} values[s, ...]`` with a layout from
+    :class:`DenseLayout`: the same grouped sum as :meth:`JointSpace.marginal`, whose
+    arguments were validated once when the layout was built."""
+    full, drop, groups = layout
+    rest = values.shape[1:]
+    out: FloatArray = values.reshape(full + rest).sum(axis=drop)
+    return out.reshape((groups, *rest))
+
+
+def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
+    """The :class:`DenseLayout` of ``model`` at observation radius ``beta``, built on first
+    use and cached on the model."""
+    key = ("dense-layout", beta)
+    cached = model.derived.get(key)
+    if isinstance(cached, DenseLayout):
+        return cached
+    observed = model.graph.neighbourhoods(beta)
+    nS, n = model.states.size, model.n
+    stacked = len(set(model.n_states)) == 1 and len(set(model.n_actions)) == 1
+    own = tuple(model.states.sub_index((i,)) for i in range(n))
+    obs = tuple(model.states.sub_index(o) for o in observed)
+    sizes = [model.states.sub_size(o) for o in observed]
+    offsets = tuple(int(x) for x in np.cumsum([0, *sizes]))
+    extra: dict[str, object] = {}
+    if stacked:
+        kernel_stack = np.stack([model.local_kernel_factors(i) for i in range(n)], axis=1)
+        kernels = tuple(kernel_stack[:, i] for i in range(n))
+        own_stack = np.stack(own, axis=1)
+        onehot = np.zeros((n, model.n_states[0], nS))
+        for i in range(n):
+            onehot[i, own[i], np.arange(nS)] = 1.0
+        obs_flat = np.stack(obs, axis=1) + np.asarray(offsets[:-1], dtype=np.int64)
+        for table in (kernel_stack, own_stack, onehot, obs_flat):
+            table.setflags(write=False)
+        extra = {
+            "kernel_stack": kernel_stack,
+            "own_stack": own_stack,
+            "own_onehot": onehot,
+            "obs_flat": obs_flat,
+        }
+    else:
+        kernels = tuple(model.local_kernel_factors(i) for i in range(n))
+    for k in kernels:
+        k.setflags(write=False)
+    for index in (*own, *obs):
+        index.setflags(write=False)
+    layout = DenseLayout(
+        kernels=kernels,
+        own_index=own,
+        obs_index=obs,
+        own_groups=tuple(_group_layout(model, (i,)) for i in range(n)),
+        obs_groups=tuple(_group_layout(model, o) for o in observed),
+        rho=frozen(model.joint_rho()),
+        stacked=stacked,
+        obs_offsets=offsets,
+        **extra,  # type: ignore[arg-type]
+    )
+    model.derived[key] = layout
+    return layout
 
 
 class DenseOperator:
     """:class:`TransitionOperator` with the dense ``P_pi`` and one LU factorisation.
 
-    Memory: ``2 |S|^2`` floats (the matrix and its LU factors), checked against the
-    limit of :mod:`reference.memory` before anything is allocated.
+    ``P_pi`` is built as the row-wise Kronecker product of the policy-averaged local factors
+    ``M_i[s, s'_i]`` (module docstring), keeping the suffix products for
+    :meth:`apply_agents`; what depends on the model alone (gathered kernels, index tables)
+    comes from the model's cached :class:`DenseLayout`, so a call builds only what depends
+    on ``theta``.  Memory: :func:`dense_memory` (the matrix, its LU factors and the suffix
+    products, about ``3 |S|^2`` floats), checked against the limit of :mod:`reference.memory`
+    before anything is allocated.
     """
 
     backend = "dense"
@@ -209,19 +347,46 @@ class DenseOperator:
             raise ModelError("policy was built for a different NetworkedMDP")
         nS = model.states.size
         what = f"the dense joint kernel of {nS} joint states"
-        check_memory(dense_memory(model), what, memory_limit)
+        needed = model.derived.get("dense-memory")
+        if needed is None:  # a function of the model's sizes only
+            needed = model.derived["dense-memory"] = dense_memory(model)
+        check_memory(needed, what, memory_limit)
         self.model = model
         self.policy = policy
         self.gamma = model.gamma
         self.next_sizes = model.n_states
-        self.action_factors = tuple(model.local_kernel_factors(i) for i in range(model.n))
-        self.policy_factors = tuple(
-            np.einsum("sa,sat->st", policy.local_action_probs(i), k)[:, None, :]
-            for i, k in enumerate(self.action_factors)
-        )
-        self.matrix = frozen(
-            expand_next_state(self.policy_factors, np.ones((nS, 1)), sum_rows=False)
-        )
+        self.layout = dense_layout(model, policy.beta)
+        self.action_factors = self.layout.kernels
+        layout = self.layout
+        factors: tuple[FloatArray, ...]
+        self.probs_stack: FloatArray | None = None
+        if layout.stacked:
+            # pi_i(a | o_i(s)) for every s and i, (|S|, n, |A_i|), and
+            # M_i[s, s'_i] = sum_a pi_i(a | o_i(s)) K_i[s, a, s'_i], (|S|, n, |S_i|)
+            stack = read_only(np.concatenate(policy.probs)[cast(IntArray, layout.obs_flat)])
+            kernel_stack = cast(FloatArray, layout.kernel_stack)
+            m_stack = read_only(np.matmul(stack[:, :, None, :], kernel_stack)[:, :, 0, :])
+            self.probs_stack = stack
+            self.local_probs = tuple(stack[:, i] for i in range(model.n))
+            factors = tuple(m_stack[:, i] for i in range(model.n))
+        else:
+            # pi_i(a_i | o_i(s)) gathered over joint states, (|S|, |A_i|) per agent
+            self.local_probs = tuple(
+                read_only(p[idx]) for p, idx in zip(policy.probs, layout.obs_index, strict=True)
+            )
+            factors = tuple(
+                read_only(np.matmul(p[:, None, :], k)[:, 0, :])
+                for p, k in zip(self.local_probs, self.action_factors, strict=True)
+            )
+        self.policy_factors = tuple(m[:, None, :] for m in factors)
+        self._factors = factors
+        # suffixes[k][s, (s'_k .. s'_{n-1})] = prod_{j>=k} M_j[s, s'_j]; the first is P_pi
+        suffixes = [np.ones((nS, 1))]
+        for m in reversed(factors):
+            last = suffixes[-1]
+            suffixes.append((m[:, :, None] * last[:, None, :]).reshape(nS, -1))
+        self.matrix = read_only(suffixes.pop())
+        self._suffixes = tuple(reversed(suffixes))  # index k - 1 holds prod_{j>=k}
         self._lu: tuple[FloatArray, FloatArray] | None = None
 
     @property
@@ -252,6 +417,51 @@ class DenseOperator:
         """``(|S|,)``: ``s' -> sum_{s,b} u[s,b] P^{(i,b)}(s'|s)``; ``u`` is ``(|S|, |A_i|)``."""
         return expand_next_state(self._agent_factors(i), u, sum_rows=True)
 
+    def apply_agents(self, v: FloatArray) -> tuple[FloatArray, ...]:
+        """:meth:`apply_agent` for every agent at once: ``(|S|, |A_i|)`` per agent.
+
+        With the suffix products ``T_k[s, q] = prod_{j>=k} M_j[s, q_j]`` (kept from building
+        ``P_pi``, ``T_n = 1``) and the leading contractions
+        ``C_i[s, (x_i, q)] = sum_{x_<i} prod_{j<i} M_j[s, x_j] v[x_<i, x_i, q]``
+        (``C_0 = v``, ``C_{i+1}[s, q] = sum_x M_i[s, x] C_i[s, (x, q)]``)::
+
+            W_i[s, x] = sum_q C_i[s, (x, q)] T_{i+1}[s, q]
+            (P^{(i,b)} v)(s) = sum_x K_i[s, b, x] W_i[s, x]
+
+        ``O(|S|^2)`` for all agents together (``proofs_notes/occupancy-and-flow.md#leave-one-out``),
+        against ``O(n |S|^2)`` for ``n`` calls of :meth:`apply_agent`.  ``v`` is ``(|S|,)``.
+        """
+        w = self._leave_one_out(v)
+        return tuple(
+            np.matmul(k, w_i[:, :, None])[:, :, 0]
+            for k, w_i in zip(self.action_factors, w, strict=True)
+        )
+
+    def apply_agents_stacked(self, v: FloatArray) -> FloatArray:
+        """:meth:`apply_agents` as one ``(|S|, n, |A_i|)`` array, for models whose agents
+        all have the same local sizes (:attr:`DenseLayout.stacked`): one batched contraction
+        with the stacked kernels instead of one per agent."""
+        if self.layout.kernel_stack is None:
+            raise ModelError("apply_agents_stacked needs agents of equal local sizes")
+        w = np.stack(self._leave_one_out(v), axis=1)  # (|S|, n, |S_i|)
+        out: FloatArray = np.matmul(self.layout.kernel_stack, w[:, :, :, None])[..., 0]
+        return out
+
+    def _leave_one_out(self, v: FloatArray) -> list[FloatArray]:
+        """``W_i[s, x] = sum_{s': s'_i = x} prod_{j != i} M_j[s, s'_j] v(s')`` per agent,
+        ``(|S|, |S_i|)`` (:meth:`apply_agents`)."""
+        n, nS = self.model.n, self.n_states
+        sizes = self.next_sizes
+        lead = np.asarray(v, dtype=np.float64).reshape(sizes[0], -1)  # C_0 = v, (x_0, q)
+        out = [self._suffixes[0] @ lead.T]  # W_0, (|S|, |S_0|)
+        contracted = self._factors[0] @ lead  # C_1, (|S|, prod_{j>=1} |S_j|)
+        for i in range(1, n):
+            c = contracted.reshape(nS, sizes[i], -1)
+            out.append(np.matmul(c, self._suffixes[i][:, :, None])[:, :, 0])
+            if i < n - 1:
+                contracted = np.matmul(self._factors[i][:, None, :], c)[:, 0, :]
+        return out
+
     def apply_joint(self, v: FloatArray, memory_limit: float | None = None) -> FloatArray:
         """``(|S|, |A|)``: ``sum_{s'} P(s'|s, a) v(s')`` for every joint action (small ``n``)."""
         nS, nA = self.n_states, self.model.actions.size
@@ -260,8 +470,14 @@ class DenseOperator:
 
     def _factor(self) -> tuple[FloatArray, FloatArray]:
         if self._lu is None:
-            system = np.eye(self.n_states) - self.gamma * self.matrix
-            self._lu = scipy.linalg.lu_factor(system, overwrite_a=True, check_finite=False)
+            system = self.matrix * -self.gamma
+            system.flat[:: self.n_states + 1] += 1.0  # I - gamma P_pi
+            lu, piv, info = _getrf(system, overwrite_a=True)
+            if info != 0:
+                raise SolverError(
+                    f"the LU factorisation of I - gamma P_pi failed (LAPACK getrf info = {info})"
+                )
+            self._lu = (lu, piv)
         return self._lu
 
     def _certify(self, x: FloatArray, b: FloatArray, transpose: bool) -> tuple[float, float]:
@@ -269,13 +485,11 @@ class DenseOperator:
         applied = self.apply_transpose(x) if transpose else self.apply(x)
         res = x - g * applied - b
         if transpose:  # l1 norms per column
-            r = float(np.max(np.sum(np.abs(res), axis=0)))
-            scale = float(np.max(np.sum(np.abs(x), axis=0)))
-            b_scale = float(np.max(np.sum(np.abs(b), axis=0)))
+            r, scale, b_scale = (
+                float(np.abs(a).sum(axis=0).max()) for a in (res, x, b)
+            )
         else:
-            r = float(np.max(np.abs(res)))
-            scale = float(np.max(np.abs(x)))
-            b_scale = float(np.max(np.abs(b)))
+            r, scale, b_scale = (float(np.abs(a).max()) for a in (res, x, b))
         # rounding of the residual evaluation: (|S| + 2) eps (||I - gamma P|| ||x|| + ||b||)
         rounding = (self.n_states + 2) * _EPS * ((1 + g) * scale + b_scale)
         return r, (r + rounding) / (1 - g)
@@ -283,13 +497,15 @@ class DenseOperator:
     def solve_values(self, r: FloatArray) -> LinearSolve:
         """``(I - gamma P_pi)^{-1} r`` for ``r`` of shape ``(|S|,)`` or ``(|S|, m)``."""
         r = np.asarray(r, dtype=np.float64)
-        x = scipy.linalg.lu_solve(self._factor(), r, check_finite=False)
+        lu, piv = self._factor()
+        x = _getrs(lu, piv, r, trans=0)[0]
         res, bound = self._certify(x, r, transpose=False)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="inf")
 
     def solve_occupancy(self, rho: FloatArray) -> LinearSolve:
         """``(I - gamma P_pi^T)^{-1} rho`` for ``rho`` of shape ``(|S|,)`` or ``(|S|, m)``."""
         rho = np.asarray(rho, dtype=np.float64)
-        x = scipy.linalg.lu_solve(self._factor(), rho, trans=1, check_finite=False)
+        lu, piv = self._factor()
+        x = _getrs(lu, piv, rho, trans=1)[0]
         res, bound = self._certify(x, rho, transpose=True)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="l1")
