@@ -621,14 +621,40 @@ MUTANTS: tuple[SourceMutant, ...] = (
     SourceMutant(
         "networked-gradient-without-1-over-n", "reference.networked.exact", "solve",
         "q_i /= n\n", "\n",
-        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
-        "the agent's own shadow-reward term without its 1/n",
+        "formula", ("test_matrix_free::test_exact_gradient_agrees_across_backends",
+                    "test_matrix_free::test_exact_gradient_agrees_on_named_graphs"),
+        "the agent's own shadow-reward term without its 1/n (matrix-free route)",
     ),
     SourceMutant(
         "networked-gradient-without-discount", "reference.networked.exact", "solve",
         "q_i += model.gamma * op.apply_agent(i, Vbar)", "q_i += op.apply_agent(i, Vbar)",
+        "formula", ("test_matrix_free::test_exact_gradient_agrees_on_named_graphs",),
+        "Qbar^(i) = ... + P^(i,b) Vbar without the discount (matrix-free route)",
+    ),
+    SourceMutant(
+        "dense-gradient-without-1-over-n", "reference.networked.exact", "_solve_dense",
+        "q_i /= n\n", "\n",
         "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
-        "Qbar^(i) = ... + P^(i,b) Vbar without the discount",
+        "the agent's own shadow-reward term without its 1/n (dense route, agent by agent)",
+    ),
+    SourceMutant(
+        "dense-gradient-without-discount", "reference.networked.exact", "_solve_dense",
+        "q_i += gamma * agent_values[i]", "q_i += agent_values[i]",
+        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
+        "Qbar^(i) without the discount (dense route, agent by agent)",
+    ),
+    SourceMutant(
+        "stacked-gradient-without-1-over-n", "reference.networked.exact",
+        "_solve_dense_stacked", "q /= n\n", "\n",
+        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
+        "the agents' own shadow-reward terms without 1/n (dense route, agents stacked)",
+    ),
+    SourceMutant(
+        "stacked-gradient-without-discount", "reference.networked.exact",
+        "_solve_dense_stacked", "q += gamma * op.apply_agents_stacked(Vbar)",
+        "q += op.apply_agents_stacked(Vbar)",
+        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
+        "Qbar^(i) without the discount (dense route, agents stacked)",
     ),
     SourceMutant(
         "entropy-gradient-bound-unscaled", "reference.networked.utilities",
