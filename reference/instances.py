@@ -28,7 +28,10 @@ __all__ = [
     "line_message",
     "rare_stall",
     "ratio",
+    "shift_chain",
+    "two_armed_bandit",
     "wireless",
+    "xor_pair",
 ]
 
 UtilityKind = Literal["linear", "entropy"]
@@ -223,6 +226,99 @@ def wireless(
 def _wireless_row(n: int, gamma: float = 0.9) -> NetworkedInstance:
     """``wireless(1, n, gamma)``: ``n`` users in a row (the registry's ``(n, gamma)`` form)."""
     return wireless(1, n, gamma)
+
+
+_SHIFT_CHAIN_SOURCE = (
+    "Constructed for this project (proofs_notes/decay.md#tight): a line on which every "
+    "agent copies its right neighbour's state and the last agent keeps its own, so the "
+    "state of agent i at time t is s_{min(i+t, n-1)} at time 0 and the kappa-hop decay "
+    "bound's state part is attained exactly; a small reward for action 1 lets the "
+    "observation radius beta move the spreads."
+)
+
+
+def shift_chain(n: int, gamma: float = 0.9, action_reward: float = 0.1) -> NetworkedInstance:
+    """Shift chain on a line of ``n >= 2`` agents, ``s_i, a_i in {0, 1}``.
+
+    ``s'_i = s_{i+1}`` for ``i < n-1`` and ``s'_{n-1} = s_{n-1}``, whatever the actions;
+    uniform initial states.  Reward ``r_i(s_i, a_i) = 1[s_i = 1] + action_reward 1[a_i = 1]``,
+    so ``Delta_i = 1 + action_reward``.
+
+    Two joint pairs equal on ``N_i^kappa`` but with every agent beyond ``i + kappa`` in state
+    1 in one and 0 in the other give agent ``i`` states that differ from time ``kappa + 1``
+    on, forever (the last agent holds its state), so the state part of ``Q_i`` alone spreads
+    by ``gamma^(kappa+1) / (1 - gamma)``: the bound ``Delta_i gamma^t0 / (1 - gamma)`` of SPEC
+    section 3 is attained up to the factor ``1 / (1 + action_reward)`` at ``beta = 0`` (and at
+    ``kappa = 0`` for every ``beta``) by the state part (``proofs_notes/decay.md#tight``).  The
+    action reward makes the spreads depend on the policy and its observation radius.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ModelError(f"shift-chain needs n >= 2 agents, got n = {n!r}")
+    c = float(action_reward)
+    if not (np.isfinite(c) and c >= 0):
+        raise ModelError(f"action_reward = {action_reward!r}, expected a finite value >= 0")
+    graph = Graph.line(int(n))
+    kernels = []
+    for i in range(n):
+        nb = graph.neighbourhood(i)
+        src = nb.index(i + 1) if i < n - 1 else nb.index(i)
+        P = np.zeros((2,) * len(nb) + (2, 2))
+        for idx in np.ndindex(*((2,) * len(nb) + (2,))):
+            P[(*idx, idx[src])] = 1.0
+        kernels.append(P)
+    rho = tuple(np.full(2, 0.5) for _ in range(n))
+    model = NetworkedMDP(graph, (2,) * n, (2,) * n, tuple(kernels), gamma, rho)
+    r = np.zeros((2, 2))
+    r[1, :] += 1.0
+    r[:, 1] += c
+    rewards = tuple(frozen(r.copy()) for _ in range(n))
+    return NetworkedInstance("shift-chain", model, rewards, _SHIFT_CHAIN_SOURCE)
+
+
+_XOR_PAIR_SOURCE = (
+    "Constructed for this project (proofs_notes/truncated-gradient.md#tight): two agents "
+    "where agent 0's next state is its action XOR agent 1's state, the instance on which "
+    "the truncated-gradient error comes closest to its bounds at kappa = 0."
+)
+
+
+def xor_pair(gamma: float = 0.1) -> NetworkedInstance:
+    """Two agents on a line, ``s_i, a_i in {0, 1}``: ``s'_0 = a_0 XOR s_1``, ``s'_1 = s_1``;
+    initial state ``(1, 1)``; rewards ``r_0(s_0, a_0) = 1[s_0 = 1]``, ``r_1 = 0``.
+
+    At ``kappa = 0`` the truncated ``Q_0`` with point weights (``s_1 = 0, a_1 = 0``) differs
+    from ``Q_0`` by ``+-D_0(0)`` with a sign that flips with ``a_0`` wherever ``s_1 = 1``, which
+    is every reachable state: the error of the truncated gradient meets the sharpened bound
+    of ``proofs_notes/truncated-gradient.md#sharp`` up to the mass that the later
+    observations spread over two coordinates (all of it as ``gamma -> 0``).
+    """
+    g = Graph.line(2)
+    P0 = np.zeros((2, 2, 2, 2))
+    P1 = np.zeros((2, 2, 2, 2))
+    for s0, s1, a in np.ndindex(2, 2, 2):
+        P0[s0, s1, a, a ^ s1] = 1.0
+        P1[s0, s1, a, s1] = 1.0
+    rho = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    model = NetworkedMDP(g, (2, 2), (2, 2), (P0, P1), gamma, rho)
+    r0 = np.zeros((2, 2))
+    r0[1, :] = 1.0
+    return NetworkedInstance(
+        "xor-pair", model, (frozen(r0), frozen(np.zeros((2, 2)))), _XOR_PAIR_SOURCE
+    )
+
+
+def two_armed_bandit(gamma: float = 0.0) -> CooperativeMarkovGame:
+    """One agent, one state, two actions with rewards 1 and 0 (built for this project,
+    ``proofs_notes/mappo-bound.md#tight``).
+
+    With ``gamma = 0`` the exact MA-PPO step is Hedge with learning rate ``1/beta_k``; from the
+    uniform policy its average regret is ``(1/K) sum_k 1/(1 + exp(k / beta_k))``, which tends
+    to ``beta log 2 / sqrt K``, the first term of ``B(K)``.  For large ``beta`` the second
+    term ``N / (8 beta sqrt K)`` is small and ``B(K)`` is nearly attained.
+    """
+    P = np.ones((1, 2, 1))
+    r = np.array([[1.0, 0.0]])
+    return CooperativeMarkovGame(P, r, np.ones(1), gamma, "two-armed bandit")
 
 
 INSTANCES = {"line-message": line_message, "wireless": _wireless_row}

@@ -299,7 +299,9 @@ def test_report_command_writes_files_and_table(tmp_path: Path,
             "kappa-decay-beta0", "--no-progress"]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "all checked claims pass" in text and "kappa-decay-beta0" in text
+    assert "every claim passes and every planted defect fails (partial: --only)" in text
+    assert "kappa-decay-beta0" in text and "defect ratio" in text
     assert (out / "report.md").exists() and (out / "report.json").exists()
     assert main(["report", "--only", "nonsense", "--out", str(out)]) == 2
+    assert "no such claim" in capsys.readouterr().err
     capsys.readouterr()

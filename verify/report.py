@@ -1,11 +1,56 @@
-"""The theorem report: every claim of the two papers that this project checks, measured on
-built-in instances, with its bound and a verdict (``marl-oracle report``).
+"""The theorem report: every claim of the two papers that this project checks, measured where
+its bound is nearly attained, with a verdict and the planted defect that proves the verdict
+could have gone the other way (``marl-oracle report``).
 
-Each :class:`Claim` records its statement, the instance, the measured value, the bound it is
-compared with, the verdict and the seed.  A claim *passes* when ``measured <= bound`` (every
-claim is phrased so); ``"reported"`` claims (a fitted slope, say) carry no bound and never
-fail.  :func:`run_report` runs the claims in order, reporting progress through a callback,
-and :func:`write_report` writes ``report.md``, ``report.json`` and PNG plots.
+Every claim reads ``measured <= bound`` and is evaluated item by item (per agent, per
+``kappa``, per ``K``, per dataset, ...).  Its **ratio** is ``max(measured / bound)`` over the
+items with a positive bound; an item whose bound is 0 (a decay spread at the diameter, an
+identity that holds exactly) must measure at most its derived rounding allowance, is counted
+separately (``exact_items``), and makes the ratio ``inf`` when it does not.  The claim
+**passes** iff ``ratio <= 1``; ``margin = 1 - ratio`` is the fraction of the bound left unused
+at the worst item.  ``measured`` and ``bound`` are the two sides at that worst item.
+
+Every claim also names a **planted defect** of its own computation (a sign-flipped mirror
+step, a bound with a wrong constant, a biased estimator, ...).  The report runs it and
+records its ratio as the claim's **power**; a defect must fail (ratio > 1).  A planted defect
+that passes is a defect of the report: :attr:`Report.passed` is false and the command exits 1.
+
+How to add a claim
+------------------
+Write a *measure* function ``(ctx: ClaimContext) -> Evaluation`` and append a
+:class:`ClaimSpec` to :data:`CLAIMS`; the runner (:func:`run_report`) does the rest (seeding,
+the ratio and verdict, the planted defect, the JSON and Markdown rows and the plot)::
+
+    def _my_measure(ctx: ClaimContext) -> Evaluation:
+        result = ctx.shared("my-sweep", lambda: my_sweep(..., seed=ctx.seed,
+                                                        executor=ctx.executor))
+        measured = result.values * (3.0 if ctx.planted else 1.0)   # the planted defect
+        return Evaluation(
+            instance="line-message n=5, gamma 0.9, ...",
+            measured=measured, bound=result.bounds,                 # one entry per item
+            labels=tuple(f"agent {i}" for i in ...),
+            allowance=0.0,            # rounding allowance where a bound is exactly 0
+            x=..., x_label="kappa", groups=..., gamma=0.9,          # the plot
+        )
+
+    CLAIMS += (ClaimSpec(
+        name="my-claim",
+        statement="what is claimed, as measured <= bound, with its source",
+        provenance="derived here",    # or "as stated in the paper"
+        measure=_my_measure,
+        defect="what the planted defect changes",
+    ),)
+
+The measure is called twice: once with ``ctx.planted = False`` (the claim) and once with
+``ctx.planted = True`` (its planted defect).  Put expensive work behind ``ctx.shared(key,
+thunk)``: the result is computed once per report run and shared by both calls (and by other
+claims using the same key), so a defect that only changes the cheap last step costs nothing.
+A defect that is a pure transformation of the evaluation (a bound with a wrong constant,
+say) can instead be given as ``ClaimSpec(plant=...)``, a function ``Evaluation ->
+Evaluation``; the measure is then called once.  Randomness comes from ``ctx.seed`` only
+(spawn children with :func:`verify.executors.map_seeded`) so the numbers do not depend on
+the executor or on which claims run.  Tests: ``tests/test_report.py`` runs every claim and
+its defect and requires the claim to pass and the defect to fail.
 """
 
 from __future__ import annotations
@@ -13,12 +58,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import subprocess
+import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -30,150 +78,376 @@ from reference.cooperative import (
     sample_dataset,
     tuned_beta,
 )
+from reference.cooperative.game import CooperativeMarkovGame
+from reference.cooperative.mappo import mappo_bound
+from reference.cooperative.pessimism import evaluate_pessimistic, tabular_critic
 from reference.cooperative.policy import ConditionalPolicy
 from reference.errors import ModelError
-from reference.instances import climbing, line_message, rare_stall
+from reference.instances import (
+    climbing,
+    line_message,
+    rare_stall,
+    shift_chain,
+    two_armed_bandit,
+    xor_pair,
+)
 from reference.networked.algorithm import (
     finite_horizon_occupancy,
     occupancy_estimate,
 )
 from reference.networked.exact import (
+    NetworkedSolution,
     gradient_chain_rule,
     gradient_joint_q,
     local_occupancies,
+    shadow_q,
     solve,
 )
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.sampling import rollout
+from reference.networked.truncation import DecayProfile, decay_profile, truncated_gradient
 from verify.assumptions import spread_tolerance
 from verify.bounds import l1_radius, sign_test_wins, split_delta
-from verify.checks.planted import run_planted
+from verify.checks.planted import PlantedVerdict, run_planted
 from verify.executors import SeededResults, map_seeded
-from verify.experiments import (
-    kappa_decay_sweep,
-    mappo_gap_sweep,
-    pessimism_sweep,
-    sample_complexity_sweep,
-)
+from verify.experiments import mappo_gap_sweep, pessimism_sweep
+from verify.plots import ZERO_MARKER_NOTE, log_series, pyplot
 from verify.tolerances import gradient_tolerance, linear_solve_tolerance, pdl_tolerance
 
 __all__ = [
     "CLAIMS",
     "Claim",
     "ClaimContext",
-    "Measurement",
+    "ClaimSpec",
+    "Evaluation",
+    "Judgement",
+    "Power",
     "Report",
     "claim_seeds",
+    "judge",
     "run_report",
     "write_report",
 ]
 
-Verdict = Literal["pass", "fail", "reported"]
+Verdict = Literal["pass", "fail"]
+Provenance = Literal["derived here", "as stated in the paper"]
 
 DELTA = 1e-9
 """Failure probability of each statistical claim."""
 
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# The framework: evaluations, judgements, claims, the runner
+# --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
-class Claim:
-    """One checked claim.
+class Evaluation:
+    """What a claim's measure function returns: both sides of ``measured <= bound`` per item.
+
+    Attributes:
+        instance: the instance and settings, for a reader (gamma, n, beta, seed rule, ...).
+        measured: ``(m,)`` the left side per item.
+        bound: ``(m,)`` the right side per item (``>= 0``).
+        labels: ``m`` item names (``"agent 2, kappa 1"``).
+        allowance: scalar or ``(m,)`` derived rounding allowance, used where ``bound == 0``.
+        x: ``(m,)`` abscissa of each item in the claim's plot (default: the item index).
+        x_label: the plot's x-axis label.
+        groups: ``m`` plot-line names (``"agent 2"``); items of one group form one line.
+        y_label: the plot's y-axis label.
+        log_x: plot ``x`` on a log scale.
+        gamma: the discount of the instance (shown in the plot's title), if any.
+        series: extra named lists written to ``report.json``.
+        children: ``(entropy, spawn_key)`` of every ``SeedSequence`` child the claim's
+            pieces received, in task order.
+    """
+
+    instance: str
+    measured: FloatArray
+    bound: FloatArray
+    labels: tuple[str, ...]
+    allowance: float | FloatArray = 0.0
+    x: FloatArray | None = None
+    x_label: str = "item"
+    groups: tuple[str, ...] | None = None
+    y_label: str = "value"
+    log_x: bool = False
+    gamma: float | None = None
+    series: dict[str, list[float]] = field(default_factory=dict)
+    children: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        m = np.asarray(self.measured, dtype=np.float64).reshape(-1)
+        b = np.asarray(self.bound, dtype=np.float64).reshape(-1)
+        if m.shape != b.shape or len(self.labels) != m.size or m.size == 0:
+            raise ModelError(
+                f"evaluation of {self.instance!r}: measured {m.shape}, bound {b.shape} and "
+                f"{len(self.labels)} labels must have one equal, positive length"
+            )
+        if np.any(b < 0) or np.any(np.isnan(b)):
+            raise ModelError(f"evaluation of {self.instance!r}: bounds must be >= 0, got {b}")
+        object.__setattr__(self, "measured", m)
+        object.__setattr__(self, "bound", b)
+        a = np.broadcast_to(np.asarray(self.allowance, dtype=np.float64), m.shape)
+        object.__setattr__(self, "allowance", a)
+        if self.x is not None:
+            object.__setattr__(self, "x", np.asarray(self.x, dtype=np.float64).reshape(-1))
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """``measured <= bound`` judged over an evaluation's items.
+
+    Attributes:
+        ratio: ``max(measured / bound)`` over the items with a positive bound; ``inf`` if an
+            item with bound 0 measures more than its allowance, or a measurement is NaN.
+        measured: the left side at the worst item.
+        bound: the right side at the worst item.
+        worst: the worst item's label.
+        items: number of items.
+        exact_items: items whose bound is exactly 0 (checked against their allowance).
+        exact_worst: the largest measured value among them (``-inf`` if none).
+        verdict: ``"pass"`` iff ``ratio <= 1``.
+    """
+
+    ratio: float
+    measured: float
+    bound: float
+    worst: str
+    items: int
+    exact_items: int
+    exact_worst: float
+    verdict: Verdict
+
+    @property
+    def margin(self) -> float:
+        """``1 - ratio``: the fraction of the bound left unused at the worst item."""
+        return 1.0 - self.ratio
+
+
+def judge(ev: Evaluation) -> Judgement:
+    """The ratio, worst item and verdict of an :class:`Evaluation` (see the module text)."""
+    m, b = ev.measured, ev.bound
+    allow = np.asarray(ev.allowance)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(b > 0, m / np.where(b > 0, b, 1.0), np.where(m <= allow, -np.inf, np.inf))
+    r = np.where(np.isnan(m), np.inf, r)
+    exact = b == 0
+    k = int(np.argmax(r))
+    ratio = float(r[k])
+    if ratio == -math.inf:  # only exact items, all within their allowance
+        ratio = 0.0
+        k = int(np.argmax(np.where(exact, m, -np.inf)))
+    return Judgement(
+        ratio=ratio,
+        measured=float(m[k]),
+        bound=float(b[k]),
+        worst=ev.labels[k],
+        items=int(m.size),
+        exact_items=int(exact.sum()),
+        exact_worst=float(np.max(m[exact])) if exact.any() else -math.inf,
+        verdict="pass" if ratio <= 1.0 else "fail",
+    )
+
+
+@dataclass(frozen=True)
+class ClaimContext:
+    """What a measure function runs with.
+
+    Attributes:
+        quick: smaller instances and fewer repetitions.
+        seed: the claim's own seed (:func:`claim_seeds`).
+        executor: where the claim's independent pieces run
+            (:func:`verify.executors.map_seeded`).
+        planted: measure with the claim's planted defect.
+        cache: results shared within one report run (use :meth:`shared`).
+    """
+
+    quick: bool
+    seed: int
+    executor: Executor
+    planted: bool = False
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def shared(self, key: str, compute: Callable[[], T]) -> T:
+        """``compute()`` once per report run and ``key`` (the claim's real and planted runs,
+        and other claims asking for the same key, share the result).  The key must name
+        everything the result depends on besides ``quick``; the seed is the caller's."""
+        full = f"{key}|quick={self.quick}"
+        if full not in self.cache:
+            self.cache[full] = compute()
+        out: T = self.cache[full]
+        return out
+
+
+Measure = Callable[[ClaimContext], Evaluation]
+"""A claim's measurement: both sides of ``measured <= bound`` per item."""
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """A claim as a declaration over the runner.
 
     Attributes:
         name: identifier (``"kappa-decay-beta0"``).
-        statement: what is claimed, with its source (SPEC section, proofs note).
-        instance: the instance and settings it was measured on.
-        measured: the measured value (the left side of ``measured <= bound``).
-        bound: the bound (NaN for ``"reported"`` claims).
-        verdict: ``"pass"``, ``"fail"`` or ``"reported"``.
-        seed: the claim's own seed (:func:`claim_seeds` of the report's root seed); ``None``
-            for a claim recorded without one.
-        seconds: wall time of the measurement.
-        series: named lists behind the plot of this claim, if any.
-        children: ``(entropy, spawn_key)`` of the ``SeedSequence`` children its pieces
-            received (``verify.executors.map_seeded``), in task order; empty if none.
+        statement: what is claimed, phrased ``measured <= bound``, with its source.
+        provenance: ``"derived here"`` (the constant is derived in ``proofs_notes/``, the
+            papers' bodies not being available) or ``"as stated in the paper"``.
+        measure: ``ClaimContext -> Evaluation``; with ``ctx.planted`` it measures with the
+            planted defect (unless ``plant`` is given).
+        defect: what the planted defect changes, for a reader.
+        plant: optional ``Evaluation -> Evaluation``: the defect as a transformation of the
+            real evaluation (then ``measure`` runs once).
+        plot: optional custom plot ``(ax, claim) -> None``; default: measured and bound per
+            item against ``Evaluation.x``, one line per group, log scale, zeros marked.
     """
 
     name: str
     statement: str
-    instance: str
-    measured: float
-    bound: float
+    provenance: Provenance
+    measure: Measure
+    defect: str
+    plant: Callable[[Evaluation], Evaluation] | None = None
+    plot: Callable[[Any, Claim], None] | None = None
+
+
+@dataclass(frozen=True)
+class Power:
+    """The planted defect of a claim and what the claim said about it.
+
+    Attributes:
+        defect: what the defect changes.
+        ratio: the claim's ratio under the defect.
+        verdict: ``"fail"`` (as it must) or ``"pass"`` (the claim could not see the defect).
+    """
+
+    defect: str
+    ratio: float
     verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One measured claim.
+
+    Attributes:
+        name, statement, provenance: from its :class:`ClaimSpec`.
+        instance: the instance and settings it was measured on.
+        judgement: ratio, worst item and verdict (:func:`judge`).
+        power: its planted defect's outcome.
+        evaluation: the per-item measurements.
+        seed: the claim's own seed (:func:`claim_seeds`).
+        seconds: wall time of the claim and its defect.
+    """
+
+    name: str
+    statement: str
+    provenance: Provenance
+    instance: str
+    judgement: Judgement
+    power: Power
+    evaluation: Evaluation
     seed: int | None
     seconds: float
-    series: dict[str, list[float]] = field(default_factory=dict)
-    children: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    @property
+    def measured(self) -> float:
+        """The left side at the worst item."""
+        return self.judgement.measured
+
+    @property
+    def bound(self) -> float:
+        """The right side at the worst item."""
+        return self.judgement.bound
+
+    @property
+    def ratio(self) -> float:
+        """``max(measured / bound)`` over the items."""
+        return self.judgement.ratio
+
+    @property
+    def margin(self) -> float:
+        """``1 - ratio``."""
+        return self.judgement.margin
+
+    @property
+    def verdict(self) -> Verdict:
+        """``"pass"`` iff ``ratio <= 1``."""
+        return self.judgement.verdict
+
+    @property
+    def series(self) -> dict[str, list[float]]:
+        """The evaluation's extra series."""
+        return self.evaluation.series
+
+    @property
+    def children(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """``SeedSequence`` children of the claim's pieces."""
+        return self.evaluation.children
 
 
 @dataclass(frozen=True)
 class Report:
-    """All claims of one run, and whether every checked claim passed.
+    """All claims of one run.
 
     Attributes:
         claims: the claims in the order of :data:`CLAIMS`.
         quick: the smaller instances were used.
         seconds: wall time of the run.
         seed: the root seed every claim's seed derives from (:func:`claim_seeds`).
+        only: the claims asked for (empty: all); a non-empty ``only`` is a partial report.
+        environment: package version, commit, numpy/scipy/Python versions.
     """
 
     claims: tuple[Claim, ...]
     quick: bool
     seconds: float
     seed: int = 0
+    only: tuple[str, ...] = ()
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def claims_pass(self) -> bool:
+        """Every claim passes."""
+        return all(c.verdict == "pass" for c in self.claims)
+
+    @property
+    def defects_fail(self) -> bool:
+        """Every planted defect fails (every claim could have failed)."""
+        return all(c.power.verdict == "fail" for c in self.claims)
 
     @property
     def passed(self) -> bool:
-        """No claim failed."""
-        return all(c.verdict != "fail" for c in self.claims)
+        """Every claim passes and every planted defect fails."""
+        return self.claims_pass and self.defects_fail
 
 
-def _verdict(measured: float, bound: float) -> Verdict:
-    return "pass" if measured <= bound else "fail"
+def _run_claim(spec: ClaimSpec, ctx: ClaimContext) -> Claim:
+    t0 = time.perf_counter()
+    ev = spec.measure(ctx)
+    planted = spec.plant(ev) if spec.plant is not None else spec.measure(replace(ctx, planted=True))
+    jd, jp = judge(ev), judge(planted)
+    return Claim(
+        name=spec.name,
+        statement=spec.statement,
+        provenance=spec.provenance,
+        instance=ev.instance,
+        judgement=jd,
+        power=Power(spec.defect, jp.ratio, jp.verdict),
+        evaluation=ev,
+        seed=ctx.seed,
+        seconds=time.perf_counter() - t0,
+    )
 
 
-@dataclass(frozen=True)
-class ClaimContext:
-    """What every claim is measured with.
-
-    Attributes:
-        quick: smaller instances and fewer repetitions.
-        seed: root seed of the claim's randomness.
-        executor: where the claim's independent pieces run
-            (:func:`verify.executors.map_seeded`).
-    """
-
-    quick: bool
-    seed: int
-    executor: Executor
+# --------------------------------------------------------------------------------------------
+# Identities
+# --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """What one claim measured; the verdict is ``measured <= bound`` (NaN bound: reported).
-
-    Attributes:
-        statement: the claim with its source.
-        instance: the instance and settings.
-        measured: the left side of ``measured <= bound``.
-        bound: the right side (NaN for a reported value).
-        series: named lists behind the claim's plot.
-        children: ``(entropy, spawn_key)`` of every ``SeedSequence`` child the claim's pieces
-            received, in task order (empty if the claim is deterministic or unsplit).
-    """
-
-    statement: str
-    instance: str
-    measured: float
-    bound: float
-    series: dict[str, list[float]] = field(default_factory=dict)
-    children: tuple[tuple[int, tuple[int, ...]], ...] = ()
-
-
-ClaimFn = Callable[[ClaimContext], Measurement]
-"""A claim: measures itself in a :class:`ClaimContext`."""
-
-
-def _gradient_routes(ctx: ClaimContext) -> Measurement:
+def _gradient_routes(ctx: ClaimContext) -> Evaluation:
     n = 4 if ctx.quick else 6
     inst = line_message(n)
     m = inst.model
@@ -183,24 +457,37 @@ def _gradient_routes(ctx: ClaimContext) -> Measurement:
     g1 = sol.gradient
     g2 = gradient_chain_rule(m, policy, us)
     g3 = gradient_joint_q(m, policy, sol)
-    gap = max(
-        float(np.max(np.abs(a - b)))
-        for x, y in ((g1, g2), (g1, g3))
-        for a, b in zip(x, y, strict=True)
-    )
-    return Measurement(
-        "grad F by shadow-reward policy gradient, forward chain rule and joint Q agree "
-        "(SPEC section 2; proofs_notes/shadow-reward-gradient.md)",
-        f"line-message n={n}, entropy utilities, random theta",
-        gap,
-        gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma)),
+    if ctx.planted:  # the chain-rule route with its agents in reverse order
+        g2 = g2[::-1]
+    gaps = [
+        max(float(np.max(np.abs(a - b))), float(np.max(np.abs(a - c))))
+        for a, b, c in zip(g1, g2, g3, strict=True)
+    ]
+    tol = gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma))
+    return Evaluation(
+        f"line-message n={n}, gamma {m.gamma}, entropy utilities, beta 0, theta ~ N(0, 1) "
+        "from the claim's seed",
+        np.array(gaps),
+        np.full(n, tol),
+        tuple(f"agent {i}" for i in range(n)),
+        x=np.arange(n, dtype=np.float64),
+        x_label="agent i",
+        y_label="largest entry gap between routes",
+        gamma=m.gamma,
     )
 
 
-def _pdl_piece(games: int, rng: np.random.Generator) -> float:
-    """Largest ``|sum of agents' terms - (J(pi') - J(pi))|`` over ``games`` random games."""
-    worst = 0.0
-    for _ in range(games):
+@dataclass(frozen=True)
+class _PdlTask:
+    games: int
+    planted: bool
+
+
+def _pdl_piece(task: _PdlTask, rng: np.random.Generator) -> list[float]:
+    """``|sum of agents' terms - (J(pi') - J(pi))|`` for each of ``task.games`` random games
+    (planted: the last agent's term left out of the sum)."""
+    out = []
+    for _ in range(task.games):
         game = random_game(rng, 3, (2, 3, 2), 0.9)
         pis = []
         for _ in range(2):
@@ -210,68 +497,200 @@ def _pdl_piece(games: int, rng: np.random.Generator) -> float:
             )
             pis.append(ConditionalPolicy(game, conds))
         pdl = multi_agent_pdl(game, pis[0], pis[1])
-        worst = max(worst, abs(pdl.total - pdl.difference))
-    return worst
+        total = pdl.total - (float(pdl.terms[-1]) if task.planted else 0.0)
+        out.append(abs(total - pdl.difference))
+    return out
 
 
-def _ma_pdl(ctx: ClaimContext) -> Measurement:
+def _ma_pdl(ctx: ClaimContext) -> Evaluation:
     pieces, per = (1, 5) if ctx.quick else (4, 25)
-    done = map_seeded(_pdl_piece, [per] * pieces, executor=ctx.executor, seed=ctx.seed)
-    return Measurement(
-        "multi-agent performance difference lemma: J(pi') - J(pi) equals the sum of the "
-        "agents' terms (SPEC section 5; proofs_notes/ma-pdl.md); the bound is the derived "
-        "rounding allowance verify.tolerances.pdl_tolerance",
-        f"{pieces * per} random games, N = 3, |A^m| = (2, 3, 2), |S| = 3, gamma 0.9",
-        max(done.results),
-        pdl_tolerance(3, 12, 3, 0.9),
+    task = _PdlTask(per, ctx.planted)
+    done = map_seeded(_pdl_piece, [task] * pieces, executor=ctx.executor, seed=ctx.seed)
+    gaps = np.array([g for piece in done.results for g in piece])
+    return Evaluation(
+        f"{gaps.size} random games, N = 3, |A^m| = (2, 3, 2), |S| = 3, gamma 0.9, random "
+        "sequential policies pi, pi'",
+        gaps,
+        np.full(gaps.size, pdl_tolerance(3, 12, 3, 0.9)),
+        tuple(f"game {k}" for k in range(gaps.size)),
+        x=np.arange(gaps.size, dtype=np.float64),
+        x_label="random game",
+        y_label="|sum of terms - (J(pi') - J(pi))|",
+        gamma=0.9,
         children=done.children,
     )
 
 
-def _decay(beta: int) -> ClaimFn:
-    def run(ctx: ClaimContext) -> Measurement:
-        n = 5 if ctx.quick else 7
-        inst = line_message(n)
-        policy = LocalizedSoftmaxPolicy.uniform(inst.model, beta)
-        us = inst.utilities()
-        sweep = kappa_decay_sweep(inst.model, policy, us)
-        return Measurement(
-            f"kappa-hop decay: max_i D_i(kappa) <= Delta gamma^t0 / (1 - gamma) for every "
-            f"kappa, beta = {beta} (SPEC section 3; proofs_notes/decay.md); measured is the "
-            "largest spread - bound, the bound the spreads' rounding allowance",
-            f"line-message n={n}, theta = 0, beta = {beta}",
-            float(np.max(sweep.max_spread - sweep.bound)),
-            spread_tolerance(inst.model, solve(inst.model, policy, us, values="per-agent")),
-            {
-                "kappa": sweep.kappa.astype(float).tolist(),
-                "max_spread": sweep.max_spread.tolist(),
-                "bound": sweep.bound.tolist(),
-            },
+# --------------------------------------------------------------------------------------------
+# Spatial decay and truncation (SPEC section 3)
+# --------------------------------------------------------------------------------------------
+
+_DECAY_ACTION_REWARD = 0.1
+"""Action reward of the decay claims' shift chain (``reference.instances.shift_chain``)."""
+_DECAY_GAMMA = 0.8
+"""Discount of the decay claims: the state part alone attains ``1 / (1 + action reward)`` of
+the bound, above ``gamma``, so a bound with ``t0`` one step late (``gamma`` times smaller)
+fails (``proofs_notes/decay.md#tight``)."""
+
+
+def _decay_instance(ctx: ClaimContext, beta: int) -> tuple[Any, LocalizedSoftmaxPolicy]:
+    n = 5 if ctx.quick else 7
+    inst = shift_chain(n, _DECAY_GAMMA, _DECAY_ACTION_REWARD)
+    policy = LocalizedSoftmaxPolicy.random(inst.model, beta, np.random.default_rng(ctx.seed))
+    return inst, policy
+
+
+def _profile_evaluation(
+    prof: DecayProfile, sol: NetworkedSolution, model: Any, instance: str
+) -> Evaluation:
+    n, K = prof.spread.shape
+    agents = np.repeat(np.arange(n), K)
+    kappas = np.tile(prof.kappa, n)
+    return Evaluation(
+        instance,
+        prof.spread.reshape(-1),
+        prof.bound.reshape(-1),
+        tuple(f"agent {i}, kappa {k}" for i, k in zip(agents, kappas, strict=True)),
+        allowance=spread_tolerance(model, sol),
+        x=kappas.astype(np.float64),
+        x_label="kappa (hops)",
+        groups=tuple(f"agent {i}" for i in agents),
+        y_label="D_i(kappa) (solid) and its bound (dashed)",
+        gamma=model.gamma,
+        series={
+            "kappa": prof.kappa.astype(float).tolist(),
+            "delta": prof.delta.tolist(),
+        },
+    )
+
+
+def _decay(beta: int) -> Measure:
+    def run(ctx: ClaimContext) -> Evaluation:
+        inst, policy = _decay_instance(ctx, beta)
+        m = inst.model
+        sol = solve(m, policy, inst.utilities(), values="per-agent")
+        prof = decay_profile(m, policy, sol)
+        return _profile_evaluation(
+            prof, sol, m,
+            f"shift-chain n={m.n}, gamma {m.gamma}, action reward {_DECAY_ACTION_REWARD}, "
+            f"beta {beta}, theta ~ N(0, 1) from the claim's seed, linear utilities",
         )
 
     return run
 
 
-def _truncated_gradient(ctx: ClaimContext) -> Measurement:
-    n = 5 if ctx.quick else 7
-    inst = line_message(n)
+def _late_escape(ev: Evaluation) -> Evaluation:
+    """The decay bound with ``t0`` one step late: ``Delta gamma^(t0+1) / (1 - gamma)``."""
+    gamma = ev.gamma if ev.gamma is not None else 1.0
+    return replace(ev, bound=ev.bound * gamma)
+
+
+_TRUNCATION_GAMMA = 0.1
+"""Discount of the truncated-gradient claims' XOR pair: small, so that the initial state's
+occupancy dominates (``proofs_notes/truncated-gradient.md#tight``)."""
+
+
+@dataclass(frozen=True)
+class _TruncationData:
+    kappa: list[int]
+    error: FloatArray  # (n, K) ||ghat_i - grad_i F||
+    planted_error: FloatArray  # (n, K) with ghat multiplied by n
+    spread: FloatArray  # (n, K) D_j(kappa)
+    score_mass: FloatArray  # (n,) sum_s lam_S(s) E_{a_i ~ pi_i} ||score_i||
+    score_mass_squared: FloatArray  # (n,) the same with E ||score_i||^2
+    inside: FloatArray  # (n, n, K) 1 if j in N_i^kappa
+    allowance: FloatArray  # (n,)
+    n: int
+    gamma: float
+
+
+def _score_masses(policy: LocalizedSoftmaxPolicy, lam_S: FloatArray, i: int) -> tuple[float, float]:
+    """``sum_s lam_S(s) E_{a_i ~ pi_i(.|o_i(s))} ||e_{a_i} - pi_i(.|o_i(s))||`` and the same
+    with the squared norm, ``1 - ||pi_i(.|o)||^2`` (``truncated-gradient.md#sharp``)."""
+    p = policy.probs[i]
+    sq = np.maximum(1.0 - 2.0 * p + np.sum(p * p, axis=1, keepdims=True), 0.0)
+    mean_norm = np.sum(p * np.sqrt(sq), axis=1)
+    mean_sq = np.sum(p * sq, axis=1)
+    obs = policy.observation_index(i)
+    return float(lam_S @ mean_norm[obs]), float(lam_S @ mean_sq[obs])
+
+
+def _truncation_data() -> _TruncationData:
+    inst = xor_pair(_TRUNCATION_GAMMA)
     m = inst.model
     policy = LocalizedSoftmaxPolicy.uniform(m, 1)
-    sweep = kappa_decay_sweep(m, policy, inst.utilities())
-    return Measurement(
-        "truncated gradient: ||ghat - grad F|| <= sqrt(2n) max_j D_j(kappa) / (1 - gamma) "
-        "for every kappa (SPEC section 3; proofs_notes/truncated-gradient.md); measured is "
-        "the largest error - bound, the bound the gradients' rounding allowance",
-        f"line-message n={n}, theta = 0, beta = 1, occupancy weights",
-        float(np.max(sweep.truncated_gradient_error - sweep.gradient_error_bound)),
-        gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma)),
-        {
-            "kappa": sweep.kappa.astype(float).tolist(),
-            "error": sweep.truncated_gradient_error.tolist(),
-            "bound": sweep.gradient_error_bound.tolist(),
-        },
+    sol = solve(m, policy, inst.utilities(), values="per-agent")
+    prof = decay_profile(m, policy, sol)
+    qs = shadow_q(m, policy, sol)
+    ks = [int(k) for k in prof.kappa]
+    err = np.zeros((m.n, len(ks)))
+    bad = np.zeros((m.n, len(ks)))
+    inside = np.zeros((m.n, m.n, len(ks)))
+    for c, k in enumerate(ks):
+        g = truncated_gradient(m, policy, sol, k, "point", qs)
+        for i in range(m.n):
+            err[i, c] = float(np.linalg.norm(g[i] - sol.gradient[i]))
+            bad[i, c] = float(np.linalg.norm(m.n * g[i] - sol.gradient[i]))
+            inside[i, list(m.graph.neighbourhood(i, k)), c] = 1.0
+    masses = [_score_masses(policy, sol.lam_S, i) for i in range(m.n)]
+    tol = gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma))
+    allowance = np.array([tol * math.sqrt(t.size) for t in policy.theta])
+    return _TruncationData(
+        ks, err, bad, prof.spread, np.array([a for a, _ in masses]),
+        np.array([b for _, b in masses]), inside, allowance, m.n, m.gamma,
     )
 
+
+def _truncation_evaluation(
+    data: _TruncationData, measured: FloatArray, bound: FloatArray, what: str
+) -> Evaluation:
+    n, K = measured.shape
+    agents = np.repeat(np.arange(n), K)
+    kappas = np.tile(np.array(data.kappa), n)
+    return Evaluation(
+        f"xor-pair n=2, gamma {data.gamma}, beta 1, theta = 0, point weights; {what}",
+        measured.reshape(-1),
+        bound.reshape(-1),
+        tuple(f"agent {i}, kappa {k}" for i, k in zip(agents, kappas, strict=True)),
+        allowance=np.repeat(data.allowance, K),
+        x=kappas.astype(np.float64),
+        x_label="kappa (hops)",
+        groups=tuple(f"agent {i}" for i in agents),
+        y_label="||ghat_i - grad_i F|| (solid) and bound (dashed)",
+        gamma=data.gamma,
+        series={"kappa": [float(k) for k in data.kappa]},
+    )
+
+
+def _truncated_gradient(ctx: ClaimContext) -> Evaluation:
+    data = ctx.shared("truncation-xor-pair", _truncation_data)
+    bound = np.sqrt(2.0) * data.spread.max(axis=0)[None, :] / (1 - data.gamma)
+    bound = np.repeat(bound, data.n, axis=0)
+    err = data.planted_error if ctx.planted else data.error
+    return _truncation_evaluation(data, err, bound, "bound sqrt(2) max_j D_j / (1 - gamma)")
+
+
+def _sharp_bound(data: _TruncationData, mass: FloatArray) -> FloatArray:
+    """``(1/n) sum_j c_ij D_j(kappa) * mass_i`` with ``c_ij = 1`` inside ``N_i^kappa`` and
+    ``1/2`` outside (``truncated-gradient.md#sharp``)."""
+    c = np.where(data.inside > 0, 1.0, 0.5)  # (n, n, K)
+    avg = np.einsum("ijk,jk->ik", c, data.spread) / data.n
+    out: FloatArray = avg * mass[:, None]
+    return out
+
+
+def _truncated_gradient_sharp(ctx: ClaimContext) -> Evaluation:
+    data = ctx.shared("truncation-xor-pair", _truncation_data)
+    mass = data.score_mass_squared if ctx.planted else data.score_mass
+    return _truncation_evaluation(
+        data, data.error, _sharp_bound(data, mass),
+        "bound (1/n) sum_j c_ij D_j sum_s lam_S E||score_i||",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Estimators (SPEC section 4)
+# --------------------------------------------------------------------------------------------
 
 _OCCUPANCY_HORIZON = 30
 """Horizon ``H`` of the occupancy-estimator claim."""
@@ -284,96 +703,149 @@ def _occupancy_piece(batch: int, rng: np.random.Generator) -> tuple[FloatArray, 
     return occupancy_estimate(m, rollout(m, policy, batch, _OCCUPANCY_HORIZON, rng))
 
 
-def _occupancy_estimator(ctx: ClaimContext) -> Measurement:
+def _occupancy_estimator(ctx: ClaimContext) -> Evaluation:
     m = line_message(4).model
     policy = LocalizedSoftmaxPolicy.uniform(m, 0)
     H = _OCCUPANCY_HORIZON
     batches = [1000, 4000] if ctx.quick else [1000, 4000, 16000, 64000]
     lam_H, _ = finite_horizon_occupancy(m, policy, H)
     exact = local_occupancies(policy, lam_H)
-    done = map_seeded(_occupancy_piece, batches, executor=ctx.executor, seed=ctx.seed)
+    done = ctx.shared(
+        f"occupancy-{ctx.seed}",
+        lambda: map_seeded(_occupancy_piece, batches, executor=ctx.executor, seed=ctx.seed),
+    )
+    # planted: the estimate normalised like d = (1 - gamma) lam, a biased estimator of lam
+    scale = (1 - m.gamma) if ctx.planted else 1.0
     L = (1 - m.gamma**H) / (1 - m.gamma)
     delta = split_delta(DELTA, len(batches) * m.n)
-    worst, errors, radii = 0.0, [], []
+    errs, rads, labels, xs, groups = [], [], [], [], []
     for B, est in zip(batches, done.results, strict=True):
-        errs = [float(np.abs(e - x).sum()) for e, x in zip(est, exact, strict=True)]
-        rads = [l1_radius(B, x.size, L, delta) for x in exact]
-        worst = max(worst, *(e / r for e, r in zip(errs, rads, strict=True)))
-        errors.append(max(errs))
-        radii.append(min(rads))
-    return Measurement(
-        "sampled local occupancies converge: ||lamtilde_i - lam^H_i||_1 within the McDiarmid "
-        f"radius at delta = {DELTA:g} per check (SPEC section 4; proofs_notes/algorithm1.md); "
-        "measured is the largest error / radius",
-        f"line-message n=4, theta = 0, H = {H}, B in {batches}",
-        worst,
-        1.0,
-        {"batch": [float(b) for b in batches], "error": errors, "radius": radii},
-        done.children,
+        for i, (e, x) in enumerate(zip(est, exact, strict=True)):
+            errs.append(float(np.abs(scale * e - x).sum()))
+            rads.append(l1_radius(B, x.size, L, delta))
+            labels.append(f"B {B}, agent {i}")
+            xs.append(float(B))
+            groups.append(f"agent {i}")
+    return Evaluation(
+        f"line-message n=4, gamma {m.gamma}, theta = 0, H = {H}, B in {batches}",
+        np.array(errs),
+        np.array(rads),
+        tuple(labels),
+        x=np.array(xs),
+        x_label="trajectories B",
+        groups=tuple(groups),
+        y_label="||lamtilde_i - lam^H_i||_1 (solid), McDiarmid radius (dashed)",
+        log_x=True,
+        gamma=m.gamma,
+        children=done.children,
     )
 
 
-def _sample_complexity(ctx: ClaimContext) -> Measurement:
-    inst = line_message(3)
-    policy = LocalizedSoftmaxPolicy.uniform(inst.model, 0)
-    us = inst.utilities()
-    g0 = solve(inst.model, policy, us).gradient_norm ** 2
-    fractions = [0.2, 0.1] if ctx.quick else [0.4, 0.2, 0.1, 0.05]
-    repeats = 3 if ctx.quick else 9
-    res = sample_complexity_sweep(
-        inst.model, policy, us, [f * g0 for f in fractions], ctx.seed, max_iterations=40,
-        batch_per_inverse_epsilon=0.5, repeats=repeats, executor=ctx.executor,
-    )
-    return Measurement(
-        "Algorithm 1's samples to reach ||grad F||^2 <= floor + epsilon grow like "
-        "epsilon^-2 up to logs (SPEC section 4); reported: the fitted slope of log median "
-        "samples against log(1/epsilon)",
-        f"line-message n=3, kappa = 1, epsilon = {fractions} x ||grad F(theta_0)||^2, "
-        f"{repeats} runs per epsilon",
-        res.slope,
-        math.nan,
-        {"epsilon": res.epsilon.tolist(), "samples": res.samples.tolist()},
-        res.seeds,
-    )
+# --------------------------------------------------------------------------------------------
+# MA-PPO (SPEC section 5)
+# --------------------------------------------------------------------------------------------
 
 
-def _mappo_gap(ctx: ClaimContext) -> Measurement:
-    Ks = [4, 16, 64] if ctx.quick else [4, 16, 64, 256, 1024]
-    sweep = mappo_gap_sweep(climbing(), Ks, executor=ctx.executor)
-    return Measurement(
-        "MA-PPO with exact Q: average gap <= B(K) for every K (SPEC section 5; "
-        "proofs_notes/mappo-bound.md#bound); measured is the largest gap / B(K)",
-        f"climbing, tuned beta, K in {Ks}",
-        float(np.max(sweep.average_gap / sweep.bound)),
-        1.0,
-        {
-            "K": [float(k) for k in Ks],
-            "average_gap": sweep.average_gap.tolist(),
-            "last_gap": sweep.last_gap.tolist(),
-            "bound": sweep.bound.tolist(),
-        },
+def _flipped(game: CooperativeMarkovGame) -> CooperativeMarkovGame:
+    """The game with reward ``1 - r``: its exact mirror step ``pi exp(Q'/beta_k)`` is the
+    original game's step with the sign of ``Q`` flipped, since ``Q' = 1/(1-gamma) - Q`` and
+    a constant per context cancels in the normalisation."""
+    return CooperativeMarkovGame(game.P, 1.0 - game.r, game.rho, game.gamma, game.name)
+
+
+def _gap_evaluation(
+    game: CooperativeMarkovGame, Ks: list[int], gaps: FloatArray, bound: FloatArray,
+    instance: str,
+) -> Evaluation:
+    return Evaluation(
+        instance,
+        gaps,
+        bound,
+        tuple(f"K {k}" for k in Ks),
+        x=np.array(Ks, dtype=np.float64),
+        x_label="K (iterations)",
+        y_label="average gap (1/K) sum_k (J* - J(pi_k)) (solid), B(K) (dashed)",
+        log_x=True,
+        gamma=game.gamma,
+        series={"K": [float(k) for k in Ks]},
     )
 
 
-def _pessimism(ctx: ClaimContext) -> Measurement:
+def _mappo_gap(ctx: ClaimContext) -> Evaluation:
+    Ks = [16, 64, 256, 1024] if ctx.quick else [16, 64, 256, 1024, 4096]
+    game = climbing()
+    if ctx.planted:
+        flip = mappo_gap_sweep(_flipped(game), Ks, executor=ctx.executor)
+        H = 1.0 / (1 - game.gamma)
+        # the flipped run's J'_k = H - J_k, so the original gap is J* - H + (J'* - gap')
+        gaps = game.optimal().J - H + flip.J_star - flip.average_gap
+        bound = flip.bound
+    else:
+        sweep = ctx.shared(
+            "mappo-climbing", lambda: mappo_gap_sweep(game, Ks, executor=ctx.executor)
+        )
+        gaps, bound = sweep.average_gap, sweep.bound
+    beta = tuned_beta(game.n_agents, game.log_action_count, game.gamma)
+    return _gap_evaluation(
+        game, Ks, np.asarray(gaps), np.asarray(bound),
+        f"climbing, gamma {game.gamma}, exact Q, uniform pi_0, tuned beta = {beta:.4g}, "
+        f"K in {Ks}",
+    )
+
+
+_TIGHT_BETA = 2.0
+"""``beta`` of the tight MA-PPO claim: large enough that ``B(K)``'s first term dominates."""
+
+
+def _mappo_gap_tight(ctx: ClaimContext) -> Evaluation:
+    Ks = [16, 64, 256] if ctx.quick else [16, 64, 256, 1024, 4096]
+    game = two_armed_bandit(0.0)
+    sweep = ctx.shared(
+        "mappo-bandit",
+        lambda: mappo_gap_sweep(game, Ks, beta=_TIGHT_BETA, executor=ctx.executor),
+    )
+    if ctx.planted:  # B(K) with log|A| halved
+        bound = np.array([
+            mappo_bound(k, _TIGHT_BETA, 1, game.log_action_count / 2, game.gamma) for k in Ks
+        ])
+    else:
+        bound = np.asarray(sweep.bound)
+    return _gap_evaluation(
+        game, Ks, np.asarray(sweep.average_gap), bound,
+        f"two-armed bandit (one state, rewards 1 and 0), gamma 0, exact Q, uniform pi_0, "
+        f"beta = {_TIGHT_BETA}, K in {Ks}",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Pessimistic offline MA-PPO (SPEC section 6)
+# --------------------------------------------------------------------------------------------
+
+
+def _pessimism(ctx: ClaimContext) -> Evaluation:
     seeds = 32 if ctx.quick else 40
     scales = [0.0, 0.5] if ctx.quick else [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
-    sweep = pessimism_sweep(
-        rare_stall(), coverage=0.15, n_samples=10_000, scales=scales, seeds=seeds, K=32,
-        beta=0.1, seed=ctx.seed, executor=ctx.executor,
+    sweep = ctx.shared(
+        f"pessimism-sweep-{ctx.seed}",
+        lambda: pessimism_sweep(
+            rare_stall(), coverage=0.15, n_samples=10_000, scales=scales, seeds=seeds, K=32,
+            beta=0.1, seed=ctx.seed, executor=ctx.executor,
+        ),
     )
-    i = scales.index(0.5)
+    i = 0 if ctx.planted else scales.index(0.5)  # planted: scale 0 compared with itself
     wins = int(np.sum(sweep.J[i] > sweep.J[0]))
     need = sign_test_wins(seeds, DELTA)
-    return Measurement(
-        "under poor coverage, pessimism raises the learned policy's true J: scale 0.5 beats "
-        f"scale 0 on at least {need} of {seeds} paired datasets (one-sided sign test, "
-        f"delta = {DELTA:g}; proofs_notes/pessimism.md#rare-stall); measured is "
-        "need - wins (<= 0 passes)",
-        f"rare-stall, coverage 0.15, 10000 samples, K = 32, beta = 0.1, scales {scales}",
-        float(need - wins),
-        0.0,
-        {
+    return Evaluation(
+        f"rare-stall, gamma 0.9, coverage 0.15, 10000 samples, K = 32, beta = 0.1, "
+        f"scales {scales}, {seeds} datasets",
+        np.array([float(need)]),
+        np.array([float(wins)]),
+        ("scale 0.5 vs 0",),
+        x=np.array([0.5]),
+        x_label="pessimism scale",
+        y_label="wins needed (solid) and observed (dashed)",
+        gamma=0.9,
+        series={
             "scale": [float(s) for s in scales],
             "mean_J": sweep.mean_J.tolist(),
             "ci_half_width": sweep.ci_half_width.tolist(),
@@ -382,118 +854,340 @@ def _pessimism(ctx: ClaimContext) -> Measurement:
             "online_J": [sweep.online_J],
             "behaviour_J": [sweep.behaviour_J],
         },
-        sweep.children,
+        children=sweep.children,
     )
 
 
 @dataclass(frozen=True)
 class _PessimismRun:
-    """What the event and bound claims need of one pessimistic MA-PPO run."""
+    """What the event claim needs of one pessimistic MA-PPO run on rare-stall.
 
-    event_all: bool
-    average_gap: float
-    bound: float
+    Attributes:
+        optimism: largest ``J_hat - J`` over the iterates on the validity event (``-inf`` if
+            the event never held).
+        critic_error: largest certified error of the critics.
+        optimistic: largest ``J_hat - J`` over the same iterates, ``J_hat`` from the critic
+            with the bonus added instead of subtracted (the planted defect).
+    """
+
     optimism: float
     critic_error: float
+    optimistic: float
 
 
 def _pessimism_piece(_: None, rng: np.random.Generator) -> _PessimismRun:
     """Pessimistic MA-PPO (K = 16, tuned beta, scale 1) on one rare-stall dataset."""
     game = rare_stall()
     beta = tuned_beta(game.n_agents, game.log_action_count, game.gamma)
+    coefficient = 1.0 / (1 - game.gamma)
     ds = sample_dataset(game, 10_000, rng, coverage=0.15, safe_actions=np.array([0, 0]))
-    h = run_pessimistic_mappo(game, ds, 16, beta, 1.0 / (1 - game.gamma))
-    optimism = float(np.max(h.J_hat[h.event] - h.J[h.event])) if h.event.any() else -math.inf
+    h = run_pessimistic_mappo(game, ds, 16, beta, coefficient)
+    if not h.event.any():
+        return _PessimismRun(-math.inf, float(np.max(h.critic_error)), -math.inf)
+    on = np.flatnonzero(h.event)
+    critic = tabular_critic(game, ds, coefficient)
+    flipped = replace(critic, bonus=-critic.bonus)
+    J_opt = np.array([evaluate_pessimistic(flipped, h.iterates[k]).J for k in on])
     return _PessimismRun(
-        bool(h.event_all), float(h.average_gap), float(h.bound.total), optimism,
-        float(np.max(h.critic_error)),
+        float(np.max(h.J_hat[on] - h.J[on])), float(np.max(h.critic_error)),
+        float(np.max(J_opt - h.J[on])),
     )
 
 
 def _pessimism_runs(ctx: ClaimContext) -> SeededResults[_PessimismRun]:
     runs = 5 if ctx.quick else 40
-    return map_seeded(_pessimism_piece, [None] * runs, executor=ctx.executor, seed=ctx.seed)
+    return ctx.shared(
+        f"pessimism-runs-{ctx.seed}",
+        lambda: map_seeded(_pessimism_piece, [None] * runs, executor=ctx.executor, seed=ctx.seed),
+    )
 
 
-def _pessimism_bound(ctx: ClaimContext) -> Measurement:
-    done = _pessimism_runs(ctx)
-    held = [r for r in done.results if r.event_all]
-    worst = max((r.average_gap / r.bound for r in held), default=math.inf)
-    return Measurement(
-        "on the validity event the average gap is under B(K) + (2/(1-gamma)) E_{d*}[Gamma] "
-        f"(SPEC section 6; proofs_notes/pessimism.md#bound); the event held on {len(held)} "
-        f"of {len(done.results)} datasets; measured is the largest gap / bound over them "
-        "(inf if none)",
-        "rare-stall, coverage 0.15, 10000 samples, K = 16, tuned beta, scale 1",
-        worst,
-        1.0,
+_BOUND_SAMPLES = 100_000
+"""Transitions per dataset of the pessimism-bound claim."""
+_BOUND_K = 64
+"""MA-PPO iterations of the pessimism-bound claim."""
+
+
+@dataclass(frozen=True)
+class _BoundRun:
+    event_all: bool
+    average_gap: float
+    bound: float
+    model: float
+
+
+def _bound_piece(_: None, rng: np.random.Generator) -> _BoundRun:
+    """Pessimistic MA-PPO (``beta`` = :data:`_TIGHT_BETA`, scale 1) on one uniform-coverage
+    dataset of the two-armed bandit with ``gamma = 0``."""
+    game = two_armed_bandit(0.0)
+    ds = sample_dataset(game, _BOUND_SAMPLES, rng, coverage=1.0)
+    h = run_pessimistic_mappo(game, ds, _BOUND_K, _TIGHT_BETA, 1.0)
+    return _BoundRun(bool(h.event_all), float(h.average_gap), float(h.bound.total),
+                     float(h.bound.model))
+
+
+def _pessimism_bound(ctx: ClaimContext) -> Evaluation:
+    runs = 5 if ctx.quick else 40
+    done = ctx.shared(
+        f"pessimism-bound-{ctx.seed}",
+        lambda: map_seeded(_bound_piece, [None] * runs, executor=ctx.executor, seed=ctx.seed),
+    )
+    game = two_armed_bandit(0.0)
+    held = [(k, r) for k, r in enumerate(done.results) if r.event_all]
+    if held:
+        gaps = np.array([r.average_gap for _, r in held])
+        half = mappo_bound(_BOUND_K, _TIGHT_BETA, 1, game.log_action_count / 2, game.gamma)
+        # planted: B(K) with log|A| halved, plus the model term
+        bounds = np.array([half + r.model if ctx.planted else r.bound for _, r in held])
+        labels = tuple(f"dataset {k}" for k, _ in held)
+    else:  # the event never held: nothing was checked, which fails
+        gaps, bounds, labels = np.array([math.inf]), np.array([1.0]), ("no dataset",)
+    return Evaluation(
+        f"two-armed bandit (rewards 1 and 0), gamma 0, {_BOUND_SAMPLES} uniform-coverage "
+        f"samples, K = {_BOUND_K}, beta = {_TIGHT_BETA}, scale 1; the event held on "
+        f"{len(held)} of {len(done.results)} datasets",
+        gaps,
+        bounds,
+        labels,
+        x=np.array([float(k) for k, _ in held]) if held else None,
+        x_label="dataset",
+        y_label="average gap (solid) and B(K) + (2/(1-gamma)) E_{d*}[Gamma] (dashed)",
+        gamma=game.gamma,
         children=done.children,
     )
 
 
-def _pessimism_event(ctx: ClaimContext) -> Measurement:
+def _pessimism_event(ctx: ClaimContext) -> Evaluation:
     done = _pessimism_runs(ctx)
-    worst = max((r.optimism for r in done.results), default=-math.inf)
-    if not math.isfinite(worst):  # the event never held: nothing was checked
-        worst = math.inf
-    errors = max(r.critic_error for r in done.results)
     game = rare_stall()
-    return Measurement(
-        "on the validity event the critic is pessimistic: J_hat(pi_k) <= J(pi_k) (SPEC "
-        "section 6; proofs_notes/pessimism.md#event); measured is the largest J_hat - J over "
-        "iterates on the event, the bound the critic's certified error / (1 - gamma) plus the "
-        "LU rounding of J",
-        "rare-stall, coverage 0.15, 10000 samples, K = 16, tuned beta, scale 1, "
-        f"{len(done.results)} datasets",
-        worst,
-        errors / (1 - game.gamma)
-        + linear_solve_tolerance(game.n_states, game.gamma, 1 / (1 - game.gamma)),
+    lu = linear_solve_tolerance(game.n_states, game.gamma, 1 / (1 - game.gamma))
+    rows = [
+        (k, r.optimistic if ctx.planted else r.optimism, r.critic_error)
+        for k, r in enumerate(done.results)
+    ]
+    rows = [row for row in rows if math.isfinite(row[1])]
+    if rows:
+        measured = np.array([row[1] for row in rows])
+        bound = np.array([row[2] / (1 - game.gamma) + lu for row in rows])
+        labels = tuple(f"dataset {row[0]}" for row in rows)
+    else:  # the event never held: nothing was checked, which fails
+        measured, bound, labels = np.array([math.inf]), np.array([lu]), ("no dataset",)
+    return Evaluation(
+        "rare-stall, gamma 0.9, coverage 0.15, 10000 samples, K = 16, tuned beta, scale 1, "
+        f"{len(done.results)} datasets; per dataset the largest J_hat - J over the iterates "
+        "on the event",
+        measured,
+        bound,
+        labels,
+        x=np.array([float(row[0]) for row in rows]) if rows else None,
+        x_label="dataset",
+        y_label="J_hat - J (solid), allowance (dashed)",
+        gamma=game.gamma,
         children=done.children,
     )
 
 
-def _checks(ctx: ClaimContext) -> Measurement:
+# --------------------------------------------------------------------------------------------
+# The verifier's own planted bugs
+# --------------------------------------------------------------------------------------------
+
+
+def _checks(ctx: ClaimContext) -> Evaluation:
     areas = ("tabular", "gae") if ctx.quick else None
-    verdicts = run_planted(areas, executor=ctx.executor)
-    wrong = sum(not v.verdict_ok for v in verdicts)
-    return Measurement(
-        "every planted bug is caught by the check meant for it and every correct "
-        "implementation passes (verify.checks.planted); measured is the number of wrong "
-        "verdicts",
+    verdicts: tuple[PlantedVerdict, ...] = ctx.shared(
+        f"planted-{areas}", lambda: run_planted(areas, executor=ctx.executor)
+    )
+    # planted: a check that passes everything (every mutant reported as passing)
+    wrong = [
+        float(v.kind == "mutant") if ctx.planted else float(not v.verdict_ok) for v in verdicts
+    ]
+    return Evaluation(
         f"areas {sorted({v.area for v in verdicts})}, {len(verdicts)} implementations, "
         f"{sum(v.cases for v in verdicts)} cases",
-        float(wrong),
-        0.0,
+        np.array(wrong),
+        np.zeros(len(verdicts)),
+        tuple(f"{v.area}/{v.kind}/{v.name}" for v in verdicts),
+        x=np.arange(len(verdicts), dtype=np.float64),
+        x_label="implementation",
+        y_label="wrong verdict (1) or right (0)",
     )
 
 
-CLAIMS: tuple[tuple[str, ClaimFn], ...] = (
-    ("gradient-routes", _gradient_routes),
-    ("ma-pdl", _ma_pdl),
-    ("kappa-decay-beta0", _decay(0)),
-    ("kappa-decay-beta1", _decay(1)),
-    ("truncated-gradient", _truncated_gradient),
-    ("occupancy-estimator", _occupancy_estimator),
-    ("sample-complexity", _sample_complexity),
-    ("mappo-gap", _mappo_gap),
-    ("pessimism-scale", _pessimism),
-    ("pessimism-event", _pessimism_event),
-    ("pessimism-bound", _pessimism_bound),
-    ("checks-and-mutants", _checks),
+def _plot_pessimism_scale(ax: Any, claim: Claim) -> None:
+    s = claim.series
+    ax.errorbar(s["scale"], s["mean_J"], yerr=s["ci_half_width"], fmt="o-", label="true J")
+    ax.axhline(s["J_star"][0], color="k", ls=":", label="J*")
+    ax.axhline(s["online_J"][0], color="g", ls="--", label="online MA-PPO")
+    ax.axhline(s["behaviour_J"][0], color="grey", ls="-.", label="behaviour")
+    ax.set_xlabel("pessimism scale")
+    ax.set_ylabel("J of the learned policy (mean, 95% t interval)")
+
+
+CLAIMS: tuple[ClaimSpec, ...] = (
+    ClaimSpec(
+        "gradient-routes",
+        "per agent, the largest entry gap between grad F by the shadow-reward policy gradient, "
+        "the forward chain rule and the joint Q <= the gradients' derived rounding allowance "
+        "(SPEC section 2; proofs_notes/shadow-reward-gradient.md)",
+        "derived here",
+        _gradient_routes,
+        "the chain-rule route returns the agents' gradients in reverse order",
+    ),
+    ClaimSpec(
+        "ma-pdl",
+        "per random game, |sum of the agents' terms - (J(pi') - J(pi))| <= the derived "
+        "rounding allowance verify.tolerances.pdl_tolerance (multi-agent performance "
+        "difference lemma, SPEC section 5; proofs_notes/ma-pdl.md)",
+        "as stated in the paper",
+        _ma_pdl,
+        "the last agent's term is left out of the sum",
+    ),
+    *(
+        ClaimSpec(
+            f"kappa-decay-beta{b}",
+            "per agent i and kappa, D_i(kappa) <= Delta_i gamma^t0(kappa, beta) / (1 - gamma), "
+            "and D_i(kappa) = 0 (to rounding) once N_i^kappa is i's component "
+            f"(beta = {b}; SPEC section 3; proofs_notes/decay.md)",
+            "derived here",
+            _decay(b),
+            "t0 one step late in the bound: Delta_i gamma^(t0+1) / (1 - gamma)",
+            plant=_late_escape,
+        )
+        for b in (0, 1, 2)
+    ),
+    ClaimSpec(
+        "truncated-gradient",
+        "per agent i and kappa, ||ghat_i - grad_i F||_2 <= sqrt(2) max_j D_j(kappa) / "
+        "(1 - gamma), and ghat = grad F (to rounding) at the diameter (SPEC section 3; "
+        "proofs_notes/truncated-gradient.md)",
+        "derived here",
+        _truncated_gradient,
+        "the truncated gradient without the 1/n of the team average",
+    ),
+    ClaimSpec(
+        "truncated-gradient-sharp",
+        "per agent i and kappa, ||ghat_i - grad_i F||_2 <= (1/n) sum_j c_ij D_j(kappa) "
+        "sum_s lam_S(s) E_{a_i ~ pi_i} ||score_i(a_i|o_i)||, c_ij = 1 for j in N_i^kappa and "
+        "1/2 outside (proofs_notes/truncated-gradient.md#sharp)",
+        "derived here",
+        _truncated_gradient_sharp,
+        "the bound with E||score_i||^2 in place of E||score_i||",
+    ),
+    ClaimSpec(
+        "occupancy-estimator",
+        "per batch size B and agent, ||lamtilde_i - lam^H_i||_1 <= the McDiarmid radius at "
+        f"delta = {DELTA:g} per check (SPEC section 4; proofs_notes/algorithm1.md)",
+        "derived here",
+        _occupancy_estimator,
+        "the estimate multiplied by (1 - gamma), normalised like d instead of lam",
+    ),
+    ClaimSpec(
+        "mappo-gap",
+        "per K, MA-PPO's average gap (1/K) sum_{k<K} (J* - J(pi_k)) <= B(K) = beta log|A| / "
+        "((1-gamma) sqrt K) + N / (8 beta (1-gamma)^3 sqrt K) with exact Q (SPEC section 5; "
+        "proofs_notes/mappo-bound.md#bound)",
+        "derived here",
+        _mappo_gap,
+        "sign-flipped mirror step pi exp(-Q/beta_k) (run as the exact step on reward 1 - r)",
+    ),
+    ClaimSpec(
+        "mappo-gap-tight",
+        "the same bound where it is nearly attained: Hedge on a two-armed bandit with "
+        "gamma = 0 and a large beta, whose average regret tends to beta log 2 / sqrt K "
+        "(proofs_notes/mappo-bound.md#tight)",
+        "derived here",
+        _mappo_gap_tight,
+        "B(K) with log|A| halved",
+    ),
+    ClaimSpec(
+        "pessimism-scale",
+        "under poor coverage pessimism raises the learned policy's true J: the wins a "
+        f"one-sided sign test at delta = {DELTA:g} needs <= the datasets on which scale 0.5 "
+        "beats scale 0 (proofs_notes/pessimism.md#rare-stall)",
+        "derived here",
+        _pessimism,
+        "scale 0 compared with itself",
+        plot=_plot_pessimism_scale,
+    ),
+    ClaimSpec(
+        "pessimism-event",
+        "per dataset, on the validity event the critic is pessimistic: J_hat(pi_k) - J(pi_k) "
+        "<= the critic's certified error / (1 - gamma) plus the LU rounding of J (SPEC "
+        "section 6; proofs_notes/pessimism.md#event)",
+        "derived here",
+        _pessimism_event,
+        "the bonus added instead of subtracted (an optimistic critic), same iterates",
+    ),
+    ClaimSpec(
+        "pessimism-bound",
+        "per dataset on which the validity event held, the average gap <= B(K) + "
+        "(2/(1-gamma)) E_{d*}[Gamma], measured where B(K) is nearly attained (SPEC section 6; "
+        "proofs_notes/pessimism.md#bound, proofs_notes/mappo-bound.md#tight)",
+        "derived here",
+        _pessimism_bound,
+        "B(K) with log|A| halved",
+    ),
+    ClaimSpec(
+        "checks-and-mutants",
+        "per catalogue entry, wrong verdicts <= 0: every planted bug is caught by the check "
+        "meant for it and every correct implementation passes (verify.checks.planted)",
+        "derived here",
+        _checks,
+        "a check that passes everything",
+    ),
 )
 """Every claim of the report, in order."""
+
+
+def claim_names() -> list[str]:
+    """The names of :data:`CLAIMS`, in order."""
+    return [c.name for c in CLAIMS]
+
+
+def _environment() -> dict[str, str]:
+    """Package version, commit (when run from a git checkout), numpy, scipy, Python."""
+    import importlib.metadata
+
+    import scipy
+
+    try:
+        version = importlib.metadata.version("marl-oracle")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    commit = "not a git checkout"
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.strip()
+            commit = out + (" (with uncommitted changes)" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            commit = "unknown (git not available)"
+    return {
+        "marl-oracle": version,
+        "commit": commit,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def run_report(
     *,
     quick: bool = False,
     seed: int = 0,
-    only: tuple[str, ...] = (),
+    only: Sequence[str] = (),
     progress: Callable[[int, int, str], None] | None = None,
     executor: Executor | None = None,
 ) -> Report:
-    """Measure every claim (or those named in ``only``); ``progress(done, total, name)`` is
-    called before each claim and once at the end.
+    """Measure every claim (or those named in ``only``) and its planted defect;
+    ``progress(done, total, name)`` is called before each claim and once at the end.
 
     The claims run one after another; each splits its independent pieces (datasets, runs,
     ``K`` values, planted bugs) over ``executor`` with :func:`verify.executors.map_seeded`.
@@ -501,32 +1195,28 @@ def run_report(
     from its own seed (:func:`claim_seeds` of ``seed``), so the numbers depend on ``seed``
     only, not on the executor or on which claims run.
     """
-    unknown = [n for n in only if n not in dict(CLAIMS)]
+    names = claim_names()
+    unknown = [n for n in only if n not in names]
     if unknown:
-        raise ModelError(f"only = {unknown!r}: no such claim; claims are {[n for n, _ in CLAIMS]}")
-    chosen = [(n, f) for n, f in CLAIMS if not only or n in only]
+        raise ModelError(f"only = {unknown!r}: no such claim; claims are {names}")
+    chosen = [c for c in CLAIMS if not only or c.name in only]
     if executor is None:
         with ProcessPoolExecutor() as pool:
             return run_report(quick=quick, seed=seed, only=only, progress=progress,
                               executor=pool)
     seeds = claim_seeds(seed)
     start = time.perf_counter()
+    cache: dict[str, Any] = {}
     claims = []
-    for k, (name, fn) in enumerate(chosen):
+    for k, spec in enumerate(chosen):
         if progress is not None:
-            progress(k, len(chosen), name)
-        t0 = time.perf_counter()
-        got = fn(ClaimContext(quick, seeds[name], executor))
-        verdict: Verdict = (
-            "reported" if math.isnan(got.bound) else _verdict(got.measured, got.bound)
-        )
-        claims.append(
-            Claim(name, got.statement, got.instance, float(got.measured), float(got.bound),
-                  verdict, seeds[name], time.perf_counter() - t0, got.series, got.children)
-        )
+            progress(k, len(chosen), spec.name)
+        claims.append(_run_claim(spec, ClaimContext(quick, seeds[spec.name], executor,
+                                                    cache=cache)))
     if progress is not None:
         progress(len(chosen), len(chosen), "done")
-    return Report(tuple(claims), quick, time.perf_counter() - start, seed)
+    return Report(tuple(claims), quick, time.perf_counter() - start, seed,
+                  tuple(n for n in names if n in only), _environment())
 
 
 def claim_seeds(seed: int) -> dict[str, int]:
@@ -538,102 +1228,187 @@ def claim_seeds(seed: int) -> dict[str, int]:
         raise ModelError(f"seed = {seed!r}, expected an integer >= 0")
     children = np.random.SeedSequence(seed).spawn(len(CLAIMS))
     return {
-        name: int(child.generate_state(1)[0])
-        for (name, _), child in zip(CLAIMS, children, strict=True)
+        spec.name: int(child.generate_state(1)[0])
+        for spec, child in zip(CLAIMS, children, strict=True)
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Files: report.json, report.md, plots
+# --------------------------------------------------------------------------------------------
 
 
 def _number(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
+def claim_record(c: Claim) -> dict[str, Any]:
+    """A claim as the JSON object of ``report.json``."""
+    ev, jd = c.evaluation, c.judgement
+    return {
+        "name": c.name,
+        "statement": c.statement,
+        "instance": c.instance,
+        "measured": _number(jd.measured),
+        "bound": _number(jd.bound),
+        "ratio": _number(jd.ratio),
+        "margin": _number(jd.margin),
+        "verdict": jd.verdict,
+        "worst": jd.worst,
+        "items": jd.items,
+        "exact_items": jd.exact_items,
+        "exact_worst": _number(jd.exact_worst),
+        "provenance": c.provenance,
+        "power": {
+            "defect": c.power.defect,
+            "ratio": _number(c.power.ratio),
+            "verdict": c.power.verdict,
+        },
+        "seed": c.seed,
+        "seconds": c.seconds,
+        "per_item": [
+            {"item": lab, "measured": _number(float(m)), "bound": _number(float(b))}
+            for lab, m, b in zip(ev.labels, ev.measured, ev.bound, strict=True)
+        ],
+        "series": ev.series,
+        "children": [[e, list(k)] for e, k in ev.children],
+    }
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if math.isfinite(x) else str(x)
+
+
 def write_report(report: Report, out: str | os.PathLike[str]) -> list[Path]:
-    """Write ``report.md``, ``report.json`` and the plots into directory ``out``; returns the
-    files written."""
+    """Write ``report.md``, ``report.json`` and one plot per claim into directory ``out``;
+    returns the files written.  A partial report (``only``) removes the plots in ``out`` of
+    the claims it did not run, so no stale figure sits next to it."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     files = [root / "report.json", root / "report.md"]
     data = {
         "passed": report.passed,
+        "claims_pass": report.claims_pass,
+        "defects_fail": report.defects_fail,
         "quick": report.quick,
+        "partial": bool(report.only),
         "seconds": report.seconds,
         "seed": report.seed,
-        "claims": [
-            {**asdict(c), "measured": _number(c.measured), "bound": _number(c.bound)}
-            for c in report.claims
-        ],
+        "environment": report.environment,
+        "claims": [claim_record(c) for c in report.claims],
     }
     files[0].write_text(json.dumps(data, indent=2, allow_nan=False))
-    lines = [
-        "# marl-oracle theorem report",
+    plots = _plots(report, root)
+    made = {p.name for p in plots}
+    for name in claim_names():
+        stale = root / f"{name}.png"
+        if stale.name not in made and stale.exists():
+            stale.unlink()
+    if report.passed:
+        headline = "Every claim passes and every planted defect fails"
+    else:
+        bad = [c.name for c in report.claims if c.verdict == "fail"]
+        blind = [c.name for c in report.claims if c.power.verdict == "pass"]
+        headline = "REPORT FAILS: " + "; ".join(
+            part for part in (
+                f"claims failing: {', '.join(bad)}" if bad else "",
+                f"planted defects passing: {', '.join(blind)}" if blind else "",
+            ) if part
+        )
+    lines = ["# marl-oracle theorem report", ""]
+    if report.only:
+        lines += [
+            f"**Partial report**: only {', '.join(report.only)} (`--only`); the other "
+            f"{len(CLAIMS) - len(report.claims)} claims were not run.",
+            "",
+        ]
+    env = report.environment
+    lines += [
+        f"{headline} ({'quick' if report.quick else 'full'} run, {report.seconds:.1f} s, "
+        f"root seed {report.seed}).",
         "",
-        f"{'All checked claims pass' if report.passed else 'SOME CLAIMS FAIL'} "
-        f"({'quick' if report.quick else 'full'} run, {report.seconds:.1f} s).",
+        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
         "",
-        "| claim | measured | bound | verdict | seconds |",
-        "|---|---|---|---|---|",
+        "Each claim reads `measured <= bound` per item; ratio = max(measured / bound) over the "
+        "items (items with bound 0 must measure within their rounding allowance), margin = "
+        "1 - ratio; pass iff ratio <= 1. Power: the claim's planted defect and its ratio, "
+        "which must exceed 1.",
+        "",
+        "| claim | ratio | margin | verdict | power: defect | defect ratio | defect verdict "
+        "| provenance | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report.claims:
         lines.append(
-            f"| {c.name} | {c.measured:.4g} | {c.bound:.4g} | {c.verdict} | {c.seconds:.1f} |"
+            f"| [{c.name}](#{c.name}) | {_fmt(c.ratio)} | {_fmt(c.margin)} | {c.verdict} | "
+            f"{c.power.defect} | {_fmt(c.power.ratio)} | {c.power.verdict} | {c.provenance} "
+            f"| {c.seconds:.1f} |"
         )
     lines.append("")
     for c in report.claims:
-        lines += [f"## {c.name}", "", c.statement, ""]
+        jd = c.judgement
+        lines += [f"## {c.name}", "", c.statement + ".", ""]
         lines += [f"Instance: {c.instance}. Seed: {c.seed} (root seed {report.seed}).", ""]
+        lines += [
+            f"Ratio {_fmt(jd.ratio)} at {jd.worst} (measured {_fmt(jd.measured)}, bound "
+            f"{_fmt(jd.bound)}) over {jd.items} items, {jd.exact_items} of them with bound 0 "
+            f"(largest measured there {_fmt(jd.exact_worst)}); verdict {jd.verdict}. "
+            f"Provenance: {c.provenance}.",
+            "",
+            f"Planted defect: {c.power.defect}; ratio {_fmt(c.power.ratio)}, verdict "
+            f"{c.power.verdict}.",
+            "",
+        ]
+        if f"{c.name}.png" in made:
+            lines += [f"![{c.name}]({c.name}.png)", ""]
     files[1].write_text("\n".join(lines))
-    files += _plots(report, root)
-    return files
+    return files + plots
+
+
+def _default_plot(ax: Any, claim: Claim) -> None:
+    """Measured (solid, circles) and bound (dashed, squares) per item against ``x``, one
+    colour per group, log ``y``; exact zeros as open triangles on the x axis."""
+    from matplotlib.lines import Line2D
+
+    ev = claim.evaluation
+    x = ev.x if ev.x is not None else np.arange(ev.measured.size, dtype=np.float64)
+    groups = ev.groups if ev.groups is not None else ("",) * ev.measured.size
+    order = list(dict.fromkeys(groups))
+    for k, g in enumerate(order):
+        color = f"C{k % 10}"
+        sel = np.array([h == g for h in groups])
+        log_series(ax, x[sel], ev.measured[sel], "o-", g or None, color=color)
+        log_series(ax, x[sel], ev.bound[sel], "s--", None, color=color, alpha=0.6)
+    style = [
+        Line2D([], [], color="k", marker="o", ls="-", label="measured"),
+        Line2D([], [], color="k", marker="s", ls="--", alpha=0.6, label="bound"),
+        Line2D([], [], color="k", marker="v", ls="", mfc="none", label=ZERO_MARKER_NOTE),
+    ]
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + style, fontsize=6, ncol=2 if len(handles) > 6 else 1)
+    if ev.log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(ev.x_label)
+    ax.set_ylabel(ev.y_label)
 
 
 def _plots(report: Report, root: Path) -> list[Path]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are optional; the tables are complete without them
+    plt = pyplot()
+    if plt is None:  # plots are optional; the tables are complete without them
         return []
     written = []
-    by = {c.name: c for c in report.claims}
-    for name in ("kappa-decay-beta0", "kappa-decay-beta1"):
-        if name in by and by[name].series:
-            s = by[name].series
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            ax.semilogy(s["kappa"], np.maximum(s["max_spread"], 1e-18), "o-", label="max_i D_i")
-            ax.semilogy(s["kappa"], np.maximum(s["bound"], 1e-18), "s--", label="bound")
-            ax.set_xlabel("kappa")
-            ax.set_ylabel("spread")
-            ax.set_title(name)
-            ax.legend()
-            path = root / f"{name}.png"
-            fig.tight_layout()
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            written.append(path)
-    if "mappo-gap" in by:
-        s = by["mappo-gap"].series
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.loglog(s["K"], s["average_gap"], "o-", label="average gap")
-        ax.loglog(s["K"], s["last_gap"], "^-", label="last gap")
-        ax.loglog(s["K"], s["bound"], "s--", label="B(K)")
-        ax.set_xlabel("K")
-        ax.legend()
-        path = root / "mappo-gap.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    if "pessimism-scale" in by:
-        s = by["pessimism-scale"].series
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.errorbar(s["scale"], s["mean_J"], yerr=s["ci_half_width"], fmt="o-", label="true J")
-        ax.axhline(s["J_star"][0], color="k", ls=":", label="J*")
-        ax.axhline(s["online_J"][0], color="g", ls="--", label="online MA-PPO")
-        ax.set_xlabel("pessimism scale")
-        ax.set_ylabel("J of the learned policy")
-        ax.legend()
-        path = root / "pessimism-scale.png"
+    for c in report.claims:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        spec = next((s for s in CLAIMS if s.name == c.name), None)
+        custom = spec.plot if spec is not None else None
+        (custom or _default_plot)(ax, c)
+        gamma = f", gamma = {c.evaluation.gamma:g}" if c.evaluation.gamma is not None else ""
+        instance = "\n".join(textwrap.wrap(c.instance, 110))
+        ax.set_title(f"{c.name}: ratio {_fmt(c.ratio)}, {c.verdict}{gamma}\n{instance}",
+                     fontsize=7)
+        if custom is not None:
+            ax.legend(fontsize=6)
+        path = root / f"{c.name}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
