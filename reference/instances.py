@@ -376,15 +376,10 @@ def coupled_line(n: int, coupling: float, gamma: float = 0.9) -> NetworkedInstan
             for a in (0, 1):
                 P[..., a, a] = 1.0
         else:
-            right = nb.index(i + 1)
-            for a in (0, 1):
-                for s_right in (0, 1):
-                    index = [slice(None)] * len(nb)
-                    index[right] = s_right
-                    row = P[tuple(index)][..., a, :]
-                    row[..., s_right] += c
-                    row[..., a] += 1.0 - c
-                    P[(*index, a)] = row
+            grid = np.indices((2,) * len(nb) + (2,))  # s_N digits, then a_i
+            one = c * grid[nb.index(i + 1)] + (1.0 - c) * grid[-1]  # P(s'_i = 1)
+            P[..., 1] = one
+            P[..., 0] = 1.0 - one
         kernels.append(P)
     rho = tuple(np.full(2, 0.5) for _ in range(n))
     model = NetworkedMDP(graph, (2,) * n, (2,) * n, tuple(kernels), gamma, rho)

@@ -82,7 +82,8 @@ def test_claim_names_are_the_contract() -> None:
     for required in ("kappa-decay-beta0", "kappa-decay-beta1", "kappa-decay-beta2",
                      "truncated-gradient", "mappo-gap", "mappo-gap-tight"):
         assert required in names
-    assert "sample-complexity" not in names  # replaced; no claim is merely "reported"
+    for required in ("sample-complexity", "decay-coupling", "shadow-reward-bound"):
+        assert required in names  # judged as measured <= bound, none merely "reported"
     assert all(c.provenance in ("derived here", "as stated in the paper") for c in CLAIMS)
 
 
@@ -103,6 +104,9 @@ def test_each_claim_passes_and_its_planted_defect_fails(quick_report: Report, na
         ("mappo-gap-tight", 0.5), ("pessimism-bound", 0.5),
         # the XOR pair (proofs_notes/truncated-gradient.md#tight)
         ("truncated-gradient", 0.2), ("truncated-gradient-sharp", 0.9),
+        # the shift chain inside the coupled-line family (proofs_notes/decay.md#coupling);
+        # the linear utility's shadow reward is its reward (shadow-reward-gradient.md#bounded)
+        ("decay-coupling", 0.9), ("shadow-reward-bound", 1.0),
     ],
 )
 def test_bounds_are_measured_where_nearly_attained(

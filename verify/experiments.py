@@ -53,26 +53,40 @@ from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.sampling import rollout
 from reference.networked.truncation import Weights, decay_profile, truncated_gradient
-from reference.networked.utilities import LinearUtility, Utility
+from reference.networked.utilities import (
+    ConstraintPenaltyUtility,
+    EntropyUtility,
+    KLImitationUtility,
+    LinearUtility,
+    QuadraticImitationUtility,
+    Utility,
+)
 from reference.tabular import policy_iteration
 from verify.executors import map_seeded
 
 __all__ = [
     "COMPLEXITY_FAMILY_LEVEL",
+    "UTILITY_KINDS",
     "ComplexityConfig",
     "ComplexityDefect",
     "ComplexitySchedule",
+    "CouplingDecay",
     "DecaySweep",
     "GapSweep",
     "PessimismSweep",
     "SampleComplexity",
+    "ShadowDefect",
+    "ShadowRewards",
     "complexity_schedule",
+    "coupling_decay_study",
     "fit_rate",
     "horizon_bias_constant",
     "kappa_decay_sweep",
     "mappo_gap_sweep",
     "pessimism_sweep",
     "sample_complexity_study",
+    "shadow_reward_study",
+    "study_utilities",
 ]
 
 
@@ -149,10 +163,11 @@ def kappa_decay_sweep(
     )
 
 
-COMPLEXITY_FAMILY_LEVEL = 0.95
+COMPLEXITY_FAMILY_LEVEL = 0.99
 """Family-wise level of the exponent intervals of :func:`sample_complexity_study`: each of the
-``C`` configurations gets a two-sided Student-t interval at level ``1 - 0.05 / C``
-(Bonferroni), so all ``C`` cover their exponents together with probability >= 0.95."""
+``C`` configurations gets a two-sided Student-t interval at level ``1 - 0.01 / C``
+(Bonferroni), so all ``C`` cover their exponents together with probability >= 0.99 (if the
+per-seed slopes are normal)."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +353,7 @@ class _PilotTask:
     fractions: FloatArray
     max_iterations: int
     backend: Literal["dense", "matrix-free"]
+    step_size: float
 
 
 @dataclass(frozen=True)
@@ -390,17 +406,13 @@ def _pilot_piece(task: _PilotTask, rng: np.random.Generator) -> _Pilot:
         if np.all(np.isfinite(reference)):
             break
         policy = policy.with_theta(
-            [t + _STEP * d for t, d in zip(policy.theta, sol.gradient, strict=True)]
+            [t + task.step_size * d for t, d in zip(policy.theta, sol.gradient, strict=True)]
         )
     return _Pilot(variance, floor, float(g0), frozen(reference))
 
 
 _PILOT_TARGET = 0.01
 """Target whose horizon the pilot uses (the horizon enters ``sigma^2`` only weakly)."""
-_STEP = 5.0
-"""Step size ``eta`` of the sample-complexity study's runs."""
-_FLOOR_STEPS = 20
-"""Noise-free steps over which the study's truncation floor is measured."""
 
 
 def _one_estimate(
@@ -491,6 +503,8 @@ def sample_complexity_study(
     *,
     coupling: float = 0.1,
     gamma: float = 0.5,
+    utility: Literal["linear", "entropy"] = "linear",
+    step_size: float = 10.0,
     max_iterations: int = 400,
     pilot_batch: int = 32,
     pilot_repeats: int = 16,
@@ -510,8 +524,9 @@ def sample_complexity_study(
     2. for every target ``epsilon`` the schedule ``B(epsilon), H(epsilon)`` of
        :func:`complexity_schedule` is fixed, and ``seeds`` independent runs record
        ``T(epsilon)`` (one piece per seed and target);
-    3. per seed, the slope of ``log T`` on ``log(1/epsilon)``; across seeds, a Student-t
-       interval at level ``1 - 0.05 / len(configs)`` (:data:`COMPLEXITY_FAMILY_LEVEL`).
+    3. per seed, the slope of ``log T`` (and of ``log samples``) on ``log(1/epsilon)``;
+       across seeds, a Student-t interval at level
+       ``1 - (1 - COMPLEXITY_FAMILY_LEVEL) / len(configs)``.
 
     The pilot and the runs are seeded by ``map_seeded`` from the two children of
     ``SeedSequence(seed)``.  ``defect`` plants a wrong schedule or a biased estimator
@@ -537,19 +552,19 @@ def sample_complexity_study(
     ]
     pilots = map_seeded(
         _pilot_piece,
-        [_PilotTask(inst.model, inst.utilities(), c.kappa, pilot_batch,
+        [_PilotTask(inst.model, inst.utilities(utility), c.kappa, pilot_batch,
                     complexity_schedule(c.n, gamma, _PILOT_TARGET, 1.0,
                                         horizon_bias_constant(c.n, gamma, 1.0)).horizon,
-                    pilot_repeats, frozen(frac), max_iterations, backend)
+                    pilot_repeats, frozen(frac), max_iterations, backend, step_size)
          for c, inst, backend in zip(configs, instances, backends, strict=True)],
         executor=executor, seed=pilot_seed,
     ).results
     tasks: list[_RunTask] = []
     schedules = []
     for c, inst, pilot, backend in zip(configs, instances, pilots, backends, strict=True):
-        reward_bound = max(u.constants.gradient_bound for u in inst.utilities())
+        reward_bound = max(u.constants.gradient_bound for u in inst.utilities(utility))
         c_h = horizon_bias_constant(c.n, gamma, reward_bound)
-        linear = all(isinstance(u, LinearUtility) for u in inst.utilities())
+        linear = utility == "linear"
         sched = tuple(complexity_schedule(c.n, gamma, float(f * pilot.g0), pilot.variance, c_h,
                                           occupancy=not linear)
                       for f in frac)
@@ -560,12 +575,12 @@ def sample_complexity_study(
                 if defect == "batch-for-norm":
                     batch = math.ceil(sched[0].batch * (sched[0].epsilon / sc.epsilon) ** 2)
                 cfg = Algorithm1Config(
-                    kappa=c.kappa, step_size=_STEP, iterations=1, occupancy_batch=batch,
+                    kappa=c.kappa, step_size=step_size, iterations=1, occupancy_batch=batch,
                     occupancy_horizon=sc.horizon, critic_batch=batch,
                     critic_horizon=sc.horizon, gradient_batch=batch,
                     gradient_horizon=sc.horizon,
                 )
-                tasks.append(_RunTask(inst.model, inst.utilities(), cfg, sc.epsilon,
+                tasks.append(_RunTask(inst.model, inst.utilities(utility), cfg, sc.epsilon,
                                       max_iterations, backend))
     done = map_seeded(_run_piece, tasks, executor=executor, seed=run_seed)
     level = 1.0 - (1.0 - COMPLEXITY_FAMILY_LEVEL) / len(configs)
@@ -598,6 +613,260 @@ def sample_complexity_study(
             children=done.children[k * per:(k + 1) * per],
         ))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class CouplingDecay:
+    """Decay spreads on ``coupled_line(n, c, gamma)`` against the coupling ``c`` and
+    ``gamma`` (:func:`coupling_decay_study`).
+
+    Attributes:
+        n: number of agents.
+        beta: observation radius of the policy.
+        couplings: ``(C,)`` couplings ``c``.
+        gammas: ``(G,)`` discounts.
+        kappa: ``(K,)`` radii ``0..n-1``.
+        spread: ``(G, C, n, K)`` ``D_i(kappa)``.
+        bound: ``(G, C, n, K)`` ``Delta_i gamma^t0 / (1 - gamma)``, 0 once ``N_i^kappa`` is
+            every agent (SPEC section 3).
+        allowance: ``(G, C)`` the spreads' rounding allowance
+            (:func:`verify.assumptions.spread_tolerance`); a spread at most this is an exact
+            zero.
+        rate: ``(G, C)`` the per-hop decay rate of agent 0 (whose chain of copies is the
+            longest): ``exp`` of the least-squares slope of ``log D_0(kappa)`` on ``kappa``
+            over the radii with ``D_0(kappa)`` above the allowance; 0 when every spread is an
+            exact zero (``c = 0``).
+        seed: the seed of the policy's ``theta ~ N(0, 1)``.
+    """
+
+    n: int
+    beta: int
+    couplings: FloatArray
+    gammas: FloatArray
+    kappa: IntArray
+    spread: FloatArray
+    bound: FloatArray
+    allowance: FloatArray
+    rate: FloatArray
+    seed: int
+
+
+def coupling_decay_study(
+    n: int,
+    couplings: Sequence[float],
+    gammas: Sequence[float],
+    seed: int,
+    beta: int = 0,
+) -> CouplingDecay:
+    """``D_i(kappa)`` of the linear utilities' shadow Q on ``coupled_line(n, c, gamma)`` for
+    every coupling ``c`` and discount ``gamma``, at one random policy
+    (``proofs_notes/decay.md#coupling``).
+
+    ``theta`` is drawn once, ``N(0, 1)`` entries from ``default_rng(seed)`` (the policy's
+    shape does not depend on ``c`` or ``gamma``), and every instance is solved exactly.
+    """
+    from verify.assumptions import spread_tolerance  # verify.assumptions imports fit_rate
+
+    cs = np.asarray(couplings, dtype=np.float64)
+    gs = np.asarray(gammas, dtype=np.float64)
+    if cs.ndim != 1 or cs.size == 0 or gs.ndim != 1 or gs.size == 0:
+        raise ModelError(f"couplings = {list(couplings)!r}, gammas = {list(gammas)!r}: "
+                         "expected non-empty sequences")
+    theta = LocalizedSoftmaxPolicy.random(
+        coupled_line(n, 0.0).model, beta, np.random.default_rng(seed)
+    ).theta
+    spread = np.empty((gs.size, cs.size, n, n))
+    bound = np.empty_like(spread)
+    allowance = np.empty((gs.size, cs.size))
+    rate = np.empty((gs.size, cs.size))
+    for a, g in enumerate(gs):
+        for b, c in enumerate(cs):
+            inst = coupled_line(n, float(c), float(g))
+            policy = LocalizedSoftmaxPolicy(inst.model, beta, theta)
+            sol = solve(inst.model, policy, inst.utilities(), values="per-agent")
+            prof = decay_profile(inst.model, policy, sol)
+            spread[a, b], bound[a, b] = prof.spread, prof.bound
+            allowance[a, b] = spread_tolerance(inst.model, sol)
+            above = prof.spread[0] > allowance[a, b]
+            rate[a, b] = (
+                fit_rate(prof.kappa[above], prof.spread[0][above]) if above.sum() >= 2
+                else 0.0
+            )
+    return CouplingDecay(
+        n=int(n), beta=int(beta), couplings=frozen(cs), gammas=frozen(gs),
+        kappa=np.arange(n, dtype=np.int64), spread=frozen(spread), bound=frozen(bound),
+        allowance=frozen(allowance), rate=frozen(rate), seed=int(seed),
+    )
+
+
+UTILITY_KINDS = ("linear", "entropy", "quadratic", "kl", "penalty")
+"""The utilities of :func:`shadow_reward_study`, one of each class of
+``reference/networked/utilities.py``."""
+
+ShadowDefect = Literal["none", "unclamped-penalty"]
+"""Planted defect of :func:`shadow_reward_study`: ``"unclamped-penalty"`` drops the
+``[.]_+`` of the constraint penalty's gradient, ``mu (c - g) grad g`` also where the
+constraint holds."""
+
+
+class _UnclampedPenalty(ConstraintPenaltyUtility):
+    """A constraint penalty whose gradient lost its clamp (a planted defect)."""
+
+    def _gradient(self, lam: FloatArray) -> FloatArray:
+        grad: FloatArray = (
+            np.zeros(self.shape) if self.objective is None else self.objective._gradient(lam)
+        )
+        slack = self.threshold - self.constraint._value(lam)
+        out: FloatArray = grad + (self.weight * slack) * self.constraint._gradient(lam)
+        return out
+
+
+def study_utilities(
+    kind: str, n: int, gamma: float, defect: ShadowDefect = "none"
+) -> tuple[Utility, ...]:
+    """The utilities of :func:`shadow_reward_study` on ``n`` binary agents (``|S_i| = |A_i| =
+    2``).
+
+    * ``"linear"``: ``r_i = 1[s_i = 1]``;
+    * ``"entropy"``: smoothed state entropy, ``eps = 1e-3``;
+    * ``"quadratic"``: quadratic imitation of the uniform target;
+    * ``"kl"``: smoothed KL imitation of ``t = (0.1, 0.1; 0.1, 0.7)`` (rows ``s_i``);
+    * ``"penalty"``: the entropy objective minus ``(mu/2) [c - g]_+^2`` around the linear
+      ``g = <r_i, lam_i>`` with ``c = 0.2``, ``mu = 10`` (a visit constraint on ``s_i = 1``;
+      ``defect="unclamped-penalty"``: without the clamp, whose gradient
+      ``mu (c - g) r_i`` then exceeds the declared ``G_H + mu c`` once ``g > c`` by more
+      than ``c + G_H / mu``).
+    """
+    shape = (2, 2)
+    r = np.array([[0.0, 0.0], [1.0, 1.0]])
+    if kind == "linear":
+        return tuple(LinearUtility(r, gamma) for _ in range(n))
+    if kind == "entropy":
+        return tuple(EntropyUtility(shape, gamma, 1e-3) for _ in range(n))
+    if kind == "quadratic":
+        return tuple(QuadraticImitationUtility(np.full(shape, 0.25), gamma) for _ in range(n))
+    if kind == "kl":
+        t = np.array([[0.1, 0.1], [0.1, 0.7]])
+        return tuple(KLImitationUtility(t, gamma, 1e-3) for _ in range(n))
+    if kind == "penalty":
+        cls = _UnclampedPenalty if defect == "unclamped-penalty" else ConstraintPenaltyUtility
+        return tuple(
+            cls(LinearUtility(r, gamma), 0.2, 10.0, EntropyUtility(shape, gamma, 1e-3))
+            for _ in range(n)
+        )
+    raise ModelError(f"utility kind = {kind!r}, expected one of {UTILITY_KINDS}")
+
+
+@dataclass(frozen=True)
+class ShadowRewards:
+    """Sup norms of the shadow rewards along Algorithm 1's iterates, against each utility's
+    declared gradient bound (:func:`shadow_reward_study`).
+
+    Attributes:
+        kinds: ``(U,)`` utility kinds (:data:`UTILITY_KINDS`).
+        exact: ``(U, n, K)`` ``||r_i^{theta_k}||_inf`` with ``r_i^theta = grad f_i(lam_i^theta)``
+            at the exact local occupancy of iterate ``k``.
+        sampled: ``(U, n, K)`` ``||grad f_i(lamtilde_i)||_inf`` at Algorithm 1's occupancy
+            estimate of iterate ``k`` (the shadow reward the algorithm uses).
+        bound: ``(U, n)`` the declared ``constants.gradient_bound`` of each utility.
+        instance: the networked instance's description.
+        gamma: its discount.
+        defect: the planted defect, ``"none"`` for the utilities as declared.
+        children: ``(entropy, spawn_key)`` of each utility's run, in ``kinds`` order.
+    """
+
+    kinds: tuple[str, ...]
+    exact: FloatArray
+    sampled: FloatArray
+    bound: FloatArray
+    instance: str
+    gamma: float
+    defect: str
+    children: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+@dataclass(frozen=True)
+class _ShadowTask:
+    model: NetworkedMDP
+    utilities: tuple[Utility, ...]
+    cfg: Algorithm1Config
+
+
+def _shadow_piece(task: _ShadowTask, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+    """``(n, K)`` exact and sampled shadow-reward sup norms along one run of Algorithm 1."""
+    m, us, cfg = task.model, task.utilities, task.cfg
+    policy = LocalizedSoftmaxPolicy.uniform(m, 0)
+    exact = np.empty((m.n, cfg.iterations))
+    sampled = np.empty((m.n, cfg.iterations))
+    for k in range(cfg.iterations):
+        sol = solve(m, policy, us)
+        exact[:, k] = [float(np.max(np.abs(r))) for r in sol.shadow_rewards]
+        occ = occupancy_estimate(m, rollout(m, policy, cfg.occupancy_batch,
+                                            cfg.occupancy_horizon, rng))
+        rewards = shadow_reward_estimate(us, occ)
+        sampled[:, k] = [float(np.max(np.abs(r))) for r in rewards]
+        critics = mc_critic(m, policy, rewards, cfg.kappa, cfg.critic_batch,
+                            cfg.critic_horizon, cfg.critic_horizon, rng)
+        g = gradient_estimate(m, policy, critics, cfg.kappa, cfg.gradient_batch, rng,
+                              cfg.gradient_horizon).gradient
+        policy = policy.with_theta(
+            [t + cfg.step_size * d for t, d in zip(policy.theta, g, strict=True)]
+        )
+    return exact, sampled
+
+
+def shadow_reward_study(
+    n: int,
+    gamma: float,
+    iterations: int,
+    seed: int,
+    *,
+    coupling: float = 0.5,
+    kappa: int = 1,
+    batch: int = 64,
+    horizon: int = 20,
+    step_size: float = 5.0,
+    kinds: Sequence[str] = UTILITY_KINDS,
+    defect: ShadowDefect = "none",
+    executor: Executor | None = None,
+) -> ShadowRewards:
+    """The shadow reward's sup norm along Algorithm 1's iterates, for every utility of
+    :func:`study_utilities`, against the utility's declared gradient bound
+    (``proofs_notes/shadow-reward-gradient.md#bounded``).
+
+    Each utility gets one run of Algorithm 1 on ``coupled_line(n, coupling, gamma)`` from
+    ``theta = 0`` (``beta = 0``, Monte-Carlo critics at radius ``kappa``, ``batch``
+    trajectories of ``horizon`` steps for each estimator, step ``step_size``); at every
+    iterate it records the exact shadow reward ``grad f_i(lam_i^theta)`` and the sampled
+    one ``grad f_i(lamtilde_i)`` the algorithm steps with.  ``kinds`` selects utilities of
+    :data:`UTILITY_KINDS`.  The runs are pieces of
+    :func:`verify.executors.map_seeded` on ``executor``.
+    """
+    if defect not in ("none", "unclamped-penalty"):
+        raise ModelError(f"defect = {defect!r}, expected 'none' or 'unclamped-penalty'")
+    inst = coupled_line(n, coupling, gamma)
+    cfg = Algorithm1Config(
+        kappa=kappa, step_size=step_size, iterations=iterations, occupancy_batch=batch,
+        occupancy_horizon=horizon, critic_batch=batch, critic_horizon=horizon,
+        gradient_batch=batch, gradient_horizon=horizon,
+    )
+    per_kind = [study_utilities(kind, n, gamma, defect) for kind in kinds]
+    done = map_seeded(
+        _shadow_piece, [_ShadowTask(inst.model, us, cfg) for us in per_kind],
+        executor=executor, seed=seed,
+    )
+    return ShadowRewards(
+        kinds=tuple(kinds),
+        exact=frozen(np.array([e for e, _ in done.results])),
+        sampled=frozen(np.array([s for _, s in done.results])),
+        bound=frozen(np.array([[u.constants.gradient_bound for u in us] for us in per_kind])),
+        instance=(f"coupled-line n={n}, coupling {coupling}, gamma {gamma}, beta 0, "
+                  f"theta_0 = 0, Algorithm 1 with MC critics at kappa {kappa}, B = {batch}, "
+                  f"H = {horizon}, eta = {step_size}, {iterations} iterates"),
+        gamma=float(gamma),
+        defect=defect,
+        children=done.children,
+    )
 
 
 @dataclass(frozen=True)
