@@ -321,7 +321,7 @@ def two_armed_bandit(gamma: float = 0.0) -> CooperativeMarkovGame:
     return CooperativeMarkovGame(P, r, np.ones(1), gamma, "two-armed bandit")
 
 
-INSTANCES = {"line-message": line_message, "wireless": _wireless_row}
+INSTANCES = {"line-message": line_message, "shift-chain": shift_chain, "wireless": _wireless_row}
 """Registry of networked instances by name: ``name -> constructor(n, gamma)``.
 
 ``wireless`` in the registry is a single row of ``n`` users; call :func:`wireless` for grids.

@@ -18,7 +18,7 @@ from reference.instances import climbing
 from verify.cli import main
 from verify.executors import SerialExecutor, executor_from_url, map_seeded
 from verify.experiments import mappo_gap_sweep
-from verify.report import _occupancy_piece, _pdl_piece
+from verify.report import _occupancy_piece, _pdl_piece, _PdlTask
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +35,15 @@ def test_client_executor_gives_the_serial_numbers(cluster: distributed.LocalClus
     with distributed.Client(cluster) as client:
         ex = client.get_executor()
         got = map_seeded(_occupancy_piece, tasks, executor=ex, seed=9)
-        pdl = map_seeded(_pdl_piece, [2, 2], executor=ex, seed=1)
+        pdl = map_seeded(_pdl_piece, [_PdlTask(2, False)] * 2, executor=ex, seed=1)
         gap = mappo_gap_sweep(climbing(), [2, 8], executor=ex)
     want = map_seeded(_occupancy_piece, tasks, executor=SerialExecutor(), seed=9)
     assert got.children == want.children
     for a, b in zip(got.results, want.results, strict=True):
         for u, v in zip(a, b, strict=True):
             np.testing.assert_array_equal(u, v)
-    assert pdl.results == map_seeded(_pdl_piece, [2, 2], executor=SerialExecutor(), seed=1).results
+    serial = map_seeded(_pdl_piece, [_PdlTask(2, False)] * 2, executor=SerialExecutor(), seed=1)
+    assert pdl.results == serial.results
     np.testing.assert_array_equal(
         gap.average_gap, mappo_gap_sweep(climbing(), [2, 8], executor=SerialExecutor()).average_gap
     )
@@ -52,7 +53,7 @@ def test_url_executor_closes_its_client(cluster: distributed.LocalCluster) -> No
     address = cluster.scheduler_address.removeprefix("tcp://")
     ex = executor_from_url(f"dask://{address}")
     with ex:
-        assert map_seeded(_pdl_piece, [1], executor=ex, seed=2).results
+        assert map_seeded(_pdl_piece, [_PdlTask(1, False)], executor=ex, seed=2).results
     assert ex.client.status == "closed"  # type: ignore[attr-defined]
 
 
@@ -71,7 +72,7 @@ def test_report_on_a_running_scheduler(
         capsys.readouterr()
         outputs.append(json.loads((out / "report.json").read_text()))
     dask_run, serial_run = outputs
-    keys = ("name", "measured", "bound", "seed", "children")
+    keys = ("name", "measured", "bound", "ratio", "seed", "children", "power")
     assert [tuple(str(c[k]) for k in keys) for c in dask_run["claims"]] == [
         tuple(str(c[k]) for k in keys) for c in serial_run["claims"]
     ]

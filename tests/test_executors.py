@@ -208,7 +208,8 @@ def test_report_does_not_depend_on_the_executor() -> None:
     for a, b in zip(serial.claims, pooled.claims, strict=True):
         assert (a.name, a.measured, a.bound, a.verdict) == (b.name, b.measured, b.bound, b.verdict)
         assert a.children == b.children and a.children
-        assert a.series == b.series
+        assert a.series == b.series and a.power == b.power
+        np.testing.assert_array_equal(a.evaluation.measured, b.evaluation.measured)
 
 
 def _arrays(obj: Any) -> list[np.ndarray[Any, Any]]:

@@ -192,7 +192,8 @@ def test_claims_draw_their_own_seeds() -> None:
 def test_pessimism_event_without_the_event_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the validity event never held, nothing was checked: the claim measures ``inf`` and
     fails instead of passing vacuously."""
-    never = rep._PessimismRun(-math.inf, 0.0, -math.inf)
+    empty = np.zeros(0)
+    never = rep._PessimismRun(empty, empty, empty, empty, 0.0)
     monkeypatch.setattr(rep, "_pessimism_piece", lambda _, rng: never)
     report = run_report(quick=True, only=("pessimism-event",), executor=SerialExecutor())
     assert report.claims[0].measured == math.inf and report.claims[0].verdict == "fail"

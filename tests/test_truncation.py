@@ -9,6 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from reference.errors import ModelError
+from reference.instances import xor_pair
 from reference.networked import (
     Graph,
     LinearUtility,
@@ -25,7 +26,9 @@ from reference.networked.truncation import (
     decay_profile,
     decay_spread,
     first_escape_time,
+    gradient_error_bounds,
     hop_index,
+    score_norm_mass,
     truncated_gradient,
     truncated_q,
 )
@@ -200,6 +203,63 @@ def test_truncated_gradient_error_bound(problem: mst.NetworkedProblem, kappa: in
         for i in range(m.n):
             err = float(np.linalg.norm(g[i] - sol.gradient[i]))
             assert err <= np.sqrt(2.0) * (worst + _q_tolerance(sol, m)) / (1 - m.gamma) + tol
+
+
+@given(problem=mst.networked_problems(max_agents=4, beta=None), kappa=st.integers(0, 2))
+def test_sharp_truncated_gradient_bound(problem: mst.NetworkedProblem, kappa: int) -> None:
+    """||ghat_i - grad_i F||_2 <= (1/n) sum_j c_ij D_j(kappa) m_i for every weight, and the
+    sharp bound is never above SPEC's (proofs_notes/truncated-gradient.md#sharp)."""
+    m, pol = problem.model, problem.policy
+    sol = solve(m, pol, problem.utilities)
+    qs = shadow_q(m, pol, sol)
+    spreads = np.array([decay_spread(m, qs[j], j, kappa) for j in range(m.n)])
+    slack = _q_tolerance(sol, m)
+    bounds = gradient_error_bounds(m, pol, sol.lam_S, spreads + slack, kappa)
+    assert np.all(bounds.sharp <= bounds.spec * (1 + 8 * EPS))
+    for i in range(m.n):
+        top = np.sqrt(1.0 - 1.0 / m.n_actions[i]) / (1 - m.gamma)
+        assert bounds.score_mass[i] <= top * (1 + 8 * EPS) + summation_tolerance(
+            m.states.size, 1 / (1 - m.gamma)
+        )
+    tol = gradient_tolerance(
+        m.states.size * m.actions.size,
+        m.gamma,
+        max(float(np.max(np.abs(r))) for r in sol.shadow_rewards),
+    )
+    for weights in WEIGHT_CHOICES:
+        g = truncated_gradient(m, pol, sol, kappa, weights, qs)
+        for i in range(m.n):
+            err = float(np.linalg.norm(g[i] - sol.gradient[i]))
+            assert err <= bounds.sharp[i] + tol
+
+
+@pytest.mark.parametrize("gamma", [0.01, 0.1, 0.5])
+def test_xor_pair_ratios(gamma: float) -> None:
+    """The XOR pair at kappa = 0, point weights, uniform policy: D_0 = gamma, D_1 = 0 and
+    ||ghat_0 - grad_0 F|| / bound = sqrt((1 - gamma/2)^2 + (gamma/2)^2) for the sharp bound
+    and a quarter of that for SPEC's (proofs_notes/truncated-gradient.md#tight)."""
+    inst = xor_pair(gamma)
+    m = inst.model
+    pol = LocalizedSoftmaxPolicy.uniform(m, 1)
+    sol = solve(m, pol, inst.utilities())
+    qs = shadow_q(m, pol, sol)
+    spreads = np.array([decay_spread(m, qs[j], j, 0) for j in range(2)])
+    tol = _q_tolerance(sol, m)
+    assert abs(spreads[0] - gamma) <= tol and spreads[1] <= tol
+    g = truncated_gradient(m, pol, sol, 0, "point", qs)
+    err = float(np.linalg.norm(g[0] - sol.gradient[0]))
+    bounds = gradient_error_bounds(m, pol, sol.lam_S, spreads, 0)
+    closed = np.hypot(1 - gamma / 2, gamma / 2)
+    assert err / bounds.sharp[0] == pytest.approx(closed, rel=1e-9)
+    assert err / bounds.spec[0] == pytest.approx(closed / 4, rel=1e-9)
+    assert score_norm_mass(pol, sol.lam_S, 0) == pytest.approx(
+        1 / (np.sqrt(2) * (1 - gamma)), rel=1e-12
+    )
+    assert score_norm_mass(pol, sol.lam_S, 0, 2) == pytest.approx(0.5 / (1 - gamma), rel=1e-12)
+    with pytest.raises(ModelError, match="power"):
+        score_norm_mass(pol, sol.lam_S, 0, 3)
+    with pytest.raises(ModelError, match="spreads has shape"):
+        gradient_error_bounds(m, pol, sol.lam_S, spreads[:1], 0)
 
 
 @given(

@@ -105,7 +105,13 @@ from reference.networked.exact import (
 )
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.sampling import rollout
-from reference.networked.truncation import DecayProfile, decay_profile, truncated_gradient
+from reference.networked.truncation import (
+    DecayProfile,
+    decay_profile,
+    gradient_error_bounds,
+    score_norm_mass,
+    truncated_gradient,
+)
 from verify.assumptions import spread_tolerance
 from verify.bounds import l1_radius, sign_test_wins, split_delta
 from verify.checks.planted import PlantedVerdict, run_planted
@@ -349,6 +355,8 @@ class Claim:
         evaluation: the per-item measurements.
         seed: the claim's own seed (:func:`claim_seeds`).
         seconds: wall time of the claim and its defect.
+        planted: the per-item measurements under the planted defect (drawn in grey in
+            the claim's plot), if recorded.
     """
 
     name: str
@@ -360,6 +368,7 @@ class Claim:
     evaluation: Evaluation
     seed: int | None
     seconds: float
+    planted: Evaluation | None = None
 
     @property
     def measured(self) -> float:
@@ -448,6 +457,7 @@ def _run_claim(spec: ClaimSpec, ctx: ClaimContext) -> Claim:
         evaluation=ev,
         seed=ctx.seed,
         seconds=time.perf_counter() - t0,
+        planted=planted,
     )
 
 
@@ -604,24 +614,12 @@ class _TruncationData:
     kappa: list[int]
     error: FloatArray  # (n, K) ||ghat_i - grad_i F||
     planted_error: FloatArray  # (n, K) with ghat multiplied by n
-    spread: FloatArray  # (n, K) D_j(kappa)
-    score_mass: FloatArray  # (n,) sum_s lam_S(s) E_{a_i ~ pi_i} ||score_i||
-    score_mass_squared: FloatArray  # (n,) the same with E ||score_i||^2
-    inside: FloatArray  # (n, n, K) 1 if j in N_i^kappa
+    spec: FloatArray  # (n, K) sqrt(2) max_j D_j / (1 - gamma)
+    sharp: FloatArray  # (n, K) the bound of truncated-gradient.md#sharp
+    sharp_squared: FloatArray  # (n, K) the same with E||score_i||^2 for E||score_i||
     allowance: FloatArray  # (n,)
     n: int
     gamma: float
-
-
-def _score_masses(policy: LocalizedSoftmaxPolicy, lam_S: FloatArray, i: int) -> tuple[float, float]:
-    """``sum_s lam_S(s) E_{a_i ~ pi_i(.|o_i(s))} ||e_{a_i} - pi_i(.|o_i(s))||`` and the same
-    with the squared norm, ``1 - ||pi_i(.|o)||^2`` (``truncated-gradient.md#sharp``)."""
-    p = policy.probs[i]
-    sq = np.maximum(1.0 - 2.0 * p + np.sum(p * p, axis=1, keepdims=True), 0.0)
-    mean_norm = np.sum(p * np.sqrt(sq), axis=1)
-    mean_sq = np.sum(p * sq, axis=1)
-    obs = policy.observation_index(i)
-    return float(lam_S @ mean_norm[obs]), float(lam_S @ mean_sq[obs])
 
 
 def _truncation_data() -> _TruncationData:
@@ -632,21 +630,22 @@ def _truncation_data() -> _TruncationData:
     prof = decay_profile(m, policy, sol)
     qs = shadow_q(m, policy, sol)
     ks = [int(k) for k in prof.kappa]
-    err = np.zeros((m.n, len(ks)))
-    bad = np.zeros((m.n, len(ks)))
-    inside = np.zeros((m.n, m.n, len(ks)))
+    shape = (m.n, len(ks))
+    err, bad, spec, sharp = (np.zeros(shape) for _ in range(4))
+    masses = np.array([score_norm_mass(policy, sol.lam_S, i) for i in range(m.n)])
+    squared = np.array([score_norm_mass(policy, sol.lam_S, i, 2) for i in range(m.n)])
     for c, k in enumerate(ks):
         g = truncated_gradient(m, policy, sol, k, "point", qs)
+        bounds = gradient_error_bounds(m, policy, sol.lam_S, prof.spread[:, c], k)
+        spec[:, c], sharp[:, c] = bounds.spec, bounds.sharp
         for i in range(m.n):
             err[i, c] = float(np.linalg.norm(g[i] - sol.gradient[i]))
             bad[i, c] = float(np.linalg.norm(m.n * g[i] - sol.gradient[i]))
-            inside[i, list(m.graph.neighbourhood(i, k)), c] = 1.0
-    masses = [_score_masses(policy, sol.lam_S, i) for i in range(m.n)]
     tol = gradient_tolerance(m.states.size, m.gamma, 1.0 / (1 - m.gamma))
     allowance = np.array([tol * math.sqrt(t.size) for t in policy.theta])
     return _TruncationData(
-        ks, err, bad, prof.spread, np.array([a for a, _ in masses]),
-        np.array([b for _, b in masses]), inside, allowance, m.n, m.gamma,
+        ks, err, bad, spec, sharp, sharp * (squared / masses)[:, None], allowance, m.n,
+        m.gamma,
     )
 
 
@@ -673,26 +672,14 @@ def _truncation_evaluation(
 
 def _truncated_gradient(ctx: ClaimContext) -> Evaluation:
     data = ctx.shared("truncation-xor-pair", _truncation_data)
-    bound = np.sqrt(2.0) * data.spread.max(axis=0)[None, :] / (1 - data.gamma)
-    bound = np.repeat(bound, data.n, axis=0)
     err = data.planted_error if ctx.planted else data.error
-    return _truncation_evaluation(data, err, bound, "bound sqrt(2) max_j D_j / (1 - gamma)")
-
-
-def _sharp_bound(data: _TruncationData, mass: FloatArray) -> FloatArray:
-    """``(1/n) sum_j c_ij D_j(kappa) * mass_i`` with ``c_ij = 1`` inside ``N_i^kappa`` and
-    ``1/2`` outside (``truncated-gradient.md#sharp``)."""
-    c = np.where(data.inside > 0, 1.0, 0.5)  # (n, n, K)
-    avg = np.einsum("ijk,jk->ik", c, data.spread) / data.n
-    out: FloatArray = avg * mass[:, None]
-    return out
+    return _truncation_evaluation(data, err, data.spec, "bound sqrt(2) max_j D_j / (1 - gamma)")
 
 
 def _truncated_gradient_sharp(ctx: ClaimContext) -> Evaluation:
     data = ctx.shared("truncation-xor-pair", _truncation_data)
-    mass = data.score_mass_squared if ctx.planted else data.score_mass
     return _truncation_evaluation(
-        data, data.error, _sharp_bound(data, mass),
+        data, data.error, data.sharp_squared if ctx.planted else data.sharp,
         "bound (1/n) sum_j c_ij D_j sum_s lam_S E||score_i||",
     )
 
@@ -872,16 +859,19 @@ class _PessimismRun:
     """What the event claim needs of one pessimistic MA-PPO run on rare-stall.
 
     Attributes:
-        optimism: largest ``J_hat - J`` over the iterates on the validity event (``-inf`` if
-            the event never held).
+        iterates: ``(E,)`` the iterates ``k`` at which the validity event held.
+        J_hat: ``(E,)`` the pessimistic estimates ``J_hat(pi_k)`` there.
+        J: ``(E,)`` the exact ``J(pi_k)`` there.
+        J_optimistic: ``(E,)`` ``J_hat(pi_k)`` from the critic with the bonus added instead of
+            subtracted (the planted defect).
         critic_error: largest certified error of the critics.
-        optimistic: largest ``J_hat - J`` over the same iterates, ``J_hat`` from the critic
-            with the bonus added instead of subtracted (the planted defect).
     """
 
-    optimism: float
+    iterates: FloatArray
+    J_hat: FloatArray
+    J: FloatArray
+    J_optimistic: FloatArray
     critic_error: float
-    optimistic: float
 
 
 def _pessimism_piece(_: None, rng: np.random.Generator) -> _PessimismRun:
@@ -891,15 +881,12 @@ def _pessimism_piece(_: None, rng: np.random.Generator) -> _PessimismRun:
     coefficient = 1.0 / (1 - game.gamma)
     ds = sample_dataset(game, 10_000, rng, coverage=0.15, safe_actions=np.array([0, 0]))
     h = run_pessimistic_mappo(game, ds, 16, beta, coefficient)
-    if not h.event.any():
-        return _PessimismRun(-math.inf, float(np.max(h.critic_error)), -math.inf)
     on = np.flatnonzero(h.event)
     critic = tabular_critic(game, ds, coefficient)
     flipped = replace(critic, bonus=-critic.bonus)
     J_opt = np.array([evaluate_pessimistic(flipped, h.iterates[k]).J for k in on])
     return _PessimismRun(
-        float(np.max(h.J_hat[on] - h.J[on])), float(np.max(h.critic_error)),
-        float(np.max(J_opt - h.J[on])),
+        on.astype(np.float64), h.J_hat[on], h.J[on], J_opt, float(np.max(h.critic_error))
     )
 
 
@@ -970,27 +957,31 @@ def _pessimism_event(ctx: ClaimContext) -> Evaluation:
     done = _pessimism_runs(ctx)
     game = rare_stall()
     lu = linear_solve_tolerance(game.n_states, game.gamma, 1 / (1 - game.gamma))
-    rows = [
-        (k, r.optimistic if ctx.planted else r.optimism, r.critic_error)
-        for k, r in enumerate(done.results)
-    ]
-    rows = [row for row in rows if math.isfinite(row[1])]
-    if rows:
-        measured = np.array([row[1] for row in rows])
-        bound = np.array([row[2] / (1 - game.gamma) + lu for row in rows])
-        labels = tuple(f"dataset {row[0]}" for row in rows)
-    else:  # the event never held: nothing was checked, which fails
-        measured, bound, labels = np.array([math.inf]), np.array([lu]), ("no dataset",)
+    measured: list[float] = []
+    bound: list[float] = []
+    labels: list[str] = []
+    xs: list[float] = []
+    groups: list[str] = []
+    for d, r in enumerate(done.results):
+        est = r.J_optimistic if ctx.planted else r.J_hat
+        for k, jh, j in zip(r.iterates, est, r.J, strict=True):
+            measured.append(float(jh))
+            bound.append(float(j) + r.critic_error / (1 - game.gamma) + lu)
+            labels.append(f"dataset {d}, k {int(k)}")
+            xs.append(float(k))
+            groups.append(f"dataset {d}")
+    if not measured:  # the event never held: nothing was checked, which fails
+        measured, bound, labels, xs, groups = [math.inf], [lu], ["no iterate"], [0.0], [""]
     return Evaluation(
         "rare-stall, gamma 0.9, coverage 0.15, 10000 samples, K = 16, tuned beta, scale 1, "
-        f"{len(done.results)} datasets; per dataset the largest J_hat - J over the iterates "
-        "on the event",
-        measured,
-        bound,
-        labels,
-        x=np.array([float(row[0]) for row in rows]) if rows else None,
-        x_label="dataset",
-        y_label="J_hat - J (solid), allowance (dashed)",
+        f"{len(done.results)} datasets; every iterate on the validity event",
+        np.array(measured),
+        np.array(bound),
+        tuple(labels),
+        x=np.array(xs),
+        x_label="iteration k",
+        groups=tuple(groups),
+        y_label="J_hat(pi_k) (solid), J(pi_k) + allowance (dashed)",
         gamma=game.gamma,
         children=done.children,
     )
@@ -1213,7 +1204,31 @@ def _checks(ctx: ClaimContext) -> Evaluation:
         x=np.arange(len(verdicts), dtype=np.float64),
         x_label="implementation",
         y_label="wrong verdict (1) or right (0)",
+        series={
+            "failing_fraction": [v.failures / max(v.cases, 1) for v in verdicts],
+            "mutant": [float(v.kind == "mutant") for v in verdicts],
+            "wrong": wrong,
+        },
     )
+
+
+def _plot_checks(ax: Any, claim: Claim) -> None:
+    """Per catalogue entry, the fraction of the check's cases that failed: above 0 for
+    every mutant, 0 for every correct implementation; a wrong verdict is marked."""
+    s = claim.series
+    frac = np.array(s["failing_fraction"])
+    mutant = np.array(s["mutant"]) > 0
+    x = np.arange(frac.size)
+    ax.bar(x[mutant], frac[mutant], color="C3", label="planted bug: fraction of cases failed")
+    ax.plot(x[~mutant], frac[~mutant], "o", color="C2",
+            label="correct implementation: fraction failed (must be 0)")
+    wrong = np.array(s["wrong"]) > 0
+    if wrong.any():
+        ax.plot(x[wrong], np.full(int(wrong.sum()), 1.05), "x", color="k",
+                label="wrong verdict")
+    ax.set_ylim(-0.05, 1.1)
+    ax.set_xlabel("catalogue entry (verify.checks.planted, in catalogue order)")
+    ax.set_ylabel("fraction of the check's cases that failed")
 
 
 def _plot_pessimism_scale(ax: Any, claim: Claim) -> None:
@@ -1314,9 +1329,9 @@ CLAIMS: tuple[ClaimSpec, ...] = (
     ),
     ClaimSpec(
         "pessimism-event",
-        "per dataset, on the validity event the critic is pessimistic: J_hat(pi_k) - J(pi_k) "
-        "<= the critic's certified error / (1 - gamma) plus the LU rounding of J (SPEC "
-        "section 6; proofs_notes/pessimism.md#event)",
+        "per dataset and iterate on the validity event the critic is pessimistic: "
+        "J_hat(pi_k) <= J(pi_k) + the critic's certified error / (1 - gamma) + the LU "
+        "rounding of J (SPEC section 6; proofs_notes/pessimism.md#event)",
         "derived here",
         _pessimism_event,
         "the bonus added instead of subtracted (an optimistic critic), same iterates",
@@ -1337,6 +1352,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "derived here",
         _checks,
         "a check that passes everything",
+        plot=_plot_checks,
     ),
     ClaimSpec(
         "sample-complexity",
@@ -1614,13 +1630,24 @@ def _default_plot(ax: Any, claim: Claim) -> None:
     for k, g in enumerate(order):
         color = f"C{k % 10}"
         sel = np.array([h == g for h in groups])
-        log_series(ax, x[sel], ev.measured[sel], "o-", g or None, color=color)
+        label = g if g and len(order) <= 8 else None
+        log_series(ax, x[sel], ev.measured[sel], "o-", label, "_nolegend_", color=color)
         log_series(ax, x[sel], ev.bound[sel], "s--", None, color=color, alpha=0.6)
     style = [
         Line2D([], [], color="k", marker="o", ls="-", label="measured"),
         Line2D([], [], color="k", marker="s", ls="--", alpha=0.6, label="bound"),
         Line2D([], [], color="k", marker="v", ls="", mfc="none", label=ZERO_MARKER_NOTE),
     ]
+    bad = claim.planted
+    if bad is not None and bad.measured.shape == ev.measured.shape:
+        # the planted defect, in grey: whichever side it changed
+        side = bad.measured if not np.array_equal(bad.measured, ev.measured) else bad.bound
+        if not np.array_equal(side, ev.bound):
+            for g in order:
+                sel = np.array([h == g for h in groups])
+                log_series(ax, x[sel], side[sel], "x:", None, color="0.5")
+            style.append(Line2D([], [], color="0.5", marker="x", ls=":",
+                                label=f"planted defect (ratio {_fmt(claim.power.ratio)})"))
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + style, fontsize=6, ncol=2 if len(handles) > 6 else 1)
     if ev.log_x:

@@ -13,7 +13,9 @@ radix over ``N_i^kappa`` in increasing agent order, each agent contributing the 
   occupancy-conditional weights; any weights give ``sup |Qhat_i - Q_i| <= D_i(kappa)``.
 * **Truncated gradient** ``ghat_i = sum lam(s,a) [(1/n) sum_{j in N_i^kappa} Qhat_j] score_i``
   with ``||ghat_i - grad_i F||_2 <= sqrt(2) max_j D_j(kappa) / (1-gamma)``
-  (``proofs_notes/truncated-gradient.md``), via the cancellation identity.
+  (``proofs_notes/truncated-gradient.md``), via the cancellation identity, and the sharper
+  ``(1/n) sum_j c_ij D_j(kappa) sum_s lam_S(s) E_{a_i ~ pi_i} ||score_i||`` of
+  :func:`gradient_error_bounds` (``truncated-gradient.md#sharp``).
 
 Everything here works on joint ``(|S|, |A|)`` tables: it is exact for instances whose joint
 shadow Q tables fit in memory (``|S| |A|`` floats each, one at a time for the decay
@@ -43,6 +45,7 @@ from reference.networked.policy import LocalizedSoftmaxPolicy
 __all__ = [
     "WEIGHT_CHOICES",
     "DecayProfile",
+    "GradientErrorBounds",
     "TruncatedQ",
     "Weights",
     "cancellation_residual",
@@ -50,9 +53,11 @@ __all__ = [
     "decay_profile",
     "decay_spread",
     "first_escape_time",
+    "gradient_error_bounds",
     "hop_codes",
     "hop_index",
     "hop_size",
+    "score_norm_mass",
     "truncated_gradient",
     "truncated_q",
 ]
@@ -314,3 +319,70 @@ def cancellation_residual(
     ``a_i`` and ``sum_{a_i} pi_i score_i = 0``), for every ``beta``.
     """
     return score_contraction(policy, lam_S, h, i)
+
+
+def score_norm_mass(
+    policy: LocalizedSoftmaxPolicy, lam_S: FloatArray, i: int, power: int = 1
+) -> float:
+    """``sum_s lam_S(s) E_{a_i ~ pi_i(.|o_i(s))} ||score_i(a_i | o_i(s))||_2^power``.
+
+    ``||score_i(a|o)||_2^2 = 1 - 2 pi_i(a|o) + ||pi_i(.|o)||^2``, so ``power = 2`` gives
+    ``sum_s lam_S(s) (1 - ||pi_i(.|o_i(s))||^2)``; ``power = 1`` is the factor of the sharp
+    truncated-gradient bound (``proofs_notes/truncated-gradient.md#sharp``), at most
+    ``sqrt(1 - 1/|A_i|) / (1 - gamma)`` by Jensen's inequality.  ``lam_S`` has shape ``(|S|,)``.
+    """
+    if power not in (1, 2):
+        raise ModelError(f"power = {power!r}, expected 1 or 2")
+    p = policy.probs[i]
+    sq = np.maximum(1.0 - 2.0 * p + np.sum(p * p, axis=1, keepdims=True), 0.0)
+    per_obs = np.sum(p * (np.sqrt(sq) if power == 1 else sq), axis=1)
+    return float(lam_S @ per_obs[policy.observation_index(i)])
+
+
+@dataclass(frozen=True)
+class GradientErrorBounds:
+    """Two bounds on ``||ghat_i - grad_i F||_2`` at one radius, per agent.
+
+    Attributes:
+        kappa: the radius.
+        spec: ``(n,)`` SPEC section 3's ``sqrt(2) max_j D_j(kappa) / (1 - gamma)``.
+        sharp: ``(n,)`` ``(1/n) sum_j c_ij D_j(kappa) m_i`` with ``c_ij = 1`` for ``j`` in
+            ``N_i^kappa``, ``1/2`` outside, and ``m_i`` = :func:`score_norm_mass`
+            (``proofs_notes/truncated-gradient.md#sharp``); never larger than ``spec``.
+        score_mass: ``(n,)`` the ``m_i``.
+    """
+
+    kappa: int
+    spec: FloatArray
+    sharp: FloatArray
+    score_mass: FloatArray
+
+
+def gradient_error_bounds(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    lam_S: FloatArray,
+    spreads: FloatArray,
+    kappa: int,
+) -> GradientErrorBounds:
+    """Both bounds on the truncated gradient's error at radius ``kappa``, for any weights.
+
+    ``lam_S`` ``(|S|,)`` the state occupancy; ``spreads`` ``(n,)`` the ``D_j(kappa)``
+    (:func:`decay_profile`).  The sharp bound subtracts from the error term
+    ``E = (1/n) sum_j (Qhat_j - Q_j)`` its midpoint over ``a_i`` for every ``j`` outside
+    ``N_i^kappa`` (which the score does not see, as in the cancellation identity), halving
+    those agents' share, and weights the score by the policy instead of its worst case
+    ``sqrt 2`` (``proofs_notes/truncated-gradient.md#sharp``).
+    """
+    kappa = _check_radius(kappa)
+    D = np.asarray(spreads, dtype=np.float64)
+    if D.shape != (model.n,):
+        raise ModelError(f"spreads has shape {D.shape}, expected ({model.n},)")
+    spec = np.full(model.n, np.sqrt(2.0) * float(D.max()) / (1.0 - model.gamma))
+    mass = np.array([score_norm_mass(policy, lam_S, i) for i in range(model.n)])
+    sharp = np.empty(model.n)
+    for i in range(model.n):
+        inside = set(model.graph.neighbourhood(i, kappa))
+        c = np.array([1.0 if j in inside else 0.5 for j in range(model.n)])
+        sharp[i] = float(c @ D) / model.n * mass[i]
+    return GradientErrorBounds(kappa, frozen(spec), frozen(sharp), frozen(mass))
