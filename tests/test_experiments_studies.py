@@ -108,6 +108,33 @@ def test_coupling_study_rates_grow_with_coupling_and_stay_under_gamma() -> None:
     assert np.max(d.spread[positive] / d.bound[positive]) > 0.9
     late = d.bound * d.gammas[:, None, None, None]
     assert np.max(d.spread[positive] / late[positive]) > 1.0
+    # the family's bound Delta rho^(kappa+1) / (1 - gamma): holds, nearly attained at c = 1
+    assert np.all(d.spread <= d.coupling_bound + allow)
+    sharp = d.coupling_bound > 0  # rho = 0 at c = 0, where every spread is an exact zero
+    assert np.max(d.spread[sharp] / d.coupling_bound[sharp]) > 0.9
+    np.testing.assert_allclose(
+        d.coupling_rate,
+        d.gammas[:, None] * d.couplings[None, :]
+        / (1 - d.gammas[:, None] * (1 - d.couplings[None, :]) * d.nu),
+        rtol=1e-15,
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_coupling_bound_holds_at_random_policies(seed: int) -> None:
+    """``D_i(kappa) <= Delta_i rho^(kappa+1) / (1 - gamma)``,
+    ``rho = gamma c / (1 - gamma (1 - c) nu)`` (``proofs_notes/decay.md#coupling``), for
+    sharp policies (``theta ~ N(0, 4)``, ``nu`` near 1) and every coupling."""
+    rng = np.random.default_rng(seed)
+    for c in (0.1, 0.5, 0.9):
+        inst = coupled_line(5, c, 0.8)
+        pol = LocalizedSoftmaxPolicy.random(inst.model, 0, rng, scale=2.0)
+        nu = max(abs(p[1, 1] - p[0, 1]) for p in pol.probs)
+        rho = 0.8 * c / (1 - 0.8 * (1 - c) * nu)
+        sol = solve(inst.model, pol, inst.utilities(), values="per-agent")
+        prof = decay_profile(inst.model, pol, sol)
+        bound = prof.delta[:, None] * rho ** (prof.kappa[None, :] + 1) / 0.2
+        assert np.all(prof.spread <= bound + spread_tolerance(inst.model, sol))
 
 
 # --------------------------------------------------------------------------- shadow rewards

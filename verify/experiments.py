@@ -622,7 +622,7 @@ class CouplingDecay:
 
     Attributes:
         n: number of agents.
-        beta: observation radius of the policy.
+        beta: observation radius of the policy (0).
         couplings: ``(C,)`` couplings ``c``.
         gammas: ``(G,)`` discounts.
         kappa: ``(K,)`` radii ``0..n-1``.
@@ -632,6 +632,11 @@ class CouplingDecay:
         allowance: ``(G, C)`` the spreads' rounding allowance
             (:func:`verify.assumptions.spread_tolerance`); a spread at most this is an exact
             zero.
+        nu: ``max_j |pi_j(1 | s_j = 1) - pi_j(1 | s_j = 0)|``, how strongly an action follows
+            its agent's own state (``beta = 0``).
+        coupling_rate: ``(G, C)`` ``rho = gamma c / (1 - gamma (1 - c) nu)``, the per-hop rate of
+            the family's bound (``proofs_notes/decay.md#coupling``).
+        coupling_bound: ``(G, C, n, K)`` ``Delta_i rho^(kappa+1) / (1 - gamma)``.
         rate: ``(G, C)`` the per-hop decay rate of agent 0 (whose chain of copies is the
             longest): ``exp`` of the least-squares slope of ``log D_0(kappa)`` on ``kappa``
             over the radii with ``D_0(kappa)`` above the allowance; 0 when every spread is an
@@ -647,6 +652,9 @@ class CouplingDecay:
     spread: FloatArray
     bound: FloatArray
     allowance: FloatArray
+    nu: float
+    coupling_rate: FloatArray
+    coupling_bound: FloatArray
     rate: FloatArray
     seed: int
 
@@ -656,11 +664,12 @@ def coupling_decay_study(
     couplings: Sequence[float],
     gammas: Sequence[float],
     seed: int,
-    beta: int = 0,
 ) -> CouplingDecay:
     """``D_i(kappa)`` of the linear utilities' shadow Q on ``coupled_line(n, c, gamma)`` for
-    every coupling ``c`` and discount ``gamma``, at one random policy
-    (``proofs_notes/decay.md#coupling``).
+    every coupling ``c`` and discount ``gamma``, at one random policy, with SPEC's bound and
+    the family's bound ``Delta_i rho^(kappa+1) / (1 - gamma)``,
+    ``rho = gamma c / (1 - gamma (1 - c) nu)`` (``proofs_notes/decay.md#coupling``), at
+    observation radius ``beta = 0``.
 
     ``theta`` is drawn once, ``N(0, 1)`` entries from ``default_rng(seed)`` (the policy's
     shape does not depend on ``c`` or ``gamma``), and every instance is solved exactly.
@@ -672,20 +681,27 @@ def coupling_decay_study(
     if cs.ndim != 1 or cs.size == 0 or gs.ndim != 1 or gs.size == 0:
         raise ModelError(f"couplings = {list(couplings)!r}, gammas = {list(gammas)!r}: "
                          "expected non-empty sequences")
-    theta = LocalizedSoftmaxPolicy.random(
-        coupled_line(n, 0.0).model, beta, np.random.default_rng(seed)
-    ).theta
+    rng = np.random.default_rng(seed)
+    base = LocalizedSoftmaxPolicy.random(coupled_line(n, 0.0).model, 0, rng)
+    theta = base.theta
+    # binary actions, beta = 0: the total variation between pi_j(.|s_j = 0) and pi_j(.|s_j = 1)
+    nu = max(float(abs(p[1, 1] - p[0, 1])) for p in base.probs)
     spread = np.empty((gs.size, cs.size, n, n))
+    sharp = np.empty_like(spread)
+    sharp_rate = np.empty((gs.size, cs.size))
     bound = np.empty_like(spread)
     allowance = np.empty((gs.size, cs.size))
     rate = np.empty((gs.size, cs.size))
     for a, g in enumerate(gs):
         for b, c in enumerate(cs):
             inst = coupled_line(n, float(c), float(g))
-            policy = LocalizedSoftmaxPolicy(inst.model, beta, theta)
+            policy = LocalizedSoftmaxPolicy(inst.model, 0, theta)
             sol = solve(inst.model, policy, inst.utilities(), values="per-agent")
             prof = decay_profile(inst.model, policy, sol)
             spread[a, b], bound[a, b] = prof.spread, prof.bound
+            sharp_rate[a, b] = g * c / (1.0 - g * (1.0 - c) * nu)
+            sharp[a, b] = (prof.delta[:, None] * sharp_rate[a, b] ** (prof.kappa[None, :] + 1)
+                           / (1.0 - g))
             allowance[a, b] = spread_tolerance(inst.model, sol)
             above = prof.spread[0] > allowance[a, b]
             rate[a, b] = (
@@ -693,9 +709,10 @@ def coupling_decay_study(
                 else 0.0
             )
     return CouplingDecay(
-        n=int(n), beta=int(beta), couplings=frozen(cs), gammas=frozen(gs),
+        n=int(n), beta=0, couplings=frozen(cs), gammas=frozen(gs),
         kappa=np.arange(n, dtype=np.int64), spread=frozen(spread), bound=frozen(bound),
-        allowance=frozen(allowance), rate=frozen(rate), seed=int(seed),
+        allowance=frozen(allowance), nu=nu, coupling_rate=frozen(sharp_rate),
+        coupling_bound=frozen(sharp), rate=frozen(rate), seed=int(seed),
     )
 
 
