@@ -241,6 +241,23 @@ def test_sample_complexity_runs_replay_from_their_records() -> None:
             assert (T, samples) == (res.iterations[s, e], res.samples[s, e])
 
 
+def test_one_estimate_counts_the_rollouts_it_draws() -> None:
+    """Linear utilities skip step 1 (``3 n B H`` agent-steps); others draw the occupancy
+    rollout too (``4 n B H``), as ``complexity_schedule`` counts."""
+    from reference.networked.algorithm import Algorithm1Config
+    from verify.experiments import _one_estimate
+
+    inst = coupled_line(3, 0.5, 0.5)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model, 0)
+    cfg = Algorithm1Config(kappa=1, iterations=1, occupancy_batch=8, occupancy_horizon=5,
+                           critic_batch=8, critic_horizon=5, gradient_batch=8,
+                           gradient_horizon=5)
+    rng = np.random.default_rng(0)
+    for kind, per in (("linear", 3), ("entropy", 4)):
+        grad, drawn = _one_estimate(inst.model, pol, inst.utilities(kind), cfg, rng)
+        assert drawn == per * 3 * 8 * 5 and len(grad) == 3
+
+
 def test_sample_complexity_validates_its_arguments() -> None:
     with pytest.raises(ModelError, match="seeds"):
         sample_complexity_study(CONFIGS, FRACTIONS, 1, seed=0)
@@ -253,3 +270,6 @@ def test_sample_complexity_validates_its_arguments() -> None:
     with pytest.raises(ModelError, match="defect"):
         sample_complexity_study(CONFIGS, FRACTIONS, 2, seed=0,
                                 defect="fixed-batch")  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="max_iterations"):
+        sample_complexity_study(CONFIGS[:1], FRACTIONS, 2, seed=0, max_iterations=3,
+                                executor=SerialExecutor())

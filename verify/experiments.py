@@ -177,7 +177,7 @@ class ComplexitySchedule:
 
     Attributes:
         epsilon: the target for the average of ``||grad F(theta_k)||^2`` over the iterates.
-        batch: ``B = ceil(4 sigma^2 / epsilon)`` trajectories for each of the three
+        batch: ``B = ceil(2 sigma^2 / epsilon)`` trajectories for each of the three
             estimators (occupancy, critic, gradient).
         horizon: ``H = ceil(log(4 C_H / sqrt(epsilon)) / log(1 / gamma))``, the horizon of the
             occupancy and gradient rollouts and both horizons of the Monte-Carlo critic.
@@ -503,7 +503,6 @@ def sample_complexity_study(
     *,
     coupling: float = 0.1,
     gamma: float = 0.5,
-    utility: Literal["linear", "entropy"] = "linear",
     step_size: float = 10.0,
     max_iterations: int = 400,
     pilot_batch: int = 32,
@@ -516,7 +515,7 @@ def sample_complexity_study(
     (``proofs_notes/algorithm1.md#schedule``).
 
     For each configuration ``(n, kappa)`` on ``coupled_line(n, coupling, gamma)`` (linear
-    utilities, ``beta = 0``, ``theta_0 = 0``, step ``eta = 5``):
+    utilities, ``beta = 0``, ``theta_0 = 0``, step ``eta = step_size``):
 
     1. a pilot (one piece per configuration) estimates ``sigma^2`` from ``pilot_repeats``
        gradient estimates at ``theta_0`` with batch ``pilot_batch``, and measures the
@@ -529,8 +528,12 @@ def sample_complexity_study(
        ``1 - (1 - COMPLEXITY_FAMILY_LEVEL) / len(configs)``.
 
     The pilot and the runs are seeded by ``map_seeded`` from the two children of
-    ``SeedSequence(seed)``.  ``defect`` plants a wrong schedule or a biased estimator
-    (:data:`ComplexityDefect`) to show the comparison can fail.
+    ``SeedSequence(seed)``.  ``defect`` plants a wrong schedule (:data:`ComplexityDefect`)
+    to show the comparison can fail.
+
+    Raises:
+        ModelError: invalid arguments, or noise-free ascent does not reach a target within
+            ``max_iterations`` (the bound of the comparison would be infinite).
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
         raise ModelError(f"seeds = {seeds!r}, expected an integer >= 2 (an interval needs "
@@ -552,19 +555,26 @@ def sample_complexity_study(
     ]
     pilots = map_seeded(
         _pilot_piece,
-        [_PilotTask(inst.model, inst.utilities(utility), c.kappa, pilot_batch,
+        [_PilotTask(inst.model, inst.utilities(), c.kappa, pilot_batch,
                     complexity_schedule(c.n, gamma, _PILOT_TARGET, 1.0,
                                         horizon_bias_constant(c.n, gamma, 1.0)).horizon,
                     pilot_repeats, frozen(frac), max_iterations, backend, step_size)
          for c, inst, backend in zip(configs, instances, backends, strict=True)],
         executor=executor, seed=pilot_seed,
     ).results
+    for c, pilot in zip(configs, pilots, strict=True):
+        if not np.all(np.isfinite(pilot.reference)):
+            raise ModelError(
+                f"noise-free ascent on n = {c.n}, kappa = {c.kappa} did not reach the targets "
+                f"{list(frac)} x ||grad F(theta_0)||^2 within max_iterations = "
+                f"{max_iterations}; raise max_iterations or the targets"
+            )
     tasks: list[_RunTask] = []
     schedules = []
     for c, inst, pilot, backend in zip(configs, instances, pilots, backends, strict=True):
-        reward_bound = max(u.constants.gradient_bound for u in inst.utilities(utility))
+        reward_bound = max(u.constants.gradient_bound for u in inst.utilities())
         c_h = horizon_bias_constant(c.n, gamma, reward_bound)
-        linear = utility == "linear"
+        linear = all(isinstance(u, LinearUtility) for u in inst.utilities())
         sched = tuple(complexity_schedule(c.n, gamma, float(f * pilot.g0), pilot.variance, c_h,
                                           occupancy=not linear)
                       for f in frac)
@@ -580,7 +590,7 @@ def sample_complexity_study(
                     critic_horizon=sc.horizon, gradient_batch=batch,
                     gradient_horizon=sc.horizon,
                 )
-                tasks.append(_RunTask(inst.model, inst.utilities(utility), cfg, sc.epsilon,
+                tasks.append(_RunTask(inst.model, inst.utilities(), cfg, sc.epsilon,
                                       max_iterations, backend))
     done = map_seeded(_run_piece, tasks, executor=executor, seed=run_seed)
     level = 1.0 - (1.0 - COMPLEXITY_FAMILY_LEVEL) / len(configs)

@@ -1068,6 +1068,19 @@ def _plot_sample_complexity(ax: Any, claim: Claim) -> None:
             label="bound: noise-free iterations + schedule")
     ax.plot(pos, s["asymptotic_total_exponent"], "r_", ms=14, label="1 + schedule (eps -> 0)")
     ax.plot(pos + 0.15, s["reference_exponent"], "kx", label="noise-free iterations")
+    if claim.planted is not None:  # the planted defect's sample exponents, in grey
+        bad = claim.planted.series
+        where = {(n, k): p for p, n, k in zip(pos, s["n"], s["kappa"], strict=True)}
+        for i, (n, k) in enumerate(zip(bad["n"], bad["kappa"], strict=True)):
+            if (n, k) not in where:
+                continue
+            b_mid, b_lo, b_hi = (bad[key][i] for key in ("total_exponent", "total_lo",
+                                                         "total_hi"))
+            ax.errorbar([where[n, k] - 0.15], [b_mid], yerr=[[b_mid - b_lo], [b_hi - b_mid]],
+                        fmt="x",
+                        color="0.5", capsize=3,
+                        label=None if i else
+                        f"planted defect, samples (ratio {_fmt(claim.power.ratio)})")
     ax.set_xticks(pos)
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_xlabel("network (agents n, truncation radius kappa)")
@@ -1186,6 +1199,13 @@ def _plot_shadow_rewards(ax: Any, claim: Claim) -> None:
         kind = key.removeprefix("exact_")
         (line,) = ax.plot(s[key], "o-", label=f"{kind}, exact")
         ax.plot(s[f"sampled_{kind}"], "x--", color=line.get_color(), label=f"{kind}, sampled")
+    if claim.planted is not None:  # the planted defect, in grey
+        bad = claim.planted.series
+        for key in bad:
+            if key.startswith("exact_"):
+                ax.plot(bad[key], "x:", color="0.5",
+                        label=f"planted defect, {key.removeprefix('exact_')} "
+                        f"(ratio {_fmt(claim.power.ratio)})")
     ax.axhline(1.0, color="k", lw=0.8, label="declared bound")
     ax.set_xlabel("iterate k of Algorithm 1")
     ax.set_ylabel("max_i ||r_i||_inf / declared gradient bound")
