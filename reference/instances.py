@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +14,7 @@ from reference.cooperative.game import CooperativeMarkovGame
 from reference.errors import ModelError
 from reference.networked.graph import Graph
 from reference.networked.model import NetworkedMDP
+from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.utilities import EntropyUtility, LinearUtility, Utility
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "RATIO_S",
     "NetworkedInstance",
     "climbing",
+    "copy_chain",
+    "copy_chain_policy",
     "coupled_line",
     "line_message",
     "rare_stall",
@@ -237,12 +241,20 @@ _SHIFT_CHAIN_SOURCE = (
 )
 
 
-def shift_chain(n: int, gamma: float = 0.9, action_reward: float = 0.1) -> NetworkedInstance:
+def shift_chain(
+    n: int,
+    gamma: float = 0.9,
+    action_reward: float = 0.1,
+    reward_scales: Sequence[float] | None = None,
+) -> NetworkedInstance:
     """Shift chain on a line of ``n >= 2`` agents, ``s_i, a_i in {0, 1}``.
 
     ``s'_i = s_{i+1}`` for ``i < n-1`` and ``s'_{n-1} = s_{n-1}``, whatever the actions;
-    uniform initial states.  Reward ``r_i(s_i, a_i) = 1[s_i = 1] + action_reward 1[a_i = 1]``,
-    so ``Delta_i = 1 + action_reward``.
+    uniform initial states.  Reward ``r_i(s_i, a_i) = w_i (1[s_i = 1] + action_reward
+    1[a_i = 1])`` with ``w_i = reward_scales[i]`` (default 1), so ``Delta_i = w_i (1 +
+    action_reward)``.  The utilities are linear, so ``Q_i``, ``D_i`` and the bound all scale
+    with ``w_i`` and each agent's ratio does not depend on it; distinct scales make a bound
+    that uses another agent's ``Delta`` fail.
 
     Two joint pairs equal on ``N_i^kappa`` but with every agent beyond ``i + kappa`` in state
     1 in one and 0 in the other give agent ``i`` states that differ from time ``kappa + 1``
@@ -257,6 +269,11 @@ def shift_chain(n: int, gamma: float = 0.9, action_reward: float = 0.1) -> Netwo
     c = float(action_reward)
     if not (np.isfinite(c) and c >= 0):
         raise ModelError(f"action_reward = {action_reward!r}, expected a finite value >= 0")
+    w = np.ones(int(n)) if reward_scales is None else np.asarray(reward_scales, dtype=float)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ModelError(
+            f"reward_scales = {reward_scales!r}, expected {n} finite positive values"
+        )
     graph = Graph.line(int(n))
     kernels = []
     for i in range(n):
@@ -271,8 +288,61 @@ def shift_chain(n: int, gamma: float = 0.9, action_reward: float = 0.1) -> Netwo
     r = np.zeros((2, 2))
     r[1, :] += 1.0
     r[:, 1] += c
-    rewards = tuple(frozen(r.copy()) for _ in range(n))
+    rewards = tuple(frozen(w[i] * r) for i in range(n))
     return NetworkedInstance("shift-chain", model, rewards, _SHIFT_CHAIN_SOURCE)
+
+
+_COPY_CHAIN_SOURCE = (
+    "Constructed for this project (proofs_notes/decay.md#copy-chain): a line whose middle "
+    "agents copy their right neighbour's state while the ends keep theirs, and only agent 0 "
+    "acts, copying the state beta hops away, so its action at time t reads the initial "
+    "state beta + t hops away and the decay bound's t0(kappa, beta) is attained."
+)
+
+
+def copy_chain(n: int, gamma: float = 0.8) -> NetworkedInstance:
+    """Copy chain on a line of ``n >= 2`` binary agents: ``s'_j = s_{j+1}`` for
+    ``0 < j < n-1``, the ends keep their state; agent 0 has two actions, the others one;
+    uniform initial states; reward ``r_0 = 1[a_0 = 1]`` (``Delta_0 = 1``), ``r_j = 0``.
+
+    With :func:`copy_chain_policy` agent 0 plays ``a_0 = s_beta`` (its farthest observed
+    state) with probability ``1 - d``, so ``a_0^t`` copies the initial state of agent
+    ``min(beta + t, n - 1)`` and, for ``beta >= 1``, ``D_0(kappa) = (1 - 2 d) sum_{t >=
+    max(1, kappa - beta + 1)} gamma^t``: ``(1 - 2 d)`` times the bound at every ``kappa < n -
+    1`` for ``beta = 1``, and at ``kappa <= beta + 1`` for ``beta >= 2``
+    (``proofs_notes/decay.md#copy-chain``).  At ``beta = 0`` agent 0 reads its own state,
+    which it keeps, and every spread is 0.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ModelError(f"copy-chain needs n >= 2 agents, got n = {n!r}")
+    graph = Graph.line(int(n))
+    acts = (2,) + (1,) * (n - 1)
+    kernels = []
+    for j in range(n):
+        nb = graph.neighbourhood(j)
+        src = nb.index(j + 1) if 0 < j < n - 1 else nb.index(j)
+        P = np.zeros((2,) * len(nb) + (acts[j], 2))
+        for idx in np.ndindex(*((2,) * len(nb) + (acts[j],))):
+            P[(*idx, idx[src])] = 1.0
+        kernels.append(P)
+    rho = tuple(np.full(2, 0.5) for _ in range(n))
+    model = NetworkedMDP(graph, (2,) * n, acts, tuple(kernels), gamma, rho)
+    rewards = [np.zeros((2, a)) for a in acts]
+    rewards[0][:, 1] = 1.0
+    return NetworkedInstance(
+        "copy-chain", model, tuple(frozen(r) for r in rewards), _COPY_CHAIN_SOURCE
+    )
+
+
+def copy_chain_policy(model: NetworkedMDP, beta: int, logit: float) -> LocalizedSoftmaxPolicy:
+    """Agent 0 of :func:`copy_chain` with observation radius ``beta``: logit ``logit`` on
+    the action equal to ``s_beta`` (the last digit of its observation), 0 on the other, so
+    it copies ``s_beta`` with probability ``1 - d``, ``d = 1 / (1 + e^logit)``."""
+    pol = LocalizedSoftmaxPolicy.uniform(model, beta)
+    theta = [np.array(t, dtype=float) for t in pol.theta]
+    for o in range(theta[0].shape[0]):
+        theta[0][o, o % 2] = float(logit)
+    return pol.with_theta(theta)
 
 
 _XOR_PAIR_SOURCE = (

@@ -13,6 +13,8 @@ import pytest
 
 import verify.report as rep
 from reference.errors import ModelError
+from reference.instances import climbing
+from reference.networked.truncation import first_escape_time
 from verify.cli import main
 from verify.executors import SerialExecutor
 from verify.report import (
@@ -119,10 +121,11 @@ def test_bounds_are_measured_where_nearly_attained(
 def test_decay_claims_exercise_beta(quick_report: Report) -> None:
     """At a random theta the spreads depend on the observation radius (at theta = 0 they
     would not)."""
-    spreads = [
-        next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{b}")
-        .evaluation.measured for b in (0, 1, 2)
-    ]
+    spreads = []
+    for b in (0, 1, 2):
+        ev = next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{b}").evaluation
+        assert ev.groups is not None
+        spreads.append(ev.measured[[g.startswith("agent ") for g in ev.groups]])
     assert not np.allclose(spreads[0], spreads[1]) and not np.allclose(spreads[1], spreads[2])
 
 
@@ -136,12 +139,55 @@ def test_decay_is_nearly_attained_for_every_agent_but_the_last(
     claim = next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{beta}")
     ev = claim.evaluation
     assert ev.groups is not None
-    agents = sorted(set(ev.groups), key=lambda g: int(g.split()[1]))
+    agents = sorted({g for g in ev.groups if g.startswith("agent ")},
+                    key=lambda g: int(g.split()[1]))
     ratios = []
     for g in agents:
         sel = np.array([h == g for h in ev.groups]) & (ev.bound > 0)
         ratios.append(float(np.max(ev.measured[sel] / ev.bound[sel])))
     assert min(ratios[:-1]) >= 0.9 / 1.1
+
+
+def test_mappo_gap_sees_a_no_op_step(quick_report: Report) -> None:
+    """A step that never moves the uniform policy keeps the gap at (1 - mean r)/(1 - gamma)
+    = 3.52 on the climbing game (one state with a self-loop, so J(pi) = E_pi[r]/(1 - gamma),
+    reference.instances.climbing); the climbing claim's grid reaches a K with B(K) below it."""
+    claim = next(c for c in quick_report.claims if c.name == "mappo-gap")
+    game = climbing()
+    no_op = (1.0 - float(np.mean(game.r))) / (1.0 - game.gamma)
+    ev = claim.evaluation
+    frozen_gap = dataclasses.replace(ev, measured=np.full(ev.measured.size, no_op))
+    assert judge(frozen_gap).verdict == "fail"
+
+
+@pytest.mark.parametrize("beta", [1, 2])
+def test_decay_claims_see_a_bound_that_ignores_beta(quick_report: Report, beta: int) -> None:
+    """The bound with beta 0's escape time t0 = kappa + 1 in place of t0(kappa, beta) is
+    gamma^(t0(kappa, 0) - t0(kappa, beta)) times smaller; the copy chain attains
+    t0(kappa, beta) (proofs_notes/decay.md#copy-chain), so the claim fails with it."""
+    claim = next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{beta}")
+    ev = claim.evaluation
+    assert ev.x is not None and ev.gamma is not None
+    gap = np.array([first_escape_time(int(k), 0) - first_escape_time(int(k), beta)
+                    for k in ev.x])
+    assert np.any(gap > 0)
+    assert judge(dataclasses.replace(ev, bound=ev.bound * ev.gamma**gap)).verdict == "fail"
+
+
+@pytest.mark.parametrize("beta", [0, 1, 2])
+def test_decay_claims_see_another_agents_delta(quick_report: Report, beta: int) -> None:
+    """Per agent, not max over agents: the shift chain's agents have distinct Delta_i, so a
+    bound built with the next agent's Delta_{i+1} (cyclically) fails."""
+    claim = next(c for c in quick_report.claims if c.name == f"kappa-decay-beta{beta}")
+    ev = claim.evaluation
+    assert ev.groups is not None
+    delta = np.array(ev.series["delta"])
+    n = delta.size
+    factor = np.array([
+        delta[(int(g.split()[1]) + 1) % n] / delta[int(g.split()[1])]
+        if g.startswith("agent ") else 1.0 for g in ev.groups
+    ])
+    assert judge(dataclasses.replace(ev, bound=ev.bound * factor)).verdict == "fail"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -9,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from reference.errors import ModelError
-from reference.instances import xor_pair
+from reference.instances import copy_chain, copy_chain_policy, xor_pair
 from reference.networked import (
     Graph,
     LinearUtility,
@@ -99,6 +99,29 @@ def test_beta_one_chain_attains_the_bound() -> None:
     tol = _q_tolerance(sol, model) + _policy_slack(0.8)
     assert prof.t0.tolist() == [1, 1, 2, 3, 4]
     np.testing.assert_allclose(prof.spread[0, :4], prof.bound[0, :4], rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("beta", [1, 2, 3])
+def test_copy_chain_spreads_in_closed_form(beta: int) -> None:
+    """reference.instances.copy_chain: D_0(kappa) = (1 - 2d) sum_{t >= max(1, kappa - beta
+    + 1)} gamma^t for kappa < n - 1, d = 1/(1 + e^logit), which is (1 - 2d) times the bound
+    where max(1, kappa - beta + 1) = t0(kappa, beta) (proofs_notes/decay.md#copy-chain)."""
+    n, gamma, logit = 6, 0.8, 5.0
+    inst = copy_chain(n, gamma)
+    pol = copy_chain_policy(inst.model, beta, logit)
+    sol = solve(inst.model, pol, inst.utilities(), values="per-agent")
+    prof = decay_profile(inst.model, pol, sol)
+    d = 1.0 / (1.0 + np.exp(logit))
+    tol = _q_tolerance(sol, inst.model)
+    for kappa in range(n - 1):
+        first = max(1, kappa - beta + 1)
+        closed = (1 - 2 * d) * gamma**first / (1 - gamma)
+        assert abs(prof.spread[0, kappa] - closed) <= tol
+        attained = first == first_escape_time(kappa, beta)
+        assert attained == (beta == 1 or kappa <= beta + 1)
+        if attained:
+            assert prof.spread[0, kappa] / prof.bound[0, kappa] == pytest.approx(1 - 2 * d)
+    assert np.all(prof.spread[1:] == 0.0)
 
 
 def test_growing_observation_radius_has_no_decay() -> None:
@@ -260,6 +283,49 @@ def test_xor_pair_ratios(gamma: float) -> None:
         score_norm_mass(pol, sol.lam_S, 0, 3)
     with pytest.raises(ModelError, match="spreads has shape"):
         gradient_error_bounds(m, pol, sol.lam_S, spreads[:1], 0)
+
+
+@pytest.mark.parametrize("logit", [5.0, 20.0, 30.0, 40.0])
+def test_score_norm_mass_of_a_near_deterministic_policy(logit: float) -> None:
+    """Binary actions with p = (1 - d, d): ||score(a_0)|| = sqrt(2) d and ||score(a_1)|| =
+    sqrt(2) (1 - d), so E||score|| = 2 sqrt(2) d (1 - d) and E||score||^2 = 2 d (1 - d) per
+    unit of occupancy, to relative rounding however small d is (the form 1 - 2 p_a + ||p||^2
+    loses the likely action's half once d < 1e-8)."""
+    inst = xor_pair(0.5)
+    m = inst.model
+    base = LocalizedSoftmaxPolicy.uniform(m, 0)
+    pol = base.with_theta([np.tile([logit / 2, -logit / 2], (t.shape[0], 1)) for t in base.theta])
+    lam_S = solve(m, pol, inst.utilities()).lam_S
+    d = 1.0 / (1.0 + np.exp(logit))
+    mass = float(lam_S.sum())
+    for i in range(2):
+        assert score_norm_mass(pol, lam_S, i) == pytest.approx(
+            2 * np.sqrt(2) * d * (1 - d) * mass, rel=1e-12, abs=0.0
+        )
+        assert score_norm_mass(pol, lam_S, i, 2) == pytest.approx(
+            2 * d * (1 - d) * mass, rel=1e-12, abs=0.0
+        )
+
+
+@pytest.mark.parametrize("logit", [20.0, 24.0])
+def test_sharp_bound_holds_and_is_nearly_attained_at_a_near_deterministic_policy(
+    logit: float,
+) -> None:
+    """The XOR pair (kappa 0, point weights) at p = (1 - d, d) in every observation, d about
+    2e-9 and 4e-11: the error meets about 0.9 of the sharp bound and stays below it (a score
+    mass that loses the likely action's term halves the bound, and the ratio is then 1.8;
+    proofs_notes/truncated-gradient.md#sharp)."""
+    inst = xor_pair(0.1)
+    m = inst.model
+    base = LocalizedSoftmaxPolicy.uniform(m, 1)
+    pol = base.with_theta([np.tile([logit / 2, -logit / 2], (t.shape[0], 1)) for t in base.theta])
+    sol = solve(m, pol, inst.utilities())
+    qs = shadow_q(m, pol, sol)
+    spreads = np.array([decay_spread(m, qs[j], j, 0) for j in range(2)])
+    bounds = gradient_error_bounds(m, pol, sol.lam_S, spreads, 0)
+    g = truncated_gradient(m, pol, sol, 0, "point", qs)
+    ratio = float(np.linalg.norm(g[0] - sol.gradient[0])) / bounds.sharp[0]
+    assert 0.85 <= ratio <= 1.0
 
 
 @given(

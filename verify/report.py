@@ -91,6 +91,8 @@ from reference.cooperative.policy import ConditionalPolicy
 from reference.errors import ModelError
 from reference.instances import (
     climbing,
+    copy_chain,
+    copy_chain_policy,
     line_message,
     rare_stall,
     shift_chain,
@@ -558,28 +560,43 @@ the bound, above ``gamma``, so a bound with ``t0`` one step late (``gamma`` time
 fails (``proofs_notes/decay.md#tight``)."""
 
 
+_COPY_LOGIT = 5.0
+"""Logit of the copy chain's agent 0 (``reference.instances.copy_chain_policy``): it copies
+the state ``beta`` hops away with probability ``1 - d``, ``d = 1/(1 + e^5)``, so its spread
+is ``1 - 2 d = 0.987`` of the bound wherever the chain attains ``t0(kappa, beta)``."""
+
+
+def _decay_scales(n: int) -> list[float]:
+    """Reward scale ``1 / (i + 1)`` of the shift chain's agent ``i``: distinct ``Delta_i``, so a
+    bound built with another agent's ``Delta`` fails; each agent's ratio does not depend on
+    its scale (linear utilities)."""
+    return [1.0 / (i + 1) for i in range(n)]
+
+
 def _decay_instance(ctx: ClaimContext, beta: int) -> tuple[Any, LocalizedSoftmaxPolicy]:
     n = 5 if ctx.quick else 7
-    inst = shift_chain(n, _DECAY_GAMMA, _DECAY_ACTION_REWARD)
+    inst = shift_chain(n, _DECAY_GAMMA, _DECAY_ACTION_REWARD, _decay_scales(n))
     policy = LocalizedSoftmaxPolicy.random(inst.model, beta, np.random.default_rng(ctx.seed))
     return inst, policy
 
 
 def _profile_evaluation(
-    prof: DecayProfile, sol: NetworkedSolution, model: Any, instance: str
+    prof: DecayProfile, sol: NetworkedSolution, model: Any, instance: str,
+    agents_shown: Sequence[int] | None = None, prefix: str = "",
 ) -> Evaluation:
-    n, K = prof.spread.shape
-    agents = np.repeat(np.arange(n), K)
-    kappas = np.tile(prof.kappa, n)
+    shown = list(range(prof.spread.shape[0])) if agents_shown is None else list(agents_shown)
+    K = prof.spread.shape[1]
+    agents = np.repeat(np.array(shown), K)
+    kappas = np.tile(prof.kappa, len(shown))
     return Evaluation(
         instance,
-        prof.spread.reshape(-1),
-        prof.bound.reshape(-1),
-        tuple(f"agent {i}, kappa {k}" for i, k in zip(agents, kappas, strict=True)),
+        prof.spread[shown].reshape(-1),
+        prof.bound[shown].reshape(-1),
+        tuple(f"{prefix}agent {i}, kappa {k}" for i, k in zip(agents, kappas, strict=True)),
         allowance=spread_tolerance(model, sol),
         x=kappas.astype(np.float64),
         x_label="kappa (hops)",
-        groups=tuple(f"agent {i}" for i in agents),
+        groups=tuple(f"{prefix}agent {i}" for i in agents),
         y_label="D_i(kappa) (solid) and its bound (dashed)",
         gamma=model.gamma,
         series={
@@ -589,16 +606,50 @@ def _profile_evaluation(
     )
 
 
+def _concatenate(first: Evaluation, second: Evaluation, instance: str) -> Evaluation:
+    """The items of two evaluations of one claim, in order."""
+    def cat(a: Any, b: Any) -> Any:
+        return np.concatenate([np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)])
+    if first.x is None or second.x is None or first.groups is None or second.groups is None:
+        raise ModelError("only evaluations with x and groups are concatenated")
+    return replace(
+        first,
+        instance=instance,
+        measured=cat(first.measured, second.measured),
+        bound=cat(first.bound, second.bound),
+        labels=first.labels + second.labels,
+        allowance=cat(first.allowance, second.allowance),
+        x=cat(first.x, second.x),
+        groups=first.groups + second.groups,
+    )
+
+
 def _decay(beta: int) -> Measure:
     def run(ctx: ClaimContext) -> Evaluation:
         inst, policy = _decay_instance(ctx, beta)
         m = inst.model
         sol = solve(m, policy, inst.utilities(), values="per-agent")
         prof = decay_profile(m, policy, sol)
-        return _profile_evaluation(
-            prof, sol, m,
+        text = (
             f"shift-chain n={m.n}, gamma {m.gamma}, action reward {_DECAY_ACTION_REWARD}, "
-            f"beta {beta}, theta ~ N(0, 1) from the claim's seed, linear utilities",
+            f"reward scale 1/(i+1), beta {beta}, theta ~ N(0, 1) from the claim's seed, "
+            "linear utilities"
+        )
+        ev = _profile_evaluation(prof, sol, m, text)
+        if beta == 0:  # the copy chain's agent 0 reads only its own, constant state
+            return ev
+        # the copy chain attains t0(kappa, beta) itself, which the shift chain (whose
+        # states move one hop per step) does not for kappa >= 1: a bound ignoring beta fails
+        copy = copy_chain(m.n, _DECAY_GAMMA)
+        cpol = copy_chain_policy(copy.model, beta, _COPY_LOGIT)
+        csol = solve(copy.model, cpol, copy.utilities(), values="per-agent")
+        cprof = decay_profile(copy.model, cpol, csol)
+        cev = _profile_evaluation(cprof, csol, copy.model, "", agents_shown=[0],
+                                  prefix="copy-chain ")
+        return _concatenate(
+            ev, cev,
+            f"{text}; and copy-chain n={m.n}, gamma {m.gamma}, agent 0 copying s_beta with "
+            f"logit {_COPY_LOGIT:g} (proofs_notes/decay.md#copy-chain)",
         )
 
     return run
@@ -774,7 +825,9 @@ def _gap_evaluation(
 
 
 def _mappo_gap(ctx: ClaimContext) -> Evaluation:
-    Ks = [16, 64, 256, 1024] if ctx.quick else [16, 64, 256, 1024, 4096]
+    # up to K = 2048 even when quick: the uniform policy's gap (1 - mean r)/(1 - gamma) = 3.52
+    # exceeds B(K) only from K = 1771 on, so a no-op step passes a grid that stops at 1024
+    Ks = [16, 64, 256, 2048] if ctx.quick else [16, 64, 256, 1024, 4096]
     game = climbing()
     if ctx.planted:
         flip = mappo_gap_sweep(_flipped(game), Ks, executor=ctx.executor)

@@ -334,7 +334,12 @@ def score_norm_mass(
     if power not in (1, 2):
         raise ModelError(f"power = {power!r}, expected 1 or 2")
     p = policy.probs[i]
-    sq = np.maximum(1.0 - 2.0 * p + np.sum(p * p, axis=1, keepdims=True), 0.0)
+    # ||e_a - p||^2 = (sum_{b != a} p_b)^2 + sum_{b != a} p_b^2, summed over the other
+    # actions only: the form 1 - 2 p_a + ||p||^2 cancels to rounding (1e-16) when p_a is
+    # near 1, and its square root then loses the term of the likely action (about
+    # sqrt(2) (1 - p_a)) entirely once 1 - p_a < 1e-8
+    others = p[:, None, :] * (1.0 - np.eye(p.shape[1]))[None, :, :]
+    sq = np.sum(others, axis=2) ** 2 + np.sum(others * others, axis=2)
     per_obs = np.sum(p * (np.sqrt(sq) if power == 1 else sq), axis=1)
     return float(lam_S @ per_obs[policy.observation_index(i)])
 
