@@ -203,7 +203,7 @@ def complexity_schedule(
     occupancy: bool = True,
 ) -> ComplexitySchedule:
     """``B(epsilon)`` and ``H(epsilon)`` of ``proofs_notes/algorithm1.md#schedule``: the
-    variance term ``sigma^2 / B <= epsilon / 4`` and the horizon bias
+    variance term ``sigma^2 / B <= epsilon / 2`` and the horizon bias
     ``C_H gamma^H <= sqrt(epsilon) / 4``.
 
     Args:
