@@ -29,6 +29,7 @@ __all__ = [
     "copy_chain",
     "copy_chain_policy",
     "coupled_line",
+    "equal_arms",
     "line_message",
     "rare_stall",
     "ratio",
@@ -389,6 +390,25 @@ def two_armed_bandit(gamma: float = 0.0) -> CooperativeMarkovGame:
     P = np.ones((1, 2, 1))
     r = np.array([[1.0, 0.0]])
     return CooperativeMarkovGame(P, r, np.ones(1), gamma, "two-armed bandit")
+
+
+def equal_arms(actions: int = 8, mean: float = 0.5) -> CooperativeMarkovGame:
+    """One agent, one state, ``actions`` arms of equal mean reward ``mean``, ``gamma = 0``
+    (built for this project, ``proofs_notes/pessimism.md#event``).
+
+    Datasets draw ``Bernoulli(mean)`` rewards, so the empirical means differ between arms and
+    an actor that follows them moves to the arm whose estimate is largest: its estimate is
+    above ``mean`` unless every arm's is (about ``2^-actions`` of the datasets), so a critic
+    without a pessimism bonus overestimates ``J = mean`` there, while the pessimistic one
+    must not on the validity event.
+    """
+    if isinstance(actions, bool) or not isinstance(actions, (int, np.integer)) or actions < 2:
+        raise ModelError(f"equal-arms needs actions >= 2, got {actions!r}")
+    if not 0.0 <= float(mean) <= 1.0:
+        raise ModelError(f"mean = {mean!r}, expected a reward in [0, 1]")
+    P = np.ones((1, int(actions), 1))
+    r = np.full((1, int(actions)), float(mean))
+    return CooperativeMarkovGame(P, r, np.ones(1), 0.0, "equal arms")
 
 
 INSTANCES = {"line-message": line_message, "shift-chain": shift_chain, "wireless": _wireless_row}

@@ -106,6 +106,8 @@ def test_each_claim_passes_and_its_planted_defect_fails(quick_report: Report, na
         ("mappo-gap-tight", 0.5), ("pessimism-bound", 0.5),
         # the XOR pair (proofs_notes/truncated-gradient.md#tight)
         ("truncated-gradient", 0.2), ("truncated-gradient-sharp", 0.9),
+        # the pessimistic critic on the equal arms (proofs_notes/pessimism.md#event)
+        ("pessimism-event", 0.9),
         # the shift chain inside the coupled-line family (proofs_notes/decay.md#coupling);
         # the linear utility's shadow reward is its reward (shadow-reward-gradient.md#bounded)
         ("decay-coupling", 0.9), ("shadow-reward-bound", 1.0),
@@ -253,12 +255,23 @@ def test_claims_draw_their_own_seeds() -> None:
         run_report(quick=True, only=("sample-complexity-old",), executor=SerialExecutor())
 
 
+def test_pessimism_event_sees_a_critic_without_its_bonus(quick_report: Report) -> None:
+    """On rare-stall the ridge critic is below J even without a bonus; on the equal arms the
+    iterates follow the largest estimate, so dropping the bonus overestimates J and the claim
+    fails (proofs_notes/pessimism.md#event)."""
+    claim = next(c for c in quick_report.claims if c.name == "pessimism-event")
+    assert claim.power.defect.startswith("the bonus dropped")
+    assert claim.power.verdict == "fail"
+    groups = claim.evaluation.groups
+    assert groups is not None and {"rare-stall", "equal-arms"} <= set(groups)
+
+
 def test_pessimism_event_without_the_event_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the validity event never held, nothing was checked: the claim measures ``inf`` and
     fails instead of passing vacuously."""
     empty = np.zeros(0)
-    never = rep._PessimismRun(empty, empty, empty, empty, 0.0)
-    monkeypatch.setattr(rep, "_pessimism_piece", lambda _, rng: never)
+    never = rep._PessimismRun("rare-stall", empty, empty, empty, empty, 0.0)
+    monkeypatch.setattr(rep, "_pessimism_piece", lambda _, rng: (never, never, never))
     report = run_report(quick=True, only=("pessimism-event",), executor=SerialExecutor())
     assert report.claims[0].measured == math.inf and report.claims[0].verdict == "fail"
 
