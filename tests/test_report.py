@@ -266,6 +266,19 @@ def test_pessimism_event_sees_a_critic_without_its_bonus(quick_report: Report) -
     assert groups is not None and {"rare-stall", "equal-arms"} <= set(groups)
 
 
+def test_occupancy_claim_sees_an_estimator_biased_by_five_percent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """lamtilde_i multiplied by 1.05 is off by 0.05 ||lam^H_i||_1 = 0.48 in l1, above the
+    McDiarmid radius at the largest batch, even in the quick run."""
+    original = rep.occupancy_estimate
+    monkeypatch.setattr(rep, "occupancy_estimate",
+                        lambda *a: tuple(1.05 * e for e in original(*a)))
+    # serial: the patch lives in this process (a spawned pool would not see it)
+    report = run_report(quick=True, only=("occupancy-estimator",), executor=SerialExecutor())
+    assert report.claims[0].verdict == "fail"
+
+
 def test_pessimism_event_without_the_event_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the validity event never held, nothing was checked: the claim measures ``inf`` and
     fails instead of passing vacuously."""
