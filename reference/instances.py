@@ -34,6 +34,7 @@ __all__ = [
     "climbing",
     "copy_chain",
     "copy_chain_policy",
+    "coupled_line",
     "equal_arms",
     "line_message",
     "line_message_mixed",
@@ -510,6 +511,68 @@ INSTANCES = {
 
 ``wireless`` in the registry is a single row of ``n`` users; call :func:`wireless` for grids.
 """
+
+
+_COUPLED_LINE_SOURCE = (
+    "Built for this project to vary the strength of spatial coupling (SPEC section 3): a "
+    "line of binary agents in which each agent copies its right neighbour's state with "
+    "probability `coupling` and otherwise sets its state to its own action. Coupling 0 "
+    "decouples the agents; coupling 1 is the shift chain, on which the derived decay bound "
+    "is attained as gamma^n -> 0 (proofs_notes/decay.md#coupling)."
+)
+
+
+def coupled_line(n: int, coupling: float, gamma: float = 0.9) -> NetworkedInstance:
+    """A line of ``n >= 2`` binary agents whose coupling to the right neighbour is a parameter.
+
+    ``s_i, a_i in {0, 1}``.  Agent ``i < n - 1`` moves to its right neighbour's current state
+    with probability ``c`` (the coupling) and to its own action otherwise::
+
+        P_i(s'_i = 1 | s_{N_i}, a_i) = c 1[s_{i+1} = 1] + (1 - c) 1[a_i = 1],
+
+    and the last agent sets ``s'_{n-1} = a_{n-1}``.  The left neighbour is in ``N_i`` (the
+    graph is the line) but does not move ``s_i``.  Initial states are independent and
+    uniform on ``{0, 1}``; reward ``r_i(s_i, a_i) = 1[s_i = 1]``, so ``Delta_i = 1`` for the
+    linear utility.
+
+    For ``beta = 0`` the influence of the agents outside ``N_i^kappa`` reaches ``s_i`` only
+    through a chain of ``kappa + 1`` copies, so ``D_i(kappa)`` decays per hop like
+    ``gamma c`` against the bound's ``gamma``; ``c = 0`` gives ``D_i(kappa) = 0`` for every
+    ``kappa``, and ``D_i(kappa) = 0`` as soon as ``N_i^kappa`` reaches the right end
+    (``proofs_notes/decay.md#coupling``).
+
+    Raises:
+        ModelError: ``n < 2``, or ``coupling`` not a number in ``[0, 1]``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ModelError(f"coupled-line needs n >= 2 agents, got n = {n!r}")
+    if isinstance(coupling, bool) or not isinstance(coupling, (int, float, np.integer,
+                                                                 np.floating)):
+        raise ModelError(f"coupling = {coupling!r}, expected a number in [0, 1]")
+    c = float(coupling)
+    if not 0.0 <= c <= 1.0:
+        raise ModelError(f"coupling = {coupling!r}, expected a number in [0, 1]")
+    graph = Graph.line(int(n))
+    kernels = []
+    for i in range(n):
+        nb = graph.neighbourhood(i)
+        P = np.zeros((2,) * len(nb) + (2, 2))
+        if i == n - 1:
+            for a in (0, 1):
+                P[..., a, a] = 1.0
+        else:
+            grid = np.indices((2,) * len(nb) + (2,))  # s_N digits, then a_i
+            one = c * grid[nb.index(i + 1)] + (1.0 - c) * grid[-1]  # P(s'_i = 1)
+            P[..., 1] = one
+            P[..., 0] = 1.0 - one
+        kernels.append(P)
+    rho = tuple(np.full(2, 0.5) for _ in range(n))
+    model = NetworkedMDP(graph, (2,) * n, (2,) * n, tuple(kernels), gamma, rho)
+    reward = np.zeros((2, 2))
+    reward[1, :] = 1.0
+    return NetworkedInstance(
+        "coupled-line", model, tuple(frozen(reward) for _ in range(n)), _COUPLED_LINE_SOURCE
+    )
 
 
 _CLIMBING_PAYOFF = ((11.0, -30.0, 0.0), (-30.0, 7.0, 6.0), (0.0, 0.0, 5.0))

@@ -17,16 +17,13 @@ import pytest
 import verify.executors as executors
 from reference.errors import ModelError
 from reference.instances import climbing, line_message, rare_stall
-from reference.networked.exact import solve
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from verify.executors import SeededResults, SerialExecutor, executor_from_url, map_seeded
 from verify.experiments import (
-    _complexity_piece,
-    _complexity_task,
-    censored_median,
+    ComplexityConfig,
     mappo_gap_sweep,
     pessimism_sweep,
-    sample_complexity_sweep,
+    sample_complexity_study,
 )
 from verify.report import _occupancy_piece, run_report
 
@@ -183,14 +180,10 @@ def test_unreachable_scheduler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
 def test_sweeps_do_not_depend_on_the_executor() -> None:
     """The three sweeps built on ``map_seeded`` give identical records on a serial executor
     and on a process pool."""
-    inst = line_message(3)
-    pol = LocalizedSoftmaxPolicy.uniform(inst.model, 0)
-    utils = inst.utilities("linear")
     with ProcessPoolExecutor(max_workers=2) as pool:
         runs = [
-            sample_complexity_sweep(inst.model, pol, utils, [0.05, 0.02], seed=3,
-                                    max_iterations=10, batch_per_inverse_epsilon=0.5,
-                                    repeats=2, executor=ex)
+            sample_complexity_study([ComplexityConfig(3, 0)], [0.6, 0.4], 2, seed=3,
+                                    max_iterations=40, executor=ex)[0]
             for ex in (SerialExecutor(), pool)
         ]
         gaps = [mappo_gap_sweep(climbing(), [2, 8], executor=ex) for ex in (SerialExecutor(), pool)]
@@ -199,65 +192,13 @@ def test_sweeps_do_not_depend_on_the_executor() -> None:
                             seeds=3, K=4, beta=0.1, seed=5, executor=ex)
             for ex in (SerialExecutor(), pool)
         ]
-    np.testing.assert_array_equal(runs[0].runs, runs[1].runs)
-    assert runs[0].seeds == runs[1].seeds and len(runs[0].seeds) == 4
-    assert runs[0].runs.shape == (2, 2)
+    np.testing.assert_array_equal(runs[0].samples, runs[1].samples)
+    assert runs[0].children == runs[1].children and len(runs[0].children) == 4
+    assert runs[0].samples.shape == (2, 2)
     np.testing.assert_array_equal(gaps[0].average_gap, gaps[1].average_gap)
     np.testing.assert_array_equal(pess[0].J, pess[1].J)
     np.testing.assert_array_equal(pess[0].event, pess[1].event)
     assert pess[0].children == pess[1].children
-
-
-def test_sample_complexity_median_counts_censored_runs_last() -> None:
-    """With one iteration, targets a thousandth of ``||grad F(theta_0)||^2`` are out of reach:
-    every count is censored (``inf``), the medians are NaN and no slope is fitted."""
-    inst = line_message(3)
-    pol = LocalizedSoftmaxPolicy.uniform(inst.model, 0)
-    g0 = solve(inst.model, pol, inst.utilities("linear")).gradient_norm ** 2
-    res = sample_complexity_sweep(inst.model, pol, inst.utilities("linear"),
-                                  [1e-3 * g0, 5e-4 * g0], seed=0, max_iterations=1, repeats=3,
-                                  batch_per_inverse_epsilon=0.01, executor=SerialExecutor())
-    assert np.all(np.isinf(res.runs)) and np.all(np.isnan(res.samples))
-    assert np.isnan(res.slope)
-    with pytest.raises(ModelError, match="repeats = 0"):
-        sample_complexity_sweep(inst.model, pol, inst.utilities("linear"), [0.1], seed=0,
-                                repeats=0)
-    with pytest.raises(ModelError, match="epsilons"):
-        sample_complexity_sweep(inst.model, pol, inst.utilities("linear"), [0.1, -1.0], seed=0)
-
-
-def test_censored_median() -> None:
-    """Censored runs (``inf``) sort last: the median is finite iff fewer than half of the row
-    is censored; for an even count it is the mean of the two middle values."""
-    inf = np.inf
-    runs = np.array([[3.0, 1.0, 2.0, 9.0], [1.0, 2.0, inf, 4.0], [1.0, inf, 2.0, inf],
-                     [inf, inf, inf, inf], [5.0, 7.0, 6.0, 6.5]])
-    np.testing.assert_array_equal(censored_median(runs), [2.5, 3.0, np.nan, np.nan, 6.25])
-    odd = np.array([[4.0, inf, 1.0], [inf, 2.0, inf]])
-    np.testing.assert_array_equal(censored_median(odd), [4.0, np.nan])
-
-
-def test_each_sample_complexity_run_replays_from_its_record() -> None:
-    """Run ``r`` of target ``e`` is ``runs[e, r]`` and replays from recorded child
-    ``e R + r`` (target-major layout)."""
-    inst = line_message(3)
-    pol = LocalizedSoftmaxPolicy.uniform(inst.model, 0)
-    utils = inst.utilities("linear")
-    g0 = solve(inst.model, pol, utils).gradient_norm ** 2
-    eps, R = [0.3 * g0, 0.15 * g0], 3
-    res = sample_complexity_sweep(inst.model, pol, utils, eps, seed=21, max_iterations=8,
-                                  batch_per_inverse_epsilon=0.5, repeats=R,
-                                  executor=SerialExecutor())
-    assert res.runs.shape == (2, R) and len(res.seeds) == 2 * R
-    assert len({tuple(r) for r in res.runs}) == 2  # the two targets' rows differ
-    for e in range(2):
-        task = _complexity_task(inst.model, pol, utils, float(eps[e]), 1, 0.5, 0.5, 8)
-        for r in range(R):
-            entropy, key = res.seeds[e * R + r]
-            assert key == (e * R + r,)
-            rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
-            used, _ = _complexity_piece(task, rng)
-            assert (np.inf if np.isnan(used) else used) == res.runs[e, r]
 
 
 def test_report_does_not_depend_on_the_executor() -> None:

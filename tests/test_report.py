@@ -85,7 +85,8 @@ def test_claim_names_are_the_contract() -> None:
                      "truncated-gradient", "mappo-gap", "mappo-gap-tight", "optimum-routes",
                      "price-of-localization"):
         assert required in names
-    assert "sample-complexity" not in names  # replaced; no claim is merely "reported"
+    for required in ("sample-complexity", "decay-coupling", "shadow-reward-bound"):
+        assert required in names  # judged as measured <= bound, none merely "reported"
     assert all(c.provenance in ("derived here", "as stated in the paper") for c in CLAIMS)
 
 
@@ -108,6 +109,9 @@ def test_each_claim_passes_and_its_planted_defect_fails(quick_report: Report, na
         ("truncated-gradient", 0.2), ("truncated-gradient-sharp", 0.9),
         # the pessimistic critic on the equal arms (proofs_notes/pessimism.md#event)
         ("pessimism-event", 0.9),
+        # the shift chain inside the coupled-line family (proofs_notes/decay.md#coupling);
+        # the linear utility's shadow reward is its reward (shadow-reward-gradient.md#bounded)
+        ("decay-coupling", 0.9), ("shadow-reward-bound", 1.0),
         # linear utilities with full observation: F_loc = F* (proofs_notes/optimum.md#localized)
         ("price-of-localization", 0.9),
     ],

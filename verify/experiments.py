@@ -2,8 +2,9 @@
 
 * :func:`kappa_decay_sweep` -- ``max_i D_i(kappa)``, the derived bound and the truncated
   gradient error ``||ghat - grad F||`` for every radius, with the fitted per-hop rate.
-* :func:`sample_complexity_sweep` -- agent-steps for Algorithm 1 to reach
-  ``||grad F||^2 <= floor + epsilon`` for a range of ``epsilon``, with the log-log slope.
+* :func:`sample_complexity_study` -- iterations and agent-steps for Algorithm 1 under the
+  derived batch and horizon schedule to reach ``epsilon``-stationarity of the average
+  iterate, per network size and radius, with a confidence interval on the exponent.
 * :func:`mappo_gap_sweep` -- MA-PPO's average and last-iterate gaps against ``B(K)`` over a
   grid of ``K`` (SPEC section 5).
 * :func:`price_of_localization` -- the certified ``F*`` next to the best localized ``F``
@@ -25,7 +26,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -43,11 +45,20 @@ from reference.cooperative.pessimism import (
 )
 from reference.cooperative.policy import ConditionalPolicy, IndicatorFeatures
 from reference.errors import ModelError
+from reference.instances import coupled_line
 from reference.memory import check_memory
-from reference.networked.algorithm import Algorithm1Config, run_algorithm1
+from reference.networked.algorithm import (
+    Algorithm1Config,
+    gradient_estimate,
+    mc_critic,
+    occupancy_estimate,
+    run_algorithm1,
+    shadow_reward_estimate,
+)
 from reference.networked.exact import gradient_contributions, gradient_norm, shadow_q, solve
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
+from reference.networked.sampling import rollout
 from reference.networked.truncation import (
     Weights,
     decay_profile,
@@ -55,26 +66,45 @@ from reference.networked.truncation import (
     occupancy_truncated_gradient,
     truncated_gradient,
 )
-from reference.networked.utilities import Utility
+from reference.networked.utilities import (
+    ConstraintPenaltyUtility,
+    EntropyUtility,
+    KLImitationUtility,
+    LinearUtility,
+    QuadraticImitationUtility,
+    Utility,
+)
 from reference.tabular import policy_iteration
 from verify.executors import map_seeded
 
 __all__ = [
+    "COMPLEXITY_FAMILY_LEVEL",
+    "UTILITY_KINDS",
+    "ComplexityConfig",
+    "ComplexityDefect",
+    "ComplexitySchedule",
+    "CouplingDecay",
     "DecaySweep",
     "GapSweep",
     "KappaTradeoff",
     "PessimismSweep",
     "PriceOfLocalization",
     "SampleComplexity",
-    "censored_median",
+    "ShadowDefect",
+    "ShadowRewards",
     "communication_cost",
+    "complexity_schedule",
+    "coupling_decay_study",
     "fit_rate",
+    "horizon_bias_constant",
     "kappa_decay_sweep",
     "kappa_tradeoff_sweep",
     "mappo_gap_sweep",
     "pessimism_sweep",
     "price_of_localization",
-    "sample_complexity_sweep",
+    "sample_complexity_study",
+    "shadow_reward_study",
+    "study_utilities",
 ]
 
 
@@ -175,180 +205,737 @@ def kappa_decay_sweep(
     )
 
 
+COMPLEXITY_FAMILY_LEVEL = 0.99
+"""Family-wise level of the exponent intervals of :func:`sample_complexity_study`: each of the
+``C`` configurations gets a two-sided Student-t interval at level ``1 - 0.01 / C``
+(Bonferroni), so all ``C`` cover their exponents together with probability >= 0.99 (if the
+per-seed slopes are normal)."""
+
+
 @dataclass(frozen=True)
-class SampleComplexity:
-    """Result of :func:`sample_complexity_sweep`.
+class ComplexitySchedule:
+    """The batch and horizon of Algorithm 1 for one target ``epsilon``
+    (``proofs_notes/algorithm1.md#schedule``).
 
     Attributes:
-        epsilon: ``(E,)`` targets for ``||grad F||^2`` above the floor.
-        runs: ``(E, R)`` agent-steps each independent run used before
-            ``||grad F(theta_k)||^2 <= floor + epsilon`` first held (``inf`` if it never did
-            within the run: a right-censored count).
-        samples: ``(E,)`` the median of each row of ``runs`` (:func:`censored_median`): NaN
-            where half or more of the row's runs are censored.
-        floor: the truncation floor ``max_k ||ghat - grad F||^2`` over the runs.
-        slope: fitted ``d log(samples) / d log(1/epsilon)`` (least squares over the targets
-            with a finite median); theory predicts 2 up to logarithms (SPEC section 4).
-        seeds: the ``SeedSequence`` entropy and spawn key of every run, target-major (run
-            ``r`` of target ``e`` is child ``e R + r`` of ``SeedSequence(seed)``, so a run's
-            stream depends on ``(seed, e, r, R)``).
+        epsilon: the target for the average of ``||grad F(theta_k)||^2`` over the iterates.
+        batch: ``B = ceil(2 sigma^2 / epsilon)`` trajectories for each of the three
+            estimators (occupancy, critic, gradient).
+        horizon: ``H = ceil(log(4 C_H / sqrt(epsilon)) / log(1 / gamma))``, the horizon of the
+            occupancy and gradient rollouts and both horizons of the Monte-Carlo critic.
+        samples_per_iteration: agent-steps drawn per iteration, ``n B H (2 + 1 + o)``: ``2 B H``
+            for the critic's start and return segments, ``B H`` for the gradient, and ``B H``
+            for the occupancy (``o = 1``) unless every utility is linear (``o = 0``: the
+            shadow reward is then ``r_i`` whatever the occupancy).
     """
 
-    epsilon: FloatArray
-    runs: FloatArray
-    samples: FloatArray
-    floor: float
-    slope: float
-    seeds: tuple[tuple[int, tuple[int, ...]], ...]
+    epsilon: float
+    batch: int
+    horizon: int
+    samples_per_iteration: int
 
 
-def sample_complexity_sweep(
-    model: NetworkedMDP,
-    policy: LocalizedSoftmaxPolicy,
-    utilities: Sequence[Utility],
-    epsilons: Sequence[float],
-    seed: int,
-    kappa: int = 1,
-    step_size: float = 0.5,
-    batch_per_inverse_epsilon: float = 2.0,
-    max_iterations: int = 200,
+def complexity_schedule(
+    n: int,
+    gamma: float,
+    epsilon: float,
+    variance: float,
+    bias_constant: float,
     *,
-    repeats: int = 1,
-    executor: Executor | None = None,
-) -> SampleComplexity:
-    """Samples for Algorithm 1 to reach ``||grad F||^2 <= floor + epsilon``, per ``epsilon``.
+    occupancy: bool = True,
+) -> ComplexitySchedule:
+    """``B(epsilon)`` and ``H(epsilon)`` of ``proofs_notes/algorithm1.md#schedule``: the
+    variance term ``sigma^2 / B <= epsilon / 2`` and the horizon bias
+    ``C_H gamma^H <= sqrt(epsilon) / 4``.
 
-    For each target the batch sizes scale like ``1/epsilon`` (the variance of the
-    gradient estimate must fall below ``epsilon``) and the run stops at the first iterate
-    that meets the target; the exact ``||grad F||`` is recorded by the dense oracle.  The
-    floor is the squared truncation error at ``kappa``.  Each target is run ``repeats``
-    times from independent generators and summarised by the median count, which a single
-    slow or censored run cannot move far.  The ``len(epsilons) * repeats`` runs are seeded
-    with ``SeedSequence(seed).spawn`` and run as independent pieces on ``executor``
-    (:func:`verify.executors.map_seeded`, default a local process pool).
+    Args:
+        n: number of agents.
+        gamma: discount, ``0 < gamma < 1``.
+        epsilon: target, ``> 0``.
+        variance: ``sigma^2``, the variance of one trajectory's contribution to the gradient
+            estimate (``> 0``).
+        bias_constant: ``C_H`` of the horizon bias ``C_H gamma^H`` (``> 0``).
+        occupancy: whether step 1 (the occupancy estimate) draws samples.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ModelError(f"repeats = {repeats!r}, expected an integer >= 1")
-    eps_arr = np.asarray(epsilons, dtype=np.float64)
-    if eps_arr.ndim != 1 or eps_arr.size == 0 or not np.all(eps_arr > 0):
-        raise ModelError(f"epsilons = {list(epsilons)!r}, expected positive targets")
-    tasks = []
-    for eps in eps_arr:
-        task = _complexity_task(
-            model,
-            policy,
-            utilities,
-            float(eps),
-            kappa,
-            step_size,
-            batch_per_inverse_epsilon,
-            max_iterations,
-        )
-        tasks += [task] * repeats
-    done = map_seeded(_complexity_piece, tasks, executor=executor, seed=seed)
-    floor = max([0.0, *(f for _, f in done.results)])
-    runs = np.array([used for used, _ in done.results], dtype=np.float64)
-    runs = np.where(np.isnan(runs), np.inf, runs).reshape(eps_arr.size, repeats)
-    samples = censored_median(runs)
-    ok = np.isfinite(samples)
-    slope = (
-        float(np.polyfit(np.log(1.0 / eps_arr[ok]), np.log(samples[ok]), 1)[0])
-        if ok.sum() >= 2
-        else float("nan")
-    )
-    return SampleComplexity(
-        frozen(eps_arr), frozen(runs), frozen(samples), floor, slope, done.children
+    for name, value in (("epsilon", epsilon), ("variance", variance),
+                        ("bias_constant", bias_constant)):
+        if not (math.isfinite(value) and value > 0):
+            raise ModelError(f"{name} = {value!r}, expected a finite number > 0")
+    if not 0.0 < gamma < 1.0:
+        raise ModelError(f"gamma = {gamma!r}, expected 0 < gamma < 1 for a horizon schedule")
+    batch = max(1, math.ceil(2.0 * variance / epsilon))
+    horizon = max(1, math.ceil(math.log(4.0 * bias_constant / math.sqrt(epsilon))
+                               / math.log(1.0 / gamma)))
+    return ComplexitySchedule(
+        float(epsilon), batch, horizon, (3 + int(occupancy)) * n * batch * horizon
     )
 
 
-def censored_median(runs: FloatArray) -> FloatArray:
-    """Row medians of right-censored counts: ``runs`` is ``(E, R)`` with ``inf`` for a run
-    that never reached its target.
+def horizon_bias_constant(n: int, gamma: float, reward_bound: float) -> float:
+    """``C_H = 2 sqrt(2 n) G / (1 - gamma)^2``: the two horizon tails of
+    ``proofs_notes/algorithm1.md#schedule`` (the fixed-horizon gradient's and the critic
+    return's), each at most ``sqrt(2 n) gamma^H G / (1 - gamma)^2`` for shadow rewards bounded
+    by ``G``."""
+    return 2.0 * math.sqrt(2.0 * n) * reward_bound / (1.0 - gamma) ** 2
 
-    A censored run is larger than every finite one, so it takes its place at the top of the
-    order; the median (the middle value, or the mean of the two middle values for even
-    ``R``) is then finite exactly when fewer than half of the runs are censored, and the
-    returned row value is NaN otherwise (the median is only known to exceed the largest
-    finite count).
-    """
-    med = np.median(np.asarray(runs, dtype=np.float64), axis=1)
-    out: FloatArray = np.where(np.isfinite(med), med, np.nan)
-    return out
+
+ComplexityDefect = Literal["none", "batch-for-norm"]
+"""Planted defect of :func:`sample_complexity_study`: ``"batch-for-norm"`` sizes the batch so
+that the estimator's standard deviation, rather than its variance, falls below ``epsilon``
+(``B`` proportional to ``1/epsilon^2``, equal to the derived batch at the largest target), a
+schedule whose samples grow one power of ``1/epsilon`` faster than the derived one."""
 
 
 @dataclass(frozen=True)
-class _ComplexityTask:
-    """One target of :func:`sample_complexity_sweep`."""
+class ComplexityConfig:
+    """One network of :func:`sample_complexity_study`.
 
+    Attributes:
+        n: number of agents of ``coupled_line(n, coupling, gamma)``.
+        kappa: truncation radius of the critics and the gradient.
+    """
+
+    n: int
+    kappa: int
+
+
+@dataclass(frozen=True)
+class SampleComplexity:
+    """Iterations and samples for Algorithm 1 to reach average stationarity, one network.
+
+    The target is fixed before any run: ``epsilon = fraction ||grad F(theta_0)||^2``, and
+    ``T(epsilon)`` is the first ``T`` with ``(1/T) sum_{k<T} ||grad F(theta_k)||^2 <= epsilon``
+    (exact gradients of the iterates the run has produced so far: the expected squared
+    gradient norm of the output iterate drawn uniformly from ``theta_0..theta_{T-1}``).  The
+    run's samples are ``T m(epsilon)``, ``m`` the schedule's per-iteration count.
+
+    Attributes:
+        n, kappa: the network and the truncation radius.
+        coupling, gamma: of the instance ``coupled_line(n, coupling, gamma)``.
+        epsilon: ``(E,)`` targets, decreasing.
+        gradient0: ``||grad F(theta_0)||^2``.
+        schedule: the :class:`ComplexitySchedule` of each target.
+        variance: ``sigma^2`` of the schedule (the pilot estimate at ``theta_0``).
+        iterations: ``(S, E)`` ``T`` per seed and target; ``inf`` if the run stopped at
+            ``max_iterations`` first (right-censored).
+        samples: ``(S, E)`` agent-steps the run drew in its ``T`` iterations.
+        iteration_slopes: ``(S,)`` per seed, the least-squares slope of ``log T`` against
+            ``log(1/epsilon)``; ``inf`` if a run of the seed was censored.
+        iteration_exponent: mean of ``iteration_slopes``.
+        iteration_interval: ``(lo, hi)``, the Student-t interval ``mean +- t sd / sqrt(S)``
+            at ``level`` (``sd`` with ``ddof = 1``); ``(inf, inf)`` if a run was censored.
+        reference_iterations: ``(E,)`` ``T`` of noise-free ascent ``theta += eta grad F``
+            from ``theta_0`` with the same criterion.
+        reference_exponent: the slope of ``log`` of ``reference_iterations``: the
+            algorithm's own iteration exponent on these targets (1 as ``epsilon -> 0``; above
+            1 on a finite grid while ``sum_k ||grad F||^2`` is still growing).
+        schedule_exponent: the least-squares slope of ``log m(epsilon)`` against
+            ``log(1/epsilon)``: the schedule's own contribution (deterministic).
+        sample_slopes: ``(S,)`` per seed, the slope of ``log samples``.
+        total_exponent, total_interval: mean and Student-t interval of ``sample_slopes``;
+            with the derived schedule a run draws ``T m(epsilon)`` samples, so this is the
+            iteration exponent plus the schedule's (least squares is linear in the response).
+        derived_total_exponent: ``reference_exponent + schedule_exponent``, the bound of the
+            claim (``proofs_notes/algorithm1.md#schedule``).
+        asymptotic_total_exponent: ``1 + schedule_exponent``: 2 up to the logarithm of ``H``.
+        floor: the largest squared truncation error ``||ghat - grad F||^2`` along the
+            noise-free ascent, which the schedule's analysis needs below ``epsilon / 16``.
+        level: the confidence level of each interval.
+        defect: the planted defect, ``"none"`` for the derived schedule.
+        children: ``(entropy, spawn_key)`` of the run pieces, seed-major then target.
+    """
+
+    n: int
+    kappa: int
+    coupling: float
+    gamma: float
+    epsilon: FloatArray
+    gradient0: float
+    schedule: tuple[ComplexitySchedule, ...]
+    variance: float
+    iterations: FloatArray
+    samples: FloatArray
+    iteration_slopes: FloatArray
+    sample_slopes: FloatArray
+    iteration_exponent: float
+    iteration_interval: tuple[float, float]
+    reference_iterations: FloatArray
+    reference_exponent: float
+    schedule_exponent: float
+    total_exponent: float
+    total_interval: tuple[float, float]
+    derived_total_exponent: float
+    asymptotic_total_exponent: float
+    floor: float
+    level: float
+    defect: str
+    children: tuple[tuple[int, tuple[int, ...]], ...]
+
+    @property
+    def ratio(self) -> float:
+        """``lo / derived`` of the total exponent: above 1 when the interval puts the
+        sampled algorithm's exponent above noise-free ascent's plus the schedule's."""
+        return self.total_interval[0] / self.derived_total_exponent
+
+    @property
+    def covers(self) -> bool:
+        """Whether the total exponent's interval contains ``derived_total_exponent``."""
+        lo, hi = self.total_interval
+        return lo <= self.derived_total_exponent <= hi
+
+
+@dataclass(frozen=True)
+class _PilotTask:
     model: NetworkedMDP
-    policy: LocalizedSoftmaxPolicy
     utilities: tuple[Utility, ...]
-    cfg: Algorithm1Config
-    eps: float
+    kappa: int
+    batch: int
+    horizon: int
+    repeats: int
+    fractions: FloatArray
+    max_iterations: int
+    backend: Literal["dense", "matrix-free"]
+    step_size: float
 
 
-def _complexity_task(
-    model: NetworkedMDP,
-    policy: LocalizedSoftmaxPolicy,
-    utilities: Sequence[Utility],
-    eps: float,
-    kappa: int,
-    step_size: float,
-    batch_per_inverse_epsilon: float,
-    max_iterations: int,
-) -> _ComplexityTask:
-    """Target ``eps``: batches ``~ 1/eps`` (the gradient estimate's variance must fall below
-    ``eps``) and horizons with ``gamma^H <= eps`` (the truncation bias is below the target)."""
-    batch = max(16, int(np.ceil(batch_per_inverse_epsilon / eps)))
-    horizon = int(np.ceil(np.log(eps) / np.log(model.gamma))) + 1 if model.gamma > 0 else 1
+@dataclass(frozen=True)
+class _Pilot:
+    """What :func:`sample_complexity_study` fixes before any run."""
+
+    variance: float
+    floor: float
+    g0: float
+    reference: FloatArray
+
+
+def _pilot_piece(task: _PilotTask, rng: np.random.Generator) -> _Pilot:
+    """Everything fixed before the runs, from ``theta_0 = 0``:
+
+    * ``sigma^2``: ``batch`` times the mean squared deviation of ``repeats`` gradient
+      estimates at ``theta_0`` from their mean (``repeats - 1`` in the denominator);
+    * ``g0 = ||grad F(theta_0)||^2``, which scales the targets ``epsilon = fraction g0``;
+    * the reference ``T_exact(epsilon)`` of noise-free ascent ``theta += eta grad F`` with the
+      same criterion (running average of ``||grad F||^2`` at most ``epsilon``);
+    * the squared truncation floor ``||ghat - grad F||^2`` at radius ``kappa``, largest over
+      every fifth iterate of that ascent up to the largest ``T_exact``.
+    """
+    m, us = task.model, task.utilities
+    policy = LocalizedSoftmaxPolicy.uniform(m, 0)
     cfg = Algorithm1Config(
-        kappa=kappa,
-        step_size=step_size,
-        iterations=max_iterations,
-        occupancy_batch=batch,
-        critic_batch=batch,
-        gradient_batch=batch,
-        occupancy_horizon=horizon,
-        critic_horizon=horizon,
+        kappa=task.kappa, step_size=0.0, iterations=1, occupancy_batch=task.batch,
+        occupancy_horizon=task.horizon, critic_batch=task.batch, critic_horizon=task.horizon,
+        gradient_batch=task.batch, gradient_horizon=task.horizon,
     )
-    return _ComplexityTask(model, policy, tuple(utilities), cfg, eps)
+    flats = []
+    for _ in range(task.repeats):
+        est, _ = _one_estimate(m, policy, us, cfg, rng)
+        flats.append(np.concatenate([g.reshape(-1) for g in est]))
+    arr = np.array(flats)
+    variance = task.batch * float(np.sum((arr - arr.mean(axis=0)) ** 2)) / (task.repeats - 1)
+    g0 = solve(m, policy, us, backend=task.backend, values="team").gradient_norm ** 2
+    eps = task.fractions * g0
+    reference = np.full(task.fractions.size, np.inf)
+    floor, total = 0.0, 0.0
+    for k in range(task.max_iterations):
+        sol = solve(m, policy, us, backend=task.backend, values="team")
+        total += sol.gradient_norm**2
+        reference = np.where(np.isinf(reference) & (total <= eps * (k + 1)), k + 1, reference)
+        if k % 5 == 0:
+            exact = solve(m, policy, us, values="per-agent")
+            ghat = truncated_gradient(m, policy, exact, task.kappa, "occupancy")
+            err = gradient_norm([a - b for a, b in zip(ghat, exact.gradient, strict=True)])
+            floor = max(floor, err**2)
+        if np.all(np.isfinite(reference)):
+            break
+        policy = policy.with_theta(
+            [t + task.step_size * d for t, d in zip(policy.theta, sol.gradient, strict=True)]
+        )
+    return _Pilot(variance, floor, float(g0), frozen(reference))
 
 
-def _complexity_piece(task: _ComplexityTask, rng: np.random.Generator) -> tuple[float, float]:
-    """Agent-steps to reach the target and the largest squared truncation floor seen."""
-    used, floors = _run_until(task.model, task.policy, task.utilities, task.cfg, rng, task.eps)
-    return used, float(np.max(floors**2)) if floors.size else 0.0
+_PILOT_TARGET = 0.01
+"""Target whose horizon the pilot uses (the horizon enters ``sigma^2`` only weakly)."""
 
 
-def _run_until(
+def _one_estimate(
     model: NetworkedMDP,
     policy: LocalizedSoftmaxPolicy,
     utilities: Sequence[Utility],
     cfg: Algorithm1Config,
     rng: np.random.Generator,
-    eps: float,
-) -> tuple[float, FloatArray]:
-    """Run Algorithm 1 in chunks of 5 iterations until ``||grad F||^2 <= floor^2 + eps``.
+) -> tuple[tuple[FloatArray, ...], int]:
+    """Steps 1-3 of Algorithm 1 at ``policy``: the sampled truncated gradient ``gtilde`` and
+    the agent-steps of the rollouts drawn for it.
 
-    Returns the agent-steps used before the first iterate meeting the target (NaN if none
-    within ``cfg.iterations``) and the truncation floors seen.
+    When every utility is linear the shadow reward is ``r_i`` whatever the occupancy
+    estimate, so step 1 is skipped (it draws nothing the later steps use)."""
+    n = model.n
+    drawn = 0
+    if all(isinstance(u, LinearUtility) for u in utilities):
+        rewards = tuple(u.gradient(np.zeros(u.shape)) for u in utilities)
+    else:
+        occ = occupancy_estimate(model, rollout(model, policy, cfg.occupancy_batch,
+                                                cfg.occupancy_horizon, rng))
+        rewards = shadow_reward_estimate(utilities, occ)
+        drawn += n * cfg.occupancy_batch * cfg.occupancy_horizon
+    critics = mc_critic(model, policy, rewards, cfg.kappa, cfg.critic_batch,
+                        cfg.critic_horizon, cfg.critic_horizon, rng)
+    drawn += n * cfg.critic_batch * 2 * cfg.critic_horizon
+    horizon = cfg.gradient_horizon
+    if horizon is None:
+        raise ModelError("the sample-complexity study needs a fixed gradient horizon")
+    est = gradient_estimate(model, policy, critics, cfg.kappa, cfg.gradient_batch, rng, horizon)
+    drawn += n * cfg.gradient_batch * horizon
+    return est.gradient, drawn
+
+
+@dataclass(frozen=True)
+class _RunTask:
+    model: NetworkedMDP
+    utilities: tuple[Utility, ...]
+    cfg: Algorithm1Config
+    epsilon: float
+    max_iterations: int
+    backend: Literal["dense", "matrix-free"]
+
+
+def _run_piece(task: _RunTask, rng: np.random.Generator) -> tuple[float, float]:
+    """``(T, samples)``: Algorithm 1 from ``theta = 0``; iteration ``k`` reads the exact
+    ``||grad F(theta_k)||^2``, draws ``gtilde_k`` and steps; the run stops after the first
+    iteration ``T - 1`` at which the running average over ``theta_0..theta_{T-1}`` is at most
+    ``epsilon``.  ``samples`` counts the agent-steps drawn in those ``T`` iterations; both
+    are ``inf`` if ``max_iterations`` pass first."""
+    m, us, cfg = task.model, task.utilities, task.cfg
+    policy = LocalizedSoftmaxPolicy.uniform(m, 0)
+    total, drawn = 0.0, 0
+    for k in range(task.max_iterations):
+        total += solve(m, policy, us, backend=task.backend, values="team").gradient_norm ** 2
+        g, used = _one_estimate(m, policy, us, cfg, rng)
+        drawn += used
+        if total <= task.epsilon * (k + 1):
+            return float(k + 1), float(drawn)
+        policy = policy.with_theta(
+            [t + cfg.step_size * d for t, d in zip(policy.theta, g, strict=True)]
+        )
+    return math.inf, math.inf
+
+
+def _t_interval(values: FloatArray, t_q: float) -> tuple[float, tuple[float, float]]:
+    """Mean and ``mean +- t_q sd / sqrt(len)`` (``sd`` with ``ddof = 1``); ``inf`` if any value
+    is infinite (a censored run)."""
+    if not np.all(np.isfinite(values)):
+        return math.inf, (math.inf, math.inf)
+    mean = float(values.mean())
+    half = t_q * float(values.std(ddof=1)) / math.sqrt(values.size)
+    return mean, (mean - half, mean + half)
+
+
+def _slope(x: FloatArray, y: FloatArray) -> float:
+    """Least-squares slope of ``y`` on ``x`` (``inf`` if any ``y`` is infinite)."""
+    if not np.all(np.isfinite(y)):
+        return math.inf
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def sample_complexity_study(
+    configs: Sequence[ComplexityConfig],
+    fractions: Sequence[float],
+    seeds: int,
+    seed: int,
+    *,
+    coupling: float = 0.1,
+    gamma: float = 0.5,
+    step_size: float = 10.0,
+    max_iterations: int = 400,
+    pilot_batch: int = 32,
+    pilot_repeats: int = 16,
+    defect: ComplexityDefect = "none",
+    executor: Executor | None = None,
+) -> tuple[SampleComplexity, ...]:
+    """Samples for Algorithm 1 to reach ``epsilon``-stationarity of the average iterate under
+    the derived schedule, per network, with an interval on the exponent
+    (``proofs_notes/algorithm1.md#schedule``).
+
+    For each configuration ``(n, kappa)`` on ``coupled_line(n, coupling, gamma)`` (linear
+    utilities, ``beta = 0``, ``theta_0 = 0``, step ``eta = step_size``):
+
+    1. a pilot (one piece per configuration) estimates ``sigma^2`` from ``pilot_repeats``
+       gradient estimates at ``theta_0`` with batch ``pilot_batch``, and measures the
+       truncation floor along the noise-free ascent;
+    2. for every target ``epsilon`` the schedule ``B(epsilon), H(epsilon)`` of
+       :func:`complexity_schedule` is fixed, and ``seeds`` independent runs record
+       ``T(epsilon)`` (one piece per seed and target);
+    3. per seed, the slope of ``log T`` (and of ``log samples``) on ``log(1/epsilon)``;
+       across seeds, a Student-t interval at level
+       ``1 - (1 - COMPLEXITY_FAMILY_LEVEL) / len(configs)``.
+
+    The pilot and the runs are seeded by ``map_seeded`` from the two children of
+    ``SeedSequence(seed)``.  ``defect`` plants a wrong schedule (:data:`ComplexityDefect`)
+    to show the comparison can fail.
+
+    Raises:
+        ModelError: invalid arguments, or noise-free ascent does not reach a target within
+            ``max_iterations`` (the bound of the comparison would be infinite).
     """
-    used = 0
-    floors: list[float] = []
-    remaining = cfg.iterations
-    while remaining > 0:
-        chunk = replace(cfg, iterations=min(5, remaining))
-        hist = run_algorithm1(model, policy, utilities, chunk, rng)
-        floors.extend(hist.truncation_floor.tolist())
-        floor2 = max(floors) ** 2
-        hit = np.flatnonzero(hist.gradient_norm**2 <= floor2 + eps)
-        if hit.size:
-            k = int(hit[0])
-            return float(used + (int(hist.samples[k - 1]) if k > 0 else 0)), np.array(floors)
-        used += int(hist.samples[-1])
-        policy = hist.policies[-1]
-        remaining -= chunk.iterations
-    return float("nan"), np.array(floors)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise ModelError(f"seeds = {seeds!r}, expected an integer >= 2 (an interval needs "
+                         "the spread of at least two per-seed slopes)")
+    frac = np.sort(np.asarray(fractions, dtype=np.float64))[::-1]
+    if (frac.ndim != 1 or frac.size < 2 or not np.all((frac > 0) & (frac < 1))
+            or np.unique(frac).size != frac.size):
+        raise ModelError(f"fractions = {list(fractions)!r}, expected at least two distinct "
+                         "targets in (0, 1)")
+    if not configs:
+        raise ModelError("configs is empty, expected at least one (n, kappa)")
+    if defect not in ("none", "batch-for-norm"):
+        raise ModelError(f"defect = {defect!r}, expected 'none' or 'batch-for-norm'")
+    pilot_seed, run_seed = (int(c.generate_state(1)[0])
+                            for c in np.random.SeedSequence(seed).spawn(2))
+    instances = [coupled_line(c.n, coupling, gamma) for c in configs]
+    backends: list[Literal["dense", "matrix-free"]] = [
+        "matrix-free" if c.n >= 7 else "dense" for c in configs
+    ]
+    pilots = map_seeded(
+        _pilot_piece,
+        [_PilotTask(inst.model, inst.utilities(), c.kappa, pilot_batch,
+                    complexity_schedule(c.n, gamma, _PILOT_TARGET, 1.0,
+                                        horizon_bias_constant(c.n, gamma, 1.0)).horizon,
+                    pilot_repeats, frozen(frac), max_iterations, backend, step_size)
+         for c, inst, backend in zip(configs, instances, backends, strict=True)],
+        executor=executor, seed=pilot_seed,
+    ).results
+    for c, pilot in zip(configs, pilots, strict=True):
+        if not np.all(np.isfinite(pilot.reference)):
+            raise ModelError(
+                f"noise-free ascent on n = {c.n}, kappa = {c.kappa} did not reach the targets "
+                f"{list(frac)} x ||grad F(theta_0)||^2 within max_iterations = "
+                f"{max_iterations}; raise max_iterations or the targets"
+            )
+    tasks: list[_RunTask] = []
+    schedules = []
+    for c, inst, pilot, backend in zip(configs, instances, pilots, backends, strict=True):
+        reward_bound = max(u.constants.gradient_bound for u in inst.utilities())
+        c_h = horizon_bias_constant(c.n, gamma, reward_bound)
+        linear = all(isinstance(u, LinearUtility) for u in inst.utilities())
+        sched = tuple(complexity_schedule(c.n, gamma, float(f * pilot.g0), pilot.variance, c_h,
+                                          occupancy=not linear)
+                      for f in frac)
+        schedules.append(sched)
+        for _ in range(seeds):
+            for sc in sched:
+                batch = sc.batch
+                if defect == "batch-for-norm":
+                    batch = math.ceil(sched[0].batch * (sched[0].epsilon / sc.epsilon) ** 2)
+                cfg = Algorithm1Config(
+                    kappa=c.kappa, step_size=step_size, iterations=1, occupancy_batch=batch,
+                    occupancy_horizon=sc.horizon, critic_batch=batch,
+                    critic_horizon=sc.horizon, gradient_batch=batch,
+                    gradient_horizon=sc.horizon,
+                )
+                tasks.append(_RunTask(inst.model, inst.utilities(), cfg, sc.epsilon,
+                                      max_iterations, backend))
+    done = map_seeded(_run_piece, tasks, executor=executor, seed=run_seed)
+    level = 1.0 - (1.0 - COMPLEXITY_FAMILY_LEVEL) / len(configs)
+    t_q = float(scipy.stats.t.ppf(0.5 + level / 2, seeds - 1))
+    x = np.log(1.0 / frac)
+    out = []
+    per = seeds * frac.size
+    for k, (c, sched, pilot) in enumerate(zip(configs, schedules, pilots, strict=True)):
+        rows = np.array(done.results[k * per:(k + 1) * per]).reshape(seeds, frac.size, 2)
+        its, samples = rows[..., 0], rows[..., 1]
+        m_eps = np.array([float(sc.samples_per_iteration) for sc in sched])
+        slopes = np.array([_slope(x, np.log(row)) for row in its])
+        sample_slopes = np.array([_slope(x, np.log(row)) for row in samples])
+        sched_exp = _slope(x, np.log(m_eps))
+        ref_exp = _slope(x, np.log(pilot.reference))
+        mean, interval = _t_interval(slopes, t_q)
+        total, total_interval = _t_interval(sample_slopes, t_q)
+        out.append(SampleComplexity(
+            n=c.n, kappa=c.kappa, coupling=float(coupling), gamma=float(gamma),
+            epsilon=frozen(frac * pilot.g0), gradient0=pilot.g0, schedule=sched,
+            variance=pilot.variance, iterations=frozen(its),
+            samples=frozen(samples), iteration_slopes=frozen(slopes),
+            sample_slopes=frozen(sample_slopes),
+            iteration_exponent=mean, iteration_interval=interval,
+            reference_iterations=pilot.reference, reference_exponent=ref_exp,
+            schedule_exponent=sched_exp, total_exponent=total, total_interval=total_interval,
+            derived_total_exponent=ref_exp + sched_exp,
+            asymptotic_total_exponent=1.0 + sched_exp,
+            floor=pilot.floor, level=level, defect=defect,
+            children=done.children[k * per:(k + 1) * per],
+        ))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class CouplingDecay:
+    """Decay spreads on ``coupled_line(n, c, gamma)`` against the coupling ``c`` and
+    ``gamma`` (:func:`coupling_decay_study`).
+
+    Attributes:
+        n: number of agents.
+        beta: observation radius of the policy (0).
+        couplings: ``(C,)`` couplings ``c``.
+        gammas: ``(G,)`` discounts.
+        kappa: ``(K,)`` radii ``0..n-1``.
+        spread: ``(G, C, n, K)`` ``D_i(kappa)``.
+        bound: ``(G, C, n, K)`` ``Delta_i gamma^t0 / (1 - gamma)``, 0 once ``N_i^kappa`` is
+            every agent (SPEC section 3).
+        allowance: ``(G, C)`` the spreads' rounding allowance
+            (:func:`verify.assumptions.spread_tolerance`); a spread at most this is an exact
+            zero.
+        nu: ``max_j |pi_j(1 | s_j = 1) - pi_j(1 | s_j = 0)|``, how strongly an action follows
+            its agent's own state (``beta = 0``).
+        coupling_rate: ``(G, C)`` ``rho = gamma c / (1 - gamma (1 - c) nu)``, the per-hop rate of
+            the family's bound (``proofs_notes/decay.md#coupling``).
+        coupling_bound: ``(G, C, n, K)`` ``Delta_i rho^(kappa+1) / (1 - gamma)``.
+        rate: ``(G, C)`` the per-hop decay rate of agent 0 (whose chain of copies is the
+            longest): ``exp`` of the least-squares slope of ``log D_0(kappa)`` on ``kappa``
+            over the radii with ``D_0(kappa)`` above the allowance; 0 when every spread is an
+            exact zero (``c = 0``).
+        seed: the seed of the policy's ``theta ~ N(0, 1)``.
+    """
+
+    n: int
+    beta: int
+    couplings: FloatArray
+    gammas: FloatArray
+    kappa: IntArray
+    spread: FloatArray
+    bound: FloatArray
+    allowance: FloatArray
+    nu: float
+    coupling_rate: FloatArray
+    coupling_bound: FloatArray
+    rate: FloatArray
+    seed: int
+
+
+def coupling_decay_study(
+    n: int,
+    couplings: Sequence[float],
+    gammas: Sequence[float],
+    seed: int,
+) -> CouplingDecay:
+    """``D_i(kappa)`` of the linear utilities' shadow Q on ``coupled_line(n, c, gamma)`` for
+    every coupling ``c`` and discount ``gamma``, at one random policy, with SPEC's bound and
+    the family's bound ``Delta_i rho^(kappa+1) / (1 - gamma)``,
+    ``rho = gamma c / (1 - gamma (1 - c) nu)`` (``proofs_notes/decay.md#coupling``), at
+    observation radius ``beta = 0``.
+
+    ``theta`` is drawn once, ``N(0, 1)`` entries from ``default_rng(seed)`` (the policy's
+    shape does not depend on ``c`` or ``gamma``), and every instance is solved exactly.
+    """
+    from verify.assumptions import spread_tolerance  # verify.assumptions imports fit_rate
+
+    cs = np.asarray(couplings, dtype=np.float64)
+    gs = np.asarray(gammas, dtype=np.float64)
+    if cs.ndim != 1 or cs.size == 0 or gs.ndim != 1 or gs.size == 0:
+        raise ModelError(f"couplings = {list(couplings)!r}, gammas = {list(gammas)!r}: "
+                         "expected non-empty sequences")
+    rng = np.random.default_rng(seed)
+    base = LocalizedSoftmaxPolicy.random(coupled_line(n, 0.0).model, 0, rng)
+    theta = base.theta
+    # binary actions, beta = 0: the total variation between pi_j(.|s_j = 0) and pi_j(.|s_j = 1)
+    nu = max(float(abs(p[1, 1] - p[0, 1])) for p in base.probs)
+    spread = np.empty((gs.size, cs.size, n, n))
+    sharp = np.empty_like(spread)
+    sharp_rate = np.empty((gs.size, cs.size))
+    bound = np.empty_like(spread)
+    allowance = np.empty((gs.size, cs.size))
+    rate = np.empty((gs.size, cs.size))
+    for a, g in enumerate(gs):
+        for b, c in enumerate(cs):
+            inst = coupled_line(n, float(c), float(g))
+            policy = LocalizedSoftmaxPolicy(inst.model, 0, theta)
+            sol = solve(inst.model, policy, inst.utilities(), values="per-agent")
+            prof = decay_profile(inst.model, policy, sol)
+            spread[a, b], bound[a, b] = prof.spread, prof.bound
+            sharp_rate[a, b] = g * c / (1.0 - g * (1.0 - c) * nu)
+            sharp[a, b] = (prof.delta[:, None] * sharp_rate[a, b] ** (prof.kappa[None, :] + 1)
+                           / (1.0 - g))
+            allowance[a, b] = spread_tolerance(inst.model, sol)
+            above = prof.spread[0] > allowance[a, b]
+            rate[a, b] = (
+                fit_rate(prof.kappa[above], prof.spread[0][above]) if above.sum() >= 2
+                else 0.0
+            )
+    return CouplingDecay(
+        n=int(n), beta=0, couplings=frozen(cs), gammas=frozen(gs),
+        kappa=np.arange(n, dtype=np.int64), spread=frozen(spread), bound=frozen(bound),
+        allowance=frozen(allowance), nu=nu, coupling_rate=frozen(sharp_rate),
+        coupling_bound=frozen(sharp), rate=frozen(rate), seed=int(seed),
+    )
+
+
+UTILITY_KINDS = ("linear", "entropy", "quadratic", "kl", "penalty")
+"""The utilities of :func:`shadow_reward_study`, one of each class of
+``reference/networked/utilities.py``."""
+
+ShadowDefect = Literal["none", "unclamped-penalty"]
+"""Planted defect of :func:`shadow_reward_study`: ``"unclamped-penalty"`` drops the
+``[.]_+`` of the constraint penalty's gradient, ``mu (c - g) grad g`` also where the
+constraint holds."""
+
+
+class _UnclampedPenalty(ConstraintPenaltyUtility):
+    """A constraint penalty whose gradient lost its clamp (a planted defect)."""
+
+    def _gradient(self, lam: FloatArray) -> FloatArray:
+        grad: FloatArray = (
+            np.zeros(self.shape) if self.objective is None else self.objective._gradient(lam)
+        )
+        slack = self.threshold - self.constraint._value(lam)
+        out: FloatArray = grad + (self.weight * slack) * self.constraint._gradient(lam)
+        return out
+
+
+def study_utilities(
+    kind: str, n: int, gamma: float, defect: ShadowDefect = "none"
+) -> tuple[Utility, ...]:
+    """The utilities of :func:`shadow_reward_study` on ``n`` binary agents (``|S_i| = |A_i| =
+    2``).
+
+    * ``"linear"``: ``r_i = 1[s_i = 1]``;
+    * ``"entropy"``: smoothed state entropy, ``eps = 1e-3``;
+    * ``"quadratic"``: quadratic imitation of the uniform target;
+    * ``"kl"``: smoothed KL imitation of ``t = (0.1, 0.1; 0.1, 0.7)`` (rows ``s_i``);
+    * ``"penalty"``: the entropy objective minus ``(mu/2) [c - g]_+^2`` around the linear
+      ``g = <r_i, lam_i>`` with ``c = 0.2``, ``mu = 10`` (a visit constraint on ``s_i = 1``;
+      ``defect="unclamped-penalty"``: without the clamp, whose gradient
+      ``mu (c - g) r_i`` then exceeds the declared ``G_H + mu c`` once ``g > c`` by more
+      than ``c + G_H / mu``).
+    """
+    shape = (2, 2)
+    r = np.array([[0.0, 0.0], [1.0, 1.0]])
+    if kind == "linear":
+        return tuple(LinearUtility(r, gamma) for _ in range(n))
+    if kind == "entropy":
+        return tuple(EntropyUtility(shape, gamma, 1e-3) for _ in range(n))
+    if kind == "quadratic":
+        return tuple(QuadraticImitationUtility(np.full(shape, 0.25), gamma) for _ in range(n))
+    if kind == "kl":
+        t = np.array([[0.1, 0.1], [0.1, 0.7]])
+        return tuple(KLImitationUtility(t, gamma, 1e-3) for _ in range(n))
+    if kind == "penalty":
+        cls = _UnclampedPenalty if defect == "unclamped-penalty" else ConstraintPenaltyUtility
+        return tuple(
+            cls(LinearUtility(r, gamma), 0.2, 10.0, EntropyUtility(shape, gamma, 1e-3))
+            for _ in range(n)
+        )
+    raise ModelError(f"utility kind = {kind!r}, expected one of {UTILITY_KINDS}")
+
+
+@dataclass(frozen=True)
+class ShadowRewards:
+    """Sup norms of the shadow rewards along Algorithm 1's iterates, against each utility's
+    declared gradient bound (:func:`shadow_reward_study`).
+
+    Attributes:
+        kinds: ``(U,)`` utility kinds (:data:`UTILITY_KINDS`).
+        exact: ``(U, n, K)`` ``||r_i^{theta_k}||_inf`` with ``r_i^theta = grad f_i(lam_i^theta)``
+            at the exact local occupancy of iterate ``k``.
+        sampled: ``(U, n, K)`` ``||grad f_i(lamtilde_i)||_inf`` at Algorithm 1's occupancy
+            estimate of iterate ``k`` (the shadow reward the algorithm uses).
+        bound: ``(U, n)`` the declared ``constants.gradient_bound`` of each utility.
+        instance: the networked instance's description.
+        gamma: its discount.
+        defect: the planted defect, ``"none"`` for the utilities as declared.
+        children: ``(entropy, spawn_key)`` of each utility's run, in ``kinds`` order.
+    """
+
+    kinds: tuple[str, ...]
+    exact: FloatArray
+    sampled: FloatArray
+    bound: FloatArray
+    instance: str
+    gamma: float
+    defect: str
+    children: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+@dataclass(frozen=True)
+class _ShadowTask:
+    model: NetworkedMDP
+    utilities: tuple[Utility, ...]
+    cfg: Algorithm1Config
+
+
+def _shadow_piece(task: _ShadowTask, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+    """``(n, K)`` exact and sampled shadow-reward sup norms along one run of Algorithm 1."""
+    m, us, cfg = task.model, task.utilities, task.cfg
+    policy = LocalizedSoftmaxPolicy.uniform(m, 0)
+    exact = np.empty((m.n, cfg.iterations))
+    sampled = np.empty((m.n, cfg.iterations))
+    for k in range(cfg.iterations):
+        sol = solve(m, policy, us)
+        exact[:, k] = [float(np.max(np.abs(r))) for r in sol.shadow_rewards]
+        occ = occupancy_estimate(m, rollout(m, policy, cfg.occupancy_batch,
+                                            cfg.occupancy_horizon, rng))
+        rewards = shadow_reward_estimate(us, occ)
+        sampled[:, k] = [float(np.max(np.abs(r))) for r in rewards]
+        critics = mc_critic(m, policy, rewards, cfg.kappa, cfg.critic_batch,
+                            cfg.critic_horizon, cfg.critic_horizon, rng)
+        g = gradient_estimate(m, policy, critics, cfg.kappa, cfg.gradient_batch, rng,
+                              cfg.gradient_horizon).gradient
+        policy = policy.with_theta(
+            [t + cfg.step_size * d for t, d in zip(policy.theta, g, strict=True)]
+        )
+    return exact, sampled
+
+
+def shadow_reward_study(
+    n: int,
+    gamma: float,
+    iterations: int,
+    seed: int,
+    *,
+    coupling: float = 0.5,
+    kappa: int = 1,
+    batch: int = 64,
+    horizon: int = 20,
+    step_size: float = 5.0,
+    kinds: Sequence[str] = UTILITY_KINDS,
+    defect: ShadowDefect = "none",
+    executor: Executor | None = None,
+) -> ShadowRewards:
+    """The shadow reward's sup norm along Algorithm 1's iterates, for every utility of
+    :func:`study_utilities`, against the utility's declared gradient bound
+    (``proofs_notes/shadow-reward-gradient.md#bounded``).
+
+    Each utility gets one run of Algorithm 1 on ``coupled_line(n, coupling, gamma)`` from
+    ``theta = 0`` (``beta = 0``, Monte-Carlo critics at radius ``kappa``, ``batch``
+    trajectories of ``horizon`` steps for each estimator, step ``step_size``); at every
+    iterate it records the exact shadow reward ``grad f_i(lam_i^theta)`` and the sampled
+    one ``grad f_i(lamtilde_i)`` the algorithm steps with.  ``kinds`` selects utilities of
+    :data:`UTILITY_KINDS`.  The runs are pieces of
+    :func:`verify.executors.map_seeded` on ``executor``.
+    """
+    if defect not in ("none", "unclamped-penalty"):
+        raise ModelError(f"defect = {defect!r}, expected 'none' or 'unclamped-penalty'")
+    inst = coupled_line(n, coupling, gamma)
+    cfg = Algorithm1Config(
+        kappa=kappa, step_size=step_size, iterations=iterations, occupancy_batch=batch,
+        occupancy_horizon=horizon, critic_batch=batch, critic_horizon=horizon,
+        gradient_batch=batch, gradient_horizon=horizon,
+    )
+    per_kind = [study_utilities(kind, n, gamma, defect) for kind in kinds]
+    done = map_seeded(
+        _shadow_piece, [_ShadowTask(inst.model, us, cfg) for us in per_kind],
+        executor=executor, seed=seed,
+    )
+    return ShadowRewards(
+        kinds=tuple(kinds),
+        exact=frozen(np.array([e for e, _ in done.results])),
+        sampled=frozen(np.array([s for _, s in done.results])),
+        bound=frozen(np.array([[u.constants.gradient_bound for u in us] for us in per_kind])),
+        instance=(f"coupled-line n={n}, coupling {coupling}, gamma {gamma}, beta 0, "
+                  f"theta_0 = 0, Algorithm 1 with MC critics at kappa {kappa}, B = {batch}, "
+                  f"H = {horizon}, eta = {step_size}, {iterations} iterates"),
+        gamma=float(gamma),
+        defect=defect,
+        children=done.children,
+    )
 
 
 @dataclass(frozen=True)

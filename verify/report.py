@@ -125,7 +125,16 @@ from verify.assumptions import spread_tolerance
 from verify.bounds import l1_radius, sign_test_wins, split_delta
 from verify.checks.planted import PlantedVerdict, run_planted
 from verify.executors import SeededResults, map_seeded
-from verify.experiments import mappo_gap_sweep, pessimism_sweep
+from verify.experiments import (
+    COMPLEXITY_FAMILY_LEVEL,
+    ComplexityConfig,
+    CouplingDecay,
+    coupling_decay_study,
+    mappo_gap_sweep,
+    pessimism_sweep,
+    sample_complexity_study,
+    shadow_reward_study,
+)
 from verify.plots import ZERO_MARKER_NOTE, log_series, pyplot
 from verify.tolerances import EPS, gradient_tolerance, linear_solve_tolerance, pdl_tolerance
 
@@ -1064,6 +1073,225 @@ def _pessimism_event(ctx: ClaimContext) -> Evaluation:
 
 
 # --------------------------------------------------------------------------------------------
+# Sample complexity, decay against coupling, bounded shadow rewards (SPEC sections 3 and 4)
+# --------------------------------------------------------------------------------------------
+
+_COMPLEXITY_FRACTIONS = (0.5, 0.25)
+"""Targets ``epsilon = fraction ||grad F(theta_0)||^2`` of the sample-complexity claim."""
+
+
+def _complexity_configs(quick: bool) -> tuple[ComplexityConfig, ...]:
+    sizes = (3,) if quick else (3, 5, 8)
+    return tuple(ComplexityConfig(n, k) for n in sizes for k in (0, 1))
+
+
+def _sample_complexity(ctx: ClaimContext) -> Evaluation:
+    seeds = 4 if ctx.quick else 6
+    if ctx.planted:  # the batch sized for the standard deviation: B ~ 1/epsilon^2
+        configs = _complexity_configs(True)
+        studies = sample_complexity_study(
+            configs, _COMPLEXITY_FRACTIONS, 5, ctx.seed, defect="batch-for-norm",
+            executor=ctx.executor,
+        )
+    else:
+        configs = _complexity_configs(ctx.quick)
+        studies = sample_complexity_study(
+            configs, _COMPLEXITY_FRACTIONS, seeds, ctx.seed, executor=ctx.executor
+        )
+    first = studies[0]
+    return Evaluation(
+        f"coupled-line, coupling {first.coupling}, gamma {first.gamma}, linear utilities, "
+        f"beta 0, theta_0 = 0, eta 10, MC critics; (n, kappa) in "
+        f"{[(c.n, c.kappa) for c in configs]}; epsilon = {list(_COMPLEXITY_FRACTIONS)} x "
+        f"||grad F(theta_0)||^2; {studies[0].iterations.shape[0]} seeds; Student-t "
+        f"intervals at level {first.level:.4f} each (family-wise "
+        f"{COMPLEXITY_FAMILY_LEVEL:g})",
+        np.array([s.total_interval[0] for s in studies]),
+        np.array([s.derived_total_exponent for s in studies]),
+        tuple(f"n={s.n}, kappa={s.kappa}" for s in studies),
+        x=np.array([float(s.n) for s in studies]),
+        x_label="agents n",
+        groups=tuple(f"kappa {s.kappa}" for s in studies),
+        y_label="total exponent: interval lower end (solid) and derived (dashed)",
+        gamma=first.gamma,
+        series={
+            "n": [float(s.n) for s in studies],
+            "kappa": [float(s.kappa) for s in studies],
+            "total_exponent": [s.total_exponent for s in studies],
+            "total_lo": [s.total_interval[0] for s in studies],
+            "total_hi": [s.total_interval[1] for s in studies],
+            "iteration_exponent": [s.iteration_exponent for s in studies],
+            "iteration_lo": [s.iteration_interval[0] for s in studies],
+            "iteration_hi": [s.iteration_interval[1] for s in studies],
+            "reference_exponent": [s.reference_exponent for s in studies],
+            "schedule_exponent": [s.schedule_exponent for s in studies],
+            "derived_total_exponent": [s.derived_total_exponent for s in studies],
+            "asymptotic_total_exponent": [s.asymptotic_total_exponent for s in studies],
+            "floor": [s.floor for s in studies],
+        },
+        children=tuple(ch for s in studies for ch in s.children),
+    )
+
+
+def _plot_sample_complexity(ax: Any, claim: Claim) -> None:
+    s = claim.series
+    pos = np.arange(len(s["n"]), dtype=np.float64)
+    labels = [f"n={int(n)}\nkappa={int(k)}" for n, k in zip(s["n"], s["kappa"], strict=True)]
+    for key, shift, fmt, name in (("total", 0.0, "o", "samples"),
+                                  ("iteration", 0.15, "s", "iterations")):
+        mid = np.array(s[f"{key}_exponent"])
+        lo, hi = np.array(s[f"{key}_lo"]), np.array(s[f"{key}_hi"])
+        ax.errorbar(pos + shift, mid, yerr=[mid - lo, hi - mid], fmt=fmt, capsize=3,
+                    label=f"{name}: mean slope and interval")
+    ax.plot(pos, s["derived_total_exponent"], "k_", ms=14, mew=2,
+            label="bound: noise-free iterations + schedule")
+    ax.plot(pos, s["asymptotic_total_exponent"], "r_", ms=14, label="1 + schedule (eps -> 0)")
+    ax.plot(pos + 0.15, s["reference_exponent"], "kx", label="noise-free iterations")
+    if claim.planted is not None:  # the planted defect's sample exponents, in grey
+        bad = claim.planted.series
+        where = {(n, k): p for p, n, k in zip(pos, s["n"], s["kappa"], strict=True)}
+        for i, (n, k) in enumerate(zip(bad["n"], bad["kappa"], strict=True)):
+            if (n, k) not in where:
+                continue
+            b_mid, b_lo, b_hi = (bad[key][i] for key in ("total_exponent", "total_lo",
+                                                         "total_hi"))
+            ax.errorbar([where[n, k] - 0.15], [b_mid], yerr=[[b_mid - b_lo], [b_hi - b_mid]],
+                        fmt="x",
+                        color="0.5", capsize=3,
+                        label=None if i else
+                        f"planted defect, samples (ratio {_fmt(claim.power.ratio)})")
+    ax.set_xticks(pos)
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_xlabel("network (agents n, truncation radius kappa)")
+    ax.set_ylabel("exponent of 1/epsilon (least-squares slope)")
+
+
+_COUPLINGS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Couplings of the decay-coupling claim."""
+
+
+def _coupling_study(ctx: ClaimContext) -> CouplingDecay:
+    n, gammas = (5, (0.5, 0.9)) if ctx.quick else (6, (0.5, 0.8, 0.9))
+    return ctx.shared(
+        f"coupling-decay-{ctx.seed}",
+        lambda: coupling_decay_study(n, _COUPLINGS, gammas, seed=ctx.seed),
+    )
+
+
+def _decay_coupling(ctx: ClaimContext) -> Evaluation:
+    d = _coupling_study(ctx)
+    G, C, n, K = d.spread.shape
+    grid = np.indices((G, C, n, K)).reshape(4, -1)
+    gam = d.gammas[grid[0]]
+    spec = d.bound.reshape(-1) * (gam if ctx.planted else 1.0)  # planted: t0 one step late
+    items = tuple(
+        f"gamma {d.gammas[a]:g}, c {d.couplings[b]:g}, agent {i}, kappa {k}"
+        for a, b, i, k in grid.T
+    )
+    allowance = np.repeat(d.allowance.reshape(-1), n * K)
+    return Evaluation(
+        f"coupled-line n={n}, couplings {list(_COUPLINGS)}, gammas "
+        f"{[float(g) for g in d.gammas]}, beta {d.beta}, theta ~ N(0, 1) from the claim's "
+        f"seed (nu = {d.nu:.3f}), linear utilities r_i = 1[s_i = 1]; items against SPEC's "
+        "bound and against the family's bound Delta_i rho^(kappa+1) / (1 - gamma)",
+        np.concatenate([d.spread.reshape(-1)] * 2),
+        np.concatenate([spec, d.coupling_bound.reshape(-1)]),
+        tuple(f"{x}, SPEC bound" for x in items) + tuple(f"{x}, coupling bound" for x in items),
+        allowance=np.concatenate([allowance, allowance]),
+        x=np.concatenate([d.couplings[grid[1]]] * 2),
+        x_label="coupling c",
+        y_label="D_i(kappa) and its bounds",
+        series={
+            "couplings": d.couplings.tolist(),
+            "gammas": d.gammas.tolist(),
+            **{f"rate_gamma_{g:g}": d.rate[a].tolist() for a, g in enumerate(d.gammas)},
+            **{f"rho_gamma_{g:g}": d.coupling_rate[a].tolist()
+               for a, g in enumerate(d.gammas)},
+        },
+    )
+
+
+def _plot_decay_coupling(ax: Any, claim: Claim) -> None:
+    s = claim.series
+    cs = np.array(s["couplings"])
+    for g in s["gammas"]:
+        rate = np.array(s[f"rate_gamma_{g:g}"])
+        zero = rate == 0
+        (line,) = ax.plot(cs[~zero], rate[~zero], "o-", label=f"measured, gamma {g:g}")
+        ax.plot(cs, s[f"rho_gamma_{g:g}"], "--", color=line.get_color(),
+                label=f"rho = gamma c / (1 - gamma (1 - c) nu), gamma {g:g}")
+        ax.axhline(g, color=line.get_color(), ls=":", lw=0.8, label=f"SPEC's rate {g:g}")
+        if zero.any():
+            ax.plot(cs[zero], rate[zero], "v", mfc="none", ms=9, color=line.get_color(),
+                    label="every D_i exactly 0")
+    ax.set_xlabel("coupling c (probability of copying the right neighbour's state)")
+    ax.set_ylabel("per-hop decay rate of D_0(kappa)")
+    ax.set_ylim(bottom=0.0)
+
+
+_SHADOW_GAMMA = 0.5
+"""Discount of the shadow-reward claim."""
+
+
+def _shadow_rewards(ctx: ClaimContext) -> Evaluation:
+    iterations = 5 if ctx.quick else 10
+    if ctx.planted:  # the constraint penalty's gradient without its clamp
+        st = shadow_reward_study(3, _SHADOW_GAMMA, iterations, ctx.seed, kinds=("penalty",),
+                                 defect="unclamped-penalty", executor=ctx.executor)
+    else:
+        st = ctx.shared(
+            f"shadow-rewards-{ctx.seed}",
+            lambda: shadow_reward_study(3, _SHADOW_GAMMA, iterations, ctx.seed,
+                                        executor=ctx.executor),
+        )
+    U, n, K = st.exact.shape
+    grid = np.indices((2, U, n, K)).reshape(4, -1)
+    measured = np.stack([st.exact, st.sampled]).reshape(-1)
+    bound = np.broadcast_to(st.bound[None, :, :, None], (2, U, n, K)).reshape(-1)
+    which = ("exact", "sampled")
+    ratio = np.stack([st.exact, st.sampled]) / st.bound[None, :, :, None]
+    return Evaluation(
+        st.instance + "; every utility of verify.experiments.study_utilities",
+        measured,
+        bound,
+        tuple(f"{st.kinds[u]}, agent {i}, iterate {k}, {which[w]}" for w, u, i, k in grid.T),
+        x=grid[3].astype(np.float64),
+        x_label="iterate k",
+        y_label="||shadow reward||_inf",
+        gamma=st.gamma,
+        series={
+            "kinds": [float(u) for u in range(U)],
+            **{f"exact_{kind}": ratio[0, u].max(axis=0).tolist()
+               for u, kind in enumerate(st.kinds)},
+            **{f"sampled_{kind}": ratio[1, u].max(axis=0).tolist()
+               for u, kind in enumerate(st.kinds)},
+        },
+        children=st.children,
+    )
+
+
+def _plot_shadow_rewards(ax: Any, claim: Claim) -> None:
+    s = claim.series
+    for key in s:
+        if not key.startswith("exact_"):
+            continue
+        kind = key.removeprefix("exact_")
+        (line,) = ax.plot(s[key], "o-", label=f"{kind}, exact")
+        ax.plot(s[f"sampled_{kind}"], "x--", color=line.get_color(), label=f"{kind}, sampled")
+    if claim.planted is not None:  # the planted defect, in grey
+        bad = claim.planted.series
+        for key in bad:
+            if key.startswith("exact_"):
+                ax.plot(bad[key], "x:", color="0.5",
+                        label=f"planted defect, {key.removeprefix('exact_')} "
+                        f"(ratio {_fmt(claim.power.ratio)})")
+    ax.axhline(1.0, color="k", lw=0.8, label="declared bound")
+    ax.set_xlabel("iterate k of Algorithm 1")
+    ax.set_ylabel("max_i ||r_i||_inf / declared gradient bound")
+    ax.set_ylim(bottom=0.0)
+
+
+# --------------------------------------------------------------------------------------------
 # The verifier's own planted bugs
 # --------------------------------------------------------------------------------------------
 
@@ -1432,6 +1660,41 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         _checks,
         "a check that passes everything",
         plot=_plot_checks,
+    ),
+    ClaimSpec(
+        "sample-complexity",
+        "per network (n, kappa), the lower end of the interval on the exponent of 1/epsilon "
+        "in Algorithm 1's samples to reach average-iterate stationarity (||grad F||^2 <= "
+        "epsilon on average) under the derived batch and horizon schedule <= noise-free "
+        "ascent's iteration exponent on the same targets + the schedule's exponent (1 + 1 "
+        "up to logs as epsilon -> 0; SPEC section 4; proofs_notes/algorithm1.md#schedule)",
+        "derived here",
+        _sample_complexity,
+        "the batch sized for the estimator's standard deviation: B ~ 1/epsilon^2 (n = 3)",
+        plot=_plot_sample_complexity,
+    ),
+    ClaimSpec(
+        "decay-coupling",
+        "per gamma, coupling c, agent i and kappa on coupled-line instances, D_i(kappa) <= "
+        "Delta_i gamma^t0 / (1 - gamma) (and = 0 to rounding once N_i^kappa covers i's "
+        "component), and D_i(kappa) <= Delta_i rho^(kappa+1) / (1 - gamma) with the family's "
+        "rate rho = gamma c / (1 - gamma (1 - c) nu) (SPEC section 3; "
+        "proofs_notes/decay.md#coupling)",
+        "derived here",
+        _decay_coupling,
+        "t0 one step late in the bound: Delta_i gamma^(t0+1) / (1 - gamma)",
+        plot=_plot_decay_coupling,
+    ),
+    ClaimSpec(
+        "shadow-reward-bound",
+        "per utility, agent and iterate of Algorithm 1, the exact shadow reward "
+        "||grad f_i(lam_i^theta_k)||_inf and the sampled ||grad f_i(lamtilde_i)||_inf <= the "
+        "utility's declared gradient bound (SPEC section 2; reference/networked/utilities.py; "
+        "proofs_notes/shadow-reward-gradient.md#bounded)",
+        "derived here",
+        _shadow_rewards,
+        "the constraint penalty's gradient without its clamp [c - g]_+",
+        plot=_plot_shadow_rewards,
     ),
     ClaimSpec(
         "optimum-routes",
