@@ -37,6 +37,7 @@ from verify.operators import compare_operators, compare_solutions
 from verify.tolerances import (
     EPS,
     contraction_tolerance,
+    gradient_tolerance,
     kernel_formation_depth,
     solve_agreement_tolerance,
     summation_tolerance,
@@ -563,3 +564,27 @@ def test_linear_utility_gradient_is_exact_rl_on_the_matrix_free_backend() -> Non
         inst.model.states.size * 4, r_max / (1 - inst.model.gamma)
     )
     assert abs(sol.objective - vals.J) <= tol
+
+
+@pytest.mark.parametrize("graph", [Graph.line(4), Graph.ring(5)], ids=["line4", "ring5"])
+def test_gradient_with_action_dependent_rewards_on_every_route(graph: Graph) -> None:
+    """Rewards that depend on the action make the agent's own term
+    ``(r_i(s_i, b) - R_i^pi(s)) / n`` of ``Qbar^{(i)} - Vbar`` non-zero (a state-only shadow
+    reward, such as the entropy's, cancels it), so the dense route (agents stacked), the
+    matrix-free route and the chain rule must agree with it present (SPEC section 2)."""
+    from reference.networked import gradient_chain_rule
+
+    rng = np.random.default_rng(graph.n)
+    model = _binary(graph, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    utils = tuple(LinearUtility(rng.normal(size=(2, 2)), model.gamma) for _ in range(model.n))
+    op = MatrixFreeOperator(model, pol, accuracy=_ACCURACY)
+    dense = solve(model, pol, utils, backend="dense")
+    cmp = compare_solutions(dense, solve(model, pol, utils, operator=op), op)
+    assert cmp.agrees, cmp
+    chain = gradient_chain_rule(model, pol, utils)
+    r_max = max(float(np.max(np.abs(f.gradient(lam))))
+                for f, lam in zip(utils, dense.local_occupancy, strict=True))
+    tol = gradient_tolerance(model.states.size * model.actions.size, model.gamma, r_max)
+    for g_dense, g_chain in zip(dense.gradient, chain, strict=True):
+        np.testing.assert_allclose(g_dense, g_chain, rtol=0, atol=tol)

@@ -622,7 +622,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "networked-gradient-without-1-over-n", "reference.networked.exact", "solve",
         "q_i /= n\n", "\n",
         "formula", ("test_matrix_free::test_exact_gradient_agrees_across_backends",
-                    "test_matrix_free::test_exact_gradient_agrees_on_named_graphs"),
+                    "test_matrix_free::test_gradient_with_action_dependent_rewards_on_every_route"),
         "the agent's own shadow-reward term without its 1/n (matrix-free route)",
     ),
     SourceMutant(
@@ -646,14 +646,16 @@ MUTANTS: tuple[SourceMutant, ...] = (
     SourceMutant(
         "stacked-gradient-without-1-over-n", "reference.networked.exact",
         "_solve_dense_stacked", "q /= n\n", "\n",
-        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
+        "formula", ("test_networked_exact::test_three_gradient_routes_agree",
+                    "test_matrix_free::test_gradient_with_action_dependent_rewards_on_every_route"),
         "the agents' own shadow-reward terms without 1/n (dense route, agents stacked)",
     ),
     SourceMutant(
         "stacked-gradient-without-discount", "reference.networked.exact",
         "_solve_dense_stacked", "q += gamma * op.apply_agents_stacked(Vbar)",
         "q += op.apply_agents_stacked(Vbar)",
-        "formula", ("test_networked_exact::test_three_gradient_routes_agree",),
+        "formula", ("test_networked_exact::test_three_gradient_routes_agree",
+                    "test_matrix_free::test_gradient_with_action_dependent_rewards_on_every_route"),
         "Qbar^(i) without the discount (dense route, agents stacked)",
     ),
     SourceMutant(
