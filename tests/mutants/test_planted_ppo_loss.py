@@ -16,14 +16,19 @@ from verify.checks._core import case_generator, case_size
 from verify.checks.planted import expected_diagnosis
 from verify.checks.planted import ppo_loss as planted
 from verify.checks.ppo_loss import (
+    _loglinear_generate,
+    _loglinear_rounding,
     _ppo_generate,
     _value_generate,
     check_ppo_loss,
+    check_ppo_loss_loglinear,
     check_td_loss,
     check_value_loss,
+    loglinear_loss_and_grad,
     ppo_loss_and_grad,
     value_loss_and_grad,
 )
+from verify.tolerances import finite_difference_step, finite_difference_tolerance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,3 +166,119 @@ def test_jax_loss_and_its_grad() -> None:
     done = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+# ---------------------------------------------------------------- log-linear policies
+
+
+def _user_loglinear_loss(theta, old_theta, features, obs, actions, adv, eps,  # type: ignore[no-untyped-def]
+                         ent_coef, kl_coef):
+    """A user's loss of ``pi(a|o) ∝ exp(phi(o, a) . theta)``, written without the oracle."""
+    phi = features[obs]
+    z, z_old = phi @ theta, phi @ old_theta
+    lp = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - z.max(1, keepdims=True)
+    lpo = z_old - np.log(np.exp(z_old - z_old.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - z_old.max(1, keepdims=True)
+    rows = np.arange(len(actions))
+    w = np.exp(lp[rows, actions] - lpo[rows, actions])
+    surr = np.minimum(w * adv, np.clip(w, 1 - eps, 1 + eps) * adv)
+    ent = -(np.exp(lp) * lp).sum(1)
+    kl = (np.exp(lpo) * (lpo - lp)).sum(1)
+    return -surr.mean() - ent_coef * ent.mean() + kl_coef * kl.mean()
+
+
+def _user_loglinear_grad(theta, old_theta, features, obs, actions, adv, eps,  # type: ignore[no-untyped-def]
+                         ent_coef, kl_coef, baseline=True):
+    """Its hand-derived gradient in theta: the score ``phi(o, a) - E_pi[phi(o, .)]``
+    (without the ``E_pi`` term when ``baseline`` is False: the planted bug)."""
+    phi = features[obs]
+    z = phi @ theta
+    pi = np.exp(z - z.max(1, keepdims=True))
+    pi /= pi.sum(1, keepdims=True)
+    zo = phi @ old_theta
+    po = np.exp(zo - zo.max(1, keepdims=True))
+    po /= po.sum(1, keepdims=True)
+    rows = np.arange(len(actions))
+    w = pi[rows, actions] / po[rows, actions]
+    mean_phi = np.einsum("ba,bad->bd", pi, phi)
+    score = phi[rows, actions] - (mean_phi if baseline else 0.0)
+    active = w * adv <= np.clip(w, 1 - eps, 1 + eps) * adv
+    g = -np.einsum("b,bd->d", np.where(active, w * adv, 0.0), score)
+    lp = np.log(pi)
+    ent = -(pi * lp).sum(1)
+    g += ent_coef * np.einsum("ba,bad->d", pi * (lp + ent[:, None]), phi)
+    g += kl_coef * np.einsum("ba,bad->d", pi - po, phi)
+    return g / len(actions)
+
+
+def _loglinear_loss_axes_swapped(theta, old_theta, features, obs, actions, adv, eps,  # type: ignore[no-untyped-def]
+                                 ent_coef, kl_coef):
+    """Modelled bug: the ``(O, A, d)`` feature table read as ``(A, O, d)`` (a reshape
+    where a transpose of the observation and action axes was meant)."""
+    n_o, n_a, n_d = features.shape
+    wrong = features.reshape(n_a, n_o, n_d).transpose(1, 0, 2)
+    return _user_loglinear_loss(theta, old_theta, wrong, obs, actions, adv, eps, ent_coef,
+                                kl_coef)
+
+
+ALL_TERMS = ("surrogate", "entropy", "kl")
+
+
+def test_loglinear_correct_user_loss_and_gradient_pass() -> None:
+    r = check_ppo_loss_loglinear(_user_loglinear_loss, grad=_user_loglinear_grad,
+                                 terms=ALL_TERMS)
+    assert r.passed and r.cases == 50, str(r)
+    assert check_ppo_loss_loglinear(_user_loglinear_loss, cases=20).passed
+
+
+def test_loglinear_score_without_baseline_is_caught() -> None:
+    def bad(*a):  # type: ignore[no-untyped-def]
+        return _user_loglinear_grad(*a, baseline=False)
+
+    r = check_ppo_loss_loglinear(_user_loglinear_loss, grad=bad, terms=ALL_TERMS, cases=20)
+    assert not r.passed and "dloss/dtheta" in r.where, str(r)
+
+
+def test_loglinear_swapped_feature_axes_is_caught() -> None:
+    r = check_ppo_loss_loglinear(_loglinear_loss_axes_swapped, cases=30)
+    assert not r.passed and "loss" in r.where, str(r)
+
+
+def _central(f, theta: np.ndarray, h: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+    out = np.zeros_like(theta)
+    for k in range(theta.size):
+        e = np.zeros_like(theta)
+        e[k] = h
+        out[k] = (f(theta + e) - f(theta - e)) / (2 * h)
+    return out
+
+
+@pytest.mark.parametrize("terms", [("surrogate",), ALL_TERMS])
+def test_loglinear_gradient_matches_central_differences(terms: tuple[str, ...]) -> None:
+    """Second route: central differences of the exact loss in theta, step
+    ``finite_difference_step`` and the Richardson bound ``finite_difference_tolerance`` with
+    the loss's rounding bound as the evaluation error.  The ratios stay ``MARGIN`` away from
+    the clip edges, farther than a step moves them, so the loss is smooth on the stencil.
+    The planted score-without-baseline gradient fails the same comparison."""
+    missed = 0
+    for i in range(30):
+        b = _loglinear_generate(case_generator("ppo-ll-fd", 0, i), case_size(i, 30), terms)
+
+        def f(th: np.ndarray, b: object = b) -> float:
+            return loglinear_loss_and_grad(th, b.old_theta, b.features, b.obs,  # type: ignore[attr-defined]
+                                           b.actions, b.advantages, b.clip_eps,  # type: ignore[attr-defined]
+                                           b.ent_coef, b.kl_coef)[0]  # type: ignore[attr-defined]
+
+        _, g = loglinear_loss_and_grad(b.theta, b.old_theta, b.features, b.obs, b.actions,
+                                       b.advantages, b.clip_eps, b.ent_coef, b.kl_coef)
+        h = finite_difference_step(float(np.max(np.abs(b.theta))))
+        d1, d2 = _central(f, b.theta, h), _central(f, b.theta, 2 * h)
+        value_error, _ = _loglinear_rounding(b)
+        tol = finite_difference_tolerance(d2 - d1, h, value_error)
+        assert np.all(np.abs(d1 - g) <= tol), (i, d1, g, tol)
+        bad = _user_loglinear_grad(b.theta, b.old_theta, b.features, b.obs, b.actions,
+                                   b.advantages, b.clip_eps, b.ent_coef, b.kl_coef,
+                                   baseline=False)
+        missed += bool(np.all(np.abs(d1 - bad) <= tol))
+    assert missed <= 3  # only cases where every score term happens to vanish
