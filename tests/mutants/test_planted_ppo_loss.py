@@ -254,8 +254,10 @@ def _central(f, theta: np.ndarray, h: float) -> np.ndarray:  # type: ignore[no-u
     return out
 
 
-@pytest.mark.parametrize("terms", [("surrogate",), ALL_TERMS])
-def test_loglinear_gradient_matches_central_differences(terms: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(("terms", "sequential"), [(("surrogate",), False),
+                                                   (ALL_TERMS, False), (ALL_TERMS, True)])
+def test_loglinear_gradient_matches_central_differences(terms: tuple[str, ...],
+                                                        sequential: bool) -> None:
     """Second route: central differences of the exact loss in theta, step
     ``finite_difference_step`` and the Richardson bound ``finite_difference_tolerance`` with
     the loss's rounding bound as the evaluation error.  The ratios stay ``MARGIN`` away from
@@ -263,22 +265,84 @@ def test_loglinear_gradient_matches_central_differences(terms: tuple[str, ...]) 
     The planted score-without-baseline gradient fails the same comparison."""
     missed = 0
     for i in range(30):
-        b = _loglinear_generate(case_generator("ppo-ll-fd", 0, i), case_size(i, 30), terms)
+        b = _loglinear_generate(case_generator("ppo-ll-fd", 0, i), case_size(i, 30), terms,
+                                sequential)
 
         def f(th: np.ndarray, b: object = b) -> float:
             return loglinear_loss_and_grad(th, b.old_theta, b.features, b.obs,  # type: ignore[attr-defined]
                                            b.actions, b.advantages, b.clip_eps,  # type: ignore[attr-defined]
-                                           b.ent_coef, b.kl_coef)[0]  # type: ignore[attr-defined]
+                                           b.ent_coef, b.kl_coef, b.prev_actions,  # type: ignore[attr-defined]
+                                           b.factor)[0]  # type: ignore[attr-defined]
 
         _, g = loglinear_loss_and_grad(b.theta, b.old_theta, b.features, b.obs, b.actions,
-                                       b.advantages, b.clip_eps, b.ent_coef, b.kl_coef)
+                                       b.advantages, b.clip_eps, b.ent_coef, b.kl_coef,
+                                       b.prev_actions, b.factor)
         h = finite_difference_step(float(np.max(np.abs(b.theta))))
         d1, d2 = _central(f, b.theta, h), _central(f, b.theta, 2 * h)
         value_error, _ = _loglinear_rounding(b)
         tol = finite_difference_tolerance(d2 - d1, h, value_error)
         assert np.all(np.abs(d1 - g) <= tol), (i, d1, g, tol)
-        bad = _user_loglinear_grad(b.theta, b.old_theta, b.features, b.obs, b.actions,
-                                   b.advantages, b.clip_eps, b.ent_coef, b.kl_coef,
-                                   baseline=False)
+        m = np.ones_like(b.advantages) if b.factor is None else b.factor
+        bad = _user_loglinear_grad(b.theta, b.old_theta, b.phi(), np.arange(b.obs.size),
+                                   b.actions, m * b.advantages, b.clip_eps, b.ent_coef,
+                                   b.kl_coef, baseline=False)
         missed += bool(np.all(np.abs(d1 - bad) <= tol))
     assert missed <= 3  # only cases where every score term happens to vanish
+
+
+# ------------------------------------------- sequential (HAPPO) log-linear policies
+
+
+def _user_sequential_loss(theta, old_theta, features, obs, prev, factor, actions, adv,  # type: ignore[no-untyped-def]
+                          eps, ent_coef, kl_coef, clip_product=False):
+    """A user's HAPPO loss for agent m: features ``phi(o, a_{<m}, a_m)`` (``prev`` indexes the
+    earlier agents' joint action) and the factor ``M`` outside the clip (inside it when
+    ``clip_product``: the planted bug)."""
+    phi = features[obs, prev]
+    z, z_old = phi @ theta, phi @ old_theta
+    lp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    lpo = z_old - np.log(np.exp(z_old).sum(1, keepdims=True))
+    rows = np.arange(len(actions))
+    w = np.exp(lp[rows, actions] - lpo[rows, actions])
+    if clip_product:
+        surr = np.minimum(w * factor * adv, np.clip(w * factor, 1 - eps, 1 + eps) * adv)
+    else:
+        surr = factor * np.minimum(w * adv, np.clip(w, 1 - eps, 1 + eps) * adv)
+    ent = -(np.exp(lp) * lp).sum(1)
+    kl = (np.exp(lpo) * (lpo - lp)).sum(1)
+    return -surr.mean() - ent_coef * ent.mean() + kl_coef * kl.mean()
+
+
+def _user_sequential_grad(theta, old_theta, features, obs, prev, factor, actions, adv,  # type: ignore[no-untyped-def]
+                          eps, ent_coef, kl_coef):
+    """Its gradient: ``_user_loglinear_grad`` on the conditioned features, advantages
+    scaled by ``M > 0``."""
+    n_b = len(actions)
+    phi = features[obs, prev]
+    return _user_loglinear_grad(theta, old_theta, phi, np.arange(n_b), actions, factor * adv,
+                                eps, ent_coef, kl_coef)
+
+
+def _sequential_loss_ignores_earlier_actions(theta, old_theta, features, obs, prev,  # type: ignore[no-untyped-def]
+                                             factor, actions, adv, eps, ent_coef, kl_coef):
+    """Modelled bug: agent m's features taken at a fixed earlier joint action (the
+    conditioning on ``a_{<m}`` dropped)."""
+    return _user_sequential_loss(theta, old_theta, features, obs, np.zeros_like(prev), factor,
+                                 actions, adv, eps, ent_coef, kl_coef)
+
+
+def test_sequential_correct_user_loss_and_gradient_pass() -> None:
+    r = check_ppo_loss_loglinear(_user_sequential_loss, grad=_user_sequential_grad,
+                                 terms=ALL_TERMS, sequential=True)
+    assert r.passed and r.cases == 50, str(r)
+
+
+def test_sequential_planted_bugs_are_caught() -> None:
+    def clip_product(*a):  # type: ignore[no-untyped-def]
+        return _user_sequential_loss(*a, clip_product=True)
+
+    for bad in (clip_product, _sequential_loss_ignores_earlier_actions):
+        r = check_ppo_loss_loglinear(bad, sequential=True, cases=30)
+        assert not r.passed and "loss" in r.where, str(r)
+    r = check_ppo_loss_loglinear(_user_loglinear_loss, sequential=True, cases=5)
+    assert not r.passed  # the plain signature does not fit the sequential one
