@@ -130,7 +130,7 @@ def test_unclipped_value_loss_and_td_loss_values() -> None:
 _JAX_SCRIPT = """
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
-from verify.checks import check_ppo_loss, check_td_loss
+from verify.checks import check_ppo_loss, check_ppo_loss_loglinear, check_td_loss
 
 def loss(logits, old_logits, actions, adv, eps, ent_coef, kl_coef):
     lp, lpo = jax.nn.log_softmax(logits), jax.nn.log_softmax(old_logits)
@@ -156,6 +156,14 @@ def td_ok(v, nv, r, term, gamma):
     return 0.5 * jnp.mean((v - y) ** 2)
 
 assert check_td_loss(td_ok, grad=jax.grad(td_ok, argnums=(0, 1)), xp=jnp, cases=3).passed
+
+def ll(theta, old_theta, features, obs, actions, adv, eps, ent_coef, kl_coef):
+    phi = features[obs]
+    return loss(phi @ theta, phi @ old_theta, actions, adv, eps, ent_coef, kl_coef)
+
+r = check_ppo_loss_loglinear(ll, grad=jax.grad(ll), terms=("surrogate", "entropy", "kl"),
+                             xp=jnp, cases=3)
+assert r.passed, str(r)
 print("ok")
 """
 

@@ -5,12 +5,16 @@
   HAPPO's factor), the entropy bonus and the KL penalty of softmax policies, as a scalar
   loss to minimise, and optionally the gradient of that loss with respect to the logits that
   the user's autograd (JAX, PyTorch, numpy) returns.
+* :func:`check_ppo_loss_loglinear` -- the same loss for log-linear policies
+  ``pi(a|o) ∝ exp(phi(o, a) . theta)`` and its gradient in ``theta`` (optionally HAPPO's
+  sequential update, features conditioned on the earlier agents' actions).
 * :func:`check_value_loss` -- the (clipped) value loss and its gradient in the values.
 * :func:`check_td_loss` -- a squared TD-error loss whose target must be a constant: its
   gradient in the next values is exactly 0 (a missing stop-gradient is caught).
 
-The policies are tabular softmax policies: each sample has its own row of logits, so the
-gradient with respect to the logits is the exact per-row gradient.
+The policies of :func:`check_ppo_loss` are tabular softmax policies: each sample has its own
+row of logits, so the gradient with respect to the logits is the exact per-row gradient; the
+log-linear check carries it through the features by the chain rule.
 """
 
 from __future__ import annotations
