@@ -48,6 +48,7 @@ from verify.checks.networked import (
 from verify.checks.normalisation import check_popart, check_value_normalisation
 from verify.checks.ppo_loss import (
     check_ppo_loss,
+    check_ppo_loss_loglinear,
     check_td_loss,
     check_value_loss,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "check_policy_gradient_estimator",
     "check_popart",
     "check_ppo_loss",
+    "check_ppo_loss_loglinear",
     "check_shadow_reward",
     "check_td_lambda",
     "check_td_loss",

@@ -5,12 +5,16 @@
   HAPPO's factor), the entropy bonus and the KL penalty of softmax policies, as a scalar
   loss to minimise, and optionally the gradient of that loss with respect to the logits that
   the user's autograd (JAX, PyTorch, numpy) returns.
+* :func:`check_ppo_loss_loglinear` -- the same loss for log-linear policies
+  ``pi(a|o) ∝ exp(phi(o, a) . theta)`` and its gradient in ``theta`` (optionally HAPPO's
+  sequential update, features conditioned on the earlier agents' actions).
 * :func:`check_value_loss` -- the (clipped) value loss and its gradient in the values.
 * :func:`check_td_loss` -- a squared TD-error loss whose target must be a constant: its
   gradient in the next values is exactly 0 (a missing stop-gradient is caught).
 
-The policies are tabular softmax policies: each sample has its own row of logits, so the
-gradient with respect to the logits is the exact per-row gradient.
+The policies of :func:`check_ppo_loss` are tabular softmax policies: each sample has its own
+row of logits, so the gradient with respect to the logits is the exact per-row gradient; the
+log-linear check carries it through the features by the chain rule.
 """
 
 from __future__ import annotations
@@ -44,9 +48,11 @@ __all__ = [
     "RATIOS",
     "TERMS",
     "check_ppo_loss",
+    "check_ppo_loss_loglinear",
     "check_td_loss",
     "check_value_loss",
     "log_softmax",
+    "loglinear_loss_and_grad",
     "ppo_loss_and_grad",
     "td_loss_and_grad",
     "value_loss_and_grad",
@@ -663,6 +669,269 @@ def check_td_loss(
         from_arrays=from_arrays,
         evaluate=evaluate_case,
         convention="gradient checked" if grad is not None else None,
+    )
+    return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
+                     dtype=dtype, xp=xp)
+
+
+# --------------------------------------------------------------------- log-linear policies
+
+MAX_OBS = 3
+MAX_FEATURES = 4
+
+
+def loglinear_loss_and_grad(
+    theta: FloatArray, old_theta: FloatArray, features: FloatArray,
+    obs: npt.NDArray[np.int64], actions: npt.NDArray[np.int64], advantages: FloatArray,
+    clip_eps: float, ent_coef: float, kl_coef: float,
+    prev_actions: npt.NDArray[np.int64] | None = None, factor: FloatArray | None = None,
+) -> tuple[float, FloatArray]:
+    """The PPO loss of the log-linear policy ``pi(a|o) ∝ exp(phi(o, a) . theta)`` and its
+    exact gradient in ``theta`` (``proofs_notes/ppo-loss.md#log-linear-policies``)::
+
+        logits[b, a] = phi(o_b, a) . theta,
+        d loss / d theta = sum_{b, a} d loss / d logits[b, a] phi(o_b, a),
+
+    the chain rule through the features of :func:`ppo_loss_and_grad`'s logit gradient.
+    Shapes: ``theta`` ``(d,)``, ``features`` ``(O, A, d)``, ``obs``, ``actions``,
+    ``advantages`` ``(B,)``.  Sequential (HAPPO) form: ``features`` ``(O, P, A, d)`` indexed
+    by ``prev_actions`` ``(B,)`` (the joint action of the agents updated earlier, ``0..P-1``),
+    and the surrogate carries HAPPO's ``factor`` ``(B,)``
+    (``proofs_notes/ppo-loss.md#sequential``)."""
+    phi = features[obs] if prev_actions is None else features[obs, prev_actions]
+    loss, g = ppo_loss_and_grad(phi @ theta, phi @ old_theta, actions, advantages, factor,
+                                clip_eps, ent_coef, kl_coef)
+    grad: FloatArray = np.einsum("ba,bad->d", g, phi)
+    return loss, grad
+
+
+@dataclass(frozen=True)
+class _LogLinearBatch:
+    theta: FloatArray
+    old_theta: FloatArray
+    features: FloatArray
+    obs: npt.NDArray[np.int64]
+    actions: npt.NDArray[np.int64]
+    advantages: FloatArray
+    clip_eps: float
+    ent_coef: float
+    kl_coef: float
+    prev_actions: npt.NDArray[np.int64] | None = None
+    factor: FloatArray | None = None
+
+    def phi(self) -> FloatArray:
+        out: FloatArray = self.features[self.obs] if self.prev_actions is None \
+            else self.features[self.obs, self.prev_actions]
+        return out
+
+    def logit_batch(self) -> _PPOBatch:
+        phi = self.phi()
+        return _PPOBatch(phi @ self.theta, phi @ self.old_theta, self.actions,
+                         self.advantages, self.factor, self.clip_eps, self.ent_coef,
+                         self.kl_coef)
+
+
+def _loglinear_generate(rng: np.random.Generator, size: float, terms: tuple[str, ...],
+                        sequential: bool = False) -> _LogLinearBatch:
+    """``O`` up to 3 observations, ``A`` in ``2..4``, ``d`` up to 4 features in ``[-1, 1]``,
+    ``theta`` in ``[-1.5, 1.5]``; ``old_theta = theta`` plus noise of scale 0.2 (one batch in
+    five: equal), redrawn until every sample's ratio is ``MARGIN`` (relative) away from both
+    clip edges (after 50 draws: equal); the rest as :func:`_ppo_generate`.  Sequential: ``P``
+    in ``1..4`` earlier joint actions, features ``(O, P, A, d)``, HAPPO factors in
+    ``[0.5, 1.5]``."""
+    n_b = ladder_count(rng, size, MAX_BATCH)
+    n_a = ladder_count(rng, size, MAX_ACTIONS, low=2)
+    n_o = ladder_count(rng, size, MAX_OBS)
+    n_d = ladder_count(rng, size, MAX_FEATURES)
+    n_p = ladder_count(rng, size, MAX_ACTIONS) if sequential else 0
+    lead = (n_o, n_p) if sequential else (n_o,)
+    features = rng.uniform(-1.0, 1.0, (*lead, n_a, n_d))
+    theta = rng.uniform(-1.5, 1.5, n_d)
+    obs = rng.integers(0, n_o, n_b)
+    prev = rng.integers(0, n_p, n_b) if sequential else None
+    actions = rng.integers(0, n_a, n_b)
+    eps = 0.2 if rng.random() < 0.4 else float(rng.uniform(0.05, 0.4))
+    old = theta.copy()
+    if rng.random() >= 0.2:
+        phi = features[obs] if prev is None else features[obs, prev]
+        rows = np.arange(n_b)
+        for _ in range(50):
+            cand = theta + rng.normal(0.0, 0.2, n_d)
+            w = np.exp(log_softmax(phi @ theta)[rows, actions]
+                       - log_softmax(phi @ cand)[rows, actions])
+            if np.all(np.minimum(np.abs(w - (1 - eps)), np.abs(w - (1 + eps))) > MARGIN * w):
+                old = cand
+                break
+    advantages = rng.uniform(-2.0, 2.0, n_b)
+    ent = float(rng.uniform(0.0, 0.1)) if "entropy" in terms else 0.0
+    kl = float(rng.uniform(0.0, 1.0)) if "kl" in terms else 0.0
+    factor = rng.uniform(0.5, 1.5, n_b) if sequential else None
+    return _LogLinearBatch(theta, old, features, obs, actions, advantages, eps, ent, kl,
+                           prev, factor)
+
+
+def _loglinear_to_arrays(b: _LogLinearBatch) -> Mapping[str, npt.NDArray[Any]]:
+    out = {"theta": b.theta, "old_theta": b.old_theta, "features": b.features, "obs": b.obs,
+           "actions": b.actions, "advantages": b.advantages,
+           "clip_eps": np.array(b.clip_eps), "ent_coef": np.array(b.ent_coef),
+           "kl_coef": np.array(b.kl_coef)}
+    if b.prev_actions is not None and b.factor is not None:
+        out["prev_actions"] = b.prev_actions
+        out["factor"] = b.factor
+    return out
+
+
+def _loglinear_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _LogLinearBatch:
+    names = ("theta", "old_theta", "features", "obs", "actions", "advantages", "clip_eps",
+             "ent_coef", "kl_coef")
+    missing = [k for k in names if k not in a]
+    if missing:
+        raise ModelError(f"a log-linear ppo-loss case needs arrays {missing}, which are "
+                         "missing")
+    shape = np.shape(a["features"])
+    seq = "prev_actions" in a
+    if len(shape) != (4 if seq else 3) or np.shape(a["theta"]) != shape[-1:] \
+            or np.shape(a["old_theta"]) != shape[-1:] \
+            or (seq and ("factor" not in a or np.shape(a["prev_actions"]) != np.shape(a["obs"])
+                         or np.shape(a["factor"]) != np.shape(a["obs"]))) \
+            or np.shape(a["actions"]) != np.shape(a["obs"]) \
+            or np.shape(a["advantages"]) != np.shape(a["obs"]):
+        raise ModelError(f"log-linear ppo-loss case arrays disagree with features of shape "
+                         f"{shape}")
+    return _LogLinearBatch(np.array(a["theta"], dtype=np.float64),
+                           np.array(a["old_theta"], dtype=np.float64),
+                           np.array(a["features"], dtype=np.float64),
+                           np.array(a["obs"], dtype=np.int64),
+                           np.array(a["actions"], dtype=np.int64),
+                           np.array(a["advantages"], dtype=np.float64),
+                           float(a["clip_eps"]), float(a["ent_coef"]), float(a["kl_coef"]),
+                           np.array(a["prev_actions"], dtype=np.int64) if seq else None,
+                           np.array(a["factor"], dtype=np.float64) if seq else None)
+
+
+def _loglinear_rounding(b: _LogLinearBatch) -> tuple[float, FloatArray]:
+    """Rounding bounds (``proofs_notes/ppo-loss.md#log-linear-policies``): the logits
+    ``phi . theta`` carry at most ``delta = d eps max_{b,a} sum_k |phi theta|`` each (both
+    ``theta`` and ``old_theta``), which moves the loss by at most ``2 delta sum |g|`` and
+    each logit-gradient entry by at most ``4 delta`` times its row's term size over ``S``
+    (the second derivatives of the row's terms are bounded by twice its gradient size);
+    the gradient in ``theta`` then adds the logit-gradient bound carried through
+    ``|phi|`` and the rounding of the ``B A``-term contraction."""
+    lb = b.logit_batch()
+    t_loss, t_grad = _ppo_rounding(lb)
+    _, g = ppo_loss_and_grad(lb.logits, lb.old_logits, lb.actions, lb.advantages, lb.factor,
+                             lb.clip_eps, lb.ent_coef, lb.kl_coef)
+    phi = np.abs(b.phi())
+    m = np.ones(lb.advantages.size) if lb.factor is None else np.abs(lb.factor)
+    n_d = b.theta.size
+    mag = max(float(np.max(phi @ np.abs(b.theta))), float(np.max(phi @ np.abs(b.old_theta))))
+    delta = (n_d + 1) * EPS * max(mag, 1.0)
+    n_b, n_a = lb.logits.shape
+    rows = lb.advantages.size
+    w_max = float(np.max(np.exp(log_softmax(lb.logits)[np.arange(n_b), lb.actions]
+                                - log_softmax(lb.old_logits)[np.arange(n_b), lb.actions])))
+    row_size = (m * np.abs(lb.advantages) * max(w_max, 1 + lb.clip_eps) * 2 + lb.ent_coef
+                * (float(np.max(np.ptp(lb.logits, axis=1))) + math.log(n_a) + 2)
+                + 2 * lb.kl_coef)
+    logit_grad = t_grad + 4 * delta * (row_size / rows)[:, None] * np.ones((1, n_a))
+    loss_tol = t_loss + 2 * delta * float(np.sum(np.abs(g)))
+    grad_tol = np.einsum("ba,bad->d", logit_grad, phi) + 2 * (n_b * n_a + 1) * EPS \
+        * np.einsum("ba,bad->d", np.abs(g), phi)
+    return loss_tol, grad_tol
+
+
+def check_ppo_loss_loglinear(
+    fn: Callable[..., Any],
+    *,
+    grad: Callable[..., Any] | None = None,
+    terms: tuple[str, ...] = ("surrogate",),
+    sequential: bool = False,
+    atol: float | None = None,
+    rtol: float | None = None,
+    dtype: str | None = None,
+    xp: Any = None,
+    cases: int = 50,
+    seed: int = 0,
+    replay: Case | None = None,
+) -> CheckReport:
+    """Check a PPO loss of a log-linear policy ``pi(a|o) ∝ exp(phi(o, a) . theta)`` (SPEC
+    section 5), and the gradient in ``theta`` your autograd gives for it, against the exact
+    values (``proofs_notes/ppo-loss.md#log-linear-policies``)::
+
+        logits[b, a] = phi(o_b, a) . theta,   loss as in :func:`check_ppo_loss`,
+        d loss / d theta = sum_{b, a} d loss / d logits[b, a] phi(o_b, a).
+
+    The loss is called as ``fn(theta, old_theta, features, obs, actions, advantages,
+    clip_eps, ent_coef, kl_coef)`` with ``theta``, ``old_theta`` ``(d,)``, ``features``
+    ``(O, A, d)``, ``obs``, ``actions`` (int) and ``advantages`` ``(B,)``, and returns a
+    scalar; ``grad``, with the same arguments, returns the gradient in ``theta``, shape
+    ``(d,)`` (``jax.grad(fn)``).  Instances: ``O`` up to 3, ``A`` in ``2..4``, ``d`` up to
+    4, ``B`` up to 6; ratios on both sides of the clip and ``MARGIN`` away from its edges.
+
+    ``sequential=True`` is HAPPO's sequential update of agent ``m`` whose features depend on
+    the actions of the agents updated before it (``proofs_notes/ppo-loss.md#sequential``):
+    ``features`` ``(O, P, A, d)``, ``phi(o_b, p_b, a)`` with ``prev_actions`` ``p_b`` in
+    ``0..P-1`` (the earlier agents' joint action, ``P`` up to 4) and the surrogate
+    ``min(w M A, clip(w) M A)`` with HAPPO's factor ``M`` ``(B,)`` held fixed; the callables
+    take ``prev_actions, factor`` after ``obs``.
+
+    Tolerance: :func:`_loglinear_rounding`, or ``atol``; plus ``rtol |oracle|``.
+
+    Raises:
+        CheckArgumentError: an unknown term, or a bad tolerance, ``dtype``, ``cases`` or
+            ``seed``.
+    """
+    fn = guard(fn)
+    grad_fn = guard(grad) if grad is not None else None
+    terms = tuple(terms)
+    bad = [t for t in terms if t not in TERMS]
+    if bad or not terms:
+        raise CheckArgumentError(f"terms = {terms!r}, expected a non-empty subset of {TERMS}")
+
+    def args(b: _LogLinearBatch, conv: Callable[[Any], Any]) -> list[Any]:
+        seq = [] if b.prev_actions is None or b.factor is None \
+            else [conv(b.prev_actions), conv(b.factor)]
+        return [conv(b.theta), conv(b.old_theta), conv(b.features), conv(b.obs), *seq,
+                conv(b.actions), conv(b.advantages), b.clip_eps, b.ent_coef, b.kl_coef]
+
+    def evaluate_case(b: _LogLinearBatch, index: int, io: UserIO) -> list[Compared]:
+        adv = b.advantages if "surrogate" in terms else np.zeros_like(b.advantages)
+        loss, g = loglinear_loss_and_grad(b.theta, b.old_theta, b.features, b.obs,
+                                          b.actions, adv, b.clip_eps, b.ent_coef, b.kl_coef,
+                                          b.prev_actions, b.factor)
+        t_loss, t_grad = _loglinear_rounding(b)
+        got = _scalar(io, fn(*args(b, io.arg)), "the loss")
+
+        def context(idx: tuple[int, ...]) -> str:
+            return (f" (eps={b.clip_eps:.4g}, ent_coef={b.ent_coef:.4g}, "
+                    f"kl_coef={b.kl_coef:.4g}, samples {b.actions.size}, features "
+                    f"{b.theta.size})")
+
+        out = [Compared(got, np.array([loss]), t_loss, t_loss, label=lambda idx: "loss",
+                        context=context)]
+        if grad_fn is not None:
+            gg = io.out(grad_fn(*args(b, io.arg)), "the gradient")
+            if gg.shape != g.shape:
+                raise CaseFailure(f"the gradient has shape {gg.shape}, expected {g.shape} "
+                                  "(that of theta)")
+            out.append(Compared(gg, g, t_grad, t_grad,
+                                label=lambda idx: f"dloss/dtheta[{idx[0]}]",
+                                context=context))
+        return out
+
+    decl = Declaration(
+        name="ppo-loss-loglinear",
+        reference="proofs_notes/ppo-loss.md#log-linear-policies: logits = phi(o, a) . theta; "
+        "exact gradient sum_{b,a} dloss/dlogits[b, a] phi(o_b, a)",
+        generate=lambda rng, size: _loglinear_generate(rng, size, terms, sequential),
+        to_arrays=_loglinear_to_arrays,
+        from_arrays=_loglinear_from_arrays,
+        evaluate=evaluate_case,
+        alternatives=None,
+        convention=", ".join(
+            (["sequential=True"] if sequential else [])
+            + ([f"terms={terms!r}"] if terms != ("surrogate",) else [])
+            + (["gradient checked"] if grad is not None else [])) or None,
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
                      dtype=dtype, xp=xp)
