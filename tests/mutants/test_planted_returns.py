@@ -184,3 +184,30 @@ def test_padding_is_never_compared_and_each_row_is_one_episode() -> None:
             assert not done[b, n:].any()
             if n < done.shape[1]:
                 assert done[b, n - 1]
+
+
+def test_padded_nstep_never_compares_the_padding_and_replays() -> None:
+    def garbage_on_padding(r, v, nv, term, trunc, filled, gamma, n):  # type: ignore[no-untyped-def]
+        out = planted_returns.nstep_padded(r, v, nv, term, trunc, filled, gamma, n)
+        return np.where(filled > 0, out, 1e9)
+
+    assert check_nstep_returns(garbage_on_padding, padding=True, cases=20).passed
+    # A padding-unaware routine is right on filled steps, since each episode's last filled
+    # step carries its end (proofs_notes/returns.md#padding).
+    assert check_nstep_returns(
+        lambda r, v, nv, term, trunc, filled, gamma, n: planted_returns.nstep_loop(
+            r, v, nv, term, trunc, gamma, n), padding=True, cases=20).passed
+    report = check_nstep_returns(planted_returns.nstep_bootstraps_from_padding,
+                                 padding=True, cases=20)
+    assert not report.passed and report.worst_case is not None
+    again = check_nstep_returns(planted_returns.nstep_bootstraps_from_padding,
+                                padding=True, replay=report.worst_case)
+    assert not again.passed
+    assert check_nstep_returns(planted_returns.nstep_padded, padding=True,
+                               replay=report.worst_case).passed
+    # Time-major and fixed n route filled through the same convention.
+    def tm(r, v, nv, term, trunc, filled, gamma, n):  # type: ignore[no-untyped-def]
+        return planted_returns.nstep_padded(r.T, v.T, nv.T, term.T, trunc.T, filled.T,
+                                            gamma, n).T
+
+    assert check_nstep_returns(tm, padding=True, layout="time-major", n=3, cases=15).passed

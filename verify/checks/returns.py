@@ -350,6 +350,22 @@ def _padded_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _Padded:
     return _Padded(ro, filled)
 
 
+def _only_filled(ro: _Rollout, compared: list[Compared], filled: BoolArray,
+                 extra: str = "") -> list[Compared]:
+    """The comparison of :func:`_compare_returns` restricted to the filled entries of a
+    padded episode buffer (``proofs_notes/returns.md#padding``)."""
+    c = compared[0]
+    where = np.argwhere(filled)
+    own = np.broadcast_to(np.asarray(c.own), filled.shape)[filled]
+    return [Compared(
+        c.got[filled], c.want[filled], own, own,
+        label=lambda idx: f"G[b={where[idx[0]][0]}, t={where[idx[0]][1]}]",
+        context=lambda idx: (f" (episode step, {int(filled[where[idx[0]][0]].sum())} of "
+                             f"{filled.shape[1]} filled; "
+                             f"{_step_kind(ro, *(int(i) for i in where[idx[0]]))}{extra})"),
+    )]
+
+
 def check_td_lambda(
     fn: Callable[..., npt.ArrayLike],
     *,
@@ -428,18 +444,7 @@ def check_td_lambda(
             arrays.append(fill.T if conv.layout == "time-major" else fill)
         args = [io.arg(x) for x in arrays]
         compared = _compare_returns(ro, conv, want, io.out(fn(*args, ro.gamma, ro.lam)))
-        if filled is None:
-            return compared
-        c = compared[0]
-        where = np.argwhere(filled)
-        own = np.broadcast_to(np.asarray(c.own), want.shape)[filled]
-        return [Compared(
-            c.got[filled], c.want[filled], own, own,
-            label=lambda idx: f"G[b={where[idx[0]][0]}, t={where[idx[0]][1]}]",
-            context=lambda idx: (f" (episode step, {int(filled[where[idx[0]][0]].sum())} of "
-                                 f"{filled.shape[1]} filled; "
-                                 f"{_step_kind(ro, *(int(i) for i in where[idx[0]]))})"),
-        )]
+        return compared if filled is None else _only_filled(ro, compared, filled)
 
     def alternatives() -> list[Alternative]:
         out = _convention_alternatives(conv, oracle, ("bootstrap", "as-termination",
@@ -485,23 +490,39 @@ MAX_N = 6
 
 @dataclass(frozen=True)
 class _NStep:
+    """An n-step case; ``filled`` is the episode buffer's mask under ``padding=True``."""
+
     rollout: _Rollout
     n: int
+    filled: BoolArray | None = None
 
 
 def _nstep_to_arrays(c: _NStep) -> Mapping[str, npt.NDArray[Any]]:
-    return {**_to_arrays(c.rollout), "n": np.array(c.n, dtype=np.int64)}
+    out = {**_to_arrays(c.rollout), "n": np.array(c.n, dtype=np.int64)}
+    return out if c.filled is None else {**out, "filled": c.filled}
 
 
 def _nstep_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _NStep:
     if "n" not in a:
         raise ModelError("an n-step case needs the array 'n', which is missing")
-    return _NStep(_from_arrays(a), int(a["n"]))
+    if "filled" not in a:
+        return _NStep(_from_arrays(a), int(a["n"]))
+    p = _padded_from_arrays(a)
+    return _NStep(p.rollout, int(a["n"]), p.filled)
+
+
+def _nstep_full(c: _NStep, conv: _Convention) -> FloatArray:
+    nv, term, trunc = _seen(c.rollout, conv)
+    return nstep_returns(c.rollout.rewards, nv, term, trunc, c.rollout.gamma, c.n)
 
 
 def _nstep_oracle(c: _NStep, conv: _Convention) -> FloatArray:
-    nv, term, trunc = _seen(c.rollout, conv)
-    return nstep_returns(c.rollout.rewards, nv, term, trunc, c.rollout.gamma, c.n)
+    """The explicit sum, on the filled entries only under ``padding=True``."""
+    full = _nstep_full(c, conv)
+    if c.filled is None:
+        return full
+    out: FloatArray = full[c.filled]
+    return out
 
 
 def check_nstep_returns(
@@ -512,6 +533,7 @@ def check_nstep_returns(
     truncation: str = "bootstrap",
     flags: str = "terminated-truncated",
     values: str = "next_values",
+    padding: bool = False,
     gamma: float | None = None,
     atol: float | None = None,
     rtol: float | None = None,
@@ -536,6 +558,14 @@ def check_nstep_returns(
     int (drawn in ``1..6`` per case unless fixed here), returning ``G`` in the declared
     layout.  Rollouts and tolerances as :func:`check_td_lambda`.
 
+    With ``padding=True`` the cases are the padded episode buffers of
+    ``check_td_lambda(padding=True)`` (``proofs_notes/returns.md#padding``): each row is one
+    episode whose last step terminates, truncates or both, followed by garbage padding; the
+    callable receives ``filled`` (float, 1 on the episode's steps) after the flag arrays,
+    ``fn(rewards, *value_arrays, *flag_arrays, filled, gamma, n)``, and only the filled
+    entries are compared.  A window therefore never reaches the padding: it stops at the
+    episode's last step and bootstraps there unless that step terminates.
+
     Raises:
         CheckArgumentError: an unknown or unsupported convention, ``n < 1``, or a bad
             tolerance, ``dtype``, ``cases`` or ``seed``.
@@ -554,13 +584,24 @@ def check_nstep_returns(
 
     def generate(rng: np.random.Generator, size: float) -> _NStep:
         ro = _generate(rng, size, fixed_gamma, 1.0)
-        return _NStep(ro, int(n) if n is not None else ladder_count(rng, 1.0, MAX_N))
+        steps = int(n) if n is not None else ladder_count(rng, 1.0, MAX_N)
+        if not padding:
+            return _NStep(ro, steps)
+        p = _pad(ro, rng)
+        return _NStep(p.rollout, steps, p.filled)
 
     def evaluate_case(c: _NStep, index: int, io: UserIO) -> list[Compared]:
-        want = _nstep_oracle(c, conv)
-        args = [io.arg(x) for x in conv.args(c.rollout)]
+        want = _nstep_full(c, conv)
+        arrays = conv.args(c.rollout)
+        if c.filled is not None:
+            fill = c.filled.astype(np.float64)
+            arrays.append(fill.T if conv.layout == "time-major" else fill)
+        args = [io.arg(x) for x in arrays]
         got = io.out(fn(*args, c.rollout.gamma, c.n))
-        return _compare_returns(c.rollout, conv, want, got, f", n={c.n}")
+        compared = _compare_returns(c.rollout, conv, want, got, f", n={c.n}")
+        if c.filled is None:
+            return compared
+        return _only_filled(c.rollout, compared, c.filled, f", n={c.n}")
 
     def alternatives() -> list[Alternative]:
         out: list[Alternative] = []
@@ -576,8 +617,9 @@ def check_nstep_returns(
         for m in _known("returns", "nstep-returns"):
             def outputs(c: _NStep, f: Any = m.fn) -> list[FloatArray]:
                 nv, term, trunc = _seen(c.rollout, conv)
-                return [np.asarray(f(c.rollout.rewards, c.rollout.values, nv, term, trunc,
-                                     c.rollout.gamma, c.n), dtype=np.float64)]
+                full = np.asarray(f(c.rollout.rewards, c.rollout.values, nv, term, trunc,
+                                    c.rollout.gamma, c.n), dtype=np.float64)
+                return [full if c.filled is None else full[c.filled]]
             out.append(Alternative(m.name, m.bug, outputs))
         return out
 
@@ -592,8 +634,10 @@ def check_nstep_returns(
         from_arrays=_nstep_from_arrays,
         evaluate=evaluate_case,
         alternatives=alternatives,
-        convention=None if default else conv.describe().replace(", output='returns'", ""),
-        convention_cost=_cost(conv, _nstep_oracle, lambda c: c.rollout),
+        convention=None if default and not padding else ", ".join(
+            ([] if default else [conv.describe().replace(", output='returns'", "")])
+            + (["padding=True"] if padding else [])),
+        convention_cost=None if padding else _cost(conv, _nstep_oracle, lambda c: c.rollout),
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
                      dtype=dtype, xp=xp)
