@@ -427,3 +427,49 @@ CORRECT = (*CORRECT, Mutant(
     "nstep-padded", "correct under padding=True: each window stops at the episode's last "
     "filled step, filled zeroes the padding", "nstep-returns",
     lambda: check_nstep_returns(nstep_padded, padding=True, cases=_CASES)))
+
+
+# ---------------------------------------------------------------- agents that die mid-episode
+
+
+def td_lambda_active(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, active: FloatArray, gamma: float,
+    lam: float,
+) -> FloatArray:
+    """Correct under ``active=True``: an agent alive at ``t`` and not at ``t + 1`` died at
+    ``t``, which ends its return like a termination; the dead steps are zeroed by
+    ``active``."""
+    alive = active > 0
+    died = np.zeros_like(alive)
+    died[:, :-1] = alive[:, :-1] & ~alive[:, 1:]
+    out: FloatArray = td_lambda_loop(rewards, values, next_values, terminated | died,
+                                     truncated, gamma, lam) * active
+    return out
+
+
+def td_lambda_bootstraps_past_death(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, active: FloatArray, gamma: float,
+    lam: float,
+) -> FloatArray:
+    """Bug (provenance: no single confirmed thread; a common slip in per-agent value
+    targets when agents die): ``active`` only masks the targets afterwards, so at a dead
+    agent's last step the target still bootstraps through the value of its slot after death
+    and the trace runs on through the dead steps' rewards."""
+    out: FloatArray = td_lambda_loop(rewards, values, next_values, terminated, truncated,
+                                     gamma, lam) * active
+    return out
+
+
+MUTANTS = (*MUTANTS, Mutant(
+    "td-lambda-bootstraps-past-death",
+    "a dead agent's targets are masked by active afterwards, but its last step still "
+    "bootstraps through its value past death (a common slip)",
+    "td-lambda", lambda: check_td_lambda(td_lambda_bootstraps_past_death, active=True,
+                                         cases=_CASES)))
+
+CORRECT = (*CORRECT, Mutant(
+    "td-lambda-active", "correct under active=True: a death ends the agent's return as a "
+    "termination, active zeroes the dead steps", "td-lambda",
+    lambda: check_td_lambda(td_lambda_active, active=True, cases=_CASES)))
