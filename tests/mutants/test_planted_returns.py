@@ -252,3 +252,24 @@ def test_dead_agents_are_not_compared_after_death_and_deaths_terminate() -> None
                                 ro.lam)
         np.testing.assert_array_equal(got[dead.active], want[dead.active])
     assert deaths >= 10
+
+
+def test_nstep_with_dead_agents_replays_and_ignores_the_dead_steps() -> None:
+    def garbage_after_death(r, v, nv, term, trunc, active, gamma, n):  # type: ignore[no-untyped-def]
+        out = planted_returns.nstep_active(r, v, nv, term, trunc, active, gamma, n)
+        return np.where(active > 0, out, 1e9)
+
+    assert check_nstep_returns(garbage_after_death, active=True, cases=20).passed
+    report = check_nstep_returns(planted_returns.nstep_bootstraps_past_death, active=True,
+                                 cases=20)
+    assert not report.passed and report.worst_case is not None
+    assert check_nstep_returns(planted_returns.nstep_active, active=True,
+                               replay=report.worst_case).passed
+    with pytest.raises(CheckArgumentError, match="not combined"):
+        check_nstep_returns(planted_returns.nstep_active, active=True, padding=True)
+
+    # with n = 1 the n-step target is the one-step TD(lambda = 0) target, dead agents too
+    def one_step(r, v, nv, term, trunc, active, gamma, lam):  # type: ignore[no-untyped-def]
+        return planted_returns.nstep_active(r, v, nv, term, trunc, active, gamma, 1)
+
+    assert check_td_lambda(one_step, active=True, lam=0.0, cases=20).passed

@@ -577,21 +577,38 @@ MAX_N = 6
 
 @dataclass(frozen=True)
 class _NStep:
-    """An n-step case; ``filled`` is the episode buffer's mask under ``padding=True``."""
+    """An n-step case; ``filled`` is the episode buffer's mask under ``padding=True``,
+    ``active`` the agent's under ``active=True``."""
 
     rollout: _Rollout
     n: int
     filled: BoolArray | None = None
+    active: BoolArray | None = None
+
+    def mask(self) -> BoolArray | None:
+        """The entries compared, or ``None`` for all."""
+        return self.filled if self.filled is not None else self.active
+
+    def judged(self) -> _Rollout:
+        """The rollout the oracle reads: an agent's death terminates its return."""
+        if self.active is None:
+            return self.rollout
+        return _Dead(self.rollout, self.active).as_terminated()
 
 
 def _nstep_to_arrays(c: _NStep) -> Mapping[str, npt.NDArray[Any]]:
     out = {**_to_arrays(c.rollout), "n": np.array(c.n, dtype=np.int64)}
+    if c.active is not None:
+        return {**out, "active": c.active}
     return out if c.filled is None else {**out, "filled": c.filled}
 
 
 def _nstep_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _NStep:
     if "n" not in a:
         raise ModelError("an n-step case needs the array 'n', which is missing")
+    if "active" in a:
+        ro, active = _mask_from_arrays(a, "active")
+        return _NStep(ro, int(a["n"]), active=active)
     if "filled" not in a:
         return _NStep(_from_arrays(a), int(a["n"]))
     p = _padded_from_arrays(a)
@@ -599,16 +616,19 @@ def _nstep_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _NStep:
 
 
 def _nstep_full(c: _NStep, conv: _Convention) -> FloatArray:
-    nv, term, trunc = _seen(c.rollout, conv)
-    return nstep_returns(c.rollout.rewards, nv, term, trunc, c.rollout.gamma, c.n)
+    ro = c.judged()
+    nv, term, trunc = _seen(ro, conv)
+    return nstep_returns(ro.rewards, nv, term, trunc, ro.gamma, c.n)
 
 
 def _nstep_oracle(c: _NStep, conv: _Convention) -> FloatArray:
-    """The explicit sum, on the filled entries only under ``padding=True``."""
+    """The explicit sum, on the filled (or active) entries only under ``padding=True``
+    (``active=True``)."""
     full = _nstep_full(c, conv)
-    if c.filled is None:
+    mask = c.mask()
+    if mask is None:
         return full
-    out: FloatArray = full[c.filled]
+    out: FloatArray = full[mask]
     return out
 
 
@@ -621,6 +641,7 @@ def check_nstep_returns(
     flags: str = "terminated-truncated",
     values: str = "next_values",
     padding: bool = False,
+    active: bool = False,
     gamma: float | None = None,
     atol: float | None = None,
     rtol: float | None = None,
@@ -653,6 +674,11 @@ def check_nstep_returns(
     entries are compared.  A window therefore never reaches the padding: it stops at the
     episode's last step and bootstraps there unless that step terminates.
 
+    With ``active=True`` the cases are the per-agent rows of ``check_td_lambda(active=True)``
+    (``proofs_notes/returns.md#active``), the callable receives ``active`` in the place of
+    ``filled``, a death ends the window as a termination, and only the active entries are
+    compared.
+
     Raises:
         CheckArgumentError: an unknown or unsupported convention, ``n < 1``, or a bad
             tolerance, ``dtype``, ``cases`` or ``seed``.
@@ -665,6 +691,9 @@ def check_nstep_returns(
         )
     conv = _return_convention(layout, truncation, flags, values)
     fixed_gamma = _unit_interval("gamma", gamma)
+    if padding and active:
+        raise CheckArgumentError("padding = True and active = True are not combined; "
+                                 "check each on its own")
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
                           or n < 1):
         raise CheckArgumentError(f"n = {n!r}, expected an integer >= 1 or None")
@@ -672,6 +701,9 @@ def check_nstep_returns(
     def generate(rng: np.random.Generator, size: float) -> _NStep:
         ro = _generate(rng, size, fixed_gamma, 1.0)
         steps = int(n) if n is not None else ladder_count(rng, 1.0, MAX_N)
+        if active:
+            dead = _kill(ro, rng)
+            return _NStep(dead.rollout, steps, active=dead.active)
         if not padding:
             return _NStep(ro, steps)
         p = _pad(ro, rng)
@@ -680,15 +712,17 @@ def check_nstep_returns(
     def evaluate_case(c: _NStep, index: int, io: UserIO) -> list[Compared]:
         want = _nstep_full(c, conv)
         arrays = conv.args(c.rollout)
-        if c.filled is not None:
-            fill = c.filled.astype(np.float64)
+        mask = c.mask()
+        if mask is not None:
+            fill = mask.astype(np.float64)
             arrays.append(fill.T if conv.layout == "time-major" else fill)
         args = [io.arg(x) for x in arrays]
         got = io.out(fn(*args, c.rollout.gamma, c.n))
         compared = _compare_returns(c.rollout, conv, want, got, f", n={c.n}")
-        if c.filled is None:
+        if mask is None:
             return compared
-        return _only_filled(c.rollout, compared, c.filled, f", n={c.n}")
+        return _only_filled(c.rollout, compared, mask, f", n={c.n}",
+                            kind="active" if active else "filled")
 
     def alternatives() -> list[Alternative]:
         out: list[Alternative] = []
@@ -706,7 +740,8 @@ def check_nstep_returns(
                 nv, term, trunc = _seen(c.rollout, conv)
                 full = np.asarray(f(c.rollout.rewards, c.rollout.values, nv, term, trunc,
                                     c.rollout.gamma, c.n), dtype=np.float64)
-                return [full if c.filled is None else full[c.filled]]
+                mask = c.mask()
+                return [full if mask is None else full[mask]]
             out.append(Alternative(m.name, m.bug, outputs))
         return out
 
@@ -721,10 +756,11 @@ def check_nstep_returns(
         from_arrays=_nstep_from_arrays,
         evaluate=evaluate_case,
         alternatives=alternatives,
-        convention=None if default and not padding else ", ".join(
+        convention=None if default and not (padding or active) else ", ".join(
             ([] if default else [conv.describe().replace(", output='returns'", "")])
-            + (["padding=True"] if padding else [])),
-        convention_cost=None if padding else _cost(conv, _nstep_oracle, lambda c: c.rollout),
+            + (["padding=True"] if padding else []) + (["active=True"] if active else [])),
+        convention_cost=None if padding or active
+        else _cost(conv, _nstep_oracle, lambda c: c.rollout),
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
                      dtype=dtype, xp=xp)

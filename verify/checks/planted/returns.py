@@ -473,3 +473,43 @@ CORRECT = (*CORRECT, Mutant(
     "td-lambda-active", "correct under active=True: a death ends the agent's return as a "
     "termination, active zeroes the dead steps", "td-lambda",
     lambda: check_td_lambda(td_lambda_active, active=True, cases=_CASES)))
+
+
+def nstep_active(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, active: FloatArray, gamma: float, n: int,
+) -> FloatArray:
+    """Correct under ``active=True``: a death (alive at ``t``, not at ``t + 1``) stops the
+    window like a termination; the dead steps are zeroed by ``active``."""
+    alive = active > 0
+    died = np.zeros_like(alive)
+    died[:, :-1] = alive[:, :-1] & ~alive[:, 1:]
+    out: FloatArray = nstep_loop(rewards, values, next_values, terminated | died, truncated,
+                                 gamma, n) * active
+    return out
+
+
+def nstep_bootstraps_past_death(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, active: FloatArray, gamma: float, n: int,
+) -> FloatArray:
+    """Bug (provenance: no single confirmed thread; a common slip in per-agent value
+    targets when agents die): ``active`` only masks the targets afterwards, so a window
+    that reaches an agent's death runs on through its dead steps and bootstraps from the
+    dead slot's value."""
+    out: FloatArray = nstep_loop(rewards, values, next_values, terminated, truncated, gamma,
+                                 n) * active
+    return out
+
+
+MUTANTS = (*MUTANTS, Mutant(
+    "nstep-bootstraps-past-death",
+    "a dead agent's n-step targets are masked by active afterwards, but a window reaching "
+    "its death runs on and bootstraps past it (a common slip)",
+    "nstep-returns", lambda: check_nstep_returns(nstep_bootstraps_past_death, active=True,
+                                                 cases=_CASES)))
+
+CORRECT = (*CORRECT, Mutant(
+    "nstep-active", "correct under active=True: a death stops the window as a termination, "
+    "active zeroes the dead steps", "nstep-returns",
+    lambda: check_nstep_returns(nstep_active, active=True, cases=_CASES)))
