@@ -184,3 +184,92 @@ def test_padding_is_never_compared_and_each_row_is_one_episode() -> None:
             assert not done[b, n:].any()
             if n < done.shape[1]:
                 assert done[b, n - 1]
+
+
+def test_padded_nstep_never_compares_the_padding_and_replays() -> None:
+    def garbage_on_padding(r, v, nv, term, trunc, filled, gamma, n):  # type: ignore[no-untyped-def]
+        out = planted_returns.nstep_padded(r, v, nv, term, trunc, filled, gamma, n)
+        return np.where(filled > 0, out, 1e9)
+
+    assert check_nstep_returns(garbage_on_padding, padding=True, cases=20).passed
+    # A padding-unaware routine is right on filled steps, since each episode's last filled
+    # step carries its end (proofs_notes/returns.md#padding).
+    assert check_nstep_returns(
+        lambda r, v, nv, term, trunc, filled, gamma, n: planted_returns.nstep_loop(
+            r, v, nv, term, trunc, gamma, n), padding=True, cases=20).passed
+    report = check_nstep_returns(planted_returns.nstep_bootstraps_from_padding,
+                                 padding=True, cases=20)
+    assert not report.passed and report.worst_case is not None
+    again = check_nstep_returns(planted_returns.nstep_bootstraps_from_padding,
+                                padding=True, replay=report.worst_case)
+    assert not again.passed
+    assert check_nstep_returns(planted_returns.nstep_padded, padding=True,
+                               replay=report.worst_case).passed
+    # Time-major and fixed n route filled through the same convention.
+    def tm(r, v, nv, term, trunc, filled, gamma, n):  # type: ignore[no-untyped-def]
+        return planted_returns.nstep_padded(r.T, v.T, nv.T, term.T, trunc.T, filled.T,
+                                            gamma, n).T
+
+    assert check_nstep_returns(tm, padding=True, layout="time-major", n=3, cases=15).passed
+
+
+def test_dead_agents_are_not_compared_after_death_and_deaths_terminate() -> None:
+    def garbage_after_death(r, v, nv, term, trunc, active, gamma, lam):  # type: ignore[no-untyped-def]
+        out = planted_returns.td_lambda_active(r, v, nv, term, trunc, active, gamma, lam)
+        return np.where(active > 0, out, -1e9)
+
+    assert check_td_lambda(garbage_after_death, active=True, cases=20).passed
+    report = check_td_lambda(planted_returns.td_lambda_bootstraps_past_death, active=True,
+                             cases=20)
+    assert not report.passed and report.worst_case is not None
+    assert not check_td_lambda(planted_returns.td_lambda_bootstraps_past_death, active=True,
+                               replay=report.worst_case).passed
+    assert check_td_lambda(planted_returns.td_lambda_active, active=True,
+                           replay=report.worst_case).passed
+    with pytest.raises(CheckArgumentError, match="not combined"):
+        check_td_lambda(planted_returns.td_lambda_active, active=True, padding=True)
+    from verify.checks.returns import _kill
+
+    deaths = 0
+    for i in range(30):
+        ro = _generate(case_generator("kill", 0, i), case_size(i, 30), None, None)
+        dead = _kill(ro, case_generator("kill-rng", 0, i))
+        done = ro.terminated | ro.truncated
+        died = dead.deaths()
+        deaths += int(died.sum())
+        assert not (died & done).any()
+        assert not died[:, -1].any()
+        for b, t in np.argwhere(~dead.active):
+            # an agent stays dead until its episode's end, and is alive after it
+            assert t == 0 or not dead.active[b, t - 1] or died[b, t - 1]
+            if t + 1 < done.shape[1] and done[b, t]:
+                assert dead.active[b, t + 1]
+        # the oracle is the TD(lambda) recursion with each death read as a termination
+        want = td_lambda_returns(ro.rewards, ro.next_values, ro.terminated | died,
+                                 ro.truncated, ro.gamma, ro.lam)
+        got = td_lambda_returns(dead.rollout.rewards, dead.rollout.next_values,
+                                dead.as_terminated().terminated, ro.truncated, ro.gamma,
+                                ro.lam)
+        np.testing.assert_array_equal(got[dead.active], want[dead.active])
+    assert deaths >= 10
+
+
+def test_nstep_with_dead_agents_replays_and_ignores_the_dead_steps() -> None:
+    def garbage_after_death(r, v, nv, term, trunc, active, gamma, n):  # type: ignore[no-untyped-def]
+        out = planted_returns.nstep_active(r, v, nv, term, trunc, active, gamma, n)
+        return np.where(active > 0, out, 1e9)
+
+    assert check_nstep_returns(garbage_after_death, active=True, cases=20).passed
+    report = check_nstep_returns(planted_returns.nstep_bootstraps_past_death, active=True,
+                                 cases=20)
+    assert not report.passed and report.worst_case is not None
+    assert check_nstep_returns(planted_returns.nstep_active, active=True,
+                               replay=report.worst_case).passed
+    with pytest.raises(CheckArgumentError, match="not combined"):
+        check_nstep_returns(planted_returns.nstep_active, active=True, padding=True)
+
+    # with n = 1 the n-step target is the one-step TD(lambda = 0) target, dead agents too
+    def one_step(r, v, nv, term, trunc, active, gamma, lam):  # type: ignore[no-untyped-def]
+        return planted_returns.nstep_active(r, v, nv, term, trunc, active, gamma, 1)
+
+    assert check_td_lambda(one_step, active=True, lam=0.0, cases=20).passed

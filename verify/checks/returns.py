@@ -340,14 +340,92 @@ def _pad(ro: _Rollout, rng: np.random.Generator) -> _Padded:
     return _Padded(padded, filled)
 
 
-def _padded_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _Padded:
-    if "filled" not in a:
-        raise ModelError("a padded td-lambda case needs the array 'filled', which is missing")
+def _mask_from_arrays(a: Mapping[str, npt.NDArray[Any]], key: str,
+                      ) -> tuple[_Rollout, BoolArray]:
+    if key not in a:
+        raise ModelError(f"a {'padded' if key == 'filled' else 'per-agent'} return case "
+                         f"needs the array {key!r}, which is missing")
     ro = _from_arrays(a)
-    filled = np.array(a["filled"], dtype=np.bool_)
-    if filled.shape != ro.rewards.shape:
-        raise ModelError(f"filled has shape {filled.shape}, expected {ro.rewards.shape}")
-    return _Padded(ro, filled)
+    mask = np.array(a[key], dtype=np.bool_)
+    if mask.shape != ro.rewards.shape:
+        raise ModelError(f"{key} has shape {mask.shape}, expected {ro.rewards.shape}")
+    return ro, mask
+
+
+def _padded_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _Padded:
+    return _Padded(*_mask_from_arrays(a, "filled"))
+
+
+def _dead_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _Dead:
+    return _Dead(*_mask_from_arrays(a, "active"))
+
+
+def _only_filled(ro: _Rollout, compared: list[Compared], filled: BoolArray,
+                 extra: str = "", kind: str = "filled") -> list[Compared]:
+    """The comparison of :func:`_compare_returns` restricted to the entries where ``filled``
+    holds: the filled steps of a padded episode buffer (``proofs_notes/returns.md#padding``)
+    or an agent's active steps (``kind="active"``, ``proofs_notes/returns.md#active``)."""
+    c = compared[0]
+    where = np.argwhere(filled)
+    own = np.broadcast_to(np.asarray(c.own), filled.shape)[filled]
+    what = "episode step" if kind == "filled" else "active step"
+    return [Compared(
+        c.got[filled], c.want[filled], own, own,
+        label=lambda idx: f"G[b={where[idx[0]][0]}, t={where[idx[0]][1]}]",
+        context=lambda idx: (f" ({what}, {int(filled[where[idx[0]][0]].sum())} of "
+                             f"{filled.shape[1]} {kind}; "
+                             f"{_step_kind(ro, *(int(i) for i in where[idx[0]]))}{extra})"),
+    )]
+
+
+@dataclass(frozen=True)
+class _Dead:
+    """A rollout of per-agent rows in which an agent may die: ``active[b, t]`` is False from
+    the step after its death to its episode's end (``proofs_notes/returns.md#active``)."""
+
+    rollout: _Rollout
+    active: BoolArray
+
+    def deaths(self) -> BoolArray:
+        """``(B, T)``: True at an agent's last active step before it dies, i.e. ``active_t``
+        and not ``active_{t+1}``."""
+        out = np.zeros_like(self.active)
+        out[:, :-1] = self.active[:, :-1] & ~self.active[:, 1:]
+        return out
+
+    def as_terminated(self) -> _Rollout:
+        """The rollout whose oracle the active entries follow: each death terminates."""
+        ro = self.rollout
+        return _Rollout(ro.rewards, ro.values, ro.next_values, ro.terminated | self.deaths(),
+                        ro.truncated, ro.gamma, ro.lam, ro.last_values, ro.first_flags)
+
+
+def _kill(ro: _Rollout, rng: np.random.Generator) -> _Dead:
+    """In each row, with probability 1/2, let the agent die at a step ``d`` drawn uniformly
+    among those that end no episode and are not the rollout's last: ``active`` is False on
+    ``d + 1 .. e``, ``e`` the end of ``d``'s episode segment (its done step or ``T - 1``).
+    The inactive steps hold garbage rewards and values (consistent with ``next_values``
+    inside the episode, as a buffer stores whatever the dead agent's slot holds); the
+    flags are unchanged."""
+    n_envs, n_steps = ro.rewards.shape
+    rewards, values = ro.rewards.copy(), ro.values.copy()
+    next_values = ro.next_values.copy()
+    done = ro.terminated | ro.truncated
+    active = np.ones((n_envs, n_steps), dtype=np.bool_)
+    for b in range(n_envs):
+        candidates = [t for t in range(n_steps - 1) if not done[b, t]]
+        if not candidates or rng.random() < 0.5:
+            continue
+        d = candidates[int(rng.integers(len(candidates)))]
+        ends = [t for t in range(d + 1, n_steps) if done[b, t]]
+        e = ends[0] if ends else n_steps - 1
+        active[b, d + 1:e + 1] = False
+        rewards[b, d + 1:e + 1] = rng.uniform(-1.0, 1.0, e - d)
+        values[b, d + 1:e + 1] = rng.uniform(-50.0, 50.0, e - d)
+        next_values[b, d:e] = values[b, d + 1:e + 1]
+    dead = _Rollout(rewards, values, next_values, ro.terminated, ro.truncated, ro.gamma,
+                    ro.lam, ro.last_values, ro.first_flags)
+    return _Dead(dead, active)
 
 
 def check_td_lambda(
@@ -358,6 +436,7 @@ def check_td_lambda(
     flags: str = "terminated-truncated",
     values: str = "next_values",
     padding: bool = False,
+    active: bool = False,
     gamma: float | None = None,
     lam: float | None = None,
     atol: float | None = None,
@@ -393,6 +472,13 @@ def check_td_lambda(
     receives ``filled`` (float, 1 on the episode's steps, 0 on the padding) after the flag
     arrays.  Only the filled entries are compared.
 
+    With ``active=True`` each row is one agent's trajectory in which the agent may die
+    mid-episode (``proofs_notes/returns.md#active``): after its last active step ``d`` its
+    rewards and values are garbage until its episode's end, and the callable also receives
+    ``active`` (float, 1 while the agent is alive) after the flag arrays.  The death ends the
+    agent's return as a termination, ``G_d = r_d``, and only the active entries are
+    compared.  ``padding`` and ``active`` are not combined.
+
     Tolerance per entry: :func:`verify.checks.gae.gae_rounding` plus one rounding at the
     returns' scale, for the oracle and again (at the judged precision) for the callable, or
     ``atol``; plus ``rtol |G|``.
@@ -405,9 +491,20 @@ def check_td_lambda(
     conv = _return_convention(layout, truncation, flags, values)
     fixed_gamma = _unit_interval("gamma", gamma)
     fixed_lam = _unit_interval("lam", lam)
+    if padding and active:
+        raise CheckArgumentError("padding = True and active = True are not combined; "
+                                 "check each on its own")
 
     def split(inst: Any) -> tuple[_Rollout, BoolArray | None]:
-        return (inst.rollout, inst.filled) if padding else (inst, None)
+        if padding:
+            return inst.rollout, inst.filled
+        if active:
+            return inst.rollout, inst.active
+        return inst, None
+
+    def judged(inst: Any) -> _Rollout:
+        """The rollout the oracle reads: an agent's death terminates its return."""
+        return inst.as_terminated() if active else split(inst)[0]
 
     def restrict(inst: Any, full: FloatArray) -> FloatArray:
         filled = split(inst)[1]
@@ -417,11 +514,11 @@ def check_td_lambda(
         return out
 
     def oracle(inst: Any, cv: _Convention) -> FloatArray:
-        return restrict(inst, _td_oracle(split(inst)[0], cv))
+        return restrict(inst, _td_oracle(judged(inst), cv))
 
     def evaluate_case(inst: Any, index: int, io: UserIO) -> list[Compared]:
         ro, filled = split(inst)
-        want = _td_oracle(ro, conv)
+        want = _td_oracle(judged(inst), conv)
         arrays = conv.args(ro)
         if filled is not None:
             fill = filled.astype(np.float64)
@@ -430,16 +527,7 @@ def check_td_lambda(
         compared = _compare_returns(ro, conv, want, io.out(fn(*args, ro.gamma, ro.lam)))
         if filled is None:
             return compared
-        c = compared[0]
-        where = np.argwhere(filled)
-        own = np.broadcast_to(np.asarray(c.own), want.shape)[filled]
-        return [Compared(
-            c.got[filled], c.want[filled], own, own,
-            label=lambda idx: f"G[b={where[idx[0]][0]}, t={where[idx[0]][1]}]",
-            context=lambda idx: (f" (episode step, {int(filled[where[idx[0]][0]].sum())} of "
-                                 f"{filled.shape[1]} filled; "
-                                 f"{_step_kind(ro, *(int(i) for i in where[idx[0]]))})"),
-        )]
+        return _only_filled(ro, compared, filled, kind="active" if active else "filled")
 
     def alternatives() -> list[Alternative]:
         out = _convention_alternatives(conv, oracle, ("bootstrap", "as-termination",
@@ -456,6 +544,8 @@ def check_td_lambda(
 
     def generate(rng: np.random.Generator, size: float) -> Any:
         ro = _generate(rng, size, fixed_gamma, fixed_lam)
+        if active:
+            return _kill(ro, rng)
         return _pad(ro, rng) if padding else ro
 
     default = conv == _Convention("batch-major", "bootstrap", "terminated-truncated",
@@ -466,14 +556,16 @@ def check_td_lambda(
         "[(1 - lam) V(s_{t+1}) + lam G_{t+1}], trace cut at done_t and the rollout's end",
         generate=generate,
         to_arrays=(lambda c: {**_to_arrays(c.rollout), "filled": c.filled}) if padding
+        else (lambda c: {**_to_arrays(c.rollout), "active": c.active}) if active
         else _to_arrays,
-        from_arrays=_padded_from_arrays if padding else _from_arrays,
+        from_arrays=_padded_from_arrays if padding else _dead_from_arrays if active
+        else _from_arrays,
         evaluate=evaluate_case,
         alternatives=alternatives,
-        convention=None if default and not padding else ", ".join(
+        convention=None if default and not (padding or active) else ", ".join(
             ([] if default else [conv.describe().replace(", output='returns'", "")])
-            + (["padding=True"] if padding else [])),
-        convention_cost=None if padding else _cost(conv, _td_oracle),
+            + (["padding=True"] if padding else []) + (["active=True"] if active else [])),
+        convention_cost=None if padding or active else _cost(conv, _td_oracle),
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
                      dtype=dtype, xp=xp)
@@ -485,23 +577,59 @@ MAX_N = 6
 
 @dataclass(frozen=True)
 class _NStep:
+    """An n-step case; ``filled`` is the episode buffer's mask under ``padding=True``,
+    ``active`` the agent's under ``active=True``."""
+
     rollout: _Rollout
     n: int
+    filled: BoolArray | None = None
+    active: BoolArray | None = None
+
+    def mask(self) -> BoolArray | None:
+        """The entries compared, or ``None`` for all."""
+        return self.filled if self.filled is not None else self.active
+
+    def judged(self) -> _Rollout:
+        """The rollout the oracle reads: an agent's death terminates its return."""
+        if self.active is None:
+            return self.rollout
+        return _Dead(self.rollout, self.active).as_terminated()
 
 
 def _nstep_to_arrays(c: _NStep) -> Mapping[str, npt.NDArray[Any]]:
-    return {**_to_arrays(c.rollout), "n": np.array(c.n, dtype=np.int64)}
+    out = {**_to_arrays(c.rollout), "n": np.array(c.n, dtype=np.int64)}
+    if c.active is not None:
+        return {**out, "active": c.active}
+    return out if c.filled is None else {**out, "filled": c.filled}
 
 
 def _nstep_from_arrays(a: Mapping[str, npt.NDArray[Any]]) -> _NStep:
     if "n" not in a:
         raise ModelError("an n-step case needs the array 'n', which is missing")
-    return _NStep(_from_arrays(a), int(a["n"]))
+    if "active" in a:
+        ro, active = _mask_from_arrays(a, "active")
+        return _NStep(ro, int(a["n"]), active=active)
+    if "filled" not in a:
+        return _NStep(_from_arrays(a), int(a["n"]))
+    p = _padded_from_arrays(a)
+    return _NStep(p.rollout, int(a["n"]), p.filled)
+
+
+def _nstep_full(c: _NStep, conv: _Convention) -> FloatArray:
+    ro = c.judged()
+    nv, term, trunc = _seen(ro, conv)
+    return nstep_returns(ro.rewards, nv, term, trunc, ro.gamma, c.n)
 
 
 def _nstep_oracle(c: _NStep, conv: _Convention) -> FloatArray:
-    nv, term, trunc = _seen(c.rollout, conv)
-    return nstep_returns(c.rollout.rewards, nv, term, trunc, c.rollout.gamma, c.n)
+    """The explicit sum, on the filled (or active) entries only under ``padding=True``
+    (``active=True``)."""
+    full = _nstep_full(c, conv)
+    mask = c.mask()
+    if mask is None:
+        return full
+    out: FloatArray = full[mask]
+    return out
 
 
 def check_nstep_returns(
@@ -512,6 +640,8 @@ def check_nstep_returns(
     truncation: str = "bootstrap",
     flags: str = "terminated-truncated",
     values: str = "next_values",
+    padding: bool = False,
+    active: bool = False,
     gamma: float | None = None,
     atol: float | None = None,
     rtol: float | None = None,
@@ -536,6 +666,19 @@ def check_nstep_returns(
     int (drawn in ``1..6`` per case unless fixed here), returning ``G`` in the declared
     layout.  Rollouts and tolerances as :func:`check_td_lambda`.
 
+    With ``padding=True`` the cases are the padded episode buffers of
+    ``check_td_lambda(padding=True)`` (``proofs_notes/returns.md#padding``): each row is one
+    episode whose last step terminates, truncates or both, followed by garbage padding; the
+    callable receives ``filled`` (float, 1 on the episode's steps) after the flag arrays,
+    ``fn(rewards, *value_arrays, *flag_arrays, filled, gamma, n)``, and only the filled
+    entries are compared.  A window therefore never reaches the padding: it stops at the
+    episode's last step and bootstraps there unless that step terminates.
+
+    With ``active=True`` the cases are the per-agent rows of ``check_td_lambda(active=True)``
+    (``proofs_notes/returns.md#active``), the callable receives ``active`` in the place of
+    ``filled``, a death ends the window as a termination, and only the active entries are
+    compared.
+
     Raises:
         CheckArgumentError: an unknown or unsupported convention, ``n < 1``, or a bad
             tolerance, ``dtype``, ``cases`` or ``seed``.
@@ -548,19 +691,38 @@ def check_nstep_returns(
         )
     conv = _return_convention(layout, truncation, flags, values)
     fixed_gamma = _unit_interval("gamma", gamma)
+    if padding and active:
+        raise CheckArgumentError("padding = True and active = True are not combined; "
+                                 "check each on its own")
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
                           or n < 1):
         raise CheckArgumentError(f"n = {n!r}, expected an integer >= 1 or None")
 
     def generate(rng: np.random.Generator, size: float) -> _NStep:
         ro = _generate(rng, size, fixed_gamma, 1.0)
-        return _NStep(ro, int(n) if n is not None else ladder_count(rng, 1.0, MAX_N))
+        steps = int(n) if n is not None else ladder_count(rng, 1.0, MAX_N)
+        if active:
+            dead = _kill(ro, rng)
+            return _NStep(dead.rollout, steps, active=dead.active)
+        if not padding:
+            return _NStep(ro, steps)
+        p = _pad(ro, rng)
+        return _NStep(p.rollout, steps, p.filled)
 
     def evaluate_case(c: _NStep, index: int, io: UserIO) -> list[Compared]:
-        want = _nstep_oracle(c, conv)
-        args = [io.arg(x) for x in conv.args(c.rollout)]
+        want = _nstep_full(c, conv)
+        arrays = conv.args(c.rollout)
+        mask = c.mask()
+        if mask is not None:
+            fill = mask.astype(np.float64)
+            arrays.append(fill.T if conv.layout == "time-major" else fill)
+        args = [io.arg(x) for x in arrays]
         got = io.out(fn(*args, c.rollout.gamma, c.n))
-        return _compare_returns(c.rollout, conv, want, got, f", n={c.n}")
+        compared = _compare_returns(c.rollout, conv, want, got, f", n={c.n}")
+        if mask is None:
+            return compared
+        return _only_filled(c.rollout, compared, mask, f", n={c.n}",
+                            kind="active" if active else "filled")
 
     def alternatives() -> list[Alternative]:
         out: list[Alternative] = []
@@ -576,8 +738,10 @@ def check_nstep_returns(
         for m in _known("returns", "nstep-returns"):
             def outputs(c: _NStep, f: Any = m.fn) -> list[FloatArray]:
                 nv, term, trunc = _seen(c.rollout, conv)
-                return [np.asarray(f(c.rollout.rewards, c.rollout.values, nv, term, trunc,
-                                     c.rollout.gamma, c.n), dtype=np.float64)]
+                full = np.asarray(f(c.rollout.rewards, c.rollout.values, nv, term, trunc,
+                                    c.rollout.gamma, c.n), dtype=np.float64)
+                mask = c.mask()
+                return [full if mask is None else full[mask]]
             out.append(Alternative(m.name, m.bug, outputs))
         return out
 
@@ -592,8 +756,11 @@ def check_nstep_returns(
         from_arrays=_nstep_from_arrays,
         evaluate=evaluate_case,
         alternatives=alternatives,
-        convention=None if default else conv.describe().replace(", output='returns'", ""),
-        convention_cost=_cost(conv, _nstep_oracle, lambda c: c.rollout),
+        convention=None if default and not (padding or active) else ", ".join(
+            ([] if default else [conv.describe().replace(", output='returns'", "")])
+            + (["padding=True"] if padding else []) + (["active=True"] if active else [])),
+        convention_cost=None if padding or active
+        else _cost(conv, _nstep_oracle, lambda c: c.rollout),
     )
     return run_check(decl, cases=cases, seed=seed, replay=replay, atol=atol, rtol=rtol,
                      dtype=dtype, xp=xp)

@@ -365,3 +365,151 @@ CORRECT = (*CORRECT, Mutant(
     "td-lambda-padded", "correct under padding=True: flags end the episode, filled zeroes "
     "the padding", "td-lambda",
     lambda: check_td_lambda(td_lambda_padded, padding=True, cases=_CASES)))
+
+
+def nstep_padded(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, filled: FloatArray, gamma: float, n: int,
+) -> FloatArray:
+    """Correct under ``padding=True``: an episode-buffer n-step return that walks each
+    window forward, stops it at the episode's last filled step (or a flag), bootstraps
+    there unless the step terminates, and zeroes the padding by ``filled``."""
+    n_envs = rewards.shape[0]
+    out = np.zeros_like(rewards)
+    for b in range(n_envs):
+        length = int(filled[b].sum())
+        for t in range(length):
+            g, disc, k = 0.0, 1.0, t
+            for k in range(t, min(t + n, length)):
+                g += disc * rewards[b, k]
+                disc *= gamma
+                if terminated[b, k] or truncated[b, k]:
+                    break
+            if not terminated[b, k]:
+                g += disc * next_values[b, k]
+            out[b, t] = g
+    return out
+
+
+def nstep_bootstraps_from_padding(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, filled: FloatArray, gamma: float, n: int,
+) -> FloatArray:
+    """Bug (provenance: no single thread; a common slip in episode-buffer n-step targets):
+    the rewards are masked by ``filled`` and a termination zeroes the bootstrap, but the
+    window always runs ``n`` steps (to the buffer's end at most), so after a time-limit cut
+    it bootstraps from the value ``n`` steps ahead, which lies in the padding."""
+    n_envs, n_steps = rewards.shape
+    out = np.zeros_like(rewards)
+    for t in range(n_steps):
+        g = np.zeros(n_envs)
+        disc = np.ones(n_envs)
+        alive = np.ones(n_envs)
+        end = t
+        for k in range(t, min(t + n, n_steps)):
+            g += disc * alive * filled[:, k] * rewards[:, k]
+            alive = alive * (1.0 - terminated[:, k])
+            disc = disc * gamma
+            end = k
+        out[:, t] = g + disc * alive * next_values[:, end]
+    res: FloatArray = out * filled
+    return res
+
+
+MUTANTS = (*MUTANTS, Mutant(
+    "nstep-bootstraps-from-padding",
+    "an episode-buffer n-step window runs n steps regardless of the episode's end and, after "
+    "a time-limit cut, bootstraps from a value in the padding (a common slip)",
+    "nstep-returns", lambda: check_nstep_returns(nstep_bootstraps_from_padding, padding=True,
+                                                 cases=_CASES)))
+
+CORRECT = (*CORRECT, Mutant(
+    "nstep-padded", "correct under padding=True: each window stops at the episode's last "
+    "filled step, filled zeroes the padding", "nstep-returns",
+    lambda: check_nstep_returns(nstep_padded, padding=True, cases=_CASES)))
+
+
+# ---------------------------------------------------------------- agents that die mid-episode
+
+
+def td_lambda_active(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, active: FloatArray, gamma: float,
+    lam: float,
+) -> FloatArray:
+    """Correct under ``active=True``: an agent alive at ``t`` and not at ``t + 1`` died at
+    ``t``, which ends its return like a termination; the dead steps are zeroed by
+    ``active``."""
+    alive = active > 0
+    died = np.zeros_like(alive)
+    died[:, :-1] = alive[:, :-1] & ~alive[:, 1:]
+    out: FloatArray = td_lambda_loop(rewards, values, next_values, terminated | died,
+                                     truncated, gamma, lam) * active
+    return out
+
+
+def td_lambda_bootstraps_past_death(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, active: FloatArray, gamma: float,
+    lam: float,
+) -> FloatArray:
+    """Bug (provenance: no single confirmed thread; a common slip in per-agent value
+    targets when agents die): ``active`` only masks the targets afterwards, so at a dead
+    agent's last step the target still bootstraps through the value of its slot after death
+    and the trace runs on through the dead steps' rewards."""
+    out: FloatArray = td_lambda_loop(rewards, values, next_values, terminated, truncated,
+                                     gamma, lam) * active
+    return out
+
+
+MUTANTS = (*MUTANTS, Mutant(
+    "td-lambda-bootstraps-past-death",
+    "a dead agent's targets are masked by active afterwards, but its last step still "
+    "bootstraps through its value past death (a common slip)",
+    "td-lambda", lambda: check_td_lambda(td_lambda_bootstraps_past_death, active=True,
+                                         cases=_CASES)))
+
+CORRECT = (*CORRECT, Mutant(
+    "td-lambda-active", "correct under active=True: a death ends the agent's return as a "
+    "termination, active zeroes the dead steps", "td-lambda",
+    lambda: check_td_lambda(td_lambda_active, active=True, cases=_CASES)))
+
+
+def nstep_active(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, active: FloatArray, gamma: float, n: int,
+) -> FloatArray:
+    """Correct under ``active=True``: a death (alive at ``t``, not at ``t + 1``) stops the
+    window like a termination; the dead steps are zeroed by ``active``."""
+    alive = active > 0
+    died = np.zeros_like(alive)
+    died[:, :-1] = alive[:, :-1] & ~alive[:, 1:]
+    out: FloatArray = nstep_loop(rewards, values, next_values, terminated | died, truncated,
+                                 gamma, n) * active
+    return out
+
+
+def nstep_bootstraps_past_death(
+    rewards: FloatArray, values: FloatArray, next_values: FloatArray,
+    terminated: BoolArray, truncated: BoolArray, active: FloatArray, gamma: float, n: int,
+) -> FloatArray:
+    """Bug (provenance: no single confirmed thread; a common slip in per-agent value
+    targets when agents die): ``active`` only masks the targets afterwards, so a window
+    that reaches an agent's death runs on through its dead steps and bootstraps from the
+    dead slot's value."""
+    out: FloatArray = nstep_loop(rewards, values, next_values, terminated, truncated, gamma,
+                                 n) * active
+    return out
+
+
+MUTANTS = (*MUTANTS, Mutant(
+    "nstep-bootstraps-past-death",
+    "a dead agent's n-step targets are masked by active afterwards, but a window reaching "
+    "its death runs on and bootstraps past it (a common slip)",
+    "nstep-returns", lambda: check_nstep_returns(nstep_bootstraps_past_death, active=True,
+                                                 cases=_CASES)))
+
+CORRECT = (*CORRECT, Mutant(
+    "nstep-active", "correct under active=True: a death stops the window as a termination, "
+    "active zeroes the dead steps", "nstep-returns",
+    lambda: check_nstep_returns(nstep_active, active=True, cases=_CASES)))
