@@ -191,7 +191,7 @@ def test_step_product_for_every_chunk_size(monkeypatch: pytest.MonkeyPatch) -> N
     want = np.einsum("bec,xbcy->xbey", mat, t)
     for limit in range(1, e * c * y + 2):
         monkeypatch.setattr(matrix_free, "_BLAS_PRODUCT", limit)
-        got = matrix_free._step_product(mat, t)
+        got = matrix_free._step_product(mat, t, np.empty((x, b, e, y)))
         np.testing.assert_allclose(got, want, rtol=0, atol=summation_tolerance(c, 16.0))
 
 

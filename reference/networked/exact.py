@@ -39,6 +39,7 @@ from reference._arrays import FloatArray, IntArray, frozen, read_only
 from reference.errors import ModelError
 from reference.memory import check_memory
 from reference.networked.backends import BackendChoice, transition_operator
+from reference.networked.matrix_free import MatrixFreeOperator
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.transition import (
@@ -262,8 +263,11 @@ def solve(
         grad_{theta_i}[o, b] = sum_{s: o_i(s) = o} lam_S(s) pi_i(b|o) (Qbar^{(i)}(s, b) - Vbar(s))
         Qbar^{(i)}(s, b) = (1/n)(r_i(s_i, b) - R_i^pi(s)) + Rbar^pi(s) + gamma (P^{(i,b)} Vbar)(s)
 
-    No joint Q table and nothing quadratic in ``|S|`` is formed on the matrix-free backend
-    (``proofs_notes/shadow-reward-gradient.md#route-1``, ``proofs_notes/matrix-free.md``).
+    No joint Q table and nothing quadratic in ``|S|`` is formed on the matrix-free backend,
+    where the ``P^{(i,b)} Vbar`` terms of all agents come weighted by ``lam_S`` from one
+    reverse-mode differentiation of ``lam_S^T P_pi Vbar``
+    (:meth:`~reference.networked.matrix_free.MatrixFreeOperator.agent_forms`;
+    ``proofs_notes/shadow-reward-gradient.md#route-1``, ``proofs_notes/matrix-free.md#reverse``).
 
     Args:
         model, policy, utilities: the instance.
@@ -308,17 +312,26 @@ def solve(
         Rbar = _team_policy_reward(policy, tables)
         val_solve = op.solve_values(Rbar)
         V, Vbar = None, val_solve.x
+    # sum_{s: o_i(s) = o} lam_S(s) (P^{(i,b)} Vbar)(s) for every agent at once, by reverse-mode
+    # differentiation of lam_S^T P_pi Vbar (proofs_notes/matrix-free.md#reverse)
+    if isinstance(op, MatrixFreeOperator):
+        forms = op.agent_forms(lam_S, Vbar)
+    else:  # any other TransitionOperator: one apply_agent per agent
+        forms = tuple(
+            states.marginal(lam_S[:, None] * op.apply_agent(i, Vbar), policy.observed[i])
+            for i in range(n)
+        )
+    weights = np.stack([lam_S, lam_S * (Rbar - Vbar)], axis=1)
     grads = []
     for i in range(n):
         obs = policy.observed[i]
-        # Qbar^{(i)}(s, b) - Vbar(s), one (|S|, |A_i|) table at a time
-        q_i = states.lift(rewards[i], (i,)) - states.lift(tables[i], obs)[:, None]
-        q_i /= n
-        q_i += (Rbar - Vbar)[:, None]
-        q_i += model.gamma * op.apply_agent(i, Vbar)
-        q_i *= lam_S[:, None] * states.lift(policy.probs[i], obs)
-        grads.append(frozen(states.marginal(q_i, obs)))
-        del q_i
+        # the other terms of Qbar^{(i)}(s, b) - Vbar(s) are functions of o_i(s) (i in N_i^beta)
+        mass, advantage = states.marginal(weights, obs).T
+        own = rewards[i][_own_digit(model, obs, i)]  # r_i(s_i(o), b)
+        q_i = (own - tables[i][:, None]) * (mass / n)[:, None]
+        q_i += advantage[:, None]
+        q_i += model.gamma * forms[i]
+        grads.append(frozen(q_i * policy.probs[i]))
     return NetworkedSolution(
         lam_S=frozen(lam_S),
         local_occupancy=occ,

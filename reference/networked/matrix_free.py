@@ -75,6 +75,14 @@ memory limit is tight."""
 
 _MIN_RESTART = 5
 
+_BICGSTAB_ITERATIONS = 30
+"""BiCGSTAB iterations (two applications each) per call; after each call the residual is
+recomputed and checked."""
+
+_BICGSTAB_VECTORS = 7
+"""Vectors of ``|S|`` floats BiCGSTAB keeps (iterate, residual, shadow residual, search
+direction and three products)."""
+
 _GMRES_CYCLES = 2
 """Restart cycles per GMRES call; after each call the residual is recomputed and checked."""
 
@@ -205,6 +213,18 @@ class ContractionPlan:
         """Largest intermediate divided by ``|S|`` (the product of ``|S_j|`` over agents whose
         current state is introduced and next state not yet contracted)."""
         return max(max(s.input_floats, s.output_floats) for s in self.steps) // self.n_joint
+
+    @property
+    def buffer_floats(self) -> int:
+        """Entries of each of the two work buffers of an application, per column: the
+        largest intermediate (input or output) of any step."""
+        return max(max(s.input_floats, s.output_floats) for s in self.steps)
+
+    @property
+    def stored_floats(self) -> int:
+        """Entries kept by reverse-mode differentiation of one application
+        (:meth:`MatrixFreeOperator.factor_gradients`): every step's input."""
+        return sum(s.input_floats for s in self.steps)
 
     @property
     def transposes(self) -> int:
@@ -464,48 +484,65 @@ def fixed_point_iterations(gamma: float, accuracy: float) -> int:
 
 
 def matrix_free_memory(
-    model: NetworkedMDP, plan: ContractionPlan, *, restart: int = _RESTART, columns: int = 1
+    model: NetworkedMDP,
+    plan: ContractionPlan,
+    *,
+    restart: int = _RESTART,
+    columns: int = 1,
+    solver: str = "bicgstab",
 ) -> int:
     """Predicted peak bytes of an exact gradient with :class:`MatrixFreeOperator`.
 
-    ``columns * peak_floats`` for the contraction intermediates, ``restart + 5`` Krylov
-    vectors of ``|S|`` floats, ``8 + 6 max|A_i|`` more vectors of ``|S|`` for the occupancy,
-    values, rewards and the per-agent tables of the gradient, ``3 columns |S|`` for
-    multi-column right-hand sides, and the local factors.  Linear in ``|S|``.
+    The larger of the solve phase and the gradient phase, plus what both hold.  Solves:
+    ``2 columns buffer_floats`` for the two work buffers of the contractions, ``columns |S|``
+    for an application's result, and the Krylov vectors of ``|S|`` floats
+    (``restart + 5`` for GMRES, ``7 + 5`` for BiCGSTAB, ``5`` for the fixed point).
+    Gradient: ``stored_floats + 2 buffer_floats`` for the reverse-mode differentiation of
+    one application (:meth:`MatrixFreeOperator.factor_gradients`).  Both: ``8 + 6 max|A_i|``
+    vectors of ``|S|`` for the occupancy, values, rewards and the per-agent tables of the
+    gradient, ``3 columns |S|`` for multi-column right-hand sides, and the local factors.
+    Linear in ``|S|``.
     """
     n_joint = plan.n_joint
     factors = sum(
         prod(plan.n_states[j] for j in d) * plan.n_states[i] * (1 + model.n_actions[i])
         for i, d in enumerate(plan.supports)
     ) + sum(s.sizes[1] * s.introduced_size * s.sizes[2] for s in plan.steps)
-    vectors = (restart + 5) + 8 + 6 * max(model.n_actions) + 3 * columns
-    return predicted_bytes(columns * plan.peak_floats, vectors * n_joint, factors)
+    krylov = {"gmres": restart + 5, "fixed-point": 5}.get(solver, _BICGSTAB_VECTORS + 5)
+    solving = 2 * columns * plan.buffer_floats + columns * n_joint + krylov * n_joint
+    gradient = plan.stored_floats + 2 * plan.buffer_floats
+    held = (8 + 6 * max(model.n_actions) + 3 * columns) * n_joint
+    return predicted_bytes(max(solving, gradient), held, factors)
 
 
 def krylov_restart(
     model: NetworkedMDP, plan: ContractionPlan, memory_limit: float | None = None
 ) -> int:
     """The GMRES restart length: :data:`_RESTART`, lowered in steps of 5 (not below
-    :data:`_MIN_RESTART`) while :func:`matrix_free_memory` exceeds the memory limit."""
+    :data:`_MIN_RESTART`) while :func:`matrix_free_memory` with GMRES exceeds the memory
+    limit."""
     limit = resolve_limit(memory_limit)
     restart = _RESTART
-    while restart > _MIN_RESTART and matrix_free_memory(model, plan, restart=restart) > limit:
+    while restart > _MIN_RESTART and matrix_free_memory(
+        model, plan, restart=restart, solver="gmres"
+    ) > limit:
         restart -= 5
     return restart
 
 
 # ---------------------------------------------------------------------- the operator
-def _step_product(mat: FloatArray, t: FloatArray) -> FloatArray:
+def _step_product(mat: FloatArray, t: FloatArray, out: FloatArray) -> FloatArray:
     """``out[x, b, e, y] = sum_c mat[b, e, c] t[x, b, c, y]`` as batched BLAS products of at
-    most :data:`_BLAS_PRODUCT` multiply-adds each (``y`` split into chunks; same sums)."""
+    most :data:`_BLAS_PRODUCT` multiply-adds each (``y`` split into chunks; same sums).
+
+    ``t`` and ``out`` are C-contiguous; ``out`` (shape ``(x, b, e, y)``) is written in place
+    and returned."""
     x, b, c, y = t.shape
     e = mat.shape[1]
     chunk = max(1, _BLAS_PRODUCT // (e * c))
     if chunk >= y:
-        out: FloatArray = np.matmul(mat, t)
+        np.matmul(mat, t, out=out)
         return out
-    t = np.ascontiguousarray(t)
-    out = np.empty((x, b, e, y))
     pieces = y // chunk
     whole = pieces * chunk
 
@@ -521,6 +558,54 @@ def _step_product(mat: FloatArray, t: FloatArray) -> FloatArray:
     if whole < y:
         np.matmul(mat, t[..., whole:], out=out[..., whole:])
     return out
+
+
+def _bicgstab(
+    matvec: Callable[[FloatArray], FloatArray], b: FloatArray, atol: float, maxiter: int
+) -> FloatArray:
+    """BiCGSTAB (van der Vorst 1992) for ``A d = b`` from ``d = 0``, stopped when the
+    recursively updated residual has 2-norm below ``atol``, after ``maxiter`` iterations (two
+    products with ``A`` each) or at a breakdown; returns the last iterate.
+
+    Short recurrences: seven vectors and about ten passes over them per iteration, against
+    GMRES's growing orthogonalisation (``j`` dot products and updates of ``|S|`` floats at
+    its ``j``-th iteration), which dominates at ``2^20`` joint states and more.  Nothing
+    here is trusted: the caller recomputes the residual of the returned iterate and
+    certifies it (``proofs_notes/matrix-free.md#krylov``)."""
+    x = np.zeros_like(b)
+    r = b.copy()
+    shadow = b.copy()
+    p = np.zeros_like(b)
+    v = np.zeros_like(b)
+    rho = alpha = omega = 1.0
+    for _ in range(maxiter):
+        rho_new = float(np.dot(shadow, r))
+        if rho_new == 0.0 or omega == 0.0 or not np.isfinite(rho_new):
+            break
+        beta = (rho_new / rho) * (alpha / omega)
+        p -= omega * v
+        p *= beta
+        p += r
+        v = matvec(p)
+        denominator = float(np.dot(shadow, v))
+        if denominator == 0.0 or not np.isfinite(denominator):
+            break
+        alpha = rho_new / denominator
+        r -= alpha * v  # now s = r - alpha v
+        x += alpha * p
+        if float(np.linalg.norm(r)) < atol:
+            break
+        t = matvec(r)
+        tt = float(np.dot(t, t))
+        if tt == 0.0 or not np.isfinite(tt):
+            break
+        omega = float(np.dot(t, r)) / tt
+        x += omega * r
+        r -= omega * t
+        rho = rho_new
+        if float(np.linalg.norm(r)) < atol:
+            break
+    return x
 
 
 def _factor_tensor(
@@ -577,13 +662,64 @@ def _step_matrix(
     return np.ascontiguousarray(merged.transpose(axes)).reshape(b, step.introduced_size, c)
 
 
+def _pair_contraction(g: FloatArray, t: FloatArray) -> FloatArray:
+    """``out[b, e, c] = sum_{x, y} g[x, b, e, y] t[x, b, c, y]``: the derivative of
+    ``<g, F t>`` in the step matrix ``F`` (one ``(E, XY) (XY, C)`` product per ``b``)."""
+    x, b, e, y = g.shape
+    c = t.shape[2]
+    out = np.empty((b, e, c))
+    for k in range(b):
+        gk, tk = g[:, k], t[:, k]
+        if x > 1:
+            gk = np.ascontiguousarray(gk.transpose(1, 0, 2))
+            tk = np.ascontiguousarray(tk.transpose(1, 0, 2))
+        np.matmul(gk.reshape(e, x * y), tk.reshape(c, x * y).T, out=out[k])
+    return out
+
+
+def _step_factor_gradients(
+    step: ContractionStep,
+    supports: Sequence[tuple[int, ...]],
+    factors: Sequence[FloatArray],
+    sizes: Sequence[int],
+    d_step: FloatArray,
+) -> list[FloatArray]:
+    """``dL/dF_i`` for every agent ``i`` of ``step`` from ``dL/dF_G`` (``(B, E, C)``), by the
+    product rule on ``F_G = prod_{i in G} F_i`` (the inverse of :func:`_step_matrix`'s
+    layout): ``dL/dF_i[s_{D_i}, s'_i] = sum dL/dF_G prod_{j in G, j != i} F_j`` over the
+    axes of ``F_G`` outside ``D_i`` and ``s'_i``."""
+    d = step.support
+    group = step.agents
+    axes = [d.index(j) for j in step.shared + step.introduced]
+    axes += [len(d) + g for g in range(len(group))]
+    full = [sizes[j] for j in d] + [sizes[i] for i in group]
+    merged = d_step.reshape([full[a] for a in axes]).transpose(np.argsort(axes))
+    terms = []
+    for pos, (i, f) in enumerate(zip(group, factors, strict=True)):
+        members = set(supports[i])
+        shape = [sizes[j] if j in members else 1 for j in d]
+        shape += [sizes[i] if g == pos else 1 for g in range(len(group))]
+        terms.append(f.reshape(shape))
+    out = []
+    for pos, i in enumerate(group):
+        weighted = merged
+        for other, term in enumerate(terms):
+            if other != pos:
+                weighted = weighted * term
+        members = set(supports[i])
+        drop = tuple(a for a, j in enumerate(d) if j not in members)
+        drop += tuple(len(d) + g for g in range(len(group)) if g != pos)
+        out.append(np.ascontiguousarray(np.sum(weighted, axis=drop)))
+    return out
+
+
 class MatrixFreeOperator:
     """:class:`~reference.networked.transition.TransitionOperator` by contractions of local
     factors: no ``|S| x |S|`` array is ever formed (``proofs_notes/matrix-free.md``).
 
     Memory: :func:`matrix_free_memory`, linear in ``|S|``, checked before anything large is
-    allocated.  Solves are GMRES on ``I - gamma P_pi`` (``P_pi^T`` for occupancies) refined on
-    the exactly recomputed residual until the certified bound
+    allocated.  Solves are BiCGSTAB (or GMRES) on ``I - gamma P_pi`` (``P_pi^T`` for
+    occupancies) refined on the exactly recomputed residual until the certified bound
     ``(||res|| + rounding) / (1 - gamma rho)`` is at most ``accuracy * ||b|| / (1 - gamma)``,
     with a fixed-point fallback that always gets there (see :meth:`solve_values`).
 
@@ -594,8 +730,15 @@ class MatrixFreeOperator:
         row_sum_bound: ``rho >= max_s sum_{s'} P~(s'|s)`` for the float factors, a certified
             upper bound (``proofs_notes/matrix-free.md#certificate``).
         restart: GMRES restart length used.
-        solver: ``"gmres"`` (default), or ``"fixed-point"`` for the certified fixed-point
-            iteration alone (the a priori route: at most ``fixed_point_iterations`` steps).
+        solver: ``"bicgstab"`` (default: short recurrences, seven vectors), ``"gmres"``
+            (restarted, ``restart + 1`` vectors), or ``"fixed-point"`` for the certified
+            fixed-point iteration alone (the a priori route: at most
+            ``fixed_point_iterations`` steps).  Every Krylov call is followed by the exact
+            residual and the certificate; one that does not halve the residual hands over
+            to the fixed point.
+
+    Applications reuse two work buffers held by the operator, so one operator must not be
+    applied from two threads at once.
     """
 
     backend = "matrix-free"
@@ -608,12 +751,14 @@ class MatrixFreeOperator:
         accuracy: float = DEFAULT_ACCURACY,
         memory_limit: float | None = None,
         plan: ContractionPlan | None = None,
-        solver: Literal["gmres", "fixed-point"] = "gmres",
+        solver: Literal["bicgstab", "gmres", "fixed-point"] = "bicgstab",
     ) -> None:
         if policy.model is not model:
             raise ModelError("policy was built for a different NetworkedMDP")
-        if solver not in ("gmres", "fixed-point"):
-            raise ModelError(f"solver = {solver!r}, expected 'gmres' or 'fixed-point'")
+        if solver not in ("bicgstab", "gmres", "fixed-point"):
+            raise ModelError(
+                f"solver = {solver!r}, expected 'bicgstab', 'gmres' or 'fixed-point'"
+            )
         self.solver = solver
         if not (isinstance(accuracy, (int, float)) and 0.0 < float(accuracy) < 1.0):
             raise ModelError(f"accuracy = {accuracy!r}, expected a number in (0, 1)")
@@ -635,9 +780,10 @@ class MatrixFreeOperator:
             max(1, policy.beta)
         ):
             raise ModelError("plan was built for another graph, state counts or radius")
+        self._memory_limit = memory_limit
         self.restart = krylov_restart(model, plan, memory_limit)
         check_memory(
-            matrix_free_memory(model, plan, restart=self.restart),
+            matrix_free_memory(model, plan, restart=self.restart, solver=solver),
             f"the matrix-free operator of {plan.n_joint} joint states",
             memory_limit,
         )
@@ -654,6 +800,7 @@ class MatrixFreeOperator:
         )
         self._agent_step = {i: k for k, s in enumerate(plan.steps) for i in s.agents}
         self._agent_cache: dict[tuple[int, int], FloatArray] = {}
+        self._work: tuple[FloatArray, FloatArray] | None = None
         # rho: product of the largest float row sums, each within (|S_i| - 1) eps of the true
         # sum of the float entries, plus n roundings of the product
         row_max = [float(np.max(f.sum(axis=-1))) for f in self.factors]
@@ -684,39 +831,80 @@ class MatrixFreeOperator:
             )
         return arr, 1 if arr.ndim == 1 else int(arr.shape[1])
 
+    def _workspace(self, floats: int) -> tuple[FloatArray, FloatArray]:
+        """Two buffers of at least ``floats`` entries for the intermediates of one
+        application, kept between applications: reusing them spares the page faults (and
+        the kernel's zeroing) of fresh large allocations, about a third of an application
+        at ``2^20`` joint states (``proofs_notes/matrix-free.md#workspace``)."""
+        if self._work is None or self._work[0].size < floats:
+            self._work = (np.empty(floats), np.empty(floats))
+        return self._work
+
     def _forward(self, v: FloatArray, matrices: Sequence[FloatArray]) -> FloatArray:
         """``sum_{s'} prod_i F_i[s_{D_i}, s'_i] v(s')`` for the factors behind ``matrices``."""
         plan = self.plan
         arr, cols = self._columns(v, "v")
-        t: FloatArray = arr.reshape((*(s for s in plan.n_states if s > 1), cols))
-        for step, mat in zip(plan.steps, matrices, strict=True):
-            if step.permutation is not None:
-                t = t.reshape((*step.layout, cols)).transpose((*step.permutation, len(step.layout)))
-            x, b, c, y = step.sizes
-            t = _step_product(mat, np.ascontiguousarray(t).reshape(x, b, c, y * cols))
-        out = t.reshape((*plan.final_layout, cols)).transpose(
-            (*plan.final_permutation, len(plan.final_layout))
+        work = self._workspace(plan.buffer_floats * cols)
+        t: FloatArray = np.ascontiguousarray(arr).reshape(
+            (*(s for s in plan.n_states if s > 1), cols)
         )
-        flat = np.ascontiguousarray(out).reshape(self.n_states, cols)
-        return flat[:, 0] if arr.ndim == 1 else flat
+        held = -1  # the buffer that holds t (-1: the caller's array)
+        for step, mat in zip(plan.steps, matrices, strict=True):
+            x, b, c, y = step.sizes
+            if step.permutation is not None:
+                src = t.reshape((*step.layout, cols)).transpose(
+                    (*step.permutation, len(step.layout))
+                )
+                held = 0 if held != 0 else 1
+                dst = work[held][: src.size].reshape(src.shape)
+                np.copyto(dst, src)
+                t = dst
+            held = 0 if held != 0 else 1
+            size = x * b * step.introduced_size * y * cols
+            out = work[held][:size].reshape(x, b, step.introduced_size, y * cols)
+            t = _step_product(mat, t.reshape(x, b, c, y * cols), out)
+        result = np.empty((self.n_states, cols))
+        np.copyto(
+            result.reshape([s for s in plan.n_states if s > 1] + [cols]),
+            t.reshape((*plan.final_layout, cols)).transpose(
+                (*plan.final_permutation, len(plan.final_layout))
+            ),
+        )
+        return result[:, 0] if arr.ndim == 1 else result
 
     def _backward(self, u: FloatArray, matrices: Sequence[FloatArray]) -> FloatArray:
         """The adjoint of :meth:`_forward`: the steps reversed with ``F_G`` transposed."""
         plan = self.plan
         arr, cols = self._columns(u, "u")
-        canonical = arr.reshape((*(s for s in plan.n_states if s > 1), cols))
+        work = self._workspace(plan.buffer_floats * cols)
+        canonical = np.ascontiguousarray(arr).reshape(
+            (*(s for s in plan.n_states if s > 1), cols)
+        )
         last = len(plan.final_layout)
-        t: FloatArray = canonical.transpose((*np.argsort(plan.final_permutation), last))
+        src = canonical.transpose((*np.argsort(plan.final_permutation), last))
+        held = 0
+        t: FloatArray = work[held][: src.size].reshape(src.shape)
+        np.copyto(t, src)
         for step, mat in zip(reversed(plan.steps), reversed(matrices), strict=True):
-            x, b, _, y = step.sizes
-            t = np.ascontiguousarray(t).reshape(x, b, step.introduced_size, y * cols)
-            t = _step_product(np.swapaxes(mat, 1, 2), t)  # (x, b, c, y * cols)
+            x, b, c, y = step.sizes
+            held = 1 - held
+            out = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
+            t = _step_product(
+                np.swapaxes(mat, 1, 2),
+                t.reshape(x, b, step.introduced_size, y * cols),
+                out,
+            )
             if step.permutation is not None:
                 permuted = (*(step.layout[p] for p in step.permutation), cols)
                 back = (*np.argsort(step.permutation), len(permuted) - 1)
-                t = t.reshape(permuted).transpose(back)
-        flat = np.ascontiguousarray(t).reshape(self.n_states, cols)
-        return flat[:, 0] if arr.ndim == 1 else flat
+                src = t.reshape(permuted).transpose(back)
+                held = 1 - held
+                dst = work[held][: src.size].reshape(src.shape)
+                np.copyto(dst, src)
+                t = dst
+        result = np.empty((self.n_states, cols))
+        np.copyto(result, t.reshape(self.n_states, cols))
+        return result[:, 0] if arr.ndim == 1 else result
 
     def apply(self, v: FloatArray) -> FloatArray:
         """``(P_pi v)(s) = sum_{s'} prod_i M_i[s_{D_i}, s'_i] v(s')``; ``v`` is ``(|S|,)`` or
@@ -764,6 +952,89 @@ class MatrixFreeOperator:
         for b in range(n_act):
             total += self._backward(arr[:, b], self._agent_matrices(i, b))
         return total
+
+    def factor_gradients(self, u: FloatArray, v: FloatArray) -> tuple[FloatArray, ...]:
+        """``dL/dM_i`` for ``L = u^T P_pi v``, every agent, shaped like :attr:`factors`::
+
+            Y_i[s_{D_i}, y] = sum_{s: s_{D_i}} u(s) sum_{s': s'_i = y} prod_{j != i} M_j v(s')
+
+        by reverse-mode differentiation of one application: the forward contraction of
+        ``v`` (keeping each step's input), then the adjoint contraction of ``u`` with, at
+        every step, the pair contraction that gives ``dL/dF_G``, and the product rule on the
+        step's merged factor.  About three applications for all agents, where ``n`` agent
+        applications would be needed otherwise (``proofs_notes/matrix-free.md#reverse``).
+        ``u`` and ``v`` are ``(|S|,)``; memory: :attr:`ContractionPlan.stored_floats`
+        more floats (checked against the memory limit).
+        """
+        plan = self.plan
+        u_arr = np.asarray(u, dtype=np.float64)
+        v_arr = np.asarray(v, dtype=np.float64)
+        for name, arr in (("u", u_arr), ("v", v_arr)):
+            if arr.shape != (self.n_states,):
+                raise ModelError(f"{name} has shape {arr.shape}, expected ({self.n_states},)")
+        check_memory(
+            predicted_bytes(plan.stored_floats, 2 * plan.buffer_floats),
+            f"the factor gradients of {plan.n_joint} joint states",
+            self._memory_limit,
+        )
+        shape = tuple(s for s in plan.n_states if s > 1)
+        t: FloatArray = np.ascontiguousarray(v_arr).reshape(shape)
+        inputs: list[FloatArray | None] = []
+        for step, mat in zip(plan.steps, self._matrices, strict=True):
+            x, b, c, y = step.sizes
+            if step.permutation is not None:
+                t = np.ascontiguousarray(t.reshape(step.layout).transpose(step.permutation))
+            t4 = t.reshape(x, b, c, y)
+            inputs.append(t4)
+            t = _step_product(mat, t4, np.empty((x, b, step.introduced_size, y)))
+        g: FloatArray = np.ascontiguousarray(
+            np.ascontiguousarray(u_arr).reshape(shape).transpose(np.argsort(plan.final_permutation))
+        )
+        grads: list[FloatArray] = [np.empty(0)] * self.model.n
+        for k in range(len(plan.steps) - 1, -1, -1):
+            step, mat = plan.steps[k], self._matrices[k]
+            x, b, c, y = step.sizes
+            g4 = g.reshape(x, b, step.introduced_size, y)
+            stored = inputs[k]
+            assert stored is not None
+            d_step = _pair_contraction(g4, stored)
+            inputs[k] = None
+            members = [self.factors[i] for i in step.agents]
+            for i, d_i in zip(
+                step.agents,
+                _step_factor_gradients(
+                    step, plan.supports, members, self.model.n_states, d_step
+                ),
+                strict=True,
+            ):
+                grads[i] = read_only(d_i)
+            if k > 0:
+                g = _step_product(np.swapaxes(mat, 1, 2), g4, np.empty((x, b, c, y)))
+                if step.permutation is not None:
+                    permuted = tuple(step.layout[p] for p in step.permutation)
+                    g = np.ascontiguousarray(
+                        g.reshape(permuted).transpose(np.argsort(step.permutation))
+                    )
+        return tuple(grads)
+
+    def agent_forms(self, u: FloatArray, v: FloatArray) -> tuple[FloatArray, ...]:
+        """``T_i[o, b] = sum_{s: o_i(s) = o} u(s) (P^{(i,b)} v)(s)`` for every agent, each
+        ``(|O_i|, |A_i|)`` over agent ``i``'s observation ``N_i^beta`` (mixed radix, lowest
+        agent most significant), from :meth:`factor_gradients`: ``P^{(i,b)}`` is ``P_pi``
+        with ``M_i`` replaced by ``K_i^b``, and ``P_pi`` is linear in ``M_i``, so
+        ``T_i[o, b] = sum_{d: o(d) = o} sum_y K_i^b[d, y] Y_i[d, y]`` (``N_i^beta`` and
+        ``N_i`` lie in ``D_i``; ``proofs_notes/matrix-free.md#reverse``)."""
+        model, plan = self.model, self.plan
+        ys = self.factor_gradients(u, v)
+        out = []
+        for i, (support, y_i) in enumerate(zip(plan.supports, ys, strict=True)):
+            kernel = _factor_tensor(model, support, model.kernels[i], model.neighbourhoods[i])
+            forms = np.einsum("...ay,...y->...a", kernel, y_i)
+            observed = set(self.policy.observed[i])
+            drop = tuple(a for a, j in enumerate(support) if j not in observed)
+            table = np.sum(forms, axis=drop) if drop else forms
+            out.append(read_only(np.ascontiguousarray(table).reshape(-1, model.n_actions[i])))
+        return tuple(out)
 
     # ------------------------------------------------------------------ solves
     def solve_values(self, r: FloatArray) -> LinearSolve:
@@ -866,7 +1137,7 @@ class MatrixFreeOperator:
 
         shape = (self.n_states, self.n_states)
         system = spla.LinearOperator(shape, matvec=matvec, dtype=np.float64)
-        use_krylov = self.solver == "gmres"
+        use_krylov = self.solver != "fixed-point"
         res = norm(residual)
         while True:
             bound = (res + allowance(x)) / contraction
@@ -883,10 +1154,13 @@ class MatrixFreeOperator:
                 # GMRES stops on the 2-norm, so scale the goal by this residual's norm ratio
                 goal = max(0.5 * (target * contraction - allowance(x)), 0.25 * target * contraction)
                 ratio = float(np.linalg.norm(residual)) / res if res > 0.0 else 1.0
-                d, _ = spla.gmres(
-                    system, residual, rtol=0.0, atol=goal * ratio, restart=self.restart,
-                    maxiter=_GMRES_CYCLES,
-                )
+                if self.solver == "gmres":
+                    d, _ = spla.gmres(
+                        system, residual, rtol=0.0, atol=goal * ratio, restart=self.restart,
+                        maxiter=_GMRES_CYCLES,
+                    )
+                else:
+                    d = _bicgstab(matvec, residual, goal * ratio, _BICGSTAB_ITERATIONS)
                 candidate = x + d
                 if np.all(np.isfinite(candidate)):
                     cand_residual = b - matvec(candidate)
