@@ -33,7 +33,9 @@ agent), not ``|S|``.  Derivations, the cost formula and the tests that check eac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from math import ceil, frexp, ldexp, log, prod
@@ -498,9 +500,9 @@ def matrix_free_memory(
     for an application's result, and the Krylov vectors of ``|S|`` floats
     (``restart + 5`` for GMRES, ``7 + 5`` for BiCGSTAB, ``5`` for the fixed point).
     Gradient: ``stored_floats + 2 buffer_floats`` for the reverse-mode differentiation of
-    one application (:meth:`MatrixFreeOperator.factor_gradients`).  Both: ``8 + 6 max|A_i|``
-    vectors of ``|S|`` for the occupancy, values, rewards and the per-agent tables of the
-    gradient, ``3 columns |S|`` for multi-column right-hand sides, and the local factors.
+    one application (:meth:`MatrixFreeOperator.factor_gradients`).  Both: ``8 + 2 max|A_i|``
+    vectors of ``|S|`` for the occupancy, values, rewards and one ``(|S|, |A_i|)`` table of
+    :meth:`MatrixFreeOperator.apply_agent`, ``3 columns |S|`` for multi-column right-hand sides, and the local factors.
     Linear in ``|S|``.
     """
     n_joint = plan.n_joint
@@ -511,7 +513,7 @@ def matrix_free_memory(
     krylov = {"gmres": restart + 5, "fixed-point": 5}.get(solver, _BICGSTAB_VECTORS + 5)
     solving = 2 * columns * plan.buffer_floats + columns * n_joint + krylov * n_joint
     gradient = plan.stored_floats + 2 * plan.buffer_floats
-    held = (8 + 6 * max(model.n_actions) + 3 * columns) * n_joint
+    held = (8 + 2 * max(model.n_actions) + 3 * columns) * n_joint
     return predicted_bytes(max(solving, gradient), held, factors)
 
 
@@ -558,6 +560,97 @@ def _step_product(mat: FloatArray, t: FloatArray, out: FloatArray) -> FloatArray
     if whole < y:
         np.matmul(mat, t[..., whole:], out=out[..., whole:])
     return out
+
+
+def default_threads() -> int:
+    """Threads an application splits its contraction steps over: ``MARL_ORACLE_THREADS`` if
+    set (a positive integer), else ``min(2, os.cpu_count())``.  Each thread issues BLAS
+    products below OpenBLAS's own threading threshold (:data:`_BLAS_PRODUCT`), so the two
+    never oversubscribe the cores."""
+    raw = os.environ.get("MARL_ORACLE_THREADS")
+    if raw is not None:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ModelError(f"MARL_ORACLE_THREADS = {raw!r}, expected a positive integer")
+        return value
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+_PARALLEL_WORK = 1 << 19
+"""Smallest step (multiply-adds plus floats copied) worth splitting over threads."""
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(max_workers=threads)
+    return _POOLS[threads]
+
+
+def _halves(size: int, parts: int) -> list[slice]:
+    bounds = [size * k // parts for k in range(parts + 1)]
+    return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+
+
+def _split_axis(shape: Sequence[int], threads: int) -> int | None:
+    """The axis to split work over: the first whose size reaches ``threads``, else none."""
+    for axis in (0, len(shape) - 1, *range(1, len(shape) - 1)):
+        if shape[axis] >= threads:
+            return axis
+    return None
+
+
+def _parallel(
+    call: Callable[..., object], arrays: Sequence[FloatArray], work: int, threads: int
+) -> None:
+    """``call(*arrays)`` with the arrays (all of one shape along the split axis) cut into
+    ``threads`` slabs along one axis and the slabs run on a thread pool (numpy releases the
+    GIL in products and copies); the slabs are disjoint, so the result is the same."""
+    axis = _split_axis(arrays[-1].shape, threads) if threads > 1 else None
+    if axis is None or work < _PARALLEL_WORK:
+        call(*arrays)
+        return
+    index = [slice(None)] * arrays[-1].ndim
+    jobs = []
+    for part in _halves(arrays[-1].shape[axis], threads):
+        index[axis] = part
+        jobs.append(_pool(threads).submit(call, *(a[tuple(index)] for a in arrays)))
+    for job in jobs:
+        job.result()
+
+
+def _step(mat: FloatArray, t: FloatArray, out: FloatArray, threads: int) -> FloatArray:
+    """:func:`_step_product` split over ``threads`` along ``x`` or ``y`` (never ``b``, which
+    the matrix is indexed by)."""
+    x, b, c, y = t.shape
+    big = out.size * c >= _PARALLEL_WORK
+    if threads > 1 and big and x < threads and y >= threads:
+        jobs = []
+        for part in _halves(y, threads):
+            jobs.append(
+                _pool(threads).submit(_step_product, mat, t[..., part], out[..., part])
+            )
+        for job in jobs:
+            job.result()
+        return out
+    if threads > 1 and big and x >= threads:
+        jobs = [
+            _pool(threads).submit(_step_product, mat, t[part], out[part])
+            for part in _halves(x, threads)
+        ]
+        for job in jobs:
+            job.result()
+        return out
+    return _step_product(mat, t, out)
+
+
+def _copy(dst: FloatArray, src: FloatArray, threads: int) -> None:
+    """``np.copyto(dst, src)`` split over threads along the first axis."""
+    _parallel(np.copyto, (dst, src), dst.size, threads)
 
 
 def _bicgstab(
@@ -737,6 +830,9 @@ class MatrixFreeOperator:
             residual and the certificate; one that does not halve the residual hands over
             to the fixed point.
 
+        threads: threads each contraction step and copy is split over (disjoint slabs, so
+            the same sums): :func:`default_threads` unless given.
+
     Applications reuse two work buffers held by the operator, so one operator must not be
     applied from two threads at once.
     """
@@ -752,6 +848,7 @@ class MatrixFreeOperator:
         memory_limit: float | None = None,
         plan: ContractionPlan | None = None,
         solver: Literal["bicgstab", "gmres", "fixed-point"] = "bicgstab",
+        threads: int | None = None,
     ) -> None:
         if policy.model is not model:
             raise ModelError("policy was built for a different NetworkedMDP")
@@ -781,6 +878,11 @@ class MatrixFreeOperator:
         ):
             raise ModelError("plan was built for another graph, state counts or radius")
         self._memory_limit = memory_limit
+        if threads is None:
+            threads = default_threads()
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ModelError(f"threads = {threads!r}, expected a positive integer")
+        self.threads = threads
         self.restart = krylov_restart(model, plan, memory_limit)
         check_memory(
             matrix_free_memory(model, plan, restart=self.restart, solver=solver),
@@ -857,12 +959,12 @@ class MatrixFreeOperator:
                 )
                 held = 0 if held != 0 else 1
                 dst = work[held][: src.size].reshape(src.shape)
-                np.copyto(dst, src)
+                _copy(dst, src, self.threads)
                 t = dst
             held = 0 if held != 0 else 1
             size = x * b * step.introduced_size * y * cols
             out = work[held][:size].reshape(x, b, step.introduced_size, y * cols)
-            t = _step_product(mat, t.reshape(x, b, c, y * cols), out)
+            t = _step(mat, t.reshape(x, b, c, y * cols), out, self.threads)
         result = np.empty((self.n_states, cols))
         np.copyto(
             result.reshape([s for s in plan.n_states if s > 1] + [cols]),
@@ -884,15 +986,16 @@ class MatrixFreeOperator:
         src = canonical.transpose((*np.argsort(plan.final_permutation), last))
         held = 0
         t: FloatArray = work[held][: src.size].reshape(src.shape)
-        np.copyto(t, src)
+        _copy(t, src, self.threads)
         for step, mat in zip(reversed(plan.steps), reversed(matrices), strict=True):
             x, b, c, y = step.sizes
             held = 1 - held
             out = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
-            t = _step_product(
+            t = _step(
                 np.swapaxes(mat, 1, 2),
                 t.reshape(x, b, step.introduced_size, y * cols),
                 out,
+                self.threads,
             )
             if step.permutation is not None:
                 permuted = (*(step.layout[p] for p in step.permutation), cols)
@@ -900,7 +1003,7 @@ class MatrixFreeOperator:
                 src = t.reshape(permuted).transpose(back)
                 held = 1 - held
                 dst = work[held][: src.size].reshape(src.shape)
-                np.copyto(dst, src)
+                _copy(dst, src, self.threads)
                 t = dst
         result = np.empty((self.n_states, cols))
         np.copyto(result, t.reshape(self.n_states, cols))
@@ -986,7 +1089,7 @@ class MatrixFreeOperator:
                 t = np.ascontiguousarray(t.reshape(step.layout).transpose(step.permutation))
             t4 = t.reshape(x, b, c, y)
             inputs.append(t4)
-            t = _step_product(mat, t4, np.empty((x, b, step.introduced_size, y)))
+            t = _step(mat, t4, np.empty((x, b, step.introduced_size, y)), self.threads)
         g: FloatArray = np.ascontiguousarray(
             np.ascontiguousarray(u_arr).reshape(shape).transpose(np.argsort(plan.final_permutation))
         )
@@ -1009,7 +1112,7 @@ class MatrixFreeOperator:
             ):
                 grads[i] = read_only(d_i)
             if k > 0:
-                g = _step_product(np.swapaxes(mat, 1, 2), g4, np.empty((x, b, c, y)))
+                g = _step(np.swapaxes(mat, 1, 2), g4, np.empty((x, b, c, y)), self.threads)
                 if step.permutation is not None:
                     permuted = tuple(step.layout[p] for p in step.permutation)
                     g = np.ascontiguousarray(

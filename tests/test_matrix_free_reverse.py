@@ -1,0 +1,246 @@
+"""Reverse-mode factor gradients, threaded applications and BiCGSTAB of the matrix-free
+operator (``proofs_notes/matrix-free.md#reverse``, ``#threads``, ``#krylov``)."""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reference.errors import ModelError
+from reference.instances import line_message
+from reference.networked import (
+    DenseOperator,
+    EntropyUtility,
+    Graph,
+    LocalizedSoftmaxPolicy,
+    MatrixFreeOperator,
+    NetworkedMDP,
+    contraction_plan,
+    solve,
+)
+from reference.networked import matrix_free
+from verify import strategies as mst
+from verify.tolerances import contraction_tolerance
+
+_MODELS = mst.networked_mdps(
+    max_agents=6, max_local_states=3, max_local_actions=3, max_joint_states=64
+)
+
+
+def _reverse_depth(op: MatrixFreeOperator) -> int:
+    """Roundings along one path of the reverse route: the forward chain of ``v``, the adjoint
+    chain of ``u``, the pair contraction (at most ``|S|`` terms), the product rule (at most
+    the entries of a step matrix, twice), the contraction with ``K_i^b`` and the marginal
+    (at most ``|S|`` terms)."""
+    plan = op.plan
+    entries = max(s.sizes[1] * s.introduced_size * s.sizes[2] for s in plan.steps)
+    return plan.depth + plan.transpose_depth + 2 * plan.n_joint + 2 * entries + max(plan.n_states) + 4
+
+
+@given(model=_MODELS, seed=mst.seeds(), beta=st.integers(0, 2), grouped=st.booleans())
+def test_agent_forms_match_one_agent_application_each(
+    model: NetworkedMDP, seed: int, beta: int, grouped: bool
+) -> None:
+    """T_i[o, b] = sum_{o_i(s) = o} u(s) (P^(i,b) v)(s) from one reverse-mode sweep equals the
+    marginal of u * apply_agent(i, v), agent by agent (two routes through the same factors),
+    within the derived rounding of both."""
+    rng = np.random.default_rng(seed)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    plan = contraction_plan(model, beta, max_group=8 if grouped else 1)
+    op = MatrixFreeOperator(model, pol, plan=plan)
+    u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
+    forms = op.agent_forms(u, v)
+    scale = 2.0 * float(np.sum(np.abs(u))) * float(np.max(np.abs(v)))
+    tol = contraction_tolerance(_reverse_depth(op) + plan.depth + 2 * op.n_states, scale)
+    for i in range(model.n):
+        want = model.states.marginal(u[:, None] * op.apply_agent(i, v), pol.observed[i])
+        assert forms[i].shape == want.shape
+        np.testing.assert_allclose(forms[i], want, rtol=0, atol=tol)
+
+
+@given(model=_MODELS, seed=mst.seeds(), beta=st.integers(0, 2), grouped=st.booleans())
+def test_factor_gradients_are_the_derivatives_of_u_p_v(
+    model: NetworkedMDP, seed: int, beta: int, grouped: bool
+) -> None:
+    """u^T P v is linear in each factor M_i, so <Y_i, H> = u^T P[M_i -> H] v for any H shaped
+    like M_i: the right side by a forward contraction with the factor replaced."""
+    rng = np.random.default_rng(seed)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    plan = contraction_plan(model, beta, max_group=8 if grouped else 1)
+    op = MatrixFreeOperator(model, pol, plan=plan)
+    u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
+    grads = op.factor_gradients(u, v)
+    for i in range(model.n):
+        h = rng.random(op.factors[i].shape)  # non-negative: row sums at most |S_i|
+        factors = list(op.factors)
+        factors[i] = h
+        mats = [
+            matrix_free._step_matrix(step, plan.supports, [factors[a] for a in step.agents],
+                                     model.n_states)
+            for step in plan.steps
+        ]
+        direct = float(u @ op._forward(v, mats))
+        scale = float(np.sum(np.abs(u))) * float(np.max(np.abs(v))) * max(model.n_states)
+        tol = contraction_tolerance(_reverse_depth(op) + plan.depth + op.n_states + h.size, scale)
+        assert abs(float(np.sum(grads[i] * h)) - direct) <= tol
+
+
+def test_factor_gradients_reject_bad_shapes_and_respect_the_memory_limit() -> None:
+    inst = line_message(4)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model)
+    op = MatrixFreeOperator(inst.model, pol)
+    ok = np.ones(op.n_states)
+    with pytest.raises(ModelError, match=r"u has shape \(3,\)"):
+        op.factor_gradients(np.ones(3), ok)
+    with pytest.raises(ModelError, match=r"v has shape \(16, 1\)"):
+        op.factor_gradients(ok, np.ones((16, 1)))
+    small = MatrixFreeOperator(inst.model, pol, memory_limit=64 * 1024)
+    small._memory_limit = 64  # the operator fits; the stored inputs of 16 states do not
+    with pytest.raises(ModelError, match="factor gradients"):
+        small.factor_gradients(ok, ok)
+
+
+def test_threaded_applications_equal_the_single_threaded_ones() -> None:
+    """Two and three threads (:func:`_check_threads`)."""
+    for threads in (2, 3):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            _check_threads(monkeypatch, threads)
+
+
+def _check_threads(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    """With the splitting threshold forced to zero every step and copy of a small instance is
+    split into slabs (along x, or y when x is too short).  The slabs are disjoint, but BLAS
+    may block a slab's products differently, so entries agree within the rounding of both
+    evaluations (and the solves within both certificates)."""
+    monkeypatch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+    submitted: list[int] = []
+    real_pool = matrix_free._pool
+
+    def spy(count: int) -> object:
+        submitted.append(count)
+        return real_pool(count)
+
+    monkeypatch.setattr(matrix_free, "_pool", spy)
+    rng = np.random.default_rng(threads)
+    graph = Graph.ring(6)
+    sizes = (3, 2, 2, 3, 2, 2)
+    kernels = tuple(
+        rng.dirichlet(np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), 2))
+        for i in range(6)
+    )
+    model = NetworkedMDP(graph, sizes, (2,) * 6, kernels, 0.9, tuple(np.ones(k) / k for k in sizes))
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    for max_group in (1, 8):
+        plan = contraction_plan(model, 1, max_group=max_group)
+        one = MatrixFreeOperator(model, pol, plan=plan, threads=1)
+        many = MatrixFreeOperator(model, pol, plan=plan, threads=threads)
+        v = rng.standard_normal(one.n_states)
+        cols = rng.standard_normal((one.n_states, 3))
+        # entries of P v: scale rho ||v||_inf (rho <= 1 + slack); of P^T u: the column's l1 norm
+        tol = contraction_tolerance(2 * plan.depth, 2.0 * float(np.max(np.abs(v))))
+        np.testing.assert_allclose(many.apply(v), one.apply(v), rtol=0, atol=tol)
+        t_tol = contraction_tolerance(2 * plan.transpose_depth, 2.0 * float(np.sum(np.abs(cols))))
+        np.testing.assert_allclose(
+            many.apply_transpose(cols), one.apply_transpose(cols), rtol=0, atol=t_tol
+        )
+        f_tol = contraction_tolerance(
+            2 * _reverse_depth(one), 2.0 * float(np.sum(np.abs(v))) * float(np.max(np.abs(v)))
+        )
+        for a, b in zip(many.agent_forms(v, v), one.agent_forms(v, v), strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=f_tol)
+        x1, x2 = one.solve_values(v), many.solve_values(v)
+        assert float(np.max(np.abs(x1.x - x2.x))) <= x1.error_bound + x2.error_bound
+        # and the slabs were really cut and run on the pool
+        assert submitted and set(submitted) == {threads}
+
+
+def test_threads_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    inst = line_message(3)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ModelError, match="threads = "):
+            MatrixFreeOperator(inst.model, pol, threads=bad)  # type: ignore[arg-type]
+    monkeypatch.setenv("MARL_ORACLE_THREADS", "3")
+    assert matrix_free.default_threads() == 3
+    assert MatrixFreeOperator(inst.model, pol).threads == 3
+    for bad_env in ("0", "two", ""):
+        monkeypatch.setenv("MARL_ORACLE_THREADS", bad_env)
+        with pytest.raises(ModelError, match="MARL_ORACLE_THREADS"):
+            matrix_free.default_threads()
+    monkeypatch.delenv("MARL_ORACLE_THREADS")
+    assert 1 <= matrix_free.default_threads() <= 2
+
+
+@pytest.mark.parametrize("solver", ["bicgstab", "gmres"])
+def test_krylov_solves_beat_the_fixed_point_count(solver: str) -> None:
+    """On a coupled ring the Krylov solves certify 1e-10 in well under a quarter of the
+    fixed-point iteration's a priori count k = ceil(log(acc) / log(gamma rho)) (the fixed
+    point itself contracts the slow mode along the constant vector by exactly gamma per step,
+    so a Krylov route that silently fell back to it would need about k)."""
+    rng = np.random.default_rng(5)
+    graph = Graph.ring(8)
+    kernels = tuple(
+        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(8)
+    )
+    model = NetworkedMDP(graph, (2,) * 8, (2,) * 8, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(8)))
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    op = MatrixFreeOperator(model, pol, solver=solver)  # type: ignore[arg-type]
+    k = matrix_free.fixed_point_iterations(model.gamma * op.row_sum_bound, op.accuracy)
+    r = rng.random(op.n_states)
+    fixed = MatrixFreeOperator(model, pol, solver="fixed-point").solve_values(r)
+    assert fixed.iterations > k // 2  # the fallback really is slow here
+    for got in (op.solve_values(r), op.solve_occupancy(model.joint_rho())):
+        assert got.iterations < k // 4
+
+
+def test_matrix_free_gradient_with_reverse_forms_matches_dense_at_scale() -> None:
+    """The whole matrix-free gradient (reverse-mode forms, BiCGSTAB, threads with the
+    splitting threshold at its default) against the dense route on a 2^10-state ring, the
+    largest size the dense LU checks quickly: within the gradient's derived agreement."""
+    from verify.operators import compare_solutions
+
+    rng = np.random.default_rng(12)
+    graph = Graph.ring(10)
+    kernels = tuple(
+        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(10)
+    )
+    model = NetworkedMDP(graph, (2,) * 10, (2,) * 10, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(10)))
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    utils = [EntropyUtility((2, 2), 0.9, 1e-3) for _ in range(10)]
+    op = MatrixFreeOperator(model, pol)
+    mf = solve(model, pol, utils, operator=op)
+    dense = solve(model, pol, utils, operator=DenseOperator(model, pol))
+    cmp = compare_solutions(dense, mf, op)
+    assert cmp.agrees, cmp
+
+
+def test_agent_forms_on_rings_whose_adjoint_reorders_axes() -> None:
+    """Rings contracted one agent per step permute the intermediate at later steps by
+    permutations that are not their own inverses (ring(5), beta 1: (2, 1, 3, 4, 0, ...)), so
+    the adjoint chain must undo each with its inverse; checked on rings of 4 to 6 agents with
+    mixed local sizes, beta 0 to 2, both groupings."""
+    rng = np.random.default_rng(21)
+    for n in (4, 5, 6):
+        graph = Graph.ring(n)
+        sizes = tuple(int(k) for k in rng.integers(2, 4, size=n))
+        kernels = tuple(
+            rng.dirichlet(np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), 2))
+            for i in range(n)
+        )
+        model = NetworkedMDP(graph, sizes, (2,) * n, kernels, 0.9, tuple(np.ones(k) / k for k in sizes))
+        for beta in (0, 1, 2):
+            pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+            for max_group in (1, 8):
+                plan = contraction_plan(model, beta, max_group=max_group)
+                op = MatrixFreeOperator(model, pol, plan=plan)
+                u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
+                forms = op.agent_forms(u, v)
+                scale = 2.0 * float(np.sum(np.abs(u))) * float(np.max(np.abs(v)))
+                tol = contraction_tolerance(_reverse_depth(op) + plan.depth + 2 * op.n_states, scale)
+                for i in range(n):
+                    want = model.states.marginal(u[:, None] * op.apply_agent(i, v), pol.observed[i])
+                    np.testing.assert_allclose(forms[i], want, rtol=0, atol=tol)
