@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from typing import Any
@@ -47,17 +48,21 @@ from reference.networked import (
     NetworkedMDP,
     solve,
 )
+from reference.networked.matrix_free import _copy
 
 
-def ring(n: int, seed: int) -> NetworkedMDP:
-    """The seeded random binary ring of ``n`` agents (``SeedSequence(seed, spawn_key=(n,))``)."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(n,)))
+def ring(n: int, seed: int, local: int = 2) -> NetworkedMDP:
+    """The seeded random ring of ``n`` agents with ``local`` states and actions each
+    (``SeedSequence(seed, spawn_key=(n,))`` for ``local = 2``, ``(n, local)`` otherwise)."""
+    key = (n,) if local == 2 else (n, local)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
     graph = Graph.ring(n)
     kernels = tuple(
-        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(n)
+        rng.dirichlet(np.ones(local), size=(local ** len(graph.neighbourhood(i)), local))
+        for i in range(n)
     )
-    rho = tuple(rng.dirichlet(np.ones(2)) for _ in range(n))
-    return NetworkedMDP(graph, (2,) * n, (2,) * n, kernels, 0.9, rho)
+    rho = tuple(rng.dirichlet(np.ones(local)) for _ in range(n))
+    return NetworkedMDP(graph, (local,) * n, (local,) * n, kernels, 0.9, rho)
 
 
 def plan_bytes(op: MatrixFreeOperator) -> int:
@@ -79,9 +84,59 @@ def best(call: Any, repeats: int) -> float:
     return min(times)
 
 
+def peak_rss() -> int:
+    """Peak resident set of this process in bytes (``VmHWM``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One row, in this process (the parent runs each ``n`` in a fresh one)."""
+    model = ring(n, args.seed, args.local)
+    key = (n, 1) if args.local == 2 else (n, args.local, 1)
+    rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=key))
+    policy = LocalizedSoftmaxPolicy.random(model, args.beta, rng)
+    op = MatrixFreeOperator(model, policy, memory_limit=args.memory_limit)
+    v = rng.random(op.n_states)
+    op.apply(v)  # warm the buffers
+    apply_s = best(lambda: op.apply(v), args.repeats)
+    dst = np.empty_like(v)
+    copy_one = best(lambda: np.copyto(dst, v), args.repeats)
+    copy_threads = best(lambda: _copy(dst, v, op.threads), args.repeats)
+    copy_s = min(copy_one, copy_threads)
+    moved = plan_bytes(op)
+    floor = 16 * op.n_states
+    row: dict[str, Any] = {
+        "n": n, "local_states": args.local, "joint_states": op.n_states,
+        "threads": op.threads, "apply_s": apply_s, "bytes": moved, "floor_bytes": floor,
+        "achieved_bytes_per_s": moved / apply_s, "copy_s": copy_s,
+        "copy_bytes_per_s": floor / copy_s, "ratio": (moved / apply_s) / (floor / copy_s),
+        "applications_per_copy": apply_s / copy_s,
+    }
+    if n <= args.gradient_max:
+        k = args.local
+        utils = [EntropyUtility((k, k), model.gamma, 1e-3) for _ in range(n)]
+        start = time.perf_counter()
+        sol = solve(model, policy, utils, operator=op)
+        row["gradient_s"] = time.perf_counter() - start
+        row["applications"] = sol.iterations
+        row["occupancy_error_bound"] = sol.occupancy_error_bound
+        row["value_error_bound"] = sol.value_error_bound
+    row["peak_rss_bytes"] = peak_rss()
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", default="16,18,20,22,24")
+    parser.add_argument("--local", type=int, default=2,
+                        help="local states (and actions) per agent (default 2)")
     parser.add_argument("--gradient-max", type=int, default=20)
     parser.add_argument("--beta", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
@@ -89,46 +144,33 @@ def main() -> int:
     parser.add_argument("--memory-limit", type=float, default=6 * 2**30,
                         help="memory limit for the operator (bytes, default 6 GiB)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(measure(args.one, args)))
+        return 0
     rows = []
-    print(f"{'n':>3} {'|S|':>9} {'apply ms':>9} {'MiB moved':>10} {'floor MiB':>10} "
+    print(f"{'n':>3} {'|S|':>9} {'thr':>3} {'apply ms':>9} {'MiB moved':>10} {'floor MiB':>10} "
           f"{'achieved GB/s':>14} {'copy ms':>8} {'copy GB/s':>10} {'ratio':>6} "
-          f"{'apps x copy':>11} {'grad s':>7} {'applic.':>8}", flush=True)
+          f"{'apps x copy':>11} {'grad s':>7} {'applic.':>8} {'peak GiB':>9}", flush=True)
     for n in (int(x) for x in args.n.split(",")):
-        model = ring(n, args.seed)
-        rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(n, 1)))
-        policy = LocalizedSoftmaxPolicy.random(model, args.beta, rng)
-        op = MatrixFreeOperator(model, policy, memory_limit=args.memory_limit)
-        v = rng.random(op.n_states)
-        op.apply(v)  # warm the buffers
-        apply_s = best(lambda o=op, x=v: o.apply(x), args.repeats)
-        dst = np.empty_like(v)
-        copy_s = best(lambda d=dst, x=v: np.copyto(d, x), args.repeats)
-        moved = plan_bytes(op)
-        floor = 16 * op.n_states
-        achieved = moved / apply_s
-        copy_bw = floor / copy_s
-        row: dict[str, Any] = {
-            "n": n, "joint_states": op.n_states, "apply_s": apply_s, "bytes": moved,
-            "floor_bytes": floor, "achieved_bytes_per_s": achieved, "copy_s": copy_s,
-            "copy_bytes_per_s": copy_bw, "ratio": achieved / copy_bw,
-            "applications_per_copy": apply_s / copy_s,
-        }
-        grad = "-"
-        apps = "-"
-        if n <= args.gradient_max:
-            utils = [EntropyUtility((2, 2), model.gamma, 1e-3) for _ in range(n)]
-            start = time.perf_counter()
-            sol = solve(model, policy, utils, operator=op)
-            row["gradient_s"] = time.perf_counter() - start
-            row["applications"] = sol.iterations
-            grad, apps = f"{row['gradient_s']:.2f}", str(sol.iterations)
+        child = [sys.executable, __file__, "--one", str(n)] + [
+            arg for arg in sys.argv[1:] if arg != "--json"
+        ]
+        done = subprocess.run(child, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"{n:>3} failed: {done.stderr.strip().splitlines()[-1]}", flush=True)
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{n:>3} {op.n_states:>9} {apply_s * 1e3:>9.1f} {moved / 2**20:>10.0f} "
-              f"{floor / 2**20:>10.0f} {achieved / 1e9:>14.2f} {copy_s * 1e3:>8.1f} "
-              f"{copy_bw / 1e9:>10.2f} {achieved / copy_bw:>6.2f} {apply_s / copy_s:>11.1f} "
-              f"{grad:>7} {apps:>8}", flush=True)
-        del op, v, dst
+        grad = f"{row['gradient_s']:.2f}" if "gradient_s" in row else "-"
+        apps = str(row["applications"]) if "applications" in row else "-"
+        print(f"{n:>3} {row['joint_states']:>9} {row['threads']:>3} {row['apply_s'] * 1e3:>9.1f} "
+              f"{row['bytes'] / 2**20:>10.0f} {row['floor_bytes'] / 2**20:>10.0f} "
+              f"{row['achieved_bytes_per_s'] / 1e9:>14.2f} {row['copy_s'] * 1e3:>8.1f} "
+              f"{row['copy_bytes_per_s'] / 1e9:>10.2f} {row['ratio']:>6.2f} "
+              f"{row['applications_per_copy']:>11.1f} {grad:>7} {apps:>8} "
+              f"{row['peak_rss_bytes'] / 2**30:>9.2f}", flush=True)
     if args.json:
         print(json.dumps(rows))
     return 0

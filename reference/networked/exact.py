@@ -321,12 +321,13 @@ def solve(
             states.marginal(lam_S[:, None] * op.apply_agent(i, Vbar), policy.observed[i])
             for i in range(n)
         )
-    weights = np.stack([lam_S, lam_S * (Rbar - Vbar)], axis=1)
+    weighted = lam_S * (Rbar - Vbar)
     grads = []
     for i in range(n):
         obs = policy.observed[i]
         # the other terms of Qbar^{(i)}(s, b) - Vbar(s) are functions of o_i(s) (i in N_i^beta)
-        mass, advantage = states.marginal(weights, obs).T
+        mass = states.marginal(lam_S, obs)
+        advantage = states.marginal(weighted, obs)
         own = rewards[i][_own_digit(model, obs, i)]  # r_i(s_i(o), b)
         q_i = (own - tables[i][:, None]) * (mass / n)[:, None]
         q_i += advantage[:, None]

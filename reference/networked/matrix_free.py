@@ -101,14 +101,14 @@ _SUBNORMAL = 2.0**-1074
 """The smallest positive float64: the rounding of scaling a subnormal entry by a power of
 two."""
 
-_GROUP_ENTRIES = 1 << 14
+_GROUP_ENTRIES = 1 << 12
 """Largest merged step factor ``F_G`` (entries) the grouping may form; one agent's own factor
 is always allowed whatever its size."""
 
 _GROUP_AGENTS = 8
 """Most agents merged into one step."""
 
-_PASS_COST = 32.0
+_PASS_COST = 16.0
 """Cost, in multiply-adds, of streaming one float of an intermediate through memory (the
 contractions are memory-bound); used only to compare candidate plans."""
 
@@ -653,50 +653,77 @@ def _copy(dst: FloatArray, src: FloatArray, threads: int) -> None:
     _parallel(np.copyto, (dst, src), dst.size, threads)
 
 
+def _dot(a: FloatArray, b: FloatArray) -> float:
+    """``<a, b>`` by numpy's own sum-of-products loop: no BLAS call, so no BLAS worker threads
+    wake up to compete with the contraction threads (``proofs_notes/matrix-free.md#threads``)."""
+    return float(np.einsum("i,i->", a, b))
+
+
+def _sup(x: FloatArray) -> float:
+    """``||x||_inf`` without a temporary array."""
+    return max(float(np.max(x)), -float(np.min(x))) if x.size else 0.0
+
+
+def _l1(x: FloatArray) -> float:
+    """``||x||_1`` (numpy's pairwise summation of ``|x|``)."""
+    return float(np.add.reduce(np.abs(x))) if x.size else 0.0
+
+
 def _bicgstab(
-    matvec: Callable[[FloatArray], FloatArray], b: FloatArray, atol: float, maxiter: int
+    matvec: Callable[[FloatArray, FloatArray], FloatArray],
+    b: FloatArray,
+    atol: float,
+    maxiter: int,
 ) -> FloatArray:
     """BiCGSTAB (van der Vorst 1992) for ``A d = b`` from ``d = 0``, stopped when the
     recursively updated residual has 2-norm below ``atol``, after ``maxiter`` iterations (two
-    products with ``A`` each) or at a breakdown; returns the last iterate.
+    products with ``A`` each) or at a breakdown; returns the last iterate.  ``matvec(y, out)``
+    writes ``A y`` into ``out``.
 
-    Short recurrences: seven vectors and about ten passes over them per iteration, against
-    GMRES's growing orthogonalisation (``j`` dot products and updates of ``|S|`` floats at
-    its ``j``-th iteration), which dominates at ``2^20`` joint states and more.  Nothing
-    here is trusted: the caller recomputes the residual of the returned iterate and
-    certifies it (``proofs_notes/matrix-free.md#krylov``)."""
+    Short recurrences: seven vectors updated in place, about ten passes over them per
+    iteration, against GMRES's growing orthogonalisation (``j`` dot products and updates of
+    ``|S|`` floats at its ``j``-th iteration), which dominates at ``2^20`` joint states and
+    more.  Nothing here is trusted: the caller recomputes the residual of the returned
+    iterate and certifies it (``proofs_notes/matrix-free.md#krylov``)."""
     x = np.zeros_like(b)
     r = b.copy()
-    shadow = b.copy()
+    shadow = b  # read only
     p = np.zeros_like(b)
     v = np.zeros_like(b)
+    t = np.empty_like(b)
+    scratch = np.empty_like(b)
     rho = alpha = omega = 1.0
     for _ in range(maxiter):
-        rho_new = float(np.dot(shadow, r))
+        rho_new = _dot(shadow, r)
         if rho_new == 0.0 or omega == 0.0 or not np.isfinite(rho_new):
             break
         beta = (rho_new / rho) * (alpha / omega)
-        p -= omega * v
+        np.multiply(v, omega, out=scratch)
+        p -= scratch
         p *= beta
         p += r
-        v = matvec(p)
-        denominator = float(np.dot(shadow, v))
+        matvec(p, v)
+        denominator = _dot(shadow, v)
         if denominator == 0.0 or not np.isfinite(denominator):
             break
         alpha = rho_new / denominator
-        r -= alpha * v  # now s = r - alpha v
-        x += alpha * p
-        if float(np.linalg.norm(r)) < atol:
+        np.multiply(v, alpha, out=scratch)
+        r -= scratch  # now s = r - alpha v
+        np.multiply(p, alpha, out=scratch)
+        x += scratch
+        if _dot(r, r) < atol * atol:
             break
-        t = matvec(r)
-        tt = float(np.dot(t, t))
+        matvec(r, t)
+        tt = _dot(t, t)
         if tt == 0.0 or not np.isfinite(tt):
             break
-        omega = float(np.dot(t, r)) / tt
-        x += omega * r
-        r -= omega * t
+        omega = _dot(t, r) / tt
+        np.multiply(r, omega, out=scratch)
+        x += scratch
+        np.multiply(t, omega, out=scratch)
+        r -= scratch
         rho = rho_new
-        if float(np.linalg.norm(r)) < atol:
+        if _dot(r, r) < atol * atol:
             break
     return x
 
@@ -755,18 +782,36 @@ def _step_matrix(
     return np.ascontiguousarray(merged.transpose(axes)).reshape(b, step.introduced_size, c)
 
 
-def _pair_contraction(g: FloatArray, t: FloatArray) -> FloatArray:
+def _pair_contraction(g: FloatArray, t: FloatArray, threads: int) -> FloatArray:
     """``out[b, e, c] = sum_{x, y} g[x, b, e, y] t[x, b, c, y]``: the derivative of
-    ``<g, F t>`` in the step matrix ``F`` (one ``(E, XY) (XY, C)`` product per ``b``)."""
+    ``<g, F t>`` in the step matrix ``F``.  Per ``b`` one ``(E, XY) (XY, C)`` product, cut
+    along ``XY`` into products of at most :data:`_BLAS_PRODUCT` multiply-adds (so OpenBLAS
+    keeps each on the calling thread) whose partial sums are spread over ``threads``."""
     x, b, e, y = g.shape
     c = t.shape[2]
     out = np.empty((b, e, c))
+    width = x * y
+    chunk = max(1, _BLAS_PRODUCT // (e * c))
     for k in range(b):
         gk, tk = g[:, k], t[:, k]
         if x > 1:
             gk = np.ascontiguousarray(gk.transpose(1, 0, 2))
             tk = np.ascontiguousarray(tk.transpose(1, 0, 2))
-        np.matmul(gk.reshape(e, x * y), tk.reshape(c, x * y).T, out=out[k])
+        left, right = gk.reshape(e, width), tk.reshape(c, width)
+
+        def partial(part: slice, left: FloatArray = left, right: FloatArray = right) -> FloatArray:
+            acc = np.zeros((e, c))
+            for lo in range(part.start, part.stop, chunk):
+                hi = min(lo + chunk, part.stop)
+                acc += left[:, lo:hi] @ right[:, lo:hi].T
+            return acc
+
+        parts = _halves(width, threads if width * e * c >= _PARALLEL_WORK else 1)
+        if len(parts) == 1:
+            out[k] = partial(parts[0])
+        else:
+            jobs = [_pool(threads).submit(partial, part) for part in parts]
+            out[k] = sum((job.result() for job in jobs), np.zeros((e, c)))
     return out
 
 
@@ -942,8 +987,11 @@ class MatrixFreeOperator:
             self._work = (np.empty(floats), np.empty(floats))
         return self._work
 
-    def _forward(self, v: FloatArray, matrices: Sequence[FloatArray]) -> FloatArray:
-        """``sum_{s'} prod_i F_i[s_{D_i}, s'_i] v(s')`` for the factors behind ``matrices``."""
+    def _forward(
+        self, v: FloatArray, matrices: Sequence[FloatArray], out: FloatArray | None = None
+    ) -> FloatArray:
+        """``sum_{s'} prod_i F_i[s_{D_i}, s'_i] v(s')`` for the factors behind ``matrices``
+        (written into ``out``, of ``v``'s shape, when given)."""
         plan = self.plan
         arr, cols = self._columns(v, "v")
         work = self._workspace(plan.buffer_floats * cols)
@@ -963,19 +1011,23 @@ class MatrixFreeOperator:
                 t = dst
             held = 0 if held != 0 else 1
             size = x * b * step.introduced_size * y * cols
-            out = work[held][:size].reshape(x, b, step.introduced_size, y * cols)
-            t = _step(mat, t.reshape(x, b, c, y * cols), out, self.threads)
-        result = np.empty((self.n_states, cols))
-        np.copyto(
+            dest = work[held][:size].reshape(x, b, step.introduced_size, y * cols)
+            t = _step(mat, t.reshape(x, b, c, y * cols), dest, self.threads)
+        result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
+        _copy(
             result.reshape([s for s in plan.n_states if s > 1] + [cols]),
             t.reshape((*plan.final_layout, cols)).transpose(
                 (*plan.final_permutation, len(plan.final_layout))
             ),
+            self.threads,
         )
         return result[:, 0] if arr.ndim == 1 else result
 
-    def _backward(self, u: FloatArray, matrices: Sequence[FloatArray]) -> FloatArray:
-        """The adjoint of :meth:`_forward`: the steps reversed with ``F_G`` transposed."""
+    def _backward(
+        self, u: FloatArray, matrices: Sequence[FloatArray], out: FloatArray | None = None
+    ) -> FloatArray:
+        """The adjoint of :meth:`_forward`: the steps reversed with ``F_G`` transposed
+        (written into ``out``, of ``u``'s shape, when given)."""
         plan = self.plan
         arr, cols = self._columns(u, "u")
         work = self._workspace(plan.buffer_floats * cols)
@@ -990,11 +1042,11 @@ class MatrixFreeOperator:
         for step, mat in zip(reversed(plan.steps), reversed(matrices), strict=True):
             x, b, c, y = step.sizes
             held = 1 - held
-            out = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
+            dest = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
             t = _step(
                 np.swapaxes(mat, 1, 2),
                 t.reshape(x, b, step.introduced_size, y * cols),
-                out,
+                dest,
                 self.threads,
             )
             if step.permutation is not None:
@@ -1005,8 +1057,8 @@ class MatrixFreeOperator:
                 dst = work[held][: src.size].reshape(src.shape)
                 _copy(dst, src, self.threads)
                 t = dst
-        result = np.empty((self.n_states, cols))
-        np.copyto(result, t.reshape(self.n_states, cols))
+        result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
+        _copy(result, t.reshape(self.n_states, cols), self.threads)
         return result[:, 0] if arr.ndim == 1 else result
 
     def apply(self, v: FloatArray) -> FloatArray:
@@ -1100,7 +1152,7 @@ class MatrixFreeOperator:
             g4 = g.reshape(x, b, step.introduced_size, y)
             stored = inputs[k]
             assert stored is not None
-            d_step = _pair_contraction(g4, stored)
+            d_step = _pair_contraction(g4, stored, self.threads)
             inputs[k] = None
             members = [self.factors[i] for i in step.agents]
             for i, d_i in zip(
@@ -1201,10 +1253,10 @@ class MatrixFreeOperator:
         g, rho = self.gamma, self.row_sum_bound
         contraction = 1.0 - g * rho
         depth = self.plan.transpose_depth if transpose else self.plan.depth
-        step = self.apply_transpose if transpose else self.apply
+        step = self._backward if transpose else self._forward
 
         def norm(x: FloatArray) -> float:
-            return float(np.sum(np.abs(x))) if transpose else float(np.max(np.abs(x)))
+            return _l1(x) if transpose else _sup(x)
 
         b_norm = norm(b)
         target = self.accuracy * b_norm / (1.0 - g)
@@ -1231,12 +1283,14 @@ class MatrixFreeOperator:
         # allows that four times over plus eight GMRES cycles of restart + 1 applications
         budget = 4 * fixed_point_iterations(g * rho, self.accuracy) + 8 * self.restart + 8
 
-        def matvec(y: FloatArray) -> FloatArray:
+        def matvec(y: FloatArray, out: FloatArray | None = None) -> FloatArray:
             nonlocal applications
             applications += 1
             flat = np.asarray(y, dtype=np.float64).reshape(-1)
-            out: FloatArray = flat - g * step(flat)
-            return out
+            result = step(flat, self._matrices, out)
+            result *= -g
+            result += flat
+            return result
 
         shape = (self.n_states, self.n_states)
         system = spla.LinearOperator(shape, matvec=matvec, dtype=np.float64)
@@ -1256,7 +1310,7 @@ class MatrixFreeOperator:
                 # quarter of the target: the allowance is below half of it, see the floor);
                 # GMRES stops on the 2-norm, so scale the goal by this residual's norm ratio
                 goal = max(0.5 * (target * contraction - allowance(x)), 0.25 * target * contraction)
-                ratio = float(np.linalg.norm(residual)) / res if res > 0.0 else 1.0
+                ratio = float(np.sqrt(_dot(residual, residual))) / res if res > 0.0 else 1.0
                 if self.solver == "gmres":
                     d, _ = spla.gmres(
                         system, residual, rtol=0.0, atol=goal * ratio, restart=self.restart,

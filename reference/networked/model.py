@@ -142,8 +142,27 @@ class JointSpace:
             raise ModelError(f"values has shape {values.shape}, expected ({self.size}, ...)")
         full = tuple(s for s in self.sizes if s > 1)
         keep = self._tensor_shape(agents)
-        drop = tuple(axis for axis, (s, k) in enumerate(zip(full, keep, strict=True)) if s != k)
-        out: FloatArray = values.reshape(full + rest).sum(axis=drop)
+        # adjacent axes of the same kind (kept or summed) merged into one: fewer, longer axes
+        # for numpy's reduction (same sums, in the same order within each merged axis)
+        shape: list[int] = []
+        kept: list[bool] = []
+        for s, k in zip(full, keep, strict=True):
+            if kept and kept[-1] == (s == k):
+                shape[-1] *= s
+            else:
+                shape.append(s)
+                kept.append(s == k)
+        drop = tuple(axis for axis, flag in enumerate(kept) if not flag)
+        out: FloatArray
+        if not rest and drop and len(shape) <= 52:
+            # one vector: numpy's einsum sums it in one pass whatever the axis layout, where
+            # ndarray.sum over an outer axis with a short inner one takes several
+            letters = [chr(ord("a") + k) if k < 26 else chr(ord("A") + k - 26)
+                       for k in range(len(shape))]
+            kept_letters = "".join(c for c, flag in zip(letters, kept, strict=True) if flag)
+            out = np.einsum(f"{''.join(letters)}->{kept_letters}", values.reshape(shape))
+        else:
+            out = values.reshape((*shape, *rest)).sum(axis=drop)
         return out.reshape((self.sub_size(agents), *rest))
 
     def sub_size(self, agents: Sequence[int]) -> int:
