@@ -405,7 +405,9 @@ def test_krylov_failures_fall_back_to_the_fixed_point(
     def broken_gmres(system: object, rhs: np.ndarray, **kwargs: object) -> tuple[np.ndarray, int]:
         return update(rhs), 1
 
-    def broken_bicgstab(matvec: object, rhs: np.ndarray, atol: float, maxiter: int) -> np.ndarray:
+    def broken_bicgstab(
+        matvec: object, rhs: np.ndarray, atol: float, maxiter: int, **kwargs: object
+    ) -> np.ndarray:
         return update(rhs)
 
     monkeypatch.setattr(matrix_free.spla, "gmres", broken_gmres)

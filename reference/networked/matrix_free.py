@@ -42,6 +42,7 @@ from math import ceil, frexp, ldexp, log, prod
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse.linalg as spla
 from numpy.lib.stride_tricks import as_strided
 
@@ -653,10 +654,51 @@ def _copy(dst: FloatArray, src: FloatArray, threads: int) -> None:
     _parallel(np.copyto, (dst, src), dst.size, threads)
 
 
-def _dot(a: FloatArray, b: FloatArray) -> float:
-    """``<a, b>`` by numpy's own sum-of-products loop: no BLAS call, so no BLAS worker threads
-    wake up to compete with the contraction threads (``proofs_notes/matrix-free.md#threads``)."""
-    return float(np.einsum("i,i->", a, b))
+_CHUNK = 1 << 15
+"""Floats per fused piece of a vector update (256 KiB): the pieces of all operands of one
+update stay in cache between its numpy calls, so an update of several vectors streams each
+through memory once (``proofs_notes/matrix-free.md#krylov``)."""
+
+
+def _chunked(
+    kernel: Callable[[slice, FloatArray], tuple[float, ...]],
+    size: int,
+    threads: int,
+    width: int = 0,
+) -> tuple[float, ...]:
+    """``kernel(piece, scratch)`` over consecutive pieces of at most :data:`_CHUNK` entries
+    of ``range(size)``, the range cut into ``threads`` slabs run on the pool; returns the
+    entrywise sums of the ``width`` partial results (dot products).  ``scratch`` is a
+    private buffer of :data:`_CHUNK` floats per slab."""
+
+    def run(slab: slice) -> npt.NDArray[np.float64]:
+        scratch = np.empty(min(_CHUNK, max(1, slab.stop - slab.start)))
+        total = np.zeros(width)
+        for lo in range(slab.start, slab.stop, _CHUNK):
+            piece = slice(lo, min(lo + _CHUNK, slab.stop))
+            part = kernel(piece, scratch[: piece.stop - piece.start])
+            if width:
+                total += part
+        return total
+
+    if threads < 2 or size < _PARALLEL_WORK:
+        return tuple(float(v) for v in run(slice(0, size)))
+    jobs = [_pool(threads).submit(run, slab) for slab in _halves(size, threads)]
+    sums = np.zeros(width)
+    for job in jobs:
+        sums += job.result()
+    return tuple(float(v) for v in sums)
+
+
+def _dot(a: FloatArray, b: FloatArray, threads: int = 1) -> float:
+    """``<a, b>`` by numpy's own sum-of-products loop over pieces: no BLAS call, so no BLAS
+    worker threads wake up to compete with the contraction threads
+    (``proofs_notes/matrix-free.md#threads``)."""
+
+    def kernel(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
+        return (float(np.einsum("i,i->", a[piece], b[piece])),)
+
+    return _chunked(kernel, a.size, threads, 1)[0]
 
 
 def _sup(x: FloatArray) -> float:
@@ -674,56 +716,90 @@ def _bicgstab(
     b: FloatArray,
     atol: float,
     maxiter: int,
+    *,
+    threads: int = 1,
+    work: Sequence[FloatArray] | None = None,
 ) -> FloatArray:
     """BiCGSTAB (van der Vorst 1992) for ``A d = b`` from ``d = 0``, stopped when the
     recursively updated residual has 2-norm below ``atol``, after ``maxiter`` iterations (two
-    products with ``A`` each) or at a breakdown; returns the last iterate.  ``matvec(y, out)``
+    products with ``A`` each) or at a breakdown; returns the last iterate (a view of
+    ``work[0]`` when ``work``, five vectors shaped like ``b``, is given).  ``matvec(y, out)``
     writes ``A y`` into ``out``.
 
-    Short recurrences: seven vectors updated in place, about ten passes over them per
-    iteration, against GMRES's growing orthogonalisation (``j`` dot products and updates of
-    ``|S|`` floats at its ``j``-th iteration), which dominates at ``2^20`` joint states and
-    more.  Nothing here is trusted: the caller recomputes the residual of the returned
-    iterate and certifies it (``proofs_notes/matrix-free.md#krylov``)."""
-    x = np.zeros_like(b)
-    r = b.copy()
+    Short recurrences: five vectors besides ``b`` (the shadow residual), updated in place by
+    fused piecewise kernels (:func:`_chunked`), against GMRES's growing orthogonalisation
+    (``j`` dot products and updates of ``|S|`` floats at its ``j``-th iteration), which
+    dominates at ``2^20`` joint states and more.  Nothing here is trusted: the caller
+    recomputes the residual of the returned iterate and certifies it
+    (``proofs_notes/matrix-free.md#krylov``)."""
+    if work is None:
+        work = [np.empty_like(b) for _ in range(5)]
+    x, r, p, v, t = work
+    size = b.size
     shadow = b  # read only
-    p = np.zeros_like(b)
-    v = np.zeros_like(b)
-    t = np.empty_like(b)
-    scratch = np.empty_like(b)
+
+    def start(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
+        x[piece] = 0.0
+        p[piece] = 0.0
+        v[piece] = 0.0
+        r[piece] = b[piece]
+        return (float(np.einsum("i,i->", b[piece], b[piece])),)
+
+    rho_new = _chunked(start, size, threads, 1)[0]
     rho = alpha = omega = 1.0
     for _ in range(maxiter):
-        rho_new = _dot(shadow, r)
         if rho_new == 0.0 or omega == 0.0 or not np.isfinite(rho_new):
             break
         beta = (rho_new / rho) * (alpha / omega)
-        np.multiply(v, omega, out=scratch)
-        p -= scratch
-        p *= beta
-        p += r
+
+        def direction(piece: slice, scratch: FloatArray, beta: float = beta,
+                      omega: float = omega) -> tuple[float, ...]:
+            np.multiply(v[piece], omega, out=scratch)
+            np.subtract(p[piece], scratch, out=p[piece])
+            p[piece] *= beta
+            p[piece] += r[piece]
+            return ()
+
+        _chunked(direction, size, threads)
         matvec(p, v)
-        denominator = _dot(shadow, v)
+        denominator = _dot(shadow, v, threads)
         if denominator == 0.0 or not np.isfinite(denominator):
             break
         alpha = rho_new / denominator
-        np.multiply(v, alpha, out=scratch)
-        r -= scratch  # now s = r - alpha v
-        np.multiply(p, alpha, out=scratch)
-        x += scratch
-        if _dot(r, r) < atol * atol:
+
+        def half_step(piece: slice, scratch: FloatArray, alpha: float = alpha
+                      ) -> tuple[float, ...]:
+            np.multiply(v[piece], alpha, out=scratch)
+            r[piece] -= scratch  # now s = r - alpha v
+            np.multiply(p[piece], alpha, out=scratch)
+            x[piece] += scratch
+            return (float(np.einsum("i,i->", r[piece], r[piece])),)
+
+        if _chunked(half_step, size, threads, 1)[0] < atol * atol:
             break
         matvec(r, t)
-        tt = _dot(t, t)
+
+        def products(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
+            return (float(np.einsum("i,i->", t[piece], r[piece])),
+                    float(np.einsum("i,i->", t[piece], t[piece])))
+
+        tr, tt = _chunked(products, size, threads, 2)
         if tt == 0.0 or not np.isfinite(tt):
             break
-        omega = _dot(t, r) / tt
-        np.multiply(r, omega, out=scratch)
-        x += scratch
-        np.multiply(t, omega, out=scratch)
-        r -= scratch
-        rho = rho_new
-        if _dot(r, r) < atol * atol:
+        omega = tr / tt
+
+        def full_step(piece: slice, scratch: FloatArray, omega: float = omega
+                      ) -> tuple[float, ...]:
+            np.multiply(r[piece], omega, out=scratch)
+            x[piece] += scratch
+            np.multiply(t[piece], omega, out=scratch)
+            r[piece] -= scratch
+            return (float(np.einsum("i,i->", r[piece], r[piece])),
+                    float(np.einsum("i,i->", shadow[piece], r[piece])))
+
+        rr, next_rho = _chunked(full_step, size, threads, 2)
+        rho, rho_new = rho_new, next_rho
+        if rr < atol * atol:
             break
     return x
 
@@ -948,6 +1024,7 @@ class MatrixFreeOperator:
         self._agent_step = {i: k for k, s in enumerate(plan.steps) for i in s.agents}
         self._agent_cache: dict[tuple[int, int], FloatArray] = {}
         self._work: tuple[FloatArray, FloatArray] | None = None
+        self._krylov: list[FloatArray] | None = None
         # rho: product of the largest float row sums, each within (|S_i| - 1) eps of the true
         # sum of the float entries, plus n roundings of the product
         row_max = [float(np.max(f.sum(axis=-1))) for f in self.factors]
@@ -986,6 +1063,13 @@ class MatrixFreeOperator:
         if self._work is None or self._work[0].size < floats:
             self._work = (np.empty(floats), np.empty(floats))
         return self._work
+
+    def _krylov_work(self, size: int) -> list[FloatArray]:
+        """BiCGSTAB's five vectors, kept between solves (no page faults of fresh
+        ``|S|``-float arrays at every call)."""
+        if self._krylov is None or self._krylov[0].size != size:
+            self._krylov = [np.empty(size) for _ in range(5)]
+        return self._krylov
 
     def _forward(
         self, v: FloatArray, matrices: Sequence[FloatArray], out: FloatArray | None = None
@@ -1288,8 +1372,13 @@ class MatrixFreeOperator:
             applications += 1
             flat = np.asarray(y, dtype=np.float64).reshape(-1)
             result = step(flat, self._matrices, out)
-            result *= -g
-            result += flat
+
+            def finish(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
+                result[piece] *= -g
+                result[piece] += flat[piece]
+                return ()
+
+            _chunked(finish, result.size, self.threads)
             return result
 
         shape = (self.n_states, self.n_states)
@@ -1310,14 +1399,25 @@ class MatrixFreeOperator:
                 # quarter of the target: the allowance is below half of it, see the floor);
                 # GMRES stops on the 2-norm, so scale the goal by this residual's norm ratio
                 goal = max(0.5 * (target * contraction - allowance(x)), 0.25 * target * contraction)
-                ratio = float(np.sqrt(_dot(residual, residual))) / res if res > 0.0 else 1.0
+                ratio = (
+                    float(np.sqrt(_dot(residual, residual, self.threads))) / res
+                    if res > 0.0 else 1.0
+                )
                 if self.solver == "gmres":
                     d, _ = spla.gmres(
                         system, residual, rtol=0.0, atol=goal * ratio, restart=self.restart,
                         maxiter=_GMRES_CYCLES,
                     )
                 else:
-                    d = _bicgstab(matvec, residual, goal * ratio, _BICGSTAB_ITERATIONS)
+                    # BiCGSTAB stops on the 2-norm.  For the l1 certificate the stop is set so
+                    # that it implies the goal (||r||_1 <= sqrt(|S|) ||r||_2): the start's norm
+                    # ratio ends early once the residual spreads, costing a second call.  For the
+                    # inf-norm the start's ratio is kept (||r||_inf <= ||r||_2 would over-solve)
+                    safe = goal / np.sqrt(residual.size) if transpose else goal * ratio
+                    d = _bicgstab(
+                        matvec, residual, safe, _BICGSTAB_ITERATIONS,
+                        threads=self.threads, work=self._krylov_work(residual.size),
+                    )
                 candidate = x + d
                 if np.all(np.isfinite(candidate)):
                     cand_residual = b - matvec(candidate)

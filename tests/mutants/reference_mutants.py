@@ -683,7 +683,8 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "bicgstab-omega-step-reversed", "reference.networked.matrix_free", "_bicgstab",
-        "        x += omega * r\n", "        x -= omega * r\n",
+        "np.multiply(r[piece], omega, out=scratch)\n            x[piece] += scratch",
+        "np.multiply(r[piece], omega, out=scratch)\n            x[piece] -= scratch",
         "formula", ("test_matrix_free_reverse::test_krylov_solves_beat_the_fixed_point_count",),
         "BiCGSTAB's stabilising step applied with the wrong sign (the solve falls back to the "
         "fixed point: still certified, an order of magnitude slower)",
