@@ -46,6 +46,19 @@ def test_lift_and_marginal_match_the_digit_table(
     np.add.at(expected, idx, values)
     tol = summation_tolerance(space.size, float(np.max(np.abs(values))))
     np.testing.assert_allclose(space.marginal(values, agents), expected, rtol=0, atol=tol)
+    # one joint vector takes the one-pass einsum route: the same grouped sums
+    vector = values[:, 0]
+    np.testing.assert_allclose(
+        space.marginal(vector, agents), expected_vector := np.bincount(
+            idx, weights=vector, minlength=space.sub_size(agents)
+        ), rtol=0, atol=tol,
+    )
+    assert space.marginal(vector, agents).shape == expected_vector.shape
+    # add_lift adds the lifted table in place: one rounding per entry, so exactly out + t[code]
+    out = rng.standard_normal(space.size)
+    want = out + table[idx, 0]
+    space.add_lift(out, np.ascontiguousarray(table[:, 0]), agents)
+    np.testing.assert_array_equal(out, want)
     # <lift(t), v> = <t, marginal(v)>: both are sum_x t[code(x)] v[x]
     left = float(np.sum(space.lift(table, agents) * values))
     right = float(np.sum(table * space.marginal(values, agents)))
@@ -69,3 +82,7 @@ def test_wrong_table_shape_is_named() -> None:
         space.lift(np.zeros(2), (1,))
     with pytest.raises(ModelError, match=r"values has shape \(5,\), expected \(6, \.\.\.\)"):
         space.marginal(np.zeros(5), (1,))
+    with pytest.raises(ModelError, match=r"table has shape \(2,\), expected \(3,\)"):
+        space.add_lift(np.zeros(6), np.zeros(2), (1,))
+    with pytest.raises(ModelError, match=r"out has shape \(5,\), expected \(6,\)"):
+        space.add_lift(np.zeros(5), np.zeros(3), (1,))

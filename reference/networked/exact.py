@@ -223,8 +223,9 @@ def _team_policy_reward(policy: LocalizedSoftmaxPolicy, tables: Sequence[FloatAr
     states = policy.model.states
     total = np.zeros(states.size)
     for i, t in enumerate(tables):
-        total += states.lift(t, policy.observed[i])
-    return total / policy.model.n
+        states.add_lift(total, t, policy.observed[i])  # no lifted vector is formed
+    total /= policy.model.n
+    return total
 
 
 def objective(

@@ -599,6 +599,8 @@ def _halves(size: int, parts: int) -> list[slice]:
 
 def _split_axis(shape: Sequence[int], threads: int) -> int | None:
     """The axis to split work over: the first whose size reaches ``threads``, else none."""
+    if not shape:
+        return None
     for axis in (0, len(shape) - 1, *range(1, len(shape) - 1)):
         if shape[axis] >= threads:
             return axis
@@ -1025,6 +1027,7 @@ class MatrixFreeOperator:
         self._agent_cache: dict[tuple[int, int], FloatArray] = {}
         self._work: tuple[FloatArray, FloatArray] | None = None
         self._krylov: list[FloatArray] | None = None
+        self._solves: list[FloatArray] | None = None
         # rho: product of the largest float row sums, each within (|S_i| - 1) eps of the true
         # sum of the float entries, plus n roundings of the product
         row_max = [float(np.max(f.sum(axis=-1))) for f in self.factors]
@@ -1063,6 +1066,12 @@ class MatrixFreeOperator:
         if self._work is None or self._work[0].size < floats:
             self._work = (np.empty(floats), np.empty(floats))
         return self._work
+
+    def _solve_work(self, size: int) -> list[FloatArray]:
+        """The four vectors of a certified solve (:meth:`_solve_unit`), kept between solves."""
+        if self._solves is None or self._solves[0].size != size:
+            self._solves = [np.empty(size) for _ in range(4)]
+        return self._solves
 
     def _krylov_work(self, size: int) -> list[FloatArray]:
         """BiCGSTAB's five vectors, kept between solves (no page faults of fresh
@@ -1222,13 +1231,20 @@ class MatrixFreeOperator:
         for step, mat in zip(plan.steps, self._matrices, strict=True):
             x, b, c, y = step.sizes
             if step.permutation is not None:
-                t = np.ascontiguousarray(t.reshape(step.layout).transpose(step.permutation))
+                src = t.reshape(step.layout).transpose(step.permutation)
+                t = np.empty(src.shape)
+                _copy(t, src, self.threads)
             t4 = t.reshape(x, b, c, y)
             inputs.append(t4)
             t = _step(mat, t4, np.empty((x, b, step.introduced_size, y)), self.threads)
-        g: FloatArray = np.ascontiguousarray(
-            np.ascontiguousarray(u_arr).reshape(shape).transpose(np.argsort(plan.final_permutation))
+        # the adjoint chain of u runs in the operator's two work buffers
+        work = self._workspace(plan.buffer_floats)
+        held = 0
+        src = np.ascontiguousarray(u_arr).reshape(shape).transpose(
+            np.argsort(plan.final_permutation)
         )
+        g: FloatArray = work[held][: src.size].reshape(src.shape)
+        _copy(g, src, self.threads)
         grads: list[FloatArray] = [np.empty(0)] * self.model.n
         for k in range(len(plan.steps) - 1, -1, -1):
             step, mat = plan.steps[k], self._matrices[k]
@@ -1248,12 +1264,15 @@ class MatrixFreeOperator:
             ):
                 grads[i] = read_only(d_i)
             if k > 0:
-                g = _step(np.swapaxes(mat, 1, 2), g4, np.empty((x, b, c, y)), self.threads)
+                held = 1 - held
+                out = work[held][: x * b * c * y].reshape(x, b, c, y)
+                g = _step(np.swapaxes(mat, 1, 2), g4, out, self.threads)
                 if step.permutation is not None:
                     permuted = tuple(step.layout[p] for p in step.permutation)
-                    g = np.ascontiguousarray(
-                        g.reshape(permuted).transpose(np.argsort(step.permutation))
-                    )
+                    back = g.reshape(permuted).transpose(np.argsort(step.permutation))
+                    held = 1 - held
+                    g = work[held][: back.size].reshape(back.shape)
+                    _copy(g, back, self.threads)
         return tuple(grads)
 
     def agent_forms(self, u: FloatArray, v: FloatArray) -> tuple[FloatArray, ...]:
@@ -1360,8 +1379,11 @@ class MatrixFreeOperator:
                 f"requested accuracy {self.accuracy:g} is at or below {least:.3e}, twice the "
                 f"rounding floor of this operator (depth {depth}, gamma = {g})"
             )
-        x = np.zeros_like(b)
-        residual = b.copy()
+        # four vectors kept by the operator between solves: the iterate, its residual, and a
+        # candidate and its residual (swapped in on acceptance); no fresh |S|-float arrays
+        x, residual, spare_x, spare_r = self._solve_work(b.size)
+        x.fill(0.0)
+        np.copyto(residual, b)
         applications = 0
         # the fixed-point route alone needs at most fixed_point_iterations steps; the budget
         # allows that four times over plus eight GMRES cycles of restart + 1 applications
@@ -1380,6 +1402,12 @@ class MatrixFreeOperator:
 
             _chunked(finish, result.size, self.threads)
             return result
+
+        def residual_of(y: FloatArray, out: FloatArray) -> FloatArray:
+            """``out = b - (y - gamma P y)``."""
+            matvec(y, out)
+            np.subtract(b, out, out=out)
+            return out
 
         shape = (self.n_states, self.n_states)
         system = spla.LinearOperator(shape, matvec=matvec, dtype=np.float64)
@@ -1418,14 +1446,16 @@ class MatrixFreeOperator:
                         matvec, residual, safe, _BICGSTAB_ITERATIONS,
                         threads=self.threads, work=self._krylov_work(residual.size),
                     )
-                candidate = x + d
-                if np.all(np.isfinite(candidate)):
-                    cand_residual = b - matvec(candidate)
-                    cand_res = norm(cand_residual)
+                np.add(x, d, out=spare_x)
+                # a non-finite entry makes the sum non-finite (finite iterates are far below
+                # overflow: ||x|| <= ||b|| / (1 - gamma rho) near the solution)
+                if np.isfinite(float(np.add.reduce(spare_x))):
+                    cand_res = norm(residual_of(spare_x, spare_r))
                 else:
                     cand_res = np.inf
                 if cand_res < res:
-                    x, residual = candidate, cand_residual
+                    x, spare_x = spare_x, x
+                    residual, spare_r = spare_r, residual
                 if not cand_res <= _GMRES_PROGRESS * res:
                     # stagnation or garbage: keep the better iterate, go on by fixed point
                     use_krylov = False
@@ -1433,7 +1463,7 @@ class MatrixFreeOperator:
             else:
                 # fixed point x <- b + gamma P x, i.e. x + residual: the residual contracts by
                 # gamma rho per step in this norm (proofs_notes/matrix-free.md#certificate)
-                x = x + residual
-                residual = b - matvec(x)
-                res = norm(residual)
+                np.add(x, residual, out=spare_x)
+                x, spare_x = spare_x, x
+                res = norm(residual_of(x, residual))
 

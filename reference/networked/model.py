@@ -123,6 +123,23 @@ class JointSpace:
         out[...] = table.reshape(self._tensor_shape(agents) + rest)
         return out.reshape((self.size, *rest))
 
+    def add_lift(
+        self, out: npt.NDArray[Any], table: npt.NDArray[Any], agents: Sequence[int]
+    ) -> None:
+        """``out[x] += table[x_agents(x)]`` in place: :meth:`lift` added into a joint vector
+        ``out`` of shape ``(size,)`` without forming the lifted vector (a broadcast add)."""
+        agents = self._check_agents(agents)
+        if table.shape != (self.sub_size(agents),):
+            raise ModelError(
+                f"table has shape {table.shape}, expected ({self.sub_size(agents)},) over "
+                f"agents {agents}"
+            )
+        if out.shape != (self.size,):
+            raise ModelError(f"out has shape {out.shape}, expected ({self.size},)")
+        full = tuple(s for s in self.sizes if s > 1)
+        view = out.reshape(full)
+        view += table.reshape(self._tensor_shape(agents))
+
     def marginal(self, values: FloatArray, agents: Sequence[int]) -> FloatArray:
         """``out[y, ...] = sum_{x: x_agents(x) = y} values[x, ...]``: the grouped sum over joint
         elements that agree on ``agents`` (the adjoint of :meth:`lift`).

@@ -669,8 +669,8 @@ MUTANTS: tuple[SourceMutant, ...] = (
     SourceMutant(
         "reverse-adjoint-permutation-not-inverted", "reference.networked.matrix_free",
         "MatrixFreeOperator.factor_gradients",
-        "g.reshape(permuted).transpose(np.argsort(step.permutation))",
-        "g.reshape(permuted).transpose(step.permutation)",
+        "back = g.reshape(permuted).transpose(np.argsort(step.permutation))",
+        "back = g.reshape(permuted).transpose(step.permutation)",
         "formula", ("test_matrix_free_reverse::test_agent_forms_on_rings_whose_adjoint_reorders_axes",),
         "the adjoint chain reorders axes by the step's permutation instead of its inverse",
     ),
