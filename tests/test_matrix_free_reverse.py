@@ -20,9 +20,9 @@ from reference.networked import (
     MatrixFreeOperator,
     NetworkedMDP,
     contraction_plan,
+    matrix_free,
     solve,
 )
-from reference.networked import matrix_free
 from verify import strategies as mst
 from verify.tolerances import contraction_tolerance
 

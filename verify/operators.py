@@ -199,6 +199,18 @@ class SolutionComparison:
         return self.worst_ratio <= 1.0
 
 
+def _reverse_form_depth(operator: MatrixFreeOperator) -> int:
+    """Roundings along one path of the matrix-free ``P^{(i,b)} Vbar`` terms, which come
+    weighted by ``lam_S`` from reverse-mode differentiation
+    (``proofs_notes/matrix-free.md#reverse``): the forward chain of ``Vbar``, the adjoint chain
+    of ``lam_S``, the product rule inside a merged step (at most its matrix's entries, twice),
+    and the contraction with ``K_i^b`` (``|S_i|`` terms); the pair contraction's sum over
+    ``|S|`` terms is the ``|S|`` summation the gradient tolerance already carries."""
+    plan = operator.plan
+    entries = max(s.sizes[1] * s.introduced_size * s.sizes[2] for s in plan.steps)
+    return plan.depth + plan.transpose_depth + 2 * entries + max(plan.n_states) + 4
+
+
 def compare_solutions(
     dense: NetworkedSolution, matrix_free: NetworkedSolution, operator: MatrixFreeOperator
 ) -> SolutionComparison:
@@ -246,7 +258,7 @@ def compare_solutions(
     grad_tol = gradient_agreement_tolerance(
         gamma=g, n_agents=model.n, n_states=n_joint, occupancy_gap=occ_tol,
         value_gap=value_gap, reward_gap=reward_gap, reward_bound=reward_bound,
-        agent_apply_depth=operator.plan.depth + sum(model.n_states) + formation,
+        agent_apply_depth=_reverse_form_depth(operator) + sum(model.n_states) + formation,
     )
     grad_gap = max(
         float(np.max(np.abs(a - b)))

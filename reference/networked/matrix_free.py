@@ -23,7 +23,12 @@ the current states ``F_G`` introduces, ``x`` and ``y`` over everything else.  Th
 current state is already introduced and whose next state is not yet contracted: ``|S_i|^w``
 on a line and ``|S_i|^(2w)`` on a ring with ``w = max(1, beta)``, never ``|S|^2``.
 
-Solves use GMRES on ``I - gamma P_pi`` (or its transpose) with the certificate of
+All agents' occupancy-weighted agent-marginal forms come from one reverse-mode
+differentiation of ``u^T P_pi v`` (:meth:`MatrixFreeOperator.agent_forms`,
+``proofs_notes/matrix-free.md#reverse``); steps and vector updates are split over threads
+(``#threads``).
+
+Solves use BiCGSTAB (or GMRES) on ``I - gamma P_pi`` (or its transpose) with the certificate of
 ``proofs_notes/occupancy-and-flow.md`` (Result 3), here with the rounding term of the
 contraction: an application errs by at most ``depth * eps`` times ``|P_pi| |x|``, where
 ``depth`` is the number of roundings along one path of the contraction tree (a few per
@@ -38,6 +43,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from math import ceil, frexp, ldexp, log, prod
 from typing import Literal
 
@@ -503,7 +509,8 @@ def matrix_free_memory(
     Gradient: ``stored_floats + 2 buffer_floats`` for the reverse-mode differentiation of
     one application (:meth:`MatrixFreeOperator.factor_gradients`).  Both: ``8 + 2 max|A_i|``
     vectors of ``|S|`` for the occupancy, values, rewards and one ``(|S|, |A_i|)`` table of
-    :meth:`MatrixFreeOperator.apply_agent`, ``3 columns |S|`` for multi-column right-hand sides, and the local factors.
+    :meth:`MatrixFreeOperator.apply_agent`, ``3 columns |S|`` for multi-column right-hand
+    sides, and the local factors.
     Linear in ``|S|``.
     """
     n_joint = plan.n_joint
@@ -594,15 +601,16 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 def _halves(size: int, parts: int) -> list[slice]:
     bounds = [size * k // parts for k in range(parts + 1)]
-    return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+    return [slice(lo, hi) for lo, hi in pairwise(bounds) if hi > lo]
 
 
 def _split_axis(shape: Sequence[int], threads: int) -> int | None:
     """The axis to split work over: the first whose size reaches ``threads``, else none."""
     if not shape:
         return None
-    for axis in (0, len(shape) - 1, *range(1, len(shape) - 1)):
-        if shape[axis] >= threads:
+    order: list[int] = [0, len(shape) - 1, *range(1, len(shape) - 1)]
+    for axis in order:
+        if int(shape[axis]) >= threads:
             return axis
     return None
 
@@ -629,7 +637,7 @@ def _parallel(
 def _step(mat: FloatArray, t: FloatArray, out: FloatArray, threads: int) -> FloatArray:
     """:func:`_step_product` split over ``threads`` along ``x`` or ``y`` (never ``b``, which
     the matrix is indexed by)."""
-    x, b, c, y = t.shape
+    x, _, c, y = t.shape
     big = out.size * c >= _PARALLEL_WORK
     if threads > 1 and big and x < threads and y >= threads:
         jobs = []
