@@ -244,3 +244,25 @@ def test_agent_forms_on_rings_whose_adjoint_reorders_axes() -> None:
                 for i in range(n):
                     want = model.states.marginal(u[:, None] * op.apply_agent(i, v), pol.observed[i])
                     np.testing.assert_allclose(forms[i], want, rtol=0, atol=tol)
+
+
+def test_pair_contraction_pieces_for_every_product_cap() -> None:
+    """``_pair_contraction`` against ``einsum`` with the product cap forced down, so that
+    every branch (long rows cut along y, strided columns cut along x when y = 1, copied
+    slabs of x otherwise) and every remainder occurs; one and two threads."""
+    rng = np.random.default_rng(31)
+    shapes = [(1, 2, 3, 7), (5, 2, 3, 1), (4, 3, 2, 5), (3, 1, 2, 9)]
+    for x, b, e, y in shapes:
+        c = 4
+        g = rng.standard_normal((x, b, e, y))
+        t = rng.standard_normal((x, b, c, y))
+        want = np.einsum("xbey,xbcy->bec", g, t)
+        scale = float(np.max(np.abs(g))) * float(np.max(np.abs(t)))
+        tol = contraction_tolerance(x * y + 2, x * y * scale)
+        for cap in (1, 8, 40, 1 << 18):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(matrix_free, "_BLAS_PRODUCT", cap)
+                patch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+                for threads in (1, 2):
+                    got = matrix_free._pair_contraction(g, t, threads)
+                    np.testing.assert_allclose(got, want, rtol=0, atol=tol)

@@ -870,34 +870,49 @@ def _step_matrix(
 
 def _pair_contraction(g: FloatArray, t: FloatArray, threads: int) -> FloatArray:
     """``out[b, e, c] = sum_{x, y} g[x, b, e, y] t[x, b, c, y]``: the derivative of
-    ``<g, F t>`` in the step matrix ``F``.  Per ``b`` one ``(E, XY) (XY, C)`` product, cut
-    along ``XY`` into products of at most :data:`_BLAS_PRODUCT` multiply-adds (so OpenBLAS
-    keeps each on the calling thread) whose partial sums are spread over ``threads``."""
+    ``<g, F t>`` in the step matrix ``F``.
+
+    For each ``b`` the sum is cut into BLAS products of at most :data:`_BLAS_PRODUCT`
+    multiply-adds (so OpenBLAS keeps each on the calling thread): along ``y`` on the
+    contiguous ``(E, y)`` rows of each ``x`` when ``y`` is long, along ``x`` on strided
+    ``(x, E)`` views when ``y = 1``, and otherwise on slabs of ``x`` copied into ``(E, x y)``
+    order (a copy the size of the cache, not of ``g``).  The pieces are spread over
+    ``threads``, each accumulating its own partial sum."""
     x, b, e, y = g.shape
     c = t.shape[2]
-    out = np.empty((b, e, c))
-    width = x * y
     chunk = max(1, _BLAS_PRODUCT // (e * c))
-    for k in range(b):
-        gk, tk = g[:, k], t[:, k]
-        if x > 1:
-            gk = np.ascontiguousarray(gk.transpose(1, 0, 2))
-            tk = np.ascontiguousarray(tk.transpose(1, 0, 2))
-        left, right = gk.reshape(e, width), tk.reshape(c, width)
+    if y >= chunk or x == 1:
+        pieces = [(k, xx, lo, min(lo + chunk, y))
+                  for k in range(b) for xx in range(x) for lo in range(0, y, chunk)]
+    elif y == 1:
+        pieces = [(k, lo, min(lo + chunk, x), 0) for k in range(b) for lo in range(0, x, chunk)]
+    else:
+        slab = max(1, chunk // y)
+        pieces = [(k, lo, min(lo + slab, x), 0) for k in range(b) for lo in range(0, x, slab)]
 
-        def partial(part: slice, left: FloatArray = left, right: FloatArray = right) -> FloatArray:
-            acc = np.zeros((e, c))
-            for lo in range(part.start, part.stop, chunk):
-                hi = min(lo + chunk, part.stop)
-                acc += left[:, lo:hi] @ right[:, lo:hi].T
-            return acc
-
-        parts = _halves(width, threads if width * e * c >= _PARALLEL_WORK else 1)
-        if len(parts) == 1:
-            out[k] = partial(parts[0])
+    def piece_sum(k: int, first: int, second: int, third: int) -> FloatArray:
+        if y >= chunk or x == 1:
+            result: FloatArray = g[first, k, :, second:third] @ t[first, k, :, second:third].T
+        elif y == 1:
+            result = g[first:second, k, :, 0].T @ t[first:second, k, :, 0]
         else:
-            jobs = [_pool(threads).submit(partial, part) for part in parts]
-            out[k] = sum((job.result() for job in jobs), np.zeros((e, c)))
+            left = np.ascontiguousarray(g[first:second, k].transpose(1, 0, 2)).reshape(e, -1)
+            right = np.ascontiguousarray(t[first:second, k].transpose(1, 0, 2)).reshape(c, -1)
+            result = left @ right.T
+        return result
+
+    def run(mine: Sequence[tuple[int, int, int, int]]) -> FloatArray:
+        acc = np.zeros((b, e, c))
+        for k, first, second, third in mine:
+            acc[k] += piece_sum(k, first, second, third)
+        return acc
+
+    if threads < 2 or len(pieces) < 2 or g.size + t.size < _PARALLEL_WORK:
+        return run(pieces)
+    jobs = [_pool(threads).submit(run, pieces[part]) for part in _halves(len(pieces), threads)]
+    out = np.zeros((b, e, c))
+    for job in jobs:
+        out += job.result()
     return out
 
 
