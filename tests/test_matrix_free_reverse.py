@@ -266,3 +266,37 @@ def test_pair_contraction_pieces_for_every_product_cap() -> None:
                 for threads in (1, 2):
                     got = matrix_free._pair_contraction(g, t, threads)
                     np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+
+
+def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit(
+) -> None:
+    """When the reverse route's stored inputs would pass the memory limit, agent_forms uses
+    one agent application per agent and action instead (the same forms within both
+    roundings), and the operator's memory prediction drops the stored inputs."""
+    inst = line_message(6)
+    model = inst.model
+    pol = LocalizedSoftmaxPolicy.random(model, 1, np.random.default_rng(4))
+    plan = contraction_plan(model, 1)
+    assert matrix_free.reverse_forms_fit(model, plan, 1 << 40)
+    assert not matrix_free.reverse_forms_fit(model, plan, 1 << 10)
+    small = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 10)
+    large = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 40)
+    # the prediction keeps max(solve phase, reverse phase): BiCGSTAB's 7 + 5 vectors and one
+    # result beside the two buffers, against the stored inputs beside them
+    n_joint = model.states.size
+    solving = 2 * plan.buffer_floats + n_joint + 12 * n_joint
+    reverse = plan.stored_floats + 2 * plan.buffer_floats
+    assert large - small == 8 * max(0, reverse - solving)
+    op = MatrixFreeOperator(model, pol)
+    rng = np.random.default_rng(5)
+    u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
+    reverse = op.agent_forms(u, v)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "reverse_forms_fit", lambda *args: False)
+        direct = op.agent_forms(u, v)
+        with pytest.raises(ModelError, match=r"u has shape \(3,\)"):
+            op.agent_forms(np.ones(3), v)
+    scale = 2.0 * float(np.sum(np.abs(u))) * float(np.max(np.abs(v)))
+    tol = contraction_tolerance(_reverse_depth(op) + op.plan.depth + 2 * op.n_states, scale)
+    for a, b in zip(reverse, direct, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol)

@@ -33,6 +33,7 @@ from reference.networked.matrix_free import (
     krylov_restart,
     matrix_free_memory,
     plan_for_accuracy,
+    reverse_forms_fit,
 )
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
@@ -113,16 +114,19 @@ def _matrix_free_cost(
     model: NetworkedMDP, plan: ContractionPlan, accuracy: float, limit: int, reachable: bool
 ) -> BackendCost:
     """``applications x plan.application_cost()`` at :data:`STREAM_RATE`, with
-    ``applications = 2 (k + 2) + sum_i |A_i|``: two solves of at most ``k`` iterations
+    ``applications = 2 (k + 2) + f``: two solves of at most ``k`` iterations
     (:func:`fixed_point_iterations`, the a priori count of the certified fallback) and two
-    residual checks each, and one ``P^{(i,b)}`` application per agent and action.  Each
-    GMRES iteration also orthogonalises against up to ``restart`` vectors of ``|S|``."""
+    residual checks each, and the agent forms: ``f = 3`` applications' worth by reverse-mode
+    differentiation, or one ``P^{(i,b)}`` application per agent and action (``f = sum_i
+    |A_i|``) when its stored inputs do not fit (:func:`reverse_forms_fit`).  BiCGSTAB, the
+    default solver, adds about ten passes over ``|S|`` floats per two applications."""
     k = fixed_point_iterations(model.gamma, accuracy)
-    applications = 2 * (k + 2) + sum(model.n_actions)
+    forms = 3 if reverse_forms_fit(model, plan, limit) else sum(model.n_actions)
+    applications = 2 * (k + 2) + forms
     restart = krylov_restart(model, plan, limit)
-    orthogonalisation = 2 * k * restart * 2 * plan.n_joint
-    work = applications * plan.application_cost() + orthogonalisation
-    needed = matrix_free_memory(model, plan, restart=restart)
+    vector_passes = 2 * k * 5 * plan.n_joint
+    work = applications * plan.application_cost() + vector_passes
+    needed = matrix_free_memory(model, plan, restart=restart, memory_limit=limit)
     return BackendCost(
         backend="matrix-free",
         bytes=needed,

@@ -72,6 +72,7 @@ __all__ = [
     "minimum_accuracy",
     "plan_for_accuracy",
     "plan_row_sum_bound",
+    "reverse_forms_fit",
 ]
 
 DEFAULT_ACCURACY = 1e-10
@@ -499,6 +500,7 @@ def matrix_free_memory(
     restart: int = _RESTART,
     columns: int = 1,
     solver: str = "bicgstab",
+    memory_limit: float | None = None,
 ) -> int:
     """Predicted peak bytes of an exact gradient with :class:`MatrixFreeOperator`.
 
@@ -507,7 +509,9 @@ def matrix_free_memory(
     for an application's result, and the Krylov vectors of ``|S|`` floats
     (``restart + 5`` for GMRES, ``7 + 5`` for BiCGSTAB, ``5`` for the fixed point).
     Gradient: ``stored_floats + 2 buffer_floats`` for the reverse-mode differentiation of
-    one application (:meth:`MatrixFreeOperator.factor_gradients`).  Both: ``8 + 2 max|A_i|``
+    one application (:meth:`MatrixFreeOperator.factor_gradients`) when the whole prediction
+    then fits ``memory_limit``; otherwise the forms come from agent applications, which need
+    nothing beyond the solve phase (:func:`reverse_forms_fit`).  Both: ``8 + 2 max|A_i|``
     vectors of ``|S|`` for the occupancy, values, rewards and one ``(|S|, |A_i|)`` table of
     :meth:`MatrixFreeOperator.apply_agent`, ``3 columns |S|`` for multi-column right-hand
     sides, and the local factors.
@@ -520,9 +524,25 @@ def matrix_free_memory(
     ) + sum(s.sizes[1] * s.introduced_size * s.sizes[2] for s in plan.steps)
     krylov = {"gmres": restart + 5, "fixed-point": 5}.get(solver, _BICGSTAB_VECTORS + 5)
     solving = 2 * columns * plan.buffer_floats + columns * n_joint + krylov * n_joint
-    gradient = plan.stored_floats + 2 * plan.buffer_floats
     held = (8 + 2 * max(model.n_actions) + 3 * columns) * n_joint
-    return predicted_bytes(max(solving, gradient), held, factors)
+    reverse = plan.stored_floats + 2 * plan.buffer_floats
+    if predicted_bytes(max(solving, reverse), held, factors) <= resolve_limit(memory_limit):
+        return predicted_bytes(max(solving, reverse), held, factors)
+    # the forms then come from one agent application per agent and action (two buffers and
+    # the result, within the solve phase's memory)
+    return predicted_bytes(solving, held, factors)
+
+
+def reverse_forms_fit(
+    model: NetworkedMDP, plan: ContractionPlan, memory_limit: float | None = None
+) -> bool:
+    """Whether :meth:`MatrixFreeOperator.agent_forms` takes the reverse-mode route (its
+    stored inputs, ``stored_floats + 2 buffer_floats``, fit beside what a gradient holds),
+    rather than one agent application per agent and action."""
+    n_joint = plan.n_joint
+    held = (8 + 2 * max(model.n_actions) + 3) * n_joint
+    reverse = plan.stored_floats + 2 * plan.buffer_floats
+    return predicted_bytes(reverse, held) <= resolve_limit(memory_limit)
 
 
 def krylov_restart(
@@ -534,7 +554,7 @@ def krylov_restart(
     limit = resolve_limit(memory_limit)
     restart = _RESTART
     while restart > _MIN_RESTART and matrix_free_memory(
-        model, plan, restart=restart, solver="gmres"
+        model, plan, restart=restart, solver="gmres", memory_limit=limit
     ) > limit:
         restart -= 5
     return restart
@@ -1031,7 +1051,9 @@ class MatrixFreeOperator:
         self.threads = threads
         self.restart = krylov_restart(model, plan, memory_limit)
         check_memory(
-            matrix_free_memory(model, plan, restart=self.restart, solver=solver),
+            matrix_free_memory(
+                model, plan, restart=self.restart, solver=solver, memory_limit=memory_limit
+            ),
             f"the matrix-free operator of {plan.n_joint} joint states",
             memory_limit,
         )
@@ -1301,11 +1323,22 @@ class MatrixFreeOperator:
     def agent_forms(self, u: FloatArray, v: FloatArray) -> tuple[FloatArray, ...]:
         """``T_i[o, b] = sum_{s: o_i(s) = o} u(s) (P^{(i,b)} v)(s)`` for every agent, each
         ``(|O_i|, |A_i|)`` over agent ``i``'s observation ``N_i^beta`` (mixed radix, lowest
-        agent most significant), from :meth:`factor_gradients`: ``P^{(i,b)}`` is ``P_pi``
+        agent most significant), from :meth:`factor_gradients` (or, when its stored inputs do
+        not fit the memory limit, :func:`reverse_forms_fit`, from one :meth:`apply_agent` per
+        agent): ``P^{(i,b)}`` is ``P_pi``
         with ``M_i`` replaced by ``K_i^b``, and ``P_pi`` is linear in ``M_i``, so
         ``T_i[o, b] = sum_{d: o(d) = o} sum_y K_i^b[d, y] Y_i[d, y]`` (``N_i^beta`` and
         ``N_i`` lie in ``D_i``; ``proofs_notes/matrix-free.md#reverse``)."""
         model, plan = self.model, self.plan
+        if not reverse_forms_fit(model, plan, self._memory_limit):
+            # the stored inputs do not fit: one agent application per agent and action
+            u_arr = np.asarray(u, dtype=np.float64)
+            if u_arr.shape != (self.n_states,):
+                raise ModelError(f"u has shape {u_arr.shape}, expected ({self.n_states},)")
+            return tuple(
+                read_only(model.states.marginal(u_arr[:, None] * self.apply_agent(i, v), obs))
+                for i, obs in enumerate(self.policy.observed)
+            )
         ys = self.factor_gradients(u, v)
         out = []
         for i, (support, y_i) in enumerate(zip(plan.supports, ys, strict=True)):
