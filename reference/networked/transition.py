@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from math import prod
 from typing import Literal, Protocol, cast, runtime_checkable
 
@@ -38,6 +39,7 @@ import scipy.linalg
 from reference._arrays import FloatArray, IntArray, frozen, read_only
 from reference.errors import ModelError, SolverError
 from reference.memory import check_memory
+from reference.memory import memory_limit as resolve_limit
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 
@@ -192,7 +194,7 @@ def dense_memory(model: NetworkedMDP) -> int:
     The ``|S| x |S|`` matrix and its LU factors, the partial Kronecker products
     ``prod_{j>=k} M_j`` kept for :meth:`DenseOperator.apply_agents` (``sum_{0<k<n} |S|
     prod_{j>=k} |S_j|`` floats), the gathered local kernels, policy rows and factors of
-    :class:`DenseLayout` (``|S| sum_i (|A_i| |S_i| + |A_i| + |S_i| + 2)``), contraction
+    :class:`DenseLayout` (``|S| sum_i (|A_i| |S_i| + 2 |A_i| + |S_i| + 3)``), contraction
     intermediates of at most ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and
     ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy).
     """
@@ -200,7 +202,7 @@ def dense_memory(model: NetworkedMDP) -> int:
     intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
     suffixes = sum(nS * prod(model.n_states[k:]) for k in range(1, model.n))
     local = nS * sum(
-        a * x + a + x + 2 for a, x in zip(model.n_actions, model.n_states, strict=True)
+        a * x + 2 * a + x + 3 for a, x in zip(model.n_actions, model.n_states, strict=True)
     )
     return 8 * (2 * nS * nS + suffixes + local + 2 * intermediate + nS * (model.n + 4))
 
@@ -230,6 +232,12 @@ class DenseLayout:
         obs_flat: ``(|S|, n)`` int, ``o_i(s)`` offset by ``sum_{j<i} |O_j|``: the row of
             agent ``i``'s observation in the agents' stacked ``(sum_j |O_j|, |A_i|)`` tables.
         obs_offsets: ``(sum_{j<i} |O_j|)_{i <= n}``.
+        own_flat: ``(|S|, n)`` int, ``i |S_i| + s_i(s)``: the row of ``r_i(s_i(s), .)`` in
+            the agents' stacked ``(n |S_i|, |A_i|)`` tables.
+        obs_action_flat: ``(|S| n |A_i|,)`` int, ``obs_flat[s, i] |A_i| + b`` in the order of
+            an ``(|S|, n, |A_i|)`` array: the entry of ``theta_i[o_i(s), b]`` in the agents'
+            stacked parameters, so that one ``bincount`` sums a joint ``(|S|, n, |A_i|)``
+            table onto every agent's observation table.
     """
 
     kernels: tuple[FloatArray, ...]
@@ -244,6 +252,8 @@ class DenseLayout:
     own_onehot: FloatArray | None = None
     obs_flat: IntArray | None = None
     obs_offsets: tuple[int, ...] = ()
+    own_flat: IntArray | None = None
+    obs_action_flat: IntArray | None = None
 
 
 GroupLayout = tuple[tuple[int, ...], tuple[int, ...], int]
@@ -294,13 +304,18 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
         for i in range(n):
             onehot[i, own[i], np.arange(nS)] = 1.0
         obs_flat = np.stack(obs, axis=1) + np.asarray(offsets[:-1], dtype=np.int64)
-        for table in (kernel_stack, own_stack, onehot, obs_flat):
+        n_local, n_actions = model.n_states[0], model.n_actions[0]
+        own_flat = own_stack + n_local * np.arange(n, dtype=np.int64)
+        obs_action = (obs_flat[:, :, None] * n_actions + np.arange(n_actions)).reshape(-1)
+        for table in (kernel_stack, own_stack, onehot, obs_flat, own_flat, obs_action):
             table.setflags(write=False)
         extra = {
             "kernel_stack": kernel_stack,
             "own_stack": own_stack,
             "own_onehot": onehot,
             "obs_flat": obs_flat,
+            "own_flat": own_flat,
+            "obs_action_flat": obs_action,
         }
     else:
         kernels = tuple(model.local_kernel_factors(i) for i in range(n))
@@ -346,53 +361,70 @@ class DenseOperator:
         if policy.model is not model:
             raise ModelError("policy was built for a different NetworkedMDP")
         nS = model.states.size
-        what = f"the dense joint kernel of {nS} joint states"
         needed = model.derived.get("dense-memory")
         if needed is None:  # a function of the model's sizes only
             needed = model.derived["dense-memory"] = dense_memory(model)
-        check_memory(needed, what, memory_limit)
+        if needed > resolve_limit(memory_limit):
+            check_memory(needed, f"the dense joint kernel of {nS} joint states", memory_limit)
         self.model = model
+        self._n_joint = nS
         self.policy = policy
         self.gamma = model.gamma
         self.next_sizes = model.n_states
-        self.layout = dense_layout(model, policy.beta)
-        self.action_factors = self.layout.kernels
-        layout = self.layout
-        factors: tuple[FloatArray, ...]
+        self.layout = layout = dense_layout(model, policy.beta)
+        self.action_factors = layout.kernels
         self.probs_stack: FloatArray | None = None
+        factors: list[FloatArray]
         if layout.stacked:
             # pi_i(a | o_i(s)) for every s and i, (|S|, n, |A_i|), and
             # M_i[s, s'_i] = sum_a pi_i(a | o_i(s)) K_i[s, a, s'_i], (|S|, n, |S_i|)
-            stack = read_only(np.concatenate(policy.probs)[cast(IntArray, layout.obs_flat)])
-            kernel_stack = cast(FloatArray, layout.kernel_stack)
-            m_stack = read_only(np.matmul(stack[:, :, None, :], kernel_stack)[:, :, 0, :])
+            stack = np.concatenate(policy.probs)[cast(IntArray, layout.obs_flat)]
+            stack.setflags(write=False)
+            m_stack = np.einsum("sia,siax->six", stack, cast(FloatArray, layout.kernel_stack))
+            m_stack.setflags(write=False)
             self.probs_stack = stack
-            self.local_probs = tuple(stack[:, i] for i in range(model.n))
-            factors = tuple(m_stack[:, i] for i in range(model.n))
+            factors = list(m_stack.transpose(1, 0, 2))
         else:
-            # pi_i(a_i | o_i(s)) gathered over joint states, (|S|, |A_i|) per agent
-            self.local_probs = tuple(
-                read_only(p[idx]) for p, idx in zip(policy.probs, layout.obs_index, strict=True)
-            )
-            factors = tuple(
-                read_only(np.matmul(p[:, None, :], k)[:, 0, :])
+            factors = [
+                np.einsum("sa,sax->sx", p, k)
                 for p, k in zip(self.local_probs, self.action_factors, strict=True)
-            )
-        self.policy_factors = tuple(m[:, None, :] for m in factors)
+            ]
+            for m in factors:
+                m.setflags(write=False)
         self._factors = factors
-        # suffixes[k][s, (s'_k .. s'_{n-1})] = prod_{j>=k} M_j[s, s'_j]; the first is P_pi
-        suffixes = [np.ones((nS, 1))]
-        for m in reversed(factors):
-            last = suffixes[-1]
-            suffixes.append((m[:, :, None] * last[:, None, :]).reshape(nS, -1))
-        self.matrix = read_only(suffixes.pop())
-        self._suffixes = tuple(reversed(suffixes))  # index k - 1 holds prod_{j>=k}
+        # suffixes[k - 1][s, (s'_k, ..., s'_{n-1})] = prod_{j>=k} M_j[s, s'_j] for 0 < k < n,
+        # built from the last agent (long inner axis); one more factor gives P_pi
+        last = factors[-1]
+        suffixes = [last]
+        for m in factors[-2::-1]:
+            last = (m[:, :, None] * last[:, None, :]).reshape(nS, -1)
+            suffixes.append(last)
+        self.matrix = read_only(suffixes.pop() if model.n > 1 else np.array(last))
+        suffixes.reverse()
+        self._suffixes = suffixes
+        # LU factors of (I - gamma P_pi)^T, on first use (_factor)
         self._lu: tuple[FloatArray, FloatArray] | None = None
+
+    @cached_property
+    def local_probs(self) -> tuple[FloatArray, ...]:
+        """``pi_i(a_i | o_i(s))`` gathered over joint states, ``(|S|, |A_i|)`` per agent."""
+        if self.probs_stack is not None:
+            return tuple(self.probs_stack.transpose(1, 0, 2))
+        return tuple(
+            read_only(p[idx])
+            for p, idx in zip(self.policy.probs, self.layout.obs_index, strict=True)
+        )
+
+    @cached_property
+    def policy_factors(self) -> tuple[FloatArray, ...]:
+        """``M_i`` as ``(|S|, 1, |S_i|)`` contraction factors of :func:`contract_next_state`
+        (one pseudo-action: the policy average)."""
+        return tuple(m[:, None, :] for m in self._factors)
 
     @property
     def n_states(self) -> int:
         """``|S|``."""
-        return int(self.matrix.shape[0])
+        return self._n_joint
 
     def apply(self, v: FloatArray) -> FloatArray:
         """``P_pi v``; ``v`` of shape ``(|S|,)`` or ``(|S|, m)``."""
@@ -433,7 +465,7 @@ class DenseOperator:
         """
         w = self._leave_one_out(v)
         return tuple(
-            np.matmul(k, w_i[:, :, None])[:, :, 0]
+            np.einsum("sbx,sx->sb", k, w_i)
             for k, w_i in zip(self.action_factors, w, strict=True)
         )
 
@@ -443,24 +475,32 @@ class DenseOperator:
         with the stacked kernels instead of one per agent."""
         if self.layout.kernel_stack is None:
             raise ModelError("apply_agents_stacked needs agents of equal local sizes")
-        w = np.stack(self._leave_one_out(v), axis=1)  # (|S|, n, |S_i|)
-        out: FloatArray = np.matmul(self.layout.kernel_stack, w[:, :, :, None])[..., 0]
+        w = np.empty((self._n_joint, self.model.n, self.next_sizes[0]))  # W_i = w[:, i]
+        self._leave_one_out(v, list(w.transpose(1, 0, 2)))
+        out: FloatArray = np.einsum("sibx,six->sib", self.layout.kernel_stack, w)
         return out
 
-    def _leave_one_out(self, v: FloatArray) -> list[FloatArray]:
+    def _leave_one_out(
+        self, v: FloatArray, out: list[FloatArray] | None = None
+    ) -> list[FloatArray]:
         """``W_i[s, x] = sum_{s': s'_i = x} prod_{j != i} M_j[s, s'_j] v(s')`` per agent,
-        ``(|S|, |S_i|)`` (:meth:`apply_agents`)."""
-        n, nS = self.model.n, self.n_states
+        ``(|S|, |S_i|)`` (:meth:`apply_agents`), written into ``out[i]`` when given."""
+        n, nS = self.model.n, self._n_joint
         sizes = self.next_sizes
-        lead = np.asarray(v, dtype=np.float64).reshape(sizes[0], -1)  # C_0 = v, (x_0, q)
-        out = [self._suffixes[0] @ lead.T]  # W_0, (|S|, |S_0|)
+        w = [np.empty((nS, x)) for x in sizes] if out is None else out
+        v = np.asarray(v, dtype=np.float64)
+        if n == 1:
+            w[0][...] = v[None, :]
+            return w
+        lead = v.reshape(sizes[0], -1)  # C_0 = v, (x_0, q)
+        np.matmul(self._suffixes[0], lead.T, out=w[0])  # W_0 = sum_q T_1[s, q] v[x, q]
         contracted = self._factors[0] @ lead  # C_1, (|S|, prod_{j>=1} |S_j|)
-        for i in range(1, n):
+        for i in range(1, n - 1):
             c = contracted.reshape(nS, sizes[i], -1)
-            out.append(np.matmul(c, self._suffixes[i][:, :, None])[:, :, 0])
-            if i < n - 1:
-                contracted = np.matmul(self._factors[i][:, None, :], c)[:, 0, :]
-        return out
+            np.einsum("sxq,sq->sx", c, self._suffixes[i], out=w[i])
+            contracted = np.einsum("sx,sxq->sq", self._factors[i], c)
+        w[n - 1][...] = contracted  # T_n = 1
+        return w
 
     def apply_joint(self, v: FloatArray, memory_limit: float | None = None) -> FloatArray:
         """``(|S|, |A|)``: ``sum_{s'} P(s'|s, a) v(s')`` for every joint action (small ``n``)."""
@@ -469,10 +509,17 @@ class DenseOperator:
         return contract_next_state(self.action_factors, v, self.next_sizes)
 
     def _factor(self) -> tuple[FloatArray, FloatArray]:
+        """LU factors of ``(I - gamma P_pi)^T`` (LAPACK ``getrf``), computed once.
+
+        ``I - gamma P_pi`` is formed in row-major order, so its transpose is a column-major
+        array that LAPACK factors in place, without the transposing copy a row-major
+        argument costs.  The same factors serve both systems: ``getrs`` solves the
+        occupancy system ``(I - gamma P_pi)^T x = rho`` as it stands and the value system
+        ``(I - gamma P_pi) x = r`` transposed."""
         if self._lu is None:
             system = self.matrix * -self.gamma
-            system.flat[:: self.n_states + 1] += 1.0  # I - gamma P_pi
-            lu, piv, info = _getrf(system, overwrite_a=True)
+            system.flat[:: self._n_joint + 1] += 1.0  # I - gamma P_pi
+            lu, piv, info = _getrf(system.T, overwrite_a=True)
             if info != 0:
                 raise SolverError(
                     f"the LU factorisation of I - gamma P_pi failed (LAPACK getrf info = {info})"
@@ -482,23 +529,23 @@ class DenseOperator:
 
     def _certify(self, x: FloatArray, b: FloatArray, transpose: bool) -> tuple[float, float]:
         g = self.gamma
-        applied = self.apply_transpose(x) if transpose else self.apply(x)
-        res = x - g * applied - b
-        if transpose:  # l1 norms per column
-            r, scale, b_scale = (
-                float(np.abs(a).sum(axis=0).max()) for a in (res, x, b)
-            )
+        res = x - g * (self.matrix.T @ x if transpose else self.matrix @ x)
+        res -= b
+        mags = np.abs(np.array((res, x, b)))  # |residual|, |x|, |b|: (3, |S|, ...)
+        if transpose:  # l1 norms per column, the largest over columns
+            norms = mags.sum(axis=1).reshape(3, -1).max(axis=1)
         else:
-            r, scale, b_scale = (float(np.abs(a).max()) for a in (res, x, b))
+            norms = mags.reshape(3, -1).max(axis=1)
+        r, scale, b_scale = norms.tolist()
         # rounding of the residual evaluation: (|S| + 2) eps (||I - gamma P|| ||x|| + ||b||)
-        rounding = (self.n_states + 2) * _EPS * ((1 + g) * scale + b_scale)
+        rounding = (self._n_joint + 2) * _EPS * ((1 + g) * scale + b_scale)
         return r, (r + rounding) / (1 - g)
 
     def solve_values(self, r: FloatArray) -> LinearSolve:
         """``(I - gamma P_pi)^{-1} r`` for ``r`` of shape ``(|S|,)`` or ``(|S|, m)``."""
         r = np.asarray(r, dtype=np.float64)
         lu, piv = self._factor()
-        x = _getrs(lu, piv, r, trans=0)[0]
+        x = _getrs(lu, piv, r, trans=1)[0]
         res, bound = self._certify(x, r, transpose=False)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="inf")
 
@@ -506,6 +553,6 @@ class DenseOperator:
         """``(I - gamma P_pi^T)^{-1} rho`` for ``rho`` of shape ``(|S|,)`` or ``(|S|, m)``."""
         rho = np.asarray(rho, dtype=np.float64)
         lu, piv = self._factor()
-        x = _getrs(lu, piv, rho, trans=1)[0]
+        x = _getrs(lu, piv, rho, trans=0)[0]
         res, bound = self._certify(x, rho, transpose=True)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="l1")

@@ -38,8 +38,9 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -61,6 +62,7 @@ __all__ = [
     "QuadraticImitationUtility",
     "Utility",
     "UtilityConstants",
+    "evaluate_utilities",
 ]
 
 
@@ -137,6 +139,12 @@ class Utility(FrozenArrays, ABC):
         the reward in the policy gradient of ``f(lam^theta)``.
         """
         return self._gradient(self.check_domain(lam))
+
+    def evaluate(self, lam: Any) -> tuple[float, FloatArray]:
+        """``(f(lam), grad f(lam))`` with one :meth:`check_domain` for both: the same
+        numbers as :meth:`value` and :meth:`gradient`."""
+        arr = self.check_domain(lam)
+        return self._value(arr), self._gradient(arr)
 
     @property
     @abstractmethod
@@ -636,3 +644,35 @@ class ConstraintPenaltyUtility(Utility):
         if violation > 0.0:
             grad = grad + (self.weight * violation) * self.constraint._gradient(lam)
         return grad
+
+
+def evaluate_utilities(
+    utilities: Sequence[Utility], lams: Sequence[FloatArray] | FloatArray
+) -> tuple[FloatArray, tuple[FloatArray, ...]]:
+    """``(f_i(lam_i))_i`` and ``(grad f_i(lam_i))_i`` for one utility per agent.
+
+    The values are those of :meth:`Utility.evaluate`, utility by utility, with the same
+    domain checks.  When every utility is a :class:`LinearUtility` (exactly that class) and
+    ``lams`` is one ``(n, nS, nA)`` array, the ``n`` evaluations are one contraction:
+    ``f_i(lam_i) = sum_{s,a} r_i[s, a] lam_i[s, a]`` for all ``i`` at once, the gradients are
+    the rows of the stacked rewards, and the domain check (every entry finite, the shape
+    the caller's) is one pass over the stack; a non-finite entry falls back to the
+    one-at-a-time route, whose error names the utility and the entry.
+
+    Returns:
+        ``(n,)`` values and one read-only ``(nS_i, nA_i)`` gradient per agent.
+    """
+    if (
+        isinstance(lams, np.ndarray)
+        and lams.ndim == 3
+        and len(utilities) == lams.shape[0]
+        and all(type(f) is LinearUtility and f.shape == lams.shape[1:] for f in utilities)
+        and bool(np.isfinite(lams).all())
+    ):
+        rewards = np.array([cast(LinearUtility, f).reward for f in utilities])
+        rewards.setflags(write=False)
+        values: FloatArray = np.einsum("ixa,ixa->i", rewards, lams)
+        return values, tuple(rewards)
+    pairs = [f.evaluate(lam) for f, lam in zip(utilities, lams, strict=True)]
+    values = np.array([v for v, _ in pairs], dtype=np.float64)
+    return values, tuple(frozen(g) for _, g in pairs)
