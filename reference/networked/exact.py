@@ -48,7 +48,11 @@ from reference.networked.transition import (
     contract_next_state,
     group_sum,
 )
-from reference.networked.utilities import Utility, evaluate_utilities
+from reference.networked.utilities import (
+    Utility,
+    evaluate_utilities,
+    evaluate_utilities_stacked,
+)
 
 __all__ = [
     "NetworkedSolution",
@@ -412,10 +416,10 @@ def _solve_dense_stacked(
     occ_stack = read_only(
         np.matmul(cast(FloatArray, layout.own_onehot), weighted.transpose(1, 0, 2))
     )
-    utility_values, rewards = evaluate_utilities(utilities, occ_stack)
+    utility_values, reward_stack = evaluate_utilities_stacked(utilities, occ_stack)
     # r_i(s_i(s), a), (|S|, n, |A|), and R_i^pi(s) = sum_a pi_i(a | o_i(s)) r_i(s_i(s), a)
     n_actions = model.n_actions[0]
-    own_rewards = np.array(rewards).reshape(-1, n_actions)[cast(IntArray, layout.own_flat)]
+    own_rewards = reward_stack.reshape(-1, n_actions)[cast(IntArray, layout.own_flat)]
     R_pi = np.einsum("sia,sia->si", probs, own_rewards)
     Rbar = R_pi.sum(axis=1)
     Rbar /= n
@@ -429,12 +433,13 @@ def _solve_dense_stacked(
         val_solve = op.solve_values(Rbar)
         V, Vbar = None, val_solve.x
     read_only(Vbar)
-    # Qbar^{(i)}(s, b) - Vbar(s), times lam_S(s) pi_i(b | o_i(s))
+    # (Qbar^{(i)}(s, b) - Vbar(s)) lam_S(s) pi_i(b | o_i(s)), the discounted term from
+    # pi_i(b | o_i(s)) (P^{(i,b)} Vbar)(s)
     q = own_rewards - R_pi[:, :, None]
     q /= n
     q += (Rbar - Vbar)[:, None, None]
-    q += model.gamma * op.apply_agents_stacked(Vbar)
     q *= weighted
+    q += (model.gamma * lam_S)[:, None, None] * op.apply_agents_weighted(Vbar)
     # grad_i[o, b] = sum_{s: o_i(s) = o} q[s, i, b], every agent and action in one bincount
     offsets = layout.obs_offsets
     summed = cast(FloatArray, np.bincount(
@@ -448,7 +453,7 @@ def _solve_dense_stacked(
         local_occupancy=tuple(occ_stack),
         local_utility=read_only(utility_values),
         objective=float(utility_values.sum()) / n,
-        shadow_rewards=rewards,
+        shadow_rewards=tuple(reward_stack),
         shadow_values=V,
         team_value=Vbar,
         gradient=tuple([summed[offsets[i] : offsets[i + 1]] for i in range(n)]),

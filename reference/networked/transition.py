@@ -44,6 +44,7 @@ from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 
 __all__ = [
+    "JOINT_ROUTE_FLOATS",
     "DenseLayout",
     "DenseOperator",
     "GroupLayout",
@@ -62,6 +63,12 @@ _EPS = float(np.finfo(np.float64).eps)
 # the factorisation itself.
 _getrf, _getrs = scipy.linalg.get_lapack_funcs(("getrf", "getrs"), dtype=np.float64)
 _CHUNK_FLOATS = 1 << 23  # 64 MiB of float64 per contraction intermediate
+JOINT_ROUTE_FLOATS = 1 << 15
+"""Largest joint kernel ``(|S|, |A|, |S|)`` (in floats) that :class:`DenseLayout` keeps for
+the joint route of :class:`DenseOperator` (agents of equal local sizes): below it, reading
+``P_pi`` and every agent-marginal kernel off the joint kernel takes fewer array operations
+than the Kronecker build and the leave-one-out sweep (measured faster up to 5 binary agents,
+slower from 6)."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +203,9 @@ def dense_memory(model: NetworkedMDP) -> int:
     prod_{j>=k} |S_j|`` floats), the gathered local kernels, policy rows and factors of
     :class:`DenseLayout` (``|S| sum_i (|A_i| |S_i| + 2 |A_i| + |S_i| + 3)``), contraction
     intermediates of at most ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and
-    ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy).
+    ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy); for models small
+    enough for the joint route (:data:`JOINT_ROUTE_FLOATS`) also the joint kernel, the joint
+    policy and the action tables, ``(|S| + 1) |A| (|S| + sum_i |A_i|)`` floats at most.
     """
     nS = model.states.size
     intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
@@ -204,6 +213,9 @@ def dense_memory(model: NetworkedMDP) -> int:
     local = nS * sum(
         a * x + 2 * a + x + 3 for a, x in zip(model.n_actions, model.n_states, strict=True)
     )
+    n_joint_actions = prod(model.n_actions)
+    if nS * n_joint_actions * nS <= JOINT_ROUTE_FLOATS:  # the joint route's tables
+        local += (nS + 1) * n_joint_actions * (nS + sum(model.n_actions))
     return 8 * (2 * nS * nS + suffixes + local + 2 * intermediate + nS * (model.n + 4))
 
 
@@ -238,6 +250,16 @@ class DenseLayout:
             an ``(|S|, n, |A_i|)`` array: the entry of ``theta_i[o_i(s), b]`` in the agents'
             stacked parameters, so that one ``bincount`` sums a joint ``(|S|, n, |A_i|)``
             table onto every agent's observation table.
+        joint_kernel: ``(|S|, |A|, |S|)`` the joint kernel ``P(s' | s, a)``
+            (:meth:`NetworkedMDP.joint_kernel`), kept only for small stacked models (at most
+            :data:`JOINT_ROUTE_FLOATS` entries; else ``None``): the joint route of
+            :class:`DenseOperator`.
+        action_index: ``(n, |A|)`` int, ``i |A_i| + a_i(a)``: the entry of
+            ``pi_i(a_i | o_i(s))`` in a row of the stacked ``(|S|, n |A_i|)`` policy rows, for
+            every joint action ``a`` (with ``joint_kernel``).
+        action_onehot: ``(|A|, n |A_i|)``, ``1[a_i(a) = b]`` in column ``i |A_i| + b``: the
+            sum over joint actions with ``a_i = b`` for every agent at once (with
+            ``joint_kernel``).
     """
 
     kernels: tuple[FloatArray, ...]
@@ -254,6 +276,9 @@ class DenseLayout:
     obs_offsets: tuple[int, ...] = ()
     own_flat: IntArray | None = None
     obs_action_flat: IntArray | None = None
+    joint_kernel: FloatArray | None = None
+    action_index: IntArray | None = None
+    action_onehot: FloatArray | None = None
 
 
 GroupLayout = tuple[tuple[int, ...], tuple[int, ...], int]
@@ -317,6 +342,21 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
             "own_flat": own_flat,
             "obs_action_flat": obs_action,
         }
+        n_joint_actions = model.actions.size
+        if nS * n_joint_actions * nS <= JOINT_ROUTE_FLOATS:
+            action_digits = model.actions.digits  # (|A|, n)
+            action_index = action_digits.T + n_actions * np.arange(n)[:, None]
+            action_onehot = np.zeros((n_joint_actions, n * n_actions))
+            for i in range(n):
+                action_onehot[np.arange(n_joint_actions), action_index[i]] = 1.0
+            joint_kernel = np.ascontiguousarray(model.joint_kernel())
+            for table in (action_index, action_onehot, joint_kernel):
+                table.setflags(write=False)
+            extra.update(
+                joint_kernel=joint_kernel,
+                action_index=action_index,
+                action_onehot=action_onehot,
+            )
     else:
         kernels = tuple(model.local_kernel_factors(i) for i in range(n))
     for k in kernels:
@@ -374,36 +414,62 @@ class DenseOperator:
         self.layout = layout = dense_layout(model, policy.beta)
         self.action_factors = layout.kernels
         self.probs_stack: FloatArray | None = None
-        factors: list[FloatArray]
+        self.joint_policy: FloatArray | None = None
+        self._kron: tuple[list[FloatArray], list[FloatArray], FloatArray] | None = None
         if layout.stacked:
-            # pi_i(a | o_i(s)) for every s and i, (|S|, n, |A_i|), and
-            # M_i[s, s'_i] = sum_a pi_i(a | o_i(s)) K_i[s, a, s'_i], (|S|, n, |S_i|)
+            # pi_i(a | o_i(s)) for every s and i, (|S|, n, |A_i|)
             stack = np.concatenate(policy.probs)[cast(IntArray, layout.obs_flat)]
             stack.setflags(write=False)
-            m_stack = np.einsum("sia,siax->six", stack, cast(FloatArray, layout.kernel_stack))
-            m_stack.setflags(write=False)
             self.probs_stack = stack
-            factors = list(m_stack.transpose(1, 0, 2))
+        if layout.joint_kernel is not None:
+            # joint route: pi(a | s) = prod_i pi_i(a_i | o_i(s)), (|S|, |A|), and
+            # P_pi(s' | s) = sum_a pi(a | s) P(s' | s, a)
+            rows = cast(FloatArray, self.probs_stack).reshape(nS, -1)
+            joint = rows[:, cast(IntArray, layout.action_index)].prod(axis=1)
+            joint.setflags(write=False)
+            self.joint_policy = joint
+            self.matrix = read_only(np.einsum("sa,sat->st", joint, layout.joint_kernel))
         else:
-            factors = [
-                np.einsum("sa,sax->sx", p, k)
-                for p, k in zip(self.local_probs, self.action_factors, strict=True)
-            ]
-            for m in factors:
-                m.setflags(write=False)
-        self._factors = factors
-        # suffixes[k - 1][s, (s'_k, ..., s'_{n-1})] = prod_{j>=k} M_j[s, s'_j] for 0 < k < n,
-        # built from the last agent (long inner axis); one more factor gives P_pi
-        last = factors[-1]
-        suffixes = [last]
-        for m in factors[-2::-1]:
-            last = (m[:, :, None] * last[:, None, :]).reshape(nS, -1)
-            suffixes.append(last)
-        self.matrix = read_only(suffixes.pop() if model.n > 1 else np.array(last))
-        suffixes.reverse()
-        self._suffixes = suffixes
+            self.matrix = self._kronecker()[2]
         # LU factors of (I - gamma P_pi)^T, on first use (_factor)
         self._lu: tuple[FloatArray, FloatArray] | None = None
+
+    def _kronecker(self) -> tuple[list[FloatArray], list[FloatArray], FloatArray]:
+        """The factors ``M_i[s, s'_i] = sum_a pi_i(a | o_i(s)) K_i[s, a, s'_i]``, the suffix
+        products ``prod_{j>=k} M_j`` for ``0 < k < n`` and their product ``P_pi`` (the
+        row-wise Kronecker product, built from the last agent: long inner axis); built once."""
+        if self._kron is None:
+            nS, layout = self._n_joint, self.layout
+            factors: list[FloatArray]
+            if self.probs_stack is not None:
+                kernel_stack = cast(FloatArray, layout.kernel_stack)
+                m_stack = np.einsum("sia,siax->six", self.probs_stack, kernel_stack)
+                m_stack.setflags(write=False)
+                factors = list(m_stack.transpose(1, 0, 2))
+            else:
+                factors = [
+                    np.einsum("sa,sax->sx", p, k)
+                    for p, k in zip(self.local_probs, self.action_factors, strict=True)
+                ]
+                for m in factors:
+                    m.setflags(write=False)
+            last = factors[-1]
+            suffixes = [last]
+            for m in factors[-2::-1]:
+                last = (m[:, :, None] * last[:, None, :]).reshape(nS, -1)
+                suffixes.append(last)
+            matrix = read_only(suffixes.pop() if len(factors) > 1 else np.array(last))
+            suffixes.reverse()
+            self._kron = (factors, suffixes, matrix)
+        return self._kron
+
+    @property
+    def _factors(self) -> list[FloatArray]:
+        return self._kronecker()[0]
+
+    @property
+    def _suffixes(self) -> list[FloatArray]:
+        return self._kronecker()[1]
 
     @cached_property
     def local_probs(self) -> tuple[FloatArray, ...]:
@@ -480,6 +546,30 @@ class DenseOperator:
         out: FloatArray = np.einsum("sibx,six->sib", self.layout.kernel_stack, w)
         return out
 
+    def apply_agents_weighted(self, v: FloatArray) -> FloatArray:
+        """``(|S|, n, |A_i|)``: ``pi_i(b | o_i(s)) (P^{(i,b)} v)(s)``, agents of equal local
+        sizes (:attr:`DenseLayout.stacked`).
+
+        On the joint route (small models, :data:`JOINT_ROUTE_FLOATS`) it is read off the
+        joint kernel: with ``Q_v(s, a) = sum_{s'} P(s' | s, a) v(s')``,
+        ``pi_i(b | o_i(s)) (P^{(i,b)} v)(s) = sum_{a: a_i = b} pi(a | s) Q_v(s, a)``, one
+        matrix-vector product and one product with :attr:`DenseLayout.action_onehot`
+        (``proofs_notes/occupancy-and-flow.md#joint-route``); otherwise it is
+        :meth:`apply_agents_stacked` times the policy rows.
+        """
+        if self.probs_stack is None:
+            raise ModelError("apply_agents_weighted needs agents of equal local sizes")
+        joint_kernel = self.layout.joint_kernel
+        if joint_kernel is None or self.joint_policy is None:
+            out: FloatArray = self.apply_agents_stacked(v)
+            out *= self.probs_stack
+            return out
+        nS = self._n_joint
+        q = (joint_kernel.reshape(-1, nS) @ v).reshape(nS, -1)  # Q_v(s, a)
+        q *= self.joint_policy
+        summed: FloatArray = q @ cast(FloatArray, self.layout.action_onehot)
+        return summed.reshape(self.probs_stack.shape)
+
     def _leave_one_out(
         self, v: FloatArray, out: list[FloatArray] | None = None
     ) -> list[FloatArray]:
@@ -529,13 +619,17 @@ class DenseOperator:
 
     def _certify(self, x: FloatArray, b: FloatArray, transpose: bool) -> tuple[float, float]:
         g = self.gamma
-        res = x - g * (self.matrix.T @ x if transpose else self.matrix @ x)
-        res -= b
+        res: FloatArray = (self.matrix.T if transpose else self.matrix) @ x
+        res *= -g
+        res += x
+        res -= b  # x - gamma P x - b, or with P^T
         mags = np.abs(np.array((res, x, b)))  # |residual|, |x|, |b|: (3, |S|, ...)
         if transpose:  # l1 norms per column, the largest over columns
-            norms = mags.sum(axis=1).reshape(3, -1).max(axis=1)
+            norms = mags.sum(axis=1)
+            if norms.ndim > 1:
+                norms = norms.max(axis=1)
         else:
-            norms = mags.reshape(3, -1).max(axis=1)
+            norms = mags.max(axis=tuple(range(1, mags.ndim)))
         r, scale, b_scale = norms.tolist()
         # rounding of the residual evaluation: (|S| + 2) eps (||I - gamma P|| ||x|| + ||b||)
         rounding = (self._n_joint + 2) * _EPS * ((1 + g) * scale + b_scale)

@@ -63,6 +63,7 @@ __all__ = [
     "Utility",
     "UtilityConstants",
     "evaluate_utilities",
+    "evaluate_utilities_stacked",
 ]
 
 
@@ -647,32 +648,38 @@ class ConstraintPenaltyUtility(Utility):
 
 
 def evaluate_utilities(
-    utilities: Sequence[Utility], lams: Sequence[FloatArray] | FloatArray
+    utilities: Sequence[Utility], lams: Sequence[FloatArray]
 ) -> tuple[FloatArray, tuple[FloatArray, ...]]:
-    """``(f_i(lam_i))_i`` and ``(grad f_i(lam_i))_i`` for one utility per agent.
-
-    The values are those of :meth:`Utility.evaluate`, utility by utility, with the same
-    domain checks.  When every utility is a :class:`LinearUtility` (exactly that class) and
-    ``lams`` is one ``(n, nS, nA)`` array, the ``n`` evaluations are one contraction:
-    ``f_i(lam_i) = sum_{s,a} r_i[s, a] lam_i[s, a]`` for all ``i`` at once, the gradients are
-    the rows of the stacked rewards, and the domain check (every entry finite, the shape
-    the caller's) is one pass over the stack; a non-finite entry falls back to the
-    one-at-a-time route, whose error names the utility and the entry.
-
-    Returns:
-        ``(n,)`` values and one read-only ``(nS_i, nA_i)`` gradient per agent.
-    """
-    if (
-        isinstance(lams, np.ndarray)
-        and lams.ndim == 3
-        and len(utilities) == lams.shape[0]
-        and all(type(f) is LinearUtility and f.shape == lams.shape[1:] for f in utilities)
-        and bool(np.isfinite(lams).all())
-    ):
-        rewards = np.array([cast(LinearUtility, f).reward for f in utilities])
-        rewards.setflags(write=False)
-        values: FloatArray = np.einsum("ixa,ixa->i", rewards, lams)
-        return values, tuple(rewards)
+    """``(f_i(lam_i))_i`` as an ``(n,)`` array and ``(grad f_i(lam_i))_i`` as read-only
+    copies: :meth:`Utility.evaluate` utility by utility (one domain check each)."""
     pairs = [f.evaluate(lam) for f, lam in zip(utilities, lams, strict=True)]
     values = np.array([v for v, _ in pairs], dtype=np.float64)
     return values, tuple(frozen(g) for _, g in pairs)
+
+
+def evaluate_utilities_stacked(
+    utilities: Sequence[Utility], lams: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`evaluate_utilities` for occupancies of one shape stacked as ``(n, nS, nA)``;
+    the gradients are returned stacked the same way (read-only).
+
+    When every utility is a :class:`LinearUtility` (exactly that class) of that shape, the
+    ``n`` evaluations are one contraction, ``f_i(lam_i) = sum_{s,a} r_i[s, a] lam_i[s, a]``
+    for all ``i`` at once, the gradients are the stacked rewards, and the domain check (every
+    entry finite) is one pass over the stack; a non-finite entry, or any other utility, takes
+    the one-at-a-time route, whose error names the utility and the entry.
+    """
+    shape = lams.shape[1:]
+    if (
+        lams.ndim == 3
+        and len(utilities) == lams.shape[0]
+        and all(type(f) is LinearUtility and f.shape == shape for f in utilities)
+        and bool(np.isfinite(lams).all())
+    ):
+        rewards = np.array([cast(LinearUtility, f).reward for f in utilities])
+        values: FloatArray = np.einsum("ixa,ixa->i", rewards, lams)
+    else:
+        values, grads = evaluate_utilities(utilities, list(lams))
+        rewards = np.array(grads)
+    rewards.setflags(write=False)
+    return values, rewards

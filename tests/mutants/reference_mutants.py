@@ -652,8 +652,9 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "stacked-gradient-without-discount", "reference.networked.exact",
-        "_solve_dense_stacked", "q += model.gamma * op.apply_agents_stacked(Vbar)",
-        "q += op.apply_agents_stacked(Vbar)",
+        "_solve_dense_stacked",
+        "q += (model.gamma * lam_S)[:, None, None] * op.apply_agents_weighted(Vbar)",
+        "q += lam_S[:, None, None] * op.apply_agents_weighted(Vbar)",
         "formula", ("test_networked_exact::test_three_gradient_routes_agree",
                     "test_matrix_free::test_gradient_with_action_dependent_rewards_on_every_route"),
         "Qbar^(i) without the discount (dense route, agents stacked)",
