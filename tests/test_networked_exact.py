@@ -342,61 +342,66 @@ def test_memory_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @given(problem=mst.networked_problems(), beta=st.integers(0, 2))
-def test_dense_joint_route_and_kronecker_route_agree(
+def test_dense_block_routes_and_kronecker_route_agree(
     problem: mst.NetworkedProblem, beta: int
 ) -> None:
-    """Small stacked models read P_pi and pi_i(b|o_i) P^(i,b) v off the joint kernel
-    (proofs_notes/occupancy-and-flow.md#joint-route); with the joint route switched off the
-    same model takes the Kronecker build and the leave-one-out sweep.  Both give the same
-    P_pi, the same weighted agent marginals (also equal to the sequential contraction of
-    apply_agent) and the same exact gradient; clearing the model's cache rebuilds the layout."""
+    """Small stacked models read P_pi and pi_i(b|o_i) P^(i,b) v off block kernels
+    (proofs_notes/occupancy-and-flow.md#joint-route): one block of all agents, or two halves;
+    with the block route switched off the same model takes the Kronecker build and the
+    leave-one-out sweep.  All three give the same P_pi, the same weighted agent marginals
+    (also equal to the sequential contraction of apply_agent) and the same exact gradient;
+    clearing the model's cache rebuilds the layout."""
     from unittest import mock
 
     from reference.networked import transition
 
     m = problem.model
     pol = LocalizedSoftmaxPolicy.random(m, beta, np.random.default_rng(0))
+    routes = {"one block": (transition.JOINT_ROUTE_FLOATS, 0),
+              "two blocks": (-1, 1 << 40), "kronecker": (-1, -1)}
+    ops, sols = {}, {}
+    for name, (joint_floats, block_floats) in routes.items():
+        m.derived.clear()
+        with mock.patch.multiple(transition, JOINT_ROUTE_FLOATS=joint_floats,
+                                 BLOCK_ROUTE_FLOATS=block_floats):
+            ops[name] = DenseOperator(m, pol)
+            sols[name] = solve(m, pol, problem.utilities, backend="dense")
+    stacked = ops["kronecker"].layout.stacked
+    assert not ops["kronecker"].layout.blocks
+    assert len(ops["one block"].layout.blocks) == (1 if stacked else 0)  # all drawn are small
+    assert len(ops["two blocks"].layout.blocks) == (2 if stacked and m.n > 1 else 0)
     m.derived.clear()
-    with mock.patch.object(transition, "JOINT_ROUTE_FLOATS", -1):
-        kron = DenseOperator(m, pol)
-        sol_kron = solve(m, pol, problem.utilities, backend="dense")
-    assert kron.layout.joint_kernel is None and kron.joint_policy is None
-    m.derived.clear()
-    joint = DenseOperator(m, pol)
-    sol_joint = solve(m, pol, problem.utilities, backend="dense")
-    stacked = joint.layout.stacked
-    assert (joint.layout.joint_kernel is not None) == stacked  # every drawn model is small
     nS = m.states.size
-    np.testing.assert_allclose(
-        joint.matrix, kron.matrix, rtol=0, atol=summation_tolerance(m.actions.size * m.n, 1.0)
-    )
+    kron = ops["kronecker"]
     v = np.random.default_rng(1).standard_normal(nS)
-    if stacked:
-        sweep = np.stack([pol.local_action_probs(i) * kron.apply_agent(i, v)
-                          for i in range(m.n)], axis=1)
-        tol = summation_tolerance(nS * m.actions.size * m.n, float(np.abs(v).max()))
-        for op in (joint, kron):
-            np.testing.assert_allclose(op.apply_agents_weighted(v), sweep, rtol=0, atol=tol)
-    else:
-        with pytest.raises(ModelError, match="equal local sizes"):
-            joint.apply_agents_weighted(v)
-    tol = gradient_tolerance(
-        m.states.size * m.actions.size, m.gamma, _max_reward(sol_joint.shadow_rewards)
+    sweep = [pol.local_action_probs(i) * kron.apply_agent(i, v) for i in range(m.n)]
+    tol_v = summation_tolerance(nS * m.actions.size * m.n, float(np.abs(v).max()))
+    tol_g = gradient_tolerance(
+        m.states.size * m.actions.size, m.gamma, _max_reward(sols["kronecker"].shadow_rewards)
     )
-    np.testing.assert_allclose(_flat(sol_joint.gradient), _flat(sol_kron.gradient), rtol=0,
-                               atol=tol)
-    lam_gap = float(np.abs(sol_joint.lam_S - sol_kron.lam_S).sum())
-    assert lam_gap <= certified(sol_joint.occupancy_error_bound, sol_kron.occupancy_error_bound)
+    for name, op in ops.items():
+        np.testing.assert_allclose(op.matrix, kron.matrix, rtol=0,
+                                   atol=summation_tolerance(m.actions.size * m.n, 1.0))
+        if stacked:
+            np.testing.assert_allclose(op.apply_agents_weighted(v), np.stack(sweep, axis=1),
+                                       rtol=0, atol=tol_v)
+        else:
+            with pytest.raises(ModelError, match="equal local sizes"):
+                op.apply_agents_weighted(v)
+        sol, ref = sols[name], sols["kronecker"]
+        np.testing.assert_allclose(_flat(sol.gradient), _flat(ref.gradient), rtol=0, atol=tol_g)
+        gap = float(np.abs(sol.lam_S - ref.lam_S).sum())
+        assert gap <= certified(sol.occupancy_error_bound, ref.occupancy_error_bound), name
 
 
 def test_dense_kronecker_tables_are_built_only_when_asked() -> None:
-    """On the joint route the Kronecker factors and suffix products are built on the first
-    call that needs them (apply_agent, apply_agents), once; the joint route's P_pi and the
+    """On the block route the Kronecker factors and suffix products are built on the first
+    call that needs them (apply_agent, apply_agents), once; the block route's P_pi and the
     Kronecker product agree."""
     inst = line_message(4)
     pol = LocalizedSoftmaxPolicy.random(inst.model, 1, np.random.default_rng(3))
     op = DenseOperator(inst.model, pol)
-    assert op.joint_policy is not None and op._kron is None
+    assert op.layout.blocks and op._kron is None
     solve(inst.model, pol, inst.utilities(), operator=op)
     assert op._kron is None  # the gradient did not need them
     v = np.linspace(-1.0, 1.0, inst.model.states.size)

@@ -44,7 +44,9 @@ from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 
 __all__ = [
+    "BLOCK_ROUTE_FLOATS",
     "JOINT_ROUTE_FLOATS",
+    "AgentBlock",
     "DenseLayout",
     "DenseOperator",
     "GroupLayout",
@@ -65,10 +67,16 @@ _getrf, _getrs = scipy.linalg.get_lapack_funcs(("getrf", "getrs"), dtype=np.floa
 _CHUNK_FLOATS = 1 << 23  # 64 MiB of float64 per contraction intermediate
 JOINT_ROUTE_FLOATS = 1 << 15
 """Largest joint kernel ``(|S|, |A|, |S|)`` (in floats) that :class:`DenseLayout` keeps for
-the joint route of :class:`DenseOperator` (agents of equal local sizes): below it, reading
-``P_pi`` and every agent-marginal kernel off the joint kernel takes fewer array operations
-than the Kronecker build and the leave-one-out sweep (measured faster up to 5 binary agents,
-slower from 6)."""
+the block route of :class:`DenseOperator` with one block, all agents (agents of equal local
+sizes): below it, reading ``P_pi`` and every agent-marginal kernel off the joint kernel
+takes fewer array operations than two blocks or the Kronecker build and the leave-one-out
+sweep (measured faster up to 5 binary agents)."""
+
+BLOCK_ROUTE_FLOATS = 1 << 17
+"""Largest total size ``sum_H |S| |A_H| |S_H|`` (in floats) of the two block kernels of the
+block route with two blocks (the first and second half of the agents); above it the dense
+backend takes the Kronecker build and the leave-one-out sweep (measured: two blocks faster
+for 6 to 8 binary agents)."""
 
 
 @dataclass(frozen=True)
@@ -203,9 +211,9 @@ def dense_memory(model: NetworkedMDP) -> int:
     prod_{j>=k} |S_j|`` floats), the gathered local kernels, policy rows and factors of
     :class:`DenseLayout` (``|S| sum_i (|A_i| |S_i| + 2 |A_i| + |S_i| + 3)``), contraction
     intermediates of at most ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and
-    ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy); for models small
-    enough for the joint route (:data:`JOINT_ROUTE_FLOATS`) also the joint kernel, the joint
-    policy and the action tables, ``(|S| + 1) |A| (|S| + sum_i |A_i|)`` floats at most.
+    ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy); on the block route
+    (:data:`JOINT_ROUTE_FLOATS`, :data:`BLOCK_ROUTE_FLOATS`) also each block's kernel, joint
+    policy and action tables, ``(|S| + 1) |A_H| (|S_H| + sum_i |A_i|)`` floats per block.
     """
     nS = model.states.size
     intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
@@ -213,9 +221,9 @@ def dense_memory(model: NetworkedMDP) -> int:
     local = nS * sum(
         a * x + 2 * a + x + 3 for a, x in zip(model.n_actions, model.n_states, strict=True)
     )
-    n_joint_actions = prod(model.n_actions)
-    if nS * n_joint_actions * nS <= JOINT_ROUTE_FLOATS:  # the joint route's tables
-        local += (nS + 1) * n_joint_actions * (nS + sum(model.n_actions))
+    for start, stop in _agent_blocks(model):  # the block route's tables and policies
+        actions = prod(model.n_actions[start:stop])
+        local += (nS + 1) * actions * (prod(model.n_states[start:stop]) + sum(model.n_actions))
     return 8 * (2 * nS * nS + suffixes + local + 2 * intermediate + nS * (model.n + 4))
 
 
@@ -250,16 +258,9 @@ class DenseLayout:
             an ``(|S|, n, |A_i|)`` array: the entry of ``theta_i[o_i(s), b]`` in the agents'
             stacked parameters, so that one ``bincount`` sums a joint ``(|S|, n, |A_i|)``
             table onto every agent's observation table.
-        joint_kernel: ``(|S|, |A|, |S|)`` the joint kernel ``P(s' | s, a)``
-            (:meth:`NetworkedMDP.joint_kernel`), kept only for small stacked models (at most
-            :data:`JOINT_ROUTE_FLOATS` entries; else ``None``): the joint route of
-            :class:`DenseOperator`.
-        action_index: ``(n, |A|)`` int, ``i |A_i| + a_i(a)``: the entry of
-            ``pi_i(a_i | o_i(s))`` in a row of the stacked ``(|S|, n |A_i|)`` policy rows, for
-            every joint action ``a`` (with ``joint_kernel``).
-        action_onehot: ``(|A|, n |A_i|)``, ``1[a_i(a) = b]`` in column ``i |A_i| + b``: the
-            sum over joint actions with ``a_i = b`` for every agent at once (with
-            ``joint_kernel``).
+        blocks: the :class:`AgentBlock` tables of the block route of :class:`DenseOperator`
+            (small stacked models: one block of all agents, or two halves; see
+            :data:`JOINT_ROUTE_FLOATS` and :data:`BLOCK_ROUTE_FLOATS`); empty otherwise.
     """
 
     kernels: tuple[FloatArray, ...]
@@ -276,9 +277,70 @@ class DenseLayout:
     obs_offsets: tuple[int, ...] = ()
     own_flat: IntArray | None = None
     obs_action_flat: IntArray | None = None
-    joint_kernel: FloatArray | None = None
-    action_index: IntArray | None = None
-    action_onehot: FloatArray | None = None
+    blocks: tuple[AgentBlock, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentBlock:
+    """The agents ``start <= j < stop`` as one block of the dense block route.
+
+    Attributes:
+        start, stop: the block's agents (consecutive; joint indices of the block are mixed
+            radix over them, the lowest agent most significant, as everywhere).
+        kernel: ``(|S|, |A_H|, |S_H|)``, ``P_H(x | s, a_H) = prod_{j in H} P_j(x_j | s_{N_j},
+            a_j)``, the block's joint kernel read at every joint state.
+        action_index: ``(|H|, |A_H|)`` int, ``j |A_j| + a_j(a_H)``: the entry of
+            ``pi_j(a_j | o_j(s))`` in a row of the stacked ``(|S|, n |A_j|)`` policy rows.
+        action_onehot: ``(|A_H|, |H| |A_j|)``, ``1[a_j(a_H) = b]`` in column
+            ``(j - start) |A_j| + b``.
+    """
+
+    start: int
+    stop: int
+    kernel: FloatArray
+    action_index: IntArray
+    action_onehot: FloatArray
+
+
+def _agent_blocks(model: NetworkedMDP) -> tuple[tuple[int, int], ...]:
+    """The blocks of the block route for ``model``: ``((0, n),)`` when the joint kernel has at
+    most :data:`JOINT_ROUTE_FLOATS` entries, the two halves when their kernels have at most
+    :data:`BLOCK_ROUTE_FLOATS` together, else none (also when local sizes differ)."""
+    n, nS = model.n, model.states.size
+    if len(set(model.n_states)) != 1 or len(set(model.n_actions)) != 1:
+        return ()
+    if nS * prod(model.n_actions) * nS <= JOINT_ROUTE_FLOATS:
+        return ((0, n),)
+    if n < 2:
+        return ()
+    half = (n + 1) // 2
+    halves = ((0, half), (half, n))
+    size = sum(
+        nS * prod(model.n_actions[a:b]) * prod(model.n_states[a:b]) for a, b in halves
+    )
+    return halves if size <= BLOCK_ROUTE_FLOATS else ()
+
+
+def _agent_block(
+    model: NetworkedMDP, kernel_stack: FloatArray, start: int, stop: int
+) -> AgentBlock:
+    nS, n_actions = model.states.size, model.n_actions[0]
+    kernel = np.ones((nS, 1, 1))
+    for j in range(start, stop):  # outer products over the block, first agent most significant
+        k = kernel_stack[:, j]
+        a, x = kernel.shape[1], kernel.shape[2]
+        kernel = (kernel[:, :, None, :, None] * k[:, None, :, None, :]).reshape(
+            nS, a * k.shape[1], x * k.shape[2]
+        )
+    size = stop - start
+    digits = np.indices((n_actions,) * size).reshape(size, -1)  # (|H|, |A_H|)
+    action_index = digits + n_actions * np.arange(start, stop)[:, None]
+    onehot = np.zeros((digits.shape[1], size * n_actions))
+    for t in range(size):
+        onehot[np.arange(digits.shape[1]), t * n_actions + digits[t]] = 1.0
+    for table in (kernel, action_index, onehot):
+        table.setflags(write=False)
+    return AgentBlock(start, stop, kernel, action_index, onehot)
 
 
 GroupLayout = tuple[tuple[int, ...], tuple[int, ...], int]
@@ -342,21 +404,9 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
             "own_flat": own_flat,
             "obs_action_flat": obs_action,
         }
-        n_joint_actions = model.actions.size
-        if nS * n_joint_actions * nS <= JOINT_ROUTE_FLOATS:
-            action_digits = model.actions.digits  # (|A|, n)
-            action_index = action_digits.T + n_actions * np.arange(n)[:, None]
-            action_onehot = np.zeros((n_joint_actions, n * n_actions))
-            for i in range(n):
-                action_onehot[np.arange(n_joint_actions), action_index[i]] = 1.0
-            joint_kernel = np.ascontiguousarray(model.joint_kernel())
-            for table in (action_index, action_onehot, joint_kernel):
-                table.setflags(write=False)
-            extra.update(
-                joint_kernel=joint_kernel,
-                action_index=action_index,
-                action_onehot=action_onehot,
-            )
+        extra["blocks"] = tuple(
+            _agent_block(model, kernel_stack, a, b) for a, b in _agent_blocks(model)
+        )
     else:
         kernels = tuple(model.local_kernel_factors(i) for i in range(n))
     for k in kernels:
@@ -414,21 +464,28 @@ class DenseOperator:
         self.layout = layout = dense_layout(model, policy.beta)
         self.action_factors = layout.kernels
         self.probs_stack: FloatArray | None = None
-        self.joint_policy: FloatArray | None = None
+        self._block_policies: list[FloatArray] = []
+        self._block_factors: list[FloatArray] = []
         self._kron: tuple[list[FloatArray], list[FloatArray], FloatArray] | None = None
         if layout.stacked:
             # pi_i(a | o_i(s)) for every s and i, (|S|, n, |A_i|)
             stack = np.concatenate(policy.probs)[cast(IntArray, layout.obs_flat)]
             stack.setflags(write=False)
             self.probs_stack = stack
-        if layout.joint_kernel is not None:
-            # joint route: pi(a | s) = prod_i pi_i(a_i | o_i(s)), (|S|, |A|), and
-            # P_pi(s' | s) = sum_a pi(a | s) P(s' | s, a)
+        if layout.blocks:
+            # block route: pi_H(a_H | s) = prod_{j in H} pi_j(a_j | o_j(s)), (|S|, |A_H|), and
+            # M_H(x | s) = sum_{a_H} pi_H(a_H | s) P_H(x | s, a_H); P_pi is their product
             rows = cast(FloatArray, self.probs_stack).reshape(nS, -1)
-            joint = rows[:, cast(IntArray, layout.action_index)].prod(axis=1)
-            joint.setflags(write=False)
-            self.joint_policy = joint
-            self.matrix = read_only(np.einsum("sa,sat->st", joint, layout.joint_kernel))
+            for block in layout.blocks:
+                joint = rows[:, block.action_index].prod(axis=1)
+                joint.setflags(write=False)
+                self._block_policies.append(joint)
+                self._block_factors.append(np.einsum("sa,sax->sx", joint, block.kernel))
+            if len(layout.blocks) == 1:
+                self.matrix = read_only(self._block_factors[0])
+            else:
+                first, second = self._block_factors
+                self.matrix = read_only((first[:, :, None] * second[:, None, :]).reshape(nS, nS))
         else:
             self.matrix = self._kronecker()[2]
         # LU factors of (I - gamma P_pi)^T, on first use (_factor)
@@ -550,25 +607,38 @@ class DenseOperator:
         """``(|S|, n, |A_i|)``: ``pi_i(b | o_i(s)) (P^{(i,b)} v)(s)``, agents of equal local
         sizes (:attr:`DenseLayout.stacked`).
 
-        On the joint route (small models, :data:`JOINT_ROUTE_FLOATS`) it is read off the
-        joint kernel: with ``Q_v(s, a) = sum_{s'} P(s' | s, a) v(s')``,
-        ``pi_i(b | o_i(s)) (P^{(i,b)} v)(s) = sum_{a: a_i = b} pi(a | s) Q_v(s, a)``, one
-        matrix-vector product and one product with :attr:`DenseLayout.action_onehot`
-        (``proofs_notes/occupancy-and-flow.md#joint-route``); otherwise it is
-        :meth:`apply_agents_stacked` times the policy rows.
+        On the block route (small models, :attr:`DenseLayout.blocks`) it is read off the
+        block kernels: for agent ``i`` in block ``H``,
+        ``pi_i(b | o_i(s)) (P^{(i,b)} v)(s) = sum_{a_H: a_i = b} pi_H(a_H | s) Q_H(s, a_H)`` with
+        ``Q_H(s, a_H) = sum_x P_H(x | s, a_H) u_H(s, x)`` and ``u_H`` the contraction of ``v``
+        with the other block's ``M`` (``v`` itself for one block), then a product with
+        :attr:`AgentBlock.action_onehot` (``proofs_notes/occupancy-and-flow.md#joint-route``);
+        otherwise it is :meth:`apply_agents_stacked` times the policy rows.
         """
         if self.probs_stack is None:
             raise ModelError("apply_agents_weighted needs agents of equal local sizes")
-        joint_kernel = self.layout.joint_kernel
-        if joint_kernel is None or self.joint_policy is None:
+        blocks = self.layout.blocks
+        if not blocks:
             out: FloatArray = self.apply_agents_stacked(v)
             out *= self.probs_stack
             return out
         nS = self._n_joint
-        q = (joint_kernel.reshape(-1, nS) @ v).reshape(nS, -1)  # Q_v(s, a)
-        q *= self.joint_policy
-        summed: FloatArray = q @ cast(FloatArray, self.layout.action_onehot)
-        return summed.reshape(self.probs_stack.shape)
+        v = np.asarray(v, dtype=np.float64)
+        if len(blocks) == 1:
+            q = (blocks[0].kernel.reshape(-1, nS) @ v).reshape(nS, -1)  # Q_v(s, a)
+            q *= self._block_policies[0]
+            summed: FloatArray = q @ blocks[0].action_onehot
+            return summed.reshape(self.probs_stack.shape)
+        first, second = self._block_factors
+        grid = v.reshape(first.shape[1], second.shape[1])  # v(x_H1, x_H2)
+        parts = []
+        for block, joint, u in zip(
+            blocks, self._block_policies, (second @ grid.T, first @ grid), strict=True
+        ):
+            q = np.einsum("sax,sx->sa", block.kernel, u)  # Q_H(s, a_H)
+            q *= joint
+            parts.append(q @ block.action_onehot)
+        return np.concatenate(parts, axis=1).reshape(self.probs_stack.shape)
 
     def _leave_one_out(
         self, v: FloatArray, out: list[FloatArray] | None = None
