@@ -409,8 +409,8 @@ def _solve_dense_stacked(
     so that the work per call is a fixed number of array operations, not a few per agent."""
     model, layout = op.model, op.layout
     n = model.n
-    occ_solve = op.solve_occupancy(layout.rho)
-    lam_S = read_only(occ_solve.x)
+    lam_S, _, occupancy_bound = op.solve_certified(layout.rho, transpose=True)
+    lam_S.setflags(write=False)
     weighted = lam_S[:, None, None] * probs  # (|S|, n, |A|)
     # lam_i[x, a] = sum_s 1[s_i(s) = x] lam_S(s) pi_i(a | o_i(s)), (n, |S_i|, |A|)
     occ_stack = read_only(
@@ -425,14 +425,14 @@ def _solve_dense_stacked(
     Rbar /= n
     V: FloatArray | None
     if per_agent:
-        val_solve = op.solve_values(R_pi)
-        V = read_only(val_solve.x)
+        V, _, value_bound = op.solve_certified(R_pi, transpose=False)
+        V.setflags(write=False)
         Vbar = V.sum(axis=1)
         Vbar /= n
     else:
-        val_solve = op.solve_values(Rbar)
-        V, Vbar = None, val_solve.x
-    read_only(Vbar)
+        Vbar, _, value_bound = op.solve_certified(Rbar, transpose=False)
+        V = None
+    Vbar.setflags(write=False)
     # (Qbar^{(i)}(s, b) - Vbar(s)) lam_S(s) pi_i(b | o_i(s)), the discounted term from
     # pi_i(b | o_i(s)) (P^{(i,b)} Vbar)(s)
     q = own_rewards - R_pi[:, :, None]
@@ -458,8 +458,8 @@ def _solve_dense_stacked(
         team_value=Vbar,
         gradient=tuple([summed[offsets[i] : offsets[i + 1]] for i in range(n)]),
         gradient_norm=float(np.sqrt(np.vdot(summed, summed))),
-        occupancy_error_bound=occ_solve.error_bound,
-        value_error_bound=val_solve.error_bound,
+        occupancy_error_bound=occupancy_bound,
+        value_error_bound=value_bound,
         backend=op.backend,
         iterations=0,
     )

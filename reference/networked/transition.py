@@ -699,24 +699,29 @@ class DenseOperator:
             if norms.ndim > 1:
                 norms = norms.max(axis=1)
         else:
-            norms = mags.max(axis=tuple(range(1, mags.ndim)))
+            norms = mags.max(axis=(1, 2) if mags.ndim == 3 else 1)
         r, scale, b_scale = norms.tolist()
         # rounding of the residual evaluation: (|S| + 2) eps (||I - gamma P|| ||x|| + ||b||)
         rounding = (self._n_joint + 2) * _EPS * ((1 + g) * scale + b_scale)
         return r, (r + rounding) / (1 - g)
 
+    def solve_certified(
+        self, b: FloatArray, transpose: bool
+    ) -> tuple[FloatArray, float, float]:
+        """``(x, residual, error bound)`` of the occupancy system ``(I - gamma P_pi^T) x = b``
+        (``transpose``, l1 norms) or the value system ``(I - gamma P_pi) x = b`` (inf norms):
+        :meth:`solve_occupancy` and :meth:`solve_values` without the record."""
+        lu, piv = self._lu if self._lu is not None else self._factor()
+        x: FloatArray = _getrs(lu, piv, b, trans=0 if transpose else 1)[0]
+        res, bound = self._certify(x, b, transpose)
+        return x, res, bound
+
     def solve_values(self, r: FloatArray) -> LinearSolve:
         """``(I - gamma P_pi)^{-1} r`` for ``r`` of shape ``(|S|,)`` or ``(|S|, m)``."""
-        r = np.asarray(r, dtype=np.float64)
-        lu, piv = self._factor()
-        x = _getrs(lu, piv, r, trans=1)[0]
-        res, bound = self._certify(x, r, transpose=False)
+        x, res, bound = self.solve_certified(np.asarray(r, dtype=np.float64), False)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="inf")
 
     def solve_occupancy(self, rho: FloatArray) -> LinearSolve:
         """``(I - gamma P_pi^T)^{-1} rho`` for ``rho`` of shape ``(|S|,)`` or ``(|S|, m)``."""
-        rho = np.asarray(rho, dtype=np.float64)
-        lu, piv = self._factor()
-        x = _getrs(lu, piv, rho, trans=0)[0]
-        res, bound = self._certify(x, rho, transpose=True)
+        x, res, bound = self.solve_certified(np.asarray(rho, dtype=np.float64), True)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="l1")

@@ -40,7 +40,7 @@ import operator
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -670,13 +670,14 @@ def evaluate_utilities_stacked(
     the one-at-a-time route, whose error names the utility and the entry.
     """
     shape = lams.shape[1:]
-    if (
-        lams.ndim == 3
-        and len(utilities) == lams.shape[0]
-        and all(type(f) is LinearUtility and f.shape == shape for f in utilities)
-        and bool(np.isfinite(lams).all())
-    ):
-        rewards = np.array([cast(LinearUtility, f).reward for f in utilities])
+    linear: list[FloatArray] = []
+    if lams.ndim == 3 and len(utilities) == lams.shape[0]:
+        for f in utilities:
+            if type(f) is not LinearUtility or f.shape != shape:
+                break
+            linear.append(f.reward)
+    if linear and len(linear) == len(utilities) and np.isfinite(lams).all():
+        rewards = np.array(linear)
         values: FloatArray = np.einsum("ixa,ixa->i", rewards, lams)
     else:
         values, grads = evaluate_utilities(utilities, list(lams))
