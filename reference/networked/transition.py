@@ -480,7 +480,7 @@ class DenseOperator:
                 joint = rows[:, block.action_index].prod(axis=1)
                 joint.setflags(write=False)
                 self._block_policies.append(joint)
-                self._block_factors.append(np.einsum("sa,sax->sx", joint, block.kernel))
+                self._block_factors.append(np.matmul(joint[:, None, :], block.kernel)[:, 0])
             if len(layout.blocks) == 1:
                 self.matrix = read_only(self._block_factors[0])
             else:
@@ -635,7 +635,7 @@ class DenseOperator:
         for block, joint, u in zip(
             blocks, self._block_policies, (second @ grid.T, first @ grid), strict=True
         ):
-            q = np.einsum("sax,sx->sa", block.kernel, u)  # Q_H(s, a_H)
+            q = np.matmul(block.kernel, u[:, :, None])[:, :, 0]  # Q_H(s, a_H)
             q *= joint
             parts.append(q @ block.action_onehot)
         return np.concatenate(parts, axis=1).reshape(self.probs_stack.shape)
