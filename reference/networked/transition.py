@@ -433,11 +433,17 @@ class DenseOperator:
 
     ``P_pi`` is built as the row-wise Kronecker product of the policy-averaged local factors
     ``M_i[s, s'_i]`` (module docstring), keeping the suffix products for
-    :meth:`apply_agents`; what depends on the model alone (gathered kernels, index tables)
-    comes from the model's cached :class:`DenseLayout`, so a call builds only what depends
-    on ``theta``.  Memory: :func:`dense_memory` (the matrix, its LU factors and the suffix
-    products, about ``3 |S|^2`` floats), checked against the limit of :mod:`reference.memory`
-    before anything is allocated.
+    :meth:`apply_agents`; or, for small models whose agents have equal local sizes, on the
+    block route (:attr:`DenseLayout.blocks`): from the joint policy and joint kernel of one
+    block of all agents or of two halves, which also give every weighted agent marginal
+    (:meth:`apply_agents_weighted`) in a fixed number of array operations; the Kronecker
+    tables are then built only if a per-agent method asks for them.  What depends on the
+    model alone (gathered kernels, index tables, block kernels) comes from the model's cached
+    :class:`DenseLayout`, so a call builds only what depends on ``theta``.  One LU
+    factorisation of ``(I - gamma P_pi)^T`` serves both systems.  Memory:
+    :func:`dense_memory` (the matrix, its LU factors and the suffix products, about
+    ``3 |S|^2`` floats), checked against the limit of :mod:`reference.memory` before
+    anything is allocated.
     """
 
     backend = "dense"
