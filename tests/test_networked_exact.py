@@ -412,3 +412,28 @@ def test_dense_kronecker_tables_are_built_only_when_asked() -> None:
     np.testing.assert_allclose(swept[2], op.apply_agent(2, v), rtol=0,
                                atol=summation_tolerance(64, 1.0))
     assert op._kron is built
+
+
+def test_backend_choice_is_cached_per_radius_accuracy_and_limit() -> None:
+    """The automatic backend choice is cached on the model per (radius, accuracy, memory
+    limit): a limit below the dense kernel's prediction is a new key and gives matrix-free
+    even after dense was chosen; two policies of one radius share the entry; a pickled model
+    starts without it and chooses the same."""
+    import pickle
+
+    inst = line_message(6)
+    m = inst.model
+    a = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(0))
+    b = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(1))
+    assert transition_operator(m, a).backend == "dense"
+    keys = [k for k in m.derived if k[0] == "backend-choice"]
+    assert len(keys) == 1
+    assert transition_operator(m, b).backend == "dense"
+    assert [k for k in m.derived if k[0] == "backend-choice"] == keys
+    small = transition_operator(m, a, memory_limit=2e5)  # dense needs about 0.4 MiB here
+    assert small.backend == "matrix-free"
+    assert len([k for k in m.derived if k[0] == "backend-choice"]) == 2
+    assert transition_operator(m, a).backend == "dense"
+    clone = pickle.loads(pickle.dumps(m))
+    assert "derived" not in vars(clone)
+    assert transition_operator(clone, LocalizedSoftmaxPolicy(clone, 1, a.theta)).backend == "dense"
