@@ -437,3 +437,45 @@ def test_backend_choice_is_cached_per_radius_accuracy_and_limit() -> None:
     clone = pickle.loads(pickle.dumps(m))
     assert "derived" not in vars(clone)
     assert transition_operator(clone, LocalizedSoftmaxPolicy(clone, 1, a.theta)).backend == "dense"
+
+
+@pytest.mark.parametrize("n", [2, 4, 5, 6])
+def test_dense_block_routes_on_line_message(n: int) -> None:
+    """The same comparison as above on line-message, where every agent has two states and two
+    actions, so that the two-block route runs with halves of equal (n = 2, 4, 6) and unequal
+    (n = 5) sizes: its P_pi, weighted agent marginals and gradient against the Kronecker
+    route and apply_agent."""
+    from unittest import mock
+
+    from reference.networked import transition
+
+    inst = line_message(n)
+    m = inst.model
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(n))
+    v = np.random.default_rng(n + 1).standard_normal(m.states.size)
+    results = {}
+    for name, (joint_floats, block_floats) in {
+        "one block": (1 << 40, 0), "two blocks": (-1, 1 << 40), "kronecker": (-1, -1)
+    }.items():
+        m.derived.clear()
+        with mock.patch.multiple(transition, JOINT_ROUTE_FLOATS=joint_floats,
+                                 BLOCK_ROUTE_FLOATS=block_floats):
+            op = DenseOperator(m, pol)
+            assert len(op.layout.blocks) == {"one block": 1, "two blocks": 2, "kronecker": 0}[name]
+            sol = solve(m, pol, inst.utilities(), operator=op)
+            results[name] = (op.matrix, op.apply_agents_weighted(v), sol)
+    m.derived.clear()
+    nS = m.states.size
+    kron = DenseOperator(m, pol)
+    sweep = np.stack([pol.local_action_probs(i) * kron.apply_agent(i, v) for i in range(n)],
+                     axis=1)
+    ref = results["kronecker"][2]
+    tol_g = gradient_tolerance(nS * m.actions.size, m.gamma, _max_reward(ref.shadow_rewards))
+    for matrix, weighted, sol in results.values():
+        np.testing.assert_allclose(matrix, results["kronecker"][0], rtol=0,
+                                   atol=summation_tolerance(m.actions.size * n, 1.0))
+        np.testing.assert_allclose(
+            weighted, sweep, rtol=0,
+            atol=summation_tolerance(nS * m.actions.size * n, float(np.abs(v).max())),
+        )
+        np.testing.assert_allclose(_flat(sol.gradient), _flat(ref.gradient), rtol=0, atol=tol_g)
