@@ -339,3 +339,143 @@ def test_memory_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert solve(tiny.model, LocalizedSoftmaxPolicy.uniform(tiny.model), tiny.utilities()).objective
     monkeypatch.delenv("MARL_ORACLE_MEMORY_LIMIT")
     assert solve(inst.model, pol, inst.utilities()).gradient_norm > 0
+
+
+@given(problem=mst.networked_problems(), beta=st.integers(0, 2))
+def test_dense_block_routes_and_kronecker_route_agree(
+    problem: mst.NetworkedProblem, beta: int
+) -> None:
+    """Small stacked models read P_pi and pi_i(b|o_i) P^(i,b) v off block kernels
+    (proofs_notes/occupancy-and-flow.md#joint-route): one block of all agents, or two halves;
+    with the block route switched off the same model takes the Kronecker build and the
+    leave-one-out sweep.  All three give the same P_pi, the same weighted agent marginals
+    (also equal to the sequential contraction of apply_agent) and the same exact gradient;
+    clearing the model's cache rebuilds the layout."""
+    from unittest import mock
+
+    from reference.networked import transition
+
+    m = problem.model
+    pol = LocalizedSoftmaxPolicy.random(m, beta, np.random.default_rng(0))
+    routes = {"one block": (transition.JOINT_ROUTE_FLOATS, 0),
+              "two blocks": (-1, 1 << 40), "kronecker": (-1, -1)}
+    ops, sols = {}, {}
+    for name, (joint_floats, block_floats) in routes.items():
+        m.derived.clear()
+        with mock.patch.multiple(transition, JOINT_ROUTE_FLOATS=joint_floats,
+                                 BLOCK_ROUTE_FLOATS=block_floats):
+            ops[name] = DenseOperator(m, pol)
+            sols[name] = solve(m, pol, problem.utilities, backend="dense")
+    stacked = ops["kronecker"].layout.stacked
+    assert not ops["kronecker"].layout.blocks
+    assert len(ops["one block"].layout.blocks) == (1 if stacked else 0)  # all drawn are small
+    assert len(ops["two blocks"].layout.blocks) == (2 if stacked and m.n > 1 else 0)
+    m.derived.clear()
+    nS = m.states.size
+    kron = ops["kronecker"]
+    v = np.random.default_rng(1).standard_normal(nS)
+    sweep = [pol.local_action_probs(i) * kron.apply_agent(i, v) for i in range(m.n)]
+    tol_v = summation_tolerance(nS * m.actions.size * m.n, float(np.abs(v).max()))
+    tol_g = gradient_tolerance(
+        m.states.size * m.actions.size, m.gamma, _max_reward(sols["kronecker"].shadow_rewards)
+    )
+    for name, op in ops.items():
+        np.testing.assert_allclose(op.matrix, kron.matrix, rtol=0,
+                                   atol=summation_tolerance(m.actions.size * m.n, 1.0))
+        if stacked:
+            np.testing.assert_allclose(op.apply_agents_weighted(v), np.stack(sweep, axis=1),
+                                       rtol=0, atol=tol_v)
+        else:
+            with pytest.raises(ModelError, match="equal local sizes"):
+                op.apply_agents_weighted(v)
+        sol, ref = sols[name], sols["kronecker"]
+        np.testing.assert_allclose(_flat(sol.gradient), _flat(ref.gradient), rtol=0, atol=tol_g)
+        gap = float(np.abs(sol.lam_S - ref.lam_S).sum())
+        assert gap <= certified(sol.occupancy_error_bound, ref.occupancy_error_bound), name
+
+
+def test_dense_kronecker_tables_are_built_only_when_asked() -> None:
+    """On the block route the Kronecker factors and suffix products are built on the first
+    call that needs them (apply_agent, apply_agents), once; the block route's P_pi and the
+    Kronecker product agree."""
+    inst = line_message(4)
+    pol = LocalizedSoftmaxPolicy.random(inst.model, 1, np.random.default_rng(3))
+    op = DenseOperator(inst.model, pol)
+    assert op.layout.blocks and op._kron is None
+    solve(inst.model, pol, inst.utilities(), operator=op)
+    assert op._kron is None  # the gradient did not need them
+    v = np.linspace(-1.0, 1.0, inst.model.states.size)
+    swept = op.apply_agents(v)
+    built = op._kron
+    assert built is not None
+    np.testing.assert_allclose(built[2], op.matrix, rtol=0, atol=summation_tolerance(64, 1.0))
+    np.testing.assert_allclose(swept[2], op.apply_agent(2, v), rtol=0,
+                               atol=summation_tolerance(64, 1.0))
+    assert op._kron is built
+
+
+def test_backend_choice_is_cached_per_radius_accuracy_and_limit() -> None:
+    """The automatic backend choice is cached on the model per (radius, accuracy, memory
+    limit): a limit below the dense kernel's prediction is a new key and gives matrix-free
+    even after dense was chosen; two policies of one radius share the entry; a pickled model
+    starts without it and chooses the same."""
+    import pickle
+
+    inst = line_message(6)
+    m = inst.model
+    a = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(0))
+    b = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(1))
+    assert transition_operator(m, a).backend == "dense"
+    keys = [k for k in m.derived if k[0] == "backend-choice"]
+    assert len(keys) == 1
+    assert transition_operator(m, b).backend == "dense"
+    assert [k for k in m.derived if k[0] == "backend-choice"] == keys
+    small = transition_operator(m, a, memory_limit=2e5)  # dense needs about 0.4 MiB here
+    assert small.backend == "matrix-free"
+    assert len([k for k in m.derived if k[0] == "backend-choice"]) == 2
+    assert transition_operator(m, a).backend == "dense"
+    clone = pickle.loads(pickle.dumps(m))
+    assert "derived" not in vars(clone)
+    assert transition_operator(clone, LocalizedSoftmaxPolicy(clone, 1, a.theta)).backend == "dense"
+
+
+@pytest.mark.parametrize("n", [2, 4, 5, 6])
+def test_dense_block_routes_on_line_message(n: int) -> None:
+    """The same comparison as above on line-message, where every agent has two states and two
+    actions, so that the two-block route runs with halves of equal (n = 2, 4, 6) and unequal
+    (n = 5) sizes: its P_pi, weighted agent marginals and gradient against the Kronecker
+    route and apply_agent."""
+    from unittest import mock
+
+    from reference.networked import transition
+
+    inst = line_message(n)
+    m = inst.model
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(n))
+    v = np.random.default_rng(n + 1).standard_normal(m.states.size)
+    results = {}
+    for name, (joint_floats, block_floats) in {
+        "one block": (1 << 40, 0), "two blocks": (-1, 1 << 40), "kronecker": (-1, -1)
+    }.items():
+        m.derived.clear()
+        with mock.patch.multiple(transition, JOINT_ROUTE_FLOATS=joint_floats,
+                                 BLOCK_ROUTE_FLOATS=block_floats):
+            op = DenseOperator(m, pol)
+            assert len(op.layout.blocks) == {"one block": 1, "two blocks": 2, "kronecker": 0}[name]
+            sol = solve(m, pol, inst.utilities(), operator=op)
+            results[name] = (op.matrix, op.apply_agents_weighted(v), sol)
+    m.derived.clear()
+    nS = m.states.size
+    kron = DenseOperator(m, pol)
+    sweep = np.stack([pol.local_action_probs(i) * kron.apply_agent(i, v) for i in range(n)],
+                     axis=1)
+    ref = results["kronecker"][2]
+    tol_g = gradient_tolerance(nS * m.actions.size, m.gamma, _max_reward(ref.shadow_rewards))
+    for matrix, weighted, sol in results.values():
+        np.testing.assert_allclose(matrix, results["kronecker"][0], rtol=0,
+                                   atol=summation_tolerance(m.actions.size * n, 1.0))
+        np.testing.assert_allclose(
+            weighted, sweep, rtol=0,
+            atol=summation_tolerance(nS * m.actions.size * n, float(np.abs(v).max())),
+        )
+        np.testing.assert_allclose(_flat(sol.gradient), _flat(ref.gradient), rtol=0, atol=tol_g)

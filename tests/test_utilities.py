@@ -36,6 +36,8 @@ from reference.networked.utilities import (
     QuadraticImitationUtility,
     Utility,
     UtilityConstants,
+    evaluate_utilities,
+    evaluate_utilities_stacked,
 )
 
 EPS_MACH = float(np.finfo(np.float64).eps)
@@ -620,3 +622,45 @@ def test_other_bad_constructor_arguments_raise() -> None:
         )
     with pytest.raises(ModelError, match="not a Utility"):
         ConstraintPenaltyUtility("entropy", 0.0, 1.0)  # type: ignore[arg-type]
+
+
+class _OffsetLinear(LinearUtility):
+    """A subclass with its own formula: must not be evaluated as a plain linear utility."""
+
+    def _value(self, lam: FloatArray) -> float:
+        return super()._value(lam) + 1.0
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 5))
+def test_stacked_evaluation_equals_one_at_a_time(seed: int, n: int) -> None:
+    """evaluate_utilities_stacked: plain linear utilities as one contraction (values within
+    the rounding of a sum of |S||A| products, gradients exactly the rewards); any other mix
+    one at a time through Utility.evaluate, which equals value() and gradient()."""
+    rng = np.random.default_rng(seed)
+    shape, gamma = (3, 2), 0.9
+    lams = rng.uniform(0.0, 2.0, (n, *shape))
+    linear = [LinearUtility(rng.uniform(-1, 1, shape), gamma) for _ in range(n)]
+    mixed = [*linear[:-1], _OffsetLinear(linear[-1].reward, gamma)]
+    for utilities in (linear, mixed, [EntropyUtility(shape, gamma, 1e-3)] * n):
+        values, grads = evaluate_utilities_stacked(utilities, lams)
+        assert grads.shape == (n, *shape) and not grads.flags.writeable
+        for f, lam, v, g in zip(utilities, lams, values, grads, strict=True):
+            assert f.evaluate(lam)[0] == f.value(lam)
+            np.testing.assert_array_equal(f.evaluate(lam)[1], f.gradient(lam))
+            tol = 6 * 6 * np.finfo(float).eps * float(np.abs(f.gradient(lam)).max()) * 2.0
+            assert abs(v - f.value(lam)) <= tol
+            np.testing.assert_array_equal(g, f.gradient(lam))
+    assert evaluate_utilities_stacked(mixed, lams)[0][-1] == mixed[-1].value(lams[-1])
+    values, grads_tuple = evaluate_utilities(linear, list(lams))
+    assert all(not g.flags.writeable for g in grads_tuple)
+    np.testing.assert_array_equal(values, [f.value(lam) for f, lam in zip(linear, lams, strict=True)])
+
+
+def test_stacked_evaluation_names_a_non_finite_entry() -> None:
+    """A non-finite occupancy entry is refused by the same domain check, naming the utility
+    and the entry, whether the utilities could be stacked or not."""
+    lams = np.ones((2, 2, 2))
+    lams[1, 0, 1] = np.nan
+    linear = [LinearUtility(np.ones((2, 2)), 0.5)] * 2
+    with pytest.raises(UtilityDomainError, match=r"LinearUtility: lam\[0, 1\] is nan"):
+        evaluate_utilities_stacked(linear, lams)

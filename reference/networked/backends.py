@@ -191,12 +191,21 @@ def transition_operator(
     if backend == "matrix-free":
         return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
     limit = resolve_limit(memory_limit)
-    key = ("backend-costs", policy.beta, acc, limit)
-    costs = model.derived.get(key)
-    if costs is None:  # depends on the model, beta, accuracy and limit only
-        costs = model.derived[key] = predict_backends(
-            model, policy.beta, accuracy=acc, memory_limit=limit
+    key = ("backend-choice", policy.beta, acc, limit)
+    chosen = model.derived.get(key)
+    if chosen is None:  # depends on the model, beta, accuracy and limit only
+        chosen = model.derived[key] = _choose(
+            predict_backends(model, policy.beta, accuracy=acc, memory_limit=limit), limit
         )
+    if chosen == "dense":
+        return DenseOperator(model, policy, limit)
+    return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
+
+
+def _choose(costs: tuple[BackendCost, BackendCost], limit: int) -> BackendName:
+    """The backend :func:`transition_operator` takes for these predictions: the faster of
+    those that fit and can certify the accuracy; matrix-free when it alone fits but cannot
+    (its constructor then says why); :class:`MemoryLimitError` when neither fits."""
     dense, free = costs
     fitting = [c for c in (dense, free) if c.fits]
     if not fitting:
@@ -210,8 +219,5 @@ def transition_operator(
         )
     usable = [c for c in fitting if c.reachable]
     if not usable:  # only matrix-free fits, and it cannot certify acc: say so
-        return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
-    chosen = min(usable, key=lambda c: c.seconds)
-    if chosen.backend == "dense":
-        return DenseOperator(model, policy, memory_limit)
-    return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
+        return "matrix-free"
+    return min(usable, key=lambda c: c.seconds).backend

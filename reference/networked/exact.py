@@ -49,7 +49,11 @@ from reference.networked.transition import (
     contract_next_state,
     group_sum,
 )
-from reference.networked.utilities import Utility
+from reference.networked.utilities import (
+    Utility,
+    evaluate_utilities,
+    evaluate_utilities_stacked,
+)
 
 __all__ = [
     "NetworkedSolution",
@@ -368,8 +372,7 @@ def _solve_dense(
         read_only(group_sum(lam_S[:, None] * p, g))
         for p, g in zip(probs, layout.own_groups, strict=True)
     )
-    utility_values = np.array([f.value(lam) for f, lam in zip(utilities, occ, strict=True)])
-    rewards = tuple(frozen(f.gradient(lam)) for f, lam in zip(utilities, occ, strict=True))
+    utility_values, rewards = evaluate_utilities(utilities, occ)
     own_rewards = [r[idx] for r, idx in zip(rewards, layout.own_index, strict=True)]
     # R_i^pi(s) = sum_{a_i} pi_i(a_i | o_i(s)) r_i(s_i, a_i), column i of (|S|, n)
     R_pi = np.stack(
@@ -420,57 +423,58 @@ def _solve_dense_stacked(
     with the agents as one array axis (``probs`` is ``pi_i(a | o_i(s))``, ``(|S|, n, |A|)``),
     so that the work per call is a fixed number of array operations, not a few per agent."""
     model, layout = op.model, op.layout
-    n, gamma = model.n, model.gamma
-    n_actions = model.n_actions[0]
-    occ_solve = op.solve_occupancy(layout.rho)
-    lam_S = read_only(occ_solve.x)
+    n = model.n
+    lam_S, _, occupancy_bound = op.solve_certified(layout.rho, transpose=True)
+    lam_S.setflags(write=False)
     weighted = lam_S[:, None, None] * probs  # (|S|, n, |A|)
     # lam_i[x, a] = sum_s 1[s_i(s) = x] lam_S(s) pi_i(a | o_i(s)), (n, |S_i|, |A|)
-    occ_stack = np.matmul(cast(FloatArray, layout.own_onehot), weighted.transpose(1, 0, 2))
-    occ = tuple(read_only(occ_stack[i]) for i in range(n))
-    utility_values = np.array([f.value(lam) for f, lam in zip(utilities, occ, strict=True)])
-    rewards = tuple(frozen(f.gradient(lam)) for f, lam in zip(utilities, occ, strict=True))
+    occ_stack = read_only(
+        np.matmul(cast(FloatArray, layout.own_onehot), weighted.transpose(1, 0, 2))
+    )
+    utility_values, reward_stack = evaluate_utilities_stacked(utilities, occ_stack)
     # r_i(s_i(s), a), (|S|, n, |A|), and R_i^pi(s) = sum_a pi_i(a | o_i(s)) r_i(s_i(s), a)
-    own_rewards = np.array(rewards)[np.arange(n), cast(IntArray, layout.own_stack)]
+    n_actions = model.n_actions[0]
+    own_rewards = reward_stack.reshape(-1, n_actions)[cast(IntArray, layout.own_flat)]
     R_pi = np.einsum("sia,sia->si", probs, own_rewards)
-    Rbar = R_pi.mean(axis=1)
+    Rbar = R_pi.sum(axis=1)
+    Rbar /= n
     V: FloatArray | None
     if per_agent:
-        val_solve = op.solve_values(R_pi)
-        V = read_only(val_solve.x)
-        Vbar = V.mean(axis=1)
+        V, _, value_bound = op.solve_certified(R_pi, transpose=False)
+        V.setflags(write=False)
+        Vbar = V.sum(axis=1)
+        Vbar /= n
     else:
-        val_solve = op.solve_values(Rbar)
-        V, Vbar = None, val_solve.x
-    read_only(Vbar)
-    # Qbar^{(i)}(s, b) - Vbar(s), times lam_S(s) pi_i(b | o_i(s))
+        Vbar, _, value_bound = op.solve_certified(Rbar, transpose=False)
+        V = None
+    Vbar.setflags(write=False)
+    # (Qbar^{(i)}(s, b) - Vbar(s)) lam_S(s) pi_i(b | o_i(s)), the discounted term from
+    # pi_i(b | o_i(s)) (P^{(i,b)} Vbar)(s)
     q = own_rewards - R_pi[:, :, None]
     q /= n
     q += (Rbar - Vbar)[:, None, None]
-    q += gamma * op.apply_agents_stacked(Vbar)
     q *= weighted
-    # grad_i[o, b] = sum_{s: o_i(s) = o} q[s, i, b], every agent at once
-    rows = cast(IntArray, layout.obs_flat).reshape(-1)
-    flat = q.reshape(-1, n_actions)
-    total = layout.obs_offsets[-1]
-    summed = np.empty((total, n_actions))
-    for b in range(n_actions):
-        summed[:, b] = np.bincount(rows, weights=flat[:, b], minlength=total)
-    read_only(summed)
+    q += (model.gamma * lam_S)[:, None, None] * op.apply_agents_weighted(Vbar)
+    # grad_i[o, b] = sum_{s: o_i(s) = o} q[s, i, b], every agent and action in one bincount
     offsets = layout.obs_offsets
-    grads = tuple(summed[offsets[i] : offsets[i + 1]] for i in range(n))
+    summed = cast(FloatArray, np.bincount(
+        cast(IntArray, layout.obs_action_flat),
+        weights=q.reshape(-1),
+        minlength=offsets[-1] * n_actions,
+    )).reshape(offsets[-1], n_actions)
+    summed.setflags(write=False)
     return NetworkedSolution(
         lam_S=lam_S,
-        local_occupancy=occ,
+        local_occupancy=tuple(occ_stack),
         local_utility=read_only(utility_values),
-        objective=float(utility_values.mean()),
-        shadow_rewards=rewards,
+        objective=float(utility_values.sum()) / n,
+        shadow_rewards=tuple(reward_stack),
         shadow_values=V,
         team_value=Vbar,
-        gradient=grads,
+        gradient=tuple([summed[offsets[i] : offsets[i + 1]] for i in range(n)]),
         gradient_norm=float(np.sqrt(np.vdot(summed, summed))),
-        occupancy_error_bound=occ_solve.error_bound,
-        value_error_bound=val_solve.error_bound,
+        occupancy_error_bound=occupancy_bound,
+        value_error_bound=value_bound,
         backend=op.backend,
         iterations=0,
     )

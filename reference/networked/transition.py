@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from math import prod
 from typing import Literal, Protocol, cast, runtime_checkable
 
@@ -38,10 +39,14 @@ import scipy.linalg
 from reference._arrays import FloatArray, IntArray, frozen, read_only
 from reference.errors import ModelError, SolverError
 from reference.memory import check_memory
+from reference.memory import memory_limit as resolve_limit
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 
 __all__ = [
+    "BLOCK_ROUTE_FLOATS",
+    "JOINT_ROUTE_FLOATS",
+    "AgentBlock",
     "DenseLayout",
     "DenseOperator",
     "GroupLayout",
@@ -60,6 +65,18 @@ _EPS = float(np.finfo(np.float64).eps)
 # the factorisation itself.
 _getrf, _getrs = scipy.linalg.get_lapack_funcs(("getrf", "getrs"), dtype=np.float64)
 _CHUNK_FLOATS = 1 << 23  # 64 MiB of float64 per contraction intermediate
+JOINT_ROUTE_FLOATS = 1 << 15
+"""Largest joint kernel ``(|S|, |A|, |S|)`` (in floats) that :class:`DenseLayout` keeps for
+the block route of :class:`DenseOperator` with one block, all agents (agents of equal local
+sizes): below it, reading ``P_pi`` and every agent-marginal kernel off the joint kernel
+takes fewer array operations than two blocks or the Kronecker build and the leave-one-out
+sweep (measured faster up to 5 binary agents)."""
+
+BLOCK_ROUTE_FLOATS = 1 << 17
+"""Largest total size ``sum_H |S| |A_H| |S_H|`` (in floats) of the two block kernels of the
+block route with two blocks (the first and second half of the agents); above it the dense
+backend takes the Kronecker build and the leave-one-out sweep (measured: two blocks faster
+for 6 to 8 binary agents)."""
 
 
 @dataclass(frozen=True)
@@ -192,16 +209,21 @@ def dense_memory(model: NetworkedMDP) -> int:
     The ``|S| x |S|`` matrix and its LU factors, the partial Kronecker products
     ``prod_{j>=k} M_j`` kept for :meth:`DenseOperator.apply_agents` (``sum_{0<k<n} |S|
     prod_{j>=k} |S_j|`` floats), the gathered local kernels, policy rows and factors of
-    :class:`DenseLayout` (``|S| sum_i (|A_i| |S_i| + |A_i| + |S_i| + 2)``), contraction
+    :class:`DenseLayout` (``|S| sum_i (|A_i| |S_i| + 2 |A_i| + |S_i| + 3)``), contraction
     intermediates of at most ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and
-    ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy).
+    ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy); on the block route
+    (:data:`JOINT_ROUTE_FLOATS`, :data:`BLOCK_ROUTE_FLOATS`) also each block's kernel, joint
+    policy and action tables, ``(|S| + 1) |A_H| (|S_H| + sum_i |A_i|)`` floats per block.
     """
     nS = model.states.size
     intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
     suffixes = sum(nS * prod(model.n_states[k:]) for k in range(1, model.n))
     local = nS * sum(
-        a * x + a + x + 2 for a, x in zip(model.n_actions, model.n_states, strict=True)
+        a * x + 2 * a + x + 3 for a, x in zip(model.n_actions, model.n_states, strict=True)
     )
+    for start, stop in _agent_blocks(model):  # the block route's tables and policies
+        actions = prod(model.n_actions[start:stop])
+        local += (nS + 1) * actions * (prod(model.n_states[start:stop]) + sum(model.n_actions))
     return 8 * (2 * nS * nS + suffixes + local + 2 * intermediate + nS * (model.n + 4))
 
 
@@ -230,6 +252,15 @@ class DenseLayout:
         obs_flat: ``(|S|, n)`` int, ``o_i(s)`` offset by ``sum_{j<i} |O_j|``: the row of
             agent ``i``'s observation in the agents' stacked ``(sum_j |O_j|, |A_i|)`` tables.
         obs_offsets: ``(sum_{j<i} |O_j|)_{i <= n}``.
+        own_flat: ``(|S|, n)`` int, ``i |S_i| + s_i(s)``: the row of ``r_i(s_i(s), .)`` in
+            the agents' stacked ``(n |S_i|, |A_i|)`` tables.
+        obs_action_flat: ``(|S| n |A_i|,)`` int, ``obs_flat[s, i] |A_i| + b`` in the order of
+            an ``(|S|, n, |A_i|)`` array: the entry of ``theta_i[o_i(s), b]`` in the agents'
+            stacked parameters, so that one ``bincount`` sums a joint ``(|S|, n, |A_i|)``
+            table onto every agent's observation table.
+        blocks: the :class:`AgentBlock` tables of the block route of :class:`DenseOperator`
+            (small stacked models: one block of all agents, or two halves; see
+            :data:`JOINT_ROUTE_FLOATS` and :data:`BLOCK_ROUTE_FLOATS`); empty otherwise.
     """
 
     kernels: tuple[FloatArray, ...]
@@ -244,6 +275,72 @@ class DenseLayout:
     own_onehot: FloatArray | None = None
     obs_flat: IntArray | None = None
     obs_offsets: tuple[int, ...] = ()
+    own_flat: IntArray | None = None
+    obs_action_flat: IntArray | None = None
+    blocks: tuple[AgentBlock, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentBlock:
+    """The agents ``start <= j < stop`` as one block of the dense block route.
+
+    Attributes:
+        start, stop: the block's agents (consecutive; joint indices of the block are mixed
+            radix over them, the lowest agent most significant, as everywhere).
+        kernel: ``(|S|, |A_H|, |S_H|)``, ``P_H(x | s, a_H) = prod_{j in H} P_j(x_j | s_{N_j},
+            a_j)``, the block's joint kernel read at every joint state.
+        action_index: ``(|H|, |A_H|)`` int, ``j |A_j| + a_j(a_H)``: the entry of
+            ``pi_j(a_j | o_j(s))`` in a row of the stacked ``(|S|, n |A_j|)`` policy rows.
+        action_onehot: ``(|A_H|, |H| |A_j|)``, ``1[a_j(a_H) = b]`` in column
+            ``(j - start) |A_j| + b``.
+    """
+
+    start: int
+    stop: int
+    kernel: FloatArray
+    action_index: IntArray
+    action_onehot: FloatArray
+
+
+def _agent_blocks(model: NetworkedMDP) -> tuple[tuple[int, int], ...]:
+    """The blocks of the block route for ``model``: ``((0, n),)`` when the joint kernel has at
+    most :data:`JOINT_ROUTE_FLOATS` entries, the two halves when their kernels have at most
+    :data:`BLOCK_ROUTE_FLOATS` together, else none (also when local sizes differ)."""
+    n, nS = model.n, model.states.size
+    if len(set(model.n_states)) != 1 or len(set(model.n_actions)) != 1:
+        return ()
+    if nS * prod(model.n_actions) * nS <= JOINT_ROUTE_FLOATS:
+        return ((0, n),)
+    if n < 2:
+        return ()
+    half = (n + 1) // 2
+    halves = ((0, half), (half, n))
+    size = sum(
+        nS * prod(model.n_actions[a:b]) * prod(model.n_states[a:b]) for a, b in halves
+    )
+    return halves if size <= BLOCK_ROUTE_FLOATS else ()
+
+
+def _agent_block(
+    model: NetworkedMDP, kernel_stack: FloatArray, start: int, stop: int
+) -> AgentBlock:
+    nS, n_actions = model.states.size, model.n_actions[0]
+    kernel = np.ones((nS, 1, 1))
+    for j in range(start, stop):  # outer products over the block, first agent most significant
+        k = kernel_stack[:, j]
+        a, x = kernel.shape[1], kernel.shape[2]
+        kernel = (kernel[:, :, None, :, None] * k[:, None, :, None, :]).reshape(
+            nS, a * k.shape[1], x * k.shape[2]
+        )
+    size = stop - start
+    digits = np.indices((n_actions,) * size).reshape(size, -1)  # (|H|, |A_H|)
+    action_index = digits + n_actions * np.arange(start, stop)[:, None]
+    onehot = np.zeros((digits.shape[1], size * n_actions))
+    for t in range(size):
+        onehot[np.arange(digits.shape[1]), t * n_actions + digits[t]] = 1.0
+    for table in (kernel, action_index, onehot):
+        table.setflags(write=False)
+    return AgentBlock(start, stop, kernel, action_index, onehot)
 
 
 GroupLayout = tuple[tuple[int, ...], tuple[int, ...], int]
@@ -294,14 +391,22 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
         for i in range(n):
             onehot[i, own[i], np.arange(nS)] = 1.0
         obs_flat = np.stack(obs, axis=1) + np.asarray(offsets[:-1], dtype=np.int64)
-        for table in (kernel_stack, own_stack, onehot, obs_flat):
+        n_local, n_actions = model.n_states[0], model.n_actions[0]
+        own_flat = own_stack + n_local * np.arange(n, dtype=np.int64)
+        obs_action = (obs_flat[:, :, None] * n_actions + np.arange(n_actions)).reshape(-1)
+        for table in (kernel_stack, own_stack, onehot, obs_flat, own_flat, obs_action):
             table.setflags(write=False)
         extra = {
             "kernel_stack": kernel_stack,
             "own_stack": own_stack,
             "own_onehot": onehot,
             "obs_flat": obs_flat,
+            "own_flat": own_flat,
+            "obs_action_flat": obs_action,
         }
+        extra["blocks"] = tuple(
+            _agent_block(model, kernel_stack, a, b) for a, b in _agent_blocks(model)
+        )
     else:
         kernels = tuple(model.local_kernel_factors(i) for i in range(n))
     for k in kernels:
@@ -328,11 +433,17 @@ class DenseOperator:
 
     ``P_pi`` is built as the row-wise Kronecker product of the policy-averaged local factors
     ``M_i[s, s'_i]`` (module docstring), keeping the suffix products for
-    :meth:`apply_agents`; what depends on the model alone (gathered kernels, index tables)
-    comes from the model's cached :class:`DenseLayout`, so a call builds only what depends
-    on ``theta``.  Memory: :func:`dense_memory` (the matrix, its LU factors and the suffix
-    products, about ``3 |S|^2`` floats), checked against the limit of :mod:`reference.memory`
-    before anything is allocated.
+    :meth:`apply_agents`; or, for small models whose agents have equal local sizes, on the
+    block route (:attr:`DenseLayout.blocks`): from the joint policy and joint kernel of one
+    block of all agents or of two halves, which also give every weighted agent marginal
+    (:meth:`apply_agents_weighted`) in a fixed number of array operations; the Kronecker
+    tables are then built only if a per-agent method asks for them.  What depends on the
+    model alone (gathered kernels, index tables, block kernels) comes from the model's cached
+    :class:`DenseLayout`, so a call builds only what depends on ``theta``.  One LU
+    factorisation of ``(I - gamma P_pi)^T`` serves both systems.  Memory:
+    :func:`dense_memory` (the matrix, its LU factors and the suffix products, about
+    ``3 |S|^2`` floats), checked against the limit of :mod:`reference.memory` before
+    anything is allocated.
     """
 
     backend = "dense"
@@ -346,53 +457,103 @@ class DenseOperator:
         if policy.model is not model:
             raise ModelError("policy was built for a different NetworkedMDP")
         nS = model.states.size
-        what = f"the dense joint kernel of {nS} joint states"
         needed = model.derived.get("dense-memory")
         if needed is None:  # a function of the model's sizes only
             needed = model.derived["dense-memory"] = dense_memory(model)
-        check_memory(needed, what, memory_limit)
+        if needed > resolve_limit(memory_limit):
+            check_memory(needed, f"the dense joint kernel of {nS} joint states", memory_limit)
         self.model = model
+        self._n_joint = nS
         self.policy = policy
         self.gamma = model.gamma
         self.next_sizes = model.n_states
-        self.layout = dense_layout(model, policy.beta)
-        self.action_factors = self.layout.kernels
-        layout = self.layout
-        factors: tuple[FloatArray, ...]
+        self.layout = layout = dense_layout(model, policy.beta)
+        self.action_factors = layout.kernels
         self.probs_stack: FloatArray | None = None
+        self._block_policies: list[FloatArray] = []
+        self._block_factors: list[FloatArray] = []
+        self._kron: tuple[list[FloatArray], list[FloatArray], FloatArray] | None = None
         if layout.stacked:
-            # pi_i(a | o_i(s)) for every s and i, (|S|, n, |A_i|), and
-            # M_i[s, s'_i] = sum_a pi_i(a | o_i(s)) K_i[s, a, s'_i], (|S|, n, |S_i|)
-            stack = read_only(np.concatenate(policy.probs)[cast(IntArray, layout.obs_flat)])
-            kernel_stack = cast(FloatArray, layout.kernel_stack)
-            m_stack = read_only(np.matmul(stack[:, :, None, :], kernel_stack)[:, :, 0, :])
+            # pi_i(a | o_i(s)) for every s and i, (|S|, n, |A_i|)
+            stack = np.concatenate(policy.probs)[cast(IntArray, layout.obs_flat)]
+            stack.setflags(write=False)
             self.probs_stack = stack
-            self.local_probs = tuple(stack[:, i] for i in range(model.n))
-            factors = tuple(m_stack[:, i] for i in range(model.n))
+        if layout.blocks:
+            # block route: pi_H(a_H | s) = prod_{j in H} pi_j(a_j | o_j(s)), (|S|, |A_H|), and
+            # M_H(x | s) = sum_{a_H} pi_H(a_H | s) P_H(x | s, a_H); P_pi is their product
+            rows = cast(FloatArray, self.probs_stack).reshape(nS, -1)
+            for block in layout.blocks:
+                joint = rows[:, block.action_index].prod(axis=1)
+                joint.setflags(write=False)
+                self._block_policies.append(joint)
+                self._block_factors.append(np.matmul(joint[:, None, :], block.kernel)[:, 0])
+            if len(layout.blocks) == 1:
+                self.matrix = read_only(self._block_factors[0])
+            else:
+                first, second = self._block_factors
+                self.matrix = read_only((first[:, :, None] * second[:, None, :]).reshape(nS, nS))
         else:
-            # pi_i(a_i | o_i(s)) gathered over joint states, (|S|, |A_i|) per agent
-            self.local_probs = tuple(
-                read_only(p[idx]) for p, idx in zip(policy.probs, layout.obs_index, strict=True)
-            )
-            factors = tuple(
-                read_only(np.matmul(p[:, None, :], k)[:, 0, :])
-                for p, k in zip(self.local_probs, self.action_factors, strict=True)
-            )
-        self.policy_factors = tuple(m[:, None, :] for m in factors)
-        self._factors = factors
-        # suffixes[k][s, (s'_k .. s'_{n-1})] = prod_{j>=k} M_j[s, s'_j]; the first is P_pi
-        suffixes = [np.ones((nS, 1))]
-        for m in reversed(factors):
-            last = suffixes[-1]
-            suffixes.append((m[:, :, None] * last[:, None, :]).reshape(nS, -1))
-        self.matrix = read_only(suffixes.pop())
-        self._suffixes = tuple(reversed(suffixes))  # index k - 1 holds prod_{j>=k}
+            self.matrix = self._kronecker()[2]
+        # LU factors of (I - gamma P_pi)^T, on first use (_factor)
         self._lu: tuple[FloatArray, FloatArray] | None = None
+
+    def _kronecker(self) -> tuple[list[FloatArray], list[FloatArray], FloatArray]:
+        """The factors ``M_i[s, s'_i] = sum_a pi_i(a | o_i(s)) K_i[s, a, s'_i]``, the suffix
+        products ``prod_{j>=k} M_j`` for ``0 < k < n`` and their product ``P_pi`` (the
+        row-wise Kronecker product, built from the last agent: long inner axis); built once."""
+        if self._kron is None:
+            nS, layout = self._n_joint, self.layout
+            factors: list[FloatArray]
+            if self.probs_stack is not None:
+                kernel_stack = cast(FloatArray, layout.kernel_stack)
+                m_stack = np.einsum("sia,siax->six", self.probs_stack, kernel_stack)
+                m_stack.setflags(write=False)
+                factors = list(m_stack.transpose(1, 0, 2))
+            else:
+                factors = [
+                    np.einsum("sa,sax->sx", p, k)
+                    for p, k in zip(self.local_probs, self.action_factors, strict=True)
+                ]
+                for m in factors:
+                    m.setflags(write=False)
+            last = factors[-1]
+            suffixes = [last]
+            for m in factors[-2::-1]:
+                last = (m[:, :, None] * last[:, None, :]).reshape(nS, -1)
+                suffixes.append(last)
+            matrix = read_only(suffixes.pop() if len(factors) > 1 else np.array(last))
+            suffixes.reverse()
+            self._kron = (factors, suffixes, matrix)
+        return self._kron
+
+    @property
+    def _factors(self) -> list[FloatArray]:
+        return self._kronecker()[0]
+
+    @property
+    def _suffixes(self) -> list[FloatArray]:
+        return self._kronecker()[1]
+
+    @cached_property
+    def local_probs(self) -> tuple[FloatArray, ...]:
+        """``pi_i(a_i | o_i(s))`` gathered over joint states, ``(|S|, |A_i|)`` per agent."""
+        if self.probs_stack is not None:
+            return tuple(self.probs_stack.transpose(1, 0, 2))
+        return tuple(
+            read_only(p[idx])
+            for p, idx in zip(self.policy.probs, self.layout.obs_index, strict=True)
+        )
+
+    @cached_property
+    def policy_factors(self) -> tuple[FloatArray, ...]:
+        """``M_i`` as ``(|S|, 1, |S_i|)`` contraction factors of :func:`contract_next_state`
+        (one pseudo-action: the policy average)."""
+        return tuple(m[:, None, :] for m in self._factors)
 
     @property
     def n_states(self) -> int:
         """``|S|``."""
-        return int(self.matrix.shape[0])
+        return self._n_joint
 
     def apply(self, v: FloatArray) -> FloatArray:
         """``P_pi v``; ``v`` of shape ``(|S|,)`` or ``(|S|, m)``."""
@@ -433,7 +594,7 @@ class DenseOperator:
         """
         w = self._leave_one_out(v)
         return tuple(
-            np.matmul(k, w_i[:, :, None])[:, :, 0]
+            np.einsum("sbx,sx->sb", k, w_i)
             for k, w_i in zip(self.action_factors, w, strict=True)
         )
 
@@ -443,24 +604,69 @@ class DenseOperator:
         with the stacked kernels instead of one per agent."""
         if self.layout.kernel_stack is None:
             raise ModelError("apply_agents_stacked needs agents of equal local sizes")
-        w = np.stack(self._leave_one_out(v), axis=1)  # (|S|, n, |S_i|)
-        out: FloatArray = np.matmul(self.layout.kernel_stack, w[:, :, :, None])[..., 0]
+        w = np.empty((self._n_joint, self.model.n, self.next_sizes[0]))  # W_i = w[:, i]
+        self._leave_one_out(v, list(w.transpose(1, 0, 2)))
+        out: FloatArray = np.einsum("sibx,six->sib", self.layout.kernel_stack, w)
         return out
 
-    def _leave_one_out(self, v: FloatArray) -> list[FloatArray]:
+    def apply_agents_weighted(self, v: FloatArray) -> FloatArray:
+        """``(|S|, n, |A_i|)``: ``pi_i(b | o_i(s)) (P^{(i,b)} v)(s)``, agents of equal local
+        sizes (:attr:`DenseLayout.stacked`).
+
+        On the block route (small models, :attr:`DenseLayout.blocks`) it is read off the
+        block kernels: for agent ``i`` in block ``H``,
+        ``pi_i(b | o_i(s)) (P^{(i,b)} v)(s) = sum_{a_H: a_i = b} pi_H(a_H | s) Q_H(s, a_H)`` with
+        ``Q_H(s, a_H) = sum_x P_H(x | s, a_H) u_H(s, x)`` and ``u_H`` the contraction of ``v``
+        with the other block's ``M`` (``v`` itself for one block), then a product with
+        :attr:`AgentBlock.action_onehot` (``proofs_notes/occupancy-and-flow.md#joint-route``);
+        otherwise it is :meth:`apply_agents_stacked` times the policy rows.
+        """
+        if self.probs_stack is None:
+            raise ModelError("apply_agents_weighted needs agents of equal local sizes")
+        blocks = self.layout.blocks
+        if not blocks:
+            out: FloatArray = self.apply_agents_stacked(v)
+            out *= self.probs_stack
+            return out
+        nS = self._n_joint
+        v = np.asarray(v, dtype=np.float64)
+        if len(blocks) == 1:
+            q = (blocks[0].kernel.reshape(-1, nS) @ v).reshape(nS, -1)  # Q_v(s, a)
+            q *= self._block_policies[0]
+            summed: FloatArray = q @ blocks[0].action_onehot
+            return summed.reshape(self.probs_stack.shape)
+        first, second = self._block_factors
+        grid = v.reshape(first.shape[1], second.shape[1])  # v(x_H1, x_H2)
+        parts = []
+        for block, joint, u in zip(
+            blocks, self._block_policies, (second @ grid.T, first @ grid), strict=True
+        ):
+            q = np.matmul(block.kernel, u[:, :, None])[:, :, 0]  # Q_H(s, a_H)
+            q *= joint
+            parts.append(q @ block.action_onehot)
+        return np.concatenate(parts, axis=1).reshape(self.probs_stack.shape)
+
+    def _leave_one_out(
+        self, v: FloatArray, out: list[FloatArray] | None = None
+    ) -> list[FloatArray]:
         """``W_i[s, x] = sum_{s': s'_i = x} prod_{j != i} M_j[s, s'_j] v(s')`` per agent,
-        ``(|S|, |S_i|)`` (:meth:`apply_agents`)."""
-        n, nS = self.model.n, self.n_states
+        ``(|S|, |S_i|)`` (:meth:`apply_agents`), written into ``out[i]`` when given."""
+        n, nS = self.model.n, self._n_joint
         sizes = self.next_sizes
-        lead = np.asarray(v, dtype=np.float64).reshape(sizes[0], -1)  # C_0 = v, (x_0, q)
-        out = [self._suffixes[0] @ lead.T]  # W_0, (|S|, |S_0|)
+        w = [np.empty((nS, x)) for x in sizes] if out is None else out
+        v = np.asarray(v, dtype=np.float64)
+        if n == 1:
+            w[0][...] = v[None, :]
+            return w
+        lead = v.reshape(sizes[0], -1)  # C_0 = v, (x_0, q)
+        np.matmul(self._suffixes[0], lead.T, out=w[0])  # W_0 = sum_q T_1[s, q] v[x, q]
         contracted = self._factors[0] @ lead  # C_1, (|S|, prod_{j>=1} |S_j|)
-        for i in range(1, n):
+        for i in range(1, n - 1):
             c = contracted.reshape(nS, sizes[i], -1)
-            out.append(np.matmul(c, self._suffixes[i][:, :, None])[:, :, 0])
-            if i < n - 1:
-                contracted = np.matmul(self._factors[i][:, None, :], c)[:, 0, :]
-        return out
+            np.einsum("sxq,sq->sx", c, self._suffixes[i], out=w[i])
+            contracted = np.einsum("sx,sxq->sq", self._factors[i], c)
+        w[n - 1][...] = contracted  # T_n = 1
+        return w
 
     def apply_joint(self, v: FloatArray, memory_limit: float | None = None) -> FloatArray:
         """``(|S|, |A|)``: ``sum_{s'} P(s'|s, a) v(s')`` for every joint action (small ``n``)."""
@@ -469,10 +675,17 @@ class DenseOperator:
         return contract_next_state(self.action_factors, v, self.next_sizes)
 
     def _factor(self) -> tuple[FloatArray, FloatArray]:
+        """LU factors of ``(I - gamma P_pi)^T`` (LAPACK ``getrf``), computed once.
+
+        ``I - gamma P_pi`` is formed in row-major order, so its transpose is a column-major
+        array that LAPACK factors in place, without the transposing copy a row-major
+        argument costs.  The same factors serve both systems: ``getrs`` solves the
+        occupancy system ``(I - gamma P_pi)^T x = rho`` as it stands and the value system
+        ``(I - gamma P_pi) x = r`` transposed."""
         if self._lu is None:
             system = self.matrix * -self.gamma
-            system.flat[:: self.n_states + 1] += 1.0  # I - gamma P_pi
-            lu, piv, info = _getrf(system, overwrite_a=True)
+            system.flat[:: self._n_joint + 1] += 1.0  # I - gamma P_pi
+            lu, piv, info = _getrf(system.T, overwrite_a=True)
             if info != 0:
                 raise SolverError(
                     f"the LU factorisation of I - gamma P_pi failed (LAPACK getrf info = {info})"
@@ -482,30 +695,39 @@ class DenseOperator:
 
     def _certify(self, x: FloatArray, b: FloatArray, transpose: bool) -> tuple[float, float]:
         g = self.gamma
-        applied = self.apply_transpose(x) if transpose else self.apply(x)
-        res = x - g * applied - b
-        if transpose:  # l1 norms per column
-            r, scale, b_scale = (
-                float(np.abs(a).sum(axis=0).max()) for a in (res, x, b)
-            )
+        res: FloatArray = (self.matrix.T if transpose else self.matrix) @ x
+        res *= -g
+        res += x
+        res -= b  # x - gamma P x - b, or with P^T
+        mags = np.abs(np.array((res, x, b)))  # |residual|, |x|, |b|: (3, |S|, ...)
+        if transpose:  # l1 norms per column, the largest over columns
+            norms = mags.sum(axis=1)
+            if norms.ndim > 1:
+                norms = norms.max(axis=1)
         else:
-            r, scale, b_scale = (float(np.abs(a).max()) for a in (res, x, b))
+            norms = mags.max(axis=(1, 2) if mags.ndim == 3 else 1)
+        r, scale, b_scale = norms.tolist()
         # rounding of the residual evaluation: (|S| + 2) eps (||I - gamma P|| ||x|| + ||b||)
-        rounding = (self.n_states + 2) * _EPS * ((1 + g) * scale + b_scale)
+        rounding = (self._n_joint + 2) * _EPS * ((1 + g) * scale + b_scale)
         return r, (r + rounding) / (1 - g)
+
+    def solve_certified(
+        self, b: FloatArray, transpose: bool
+    ) -> tuple[FloatArray, float, float]:
+        """``(x, residual, error bound)`` of the occupancy system ``(I - gamma P_pi^T) x = b``
+        (``transpose``, l1 norms) or the value system ``(I - gamma P_pi) x = b`` (inf norms):
+        :meth:`solve_occupancy` and :meth:`solve_values` without the record."""
+        lu, piv = self._lu if self._lu is not None else self._factor()
+        x: FloatArray = _getrs(lu, piv, b, trans=0 if transpose else 1)[0]
+        res, bound = self._certify(x, b, transpose)
+        return x, res, bound
 
     def solve_values(self, r: FloatArray) -> LinearSolve:
         """``(I - gamma P_pi)^{-1} r`` for ``r`` of shape ``(|S|,)`` or ``(|S|, m)``."""
-        r = np.asarray(r, dtype=np.float64)
-        lu, piv = self._factor()
-        x = _getrs(lu, piv, r, trans=0)[0]
-        res, bound = self._certify(x, r, transpose=False)
+        x, res, bound = self.solve_certified(np.asarray(r, dtype=np.float64), False)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="inf")
 
     def solve_occupancy(self, rho: FloatArray) -> LinearSolve:
         """``(I - gamma P_pi^T)^{-1} rho`` for ``rho`` of shape ``(|S|,)`` or ``(|S|, m)``."""
-        rho = np.asarray(rho, dtype=np.float64)
-        lu, piv = self._factor()
-        x = _getrs(lu, piv, rho, trans=1)[0]
-        res, bound = self._certify(x, rho, transpose=True)
+        x, res, bound = self.solve_certified(np.asarray(rho, dtype=np.float64), True)
         return LinearSolve(x=x, residual=res, error_bound=bound, norm="l1")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,8 @@ __all__ = [
     "QuadraticImitationUtility",
     "Utility",
     "UtilityConstants",
+    "evaluate_utilities",
+    "evaluate_utilities_stacked",
 ]
 
 
@@ -137,6 +140,12 @@ class Utility(FrozenArrays, ABC):
         the reward in the policy gradient of ``f(lam^theta)``.
         """
         return self._gradient(self.check_domain(lam))
+
+    def evaluate(self, lam: Any) -> tuple[float, FloatArray]:
+        """``(f(lam), grad f(lam))`` with one :meth:`check_domain` for both: the same
+        numbers as :meth:`value` and :meth:`gradient`."""
+        arr = self.check_domain(lam)
+        return self._value(arr), self._gradient(arr)
 
     @property
     @abstractmethod
@@ -636,3 +645,42 @@ class ConstraintPenaltyUtility(Utility):
         if violation > 0.0:
             grad = grad + (self.weight * violation) * self.constraint._gradient(lam)
         return grad
+
+
+def evaluate_utilities(
+    utilities: Sequence[Utility], lams: Sequence[FloatArray]
+) -> tuple[FloatArray, tuple[FloatArray, ...]]:
+    """``(f_i(lam_i))_i`` as an ``(n,)`` array and ``(grad f_i(lam_i))_i`` as read-only
+    copies: :meth:`Utility.evaluate` utility by utility (one domain check each)."""
+    pairs = [f.evaluate(lam) for f, lam in zip(utilities, lams, strict=True)]
+    values = np.array([v for v, _ in pairs], dtype=np.float64)
+    return values, tuple(frozen(g) for _, g in pairs)
+
+
+def evaluate_utilities_stacked(
+    utilities: Sequence[Utility], lams: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`evaluate_utilities` for occupancies of one shape stacked as ``(n, nS, nA)``;
+    the gradients are returned stacked the same way (read-only).
+
+    When every utility is a :class:`LinearUtility` (exactly that class) of that shape, the
+    ``n`` evaluations are one contraction, ``f_i(lam_i) = sum_{s,a} r_i[s, a] lam_i[s, a]``
+    for all ``i`` at once, the gradients are the stacked rewards, and the domain check (every
+    entry finite) is one pass over the stack; a non-finite entry, or any other utility, takes
+    the one-at-a-time route, whose error names the utility and the entry.
+    """
+    shape = lams.shape[1:]
+    linear: list[FloatArray] = []
+    if lams.ndim == 3 and len(utilities) == lams.shape[0]:
+        for f in utilities:
+            if type(f) is not LinearUtility or f.shape != shape:
+                break
+            linear.append(f.reward)
+    if linear and len(linear) == len(utilities) and np.isfinite(lams).all():
+        rewards = np.array(linear)
+        values: FloatArray = np.einsum("ixa,ixa->i", rewards, lams)
+    else:
+        values, grads = evaluate_utilities(utilities, list(lams))
+        rewards = np.array(grads)
+    rewards.setflags(write=False)
+    return values, rewards
