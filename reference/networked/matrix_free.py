@@ -1270,6 +1270,8 @@ class MatrixFreeOperator:
             f"the factor gradients of {plan.n_joint} joint states",
             self._memory_limit,
         )
+        # the solver's kept vectors are not needed here: the stored inputs take their place
+        self._krylov = self._solves = None
         shape = tuple(s for s in plan.n_states if s > 1)
         t: FloatArray = np.ascontiguousarray(v_arr).reshape(shape)
         inputs: list[FloatArray | None] = []
