@@ -14,7 +14,7 @@ softmax policy of observation radius ``--beta`` and the smoothed entropy utility
   contractions (``proofs_notes/shadow-reward-gradient.md#route-1``).  Run while
   ``n <= --dense-max`` and its predicted memory fits.
 * **matrix-free** -- :class:`reference.networked.MatrixFreeOperator` built and passed to
-  ``solve``: contractions of local factors, GMRES to the default accuracy ``1e-10`` with a
+  ``solve``: contractions of local factors, BiCGSTAB to the default accuracy ``1e-10`` with a
   certified bound, only the team value ``Vbar`` (``proofs_notes/matrix-free.md``).  The
   contraction plan is symbolic and cached per graph (about 20 ms at ``n = 20``), so repeats
   after the first reuse it.

@@ -2,10 +2,12 @@
 
 What is measured
 ----------------
-For every ``n`` the instance is a seeded random binary ring (two local states and actions per
-agent, ``|S| = 2^n``, Dirichlet(1, 1) kernel rows) with a random localized softmax policy of
-observation radius ``--beta`` (as in ``bench/exact_networked.py``), and its
-:class:`reference.networked.MatrixFreeOperator`.
+For every ``n`` the instance is a seeded random ring (``--local`` states and actions per agent,
+default 2, so ``|S| = local^n``; Dirichlet(1, ..., 1) kernel rows) with a random localized
+softmax policy of observation radius ``--beta`` (as in ``bench/exact_networked.py``), and its
+:class:`reference.networked.MatrixFreeOperator` with its default threads
+(``MARL_ORACLE_THREADS``, else two).  Every ``n`` runs in a fresh process, so each row's peak
+memory and first-touch costs are its own.
 
 * **apply**: one ``P_pi v`` (:meth:`MatrixFreeOperator.apply`), best of ``--repeats``.
 * **bytes**: what one application must move through memory by its plan: every contraction
@@ -14,19 +16,22 @@ observation radius ``--beta`` (as in ``bench/exact_networked.py``), and its
   order.  ``floor`` is the least any application can move: read ``v`` and write ``P_pi v``,
   ``16 |S|`` bytes.
 * **copy**: a plain ``numpy.copyto`` of an ``|S|``-float array (``16 |S|`` bytes moved), best
-  of ``--repeats``, measured in the same run: the physical limit of a memory-bound
-  contraction on this machine.
+  of ``--repeats`` on one thread and split over the operator's threads, the faster of the two,
+  measured in the same run: the physical limit of a memory-bound contraction on this
+  machine.
 * ``achieved`` is ``bytes / apply``, ``copy bw`` is ``16 |S| / copy``, and ``ratio`` their
   quotient (1 would be an application streaming at copy speed).  ``apps x copy`` is
   ``apply / copy``: how many plain copies one application costs.
 * **gradient** (``n <= --gradient-max``): one exact ``grad F`` with that operator
-  (:func:`reference.networked.solve`, entropy utilities, team value only) and its operator
-  applications.
+  (:func:`reference.networked.solve`, entropy utilities, team value only), the operator
+  applications of its two certified solves (the reverse-mode agent forms add about three
+  more), and the process's peak resident memory (``VmHWM``) at the end.
 
 Run from the repository root (``OPENBLAS_NUM_THREADS=1`` on a shared machine)::
 
-    python bench/operator_bandwidth.py [--n 16,18,20,22,24] [--gradient-max 20] [--beta 1]
-                                       [--repeats 5] [--seed 0] [--memory-limit 6e9] [--json]
+    python bench/operator_bandwidth.py [--n 16,18,20,22,24] [--local 2] [--gradient-max 20]
+                                       [--beta 1] [--repeats 5] [--seed 0]
+                                       [--memory-limit 6e9] [--json]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Two implementations of :class:`~reference.networked.transition.TransitionOperato
   matrix ``P_pi`` and one LU factorisation; memory ``~ 3 |S|^2`` floats, time dominated by
   the ``(2/3) |S|^3`` factorisation and ``~ 2 |A_i| |S|^2`` per agent-marginal contraction.
 * ``"matrix-free"`` -- :class:`~reference.networked.matrix_free.MatrixFreeOperator`:
-  contractions of local factors and GMRES; memory linear in ``|S|``, time
+  contractions of local factors and BiCGSTAB; memory linear in ``|S|``, time
   ``applications x cost of one application``.
 
 :func:`predict_backends` predicts both for one exact gradient

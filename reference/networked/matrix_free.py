@@ -1483,7 +1483,7 @@ class MatrixFreeOperator:
             if use_krylov:
                 # aim at half the residual the certificate can still afford (at least a
                 # quarter of the target: the allowance is below half of it, see the floor);
-                # GMRES stops on the 2-norm, so scale the goal by this residual's norm ratio
+                # Krylov methods stop on the 2-norm: scale the goal by the norm ratio
                 goal = max(0.5 * (target * contraction - allowance(x)), 0.25 * target * contraction)
                 ratio = (
                     float(np.sqrt(_dot(residual, residual, self.threads))) / res
