@@ -695,11 +695,18 @@ def _chunked(
     size: int,
     threads: int,
     width: int = 0,
+    maxima: int = 0,
 ) -> tuple[float, ...]:
     """``kernel(piece, scratch)`` over consecutive pieces of at most :data:`_CHUNK` entries
     of ``range(size)``, the range cut into ``threads`` slabs run on the pool; returns the
-    entrywise sums of the ``width`` partial results (dot products).  ``scratch`` is a
-    private buffer of :data:`_CHUNK` floats per slab."""
+    ``width`` partial results combined over the pieces: by sums (dot products, l1 norms),
+    except the last ``maxima`` of them, by maxima (inf-norms).  ``scratch`` is a private
+    buffer of :data:`_CHUNK` floats per slab."""
+    summed = width - maxima
+
+    def combine(total: npt.NDArray[np.float64], part: Sequence[float]) -> None:
+        total[:summed] += part[:summed]
+        total[summed:] = np.maximum(total[summed:], part[summed:])
 
     def run(slab: slice) -> npt.NDArray[np.float64]:
         scratch = np.empty(min(_CHUNK, max(1, slab.stop - slab.start)))
@@ -708,16 +715,16 @@ def _chunked(
             piece = slice(lo, min(lo + _CHUNK, slab.stop))
             part = kernel(piece, scratch[: piece.stop - piece.start])
             if width:
-                total += part
+                combine(total, part)
         return total
 
     if threads < 2 or size < _PARALLEL_WORK:
         return tuple(float(v) for v in run(slice(0, size)))
     jobs = [_pool(threads).submit(run, slab) for slab in _halves(size, threads)]
-    sums = np.zeros(width)
+    totals = np.zeros(width)
     for job in jobs:
-        sums += job.result()
-    return tuple(float(v) for v in sums)
+        combine(totals, tuple(job.result()))
+    return tuple(float(v) for v in totals)
 
 
 def _dot(a: FloatArray, b: FloatArray, threads: int = 1) -> float:
@@ -749,9 +756,11 @@ def _bicgstab(
     *,
     threads: int = 1,
     work: Sequence[FloatArray] | None = None,
+    norm: Literal["l2", "l1", "inf"] = "l2",
 ) -> FloatArray:
     """BiCGSTAB (van der Vorst 1992) for ``A d = b`` from ``d = 0``, stopped when the
-    recursively updated residual has 2-norm below ``atol``, after ``maxiter`` iterations (two
+    recursively updated residual has ``norm`` below ``atol`` (computed in the same fused
+    passes), after ``maxiter`` iterations (two
     products with ``A`` each) or at a breakdown; returns the last iterate (a view of
     ``work[0]`` when ``work``, five vectors shaped like ``b``, is given).  ``matvec(y, out)``
     writes ``A y`` into ``out``.
@@ -767,6 +776,15 @@ def _bicgstab(
     x, r, p, v, t = work
     size = b.size
     shadow = b  # read only
+    # the residual's size in the stopping norm: squared 2-norm, l1 norm or inf-norm pieces
+    maxima = 1 if norm == "inf" else 0
+    limit = atol * atol if norm == "l2" else atol
+
+    def size_of(piece: FloatArray, scratch: FloatArray) -> float:
+        if norm == "l2":
+            return float(np.einsum("i,i->", piece, piece))
+        np.abs(piece, out=scratch)
+        return float(np.max(scratch)) if norm == "inf" else float(np.sum(scratch))
 
     def start(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
         x[piece] = 0.0
@@ -803,9 +821,9 @@ def _bicgstab(
             r[piece] -= scratch  # now s = r - alpha v
             np.multiply(p[piece], alpha, out=scratch)
             x[piece] += scratch
-            return (float(np.einsum("i,i->", r[piece], r[piece])),)
+            return (size_of(r[piece], scratch),)
 
-        if _chunked(half_step, size, threads, 1)[0] < atol * atol:
+        if _chunked(half_step, size, threads, 1, maxima)[0] < limit:
             break
         matvec(r, t)
 
@@ -824,12 +842,12 @@ def _bicgstab(
             x[piece] += scratch
             np.multiply(t[piece], omega, out=scratch)
             r[piece] -= scratch
-            return (float(np.einsum("i,i->", r[piece], r[piece])),
-                    float(np.einsum("i,i->", shadow[piece], r[piece])))
+            return (float(np.einsum("i,i->", shadow[piece], r[piece])),
+                    size_of(r[piece], scratch))
 
-        rr, next_rho = _chunked(full_step, size, threads, 2)
+        next_rho, rr = _chunked(full_step, size, threads, 2, maxima)
         rho, rho_new = rho_new, next_rho
-        if rr < atol * atol:
+        if rr < limit:
             break
     return x
 
@@ -1495,14 +1513,12 @@ class MatrixFreeOperator:
                         maxiter=_GMRES_CYCLES,
                     )
                 else:
-                    # BiCGSTAB stops on the 2-norm.  For the l1 certificate the stop is set so
-                    # that it implies the goal (||r||_1 <= sqrt(|S|) ||r||_2): the start's norm
-                    # ratio ends early once the residual spreads, costing a second call.  For the
-                    # inf-norm the start's ratio is kept (||r||_inf <= ||r||_2 would over-solve)
-                    safe = goal / np.sqrt(residual.size) if transpose else goal * ratio
+                    # BiCGSTAB stops on its recursive residual in the certificate's own norm
+                    # (l1 for occupancies, inf for values), computed in its fused passes
                     d = _bicgstab(
-                        matvec, residual, safe, _BICGSTAB_ITERATIONS,
+                        matvec, residual, goal, _BICGSTAB_ITERATIONS,
                         threads=self.threads, work=self._krylov_work(residual.size),
+                        norm="l1" if transpose else "inf",
                     )
                 np.add(x, d, out=spare_x)
                 # a non-finite entry makes the sum non-finite (finite iterates are far below
