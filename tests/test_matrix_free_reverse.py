@@ -300,3 +300,66 @@ def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit
     tol = contraction_tolerance(_reverse_depth(op) + op.plan.depth + 2 * op.n_states, scale)
     for a, b in zip(reverse, direct, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
+def test_exact_gradient_with_reverse_forms_stays_within_the_memory_prediction() -> None:
+    """On a ring with observation radius 2 the reverse route's stored inputs dominate
+    (stored_floats = 37 |S| beside two work buffers of 16 |S| here), so the gradient phase sets
+    the peak: the tracemalloc peak of the whole exact gradient stays within
+    ``matrix_free_memory`` (the solves' vectors kept by the operator are not held through
+    the gradient phase, and the forward chain's unstored outputs live in the work
+    buffers)."""
+    import tracemalloc
+
+    from reference.networked.backends import predict_backends
+
+    rng = np.random.default_rng(21)
+    graph = Graph.ring(12)
+    kernels = tuple(
+        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(12)
+    )
+    model = NetworkedMDP(graph, (2,) * 12, (2,) * 12, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(12)))
+    pol = LocalizedSoftmaxPolicy.random(model, 2, rng)
+    utils = tuple(EntropyUtility((2, 2), model.gamma) for _ in range(12))
+    _, predicted = predict_backends(model, 2)
+    plan = contraction_plan(model, 2)
+    assert matrix_free.reverse_forms_fit(model, plan)
+    assert plan.stored_floats > 12 * plan.n_joint + plan.buffer_floats  # the gradient phase dominates
+    tracemalloc.start()
+    try:
+        sol = solve(model, pol, utils, backend="matrix-free")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.isfinite(sol.gradient_norm)
+    assert peak <= predicted.bytes, (peak / 8 / plan.n_joint, predicted.bytes / 8 / plan.n_joint)
+
+
+def test_the_memory_prediction_counts_the_reverse_route_whenever_agent_forms_takes_it() -> None:
+    """For every memory limit, ``matrix_free_memory`` and ``agent_forms`` agree on the route
+    (:func:`reverse_forms_fit`): when the forms come by reverse mode the prediction counts
+    its stored inputs beside the work buffers, and it never undercuts the prediction of the
+    other route.  The limits swept include the window between the reverse phase alone and
+    the reverse phase plus the local factors, where the two decisions once differed."""
+    rng = np.random.default_rng(14)
+    graph = Graph.ring(14)
+    kernels = tuple(
+        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(14)
+    )
+    model = NetworkedMDP(graph, (2,) * 14, (2,) * 14, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(14)))
+    plan = contraction_plan(model, 2)
+    n_joint = plan.n_joint
+    reverse = 8 * (plan.stored_floats + 2 * plan.buffer_floats)
+    held = 8 * (8 + 2 * max(model.n_actions) + 3) * n_joint  # what every gradient holds
+    fallback = matrix_free.matrix_free_memory(model, plan, memory_limit=1)
+    limits = sorted({int(f * 8 * n_joint) for f in np.arange(50.0, 120.0, 0.25)})
+    taken = 0
+    for limit in limits:
+        predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit)
+        if matrix_free.reverse_forms_fit(model, plan, limit):
+            taken += 1
+            assert predicted >= reverse + held, limit
+            assert predicted >= fallback
+        else:
+            assert predicted == fallback
+    assert 0 < taken < len(limits)
