@@ -3,7 +3,8 @@ operator (``proofs_notes/matrix-free.md#reverse``, ``#threads``, ``#krylov``).""
 
 from __future__ import annotations
 
-from math import prod
+from collections.abc import Callable
+from math import ceil, fsum, prod
 
 import numpy as np
 import pytest
@@ -105,24 +106,45 @@ def test_factor_gradients_reject_bad_shapes_and_respect_the_memory_limit() -> No
 
 
 def test_threaded_applications_equal_the_single_threaded_ones() -> None:
-    """Two and three threads (:func:`_check_threads`)."""
+    """Two and three threads (:func:`_check_threads`), on the real pool and on one that runs
+    a job only when its result is awaited (so a slab nobody waits for is missing, not just
+    possibly late)."""
     for threads in (2, 3):
-        with pytest.MonkeyPatch.context() as monkeypatch:
-            _check_threads(monkeypatch, threads)
+        for lazy in (False, True):
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                _check_threads(monkeypatch, threads, lazy)
 
 
-def _check_threads(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+class _Deferred:
+    """A job of :class:`_LazyPool`: runs at ``result()``."""
+
+    def __init__(self, call: Callable[..., object], args: tuple[object, ...]) -> None:
+        self.call, self.args = call, args
+
+    def result(self) -> object:
+        return self.call(*self.args)
+
+
+class _LazyPool:
+    """Stands in for the thread pool: ``submit`` defers the call to ``result()``."""
+
+    def submit(self, call: Callable[..., object], *args: object) -> _Deferred:
+        return _Deferred(call, args)
+
+
+def _check_threads(monkeypatch: pytest.MonkeyPatch, threads: int, lazy: bool = False) -> None:
     """With the splitting threshold forced to zero every step and copy of a small instance is
     split into slabs (along x, or y when x is too short).  The slabs are disjoint, but BLAS
     may block a slab's products differently, so entries agree within the rounding of both
     evaluations (and the solves within both certificates)."""
     monkeypatch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+    monkeypatch.setattr(matrix_free, "_CHUNK", 7)  # vector updates in many pieces per slab
     submitted: list[int] = []
     real_pool = matrix_free._pool
 
     def spy(count: int) -> object:
         submitted.append(count)
-        return real_pool(count)
+        return _LazyPool() if lazy else real_pool(count)
 
     monkeypatch.setattr(matrix_free, "_pool", spy)
     rng = np.random.default_rng(threads)
@@ -156,6 +178,86 @@ def _check_threads(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
         assert float(np.max(np.abs(x1.x - x2.x))) <= x1.error_bound + x2.error_bound
         # and the slabs were really cut and run on the pool
         assert submitted and set(submitted) == {threads}
+
+
+def test_an_exception_in_a_slab_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step product that fails on a pool thread fails the application (not a silently
+    unwritten slab)."""
+    monkeypatch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+    inst = line_message(6)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model)
+    op = MatrixFreeOperator(inst.model, pol, threads=2)
+
+    def broken(mat: np.ndarray, t: np.ndarray, out: np.ndarray) -> np.ndarray:
+        raise FloatingPointError("slab failed")
+
+    monkeypatch.setattr(matrix_free, "_step_product", broken)
+    with pytest.raises(FloatingPointError, match="slab failed"):
+        op.apply(np.ones(op.n_states))
+
+
+def test_fused_vector_kernels_cover_every_piece_of_every_slab() -> None:
+    """``_chunked`` and ``_dot`` with pieces of 7 entries and the splitting threshold at zero:
+    every entry of 1001 is visited once, in pieces no longer than 7 with scratch to match,
+    the partial results of every piece and slab are summed, and the dot product equals the
+    exactly rounded sum of the products (``math.fsum``) within ``(n + 1) eps sum |a b|``
+    (contraction_tolerance: one product and at most n additions per term)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(matrix_free, "_CHUNK", 7)
+        monkeypatch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+        _check_fused_kernels()
+
+
+def _check_fused_kernels() -> None:
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal(1001), rng.standard_normal(1001)
+    exact = fsum(float(p) for p in a * b)
+    tol = contraction_tolerance(a.size + 1, float(np.sum(np.abs(a * b))))
+    for threads in (1, 2, 3):
+        assert abs(matrix_free._dot(a, b, threads) - exact) <= tol
+        hits = np.zeros(a.size)
+
+        def kernel(piece: slice, scratch: np.ndarray, hits: np.ndarray = hits
+                   ) -> tuple[float, ...]:
+            assert scratch.size == piece.stop - piece.start <= 7
+            hits[piece] += 1.0
+            return (float(piece.stop - piece.start), 1.0)
+
+        entries, pieces = matrix_free._chunked(kernel, a.size, threads, 2)
+        slabs = matrix_free._halves(a.size, threads) if threads > 1 else [slice(0, a.size)]
+        assert np.all(hits == 1.0) and entries == a.size
+        assert pieces == sum(ceil((s.stop - s.start) / 7) for s in slabs)
+
+
+def test_bicgstab_stops_when_its_residual_is_below_the_tolerance() -> None:
+    """``_bicgstab`` on a dense ``A = I - 0.95 P``: it returns its iterate (a view of the
+    first work vector), stops once the recursively updated residual (left in the second work
+    vector) has 2-norm below ``atol`` and not an iteration later (one iteration fewer leaves
+    it at or above ``atol``), and that residual is the true one ``b - A x`` up to rounding
+    (the drift, a few eps ||A|| ||x|| per iteration, is below 1e-11 here, far below the
+    tolerances asked)."""
+    rng = np.random.default_rng(3)
+    n = 40
+    a = np.eye(n) - 0.95 * rng.dirichlet(np.ones(n), size=n)
+    b = rng.standard_normal(n)
+    products: list[int] = []
+
+    def matvec(y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        products.append(1)
+        np.matmul(a, y, out=out)
+        return out
+
+    work = [np.empty(n) for _ in range(5)]
+    for atol in (1e-3, 1e-6, 1e-9):
+        products.clear()
+        x = matrix_free._bicgstab(matvec, b, atol, 500, work=work)
+        assert np.shares_memory(x, work[0])
+        assert float(np.linalg.norm(work[1])) < atol
+        assert float(np.linalg.norm(b - a @ x - work[1])) <= 1e-11
+        iterations = ceil(len(products) / 2)  # two products per iteration, one at a half stop
+        assert iterations >= 2
+        matrix_free._bicgstab(matvec, b, atol, iterations - 1, work=work)
+        assert float(np.linalg.norm(work[1])) >= atol
 
 
 def test_threads_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -290,10 +392,21 @@ def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit
     op = MatrixFreeOperator(model, pol)
     rng = np.random.default_rng(5)
     u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
-    reverse = op.agent_forms(u, v)
+    # the route taken is the one decided: factor gradients exactly when the inputs fit
+    swept: list[int] = []
+    real_gradients = MatrixFreeOperator.factor_gradients
+
+    def counted(self: MatrixFreeOperator, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        swept.append(1)
+        return real_gradients(self, u, v)
+
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MatrixFreeOperator, "factor_gradients", counted)
+        reverse = op.agent_forms(u, v)
+        assert swept == [1]
         patch.setattr(matrix_free, "reverse_forms_fit", lambda *args: False)
         direct = op.agent_forms(u, v)
+        assert swept == [1]
         with pytest.raises(ModelError, match=r"u has shape \(3,\)"):
             op.agent_forms(np.ones(3), v)
     scale = 2.0 * float(np.sum(np.abs(u))) * float(np.max(np.abs(v)))
