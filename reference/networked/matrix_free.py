@@ -1414,17 +1414,29 @@ class MatrixFreeOperator:
         def norm(x: FloatArray) -> float:
             return float(np.sum(np.abs(x))) if transpose else float(np.max(np.abs(x)))
 
-        b_norm = norm(b)
+        with np.errstate(over="ignore"):  # an l1 norm past the float range: refused below
+            b_norm = norm(b)
         if g == 0.0 or b_norm == 0.0:  # x = b solves x - 0 P x = b; x = 0 solves it for b = 0
             return read_only(b.copy()), 0.0, 0.0, 0
+        if not np.isfinite(b_norm):
+            raise SolverError(
+                f"the right-hand side's {'l1' if transpose else 'inf'}-norm overflows float64"
+            )
         if b_norm < _TINY_RHS:
             # ||x*|| <= ||b|| / (1 - gamma rho); one ulp up covers the rounding of the quotient
             bound = float(np.nextafter(b_norm / contraction, np.inf))
             return read_only(np.zeros_like(b)), b_norm, bound, 0
-        exponent = frexp(b_norm)[1]
+        exponent = frexp(b_norm)[1]  # up to 1024, where 2^exponent itself is not a float
         x, res, bound, applications = self._solve_unit(ldexp(1.0, -exponent) * b, transpose)
-        scale = ldexp(1.0, exponent)
-        return read_only(x * scale), res * scale, bound * scale, applications
+        with np.errstate(over="ignore"):
+            scaled = np.ldexp(x, exponent)
+            res, bound = float(np.ldexp(res, exponent)), float(np.ldexp(bound, exponent))
+        if not np.all(np.isfinite(scaled)):
+            raise SolverError(
+                "the solution overflows float64 (scale the right-hand side down and the "
+                "solution up)"
+            )
+        return read_only(scaled), res, bound, applications
 
     def _solve_unit(
         self, b: FloatArray, transpose: bool
