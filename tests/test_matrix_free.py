@@ -383,6 +383,33 @@ def test_solves_scale_with_the_right_hand_side(exponent: int) -> None:
         assert scaled.error_bound >= exact_norm > 0.0
 
 
+def test_right_hand_sides_at_the_top_of_the_float_range() -> None:
+    """A right-hand side of norm in ``[2^1023, 2^1024)`` is solved at norm ``[1/2, 1)`` and
+    scaled back by ``2^1024`` (a factor that is itself not a float): with gamma = 0.1 the
+    values stay below ``||b|| (1 + gamma / (1 - gamma)) < 2^1024`` and come back exactly
+    scaled.  A solution or an l1 norm beyond the float range is refused with a SolverError,
+    not returned as infinities."""
+    m = _binary(Graph.ring(5), np.random.default_rng(6), gamma=0.1)
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(7))
+    op = MatrixFreeOperator(m, pol)
+    b = np.random.default_rng(8).random(32)
+    b /= b.max() * 1.5  # inf-norm 2/3
+    b[0] = -2.0 / 3.0
+    unit = op.solve_values(b)
+    top = op.solve_values(np.ldexp(b, 1024))
+    np.testing.assert_array_equal(top.x, np.ldexp(unit.x, 1024))
+    assert top.error_bound == np.ldexp(unit.error_bound, 1024)
+    occ_unit = op.solve_occupancy(b / 64)  # l1 norm below 1/2: scaled up to [1/2, 1)
+    occ_top = op.solve_occupancy(np.ldexp(b / 64, 1024))
+    np.testing.assert_array_equal(occ_top.x, np.ldexp(occ_unit.x, 1024))
+    slow = _binary(Graph.ring(5), np.random.default_rng(6), gamma=0.9)
+    near = MatrixFreeOperator(slow, LocalizedSoftmaxPolicy.random(slow, 1, np.random.default_rng(7)))
+    with pytest.raises(SolverError, match="overflow"):
+        near.solve_values(np.full(32, 1.5 * 2.0**1023))  # the values reach 2^1023 * 15
+    with pytest.raises(SolverError, match="overflow"):
+        op.solve_occupancy(np.full(32, 2.0**1023))  # its l1 norm is not a float
+
+
 @pytest.mark.parametrize("solver", ["bicgstab", "gmres"])
 @pytest.mark.parametrize("failure", ["stagnation", "nan", "huge"])
 def test_krylov_failures_fall_back_to_the_fixed_point(

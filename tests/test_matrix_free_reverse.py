@@ -3,7 +3,8 @@ operator (``proofs_notes/matrix-free.md#reverse``, ``#threads``, ``#krylov``).""
 
 from __future__ import annotations
 
-from math import prod
+from collections.abc import Callable
+from math import ceil, fsum, prod
 
 import numpy as np
 import pytest
@@ -105,24 +106,45 @@ def test_factor_gradients_reject_bad_shapes_and_respect_the_memory_limit() -> No
 
 
 def test_threaded_applications_equal_the_single_threaded_ones() -> None:
-    """Two and three threads (:func:`_check_threads`)."""
+    """Two and three threads (:func:`_check_threads`), on the real pool and on one that runs
+    a job only when its result is awaited (so a slab nobody waits for is missing, not just
+    possibly late)."""
     for threads in (2, 3):
-        with pytest.MonkeyPatch.context() as monkeypatch:
-            _check_threads(monkeypatch, threads)
+        for lazy in (False, True):
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                _check_threads(monkeypatch, threads, lazy)
 
 
-def _check_threads(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+class _Deferred:
+    """A job of :class:`_LazyPool`: runs at ``result()``."""
+
+    def __init__(self, call: Callable[..., object], args: tuple[object, ...]) -> None:
+        self.call, self.args = call, args
+
+    def result(self) -> object:
+        return self.call(*self.args)
+
+
+class _LazyPool:
+    """Stands in for the thread pool: ``submit`` defers the call to ``result()``."""
+
+    def submit(self, call: Callable[..., object], *args: object) -> _Deferred:
+        return _Deferred(call, args)
+
+
+def _check_threads(monkeypatch: pytest.MonkeyPatch, threads: int, lazy: bool = False) -> None:
     """With the splitting threshold forced to zero every step and copy of a small instance is
     split into slabs (along x, or y when x is too short).  The slabs are disjoint, but BLAS
     may block a slab's products differently, so entries agree within the rounding of both
     evaluations (and the solves within both certificates)."""
     monkeypatch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+    monkeypatch.setattr(matrix_free, "_CHUNK", 7)  # vector updates in many pieces per slab
     submitted: list[int] = []
     real_pool = matrix_free._pool
 
     def spy(count: int) -> object:
         submitted.append(count)
-        return real_pool(count)
+        return _LazyPool() if lazy else real_pool(count)
 
     monkeypatch.setattr(matrix_free, "_pool", spy)
     rng = np.random.default_rng(threads)
@@ -156,6 +178,86 @@ def _check_threads(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
         assert float(np.max(np.abs(x1.x - x2.x))) <= x1.error_bound + x2.error_bound
         # and the slabs were really cut and run on the pool
         assert submitted and set(submitted) == {threads}
+
+
+def test_an_exception_in_a_slab_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step product that fails on a pool thread fails the application (not a silently
+    unwritten slab)."""
+    monkeypatch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+    inst = line_message(6)
+    pol = LocalizedSoftmaxPolicy.uniform(inst.model)
+    op = MatrixFreeOperator(inst.model, pol, threads=2)
+
+    def broken(mat: np.ndarray, t: np.ndarray, out: np.ndarray) -> np.ndarray:
+        raise FloatingPointError("slab failed")
+
+    monkeypatch.setattr(matrix_free, "_step_product", broken)
+    with pytest.raises(FloatingPointError, match="slab failed"):
+        op.apply(np.ones(op.n_states))
+
+
+def test_fused_vector_kernels_cover_every_piece_of_every_slab() -> None:
+    """``_chunked`` and ``_dot`` with pieces of 7 entries and the splitting threshold at zero:
+    every entry of 1001 is visited once, in pieces no longer than 7 with scratch to match,
+    the partial results of every piece and slab are summed, and the dot product equals the
+    exactly rounded sum of the products (``math.fsum``) within ``(n + 1) eps sum |a b|``
+    (contraction_tolerance: one product and at most n additions per term)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(matrix_free, "_CHUNK", 7)
+        monkeypatch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+        _check_fused_kernels()
+
+
+def _check_fused_kernels() -> None:
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal(1001), rng.standard_normal(1001)
+    exact = fsum(float(p) for p in a * b)
+    tol = contraction_tolerance(a.size + 1, float(np.sum(np.abs(a * b))))
+    for threads in (1, 2, 3):
+        assert abs(matrix_free._dot(a, b, threads) - exact) <= tol
+        hits = np.zeros(a.size)
+
+        def kernel(piece: slice, scratch: np.ndarray, hits: np.ndarray = hits
+                   ) -> tuple[float, ...]:
+            assert scratch.size == piece.stop - piece.start <= 7
+            hits[piece] += 1.0
+            return (float(piece.stop - piece.start), 1.0)
+
+        entries, pieces = matrix_free._chunked(kernel, a.size, threads, 2)
+        slabs = matrix_free._halves(a.size, threads) if threads > 1 else [slice(0, a.size)]
+        assert np.all(hits == 1.0) and entries == a.size
+        assert pieces == sum(ceil((s.stop - s.start) / 7) for s in slabs)
+
+
+def test_bicgstab_stops_when_its_residual_is_below_the_tolerance() -> None:
+    """``_bicgstab`` on a dense ``A = I - 0.95 P``: it returns its iterate (a view of the
+    first work vector), stops once the recursively updated residual (left in the second work
+    vector) has 2-norm below ``atol`` and not an iteration later (one iteration fewer leaves
+    it at or above ``atol``), and that residual is the true one ``b - A x`` up to rounding
+    (the drift, a few eps ||A|| ||x|| per iteration, is below 1e-11 here, far below the
+    tolerances asked)."""
+    rng = np.random.default_rng(3)
+    n = 40
+    a = np.eye(n) - 0.95 * rng.dirichlet(np.ones(n), size=n)
+    b = rng.standard_normal(n)
+    products: list[int] = []
+
+    def matvec(y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        products.append(1)
+        np.matmul(a, y, out=out)
+        return out
+
+    work = [np.empty(n) for _ in range(5)]
+    for atol in (1e-3, 1e-6, 1e-9):
+        products.clear()
+        x = matrix_free._bicgstab(matvec, b, atol, 500, work=work)
+        assert np.shares_memory(x, work[0])
+        assert float(np.linalg.norm(work[1])) < atol
+        assert float(np.linalg.norm(b - a @ x - work[1])) <= 1e-11
+        iterations = ceil(len(products) / 2)  # two products per iteration, one at a half stop
+        assert iterations >= 2
+        matrix_free._bicgstab(matvec, b, atol, iterations - 1, work=work)
+        assert float(np.linalg.norm(work[1])) >= atol
 
 
 def test_threads_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -290,13 +392,87 @@ def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit
     op = MatrixFreeOperator(model, pol)
     rng = np.random.default_rng(5)
     u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
-    reverse = op.agent_forms(u, v)
+    # the route taken is the one decided: factor gradients exactly when the inputs fit
+    swept: list[int] = []
+    real_gradients = MatrixFreeOperator.factor_gradients
+
+    def counted(self: MatrixFreeOperator, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        swept.append(1)
+        return real_gradients(self, u, v)
+
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MatrixFreeOperator, "factor_gradients", counted)
+        reverse = op.agent_forms(u, v)
+        assert swept == [1]
         patch.setattr(matrix_free, "reverse_forms_fit", lambda *args: False)
         direct = op.agent_forms(u, v)
+        assert swept == [1]
         with pytest.raises(ModelError, match=r"u has shape \(3,\)"):
             op.agent_forms(np.ones(3), v)
     scale = 2.0 * float(np.sum(np.abs(u))) * float(np.max(np.abs(v)))
     tol = contraction_tolerance(_reverse_depth(op) + op.plan.depth + 2 * op.n_states, scale)
     for a, b in zip(reverse, direct, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
+def test_exact_gradient_with_reverse_forms_stays_within_the_memory_prediction() -> None:
+    """On a ring with observation radius 2 the reverse route's stored inputs dominate
+    (stored_floats = 37 |S| beside two work buffers of 16 |S| here), so the gradient phase sets
+    the peak: the tracemalloc peak of the whole exact gradient stays within
+    ``matrix_free_memory`` (the solves' vectors kept by the operator are not held through
+    the gradient phase, and the forward chain's unstored outputs live in the work
+    buffers)."""
+    import tracemalloc
+
+    from reference.networked.backends import predict_backends
+
+    rng = np.random.default_rng(21)
+    graph = Graph.ring(12)
+    kernels = tuple(
+        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(12)
+    )
+    model = NetworkedMDP(graph, (2,) * 12, (2,) * 12, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(12)))
+    pol = LocalizedSoftmaxPolicy.random(model, 2, rng)
+    utils = tuple(EntropyUtility((2, 2), model.gamma) for _ in range(12))
+    _, predicted = predict_backends(model, 2)
+    plan = contraction_plan(model, 2)
+    assert matrix_free.reverse_forms_fit(model, plan)
+    assert plan.stored_floats > 12 * plan.n_joint + plan.buffer_floats  # the gradient phase dominates
+    tracemalloc.start()
+    try:
+        sol = solve(model, pol, utils, backend="matrix-free")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.isfinite(sol.gradient_norm)
+    assert peak <= predicted.bytes, (peak / 8 / plan.n_joint, predicted.bytes / 8 / plan.n_joint)
+
+
+def test_the_memory_prediction_counts_the_reverse_route_whenever_agent_forms_takes_it() -> None:
+    """For every memory limit, ``matrix_free_memory`` and ``agent_forms`` agree on the route
+    (:func:`reverse_forms_fit`): when the forms come by reverse mode the prediction counts
+    its stored inputs beside the work buffers, and it never undercuts the prediction of the
+    other route.  The limits swept include the window between the reverse phase alone and
+    the reverse phase plus the local factors, where the two decisions once differed."""
+    rng = np.random.default_rng(14)
+    graph = Graph.ring(14)
+    kernels = tuple(
+        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(14)
+    )
+    model = NetworkedMDP(graph, (2,) * 14, (2,) * 14, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(14)))
+    plan = contraction_plan(model, 2)
+    n_joint = plan.n_joint
+    reverse = 8 * (plan.stored_floats + 2 * plan.buffer_floats)
+    held = 8 * (8 + 2 * max(model.n_actions) + 3) * n_joint  # what every gradient holds
+    fallback = matrix_free.matrix_free_memory(model, plan, memory_limit=1)
+    limits = sorted({int(f * 8 * n_joint) for f in np.arange(50.0, 120.0, 0.25)})
+    taken = 0
+    for limit in limits:
+        predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit)
+        if matrix_free.reverse_forms_fit(model, plan, limit):
+            taken += 1
+            assert predicted >= reverse + held, limit
+            assert predicted >= fallback
+        else:
+            assert predicted == fallback
+    assert 0 < taken < len(limits)

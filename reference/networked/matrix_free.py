@@ -509,24 +509,23 @@ def matrix_free_memory(
     for an application's result, and the Krylov vectors of ``|S|`` floats
     (``restart + 5`` for GMRES, ``7 + 5`` for BiCGSTAB, ``5`` for the fixed point).
     Gradient: ``stored_floats + 2 buffer_floats`` for the reverse-mode differentiation of
-    one application (:meth:`MatrixFreeOperator.factor_gradients`) when the whole prediction
-    then fits ``memory_limit``; otherwise the forms come from agent applications, which need
-    nothing beyond the solve phase (:func:`reverse_forms_fit`).  Both: ``8 + 2 max|A_i|``
+    one application (:meth:`MatrixFreeOperator.factor_gradients`) when it fits beside what a
+    gradient holds and the factors (:func:`reverse_forms_fit`, the route
+    :meth:`MatrixFreeOperator.agent_forms` takes; the solves' vectors are released before
+    it); otherwise the forms come from agent applications, which need nothing beyond the
+    solve phase.  Both: ``8 + 2 max|A_i|``
     vectors of ``|S|`` for the occupancy, values, rewards and one ``(|S|, |A_i|)`` table of
     :meth:`MatrixFreeOperator.apply_agent`, ``3 columns |S|`` for multi-column right-hand
     sides, and the local factors.
     Linear in ``|S|``.
     """
     n_joint = plan.n_joint
-    factors = sum(
-        prod(plan.n_states[j] for j in d) * plan.n_states[i] * (1 + model.n_actions[i])
-        for i, d in enumerate(plan.supports)
-    ) + sum(s.sizes[1] * s.introduced_size * s.sizes[2] for s in plan.steps)
+    factors = _factor_floats(model, plan)
     krylov = {"gmres": restart + 5, "fixed-point": 5}.get(solver, _BICGSTAB_VECTORS + 5)
     solving = 2 * columns * plan.buffer_floats + columns * n_joint + krylov * n_joint
     held = (8 + 2 * max(model.n_actions) + 3 * columns) * n_joint
     reverse = plan.stored_floats + 2 * plan.buffer_floats
-    if predicted_bytes(max(solving, reverse), held, factors) <= resolve_limit(memory_limit):
+    if reverse_forms_fit(model, plan, memory_limit):
         return predicted_bytes(max(solving, reverse), held, factors)
     # the forms then come from one agent application per agent and action (two buffers and
     # the result, within the solve phase's memory)
@@ -537,12 +536,23 @@ def reverse_forms_fit(
     model: NetworkedMDP, plan: ContractionPlan, memory_limit: float | None = None
 ) -> bool:
     """Whether :meth:`MatrixFreeOperator.agent_forms` takes the reverse-mode route (its
-    stored inputs, ``stored_floats + 2 buffer_floats``, fit beside what a gradient holds),
-    rather than one agent application per agent and action."""
+    stored inputs, ``stored_floats + 2 buffer_floats``, fit beside what a gradient holds and
+    the local factors), rather than one agent application per agent and action.  The one
+    decision :func:`matrix_free_memory` also follows, so its prediction counts the route
+    taken."""
     n_joint = plan.n_joint
     held = (8 + 2 * max(model.n_actions) + 3) * n_joint
     reverse = plan.stored_floats + 2 * plan.buffer_floats
-    return predicted_bytes(reverse, held) <= resolve_limit(memory_limit)
+    factors = _factor_floats(model, plan)
+    return predicted_bytes(reverse, held, factors) <= resolve_limit(memory_limit)
+
+
+def _factor_floats(model: NetworkedMDP, plan: ContractionPlan) -> int:
+    """Floats of the local factors, the action factors and the step matrices."""
+    return sum(
+        prod(plan.n_states[j] for j in d) * plan.n_states[i] * (1 + model.n_actions[i])
+        for i, d in enumerate(plan.supports)
+    ) + sum(s.sizes[1] * s.introduced_size * s.sizes[2] for s in plan.steps)
 
 
 def krylov_restart(
@@ -1288,12 +1298,15 @@ class MatrixFreeOperator:
             f"the factor gradients of {plan.n_joint} joint states",
             self._memory_limit,
         )
-        # the solver's kept vectors are not needed here: the stored inputs take their place
+        # the solves' vectors are not held through this phase (matrix_free_memory counts
+        # the solve phase and this one apart)
         self._krylov = self._solves = None
+        work = self._workspace(plan.buffer_floats)
         shape = tuple(s for s in plan.n_states if s > 1)
         t: FloatArray = np.ascontiguousarray(v_arr).reshape(shape)
         inputs: list[FloatArray | None] = []
-        for step, mat in zip(plan.steps, self._matrices, strict=True):
+        steps = plan.steps
+        for k, (step, mat) in enumerate(zip(steps, self._matrices, strict=True)):
             x, b, c, y = step.sizes
             if step.permutation is not None:
                 src = t.reshape(step.layout).transpose(step.permutation)
@@ -1301,9 +1314,15 @@ class MatrixFreeOperator:
                 _copy(t, src, self.threads)
             t4 = t.reshape(x, b, c, y)
             inputs.append(t4)
-            t = _step(mat, t4, np.empty((x, b, step.introduced_size, y)), self.threads)
+            out_shape = (x, b, step.introduced_size, y)
+            if k + 1 == len(steps) or steps[k + 1].permutation is not None:
+                # not kept (the next step's input is a permuted copy, or there is none): the
+                # output goes into a work buffer, so the chain holds stored_floats beside them
+                dest = work[0][: prod(out_shape)].reshape(out_shape)
+            else:
+                dest = np.empty(out_shape)
+            t = _step(mat, t4, dest, self.threads)
         # the adjoint chain of u runs in the operator's two work buffers
-        work = self._workspace(plan.buffer_floats)
         held = 0
         src = np.ascontiguousarray(u_arr).reshape(shape).transpose(
             np.argsort(plan.final_permutation)
@@ -1413,17 +1432,29 @@ class MatrixFreeOperator:
         def norm(x: FloatArray) -> float:
             return float(np.sum(np.abs(x))) if transpose else float(np.max(np.abs(x)))
 
-        b_norm = norm(b)
+        with np.errstate(over="ignore"):  # an l1 norm past the float range: refused below
+            b_norm = norm(b)
         if g == 0.0 or b_norm == 0.0:  # x = b solves x - 0 P x = b; x = 0 solves it for b = 0
             return read_only(b.copy()), 0.0, 0.0, 0
+        if not np.isfinite(b_norm):
+            raise SolverError(
+                f"the right-hand side's {'l1' if transpose else 'inf'}-norm overflows float64"
+            )
         if b_norm < _TINY_RHS:
             # ||x*|| <= ||b|| / (1 - gamma rho); one ulp up covers the rounding of the quotient
             bound = float(np.nextafter(b_norm / contraction, np.inf))
             return read_only(np.zeros_like(b)), b_norm, bound, 0
-        exponent = frexp(b_norm)[1]
+        exponent = frexp(b_norm)[1]  # up to 1024, where 2^exponent itself is not a float
         x, res, bound, applications = self._solve_unit(ldexp(1.0, -exponent) * b, transpose)
-        scale = ldexp(1.0, exponent)
-        return read_only(x * scale), res * scale, bound * scale, applications
+        with np.errstate(over="ignore"):
+            scaled = np.ldexp(x, exponent)
+            res, bound = float(np.ldexp(res, exponent)), float(np.ldexp(bound, exponent))
+        if not np.all(np.isfinite(scaled)):
+            raise SolverError(
+                "the solution overflows float64 (scale the right-hand side down and the "
+                "solution up)"
+            )
+        return read_only(scaled), res, bound, applications
 
     def _solve_unit(
         self, b: FloatArray, transpose: bool

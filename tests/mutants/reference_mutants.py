@@ -727,6 +727,58 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the two-block route contracting v with a block's own M instead of the other half's",
     ),
     SourceMutant(
+        "threads-dot-keeps-the-last-piece", "reference.networked.matrix_free", "_chunked",
+        "total[:summed] += part[:summed]", "total[:summed] = part[:summed]",
+        "formula", ("test_matrix_free_reverse::test_fused_vector_kernels_cover_every_piece_of_every_slab",),
+        "a fused kernel's partial sums: only the last piece of each slab kept (BiCGSTAB's dot "
+        "products wrong above 2^15 entries)",
+    ),
+    SourceMutant(
+        "threads-slab-not-awaited", "reference.networked.matrix_free", "_parallel",
+        "for job in jobs:\n        job.result()", "jobs[0].result()",
+        "formula", ("test_matrix_free_reverse::test_threaded_applications_equal_the_single_threaded_ones",),
+        "a split copy returns after its first slab (the others may not have run yet)",
+    ),
+    SourceMutant(
+        "reverse-route-inverted", "reference.networked.matrix_free",
+        "MatrixFreeOperator.agent_forms", "if not reverse_forms_fit(", "if reverse_forms_fit(",
+        "bound", ("test_matrix_free_reverse::test_forms_fall_back_to_agent_applications_when_the_"
+                  "stored_inputs_do_not_fit",),
+        "agent_forms takes the reverse route exactly when its stored inputs do not fit",
+    ),
+    SourceMutant(
+        "bicgstab-stop-on-the-squared-norm", "reference.networked.matrix_free", "_bicgstab",
+        'limit = atol * atol if norm == "l2" else atol', 'limit = atol if norm == "l2" else atol',
+        "formula", ("test_matrix_free_reverse::test_bicgstab_stops_when_its_residual_is_below_the_tolerance",),
+        "BiCGSTAB compares the squared residual norm with atol instead of atol^2 (stops early: "
+        "still certified, more calls)",
+    ),
+    SourceMutant(
+        "reverse-solve-vectors-held", "reference.networked.matrix_free",
+        "MatrixFreeOperator.factor_gradients", "self._krylov = self._solves = None\n", "\n",
+        "bound", ("test_matrix_free_reverse::test_exact_gradient_with_reverse_forms_stays_within_"
+                  "the_memory_prediction",),
+        "the solves' kept vectors held through the gradient phase, which the memory prediction "
+        "counts apart",
+    ),
+    SourceMutant(
+        "reverse-unkept-outputs-fresh", "reference.networked.matrix_free",
+        "MatrixFreeOperator.factor_gradients",
+        "if k + 1 == len(steps) or steps[k + 1].permutation is not None:", "if False:",
+        "bound", ("test_matrix_free_reverse::test_exact_gradient_with_reverse_forms_stays_within_"
+                  "the_memory_prediction",),
+        "the forward chain's outputs that are not kept allocated fresh beside the work buffers",
+    ),
+    SourceMutant(
+        "reverse-memory-decides-its-own-route", "reference.networked.matrix_free",
+        "matrix_free_memory", "if reverse_forms_fit(model, plan, memory_limit):",
+        "if predicted_bytes(max(solving, reverse), held) <= resolve_limit(memory_limit):",
+        "bound", ("test_matrix_free_reverse::test_the_memory_prediction_counts_the_reverse_route_"
+                  "whenever_agent_forms_takes_it",),
+        "the memory prediction decides the forms' route by its own rule, which differs from "
+        "agent_forms' near the limit",
+    ),
+    SourceMutant(
         "entropy-gradient-bound-unscaled", "reference.networked.utilities",
         "EntropyUtility.constants",
         "gradient_bound=scale * max(abs(g_zero), abs(g_one)),",
