@@ -748,6 +748,11 @@ def _dot(a: FloatArray, b: FloatArray, threads: int = 1) -> float:
     return _chunked(kernel, a.size, threads, 1)[0]
 
 
+_GOLDEN = 0.6180339887498949
+"""The golden ratio's fractional part: ``frac(k * _GOLDEN)`` is the Weyl sequence that
+perturbs BiCGSTAB's shadow residual."""
+
+
 def _sup(x: FloatArray) -> float:
     """``||x||_inf`` without a temporary array."""
     return max(float(np.max(x)), -float(np.min(x))) if x.size else 0.0
@@ -772,20 +777,24 @@ def _bicgstab(
     recursively updated residual has ``norm`` below ``atol`` (computed in the same fused
     passes), after ``maxiter`` iterations (two
     products with ``A`` each) or at a breakdown; returns the last iterate (a view of
-    ``work[0]`` when ``work``, five vectors shaped like ``b``, is given).  ``matvec(y, out)``
+    ``work[0]`` when ``work``, six vectors shaped like ``b``, is given).  ``matvec(y, out)``
     writes ``A y`` into ``out``.
 
-    Short recurrences: five vectors besides ``b`` (the shadow residual), updated in place by
+    Short recurrences: six vectors besides ``b`` (one the shadow residual), updated in place by
     fused piecewise kernels (:func:`_chunked`), against GMRES's growing orthogonalisation
     (``j`` dot products and updates of ``|S|`` floats at its ``j``-th iteration), which
     dominates at ``2^20`` joint states and more.  Nothing here is trusted: the caller
     recomputes the residual of the returned iterate and certifies it
     (``proofs_notes/matrix-free.md#krylov``)."""
     if work is None:
-        work = [np.empty_like(b) for _ in range(5)]
-    x, r, p, v, t = work
+        work = [np.empty_like(b) for _ in range(6)]
+    x, r, p, v, t, shadow = work
     size = b.size
-    shadow = b  # read only
+    # the shadow residual: b plus a deterministic mixed-sign perturbation of b's scale (a
+    # Weyl sequence of the golden ratio).  With the shadow b itself a uniform b breaks down:
+    # the residuals of the occupancy system become orthogonal to the constant vector (their
+    # mass converges first, 1^T (I - gamma P^T) = (1 - gamma) 1^T), so <shadow, r> -> 0
+    spread = _sup(b)
     # the residual's size in the stopping norm: squared 2-norm, l1 norm or inf-norm pieces
     maxima = 1 if norm == "inf" else 0
     limit = atol * atol if norm == "l2" else atol
@@ -801,7 +810,12 @@ def _bicgstab(
         p[piece] = 0.0
         v[piece] = 0.0
         r[piece] = b[piece]
-        return (float(np.einsum("i,i->", b[piece], b[piece])),)
+        np.multiply(np.arange(piece.start, piece.stop, dtype=np.float64), _GOLDEN, out=scratch)
+        np.remainder(scratch, 1.0, out=scratch)
+        scratch -= 0.5
+        scratch *= spread
+        np.add(b[piece], scratch, out=shadow[piece])
+        return (float(np.einsum("i,i->", shadow[piece], b[piece])),)
 
     rho_new = _chunked(start, size, threads, 1)[0]
     rho = alpha = omega = 1.0
@@ -1147,10 +1161,10 @@ class MatrixFreeOperator:
         return self._solves
 
     def _krylov_work(self, size: int) -> list[FloatArray]:
-        """BiCGSTAB's five vectors, kept between solves (no page faults of fresh
+        """BiCGSTAB's six vectors, kept between solves (no page faults of fresh
         ``|S|``-float arrays at every call)."""
         if self._krylov is None or self._krylov[0].size != size:
-            self._krylov = [np.empty(size) for _ in range(5)]
+            self._krylov = [np.empty(size) for _ in range(6)]
         return self._krylov
 
     def _forward(

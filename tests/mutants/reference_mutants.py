@@ -734,6 +734,14 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "products wrong above 2^15 entries)",
     ),
     SourceMutant(
+        "bicgstab-shadow-residual-is-b", "reference.networked.matrix_free", "_bicgstab",
+        "np.add(b[piece], scratch, out=shadow[piece])", "np.copyto(shadow[piece], b[piece])",
+        "formula", ("test_matrix_free_reverse::test_occupancy_solve_with_a_uniform_start_needs_"
+                    "one_bicgstab_call",),
+        "BiCGSTAB's shadow residual b itself: a uniform start breaks down (still certified "
+        "through a second call, slower)",
+    ),
+    SourceMutant(
         "threads-slab-not-awaited", "reference.networked.matrix_free", "_parallel",
         "for job in jobs:\n        job.result()", "jobs[0].result()",
         "formula", ("test_matrix_free_reverse::test_threaded_applications_equal_the_single_threaded_ones",),
