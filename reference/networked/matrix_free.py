@@ -758,9 +758,19 @@ def _sup(x: FloatArray) -> float:
     return max(float(np.max(x)), -float(np.min(x))) if x.size else 0.0
 
 
-def _l1(x: FloatArray) -> float:
-    """``||x||_1`` (numpy's pairwise summation of ``|x|``)."""
-    return float(np.add.reduce(np.abs(x))) if x.size else 0.0
+def _l1(x: FloatArray, threads: int = 1) -> float:
+    """``||x||_1``: numpy's pairwise summation of ``|x|`` over pieces of :data:`_CHUNK`
+    entries, the pieces' sums added in order (no temporary of ``x``'s size, whose first touch
+    costs more than the sum at ``2^24`` entries)."""
+    if not x.size:
+        return 0.0
+    flat = x.reshape(-1)
+
+    def kernel(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
+        np.abs(flat[piece], out=scratch)
+        return (float(np.add.reduce(scratch)),)
+
+    return _chunked(kernel, flat.size, threads, 1)[0]
 
 
 def _bicgstab(
@@ -1444,7 +1454,7 @@ class MatrixFreeOperator:
         contraction = 1.0 - g * rho
 
         def norm(x: FloatArray) -> float:
-            return float(np.sum(np.abs(x))) if transpose else float(np.max(np.abs(x)))
+            return _l1(x, self.threads) if transpose else _sup(x)
 
         with np.errstate(over="ignore"):  # an l1 norm past the float range: refused below
             b_norm = norm(b)
@@ -1480,7 +1490,7 @@ class MatrixFreeOperator:
         step = self._backward if transpose else self._forward
 
         def norm(x: FloatArray) -> float:
-            return _l1(x) if transpose else _sup(x)
+            return _l1(x, self.threads) if transpose else _sup(x)
 
         b_norm = norm(b)
         target = self.accuracy * b_norm / (1.0 - g)
