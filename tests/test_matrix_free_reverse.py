@@ -506,3 +506,32 @@ def test_occupancy_solve_with_a_uniform_start_needs_one_bicgstab_call() -> None:
             assert calls == [1], (seed, got.iterations)
             want = DenseOperator(model, pol).solve_occupancy(model.joint_rho())
             assert float(np.sum(np.abs(got.x - want.x))) <= got.error_bound + want.error_bound
+
+
+def test_streamed_arrays_are_writable_float_arrays_of_the_asked_shape() -> None:
+    """Solver vectors and stored inputs come from :func:`_streamed`: below the threshold a
+    plain array, above it a mapping without huge-page advice (forced here with the threshold
+    at zero); either way a writable float64 array, and the solves and forms built on them
+    equal those on plain arrays."""
+    small = matrix_free._streamed((3, 4))
+    assert small.shape == (3, 4) and small.dtype == np.float64 and small.flags.writeable
+    inst = line_message(6)
+    pol = LocalizedSoftmaxPolicy.random(inst.model, 1, np.random.default_rng(8))
+    rng = np.random.default_rng(9)
+    u, v = rng.standard_normal(64), rng.standard_normal(64)
+    plain_op = MatrixFreeOperator(inst.model, pol, threads=1)
+    plain = (plain_op.solve_values(v).x, plain_op.agent_forms(u, v))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "_STREAMED_BYTES", 0)
+        mapped = matrix_free._streamed((5, 7))
+        assert mapped.shape == (5, 7) and mapped.dtype == np.float64
+        assert mapped.flags.writeable
+        # a mapping where the platform can advise against huge pages (Linux), else numpy.empty
+        assert (mapped.base is not None) == hasattr(mmap, "MADV_NOHUGEPAGE")
+        mapped[...] = 1.5
+        assert float(mapped.sum()) == 52.5
+        op = MatrixFreeOperator(inst.model, pol, threads=1)
+        got = (op.solve_values(v).x, op.agent_forms(u, v))
+    np.testing.assert_array_equal(got[0], plain[0])
+    for a, b in zip(got[1], plain[1], strict=True):
+        np.testing.assert_array_equal(a, b)
