@@ -3,6 +3,7 @@ operator (``proofs_notes/matrix-free.md#reverse``, ``#threads``, ``#krylov``).""
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 from math import ceil, fsum, prod
 
