@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reference import _arrays as arrays_module
+from reference._arrays import streamed_empty
 from reference.errors import ModelError
 from reference.instances import line_message
 from reference.networked import (
@@ -510,11 +512,11 @@ def test_occupancy_solve_with_a_uniform_start_needs_one_bicgstab_call() -> None:
 
 
 def test_streamed_arrays_are_writable_float_arrays_of_the_asked_shape() -> None:
-    """Solver vectors and stored inputs come from :func:`_streamed`: below the threshold a
+    """Solver vectors and stored inputs come from :func:`streamed_empty`: below the threshold a
     plain array, above it a mapping without huge-page advice (forced here with the threshold
     at zero); either way a writable float64 array, and the solves and forms built on them
     equal those on plain arrays."""
-    small = matrix_free._streamed((3, 4))
+    small = streamed_empty((3, 4))
     assert small.shape == (3, 4) and small.dtype == np.float64 and small.flags.writeable
     inst = line_message(6)
     pol = LocalizedSoftmaxPolicy.random(inst.model, 1, np.random.default_rng(8))
@@ -523,8 +525,8 @@ def test_streamed_arrays_are_writable_float_arrays_of_the_asked_shape() -> None:
     plain_op = MatrixFreeOperator(inst.model, pol, threads=1)
     plain = (plain_op.solve_values(v).x, plain_op.agent_forms(u, v))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(matrix_free, "_STREAMED_BYTES", 0)
-        mapped = matrix_free._streamed((5, 7))
+        patch.setattr(arrays_module, "_STREAMED_BYTES", 0)
+        mapped = streamed_empty((5, 7))
         assert mapped.shape == (5, 7) and mapped.dtype == np.float64
         assert mapped.flags.writeable
         # a mapping where the platform can advise against huge pages (Linux), else numpy.empty

@@ -35,7 +35,7 @@ from typing import Literal, cast
 
 import numpy as np
 
-from reference._arrays import FloatArray, IntArray, frozen, read_only
+from reference._arrays import FloatArray, IntArray, frozen, read_only, streamed_empty
 from reference.errors import ModelError
 from reference.memory import check_memory
 from reference.networked.backends import BackendChoice, transition_operator
@@ -225,7 +225,8 @@ def _policy_rewards(policy: LocalizedSoftmaxPolicy, tables: Sequence[FloatArray]
 def _team_policy_reward(policy: LocalizedSoftmaxPolicy, tables: Sequence[FloatArray]) -> FloatArray:
     """``(|S|,)``: ``Rbar^pi(s) = (1/n) sum_i T_i[o_i(s)]``, one joint vector at a time."""
     states = policy.model.states
-    total = np.zeros(states.size)
+    total = streamed_empty(states.size)
+    total.fill(0.0)
     for i, t in enumerate(tables):
         states.add_lift(total, t, policy.observed[i])  # no lifted vector is formed
     total /= policy.model.n
@@ -326,7 +327,8 @@ def solve(
             states.marginal(lam_S[:, None] * op.apply_agent(i, Vbar), policy.observed[i])
             for i in range(n)
         )
-    weighted = lam_S * (Rbar - Vbar)
+    weighted = np.subtract(Rbar, Vbar, out=streamed_empty(Rbar.shape))
+    weighted *= lam_S
     grads = []
     for i in range(n):
         obs = policy.observed[i]

@@ -38,7 +38,6 @@ agent), not ``|S|``.  Derivations, the cost formula and the tests that check eac
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +52,7 @@ import numpy.typing as npt
 import scipy.sparse.linalg as spla
 from numpy.lib.stride_tricks import as_strided
 
-from reference._arrays import EPS_F64, FloatArray, read_only
+from reference._arrays import EPS_F64, FloatArray, read_only, streamed_empty
 from reference.errors import ModelError, SolverError
 from reference.memory import check_memory, predicted_bytes
 from reference.memory import memory_limit as resolve_limit
@@ -749,31 +748,6 @@ def _dot(a: FloatArray, b: FloatArray, threads: int = 1) -> float:
     return _chunked(kernel, a.size, threads, 1)[0]
 
 
-_STREAMED_BYTES = 1 << 26
-"""Arrays of at least this many bytes that are only streamed through (solver vectors, the
-stored inputs of the factor gradients) are mapped without huge-page advice
-(:func:`_streamed`)."""
-
-
-def _streamed(shape: int | tuple[int, ...]) -> FloatArray:
-    """A fresh float array for sequential streaming: at :data:`_STREAMED_BYTES` and more an
-    anonymous mapping advised ``MADV_NOHUGEPAGE`` where the platform has it, else
-    ``numpy.empty``.  numpy advises its own large arrays to use transparent huge pages; where
-    the kernel then compacts memory synchronously the first touch is several times slower
-    (measured: 2.4–2.9 s per GiB against 0.37–0.52 s), while streaming gains nothing from
-    huge pages.  The work buffers of the contractions, whose strided permutations do gain,
-    keep numpy's advice (``proofs_notes/matrix-free.md#krylov``)."""
-    dims = (shape,) if isinstance(shape, int) else tuple(shape)
-    count = prod(dims)
-    advice = getattr(mmap, "MADV_NOHUGEPAGE", None)
-    if 8 * count < _STREAMED_BYTES or advice is None:
-        return np.empty(dims)
-    mapping = mmap.mmap(-1, 8 * count)
-    mapping.madvise(advice)
-    out: FloatArray = np.frombuffer(mapping, dtype=np.float64, count=count).reshape(dims)
-    return out
-
-
 _GOLDEN = 0.6180339887498949
 """The golden ratio's fractional part: ``frac(k * _GOLDEN)`` is the Weyl sequence that
 perturbs BiCGSTAB's shadow residual."""
@@ -1193,14 +1167,14 @@ class MatrixFreeOperator:
     def _solve_work(self, size: int) -> list[FloatArray]:
         """The four vectors of a certified solve (:meth:`_solve_unit`), kept between solves."""
         if self._solves is None or self._solves[0].size != size:
-            self._solves = [_streamed(size) for _ in range(4)]
+            self._solves = [streamed_empty(size) for _ in range(4)]
         return self._solves
 
     def _krylov_work(self, size: int) -> list[FloatArray]:
         """BiCGSTAB's six vectors, kept between solves (no page faults of fresh
         ``|S|``-float arrays at every call)."""
         if self._krylov is None or self._krylov[0].size != size:
-            self._krylov = [_streamed(size) for _ in range(6)]
+            self._krylov = [streamed_empty(size) for _ in range(6)]
         return self._krylov
 
     def _forward(
@@ -1360,7 +1334,7 @@ class MatrixFreeOperator:
             x, b, c, y = step.sizes
             if step.permutation is not None:
                 src = t.reshape(step.layout).transpose(step.permutation)
-                t = _streamed(src.shape)
+                t = streamed_empty(src.shape)
                 _copy(t, src, self.threads)
             t4 = t.reshape(x, b, c, y)
             inputs.append(t4)
@@ -1370,7 +1344,7 @@ class MatrixFreeOperator:
                 # output goes into a work buffer, so the chain holds stored_floats beside them
                 dest = work[0][: prod(out_shape)].reshape(out_shape)
             else:
-                dest = _streamed(out_shape)
+                dest = streamed_empty(out_shape)
             t = _step(mat, t4, dest, self.threads)
         # the adjoint chain of u runs in the operator's two work buffers
         held = 0
@@ -1495,9 +1469,11 @@ class MatrixFreeOperator:
             bound = float(np.nextafter(b_norm / contraction, np.inf))
             return read_only(np.zeros_like(b)), b_norm, bound, 0
         exponent = frexp(b_norm)[1]  # up to 1024, where 2^exponent itself is not a float
-        x, res, bound, applications = self._solve_unit(ldexp(1.0, -exponent) * b, transpose)
+        unit = np.multiply(b, ldexp(1.0, -exponent), out=streamed_empty(b.shape))
+        x, res, bound, applications = self._solve_unit(unit, transpose)
+        del unit
         with np.errstate(over="ignore"):
-            scaled = np.ldexp(x, exponent)
+            scaled = np.ldexp(x, exponent, out=streamed_empty(x.shape))
             res, bound = float(np.ldexp(res, exponent)), float(np.ldexp(bound, exponent))
         if not np.all(np.isfinite(scaled)):
             raise SolverError(
