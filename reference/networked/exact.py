@@ -222,6 +222,15 @@ def _policy_rewards(policy: LocalizedSoftmaxPolicy, tables: Sequence[FloatArray]
     return np.stack(cols, axis=1)
 
 
+def _kept(x: FloatArray) -> FloatArray:
+    """``x`` itself when it is already a read-only float64 array (a solve's result, which no
+    caller holds writable), else a read-only copy (:func:`frozen`): at ``2^24`` joint states a
+    copy is 128 MiB of fresh memory."""
+    if x.dtype == np.float64 and not x.flags.writeable:
+        return x
+    return frozen(x)
+
+
 def _team_policy_reward(policy: LocalizedSoftmaxPolicy, tables: Sequence[FloatArray]) -> FloatArray:
     """``(|S|,)``: ``Rbar^pi(s) = (1/n) sum_i T_i[o_i(s)]``, one joint vector at a time."""
     states = policy.model.states
@@ -341,13 +350,13 @@ def solve(
         q_i += model.gamma * forms[i]
         grads.append(frozen(q_i * policy.probs[i]))
     return NetworkedSolution(
-        lam_S=frozen(lam_S),
+        lam_S=_kept(lam_S),
         local_occupancy=occ,
         local_utility=frozen(utility_values),
         objective=float(utility_values.mean()),
         shadow_rewards=rewards,
         shadow_values=None if V is None else frozen(V),
-        team_value=frozen(Vbar),
+        team_value=_kept(Vbar),
         gradient=tuple(grads),
         gradient_norm=gradient_norm(grads),
         occupancy_error_bound=occ_solve.error_bound,

@@ -1426,13 +1426,18 @@ class MatrixFreeOperator:
 
     def _solve(self, b: FloatArray, *, transpose: bool) -> LinearSolve:
         arr, cols = self._columns(b, "the right-hand side")
-        if not np.all(np.isfinite(arr)):
+        flat = np.ascontiguousarray(arr).reshape(-1)
+
+        def bad(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
+            return (0.0 if np.isfinite(flat[piece]).all() else 1.0,)
+
+        if _chunked(bad, flat.size, self.threads, 1)[0]:
             raise ModelError("the right-hand side has a non-finite entry")
         columns = arr.reshape(self.n_states, cols)
         results = [self._solve_column(columns[:, k], transpose) for k in range(cols)]
-        x = np.stack([res[0] for res in results], axis=1)
+        x = results[0][0] if arr.ndim == 1 else np.stack([res[0] for res in results], axis=1)
         return LinearSolve(
-            x=x[:, 0] if arr.ndim == 1 else x,
+            x=x,
             residual=max(res[1] for res in results),
             error_bound=max(res[2] for res in results),
             norm="l1" if transpose else "inf",

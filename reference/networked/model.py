@@ -31,6 +31,7 @@ from reference._arrays import (
     check_distribution_rows,
     check_gamma,
     frozen,
+    streamed_empty,
 )
 from reference.errors import ModelError
 from reference.memory import check_memory
@@ -320,9 +321,13 @@ class NetworkedMDP(FrozenArrays):
             return self.rho
         check_memory(8 * self.states.size, "the joint initial distribution")
         out = np.ones(1)
-        for rho_i in self.rho:
+        for rho_i in self.rho[:-1]:
             out = np.multiply.outer(out, rho_i).reshape(-1)
-        return out
+        # the last (largest) product straight into a streamed joint vector
+        last = self.rho[-1]
+        joint = streamed_empty(out.size * last.size)
+        np.multiply.outer(out, last, out=joint.reshape(out.size, last.size))
+        return joint
 
     def neighbourhood_index(self, i: int) -> IntArray:
         """``(|S|,)``: for every joint state, the row of ``P_i`` it uses (index of ``s_{N_i}``)."""
