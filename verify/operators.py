@@ -55,7 +55,13 @@ from verify.tolerances import (
     summation_tolerance,
 )
 
-__all__ = ["OperatorComparison", "SolutionComparison", "compare_operators", "compare_solutions"]
+__all__ = [
+    "OperatorComparison",
+    "SolutionComparison",
+    "compare_operators",
+    "compare_solutions",
+    "reverse_form_depth",
+]
 
 
 def _ratio(gap: float, tolerance: float) -> float:
@@ -199,7 +205,7 @@ class SolutionComparison:
         return self.worst_ratio <= 1.0
 
 
-def _reverse_form_depth(operator: MatrixFreeOperator) -> int:
+def reverse_form_depth(operator: MatrixFreeOperator) -> int:
     """Roundings along one path of the matrix-free ``P^{(i,b)} Vbar`` terms, which come
     weighted by ``lam_S`` from reverse-mode differentiation
     (``proofs_notes/matrix-free.md#reverse``): the forward chain of ``Vbar``, the adjoint chain
@@ -258,7 +264,7 @@ def compare_solutions(
     grad_tol = gradient_agreement_tolerance(
         gamma=g, n_agents=model.n, n_states=n_joint, occupancy_gap=occ_tol,
         value_gap=value_gap, reward_gap=reward_gap, reward_bound=reward_bound,
-        agent_apply_depth=_reverse_form_depth(operator) + sum(model.n_states) + formation,
+        agent_apply_depth=reverse_form_depth(operator) + sum(model.n_states) + formation,
     )
     grad_gap = max(
         float(np.max(np.abs(a - b)))

@@ -39,7 +39,7 @@ from reference._arrays import FloatArray, IntArray, frozen, read_only, streamed_
 from reference.errors import ModelError
 from reference.memory import check_memory
 from reference.networked.backends import BackendChoice, transition_operator
-from reference.networked.matrix_free import MatrixFreeOperator
+from reference.networked.matrix_free import MatrixFreeOperator, agent_forms_by_applications
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.transition import (
@@ -332,10 +332,7 @@ def solve(
     if isinstance(op, MatrixFreeOperator):
         forms = op.agent_forms(lam_S, Vbar)
     else:  # any other TransitionOperator: one apply_agent per agent
-        forms = tuple(
-            states.marginal(lam_S[:, None] * op.apply_agent(i, Vbar), policy.observed[i])
-            for i in range(n)
-        )
+        forms = agent_forms_by_applications(op, lam_S, Vbar)
     weighted = np.subtract(Rbar, Vbar, out=streamed_empty(Rbar.shape))
     weighted *= lam_S
     grads = []

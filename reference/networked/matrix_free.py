@@ -58,13 +58,14 @@ from reference.memory import check_memory, predicted_bytes
 from reference.memory import memory_limit as resolve_limit
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
-from reference.networked.transition import LinearSolve
+from reference.networked.transition import LinearSolve, TransitionOperator
 
 __all__ = [
     "DEFAULT_ACCURACY",
     "ContractionPlan",
     "ContractionStep",
     "MatrixFreeOperator",
+    "agent_forms_by_applications",
     "contraction_plan",
     "fixed_point_iterations",
     "krylov_restart",
@@ -1024,6 +1025,23 @@ def _step_factor_gradients(
     return out
 
 
+def agent_forms_by_applications(
+    op: TransitionOperator, u: FloatArray, v: FloatArray
+) -> tuple[FloatArray, ...]:
+    """``T_i[o, b] = sum_{s: o_i(s) = o} u(s) (P^{(i,b)} v)(s)`` from one
+    :meth:`~reference.networked.transition.TransitionOperator.apply_agent` per agent (``|A_i|``
+    applications each): the route of any transition operator, and of
+    :meth:`MatrixFreeOperator.agent_forms` when its reverse-mode route does not fit."""
+    u_arr = np.asarray(u, dtype=np.float64)
+    states = op.model.states
+    if u_arr.shape != (states.size,):
+        raise ModelError(f"u has shape {u_arr.shape}, expected ({states.size},)")
+    return tuple(
+        read_only(states.marginal(u_arr[:, None] * op.apply_agent(i, v), obs))
+        for i, obs in enumerate(op.policy.observed)
+    )
+
+
 class MatrixFreeOperator:
     """:class:`~reference.networked.transition.TransitionOperator` by contractions of local
     factors: no ``|S| x |S|`` array is ever formed (``proofs_notes/matrix-free.md``).
@@ -1328,7 +1346,7 @@ class MatrixFreeOperator:
         work = self._workspace(plan.buffer_floats)
         shape = tuple(s for s in plan.n_states if s > 1)
         t: FloatArray = np.ascontiguousarray(v_arr).reshape(shape)
-        inputs: list[FloatArray | None] = []
+        inputs: list[FloatArray] = []
         steps = plan.steps
         for k, (step, mat) in enumerate(zip(steps, self._matrices, strict=True)):
             x, b, c, y = step.sizes
@@ -1358,10 +1376,7 @@ class MatrixFreeOperator:
             step, mat = plan.steps[k], self._matrices[k]
             x, b, c, y = step.sizes
             g4 = g.reshape(x, b, step.introduced_size, y)
-            stored = inputs[k]
-            assert stored is not None
-            d_step = _pair_contraction(g4, stored, self.threads)
-            inputs[k] = None
+            d_step = _pair_contraction(g4, inputs.pop(), self.threads)  # step k's input
             members = [self.factors[i] for i in step.agents]
             for i, d_i in zip(
                 step.agents,
@@ -1395,13 +1410,7 @@ class MatrixFreeOperator:
         model, plan = self.model, self.plan
         if not reverse_forms_fit(model, plan, self._memory_limit):
             # the stored inputs do not fit: one agent application per agent and action
-            u_arr = np.asarray(u, dtype=np.float64)
-            if u_arr.shape != (self.n_states,):
-                raise ModelError(f"u has shape {u_arr.shape}, expected ({self.n_states},)")
-            return tuple(
-                read_only(model.states.marginal(u_arr[:, None] * self.apply_agent(i, v), obs))
-                for i, obs in enumerate(self.policy.observed)
-            )
+            return agent_forms_by_applications(self, u, v)
         ys = self.factor_gradients(u, v)
         out = []
         for i, (support, y_i) in enumerate(zip(plan.supports, ys, strict=True)):
@@ -1565,11 +1574,11 @@ class MatrixFreeOperator:
                 # quarter of the target: the allowance is below half of it, see the floor);
                 # Krylov methods stop on the 2-norm: scale the goal by the norm ratio
                 goal = max(0.5 * (target * contraction - allowance(x)), 0.25 * target * contraction)
-                ratio = (
-                    float(np.sqrt(_dot(residual, residual, self.threads))) / res
-                    if res > 0.0 else 1.0
-                )
                 if self.solver == "gmres":
+                    ratio = (
+                        float(np.sqrt(_dot(residual, residual, self.threads))) / res
+                        if res > 0.0 else 1.0
+                    )
                     d, _ = spla.gmres(
                         system, residual, rtol=0.0, atol=goal * ratio, restart=self.restart,
                         maxiter=_GMRES_CYCLES,
