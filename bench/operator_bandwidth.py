@@ -56,12 +56,12 @@ from reference.networked import (
 from reference.networked.matrix_free import _copy
 
 
-def ring(n: int, seed: int, local: int = 2) -> NetworkedMDP:
-    """The seeded random ring of ``n`` agents with ``local`` states and actions each
+def ring(n: int, seed: int, local: int = 2, graph_name: str = "ring") -> NetworkedMDP:
+    """The seeded random ring (or line) of ``n`` agents with ``local`` states and actions each
     (``SeedSequence(seed, spawn_key=(n,))`` for ``local = 2``, ``(n, local)`` otherwise)."""
     key = (n,) if local == 2 else (n, local)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-    graph = Graph.ring(n)
+    graph = Graph.ring(n) if graph_name == "ring" else Graph.line(n)
     kernels = tuple(
         rng.dirichlet(np.ones(local), size=(local ** len(graph.neighbourhood(i)), local))
         for i in range(n)
@@ -103,7 +103,7 @@ def peak_rss() -> int:
 
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     """One row, in this process (the parent runs each ``n`` in a fresh one)."""
-    model = ring(n, args.seed, args.local)
+    model = ring(n, args.seed, args.local, args.graph)
     key = (n, 1) if args.local == 2 else (n, args.local, 1)
     rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=key))
     policy = LocalizedSoftmaxPolicy.random(model, args.beta, rng)
@@ -142,6 +142,8 @@ def main() -> int:
     parser.add_argument("--n", default="16,18,20,22,24")
     parser.add_argument("--local", type=int, default=2,
                         help="local states (and actions) per agent (default 2)")
+    parser.add_argument("--graph", choices=("ring", "line"), default="ring",
+                        help="interaction graph (default ring)")
     parser.add_argument("--gradient-max", type=int, default=20)
     parser.add_argument("--beta", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)

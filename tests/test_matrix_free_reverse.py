@@ -384,12 +384,18 @@ def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit
     assert not matrix_free.reverse_forms_fit(model, plan, 1 << 10)
     small = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 10)
     large = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 40)
-    # the prediction keeps max(solve phase, reverse phase): BiCGSTAB's 7 + 5 vectors and one
-    # result beside the two buffers, against the stored inputs beside them
+    # the prediction keeps max(solve phase, forms phase): BiCGSTAB's 7 + 5 vectors and one
+    # result beside the two buffers, against the stored inputs beside them (reverse route)
+    # or one agent's results, a product vector and its cached step matrices (applications)
     n_joint = model.states.size
     solving = 2 * plan.buffer_floats + n_joint + 12 * n_joint
     reverse = plan.stored_floats + 2 * plan.buffer_floats
-    assert large - small == 8 * max(0, reverse - solving)
+    step_matrices = max(
+        model.n_actions[i] * s.sizes[1] * s.introduced_size * s.sizes[2]
+        for s in plan.steps for i in s.agents
+    )
+    applications = 2 * plan.buffer_floats + (max(model.n_actions) + 1) * n_joint + step_matrices
+    assert large - small == 8 * (max(solving, reverse) - max(solving, applications))
     op = MatrixFreeOperator(model, pol)
     rng = np.random.default_rng(5)
     u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
@@ -453,6 +459,55 @@ def test_exact_gradient_with_reverse_forms_stays_within_the_memory_prediction() 
     assert op._krylov is None and op._solves is None
 
 
+def test_exact_gradient_by_agent_applications_stays_within_the_memory_prediction() -> None:
+    """On a line of 4-state agents (four actions each, so one agent's applications are 4 |S|
+    floats) with observation radius 2 (stored inputs 49 |S| beside two work buffers of
+    16 |S|) under a memory limit between the two routes' predictions, the forms come from
+    agent applications (factor_gradients is never called), the tracemalloc peak of the whole
+    exact gradient stays within ``matrix_free_memory``, and the solves' kept vectors were
+    released before the applications (the prediction counts the two phases apart)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(31)
+    graph = Graph.line(6)
+    kernels = tuple(
+        rng.dirichlet(np.ones(4), size=(4 ** len(graph.neighbourhood(i)), 4)) for i in range(6)
+    )
+    rho = tuple(rng.dirichlet(np.ones(4)) for _ in range(6))
+    model = NetworkedMDP(graph, (4,) * 6, (4,) * 6, kernels, 0.9, rho)
+    pol = LocalizedSoftmaxPolicy.random(model, 2, rng)
+    utils = tuple(EntropyUtility((4, 4), model.gamma) for _ in range(6))
+    plan = contraction_plan(model, 2)
+    fallback = matrix_free.matrix_free_memory(model, plan, memory_limit=1)
+    reverse = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 40)
+    assert fallback < reverse
+    limit = (fallback + reverse) // 2
+    assert not matrix_free.reverse_forms_fit(model, plan, limit)
+    swept: list[int] = []
+    real_gradients = MatrixFreeOperator.factor_gradients
+
+    def counted(self: MatrixFreeOperator, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        swept.append(1)
+        return real_gradients(self, u, v)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MatrixFreeOperator, "factor_gradients", counted)
+        tracemalloc.start()
+        try:
+            op = MatrixFreeOperator(model, pol, memory_limit=limit)
+            sol = solve(model, pol, utils, operator=op)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert swept == []
+    assert peak <= fallback, (peak / 8 / plan.n_joint, fallback / 8 / plan.n_joint)
+    assert op._krylov is None and op._solves is None
+    reference = solve(model, pol, utils, backend="dense")
+    bound = 1e-8 * max(1.0, reference.gradient_norm)
+    for a, b in zip(sol.gradient, reference.gradient, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=bound)
+
+
 def test_the_memory_prediction_counts_the_reverse_route_whenever_agent_forms_takes_it() -> None:
     """For every memory limit, ``matrix_free_memory`` and ``agent_forms`` agree on the route
     (:func:`reverse_forms_fit`): when the forms come by reverse mode the prediction counts
@@ -468,7 +523,7 @@ def test_the_memory_prediction_counts_the_reverse_route_whenever_agent_forms_tak
     plan = contraction_plan(model, 2)
     n_joint = plan.n_joint
     reverse = 8 * (plan.stored_floats + 2 * plan.buffer_floats)
-    held = 8 * (8 + 2 * max(model.n_actions) + 3) * n_joint  # what every gradient holds
+    held = 8 * (8 + 3) * n_joint  # what every gradient holds: occupancy, values, rewards
     fallback = matrix_free.matrix_free_memory(model, plan, memory_limit=1)
     limits = sorted({int(f * 8 * n_joint) for f in np.arange(50.0, 120.0, 0.25)})
     taken = 0

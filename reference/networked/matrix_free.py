@@ -513,24 +513,41 @@ def matrix_free_memory(
     one application (:meth:`MatrixFreeOperator.factor_gradients`) when it fits beside what a
     gradient holds and the factors (:func:`reverse_forms_fit`, the route
     :meth:`MatrixFreeOperator.agent_forms` takes; the solves' vectors are released before
-    it); otherwise the forms come from agent applications, which need nothing beyond the
-    solve phase.  Both: ``8 + 2 max|A_i|``
-    vectors of ``|S|`` for the occupancy, values, rewards and one ``(|S|, |A_i|)`` table of
-    :meth:`MatrixFreeOperator.apply_agent`, ``3 columns |S|`` for multi-column right-hand
-    sides, and the local factors.
+    it); otherwise the forms come from agent applications (:func:`agent_forms_by_applications`:
+    two work buffers, the ``(|A_i|, |S|)`` results of one agent and one product vector, the
+    solves' vectors released as well).  Both phases: ``8 + 3 columns`` vectors of ``|S|`` for
+    the occupancy, values, rewards and multi-column right-hand sides, and the local factors.
     Linear in ``|S|``.
     """
     n_joint = plan.n_joint
     factors = _factor_floats(model, plan)
     krylov = {"gmres": restart + 5, "fixed-point": 5}.get(solver, _BICGSTAB_VECTORS + 5)
     solving = 2 * columns * plan.buffer_floats + columns * n_joint + krylov * n_joint
-    held = (8 + 2 * max(model.n_actions) + 3 * columns) * n_joint
-    reverse = plan.stored_floats + 2 * plan.buffer_floats
+    held = _held_floats(columns) * n_joint
     if reverse_forms_fit(model, plan, memory_limit):
-        return predicted_bytes(max(solving, reverse), held, factors)
-    # the forms then come from one agent application per agent and action (two buffers and
-    # the result, within the solve phase's memory)
-    return predicted_bytes(solving, held, factors)
+        forms = plan.stored_floats + 2 * plan.buffer_floats
+    else:
+        forms = _application_forms_floats(model, plan)
+    return predicted_bytes(max(solving, forms), held, factors)
+
+
+def _held_floats(columns: int = 1) -> int:
+    """Joint vectors (in units of ``|S|``) an exact gradient holds through both phases: the
+    occupancy, values, rewards and their temporaries (8), and ``3 columns`` for a
+    multi-column right-hand side."""
+    return 8 + 3 * columns
+
+
+def _application_forms_floats(model: NetworkedMDP, plan: ContractionPlan) -> int:
+    """Floats :func:`agent_forms_by_applications` holds on a :class:`MatrixFreeOperator`: its
+    two work buffers, one agent's ``(|A_i|, |S|)`` results and one product vector, and that
+    agent's ``|A_i|`` cached step matrices."""
+    matrices = max(
+        model.n_actions[i] * step.sizes[1] * step.introduced_size * step.sizes[2]
+        for step in plan.steps
+        for i in step.agents
+    )
+    return 2 * plan.buffer_floats + (max(model.n_actions) + 1) * plan.n_joint + matrices
 
 
 def reverse_forms_fit(
@@ -541,8 +558,7 @@ def reverse_forms_fit(
     the local factors), rather than one agent application per agent and action.  The one
     decision :func:`matrix_free_memory` also follows, so its prediction counts the route
     taken."""
-    n_joint = plan.n_joint
-    held = (8 + 2 * max(model.n_actions) + 3) * n_joint
+    held = _held_floats() * plan.n_joint
     reverse = plan.stored_floats + 2 * plan.buffer_floats
     factors = _factor_floats(model, plan)
     return predicted_bytes(reverse, held, factors) <= resolve_limit(memory_limit)
@@ -1036,10 +1052,17 @@ def agent_forms_by_applications(
     states = op.model.states
     if u_arr.shape != (states.size,):
         raise ModelError(f"u has shape {u_arr.shape}, expected ({states.size},)")
-    return tuple(
-        read_only(states.marginal(u_arr[:, None] * op.apply_agent(i, v), obs))
-        for i, obs in enumerate(op.policy.observed)
-    )
+    product = streamed_empty(states.size)
+    out = []
+    for i, obs in enumerate(op.policy.observed):
+        applied = op.apply_agent(i, v)  # (|S|, |A_i|)
+        columns = []
+        for b in range(applied.shape[1]):
+            np.multiply(u_arr, applied[:, b], out=product)
+            columns.append(states.marginal(product, obs))
+        del applied
+        out.append(read_only(np.stack(columns, axis=1)))
+    return tuple(out)
 
 
 class MatrixFreeOperator:
@@ -1285,9 +1308,12 @@ class MatrixFreeOperator:
         return int(i)
 
     def _agent_matrices(self, i: int, b: int) -> list[FloatArray]:
-        """Step matrices with ``M_i`` replaced by ``K_i^b`` (the changed one cached)."""
+        """Step matrices with ``M_i`` replaced by ``K_i^b`` (the changed one cached, for one
+        agent at a time: :func:`matrix_free_memory` counts ``|A_i|`` step matrices)."""
         k = self._agent_step[self._check_agent(i)]
         key = (int(i), int(b))
+        if any(cached != key[0] for cached, _ in self._agent_cache):
+            self._agent_cache.clear()
         if key not in self._agent_cache:
             factors = list(self.factors)
             factors[i] = _action_factor(self.model, self.plan.supports[i], i, b)
@@ -1302,8 +1328,12 @@ class MatrixFreeOperator:
         arr = np.asarray(v, dtype=np.float64)
         if arr.shape != (self.n_states,):
             raise ModelError(f"v has shape {arr.shape}, expected ({self.n_states},)")
-        actions = range(self.model.n_actions[self._check_agent(i)])
-        return np.stack([self._forward(arr, self._agent_matrices(i, b)) for b in actions], axis=1)
+        n_act = self.model.n_actions[self._check_agent(i)]
+        # one row per action, each written in place by its application (no stacking copy)
+        rows = streamed_empty((n_act, self.n_states))
+        for b in range(n_act):
+            self._forward(arr, self._agent_matrices(i, b), rows[b])
+        return rows.T
 
     def apply_agent_transpose(self, i: int, u: FloatArray) -> FloatArray:
         """``(|S|,)``: ``s' -> sum_{s,b} u[s, b] P^{(i,b)}(s'|s)``; ``u`` is ``(|S|, |A_i|)``."""
@@ -1409,7 +1439,9 @@ class MatrixFreeOperator:
         ``N_i`` lie in ``D_i``; ``proofs_notes/matrix-free.md#reverse``)."""
         model, plan = self.model, self.plan
         if not reverse_forms_fit(model, plan, self._memory_limit):
-            # the stored inputs do not fit: one agent application per agent and action
+            # the stored inputs do not fit: one agent application per agent and action (the
+            # solves' vectors are not held through this phase either)
+            self._krylov = self._solves = None
             return agent_forms_by_applications(self, u, v)
         ys = self.factor_gradients(u, v)
         out = []

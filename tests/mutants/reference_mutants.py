@@ -780,11 +780,29 @@ MUTANTS: tuple[SourceMutant, ...] = (
     SourceMutant(
         "reverse-memory-decides-its-own-route", "reference.networked.matrix_free",
         "matrix_free_memory", "if reverse_forms_fit(model, plan, memory_limit):",
-        "if predicted_bytes(max(solving, reverse), held) <= resolve_limit(memory_limit):",
+        "if predicted_bytes(max(solving, plan.stored_floats + 2 * plan.buffer_floats), held)"
+        " <= resolve_limit(memory_limit):",
         "bound", ("test_matrix_free_reverse::test_the_memory_prediction_counts_the_reverse_route_"
                   "whenever_agent_forms_takes_it",),
         "the memory prediction decides the forms' route by its own rule, which differs from "
         "agent_forms' near the limit",
+    ),
+    SourceMutant(
+        "application-forms-solve-vectors-held", "reference.networked.matrix_free",
+        "MatrixFreeOperator.agent_forms", "self._krylov = self._solves = None\n", "\n",
+        "bound", ("test_matrix_free_reverse::test_exact_gradient_by_agent_applications_stays_"
+                  "within_the_memory_prediction",),
+        "the solves' kept vectors held while the forms come from agent applications, which "
+        "the memory prediction counts apart",
+    ),
+    SourceMutant(
+        "agent-step-matrices-cached-for-every-agent", "reference.networked.matrix_free",
+        "MatrixFreeOperator._agent_matrices",
+        "if any(cached != key[0] for cached, _ in self._agent_cache):", "if False:",
+        "bound", ("test_matrix_free_reverse::test_exact_gradient_by_agent_applications_stays_"
+                  "within_the_memory_prediction",),
+        "every agent's and action's step matrix kept at once, beyond the |A_i| the memory "
+        "prediction counts",
     ),
     SourceMutant(
         "entropy-gradient-bound-unscaled", "reference.networked.utilities",
