@@ -2,9 +2,10 @@
 
 What is measured
 ----------------
-For every ``n`` the instance is a seeded random ring (``--local`` states and actions per agent,
-default 2, so ``|S| = local^n``; Dirichlet(1, ..., 1) kernel rows) with a random localized
-softmax policy of observation radius ``--beta`` (as in ``bench/exact_networked.py``), and its
+For every ``n`` the instance is a seeded random ring (``--graph line``: a line; ``--local``
+states and actions per agent, default 2, so ``|S| = local^n``; Dirichlet(1, ..., 1) kernel
+rows) with a random localized softmax policy of observation radius ``--beta`` (as in
+``bench/exact_networked.py``), and its
 :class:`reference.networked.MatrixFreeOperator` with its default threads
 (``MARL_ORACLE_THREADS``, else two).  Every ``n`` runs in a fresh process, so each row's peak
 memory and first-touch costs are its own.
@@ -29,7 +30,8 @@ memory and first-touch costs are its own.
 
 Run from the repository root (``OPENBLAS_NUM_THREADS=1`` on a shared machine)::
 
-    python bench/operator_bandwidth.py [--n 16,18,20,22,24] [--local 2] [--gradient-max 20]
+    python bench/operator_bandwidth.py [--n 16,18,20,22,24] [--local 2] [--graph ring]
+                                       [--gradient-max 20]
                                        [--beta 1] [--repeats 5] [--seed 0]
                                        [--memory-limit 6e9] [--json]
 """
@@ -118,7 +120,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     moved = plan_bytes(op)
     floor = 16 * op.n_states
     row: dict[str, Any] = {
-        "n": n, "local_states": args.local, "joint_states": op.n_states,
+        "n": n, "graph": args.graph, "local_states": args.local, "joint_states": op.n_states,
         "threads": op.threads, "apply_s": apply_s, "bytes": moved, "floor_bytes": floor,
         "achieved_bytes_per_s": moved / apply_s, "copy_s": copy_s,
         "copy_bytes_per_s": floor / copy_s, "ratio": (moved / apply_s) / (floor / copy_s),

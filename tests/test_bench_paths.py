@@ -35,3 +35,18 @@ def test_operator_bandwidth_bench_runs_its_code_path_at_small_sizes() -> None:
         assert row["applications"] > 0
         assert 0 < row["occupancy_error_bound"] <= DEFAULT_ACCURACY * 10.0
         assert 0 <= row["value_error_bound"]
+
+
+def test_operator_bandwidth_bench_runs_a_line_of_four_state_agents() -> None:
+    """The 12-agent line of 4-state agents (``--local 4 --graph line``) at 4 agents: 256
+    joint states, a gradient with certified solves."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "operator_bandwidth.py"), "--n", "4",
+         "--local", "4", "--graph", "line", "--gradient-max", "4", "--repeats", "1", "--json"],
+        capture_output=True, text=True, check=False, cwd=ROOT, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert row["joint_states"] == 4 ** 4 and row["local_states"] == 4 and row["graph"] == "line"
+    assert row["bytes"] >= row["floor_bytes"]
+    assert 0 < row["occupancy_error_bound"] <= DEFAULT_ACCURACY * 10.0
