@@ -21,6 +21,7 @@ from reference.networked import (
     MatrixFreeOperator,
     NetworkedMDP,
     contraction_plan,
+    matrix_free,
     per_agent_values,
     predict_backends,
     solve,
@@ -33,7 +34,7 @@ from reference.networked.matrix_free import (
     plan_row_sum_bound,
 )
 from verify import strategies as mst
-from verify.operators import compare_operators, compare_solutions
+from verify.operators import compare_operators, compare_solutions, reverse_form_depth
 from verify.tolerances import (
     EPS,
     contraction_tolerance,
@@ -193,6 +194,55 @@ def test_step_product_for_every_chunk_size(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setattr(matrix_free, "_BLAS_PRODUCT", limit)
         got = matrix_free._step_product(mat, t, np.empty((x, b, e, y)))
         np.testing.assert_allclose(got, want, rtol=0, atol=summation_tolerance(c, 16.0))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_row_products_for_every_slab_and_cap(transposed: bool) -> None:
+    """A step with no next states left (``y = 1``) from ``x = _ROW_PRODUCT_MIN`` rows on is
+    cut into row slabs of BLAS products (``_row_products``): against ``einsum`` for slab
+    sizes from one row to all of them (with remainders), and for the adjoint's matrix, a
+    transposed view, as well."""
+    rng = np.random.default_rng(12)
+    x, b, c, e = 70, 3, 4, 5
+    base = rng.standard_normal((b, c, e) if transposed else (b, e, c))
+    mat = np.swapaxes(base, 1, 2) if transposed else base  # (b, e, c) either way
+    t = rng.standard_normal((x, b, c, 1))
+    want = np.einsum("bec,xbc->xbe", mat, t[..., 0])[..., None]
+    assert x >= matrix_free._ROW_PRODUCT_MIN
+    for slab in (1, b * c, 7 * b * c, 1 << 18):
+        for cap in (1, 3 * e * c, 1 << 18):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(matrix_free, "_SLAB_FLOATS", slab)
+                patch.setattr(matrix_free, "_BLAS_PRODUCT", cap)
+                got = matrix_free._step_product(mat, t, np.full((x, b, e, 1), np.nan))
+            np.testing.assert_allclose(got, want, rtol=0, atol=summation_tolerance(c, 16.0))
+
+
+@pytest.mark.parametrize("max_group", [1, 4])
+def test_leading_shared_axes_close_a_ring_without_a_copy(max_group: int) -> None:
+    """On a ring of 10 binary agents the axis of agent 0's current state, introduced by the
+    first step and shared by the last, leads the intermediate: the last step runs on slabs
+    (``lead > 1``) and no step copies the intermediate into a new order.  The operator, its
+    adjoint, the agent applications and the reverse-mode forms agree with the dense
+    operator and with the agent applications (``proofs_notes/matrix-free.md#plan``)."""
+    rng = np.random.default_rng(10 + max_group)
+    model = _binary(Graph.ring(10), rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    plan = contraction_plan(model, 1, max_group=max_group)
+    assert plan.transposes == 0
+    assert any(step.lead > 1 for step in plan.steps)
+    op = MatrixFreeOperator(model, pol, plan=plan)
+    cmp = compare_operators(op, DenseOperator(model, pol), rng)
+    assert cmp.agrees, cmp
+    u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
+    reverse = op.agent_forms(u, v)
+    direct = matrix_free.agent_forms_by_applications(op, u, v)
+    scale = 2.0 * float(np.sum(np.abs(u))) * float(np.max(np.abs(v)))
+    tol = contraction_tolerance(
+        reverse_form_depth(op) + op.plan.depth + 4 * op.n_states, scale
+    )
+    for a, b in zip(reverse, direct, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol)
 
 
 def test_bad_inputs_are_named() -> None:

@@ -391,7 +391,7 @@ def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit
     solving = 2 * plan.buffer_floats + n_joint + 12 * n_joint
     reverse = plan.stored_floats + 2 * plan.buffer_floats
     step_matrices = max(
-        model.n_actions[i] * s.sizes[1] * s.introduced_size * s.sizes[2]
+        model.n_actions[i] * s.matrix_floats
         for s in plan.steps for i in s.agents
     )
     applications = 2 * plan.buffer_floats + (max(model.n_actions) + 1) * n_joint + step_matrices

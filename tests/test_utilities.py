@@ -289,6 +289,7 @@ def test_gradient_bound_and_value_range_hold(utility: Utility, seed: int) -> Non
 
 
 @given(utility=utilities(kinds=BASE_KINDS))
+@example(utility=EntropyUtility((2, 3), 0.9))  # an entropy with two states on every run
 @settings(deadline=None)
 def test_base_gradient_bounds_are_attained_at_vertices(utility: Utility) -> None:
     """The base bounds are sharp: some vertex attains them (needs two entries; entropy two states).

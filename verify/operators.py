@@ -213,7 +213,7 @@ def reverse_form_depth(operator: MatrixFreeOperator) -> int:
     and the contraction with ``K_i^b`` (``|S_i|`` terms); the pair contraction's sum over
     ``|S|`` terms is the ``|S|`` summation the gradient tolerance already carries."""
     plan = operator.plan
-    entries = max(s.sizes[1] * s.introduced_size * s.sizes[2] for s in plan.steps)
+    entries = max(s.matrix_floats for s in plan.steps)
     return plan.depth + plan.transpose_depth + 2 * entries + max(plan.n_states) + 4
 
 

@@ -154,6 +154,11 @@ class ContractionStep:
         introduced: agents of ``D_G`` whose current-state axes the step introduces (``e``).
         permutation: axis permutation applied to the intermediate before the step, ``None``
             when it is already in order (axes of size 1 are not materialised).
+        lead: ``L``, the product of the local state counts of the shared axes that lead the
+            intermediate (its first axes, before ``x``); the intermediate is then laid out
+            ``(L, X, B / L, C, Y)`` and the step is ``L`` steps on contiguous slabs, with
+            the rows ``l B / L .. (l + 1) B / L`` of ``F_G`` (``shared`` lists the leading
+            agents first).  1 when all shared axes directly precede ``C``.
         layout: axis sizes of the intermediate before the permutation (without the column
             axis of a multi-column input).
         sizes: ``(X, B, C, Y)``, the products of the local state counts over the four axis
@@ -169,6 +174,12 @@ class ContractionStep:
     layout: tuple[int, ...]
     sizes: tuple[int, int, int, int]
     introduced_size: int
+    lead: int = 1
+
+    @property
+    def matrix_floats(self) -> int:
+        """Entries of the merged step matrix ``F_G`` (``B E C``)."""
+        return self.sizes[1] * self.introduced_size * self.sizes[2]
 
     @property
     def input_floats(self) -> int:
@@ -249,7 +260,7 @@ class ContractionPlan:
             s.input_floats * (2 if s.permutation is not None else 1) + s.output_floats
             for s in self.steps
         )
-        calls = len(self.steps) + self.transposes + 2
+        calls = sum(s.lead for s in self.steps) + self.transposes + 2
         return float(self.flops) + _PASS_COST * streamed + _CALL_COST * calls
 
 
@@ -332,13 +343,19 @@ def _group(
     return groups[::-1]
 
 
-def _layout_key(next_use: dict[int, int | None]) -> Callable[[int], tuple[int, int, int]]:
-    """Sort key for current-state axes: never used again first, then by next use, latest
-    first, so that the axes the next step shares end up last."""
+def _layout_key(
+    next_use: dict[int, int | None], following: int
+) -> Callable[[int], tuple[int, int, int]]:
+    """Sort key for current-state axes: used again after step ``following`` first, latest
+    first (so that an axis a late step shares, such as the one closing a ring, leads the
+    intermediate, where that step runs on slabs without reordering it); then never used
+    again; then the axes step ``following`` shares, which so end up last."""
 
     def key(j: int) -> tuple[int, int, int]:
         nxt = next_use[j]
-        return (0, 0, j) if nxt is None else (1, -nxt, j)
+        if nxt is None:
+            return (1, 0, j)
+        return (2, 0, j) if nxt == following else (0, -nxt, j)
 
     return key
 
@@ -383,20 +400,31 @@ def _plan(
     for k, (group, support) in enumerate(zip(groups, group_supports, strict=True)):
         later = {j: next((m for m in range(k + 1, len(groups)) if j in group_supports[m]), None)
                  for j in range(n)}
-        key = _layout_key(later)
+        key = _layout_key(later, k + 1)
         old = [lab[1] for lab in labels if lab[0] == _OLD]
         remaining = {lab[1] for lab in labels if lab[0] == _NEW}
         pending = [i for i in order if i in remaining]
         shared = [j for j in old if j in support]
+        head: list[int] = []
         if old[len(old) - len(shared):] == shared:
             x_part = old[: len(old) - len(shared)]
         else:
-            x_part = sorted((j for j in old if j not in support), key=key)
-            shared = sorted(shared, key=key)
+            # shared axes that lead the intermediate stay there (the step runs on its
+            # contiguous slabs) when the rest of the shared axes end it
+            while len(head) < len(old) and old[len(head)] in support:
+                head.append(old[len(head)])
+            tail = [j for j in shared if j not in head]
+            if head and old[len(old) - len(tail):] == tail:
+                x_part = old[len(head): len(old) - len(tail)]
+                shared = head + tail
+            else:
+                head = []
+                x_part = sorted((j for j in old if j not in support), key=key)
+                shared = sorted(shared, key=key)
         introduced = sorted((j for j in support if j not in present), key=key)
         rest = [i for i in pending if i not in group]
         required = (
-            [(_OLD, j) for j in x_part + shared]
+            [(_OLD, j) for j in head + x_part + shared[len(head):]]
             + [(_NEW, i) for i in group]
             + [(_NEW, i) for i in rest]
         )
@@ -416,6 +444,7 @@ def _plan(
                 prod(sizes[i] for i in rest),
             ),
             introduced_size=prod(sizes[j] for j in introduced),
+            lead=prod(sizes[j] for j in head),
         )
         steps.append(step)
         peak = max(peak, step.input_floats + step.output_floats)
@@ -424,7 +453,8 @@ def _plan(
         tdepth += step.introduced_size + len(group) - 1
         present |= set(introduced)
         labels = (
-            [(_OLD, j) for j in x_part + shared + introduced] + [(_NEW, i) for i in rest]
+            [(_OLD, j) for j in head + x_part + shared[len(head):] + introduced]
+            + [(_NEW, i) for i in rest]
         )
     last = materialised(labels)
     final = tuple(last.index((_OLD, j)) for j in range(n) if sizes[j] > 1)
@@ -543,7 +573,7 @@ def _application_forms_floats(model: NetworkedMDP, plan: ContractionPlan) -> int
     two work buffers, one agent's ``(|A_i|, |S|)`` results and one product vector, and that
     agent's ``|A_i|`` cached step matrices."""
     matrices = max(
-        model.n_actions[i] * step.sizes[1] * step.introduced_size * step.sizes[2]
+        model.n_actions[i] * step.matrix_floats
         for step in plan.steps
         for i in step.agents
     )
@@ -569,7 +599,7 @@ def _factor_floats(model: NetworkedMDP, plan: ContractionPlan) -> int:
     return sum(
         prod(plan.n_states[j] for j in d) * plan.n_states[i] * (1 + model.n_actions[i])
         for i, d in enumerate(plan.supports)
-    ) + sum(s.sizes[1] * s.introduced_size * s.sizes[2] for s in plan.steps)
+    ) + sum(s.matrix_floats for s in plan.steps)
 
 
 def krylov_restart(
@@ -597,6 +627,8 @@ def _step_product(mat: FloatArray, t: FloatArray, out: FloatArray) -> FloatArray
     x, b, c, y = t.shape
     e = mat.shape[1]
     chunk = max(1, _BLAS_PRODUCT // (e * c))
+    if y == 1 and x >= _ROW_PRODUCT_MIN:
+        return _row_products(mat, t, out)
     if chunk >= y:
         np.matmul(mat, t, out=out)
         return out
@@ -614,6 +646,36 @@ def _step_product(mat: FloatArray, t: FloatArray, out: FloatArray) -> FloatArray
     np.matmul(mat[None, :, None], pieces_of(t, c), out=pieces_of(out, e))
     if whole < y:
         np.matmul(mat, t[..., whole:], out=out[..., whole:])
+    return out
+
+
+_ROW_PRODUCT_MIN = 64
+"""Least ``x`` for which a step with ``y = 1`` is done as row-block products
+(:func:`_row_products`) rather than one batched matrix-vector product per ``(x, b)``."""
+
+_SLAB_FLOATS = 1 << 18
+"""Input floats of one slab of :func:`_row_products` (2 MiB, within a core's L2 cache)."""
+
+
+def _row_products(mat: FloatArray, t: FloatArray, out: FloatArray) -> FloatArray:
+    """:func:`_step_product` for ``y = 1``: ``out[x, b, e] = sum_c t[x, b, c] mat[b, e, c]``.
+
+    One batched product would be ``x b`` matrix-vector products of ``E x C`` each (about
+    50 ns of overhead apiece, and no BLAS).  Here the rows ``x`` are cut into slabs of
+    ``t`` of :data:`_SLAB_FLOATS` floats (contiguous, cache-resident), and within a slab each
+    ``b`` is one BLAS product ``t[rows, b, :] @ mat[b]^T`` of at most :data:`_BLAS_PRODUCT`
+    multiply-adds, with ``mat[b]^T`` made contiguous once (``B E C`` floats): the same sums,
+    2.5 times faster at ``x = 8192, b = 16, c = 32, e = 8``."""
+    x, b, c, _ = t.shape
+    e = mat.shape[1]
+    flipped = np.ascontiguousarray(np.swapaxes(mat, 1, 2))  # (b, c, e)
+    rows = max(1, min(_BLAS_PRODUCT // (e * c), _SLAB_FLOATS // (b * c)))
+    t3 = t.reshape(x, b, c)
+    o3 = out.reshape(x, b, e)
+    for lo in range(0, x, rows):
+        hi = min(lo + rows, x)
+        for k in range(b):
+            np.matmul(t3[lo:hi, k], flipped[k], out=o3[lo:hi, k])
     return out
 
 
@@ -704,6 +766,26 @@ def _step(mat: FloatArray, t: FloatArray, out: FloatArray, threads: int) -> Floa
             job.result()
         return out
     return _step_product(mat, t, out)
+
+
+def _lead_step(
+    mat: FloatArray, t: FloatArray, out: FloatArray, lead: int, threads: int
+) -> FloatArray:
+    """:func:`_step` for a step whose shared axes lead the intermediate
+    (:attr:`ContractionStep.lead`): ``t`` and ``out`` are shaped ``(X, B, C, Y)`` and
+    ``(X, B, E, Y)`` by the step's sizes but laid out ``(L, X, B / L, ., Y)`` in memory, so
+    each of the ``L`` contiguous slabs is one step with its ``B / L`` rows of ``mat``.
+    ``lead = 1`` is :func:`_step` itself."""
+    if lead == 1:
+        return _step(mat, t, out, threads)
+    x, b, c, y = t.shape
+    e = out.shape[2]
+    part = b // lead
+    t5 = t.reshape(lead, x, part, c, y)
+    o5 = out.reshape(lead, x, part, e, y)
+    for slab in range(lead):
+        _step(mat[slab * part:(slab + 1) * part], t5[slab], o5[slab], threads)
+    return out
 
 
 def _copy(dst: FloatArray, src: FloatArray, threads: int) -> None:
@@ -1005,6 +1087,22 @@ def _pair_contraction(g: FloatArray, t: FloatArray, threads: int) -> FloatArray:
     return out
 
 
+def _lead_pair_contraction(g: FloatArray, t: FloatArray, lead: int, threads: int) -> FloatArray:
+    """:func:`_pair_contraction` of step ``k``'s output adjoint ``g`` and its input ``t``
+    (shaped by the step's sizes, laid out by its :attr:`ContractionStep.lead`): the ``L``
+    slabs' ``(B / L, E, C)`` derivatives stacked into the rows of ``(B, E, C)``."""
+    if lead == 1:
+        return _pair_contraction(g, t, threads)
+    x, b, e, y = g.shape
+    c = t.shape[2]
+    part = b // lead
+    g5 = g.reshape(lead, x, part, e, y)
+    t5 = t.reshape(lead, x, part, c, y)
+    return np.concatenate(
+        [_pair_contraction(g5[slab], t5[slab], threads) for slab in range(lead)], axis=0
+    )
+
+
 def _step_factor_gradients(
     step: ContractionStep,
     supports: Sequence[tuple[int, ...]],
@@ -1243,7 +1341,7 @@ class MatrixFreeOperator:
             held = 0 if held != 0 else 1
             size = x * b * step.introduced_size * y * cols
             dest = work[held][:size].reshape(x, b, step.introduced_size, y * cols)
-            t = _step(mat, t.reshape(x, b, c, y * cols), dest, self.threads)
+            t = _lead_step(mat, t.reshape(x, b, c, y * cols), dest, step.lead, self.threads)
         result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
         _copy(
             result.reshape([s for s in plan.n_states if s > 1] + [cols]),
@@ -1274,10 +1372,11 @@ class MatrixFreeOperator:
             x, b, c, y = step.sizes
             held = 1 - held
             dest = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
-            t = _step(
+            t = _lead_step(
                 np.swapaxes(mat, 1, 2),
                 t.reshape(x, b, step.introduced_size, y * cols),
                 dest,
+                step.lead,
                 self.threads,
             )
             if step.permutation is not None:
@@ -1393,7 +1492,7 @@ class MatrixFreeOperator:
                 dest = work[0][: prod(out_shape)].reshape(out_shape)
             else:
                 dest = streamed_empty(out_shape)
-            t = _step(mat, t4, dest, self.threads)
+            t = _lead_step(mat, t4, dest, step.lead, self.threads)
         # the adjoint chain of u runs in the operator's two work buffers
         held = 0
         src = np.ascontiguousarray(u_arr).reshape(shape).transpose(
@@ -1406,7 +1505,7 @@ class MatrixFreeOperator:
             step, mat = plan.steps[k], self._matrices[k]
             x, b, c, y = step.sizes
             g4 = g.reshape(x, b, step.introduced_size, y)
-            d_step = _pair_contraction(g4, inputs.pop(), self.threads)  # step k's input
+            d_step = _lead_pair_contraction(g4, inputs.pop(), step.lead, self.threads)
             members = [self.factors[i] for i in step.agents]
             for i, d_i in zip(
                 step.agents,
@@ -1419,7 +1518,7 @@ class MatrixFreeOperator:
             if k > 0:
                 held = 1 - held
                 out = work[held][: x * b * c * y].reshape(x, b, c, y)
-                g = _step(np.swapaxes(mat, 1, 2), g4, out, self.threads)
+                g = _lead_step(np.swapaxes(mat, 1, 2), g4, out, step.lead, self.threads)
                 if step.permutation is not None:
                     permuted = tuple(step.layout[p] for p in step.permutation)
                     back = g.reshape(permuted).transpose(np.argsort(step.permutation))

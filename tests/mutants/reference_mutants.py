@@ -805,6 +805,30 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "prediction counts",
     ),
     SourceMutant(
+        "lead-slabs-share-the-first-rows", "reference.networked.matrix_free", "_lead_step",
+        "mat[slab * part:(slab + 1) * part]", "mat[:part]",
+        "formula", ("test_matrix_free::test_leading_shared_axes_close_a_ring_without_a_copy",),
+        "every slab of a step with leading shared axes uses the first slab's rows of F_G",
+    ),
+    SourceMutant(
+        "lead-pair-derivatives-stacked-backwards", "reference.networked.matrix_free",
+        "_lead_pair_contraction", "for slab in range(lead)]", "for slab in reversed(range(lead))]",
+        "formula", ("test_matrix_free::test_leading_shared_axes_close_a_ring_without_a_copy",),
+        "the slabs' derivatives of a leading step stacked into the wrong rows of dL/dF_G",
+    ),
+    SourceMutant(
+        "row-products-one-matrix", "reference.networked.matrix_free", "_row_products",
+        "flipped[k], out=", "flipped[0], out=",
+        "formula", ("test_matrix_free::test_row_products_for_every_slab_and_cap",),
+        "the row-slab products of a last step use the first shared state's matrix for all",
+    ),
+    SourceMutant(
+        "row-products-slab-remainder-dropped", "reference.networked.matrix_free", "_row_products",
+        "hi = min(lo + rows, x)", "hi = lo + rows if lo + rows <= x else lo",
+        "formula", ("test_matrix_free::test_row_products_for_every_slab_and_cap",),
+        "the last, partial slab of rows is skipped",
+    ),
+    SourceMutant(
         "entropy-gradient-bound-unscaled", "reference.networked.utilities",
         "EntropyUtility.constants",
         "gradient_bound=scale * max(abs(g_zero), abs(g_one)),",

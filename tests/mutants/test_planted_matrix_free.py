@@ -45,10 +45,12 @@ class TransposedFactor(MatrixFreeOperator):
 class WrongAxis(MatrixFreeOperator):
     """Agents 0 and 1 exchange next-state axes before the contraction."""
 
-    def _forward(self, v: FloatArray, matrices: Sequence[FloatArray]) -> FloatArray:
+    def _forward(
+        self, v: FloatArray, matrices: Sequence[FloatArray], out: FloatArray | None = None
+    ) -> FloatArray:
         t = np.asarray(v).reshape(*self.model.n_states, -1)
         swapped = np.swapaxes(t, 0, 1).reshape(v.shape)
-        return super()._forward(swapped, matrices)
+        return super()._forward(swapped, matrices, out)
 
 
 class ForgottenAdjoint(MatrixFreeOperator):
