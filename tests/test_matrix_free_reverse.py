@@ -568,6 +568,37 @@ def test_occupancy_solve_with_a_uniform_start_needs_one_bicgstab_call() -> None:
             assert float(np.sum(np.abs(got.x - want.x))) <= got.error_bound + want.error_bound
 
 
+def test_the_perturbed_shadow_residual_is_what_makes_a_uniform_start_converge_fast() -> None:
+    """On the same four rings, BiCGSTAB for the occupancy system ``(I - gamma P^T) x = b``
+    with a uniform ``b`` reaches an l1 residual of ``1e-10`` in fewer products with ``A`` from
+    the perturbed shadow residual than from ``b`` itself, whose inner products with the
+    residuals vanish with their mass (measured: 13-17 against 15-38 products)."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        graph = Graph.ring(8)
+        kernels = tuple(rng.dirichlet(np.ones(2), size=(8, 2)) for _ in range(8))
+        model = NetworkedMDP(graph, (2,) * 8, (2,) * 8, kernels, 0.9,
+                             tuple(np.ones(2) / 2 for _ in range(8)))
+        pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+        op = MatrixFreeOperator(model, pol)
+        b = (1.0 - model.gamma) * model.joint_rho()
+        counts = []
+        for perturb in (True, False):
+            products: list[int] = []
+
+            def matvec(y: np.ndarray, out: np.ndarray, products: list[int] = products,
+                       op: MatrixFreeOperator = op, gamma: float = model.gamma) -> np.ndarray:
+                products.append(1)
+                np.subtract(y, gamma * op.apply_transpose(y), out=out)
+                return out
+
+            x = matrix_free._bicgstab(matvec, b, 1e-10, 200, norm="l1", perturb=perturb)
+            residual = b - (x - model.gamma * op.apply_transpose(x))
+            assert float(np.sum(np.abs(residual))) <= 1e-9
+            counts.append(len(products))
+        assert counts[0] < counts[1], (seed, counts)
+
+
 def test_streamed_arrays_are_writable_float_arrays_of_the_asked_shape() -> None:
     """Solver vectors and stored inputs come from :func:`streamed_empty`: below the threshold a
     plain array, above it a mapping without huge-page advice (forced here with the threshold

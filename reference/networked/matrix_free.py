@@ -872,6 +872,12 @@ def _l1(x: FloatArray, threads: int = 1) -> float:
     return _chunked(kernel, flat.size, threads, 1)[0]
 
 
+Fused = Callable[[FloatArray, FloatArray, Sequence[FloatArray]], tuple[float, ...]]
+"""``fused(y, out, against)``: write ``A y`` into ``out`` and return ``<A y, a>`` for every
+``a`` in ``against`` (which may include ``out`` itself), computed in the pass that finishes
+``A y`` (:meth:`MatrixFreeOperator._solve_unit`)."""
+
+
 def _bicgstab(
     matvec: Callable[[FloatArray, FloatArray], FloatArray],
     b: FloatArray,
@@ -881,29 +887,46 @@ def _bicgstab(
     threads: int = 1,
     work: Sequence[FloatArray] | None = None,
     norm: Literal["l2", "l1", "inf"] = "l2",
+    fused: Fused | None = None,
+    perturb: bool = True,
 ) -> FloatArray:
     """BiCGSTAB (van der Vorst 1992) for ``A d = b`` from ``d = 0``, stopped when the
     recursively updated residual has ``norm`` below ``atol`` (computed in the same fused
-    passes), after ``maxiter`` iterations (two
-    products with ``A`` each) or at a breakdown; returns the last iterate (a view of
-    ``work[0]`` when ``work``, six vectors shaped like ``b``, is given).  ``matvec(y, out)``
-    writes ``A y`` into ``out``.
+    passes), after ``maxiter`` iterations (two products with ``A`` each) or at a breakdown;
+    returns the last iterate (a view of ``work[0]`` when ``work``, six vectors shaped like
+    ``b``, is given, with the recursive residual in ``work[1]``).  ``matvec(y, out)`` writes
+    ``A y`` into ``out``; ``fused`` (optional, :data:`Fused`) does the same and returns the
+    dot products an iteration needs from the pass that finishes the product.  ``perturb``
+    (default) perturbs the shadow residual away from ``b`` (below); ``False`` takes ``b``
+    itself, the textbook choice.
 
-    Short recurrences: six vectors besides ``b`` (one the shadow residual), updated in place by
-    fused piecewise kernels (:func:`_chunked`), against GMRES's growing orthogonalisation
-    (``j`` dot products and updates of ``|S|`` floats at its ``j``-th iteration), which
-    dominates at ``2^20`` joint states and more.  Nothing here is trusted: the caller
-    recomputes the residual of the returned iterate and certifies it
+    Short recurrences: six vectors besides ``b`` (one the shadow residual ``r^``), updated
+    in place by fused piecewise kernels (:func:`_chunked`), against GMRES's growing
+    orthogonalisation (``j`` dot products and updates of ``|S|`` floats at its ``j``-th
+    iteration), which dominates at ``2^20`` joint states and more.  An iteration streams
+    four passes: ``v = A p`` with ``<r^, v>``; ``s = r - alpha v`` with ``||s||`` and
+    ``<r^, s>``; ``t = A s`` with ``<t, s>``, ``<t, t>``, ``<r^, t>``; and one pass for
+    ``x += alpha p + omega s``, ``r = s - omega t``, ``||r||`` and the next direction
+    ``p = r + beta (p - omega v)``, whose ``beta`` needs ``<r^, r> = <r^, s> - omega <r^, t>``
+    (known before the pass, by linearity).  Nothing here is trusted: the caller recomputes
+    the residual of the returned iterate and certifies it
     (``proofs_notes/matrix-free.md#krylov``)."""
     if work is None:
         work = [np.empty_like(b) for _ in range(6)]
     x, r, p, v, t, shadow = work
     size = b.size
+
+    def apply(y: FloatArray, out: FloatArray, against: Sequence[FloatArray]) -> tuple[float, ...]:
+        if fused is not None:
+            return fused(y, out, against)
+        matvec(y, out)
+        return tuple(_dot(out, a, threads) for a in against)
+
     # the shadow residual: b plus a deterministic mixed-sign perturbation of b's scale (a
     # Weyl sequence of the golden ratio).  With the shadow b itself a uniform b breaks down:
     # the residuals of the occupancy system become orthogonal to the constant vector (their
     # mass converges first, 1^T (I - gamma P^T) = (1 - gamma) 1^T), so <shadow, r> -> 0
-    spread = _sup(b)
+    spread = _sup(b) if perturb else 0.0
     # the residual's size in the stopping norm: squared 2-norm, l1 norm or inf-norm pieces
     maxima = 1 if norm == "inf" else 0
     limit = atol * atol if norm == "l2" else atol
@@ -916,9 +939,8 @@ def _bicgstab(
 
     def start(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
         x[piece] = 0.0
-        p[piece] = 0.0
-        v[piece] = 0.0
         r[piece] = b[piece]
+        p[piece] = b[piece]  # the first direction is the residual
         np.multiply(np.arange(piece.start, piece.stop, dtype=np.float64), _GOLDEN, out=scratch)
         np.remainder(scratch, 1.0, out=scratch)
         scratch -= 0.5
@@ -926,61 +948,61 @@ def _bicgstab(
         np.add(b[piece], scratch, out=shadow[piece])
         return (float(np.einsum("i,i->", shadow[piece], b[piece])),)
 
-    rho_new = _chunked(start, size, threads, 1)[0]
-    rho = alpha = omega = 1.0
-    for _ in range(maxiter):
-        if rho_new == 0.0 or omega == 0.0 or not np.isfinite(rho_new):
-            break
-        beta = (rho_new / rho) * (alpha / omega)
+    def advance(alpha: float) -> None:
+        """``x += alpha p`` (a stop after the half step)."""
 
-        def direction(piece: slice, scratch: FloatArray, beta: float = beta,
-                      omega: float = omega) -> tuple[float, ...]:
-            np.multiply(v[piece], omega, out=scratch)
-            np.subtract(p[piece], scratch, out=p[piece])
-            p[piece] *= beta
-            p[piece] += r[piece]
+        def kernel(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
+            np.multiply(p[piece], alpha, out=scratch)
+            x[piece] += scratch
             return ()
 
-        _chunked(direction, size, threads)
-        matvec(p, v)
-        denominator = _dot(shadow, v, threads)
+        _chunked(kernel, size, threads)
+
+    rho = _chunked(start, size, threads, 1)[0]
+    for _ in range(maxiter):
+        if rho == 0.0 or not np.isfinite(rho):
+            break
+        (denominator,) = apply(p, v, (shadow,))
         if denominator == 0.0 or not np.isfinite(denominator):
             break
-        alpha = rho_new / denominator
+        alpha = rho / denominator
 
         def half_step(piece: slice, scratch: FloatArray, alpha: float = alpha
                       ) -> tuple[float, ...]:
             np.multiply(v[piece], alpha, out=scratch)
             r[piece] -= scratch  # now s = r - alpha v
-            np.multiply(p[piece], alpha, out=scratch)
-            x[piece] += scratch
-            return (size_of(r[piece], scratch),)
-
-        if _chunked(half_step, size, threads, 1, maxima)[0] < limit:
-            break
-        matvec(r, t)
-
-        def products(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
-            return (float(np.einsum("i,i->", t[piece], r[piece])),
-                    float(np.einsum("i,i->", t[piece], t[piece])))
-
-        tr, tt = _chunked(products, size, threads, 2)
-        if tt == 0.0 or not np.isfinite(tt):
-            break
-        omega = tr / tt
-
-        def full_step(piece: slice, scratch: FloatArray, omega: float = omega
-                      ) -> tuple[float, ...]:
-            np.multiply(r[piece], omega, out=scratch)
-            x[piece] += scratch
-            np.multiply(t[piece], omega, out=scratch)
-            r[piece] -= scratch
             return (float(np.einsum("i,i->", shadow[piece], r[piece])),
                     size_of(r[piece], scratch))
 
-        next_rho, rr = _chunked(full_step, size, threads, 2, maxima)
-        rho, rho_new = rho_new, next_rho
-        if rr < limit:
+        shadow_s, s_size = _chunked(half_step, size, threads, 2, maxima)
+        if s_size < limit:
+            advance(alpha)
+            break
+        ts, tt, shadow_t = apply(r, t, (r, t, shadow))
+        if tt == 0.0 or not np.isfinite(tt):
+            advance(alpha)
+            break
+        omega = ts / tt
+        rho_next = shadow_s - omega * shadow_t
+        beta = (rho_next / rho) * (alpha / omega) if omega != 0.0 else 0.0
+
+        def full_step(piece: slice, scratch: FloatArray, alpha: float = alpha,
+                      omega: float = omega, beta: float = beta) -> tuple[float, ...]:
+            np.multiply(p[piece], alpha, out=scratch)
+            x[piece] += scratch
+            np.multiply(r[piece], omega, out=scratch)
+            x[piece] += scratch
+            np.multiply(t[piece], omega, out=scratch)
+            r[piece] -= scratch  # now the residual r = s - omega t
+            np.multiply(v[piece], omega, out=scratch)
+            p[piece] -= scratch
+            p[piece] *= beta
+            p[piece] += r[piece]  # the next direction
+            return (size_of(r[piece], scratch),)
+
+        (r_size,) = _chunked(full_step, size, threads, 1, maxima)
+        rho = rho_next
+        if r_size < limit or omega == 0.0:
             break
     return x
 
@@ -1681,6 +1703,22 @@ class MatrixFreeOperator:
             _chunked(finish, result.size, self.threads)
             return result
 
+        def fused(
+            y: FloatArray, out: FloatArray, against: Sequence[FloatArray]
+        ) -> tuple[float, ...]:
+            """``out = y - gamma P~ y`` and its dot products with ``against``, in one pass."""
+            nonlocal applications
+            applications += 1
+            result = step(y.reshape(-1), self._matrices, out)
+            flat = y.reshape(-1)
+
+            def finish(piece: slice, scratch: FloatArray) -> tuple[float, ...]:
+                result[piece] *= -g
+                result[piece] += flat[piece]
+                return tuple(float(np.einsum("i,i->", result[piece], a[piece])) for a in against)
+
+            return _chunked(finish, result.size, self.threads, len(against))
+
         def residual_of(y: FloatArray, out: FloatArray) -> FloatArray:
             """``out = b - (y - gamma P y)``."""
             matvec(y, out)
@@ -1720,7 +1758,7 @@ class MatrixFreeOperator:
                     d = _bicgstab(
                         matvec, residual, goal, _BICGSTAB_ITERATIONS,
                         threads=self.threads, work=self._krylov_work(residual.size),
-                        norm="l1" if transpose else "inf",
+                        norm="l1" if transpose else "inf", fused=fused,
                     )
                 np.add(x, d, out=spare_x)
                 # a non-finite entry makes the sum non-finite (finite iterates are far below

@@ -736,10 +736,10 @@ MUTANTS: tuple[SourceMutant, ...] = (
     SourceMutant(
         "bicgstab-shadow-residual-is-b", "reference.networked.matrix_free", "_bicgstab",
         "np.add(b[piece], scratch, out=shadow[piece])", "np.copyto(shadow[piece], b[piece])",
-        "formula", ("test_matrix_free_reverse::test_occupancy_solve_with_a_uniform_start_needs_"
-                    "one_bicgstab_call",),
-        "BiCGSTAB's shadow residual b itself: a uniform start breaks down (still certified "
-        "through a second call, slower)",
+        "formula", ("test_matrix_free_reverse::test_the_perturbed_shadow_residual_is_what_"
+                    "makes_a_uniform_start_converge_fast",),
+        "BiCGSTAB's shadow residual b itself: a uniform start converges slowly (still "
+        "certified, slower)",
     ),
     SourceMutant(
         "threads-slab-not-awaited", "reference.networked.matrix_free", "_parallel",
@@ -827,6 +827,30 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "hi = min(lo + rows, x)", "hi = lo + rows if lo + rows <= x else lo",
         "formula", ("test_matrix_free::test_row_products_for_every_slab_and_cap",),
         "the last, partial slab of rows is skipped",
+    ),
+    SourceMutant(
+        "bicgstab-next-rho-sign", "reference.networked.matrix_free", "_bicgstab",
+        "rho_next = shadow_s - omega * shadow_t", "rho_next = shadow_s + omega * shadow_t",
+        "formula", ("test_matrix_free_reverse::test_krylov_solves_beat_the_fixed_point_count",
+                    "test_matrix_free_reverse::test_bicgstab_stops_when_its_residual_is_below_"
+                    "the_tolerance"),
+        "the next <r^, r> from <r^, s> and <r^, t> with the wrong sign (a wrong direction "
+        "update: slow or stalled, still certified)",
+    ),
+    SourceMutant(
+        "bicgstab-half-stop-without-the-step", "reference.networked.matrix_free", "_bicgstab",
+        "        if s_size < limit:\n            advance(alpha)\n",
+        "        if s_size < limit:\n",
+        "formula", ("test_matrix_free_reverse::test_bicgstab_stops_when_its_residual_is_below_"
+                    "the_tolerance",),
+        "a stop after the half step returns x without its last alpha p",
+    ),
+    SourceMutant(
+        "bicgstab-fused-dot-against-the-wrong-vector", "reference.networked.matrix_free",
+        "_bicgstab", "ts, tt, shadow_t = apply(r, t, (r, t, shadow))",
+        "ts, tt, shadow_t = apply(r, t, (r, t, r))",
+        "formula", ("test_matrix_free_reverse::test_krylov_solves_beat_the_fixed_point_count",),
+        "the fused product's <r^, t> taken against s instead of the shadow residual",
     ),
     SourceMutant(
         "entropy-gradient-bound-unscaled", "reference.networked.utilities",
