@@ -1390,10 +1390,17 @@ class MatrixFreeOperator:
         held = 0
         t: FloatArray = work[held][: src.size].reshape(src.shape)
         _copy(t, src, self.threads)
-        for step, mat in zip(reversed(plan.steps), reversed(matrices), strict=True):
+        result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
+        written = False  # whether the first step's adjoint wrote the result directly
+        for k, (step, mat) in reversed(list(enumerate(zip(plan.steps, matrices, strict=True)))):
             x, b, c, y = step.sizes
-            held = 1 - held
-            dest = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
+            if k == 0 and step.permutation is None and result.flags.c_contiguous:
+                # the adjoint of the first step leaves agent order: no final copy
+                dest = result.reshape(x, b, c, y * cols)
+                written = True
+            else:
+                held = 1 - held
+                dest = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
             t = _lead_step(
                 np.swapaxes(mat, 1, 2),
                 t.reshape(x, b, step.introduced_size, y * cols),
@@ -1409,8 +1416,8 @@ class MatrixFreeOperator:
                 dst = work[held][: src.size].reshape(src.shape)
                 _copy(dst, src, self.threads)
                 t = dst
-        result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
-        _copy(result, t.reshape(self.n_states, cols), self.threads)
+        if not written:
+            _copy(result, t.reshape(self.n_states, cols), self.threads)
         return result[:, 0] if arr.ndim == 1 else result
 
     def apply(self, v: FloatArray) -> FloatArray:

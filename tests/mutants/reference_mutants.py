@@ -853,6 +853,13 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the fused product's <r^, t> taken against s instead of the shadow residual",
     ),
     SourceMutant(
+        "adjoint-result-not-written", "reference.networked.matrix_free",
+        "MatrixFreeOperator._backward", "dest = result.reshape(x, b, c, y * cols)",
+        "dest = np.empty((x, b, c, y * cols))",
+        "formula", ("test_matrix_free::test_operations_match_the_dense_matrix",),
+        "the first step's adjoint, meant to write the result in place, writes elsewhere",
+    ),
+    SourceMutant(
         "entropy-gradient-bound-unscaled", "reference.networked.utilities",
         "EntropyUtility.constants",
         "gradient_bound=scale * max(abs(g_zero), abs(g_one)),",
