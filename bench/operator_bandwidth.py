@@ -14,8 +14,8 @@ memory and first-touch costs are its own.
 * **bytes**: what one application must move through memory by its plan: every contraction
   step reads its input and writes its output (``8 (input + output)`` bytes per step, and the
   input once more for a step that permutes axes first), plus the final reordering to agent
-  order.  ``floor`` is the least any application can move: read ``v`` and write ``P_pi v``,
-  ``16 |S|`` bytes.
+  order where the plan does not end in it.  ``floor`` is the least any application can
+  move: read ``v`` and write ``P_pi v``, ``16 |S|`` bytes.
 * **copy**: a plain ``numpy.copyto`` of an ``|S|``-float array (``16 |S|`` bytes moved), best
   of ``--repeats`` on one thread and split over the operator's threads, the faster of the two,
   measured in the same run: the physical limit of a memory-bound contraction on this
@@ -78,7 +78,8 @@ def plan_bytes(op: MatrixFreeOperator) -> int:
     for step in op.plan.steps:
         floats += step.input_floats * (2 if step.permutation is not None else 1)
         floats += step.output_floats
-    floats += 2 * op.plan.n_joint  # the final reordering to agent order
+    if not op.plan.in_agent_order:
+        floats += 2 * op.plan.n_joint  # the final reordering to agent order
     return 8 * floats
 
 

@@ -245,6 +245,49 @@ def test_leading_shared_axes_close_a_ring_without_a_copy(max_group: int) -> None
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize(
+    ("graph", "beta", "in_order"),
+    [(Graph.line(9), 1, True), (Graph.line(9), 2, True), (Graph.ring(9), 1, False),
+     (Graph.star(6), 1, True), (Graph.grid(3, 3), 1, False), (Graph.grid(3, 3), 2, True)],
+    ids=["line-1", "line-2", "ring-1", "star-1", "grid-1", "grid-2"],
+)
+def test_plans_that_end_in_agent_order_copy_nothing_at_either_end(
+    graph: Graph, beta: int, in_order: bool
+) -> None:
+    """When the last intermediate is already in agent order (``in_agent_order``) the
+    application writes its last step into the result and the adjoint reads ``u`` as it is;
+    otherwise one reordering copy closes the application and opens the adjoint.  Both
+    routes, and results written into ``out``, agree with the dense operator."""
+    rng = np.random.default_rng(graph.n + beta)
+    model = _binary(graph, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    op = MatrixFreeOperator(model, pol)
+    assert op.plan.in_agent_order is in_order
+    copies: list[int] = []
+    real_copy = matrix_free._copy
+
+    def counted(dst: np.ndarray, src: np.ndarray, threads: int) -> None:
+        copies.append(dst.size)
+        real_copy(dst, src, threads)
+
+    v = rng.standard_normal(op.n_states)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "_copy", counted)
+        forward = op.apply(v)
+        backward = op.apply_transpose(v)
+    expected_copies = op.plan.transposes * 2 + (0 if in_order else 2)
+    assert len(copies) == expected_copies, copies
+    dense = DenseOperator(model, pol)
+    scale = float(np.max(np.abs(v)))
+    tol = contraction_tolerance(op.plan.depth + 2 * op.n_states, 2.0 * scale)
+    np.testing.assert_allclose(forward, dense.apply(v), rtol=0, atol=tol)
+    tol_t = contraction_tolerance(op.plan.transpose_depth + 2 * op.n_states, 2.0 * scale * op.n_states)
+    np.testing.assert_allclose(backward, dense.apply_transpose(v), rtol=0, atol=tol_t)
+    out = np.empty(op.n_states)
+    assert op._forward(v, op._matrices, out) is not None
+    np.testing.assert_array_equal(out, forward)
+
+
 def test_bad_inputs_are_named() -> None:
     inst = line_message(3)
     pol = LocalizedSoftmaxPolicy.uniform(inst.model)

@@ -253,6 +253,12 @@ class ContractionPlan:
         """Steps that copy the intermediate into a new axis order."""
         return sum(s.permutation is not None for s in self.steps)
 
+    @property
+    def in_agent_order(self) -> bool:
+        """Whether the last intermediate is already ``P_pi v`` in agent order (no final
+        reordering copy; the adjoint then reads ``u`` as it is)."""
+        return self.final_permutation == tuple(range(len(self.final_permutation)))
+
     def application_cost(self) -> float:
         """Predicted cost of one application, in multiply-adds (``proofs_notes/matrix-free.md``):
         ``flops`` plus :data:`_PASS_COST` per float streamed and :data:`_CALL_COST` per call."""
@@ -260,6 +266,8 @@ class ContractionPlan:
             s.input_floats * (2 if s.permutation is not None else 1) + s.output_floats
             for s in self.steps
         )
+        if not self.in_agent_order:
+            streamed += 2 * self.n_joint  # the final reordering copy
         calls = sum(s.lead for s in self.steps) + self.transposes + 2
         return float(self.flops) + _PASS_COST * streamed + _CALL_COST * calls
 
@@ -382,8 +390,8 @@ def _plan(
     sizes: tuple[int, ...], supports: tuple[tuple[int, ...], ...], max_group: int
 ) -> ContractionPlan:
     """:func:`contraction_plan` from the state counts and the dependency sets (cached)."""
-    n = len(sizes)
     order = _greedy_order(sizes, supports)
+    n = len(sizes)
     groups = _group(sizes, supports, order, max_group)
     group_supports = [tuple(sorted(set().union(*(supports[i] for i in g)))) for g in groups]
 
@@ -1350,7 +1358,11 @@ class MatrixFreeOperator:
             (*(s for s in plan.n_states if s > 1), cols)
         )
         held = -1  # the buffer that holds t (-1: the caller's array)
-        for step, mat in zip(plan.steps, matrices, strict=True):
+        result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
+        # a plan that ends in agent order writes its last step into the result (no copy)
+        direct = plan.in_agent_order and result.flags.c_contiguous
+        last = len(plan.steps) - 1
+        for k, (step, mat) in enumerate(zip(plan.steps, matrices, strict=True)):
             x, b, c, y = step.sizes
             if step.permutation is not None:
                 src = t.reshape((*step.layout, cols)).transpose(
@@ -1360,18 +1372,21 @@ class MatrixFreeOperator:
                 dst = work[held][: src.size].reshape(src.shape)
                 _copy(dst, src, self.threads)
                 t = dst
-            held = 0 if held != 0 else 1
-            size = x * b * step.introduced_size * y * cols
-            dest = work[held][:size].reshape(x, b, step.introduced_size, y * cols)
+            shape = (x, b, step.introduced_size, y * cols)
+            if direct and k == last:
+                dest = result.reshape(shape)
+            else:
+                held = 0 if held != 0 else 1
+                dest = work[held][: prod(shape)].reshape(shape)
             t = _lead_step(mat, t.reshape(x, b, c, y * cols), dest, step.lead, self.threads)
-        result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
-        _copy(
-            result.reshape([s for s in plan.n_states if s > 1] + [cols]),
-            t.reshape((*plan.final_layout, cols)).transpose(
-                (*plan.final_permutation, len(plan.final_layout))
-            ),
-            self.threads,
-        )
+        if not direct:
+            _copy(
+                result.reshape([s for s in plan.n_states if s > 1] + [cols]),
+                t.reshape((*plan.final_layout, cols)).transpose(
+                    (*plan.final_permutation, len(plan.final_layout))
+                ),
+                self.threads,
+            )
         return result[:, 0] if arr.ndim == 1 else result
 
     def _backward(
@@ -1385,11 +1400,16 @@ class MatrixFreeOperator:
         canonical = np.ascontiguousarray(arr).reshape(
             (*(s for s in plan.n_states if s > 1), cols)
         )
-        last = len(plan.final_layout)
-        src = canonical.transpose((*np.argsort(plan.final_permutation), last))
-        held = 0
-        t: FloatArray = work[held][: src.size].reshape(src.shape)
-        _copy(t, src, self.threads)
+        t: FloatArray
+        if plan.in_agent_order:
+            held = -1  # the buffer that holds t (-1: the caller's array, read as it is)
+            t = canonical
+        else:
+            last = len(plan.final_layout)
+            src = canonical.transpose((*np.argsort(plan.final_permutation), last))
+            held = 0
+            t = work[held][: src.size].reshape(src.shape)
+            _copy(t, src, self.threads)
         result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
         written = False  # whether the first step's adjoint wrote the result directly
         for k, (step, mat) in reversed(list(enumerate(zip(plan.steps, matrices, strict=True)))):
@@ -1399,7 +1419,7 @@ class MatrixFreeOperator:
                 dest = result.reshape(x, b, c, y * cols)
                 written = True
             else:
-                held = 1 - held
+                held = 0 if held != 0 else 1
                 dest = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
             t = _lead_step(
                 np.swapaxes(mat, 1, 2),
@@ -1412,8 +1432,13 @@ class MatrixFreeOperator:
                 permuted = (*(step.layout[p] for p in step.permutation), cols)
                 back = (*np.argsort(step.permutation), len(permuted) - 1)
                 src = t.reshape(permuted).transpose(back)
-                held = 1 - held
-                dst = work[held][: src.size].reshape(src.shape)
+                if k == 0 and result.flags.c_contiguous:
+                    # the reordering back to agent order writes the result
+                    dst = result.reshape(src.shape)
+                    written = True
+                else:
+                    held = 0 if held != 0 else 1
+                    dst = work[held][: src.size].reshape(src.shape)
                 _copy(dst, src, self.threads)
                 t = dst
         if not written:

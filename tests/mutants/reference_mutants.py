@@ -860,6 +860,24 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the first step's adjoint, meant to write the result in place, writes elsewhere",
     ),
     SourceMutant(
+        "forward-written-in-place-out-of-order", "reference.networked.matrix_free",
+        "MatrixFreeOperator._forward",
+        "direct = plan.in_agent_order and result.flags.c_contiguous",
+        "direct = result.flags.c_contiguous",
+        "formula", ("test_matrix_free::test_plans_that_end_in_agent_order_copy_nothing_at_"
+                    "either_end",),
+        "the last step written into the result without the reordering a plan not in agent "
+        "order needs",
+    ),
+    SourceMutant(
+        "adjoint-reads-u-out-of-order", "reference.networked.matrix_free",
+        "MatrixFreeOperator._backward", "if plan.in_agent_order:", "if True:",
+        "formula", ("test_matrix_free::test_plans_that_end_in_agent_order_copy_nothing_at_"
+                    "either_end",),
+        "the adjoint reads u as it is although the plan's last intermediate is not in agent "
+        "order",
+    ),
+    SourceMutant(
         "entropy-gradient-bound-unscaled", "reference.networked.utilities",
         "EntropyUtility.constants",
         "gradient_bound=scale * max(abs(g_zero), abs(g_one)),",
