@@ -479,3 +479,130 @@ def test_dense_block_routes_on_line_message(n: int) -> None:
             atol=summation_tolerance(nS * m.actions.size * n, float(np.abs(v).max())),
         )
         np.testing.assert_allclose(_flat(sol.gradient), _flat(ref.gradient), rtol=0, atol=tol_g)
+
+
+@st.composite
+def _joint_route_problems(draw: st.DrawFn) -> tuple[NetworkedMDP, int, tuple[Utility, ...]]:
+    """A model whose agents have equal local sizes (half the time; otherwise the local sizes
+    are drawn per agent, mostly unequal), a radius and utilities of every kind."""
+    if draw(st.booleans()):
+        g = draw(mst.graphs(max_agents=4))
+        size, acts = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        while size > 1 and size**g.n > 32:
+            size -= 1
+        kernels = tuple(
+            draw(mst.stochastic_arrays((size ** len(g.neighbourhood(i)), acts, size)))
+            for i in range(g.n)
+        )
+        m = NetworkedMDP(g, (size,) * g.n, (acts,) * g.n, kernels, draw(mst.discounts()),
+                         tuple(draw(mst.distributions(size)) for _ in range(g.n)))
+    else:
+        m = draw(mst.networked_mdps())
+    utils = tuple(
+        draw(mst.utilities((m.n_states[i], m.n_actions[i]), m.gamma,
+                           ("linear",) if draw(st.booleans()) else ("linear", "entropy", "kl")))
+        for i in range(m.n)
+    )
+    return m, draw(st.integers(0, 2)), utils
+
+
+@given(problem=_joint_route_problems(), seed=mst.seeds())
+def test_joint_route_agrees_with_the_operator_route(
+    problem: tuple[NetworkedMDP, int, tuple[Utility, ...]], seed: int
+) -> None:
+    """The dense backend's joint route (proofs_notes/occupancy-and-flow.md#fused-joint-route)
+    is what solve takes exactly for models with equal local sizes and a joint kernel of at
+    most JOINT_ROUTE_FLOATS entries; there it gives the quantities of the operator route
+    (DenseOperator, the Kronecker or block route, whose gradient the chain rule checks)
+    within their certificates and rounding, for per-agent and team values, linear utilities
+    (stacked) and others (one at a time).  Other models fall back to the operator route."""
+    from reference.networked import transition
+
+    m, beta, utils = problem
+    pol = LocalizedSoftmaxPolicy.random(m, beta, np.random.default_rng(seed))
+    nS, nA = m.states.size, m.actions.size
+    equal = len(set(m.n_states)) == 1 and len(set(m.n_actions)) == 1
+    has_route = equal and nS * nA * nS <= transition.JOINT_ROUTE_FLOATS
+    assert (transition.joint_route(m, beta) is not None) == has_route
+    for values in ("per-agent", "team"):
+        sol = solve(m, pol, utils, values=values)  # type: ignore[arg-type]
+        ref = solve(m, pol, utils, values=values,  # type: ignore[arg-type]
+                    operator=DenseOperator(m, pol))
+        assert sol.backend == ref.backend == "dense"
+        reward = max(_max_reward(ref.shadow_rewards), 1.0)
+        tol_g = gradient_tolerance(nS * nA, m.gamma, reward)
+        np.testing.assert_allclose(_flat(sol.gradient), _flat(ref.gradient), rtol=0, atol=tol_g)
+        assert float(np.abs(sol.lam_S - ref.lam_S).sum()) <= certified(
+            sol.occupancy_error_bound, ref.occupancy_error_bound)
+        assert float(np.abs(sol.team_value - ref.team_value).max()) <= certified(
+            sol.value_error_bound, ref.value_error_bound)
+        if values == "per-agent":
+            assert sol.shadow_values is not None and ref.shadow_values is not None
+            assert float(np.abs(sol.shadow_values - ref.shadow_values).max()) <= certified(
+                sol.value_error_bound, ref.value_error_bound)
+        else:
+            assert sol.shadow_values is None
+        tol_occ = summation_tolerance(nS * nA, 1.0 / (1.0 - m.gamma)) + certified(
+            sol.occupancy_error_bound, ref.occupancy_error_bound)
+        np.testing.assert_allclose(_flat(sol.local_occupancy), _flat(ref.local_occupancy),
+                                   rtol=0, atol=tol_occ)
+        assert abs(sol.gradient_norm - float(np.linalg.norm(_flat(sol.gradient)))) <= tol_g
+        for a in (sol.lam_S, sol.team_value, *sol.gradient, *sol.local_occupancy,
+                  *sol.shadow_rewards, sol.local_utility):
+            assert not a.flags.writeable
+
+
+def test_joint_route_follows_the_backend_choice_and_the_memory_limit() -> None:
+    """solve takes the joint route only where the dense backend would be built: asked for
+    ('dense', within the limit) or chosen ('auto'); a limit between the two backends'
+    predictions sends 'auto' to matrix-free and makes 'dense' refuse; 'matrix-free', an
+    operator, or a policy of another model never take it (the last is refused as before)."""
+    from reference.networked.backends import joint_route_for, predict_backends
+
+    inst = line_message(4)
+    m = inst.model
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(7))
+    utils = inst.utilities()
+    assert joint_route_for(m, pol) is not None
+    assert joint_route_for(m, pol, "dense") is not None
+    assert joint_route_for(m, pol, "matrix-free") is None
+    dense, free = predict_backends(m, 1)
+    assert free.bytes < dense.bytes
+    between = (free.bytes + dense.bytes) / 2
+    assert joint_route_for(m, pol, "auto", between) is None
+    assert joint_route_for(m, pol, "dense", between) is None
+    assert solve(m, pol, utils, memory_limit=between).backend == "matrix-free"
+    with pytest.raises(MemoryLimitError, match="16 joint states"):
+        solve(m, pol, utils, backend="dense", memory_limit=between)
+    other = line_message(4).model
+    assert joint_route_for(other, pol) is None
+    with pytest.raises(ModelError, match="different NetworkedMDP"):
+        solve(other, pol, utils)
+    assert joint_route_for(line_message(6).model,
+                           LocalizedSoftmaxPolicy.uniform(line_message(6).model, 1)) is None
+
+
+def test_joint_route_names_a_non_finite_occupancy() -> None:
+    """A NaN in the initial distribution of an equal-sized model makes lam_S non-finite;
+    the joint route then evaluates the utilities one at a time, whose domain check names the
+    utility and the entry (as the operator route does)."""
+    from reference.errors import UtilityDomainError
+
+    inst = line_message(3)
+    m = inst.model
+    pol = LocalizedSoftmaxPolicy.random(m, 0, np.random.default_rng(2))
+    utils = inst.utilities()
+    m.derived.clear()
+    solve(m, pol, utils)
+    route = m.derived[("joint-route", 0)]
+    rho = np.array(route.rho)
+    rho[3] = np.nan
+    rho.setflags(write=False)
+    from dataclasses import replace as _replace
+
+    m.derived[("joint-route", 0)] = _replace(route, rho=rho)
+    try:
+        with pytest.raises(UtilityDomainError, match=r"LinearUtility"):
+            solve(m, pol, utils)
+    finally:
+        m.derived.clear()

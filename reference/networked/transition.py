@@ -50,6 +50,7 @@ __all__ = [
     "DenseLayout",
     "DenseOperator",
     "GroupLayout",
+    "JointRoute",
     "LinearSolve",
     "TransitionOperator",
     "contract_next_state",
@@ -57,6 +58,7 @@ __all__ = [
     "dense_memory",
     "expand_next_state",
     "group_sum",
+    "joint_route",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -213,7 +215,9 @@ def dense_memory(model: NetworkedMDP) -> int:
     intermediates of at most ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and
     ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy); on the block route
     (:data:`JOINT_ROUTE_FLOATS`, :data:`BLOCK_ROUTE_FLOATS`) also each block's kernel, joint
-    policy and action tables, ``(|S| + 1) |A_H| (|S_H| + sum_i |A_i|)`` floats per block.
+    policy and action tables, ``(|S| + 1) |A_H| (|S_H| + sum_i |A_i|)`` floats per block,
+    and when the model has a :class:`JointRoute`, its tables and the three ``(|S|, |A|)``
+    arrays of a call on it.
     """
     nS = model.states.size
     intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
@@ -224,6 +228,9 @@ def dense_memory(model: NetworkedMDP) -> int:
     for start, stop in _agent_blocks(model):  # the block route's tables and policies
         actions = prod(model.n_actions[start:stop])
         local += (nS + 1) * actions * (prod(model.n_states[start:stop]) + sum(model.n_actions))
+    joint = _joint_route_floats(model)
+    if joint:
+        local += joint + 3 * nS * prod(model.n_actions)
     return 8 * (2 * nS * nS + suffixes + local + 2 * intermediate + nS * (model.n + 4))
 
 
@@ -426,6 +433,145 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
     )
     model.derived[key] = layout
     return layout
+
+
+@dataclass(frozen=True)
+class JointRoute:
+    """What the joint route of the dense backend reads of a small model at one observation
+    radius (``proofs_notes/occupancy-and-flow.md#fused-joint-route``), built once.
+
+    On this route one exact gradient is a fixed handful of array operations over the joint
+    state-action table: the joint policy in one gather, ``I - gamma P_pi`` in one batched
+    product with the joint kernel, one LU factorisation serving both systems, and the
+    gradient as one product with :attr:`q_kernel` followed by one grouped sum.  Depends on
+    the model and ``beta`` only (cached in :attr:`NetworkedMDP.derived`); models whose agents
+    have equal local sizes and whose joint kernel has at most :data:`JOINT_ROUTE_FLOATS`
+    entries have one.  Local sizes ``X = |S_i|``, ``B = |A_i|``; joint sizes ``|S|``,
+    ``|A| = B^n``; ``O = sum_i |O_i|`` rows of the agents' stacked observation tables.
+
+    Attributes:
+        gamma: the discount.
+        system_kernel: ``(|S|, |A|, |S|)``, ``-gamma P(s' | s, a)``: its product with the
+            joint policy is ``-gamma P_pi``.
+        identity: ``(|S|, |S|)`` identity.
+        rho: ``(|S|,)`` the joint initial distribution; ``rho_l1`` its l1 norm.
+        policy_index: ``(n, |S|, |A|)`` int, the entry of ``pi_i(a_i | o_i(s))`` in the
+            agents' stacked ``(O, B)`` probabilities read row-major, so that
+            ``pi(a | s) = prod_i stacked.flat[policy_index[i, s, a]]``.
+        action_onehot: ``(|A|, n B)``, ``1[a_i = b]`` in column ``i B + b``: a product with
+            it sums a joint ``(s, a)`` table onto ``(s, i, b)``.
+        own_action_flat: ``(|S| n B,)`` int, ``(i X + s_i(s)) B + b`` in the order of an
+            ``(|S|, n, B)`` table: one ``bincount`` sums it onto the stacked
+            ``(n, X, B)`` local occupancies.
+        obs_action_flat: ``(|S| n B,)`` int, ``(obs row of o_i(s)) B + b``: one ``bincount``
+            sums an ``(|S|, n, B)`` table onto the stacked ``(O, B)`` parameters.
+        obs_rows: ``(n, |S|)`` int, the stacked observation row of ``o_i(s)``.
+        own_of_obs: ``(O, B)`` int, ``(i X + s_i(o)) B + b``: the entry of ``r_i(s_i(o), b)``
+            in the stacked ``(n, X, B)`` rewards read row-major, for each observation row
+            ``o`` of agent ``i``.
+        q_kernel: ``(|S| |A|, |S| + n X B)``, ``[gamma P - E | L / n]`` with
+            ``E[(s, a), x] = 1[x = s]`` and ``L[(s, a), (i, x, b)] = 1[s_i = x, a_i = b]``: its
+            product with ``(Vbar, r_0, ..., r_{n-1})`` (rewards flattened) is
+            ``Qbar(s, a) - Vbar(s)``.
+        team_weights: ``(n,)``, every entry ``1/n``.
+        obs_slices: agent ``i``'s rows of the stacked ``(O, B)`` parameters.
+        local_shape: ``(n, X, B)``.
+    """
+
+    gamma: float
+    system_kernel: FloatArray
+    identity: FloatArray
+    rho: FloatArray
+    rho_l1: float
+    policy_index: IntArray
+    action_onehot: FloatArray
+    own_action_flat: IntArray
+    obs_action_flat: IntArray
+    obs_rows: IntArray
+    own_of_obs: IntArray
+    q_kernel: FloatArray
+    team_weights: FloatArray
+    obs_slices: tuple[slice, ...]
+    local_shape: tuple[int, int, int]
+
+
+def _joint_route_floats(model: NetworkedMDP) -> int:
+    """Floats of the tables of :class:`JointRoute` (0 when the model has none)."""
+    if _agent_blocks(model) != ((0, model.n),):
+        return 0
+    nS, nA = model.states.size, prod(model.n_actions)
+    params = model.n * model.n_states[0] * model.n_actions[0]
+    # the two kernels, the index tables (int64, counted as floats), the identity
+    return nS * nA * (2 * nS + params + model.n) + 3 * nS * params + nS * nS
+
+
+def joint_route(model: NetworkedMDP, beta: int) -> JointRoute | None:
+    """The :class:`JointRoute` of ``model`` at observation radius ``beta``, or ``None`` when
+    the model has none (local sizes differ, or the joint kernel has more than
+    :data:`JOINT_ROUTE_FLOATS` entries); built on first use and cached on the model."""
+    key = ("joint-route", beta)
+    derived = model.derived
+    if key in derived:
+        cached: JointRoute | None = derived[key]
+        return cached
+    route = None
+    if _agent_blocks(model) == ((0, model.n),):
+        route = _build_joint_route(model, beta)
+    derived[key] = route
+    return route
+
+
+def _build_joint_route(model: NetworkedMDP, beta: int) -> JointRoute:
+    layout = dense_layout(model, beta)
+    n, nS = model.n, model.states.size
+    X, B = model.n_states[0], model.n_actions[0]
+    kernel = layout.blocks[0].kernel  # P(s' | s, a), (|S|, |A|, |S|)
+    nA = kernel.shape[1]
+    gamma = model.gamma
+    obs_flat = cast(IntArray, layout.obs_flat)  # (|S|, n)
+    own_flat = cast(IntArray, layout.own_flat)  # (|S|, n), i X + s_i(s)
+    action_digits = np.indices((B,) * n).reshape(n, nA)  # a_i(a)
+    policy_index = obs_flat.T[:, :, None] * B + action_digits[:, None, :]
+    rows = layout.obs_offsets[-1]
+    own_of_obs = np.empty(rows, dtype=np.int64)
+    own_of_obs[obs_flat.reshape(-1)] = own_flat.reshape(-1)  # i observes its own state
+    own_of_obs = own_of_obs[:, None] * B + np.arange(B)
+    own_action = (own_flat[:, :, None] * B + np.arange(B)).reshape(-1)
+    # q_kernel = [gamma P - E | L / n] on rows (s, a)
+    q_kernel = np.zeros((nS, nA, nS + n * X * B))
+    q_kernel[:, :, :nS] = gamma * kernel
+    q_kernel[np.arange(nS), :, np.arange(nS)] -= 1.0
+    s_idx, a_idx = np.arange(nS)[:, None], np.arange(nA)[None, :]
+    for i in range(n):
+        q_kernel[s_idx, a_idx, nS + own_flat[:, i, None] * B + action_digits[i][None, :]] = 1.0 / n
+    onehot = layout.blocks[0].action_onehot
+    offsets = layout.obs_offsets
+    tables: list[np.ndarray] = [
+        -gamma * kernel, np.eye(nS), policy_index, own_action, own_of_obs,
+        np.ascontiguousarray(obs_flat.T), q_kernel.reshape(nS * nA, -1), np.full(n, 1.0 / n),
+    ]
+    for table in tables:
+        table.setflags(write=False)
+    system_kernel, identity, policy_index, own_action, own_of_obs, obs_rows, q_flat, weights = (
+        tables
+    )
+    return JointRoute(
+        gamma=gamma,
+        system_kernel=system_kernel,
+        identity=identity,
+        rho=layout.rho,
+        rho_l1=float(np.abs(layout.rho).sum()),
+        policy_index=policy_index,
+        action_onehot=onehot,
+        own_action_flat=own_action,
+        obs_action_flat=cast(IntArray, layout.obs_action_flat),
+        obs_rows=obs_rows,
+        own_of_obs=own_of_obs,
+        q_kernel=q_flat,
+        team_weights=weights,
+        obs_slices=tuple(slice(offsets[i], offsets[i + 1]) for i in range(n)),
+        local_shape=(n, X, B),
+    )
 
 
 class DenseOperator:
