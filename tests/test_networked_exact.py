@@ -606,3 +606,31 @@ def test_joint_route_names_a_non_finite_occupancy() -> None:
             solve(m, pol, utils)
     finally:
         m.derived.clear()
+
+
+@given(model=mst.networked_mdps(max_local_actions=3), beta=st.integers(0, 2), seed=mst.seeds())
+def test_policy_softmax_of_all_agents_at_once_equals_agent_by_agent(
+    model: NetworkedMDP, beta: int, seed: int
+) -> None:
+    """A policy whose agents have equal action counts takes one row-wise softmax over the
+    stacked parameters; each agent's table equals tabular.softmax of its own theta_i, bit
+    for bit (the same computation per row), sums to one per row, and the stored parameters
+    are read-only copies: changing the caller's arrays afterwards changes nothing.  A
+    non-finite entry is still named by agent and index."""
+    from reference.errors import PolicyError
+    from reference.tabular import softmax
+
+    rng = np.random.default_rng(seed)
+    base = LocalizedSoftmaxPolicy.uniform(model, beta)
+    theta = [3.0 * rng.standard_normal(t.shape) for t in base.theta]
+    pol = LocalizedSoftmaxPolicy(model, beta, tuple(theta))
+    for i, t in enumerate(theta):
+        np.testing.assert_array_equal(pol.theta[i], t)
+        np.testing.assert_array_equal(pol.probs[i], softmax(t))
+        assert pol.probs[i].shape == t.shape
+        assert not pol.theta[i].flags.writeable and not pol.probs[i].flags.writeable
+        t += 1.0
+        assert not np.array_equal(pol.theta[i], t)
+    theta[-1][0, -1] = np.inf
+    with pytest.raises(PolicyError, match=rf"theta_{model.n - 1}\[0, {theta[-1].shape[1] - 1}\]"):
+        LocalizedSoftmaxPolicy(model, beta, tuple(theta))

@@ -539,10 +539,10 @@ def _solve_joint(
     :meth:`DenseOperator.solve_certified` does.  The inputs were validated by :func:`solve`
     and the policy's constructor; the utilities' domain check runs on the occupancies.
     """
-    n, _, n_actions = route.local_shape
+    n = route.local_shape[0]
     g = route.gamma
     probs = np.concatenate(policy.probs)  # the agents' pi_i(b | o) stacked, (sum_i |O_i|, B)
-    pi = probs.take(route.policy_index).prod(axis=0)  # pi(a | s), (|S|, |A|)
+    pi = np.multiply.reduce(probs.take(route.policy_index), axis=0)  # pi(a | s), (|S|, |A|)
     system = _vecmat(pi, route.system_kernel)  # -gamma P_pi
     system += route.identity
     lu, piv, info = _getrf(system.T)  # (I - gamma P_pi)^T, column-major: factored as it stands
@@ -558,18 +558,14 @@ def _solve_joint(
     lam_S = _solved_into(_getrs(lu, piv, occ_rows[1], trans=0, overwrite_b=True)[0], occ_rows[1])
     np.matmul(lam_S, system, out=occ_rows[0])  # (I - gamma P_pi)^T lam_S
     occ_rows[0] -= route.rho
-    res, x_norm = np.abs(occ_rows).sum(axis=1).tolist()
+    res, x_norm = np.add.reduce(np.abs(occ_rows), axis=1).tolist()
     occupancy_bound = (res + rounding * ((1 + g) * x_norm + route.rho_l1)) / (1 - g)
     lam_S.setflags(write=False)
     # a finite l1 norm makes every lam_S(s) finite, hence every lam_i: lam_i sums products
     # of lam_S(s) and probabilities, at most 1/(1-gamma) in total
     finite = math.isfinite(x_norm)
     lam_pi = lam_S[:, None] * pi  # lam(s, a)
-    occ_stack = cast(FloatArray, np.bincount(
-        route.own_action_flat,
-        weights=(lam_pi @ route.action_onehot).reshape(-1),
-        minlength=n * route.local_shape[1] * n_actions,
-    )).reshape(route.local_shape)
+    occ_stack = (route.occupancy_map @ lam_pi.reshape(-1)).reshape(route.local_shape)
     occ_stack.setflags(write=False)
     utility_values, reward_stack = evaluate_utilities_stacked(
         utilities, occ_stack, finite=finite
@@ -588,7 +584,9 @@ def _solve_joint(
     values = _solved_into(solved, val_rows[1].T)  # (|S|, columns)
     np.matmul(val_rows[1], system.T, out=val_rows[0])  # ((I - gamma P_pi) x)^T
     val_rows[0] -= val_rows[2]
-    res, x_norm, b_norm = np.abs(val_rows).max(axis=(1, 2)).tolist()
+    res, x_norm, b_norm = np.maximum.reduce(
+        np.abs(val_rows).reshape(3, -1), axis=1
+    ).tolist()
     value_bound = (res + rounding * ((1 + g) * x_norm + b_norm)) / (1 - g)
     V: FloatArray | None
     if per_agent:
@@ -611,12 +609,12 @@ def _solve_joint(
         lam_S=lam_S,
         local_occupancy=tuple(occ_stack),
         local_utility=read_only(utility_values),
-        objective=float(utility_values.sum()) / n,
+        objective=sum(utility_values.tolist()) / n,
         shadow_rewards=tuple(reward_stack),
         shadow_values=V,
         team_value=Vbar,
         gradient=tuple([summed[rows] for rows in route.obs_slices]),
-        gradient_norm=float(np.sqrt(np.vdot(summed, summed))),
+        gradient_norm=math.sqrt(float(np.dot(summed.reshape(-1), summed.reshape(-1)))),
         occupancy_error_bound=occupancy_bound,
         value_error_bound=value_bound,
         backend="dense",

@@ -460,9 +460,9 @@ class JointRoute:
             ``pi(a | s) = prod_i stacked.flat[policy_index[i, s, a]]``.
         action_onehot: ``(|A|, n B)``, ``1[a_i = b]`` in column ``i B + b``: a product with
             it sums a joint ``(s, a)`` table onto ``(s, i, b)``.
-        own_action_flat: ``(|S| n B,)`` int, ``(i X + s_i(s)) B + b`` in the order of an
-            ``(|S|, n, B)`` table: one ``bincount`` sums it onto the stacked
-            ``(n, X, B)`` local occupancies.
+        occupancy_map: ``(n X B, |S| |A|)``, ``L^T``: ``1[s_i = x, a_i = b]`` in row
+            ``(i, x, b)``, column ``(s, a)``; its product with ``lam_S(s) pi(a | s)`` is the
+            stacked ``(n, X, B)`` local occupancies.
         obs_action_flat: ``(|S| n B,)`` int, ``(obs row of o_i(s)) B + b``: one ``bincount``
             sums an ``(|S|, n, B)`` table onto the stacked ``(O, B)`` parameters.
         obs_rows: ``(n, |S|)`` int, the stacked observation row of ``o_i(s)``.
@@ -485,7 +485,7 @@ class JointRoute:
     rho_l1: float
     policy_index: IntArray
     action_onehot: FloatArray
-    own_action_flat: IntArray
+    occupancy_map: FloatArray
     obs_action_flat: IntArray
     obs_rows: IntArray
     own_of_obs: IntArray
@@ -536,23 +536,25 @@ def _build_joint_route(model: NetworkedMDP, beta: int) -> JointRoute:
     own_of_obs = np.empty(rows, dtype=np.int64)
     own_of_obs[obs_flat.reshape(-1)] = own_flat.reshape(-1)  # i observes its own state
     own_of_obs = own_of_obs[:, None] * B + np.arange(B)
-    own_action = (own_flat[:, :, None] * B + np.arange(B)).reshape(-1)
-    # q_kernel = [gamma P - E | L / n] on rows (s, a)
+    # L[(s, a), (i, x, b)] = 1[s_i = x, a_i = b], and q_kernel = [gamma P - E | L / n]
+    marginal_map = np.zeros((nS, nA, n * X * B))
+    s_idx, a_idx = np.arange(nS)[:, None], np.arange(nA)[None, :]
+    for i in range(n):
+        marginal_map[s_idx, a_idx, own_flat[:, i, None] * B + action_digits[i][None, :]] = 1.0
     q_kernel = np.zeros((nS, nA, nS + n * X * B))
     q_kernel[:, :, :nS] = gamma * kernel
     q_kernel[np.arange(nS), :, np.arange(nS)] -= 1.0
-    s_idx, a_idx = np.arange(nS)[:, None], np.arange(nA)[None, :]
-    for i in range(n):
-        q_kernel[s_idx, a_idx, nS + own_flat[:, i, None] * B + action_digits[i][None, :]] = 1.0 / n
+    q_kernel[:, :, nS:] = marginal_map / n
     onehot = layout.blocks[0].action_onehot
     offsets = layout.obs_offsets
     tables: list[np.ndarray] = [
-        -gamma * kernel, np.eye(nS), policy_index, own_action, own_of_obs,
+        -gamma * kernel, np.eye(nS), policy_index, marginal_map.reshape(nS * nA, -1).T.copy(),
+        own_of_obs,
         np.ascontiguousarray(obs_flat.T), q_kernel.reshape(nS * nA, -1), np.full(n, 1.0 / n),
     ]
     for table in tables:
         table.setflags(write=False)
-    system_kernel, identity, policy_index, own_action, own_of_obs, obs_rows, q_flat, weights = (
+    system_kernel, identity, policy_index, occupancy_map, own_of_obs, obs_rows, q_flat, weights = (
         tables
     )
     return JointRoute(
@@ -563,7 +565,7 @@ def _build_joint_route(model: NetworkedMDP, beta: int) -> JointRoute:
         rho_l1=float(np.abs(layout.rho).sum()),
         policy_index=policy_index,
         action_onehot=onehot,
-        own_action_flat=own_action,
+        occupancy_map=occupancy_map,
         obs_action_flat=cast(IntArray, layout.obs_action_flat),
         obs_rows=obs_rows,
         own_of_obs=own_of_obs,

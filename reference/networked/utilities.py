@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -657,6 +657,17 @@ def evaluate_utilities(
     return values, tuple(frozen(g) for _, g in pairs)
 
 
+def _row_dots_einsum(x: FloatArray, y: FloatArray) -> FloatArray:
+    """``out[i] = sum_k x[i, k] y[i, k]`` (``np.vecdot`` before numpy 2.0)."""
+    out: FloatArray = np.einsum("ik,ik->i", x, y)
+    return out
+
+
+_row_dots: Callable[[FloatArray, FloatArray], FloatArray] = getattr(
+    np, "vecdot", _row_dots_einsum
+)
+
+
 def evaluate_utilities_stacked(
     utilities: Sequence[Utility], lams: FloatArray, *, finite: bool = False
 ) -> tuple[FloatArray, FloatArray]:
@@ -679,7 +690,7 @@ def evaluate_utilities_stacked(
     if lams.ndim == 3 and n == lams.shape[0] and n > 0 and len(linear) == n:
         rewards = np.array(linear)
         if finite or np.isfinite(lams).all():  # the linear utilities' domain check
-            values = np.matmul(rewards.reshape(n, 1, -1), lams.reshape(n, -1, 1)).reshape(n)
+            values = _row_dots(rewards.reshape(n, -1), lams.reshape(n, -1))
     if values is None:
         values, grads = evaluate_utilities(utilities, list(lams))
         rewards = np.array(grads)

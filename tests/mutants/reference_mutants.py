@@ -729,6 +729,13 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the two-block route contracting v with a block's own M instead of the other half's",
     ),
     SourceMutant(
+        "stacked-softmax-over-observations", "reference.networked.policy", "_stacked_softmax",
+        "probs = softmax_last_axis(params)", "probs = softmax_last_axis(params.T).T",
+        "formula", ("test_networked_exact::test_policy_softmax_of_all_agents_at_once_equals_"
+                    "agent_by_agent",),
+        "the stacked softmax normalising each action's column over observations",
+    ),
+    SourceMutant(
         "joint-route-value-bound-is-occupancy", "reference.networked.exact", "_solve_joint",
         "value_error_bound=value_bound,", "value_error_bound=occupancy_bound,",
         "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",),
