@@ -27,34 +27,40 @@ from reference.tabular import softmax, softmax_last_axis
 __all__ = ["LocalizedSoftmaxPolicy"]
 
 
-def _structure(
-    model: NetworkedMDP, beta: int
-) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, int], ...]]:
-    """``(N_i^beta)_i`` and the shapes ``(|O_i|, |A_i|)`` of the parameters at radius
-    ``beta``: a function of the model and ``beta`` only, cached in ``model.derived``."""
+_Structure = tuple[
+    tuple[tuple[int, ...], ...], tuple[tuple[int, int], ...], tuple[slice, ...] | None
+]
+
+
+def _structure(model: NetworkedMDP, beta: int) -> _Structure:
+    """``(N_i^beta)_i``, the shapes ``(|O_i|, |A_i|)`` of the parameters at radius ``beta``
+    and, when every agent has the same number of actions, each agent's rows in the stacked
+    ``(sum_i |O_i|, |A_i|)`` parameters (else ``None``): a function of the model and ``beta``
+    only, cached in ``model.derived``."""
     key = ("policy-structure", beta)
-    cached: tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, int], ...]] | None = (
-        model.derived.get(key)
-    )
+    cached: _Structure | None = model.derived.get(key)
     if cached is None:
         observed = model.graph.neighbourhoods(beta)
         shapes = tuple(
             (model.states.sub_size(observed[i]), model.n_actions[i]) for i in range(model.n)
         )
-        cached = model.derived[key] = (observed, shapes)
+        rows = [0, *np.cumsum([r for r, _ in shapes]).tolist()]
+        blocks = (
+            tuple(slice(lo, hi) for lo, hi in pairwise(rows))
+            if len(set(model.n_actions)) == 1 else None
+        )
+        cached = model.derived[key] = (observed, shapes, blocks)
     return cached
 
 
 def _stacked_softmax(
-    theta: Sequence[object], shapes: Sequence[tuple[int, int]]
+    theta: Sequence[object], shapes: Sequence[tuple[int, int]], blocks: Sequence[slice]
 ) -> tuple[tuple[FloatArray, ...], tuple[FloatArray, ...]] | None:
-    """Read-only ``(theta_i)_i`` and ``(softmax(theta_i))_i`` as row blocks of two stacked
-    arrays, by one copy, one finiteness check and one row-wise softmax for all agents (each
-    row's softmax is the same computation as agent by agent); ``None`` when the agents'
-    action counts differ or any ``theta_i`` is not a finite float array of its shape, so
+    """Read-only ``(theta_i)_i`` and ``(softmax(theta_i))_i`` as the row ``blocks`` of two
+    stacked arrays (agents of equal action counts), by one copy, one finiteness check and
+    one row-wise softmax for all agents (each row's softmax is the same computation as agent
+    by agent); ``None`` when any ``theta_i`` is not a finite float array of its shape, so
     that the caller's agent-by-agent validation names the entry."""
-    if len({cols for _, cols in shapes}) != 1:
-        return None
     try:
         arrays = [np.asarray(t, dtype=np.float64) for t in theta]
     except (TypeError, ValueError):
@@ -68,8 +74,6 @@ def _stacked_softmax(
     probs = softmax_last_axis(params)
     params.setflags(write=False)
     probs.setflags(write=False)
-    rows = np.cumsum([0] + [r for r, _ in shapes]).tolist()
-    blocks = [slice(lo, hi) for lo, hi in pairwise(rows)]
     return tuple(params[b] for b in blocks), tuple(probs[b] for b in blocks)
 
 
@@ -97,11 +101,11 @@ class LocalizedSoftmaxPolicy(FrozenArrays):
             raise PolicyError(f"beta = {beta!r}, expected a non-negative integer radius")
         object.__setattr__(self, "beta", int(beta))
         model = self.model
-        observed, shapes = _structure(model, int(beta))
+        observed, shapes, blocks = _structure(model, int(beta))
         object.__setattr__(self, "observed", observed)
         if len(self.theta) != model.n:
             raise PolicyError(f"theta has {len(self.theta)} entries, expected n = {model.n}")
-        stacked = _stacked_softmax(self.theta, shapes)
+        stacked = None if blocks is None else _stacked_softmax(self.theta, shapes, blocks)
         if stacked is not None:  # every agent valid, equal action counts: one softmax
             object.__setattr__(self, "theta", stacked[0])
             object.__setattr__(self, "probs", stacked[1])
