@@ -634,3 +634,28 @@ def test_policy_softmax_of_all_agents_at_once_equals_agent_by_agent(
     theta[-1][0, -1] = np.inf
     with pytest.raises(PolicyError, match=rf"theta_{model.n - 1}\[0, {theta[-1].shape[1] - 1}\]"):
         LocalizedSoftmaxPolicy(model, beta, tuple(theta))
+
+
+def test_lapack_solves_in_place_into_the_joint_route_buffers() -> None:
+    """The joint route reads each solution from the buffer row it handed to getrs with
+    overwrite_b: getrs returns that very array for the route's layouts (a contiguous row, and
+    the transposed rows of a C-ordered block), and a solution returned elsewhere would be
+    copied into the buffer."""
+    from reference.networked.exact import _getrf, _getrs, _solved_into
+
+    a = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 4.0]])
+    lu, piv, info = _getrf(a.T)
+    assert info == 0
+    rows = np.empty((3, 2, 3))
+    b = rows[1].T
+    b[...] = [[1.0, 0.0], [2.0, 1.0], [3.0, 5.0]]
+    x = _getrs(lu, piv, b, trans=1, overwrite_b=True)[0]
+    assert x is b
+    np.testing.assert_allclose(a @ rows[1].T, [[1.0, 0.0], [2.0, 1.0], [3.0, 5.0]], atol=1e-14)
+    row = np.empty((2, 3))[1]
+    row[...] = [1.0, 2.0, 3.0]
+    assert _getrs(lu, piv, row, trans=0, overwrite_b=True)[0] is row
+    np.testing.assert_allclose(a.T @ row, [1.0, 2.0, 3.0], atol=1e-14)
+    place = np.zeros(3)
+    _solved_into(np.arange(3.0), place)
+    np.testing.assert_array_equal(place, [0.0, 1.0, 2.0])

@@ -300,6 +300,12 @@ def solve(
         grad_{theta_i}[o, b] = sum_{s: o_i(s) = o} lam_S(s) pi_i(b|o) (Qbar^{(i)}(s, b) - Vbar(s))
         Qbar^{(i)}(s, b) = (1/n)(r_i(s_i, b) - R_i^pi(s)) + Rbar^pi(s) + gamma (P^{(i,b)} Vbar)(s)
 
+    Small models whose agents have equal local sizes (a joint kernel of at most
+    :data:`~reference.networked.transition.JOINT_ROUTE_FLOATS` entries) take the dense
+    backend's joint route when no ``operator`` is given: the same equations over the joint
+    state-action table in a fixed number of array operations, with the same certificates
+    (:class:`~reference.networked.transition.JointRoute`,
+    ``proofs_notes/occupancy-and-flow.md#fused-joint-route``).
     No joint Q table and nothing quadratic in ``|S|`` is formed on the matrix-free backend,
     where the ``P^{(i,b)} Vbar`` terms of all agents come weighted by ``lam_S`` from one
     reverse-mode differentiation of ``lam_S^T P_pi Vbar``
@@ -554,8 +560,9 @@ def _solve_joint(
     rounding = (n_joint + 2) * EPS_F64
     # occupancy: rows [residual, lam_S] of one buffer, so that one pass gives both l1 norms
     occ_rows = np.empty((2, n_joint))
-    occ_rows[1] = route.rho
-    lam_S = _solved_into(_getrs(lu, piv, occ_rows[1], trans=0, overwrite_b=True)[0], occ_rows[1])
+    lam_S = occ_rows[1]
+    lam_S[...] = route.rho
+    _solved_into(_getrs(lu, piv, lam_S, trans=0, overwrite_b=True)[0], lam_S)
     np.matmul(lam_S, system, out=occ_rows[0])  # (I - gamma P_pi)^T lam_S
     occ_rows[0] -= route.rho
     res, x_norm = np.add.reduce(np.abs(occ_rows), axis=1).tolist()
@@ -579,9 +586,9 @@ def _solve_joint(
         table.take(route.obs_rows, out=val_rows[2])
     else:
         np.matmul(route.team_weights, table.take(route.obs_rows), out=val_rows[2, 0])
-    val_rows[1] = val_rows[2]
-    solved = _getrs(lu, piv, val_rows[1].T, trans=1, overwrite_b=True)[0]
-    values = _solved_into(solved, val_rows[1].T)  # (|S|, columns)
+    values = val_rows[1].T  # (|S|, columns)
+    values[...] = val_rows[2].T
+    _solved_into(_getrs(lu, piv, values, trans=1, overwrite_b=True)[0], values)
     np.matmul(val_rows[1], system.T, out=val_rows[0])  # ((I - gamma P_pi) x)^T
     val_rows[0] -= val_rows[2]
     res, x_norm, b_norm = np.maximum.reduce(
@@ -622,14 +629,13 @@ def _solve_joint(
     )
 
 
-def _solved_into(x: FloatArray, place: FloatArray) -> FloatArray:
-    """``place`` holding LAPACK's solution ``x``: ``getrs`` with ``overwrite_b`` solves in
-    place when the right-hand side is a column-major float64 array, as every caller's is;
-    otherwise the solution is copied there (the certificates read it from ``place``)."""
-    if x is not place and not np.may_share_memory(x, place):
+def _solved_into(x: FloatArray, place: FloatArray) -> None:
+    """Make ``place`` hold LAPACK's solution ``x``: ``getrs`` with ``overwrite_b`` solves in
+    place and returns its argument itself when the right-hand side is a column-major float64
+    array, as every caller's is; otherwise the solution is copied there (the certificates
+    read it from ``place``)."""
+    if x is not place:
         place[...] = x
-        return place
-    return x
 
 
 def per_agent_values(

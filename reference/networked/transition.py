@@ -70,9 +70,11 @@ _CHUNK_FLOATS = 1 << 23  # 64 MiB of float64 per contraction intermediate
 JOINT_ROUTE_FLOATS = 1 << 15
 """Largest joint kernel ``(|S|, |A|, |S|)`` (in floats) that :class:`DenseLayout` keeps for
 the block route of :class:`DenseOperator` with one block, all agents (agents of equal local
-sizes): below it, reading ``P_pi`` and every agent-marginal kernel off the joint kernel
-takes fewer array operations than two blocks or the Kronecker build and the leave-one-out
-sweep (measured faster up to 5 binary agents)."""
+sizes), and up to which such a model has a :class:`JointRoute` (the exact gradient of
+:func:`reference.networked.exact.solve` over the joint state-action table): below it,
+reading ``P_pi`` and every agent-marginal kernel off the joint kernel takes fewer array
+operations than two blocks or the Kronecker build and the leave-one-out sweep (measured
+faster up to 5 binary agents)."""
 
 BLOCK_ROUTE_FLOATS = 1 << 17
 """Largest total size ``sum_H |S| |A_H| |S_H|`` (in floats) of the two block kernels of the
