@@ -503,8 +503,9 @@ def _joint_route_floats(model: NetworkedMDP) -> int:
         return 0
     nS, nA = model.states.size, prod(model.n_actions)
     params = model.n * model.n_states[0] * model.n_actions[0]
-    # the two kernels, the index tables (int64, counted as floats), the identity
-    return nS * nA * (2 * nS + params + model.n) + 3 * nS * params + nS * nS
+    # system_kernel and q_kernel (2 |S| + params columns), occupancy_map (params), the policy
+    # index (n, int64 counted as floats); the smaller index tables; the identity
+    return nS * nA * (2 * nS + 2 * params + model.n) + 3 * nS * params + nS * nS
 
 
 def joint_route(model: NetworkedMDP, beta: int) -> JointRoute | None:
@@ -524,6 +525,8 @@ def joint_route(model: NetworkedMDP, beta: int) -> JointRoute | None:
 
 
 def _build_joint_route(model: NetworkedMDP, beta: int) -> JointRoute:
+    """The tables of :class:`JointRoute`, from the model's :class:`DenseLayout` (whose one
+    block is the joint kernel)."""
     layout = dense_layout(model, beta)
     n, nS = model.n, model.states.size
     X, B = model.n_states[0], model.n_actions[0]
