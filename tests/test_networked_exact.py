@@ -365,7 +365,7 @@ def test_dense_block_routes_and_kronecker_route_agree(
         with mock.patch.multiple(transition, JOINT_ROUTE_FLOATS=joint_floats,
                                  BLOCK_ROUTE_FLOATS=block_floats):
             ops[name] = DenseOperator(m, pol)
-            sols[name] = solve(m, pol, problem.utilities, backend="dense")
+            sols[name] = solve(m, pol, problem.utilities, operator=ops[name])
     stacked = ops["kronecker"].layout.stacked
     assert not ops["kronecker"].layout.blocks
     assert len(ops["one block"].layout.blocks) == (1 if stacked else 0)  # all drawn are small
@@ -507,23 +507,47 @@ def _joint_route_problems(draw: st.DrawFn) -> tuple[NetworkedMDP, int, tuple[Uti
 
 
 @given(problem=_joint_route_problems(), seed=mst.seeds())
-def test_joint_route_agrees_with_the_operator_route(
+def test_fused_routes_agree_with_the_operator_route(
     problem: tuple[NetworkedMDP, int, tuple[Utility, ...]], seed: int
 ) -> None:
-    """The dense backend's joint route (proofs_notes/occupancy-and-flow.md#fused-joint-route)
-    is what solve takes exactly for models with equal local sizes and a joint kernel of at
-    most JOINT_ROUTE_FLOATS entries; there it gives the quantities of the operator route
-    (DenseOperator, the Kronecker or block route, whose gradient the chain rule checks)
-    within their certificates and rounding, for per-agent and team values, linear utilities
-    (stacked) and others (one at a time).  Other models fall back to the operator route."""
+    """The dense backend's fused routes (proofs_notes/occupancy-and-flow.md#fused-joint-route
+    and #fused-halves-route) are what solve takes exactly for models with equal local sizes
+    and a joint kernel of at most FUSED_JOINT_FLOATS entries (joint route) or, failing that,
+    two halves' block-diagonal kernel of at most FUSED_HALVES_FLOATS entries (halves route;
+    forced here on every drawn model of two agents or more by switching the joint route
+    off); there they give the quantities of the operator route (DenseOperator, the Kronecker
+    or block route, whose gradient the chain rule checks) within their certificates and
+    rounding, for per-agent and team values, linear utilities (stacked) and others (one at a
+    time).  Other models fall back to the operator route."""
+    from unittest import mock
+
     from reference.networked import transition
 
     m, beta, utils = problem
     pol = LocalizedSoftmaxPolicy.random(m, beta, np.random.default_rng(seed))
     nS, nA = m.states.size, m.actions.size
     equal = len(set(m.n_states)) == 1 and len(set(m.n_actions)) == 1
-    has_route = equal and nS * nA * nS <= transition.JOINT_ROUTE_FLOATS
-    assert (transition.joint_route(m, beta) is not None) == has_route
+    h = (m.n + 1) // 2
+    X, B = m.n_states[0], m.n_actions[0]
+    halves_floats = nS * (B**h + B ** (m.n - h)) * (X**h + X ** (m.n - h))
+    for joint_floats in (transition.FUSED_JOINT_FLOATS, -1):
+        m.derived.clear()
+        with mock.patch.object(transition, "FUSED_JOINT_FLOATS", joint_floats):
+            route = transition.fused_route(m, beta)
+            if equal and nS * nA * nS <= joint_floats:
+                assert isinstance(route, transition.JointRoute)
+            elif equal and m.n >= 2 and halves_floats <= transition.FUSED_HALVES_FLOATS:
+                assert isinstance(route, transition.HalvesRoute)
+            else:
+                assert route is None
+            _assert_solve_matches_the_operator_route(m, pol, utils)
+    m.derived.clear()
+
+
+def _assert_solve_matches_the_operator_route(
+    m: NetworkedMDP, pol: LocalizedSoftmaxPolicy, utils: tuple[Utility, ...]
+) -> None:
+    nS, nA = m.states.size, m.actions.size
     for values in ("per-agent", "team"):
         sol = solve(m, pol, utils, values=values)  # type: ignore[arg-type]
         ref = solve(m, pol, utils, values=values,  # type: ignore[arg-type]
@@ -552,34 +576,36 @@ def test_joint_route_agrees_with_the_operator_route(
             assert not a.flags.writeable
 
 
-def test_joint_route_follows_the_backend_choice_and_the_memory_limit() -> None:
-    """solve takes the joint route only where the dense backend would be built: asked for
+def test_fused_routes_follow_the_backend_choice_and_the_memory_limit() -> None:
+    """solve takes a fused route only where the dense backend would be built: asked for
     ('dense', within the limit) or chosen ('auto'); a limit between the two backends'
     predictions sends 'auto' to matrix-free and makes 'dense' refuse; 'matrix-free', an
     operator, or a policy of another model never take it (the last is refused as before)."""
-    from reference.networked.backends import joint_route_for, predict_backends
+    from reference.networked.backends import fused_route_for, predict_backends
 
     inst = line_message(4)
     m = inst.model
     pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(7))
     utils = inst.utilities()
-    assert joint_route_for(m, pol) is not None
-    assert joint_route_for(m, pol, "dense") is not None
-    assert joint_route_for(m, pol, "matrix-free") is None
+    assert fused_route_for(m, pol) is not None
+    assert fused_route_for(m, pol, "dense") is not None
+    assert fused_route_for(m, pol, "matrix-free") is None
     dense, free = predict_backends(m, 1)
     assert free.bytes < dense.bytes
     between = (free.bytes + dense.bytes) / 2
-    assert joint_route_for(m, pol, "auto", between) is None
-    assert joint_route_for(m, pol, "dense", between) is None
+    assert fused_route_for(m, pol, "auto", between) is None
+    assert fused_route_for(m, pol, "dense", between) is None
     assert solve(m, pol, utils, memory_limit=between).backend == "matrix-free"
     with pytest.raises(MemoryLimitError, match="16 joint states"):
         solve(m, pol, utils, backend="dense", memory_limit=between)
     other = line_message(4).model
-    assert joint_route_for(other, pol) is None
+    assert fused_route_for(other, pol) is None
     with pytest.raises(ModelError, match="different NetworkedMDP"):
         solve(other, pol, utils)
-    assert joint_route_for(line_message(6).model,
-                           LocalizedSoftmaxPolicy.uniform(line_message(6).model, 1)) is None
+    for n, kind in ((5, "HalvesRoute"), (6, "HalvesRoute"), (7, None)):
+        big = line_message(n).model
+        route = fused_route_for(big, LocalizedSoftmaxPolicy.uniform(big, 1))
+        assert (None if route is None else type(route).__name__) == kind
 
 
 def test_joint_route_names_a_non_finite_occupancy() -> None:
@@ -594,13 +620,13 @@ def test_joint_route_names_a_non_finite_occupancy() -> None:
     utils = inst.utilities()
     m.derived.clear()
     solve(m, pol, utils)
-    route = m.derived[("joint-route", 0)]
+    route = m.derived[("fused-route", 0)]
     rho = np.array(route.rho)
     rho[3] = np.nan
     rho.setflags(write=False)
     from dataclasses import replace as _replace
 
-    m.derived[("joint-route", 0)] = _replace(route, rho=rho)
+    m.derived[("fused-route", 0)] = _replace(route, rho=rho)
     try:
         with pytest.raises(UtilityDomainError, match=r"LinearUtility"):
             solve(m, pol, utils)

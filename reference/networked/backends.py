@@ -39,10 +39,11 @@ from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.transition import (
     DenseOperator,
+    HalvesRoute,
     JointRoute,
     TransitionOperator,
     dense_memory,
-    joint_route,
+    fused_route,
 )
 
 __all__ = [
@@ -50,7 +51,7 @@ __all__ = [
     "BackendChoice",
     "BackendCost",
     "BackendName",
-    "joint_route_for",
+    "fused_route_for",
     "predict_backends",
     "transition_operator",
 ]
@@ -215,26 +216,27 @@ def _automatic(model: NetworkedMDP, beta: int, accuracy: float, limit: int) -> B
     return chosen
 
 
-def joint_route_for(
+def fused_route_for(
     model: NetworkedMDP,
     policy: LocalizedSoftmaxPolicy,
     backend: BackendChoice = "auto",
     memory_limit: float | None = None,
     accuracy: float | None = None,
-) -> JointRoute | None:
-    """The dense backend's :class:`~reference.networked.transition.JointRoute` when an exact
-    gradient asked for with these arguments runs on it, else ``None``.
+) -> JointRoute | HalvesRoute | None:
+    """The dense backend's fused route (:class:`~reference.networked.transition.JointRoute`
+    or :class:`~reference.networked.transition.HalvesRoute`) when an exact gradient asked for
+    with these arguments runs on it, else ``None``.
 
-    It does when the model has one (agents of equal local sizes, a joint kernel of at most
-    :data:`~reference.networked.transition.JOINT_ROUTE_FLOATS` entries), ``policy`` was built
-    for ``model``, and the dense backend is the one :func:`transition_operator` would build:
-    asked for and within the memory limit, or chosen by ``"auto"``.  In every other case
-    (including arguments :func:`transition_operator` refuses, whose error it then raises) the
-    answer is ``None``.
+    It does when the model has one (:func:`~reference.networked.transition.fused_route`:
+    agents of equal local sizes, up to 6 binary agents), ``policy`` was built for ``model``,
+    and the dense backend is the one :func:`transition_operator` would build: asked for and
+    within the memory limit, or chosen by ``"auto"``.  In every other case (including
+    arguments :func:`transition_operator` refuses, whose error it then raises) the answer is
+    ``None``.
     """
     if backend not in ("auto", "dense") or policy.model is not model:
         return None
-    route = joint_route(model, policy.beta)
+    route = fused_route(model, policy.beta)
     if route is None:
         return None
     limit = resolve_limit(memory_limit)

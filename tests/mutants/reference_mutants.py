@@ -648,7 +648,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "_solve_dense_stacked", "q /= n\n", "\n",
         "formula", ("test_networked_exact::test_three_gradient_routes_agree",
                     "test_matrix_free::test_gradient_with_action_dependent_rewards_on_every_route",
-                    "test_networked_exact::test_joint_route_agrees_with_the_operator_route"),
+                    "test_networked_exact::test_fused_routes_agree_with_the_operator_route"),
         "the agents' own shadow-reward terms without 1/n (dense route, agents stacked)",
     ),
     SourceMutant(
@@ -658,7 +658,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "q += lam_S[:, None, None] * op.apply_agents_weighted(Vbar)",
         "formula", ("test_networked_exact::test_three_gradient_routes_agree",
                     "test_matrix_free::test_gradient_with_action_dependent_rewards_on_every_route",
-                    "test_networked_exact::test_joint_route_agrees_with_the_operator_route"),
+                    "test_networked_exact::test_fused_routes_agree_with_the_operator_route"),
         "Qbar^(i) without the discount (dense route, agents stacked)",
     ),
     SourceMutant(
@@ -736,6 +736,27 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the stacked softmax normalising each action's column over observations",
     ),
     SourceMutant(
+        "halves-route-other-half-swapped", "reference.networked.exact", "_solve_halves",
+        "np.matmul(factors[:, split:], grid.T, out=u[:, :split])",
+        "np.matmul(factors[:, :split], grid, out=u[:, :split])",
+        "formula", ("test_networked_exact::test_fused_routes_agree_with_the_operator_route",),
+        "the halves route contracting Vbar with the first half's own M instead of the other's",
+    ),
+    SourceMutant(
+        "halves-route-without-other-agents-rewards", "reference.networked.transition",
+        "_build_halves_route",
+        "other[:start, cols] = other[stop:n, cols] = 1.0 / n",
+        "other[:start, cols] = other[stop:n, cols] = 0.0",
+        "formula", ("test_networked_exact::test_fused_routes_agree_with_the_operator_route",),
+        "Qbar^(H) without the other half's policy rewards (1/n) sum_{j not in H} R_j^pi",
+    ),
+    SourceMutant(
+        "halves-route-value-bound-is-occupancy", "reference.networked.exact", "_solve_halves",
+        "value_error_bound=value_bound,", "value_error_bound=occupancy_bound,",
+        "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",),
+        "the halves route reports the occupancy certificate as value_error_bound",
+    ),
+    SourceMutant(
         "joint-route-value-bound-is-occupancy", "reference.networked.exact", "_solve_joint",
         "value_error_bound=value_bound,", "value_error_bound=occupancy_bound,",
         "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",),
@@ -751,7 +772,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "joint-route-advantage-without-occupancy", "reference.networked.exact", "_solve_joint",
         "advantage *= lam_pi.reshape(-1)", "advantage *= pi.reshape(-1)",
         "formula", ("test_networked_exact::test_three_gradient_routes_agree",
-                    "test_networked_exact::test_joint_route_agrees_with_the_operator_route"),
+                    "test_networked_exact::test_fused_routes_agree_with_the_operator_route"),
         "the joint route weighting Qbar - Vbar by pi(a|s) instead of lam(s, a)",
     ),
     SourceMutant(
@@ -760,7 +781,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "q_kernel[np.arange(nS), :, np.arange(nS)] -= 1.0",
         "q_kernel[np.arange(nS), :, np.arange(nS)] -= 0.0",
         "formula", ("test_networked_exact::test_three_gradient_routes_agree",
-                    "test_networked_exact::test_joint_route_agrees_with_the_operator_route"),
+                    "test_networked_exact::test_fused_routes_agree_with_the_operator_route"),
         "the joint route's Qbar(s, a) without - Vbar(s) (the score's pi_i(b|o) term dropped)",
     ),
     SourceMutant(
@@ -768,7 +789,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "_build_joint_route",
         "own_of_obs[obs_flat.reshape(-1)] = own_flat.reshape(-1)",
         "own_of_obs[obs_flat.reshape(-1)] = (own_flat % X).reshape(-1)",
-        "formula", ("test_networked_exact::test_joint_route_agrees_with_the_operator_route",),
+        "formula", ("test_networked_exact::test_fused_routes_agree_with_the_operator_route",),
         "R_i^pi read from agent 0's reward table for every agent (per-agent values wrong)",
     ),
     SourceMutant(
