@@ -73,11 +73,9 @@ _CHUNK_FLOATS = 1 << 23  # 64 MiB of float64 per contraction intermediate
 JOINT_ROUTE_FLOATS = 1 << 15
 """Largest joint kernel ``(|S|, |A|, |S|)`` (in floats) that :class:`DenseLayout` keeps for
 the block route of :class:`DenseOperator` with one block, all agents (agents of equal local
-sizes), and up to which such a model has a :class:`JointRoute` (the exact gradient of
-:func:`reference.networked.exact.solve` over the joint state-action table): below it,
-reading ``P_pi`` and every agent-marginal kernel off the joint kernel takes fewer array
-operations than two blocks or the Kronecker build and the leave-one-out sweep (measured
-faster up to 5 binary agents)."""
+sizes): below it, reading ``P_pi`` and every agent-marginal kernel off the joint kernel
+takes fewer array operations than two blocks or the Kronecker build and the leave-one-out
+sweep (measured faster up to 5 binary agents)."""
 
 FUSED_JOINT_FLOATS = 1 << 14
 """Largest joint kernel ``(|S|, |A|, |S|)`` (in floats) of a model (agents of equal local
@@ -463,8 +461,8 @@ class JointRoute:
     product with the joint kernel, one LU factorisation serving both systems, and the
     gradient as one product with :attr:`q_kernel` followed by one grouped sum.  Depends on
     the model and ``beta`` only (cached in :attr:`NetworkedMDP.derived`); models whose agents
-    have equal local sizes and whose joint kernel has at most :data:`JOINT_ROUTE_FLOATS`
-    entries have one.  Local sizes ``X = |S_i|``, ``B = |A_i|``; joint sizes ``|S|``,
+    have equal local sizes and whose joint kernel has at most :data:`FUSED_JOINT_FLOATS`
+    entries have one (:func:`fused_route`).  Local sizes ``X = |S_i|``, ``B = |A_i|``; joint sizes ``|S|``,
     ``|A| = B^n``; ``O = sum_i |O_i|`` rows of the agents' stacked observation tables.
 
     Attributes:
