@@ -462,8 +462,9 @@ class JointRoute:
     gradient as one product with :attr:`q_kernel` followed by one grouped sum.  Depends on
     the model and ``beta`` only (cached in :attr:`NetworkedMDP.derived`); models whose agents
     have equal local sizes and whose joint kernel has at most :data:`FUSED_JOINT_FLOATS`
-    entries have one (:func:`fused_route`).  Local sizes ``X = |S_i|``, ``B = |A_i|``; joint sizes ``|S|``,
-    ``|A| = B^n``; ``O = sum_i |O_i|`` rows of the agents' stacked observation tables.
+    entries have one (:func:`fused_route`).  Local sizes ``X = |S_i|``, ``B = |A_i|``;
+    joint sizes ``|S|``, ``|A| = B^n``; ``O = sum_i |O_i|`` rows of the agents' stacked
+    observation tables.
 
     Attributes:
         gamma: the discount.
