@@ -685,3 +685,23 @@ def test_lapack_solves_in_place_into_the_joint_route_buffers() -> None:
     place = np.zeros(3)
     _solved_into(np.arange(3.0), place)
     np.testing.assert_array_equal(place, [0.0, 1.0, 2.0])
+
+
+def test_batched_products_of_older_numpy_equal_the_gufuncs() -> None:
+    """The fused routes call numpy's vecmat, matvec and vecdot where they exist (numpy >= 2.2
+    / 2.0) and matmul or einsum formulations otherwise; both give the same numbers."""
+    from reference.networked.exact import _matvec_matmul, _vecdot_einsum, _vecmat_matmul
+    from reference.networked.utilities import _row_dots_einsum
+
+    rng = np.random.default_rng(5)
+    x, m, y = rng.random((7, 3)), rng.random((7, 3, 4)), rng.random((7, 4))
+    np.testing.assert_allclose(_vecmat_matmul(x, m), np.einsum("sk,skl->sl", x, m),
+                               rtol=1e-14, atol=0)
+    np.testing.assert_allclose(_matvec_matmul(m, y), np.einsum("skl,sl->sk", m, y),
+                               rtol=1e-14, atol=0)
+    np.testing.assert_allclose(_vecdot_einsum(x, x), (x * x).sum(axis=-1), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(_row_dots_einsum(x, x), (x * x).sum(axis=1), rtol=1e-14, atol=0)
+    if hasattr(np, "vecmat"):
+        np.testing.assert_allclose(np.vecmat(x, m), _vecmat_matmul(x, m), rtol=1e-14, atol=0)
+        np.testing.assert_allclose(np.matvec(m, y), _matvec_matmul(m, y), rtol=1e-14, atol=0)
+        np.testing.assert_allclose(np.vecdot(x, x), _vecdot_einsum(x, x), rtol=1e-14, atol=0)
