@@ -8,7 +8,10 @@ radius 1 (``theta`` standard normal from ``default_rng(SeedSequence(seed, spawn_
 
 * **library**: one call of :func:`reference.networked.solve` with the default backend
   (``"auto"``), from the policy object to ``grad F`` (the call also returns the objective,
-  occupancies and values).
+  occupancies and values, with their certificates).
+* **from theta**: the library from the parameters, ``solve(model, policy.with_theta(theta),
+  ...)``: the policy's construction (validation and softmax of every agent) included, the
+  same scope as the JAX call below.
 * **jax**: the route a researcher would write: ``jax.grad`` of ``F(theta)`` through a dense
   solve, jitted, ``float64``.  ``pi_i = softmax(theta_i)``; the policy-averaged local factors
   ``M_i(s, s'_i) = sum_{a_i} pi_i(a_i | o_i(s)) P_i(s'_i | s_{N_i}, a_i)``; ``P_pi`` as their
@@ -19,7 +22,8 @@ radius 1 (``theta`` standard normal from ``default_rng(SeedSequence(seed, spawn_
 Both are the best of ``--rounds`` blocks of ``--repeats`` calls in the same process
 (``OPENBLAS_NUM_THREADS=1``), the library's and JAX's blocks alternating, so that both see the
 same load on a shared machine; the best time is the one to read.  ``lib / jax`` is the ratio
-of the two best times (below 1: the library is faster).  ``max |diff|`` compares the
+of the two best times (below 1: the library is faster), ``theta / jax`` the same for the
+call from the parameters (timed in the library's blocks).  ``max |diff|`` compares the
 gradients.  The JAX route forms the dense ``|S| x |S|`` matrix, so it runs only while
 ``n <= --jax-max``; where its first call (compile and one run) took ``t`` seconds it is timed
 ``max(1, min(repeats, --jax-budget / t))`` times in a single block.
@@ -108,8 +112,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = []
-    print(f"{'n':>3} {'|S|':>6} {'backend':>12} {'library ms':>11} {'jax ms':>9} "
-          f"{'lib / jax':>9} {'max |diff|':>11}", flush=True)
+    print(f"{'n':>3} {'|S|':>6} {'backend':>12} {'library ms':>11} {'from theta':>11} "
+          f"{'jax ms':>9} {'lib / jax':>9} {'theta / jax':>11} {'max |diff|':>11}", flush=True)
     for n in range(args.n_min, args.n_max + 1):
         inst = line_message(n)
         model = inst.model
@@ -120,13 +124,18 @@ def main() -> int:
         def library(m: Any = model, p: Any = policy, u: Any = utils) -> Any:
             return solve(m, p, u)
 
+        theta = [np.asarray(t) for t in policy.theta]
+
+        def from_theta(m: Any = model, p: Any = policy, u: Any = utils, t: Any = theta) -> Any:
+            return solve(m, p.with_theta(t), u)
+
         lib_s, sol = _best(library, args.repeats)
+        theta_s = _best(from_theta, args.repeats)[0]
         row: dict[str, Any] = {"n": n, "joint_states": model.states.size,
                                "backend": sol.backend}
         if n <= args.jax_max:
             rewards = [np.asarray(u.gradient(np.zeros(u.shape))) for u in utils]
             grad = _jax_gradient(model, policy, rewards)
-            theta = [np.asarray(t) for t in policy.theta]
             import jax
 
             first, _ = _best(lambda f=grad, t=theta: jax.block_until_ready(f(t)), 1)  # compile
@@ -140,19 +149,23 @@ def main() -> int:
                 jax_s = min(jax_s, block)
                 if rounds > 1:
                     lib_s = min(lib_s, _best(library, args.repeats)[0])
+                    theta_s = min(theta_s, _best(from_theta, args.repeats)[0])
             row.update(jax_repeats=jax_repeats)
             diff = max(float(np.max(np.abs(np.asarray(a) - b)))
                        for a, b in zip(g, sol.gradient, strict=True))
-            row.update(jax_s=jax_s, ratio=lib_s / jax_s, max_diff=diff)
-            tail = f"{jax_s * 1e3:>9.3f} {lib_s / jax_s:>9.2f} {diff:>11.1e}"
+            row.update(jax_s=jax_s, ratio=lib_s / jax_s, theta_ratio=theta_s / jax_s,
+                       max_diff=diff)
+            tail = (f"{jax_s * 1e3:>9.3f} {lib_s / jax_s:>9.2f} {theta_s / jax_s:>11.2f} "
+                    f"{diff:>11.1e}")
         else:
             for _ in range(args.rounds - 1):
                 lib_s = min(lib_s, _best(library, args.repeats)[0])
-            tail = f"{'-':>9} {'-':>9} {'-':>11}"
-        row["library_s"] = lib_s
+                theta_s = min(theta_s, _best(from_theta, args.repeats)[0])
+            tail = f"{'-':>9} {'-':>9} {'-':>11} {'-':>11}"
+        row.update(library_s=lib_s, from_theta_s=theta_s)
         rows.append(row)
-        print(f"{n:>3} {model.states.size:>6} {sol.backend:>12} {lib_s * 1e3:>11.3f} {tail}",
-              flush=True)
+        print(f"{n:>3} {model.states.size:>6} {sol.backend:>12} {lib_s * 1e3:>11.3f} "
+              f"{theta_s * 1e3:>11.3f} {tail}", flush=True)
     if args.json:
         print(json.dumps(rows))
     return 0

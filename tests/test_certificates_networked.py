@@ -20,6 +20,7 @@ import pytest
 
 from reference.errors import SolverError
 from reference.networked import (
+    DenseOperator,
     Graph,
     LinearUtility,
     LocalizedSoftmaxPolicy,
@@ -67,18 +68,35 @@ def _l1(x: np.ndarray, exact: list[Fraction]) -> float:
                      Fraction(0)))
 
 
+@pytest.mark.parametrize("route", ["joint", "halves", "operator"])
 @pytest.mark.parametrize("values", ["team", "per-agent"])
-def test_dense_certificates_are_each_their_own(values: str) -> None:
+def test_dense_certificates_are_each_their_own(values: str, route: str) -> None:
     """Dense LU on a 3-agent line (8 joint states), rewards ``1e6``: each certificate covers
     its own quantity's exact error, and each is at least the rounding allowance of its own
     residual, ``(|S| + 2) eps (1 + gamma) ||x|| / (1 - gamma)`` in its own norm.  The value
     allowance is about ``1e6`` times the occupancy's, so neither certificate can stand in for
-    the other."""
+    the other.  Every dense route: the joint route ``solve`` takes on this small model, the
+    halves route (the joint route switched off) and the operator route (``DenseOperator``
+    passed in)."""
     rng = np.random.default_rng(11)
     model = _binary(Graph.line(3), rng)
     policy = LocalizedSoftmaxPolicy.random(model, 1, rng)
     utilities = _big_rewards(model, rng)
-    sol = solve(model, policy, utilities, backend="dense", values=values)  # type: ignore[arg-type]
+    operator = DenseOperator(model, policy) if route == "operator" else None
+    from unittest import mock
+
+    from reference.networked import transition
+
+    joint_floats = -1 if route == "halves" else transition.FUSED_JOINT_FLOATS
+    with mock.patch.object(transition, "FUSED_JOINT_FLOATS", joint_floats):
+        model.derived.clear()
+        sol = solve(model, policy, utilities, backend="dense",
+                    values=values, operator=operator)  # type: ignore[arg-type]
+        taken = transition.fused_route(model, 1)
+    model.derived.clear()
+    kinds = {"joint": transition.JointRoute, "halves": transition.HalvesRoute}
+    if route in kinds:
+        assert isinstance(taken, kinds[route])
     exact = rational_networked_solution(model, policy, utilities)
     n, g = model.states.size, model.gamma
     assert _inf(sol.team_value, _exact_column(exact.team_value)) <= sol.value_error_bound

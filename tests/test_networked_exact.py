@@ -365,7 +365,7 @@ def test_dense_block_routes_and_kronecker_route_agree(
         with mock.patch.multiple(transition, JOINT_ROUTE_FLOATS=joint_floats,
                                  BLOCK_ROUTE_FLOATS=block_floats):
             ops[name] = DenseOperator(m, pol)
-            sols[name] = solve(m, pol, problem.utilities, backend="dense")
+            sols[name] = solve(m, pol, problem.utilities, operator=ops[name])
     stacked = ops["kronecker"].layout.stacked
     assert not ops["kronecker"].layout.blocks
     assert len(ops["one block"].layout.blocks) == (1 if stacked else 0)  # all drawn are small
@@ -479,3 +479,229 @@ def test_dense_block_routes_on_line_message(n: int) -> None:
             atol=summation_tolerance(nS * m.actions.size * n, float(np.abs(v).max())),
         )
         np.testing.assert_allclose(_flat(sol.gradient), _flat(ref.gradient), rtol=0, atol=tol_g)
+
+
+@st.composite
+def _joint_route_problems(draw: st.DrawFn) -> tuple[NetworkedMDP, int, tuple[Utility, ...]]:
+    """A model whose agents have equal local sizes (half the time; otherwise the local sizes
+    are drawn per agent, mostly unequal), a radius and utilities of every kind."""
+    if draw(st.booleans()):
+        g = draw(mst.graphs(max_agents=4))
+        size, acts = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        while size > 1 and size**g.n > 32:
+            size -= 1
+        kernels = tuple(
+            draw(mst.stochastic_arrays((size ** len(g.neighbourhood(i)), acts, size)))
+            for i in range(g.n)
+        )
+        m = NetworkedMDP(g, (size,) * g.n, (acts,) * g.n, kernels, draw(mst.discounts()),
+                         tuple(draw(mst.distributions(size)) for _ in range(g.n)))
+    else:
+        m = draw(mst.networked_mdps())
+    utils = tuple(
+        draw(mst.utilities((m.n_states[i], m.n_actions[i]), m.gamma,
+                           ("linear",) if draw(st.booleans()) else ("linear", "entropy", "kl")))
+        for i in range(m.n)
+    )
+    return m, draw(st.integers(0, 2)), utils
+
+
+@given(problem=_joint_route_problems(), seed=mst.seeds())
+def test_fused_routes_agree_with_the_operator_route(
+    problem: tuple[NetworkedMDP, int, tuple[Utility, ...]], seed: int
+) -> None:
+    """The dense backend's fused routes (proofs_notes/occupancy-and-flow.md#fused-joint-route
+    and #fused-halves-route) are what solve takes exactly for models with equal local sizes
+    and a joint kernel of at most FUSED_JOINT_FLOATS entries (joint route) or, failing that,
+    two halves' block-diagonal kernel of at most FUSED_HALVES_FLOATS entries (halves route;
+    forced here on every drawn model of two agents or more by switching the joint route
+    off); there they give the quantities of the operator route (DenseOperator, the Kronecker
+    or block route, whose gradient the chain rule checks) within their certificates and
+    rounding, for per-agent and team values, linear utilities (stacked) and others (one at a
+    time).  Other models fall back to the operator route."""
+    from unittest import mock
+
+    from reference.networked import transition
+
+    m, beta, utils = problem
+    pol = LocalizedSoftmaxPolicy.random(m, beta, np.random.default_rng(seed))
+    nS, nA = m.states.size, m.actions.size
+    equal = len(set(m.n_states)) == 1 and len(set(m.n_actions)) == 1
+    h = (m.n + 1) // 2
+    X, B = m.n_states[0], m.n_actions[0]
+    halves_floats = nS * (B**h + B ** (m.n - h)) * (X**h + X ** (m.n - h))
+    for joint_floats in (transition.FUSED_JOINT_FLOATS, -1):
+        m.derived.clear()
+        with mock.patch.object(transition, "FUSED_JOINT_FLOATS", joint_floats):
+            route = transition.fused_route(m, beta)
+            if equal and nS * nA * nS <= joint_floats:
+                assert isinstance(route, transition.JointRoute)
+            elif equal and m.n >= 2 and halves_floats <= transition.FUSED_HALVES_FLOATS:
+                assert isinstance(route, transition.HalvesRoute)
+            else:
+                assert route is None
+            _assert_solve_matches_the_operator_route(m, pol, utils)
+    m.derived.clear()
+
+
+def _assert_solve_matches_the_operator_route(
+    m: NetworkedMDP, pol: LocalizedSoftmaxPolicy, utils: tuple[Utility, ...]
+) -> None:
+    nS, nA = m.states.size, m.actions.size
+    for values in ("per-agent", "team"):
+        sol = solve(m, pol, utils, values=values)  # type: ignore[arg-type]
+        ref = solve(m, pol, utils, values=values,  # type: ignore[arg-type]
+                    operator=DenseOperator(m, pol))
+        assert sol.backend == ref.backend == "dense"
+        reward = max(_max_reward(ref.shadow_rewards), 1.0)
+        tol_g = gradient_tolerance(nS * nA, m.gamma, reward)
+        np.testing.assert_allclose(_flat(sol.gradient), _flat(ref.gradient), rtol=0, atol=tol_g)
+        assert float(np.abs(sol.lam_S - ref.lam_S).sum()) <= certified(
+            sol.occupancy_error_bound, ref.occupancy_error_bound)
+        assert float(np.abs(sol.team_value - ref.team_value).max()) <= certified(
+            sol.value_error_bound, ref.value_error_bound)
+        if values == "per-agent":
+            assert sol.shadow_values is not None and ref.shadow_values is not None
+            assert float(np.abs(sol.shadow_values - ref.shadow_values).max()) <= certified(
+                sol.value_error_bound, ref.value_error_bound)
+        else:
+            assert sol.shadow_values is None
+        tol_occ = summation_tolerance(nS * nA, 1.0 / (1.0 - m.gamma)) + certified(
+            sol.occupancy_error_bound, ref.occupancy_error_bound)
+        np.testing.assert_allclose(_flat(sol.local_occupancy), _flat(ref.local_occupancy),
+                                   rtol=0, atol=tol_occ)
+        assert abs(sol.gradient_norm - float(np.linalg.norm(_flat(sol.gradient)))) <= tol_g
+        for a in (sol.lam_S, sol.team_value, *sol.gradient, *sol.local_occupancy,
+                  *sol.shadow_rewards, sol.local_utility):
+            assert not a.flags.writeable
+
+
+def test_fused_routes_follow_the_backend_choice_and_the_memory_limit() -> None:
+    """solve takes a fused route only where the dense backend would be built: asked for
+    ('dense', within the limit) or chosen ('auto'); a limit between the two backends'
+    predictions sends 'auto' to matrix-free and makes 'dense' refuse; 'matrix-free', an
+    operator, or a policy of another model never take it (the last is refused as before)."""
+    from reference.networked.backends import fused_route_for, predict_backends
+
+    inst = line_message(4)
+    m = inst.model
+    pol = LocalizedSoftmaxPolicy.random(m, 1, np.random.default_rng(7))
+    utils = inst.utilities()
+    assert fused_route_for(m, pol) is not None
+    assert fused_route_for(m, pol, "dense") is not None
+    assert fused_route_for(m, pol, "matrix-free") is None
+    dense, free = predict_backends(m, 1)
+    assert free.bytes < dense.bytes
+    between = (free.bytes + dense.bytes) / 2
+    assert fused_route_for(m, pol, "auto", between) is None
+    assert fused_route_for(m, pol, "dense", between) is None
+    assert solve(m, pol, utils, memory_limit=between).backend == "matrix-free"
+    with pytest.raises(MemoryLimitError, match="16 joint states"):
+        solve(m, pol, utils, backend="dense", memory_limit=between)
+    other = line_message(4).model
+    assert fused_route_for(other, pol) is None
+    with pytest.raises(ModelError, match="different NetworkedMDP"):
+        solve(other, pol, utils)
+    for n, kind in ((5, "HalvesRoute"), (6, "HalvesRoute"), (7, None)):
+        big = line_message(n).model
+        route = fused_route_for(big, LocalizedSoftmaxPolicy.uniform(big, 1))
+        assert (None if route is None else type(route).__name__) == kind
+
+
+def test_joint_route_names_a_non_finite_occupancy() -> None:
+    """A NaN in the initial distribution of an equal-sized model makes lam_S non-finite;
+    the joint route then evaluates the utilities one at a time, whose domain check names the
+    utility and the entry (as the operator route does)."""
+    from reference.errors import UtilityDomainError
+
+    inst = line_message(3)
+    m = inst.model
+    pol = LocalizedSoftmaxPolicy.random(m, 0, np.random.default_rng(2))
+    utils = inst.utilities()
+    m.derived.clear()
+    solve(m, pol, utils)
+    route = m.derived[("fused-route", 0)]
+    rho = np.array(route.rho)
+    rho[3] = np.nan
+    rho.setflags(write=False)
+    from dataclasses import replace as _replace
+
+    m.derived[("fused-route", 0)] = _replace(route, rho=rho)
+    try:
+        with pytest.raises(UtilityDomainError, match=r"LinearUtility"):
+            solve(m, pol, utils)
+    finally:
+        m.derived.clear()
+
+
+@given(model=mst.networked_mdps(max_local_actions=3), beta=st.integers(0, 2), seed=mst.seeds())
+def test_policy_softmax_of_all_agents_at_once_equals_agent_by_agent(
+    model: NetworkedMDP, beta: int, seed: int
+) -> None:
+    """A policy whose agents have equal action counts takes one row-wise softmax over the
+    stacked parameters; each agent's table equals tabular.softmax of its own theta_i, bit
+    for bit (the same computation per row), sums to one per row, and the stored parameters
+    are read-only copies: changing the caller's arrays afterwards changes nothing.  A
+    non-finite entry is still named by agent and index."""
+    from reference.errors import PolicyError
+    from reference.tabular import softmax
+
+    rng = np.random.default_rng(seed)
+    base = LocalizedSoftmaxPolicy.uniform(model, beta)
+    theta = [3.0 * rng.standard_normal(t.shape) for t in base.theta]
+    pol = LocalizedSoftmaxPolicy(model, beta, tuple(theta))
+    for i, t in enumerate(theta):
+        np.testing.assert_array_equal(pol.theta[i], t)
+        np.testing.assert_array_equal(pol.probs[i], softmax(t))
+        assert pol.probs[i].shape == t.shape
+        assert not pol.theta[i].flags.writeable and not pol.probs[i].flags.writeable
+        t += 1.0
+        assert not np.array_equal(pol.theta[i], t)
+    theta[-1][0, -1] = np.inf
+    with pytest.raises(PolicyError, match=rf"theta_{model.n - 1}\[0, {theta[-1].shape[1] - 1}\]"):
+        LocalizedSoftmaxPolicy(model, beta, tuple(theta))
+
+
+def test_lapack_solves_in_place_into_the_joint_route_buffers() -> None:
+    """The joint route reads each solution from the buffer row it handed to getrs with
+    overwrite_b: getrs returns that very array for the route's layouts (a contiguous row, and
+    the transposed rows of a C-ordered block), and a solution returned elsewhere would be
+    copied into the buffer."""
+    from reference.networked.exact import _getrf, _getrs, _solved_into
+
+    a = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 4.0]])
+    lu, piv, info = _getrf(a.T)
+    assert info == 0
+    rows = np.empty((3, 2, 3))
+    b = rows[1].T
+    b[...] = [[1.0, 0.0], [2.0, 1.0], [3.0, 5.0]]
+    x = _getrs(lu, piv, b, trans=1, overwrite_b=True)[0]
+    assert x is b
+    np.testing.assert_allclose(a @ rows[1].T, [[1.0, 0.0], [2.0, 1.0], [3.0, 5.0]], atol=1e-14)
+    row = np.empty((2, 3))[1]
+    row[...] = [1.0, 2.0, 3.0]
+    assert _getrs(lu, piv, row, trans=0, overwrite_b=True)[0] is row
+    np.testing.assert_allclose(a.T @ row, [1.0, 2.0, 3.0], atol=1e-14)
+    place = np.zeros(3)
+    _solved_into(np.arange(3.0), place)
+    np.testing.assert_array_equal(place, [0.0, 1.0, 2.0])
+
+
+def test_batched_products_of_older_numpy_equal_the_gufuncs() -> None:
+    """The fused routes call numpy's vecmat, matvec and vecdot where they exist (numpy >= 2.2
+    / 2.0) and matmul or einsum formulations otherwise; both give the same numbers."""
+    from reference.networked.exact import _matvec_matmul, _vecdot_einsum, _vecmat_matmul
+    from reference.networked.utilities import _row_dots_einsum
+
+    rng = np.random.default_rng(5)
+    x, m, y = rng.random((7, 3)), rng.random((7, 3, 4)), rng.random((7, 4))
+    np.testing.assert_allclose(_vecmat_matmul(x, m), np.einsum("sk,skl->sl", x, m),
+                               rtol=1e-14, atol=0)
+    np.testing.assert_allclose(_matvec_matmul(m, y), np.einsum("skl,sl->sk", m, y),
+                               rtol=1e-14, atol=0)
+    np.testing.assert_allclose(_vecdot_einsum(x, x), (x * x).sum(axis=-1), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(_row_dots_einsum(x, x), (x * x).sum(axis=1), rtol=1e-14, atol=0)
+    if hasattr(np, "vecmat"):
+        np.testing.assert_allclose(np.vecmat(x, m), _vecmat_matmul(x, m), rtol=1e-14, atol=0)
+        np.testing.assert_allclose(np.matvec(m, y), _matvec_matmul(m, y), rtol=1e-14, atol=0)
+        np.testing.assert_allclose(np.vecdot(x, x), _vecdot_einsum(x, x), rtol=1e-14, atol=0)

@@ -36,6 +36,7 @@ from reference.networked.algorithm import (
 )
 from reference.networked.backends import (
     BackendCost,
+    fused_route_for,
     predict_backends,
     transition_operator,
 )
@@ -84,12 +85,15 @@ from reference.networked.sampling import (
 from reference.networked.transition import (
     DenseLayout,
     DenseOperator,
+    HalvesRoute,
+    JointRoute,
     LinearSolve,
     TransitionOperator,
     contract_next_state,
     dense_layout,
     dense_memory,
     expand_next_state,
+    fused_route,
     group_sum,
 )
 from reference.networked.truncation import (
@@ -128,6 +132,8 @@ __all__ = [
     "EntropyUtility",
     "GradientEstimate",
     "Graph",
+    "HalvesRoute",
+    "JointRoute",
     "JointSpace",
     "KLImitationUtility",
     "LinearMaximum",
@@ -158,6 +164,8 @@ __all__ = [
     "expand_next_state",
     "finite_horizon_occupancy",
     "first_escape_time",
+    "fused_route",
+    "fused_route_for",
     "geometric_horizons",
     "gradient_chain_rule",
     "gradient_estimate",

@@ -37,13 +37,21 @@ from reference.networked.matrix_free import (
 )
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
-from reference.networked.transition import DenseOperator, TransitionOperator, dense_memory
+from reference.networked.transition import (
+    DenseOperator,
+    HalvesRoute,
+    JointRoute,
+    TransitionOperator,
+    dense_memory,
+    fused_route,
+)
 
 __all__ = [
     "BACKENDS",
     "BackendChoice",
     "BackendCost",
     "BackendName",
+    "fused_route_for",
     "predict_backends",
     "transition_operator",
 ]
@@ -191,15 +199,54 @@ def transition_operator(
     if backend == "matrix-free":
         return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
     limit = resolve_limit(memory_limit)
-    key = ("backend-choice", policy.beta, acc, limit)
-    chosen = model.derived.get(key)
-    if chosen is None:  # depends on the model, beta, accuracy and limit only
-        chosen = model.derived[key] = _choose(
-            predict_backends(model, policy.beta, accuracy=acc, memory_limit=limit), limit
-        )
-    if chosen == "dense":
+    if _automatic(model, policy.beta, acc, limit) == "dense":
         return DenseOperator(model, policy, limit)
     return MatrixFreeOperator(model, policy, accuracy=acc, memory_limit=memory_limit)
+
+
+def _automatic(model: NetworkedMDP, beta: int, accuracy: float, limit: int) -> BackendName:
+    """The backend ``"auto"`` takes (:func:`_choose`), cached on the model: it depends on the
+    model, ``beta``, the accuracy and the limit only."""
+    key = ("backend-choice", beta, accuracy, limit)
+    chosen: BackendName | None = model.derived.get(key)
+    if chosen is None:
+        chosen = model.derived[key] = _choose(
+            predict_backends(model, beta, accuracy=accuracy, memory_limit=limit), limit
+        )
+    return chosen
+
+
+def fused_route_for(
+    model: NetworkedMDP,
+    policy: LocalizedSoftmaxPolicy,
+    backend: BackendChoice = "auto",
+    memory_limit: float | None = None,
+    accuracy: float | None = None,
+) -> JointRoute | HalvesRoute | None:
+    """The dense backend's fused route (:class:`~reference.networked.transition.JointRoute`
+    or :class:`~reference.networked.transition.HalvesRoute`) when an exact gradient asked for
+    with these arguments runs on it, else ``None``.
+
+    It does when the model has one (:func:`~reference.networked.transition.fused_route`:
+    agents of equal local sizes, up to 6 binary agents), ``policy`` was built for ``model``,
+    and the dense backend is the one :func:`transition_operator` would build: asked for and
+    within the memory limit, or chosen by ``"auto"``.  In every other case (including
+    arguments :func:`transition_operator` refuses, whose error it then raises) the answer is
+    ``None``.
+    """
+    if backend not in ("auto", "dense") or policy.model is not model:
+        return None
+    route = fused_route(model, policy.beta)
+    if route is None:
+        return None
+    limit = resolve_limit(memory_limit)
+    if backend == "auto":
+        acc = DEFAULT_ACCURACY if accuracy is None else accuracy
+        return route if _automatic(model, policy.beta, acc, limit) == "dense" else None
+    needed = model.derived.get("dense-memory")
+    if needed is None:  # a function of the model's sizes only (as in DenseOperator)
+        needed = model.derived["dense-memory"] = dense_memory(model)
+    return route if needed <= limit else None
 
 
 def _choose(costs: tuple[BackendCost, BackendCost], limit: int) -> BackendName:

@@ -28,22 +28,25 @@ No routine loops over joint states; joint arrays are guarded by :mod:`reference.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from math import prod
 from typing import Literal, cast
 
 import numpy as np
+import scipy.linalg
 
-from reference._arrays import FloatArray, IntArray, frozen, read_only, streamed_empty
-from reference.errors import ModelError
+from reference._arrays import EPS_F64, FloatArray, IntArray, frozen, read_only, streamed_empty
+from reference.errors import ModelError, SolverError
 from reference.memory import check_memory
-from reference.networked.backends import BackendChoice, transition_operator
+from reference.networked.backends import BackendChoice, fused_route_for, transition_operator
 from reference.networked.matrix_free import MatrixFreeOperator, agent_forms_by_applications
 from reference.networked.model import NetworkedMDP
 from reference.networked.policy import LocalizedSoftmaxPolicy
 from reference.networked.transition import (
     DenseOperator,
+    HalvesRoute,
+    JointRoute,
     LinearSolve,
     TransitionOperator,
     contract_next_state,
@@ -73,6 +76,33 @@ __all__ = [
     "solve",
     "team_q",
 ]
+
+# LAPACK's LU factorisation and solve, fetched once: the joint route solves systems of at most
+# a few dozen unknowns, where scipy.linalg's argument checks would cost as much as the solves.
+_getrf, _getrs = scipy.linalg.get_lapack_funcs(("getrf", "getrs"), dtype=np.float64)
+
+
+def _vecmat_matmul(x: FloatArray, m: FloatArray) -> FloatArray:
+    """``out[..., l] = sum_k x[..., k] m[..., k, l]`` (``np.vecmat`` before numpy 2.2)."""
+    out: FloatArray = np.matmul(x[..., None, :], m)[..., 0, :]
+    return out
+
+
+def _vecdot_einsum(x: FloatArray, y: FloatArray) -> FloatArray:
+    """``out[...] = sum_k x[..., k] y[..., k]`` (``np.vecdot`` before numpy 2.0)."""
+    out: FloatArray = np.einsum("...k,...k->...", x, y)
+    return out
+
+
+def _matvec_matmul(m: FloatArray, x: FloatArray) -> FloatArray:
+    """``out[..., k] = sum_l m[..., k, l] x[..., l]`` (``np.matvec`` before numpy 2.2)."""
+    out: FloatArray = np.matmul(m, x[..., :, None])[..., 0]
+    return out
+
+
+_vecmat: Callable[[FloatArray, FloatArray], FloatArray] = getattr(np, "vecmat", _vecmat_matmul)
+_matvec: Callable[[FloatArray, FloatArray], FloatArray] = getattr(np, "matvec", _matvec_matmul)
+_vecdot: Callable[[FloatArray, FloatArray], FloatArray] = getattr(np, "vecdot", _vecdot_einsum)
 
 Backend = BackendChoice
 """``"auto"``, ``"dense"`` or ``"matrix-free"`` (:mod:`reference.networked.backends`)."""
@@ -278,6 +308,13 @@ def solve(
         grad_{theta_i}[o, b] = sum_{s: o_i(s) = o} lam_S(s) pi_i(b|o) (Qbar^{(i)}(s, b) - Vbar(s))
         Qbar^{(i)}(s, b) = (1/n)(r_i(s_i, b) - R_i^pi(s)) + Rbar^pi(s) + gamma (P^{(i,b)} Vbar)(s)
 
+    Small models whose agents have equal local sizes (up to 6 binary agents) take one of the
+    dense backend's fused routes when no ``operator`` is given: the same equations over the
+    joint state-action table, or over the two halves' action tables, in a fixed number of
+    array operations, with the same certificates
+    (:class:`~reference.networked.transition.JointRoute`,
+    :class:`~reference.networked.transition.HalvesRoute`,
+    ``proofs_notes/occupancy-and-flow.md#fused-joint-route``).
     No joint Q table and nothing quadratic in ``|S|`` is formed on the matrix-free backend,
     where the ``P^{(i,b)} Vbar`` terms of all agents come weighted by ``lam_S`` from one
     reverse-mode differentiation of ``lam_S^T P_pi Vbar``
@@ -299,6 +336,12 @@ def solve(
         raise ModelError("operator was built for a different model or policy")
     if values not in ("auto", "per-agent", "team"):
         raise ModelError(f"values = {values!r}, expected 'auto', 'per-agent' or 'team'")
+    if operator is None:  # small models: the dense backend's fused routes, no operator object
+        route = fused_route_for(model, policy, backend, memory_limit, accuracy)
+        if isinstance(route, JointRoute):
+            return _solve_joint(route, policy, utilities, values != "team")
+        if route is not None:
+            return _solve_halves(route, policy, utilities, values != "team")
     op = (
         operator
         if operator is not None
@@ -486,6 +529,237 @@ def _solve_dense_stacked(
         backend=op.backend,
         iterations=0,
     )
+
+
+def _solve_joint(
+    route: JointRoute,
+    policy: LocalizedSoftmaxPolicy,
+    utilities: Sequence[Utility],
+    per_agent: bool,
+) -> NetworkedSolution:
+    """:func:`solve` on the dense backend's joint route (:class:`JointRoute`: small models
+    whose agents have equal local sizes), in a fixed number of array operations.
+
+    The same equations as :func:`_solve_dense`, written over the joint state-action table
+    (``proofs_notes/occupancy-and-flow.md#fused-joint-route``)::
+
+        pi(a | s) = prod_i pi_i(a_i | o_i(s)),   I - gamma P_pi = I - gamma sum_a pi(a|s) P(.|s, a)
+        W(s, a) = lam_S(s) pi(a | s) (Qbar(s, a) - Vbar(s)),
+        Qbar(s, a) - Vbar(s) = (1/n) sum_i r_i(s_i, a_i) + gamma (P(.|s, a) Vbar) - Vbar(s)
+        lam_i[x, b] = sum_s sum_{a: a_i = b} 1[s_i = x] lam_S(s) pi(a | s)
+        grad_{theta_i}[o, b] = sum_{s: o_i(s) = o} sum_{a: a_i = b} W(s, a)
+
+    The last line is route 1's ``sum_s lam_S(s) pi_i(b|o) (Qbar^{(i)}(s, b) - Vbar(s))`` with
+    ``pi_i(b|o) Qbar^{(i)}(s, b) = sum_{a: a_i = b} pi(a | s) Qbar(s, a)``.  Both systems share
+    one LU factorisation of ``(I - gamma P_pi)^T``; each solve is certified from its residual
+    ``(I - gamma P_pi) x - b`` evaluated with the matrix that was factored, exactly as
+    :meth:`DenseOperator.solve_certified` does.  The inputs were validated by :func:`solve`
+    and the policy's constructor; the utilities' domain check runs on the occupancies.
+    """
+    n = route.local_shape[0]
+    g = route.gamma
+    probs = np.concatenate(policy.probs)  # the agents' pi_i(b | o) stacked, (sum_i |O_i|, B)
+    pi = np.multiply.reduce(probs.take(route.policy_index), axis=0)  # pi(a | s), (|S|, |A|)
+    system = _vecmat(pi, route.system_kernel)  # -gamma P_pi
+    system += route.identity
+    lu, piv, info = _getrf(system.T)  # (I - gamma P_pi)^T, column-major: factored as it stands
+    if info != 0:
+        raise SolverError(
+            f"the LU factorisation of I - gamma P_pi failed (LAPACK getrf info = {info})"
+        )
+    n_joint = system.shape[0]
+    rounding = (n_joint + 2) * EPS_F64
+    # occupancy: rows [residual, lam_S] of one buffer, so that one pass gives both l1 norms
+    occ_rows = np.empty((2, n_joint))
+    lam_S = occ_rows[1]
+    lam_S[...] = route.rho
+    _solved_into(_getrs(lu, piv, lam_S, trans=0, overwrite_b=True)[0], lam_S)
+    np.matmul(lam_S, system, out=occ_rows[0])  # (I - gamma P_pi)^T lam_S
+    occ_rows[0] -= route.rho
+    res, x_norm = np.add.reduce(np.abs(occ_rows), axis=1).tolist()
+    occupancy_bound = (res + rounding * ((1 + g) * x_norm + route.rho_l1)) / (1 - g)
+    lam_S.setflags(write=False)
+    # a finite l1 norm makes every lam_S(s) finite, hence every lam_i: lam_i sums products
+    # of lam_S(s) and probabilities, at most 1/(1-gamma) in total
+    finite = math.isfinite(x_norm)
+    lam_pi = lam_S[:, None] * pi  # lam(s, a)
+    occ_stack = (route.occupancy_map @ lam_pi.reshape(-1)).reshape(route.local_shape)
+    occ_stack.setflags(write=False)
+    utility_values, reward_stack = evaluate_utilities_stacked(
+        utilities, occ_stack, finite=finite
+    )
+    # R_i^pi(s) = T_i[o_i(s)], T_i[o] = sum_b pi_i(b | o) r_i(s_i(o), b)
+    table = _vecdot(probs, reward_stack.take(route.own_of_obs))
+    columns = n if per_agent else 1
+    # value system: rows [residual, V, R^pi] of one buffer, columns laid out (column, s)
+    val_rows = np.empty((3, columns, n_joint))
+    if per_agent:
+        table.take(route.obs_rows, out=val_rows[2])
+    else:
+        np.matmul(route.team_weights, table.take(route.obs_rows), out=val_rows[2, 0])
+    values = val_rows[1].T  # (|S|, columns)
+    values[...] = val_rows[2].T
+    _solved_into(_getrs(lu, piv, values, trans=1, overwrite_b=True)[0], values)
+    np.matmul(val_rows[1], system.T, out=val_rows[0])  # ((I - gamma P_pi) x)^T
+    val_rows[0] -= val_rows[2]
+    res, x_norm, b_norm = np.maximum.reduce(
+        np.abs(val_rows).reshape(3, -1), axis=1
+    ).tolist()
+    value_bound = (res + rounding * ((1 + g) * x_norm + b_norm)) / (1 - g)
+    V: FloatArray | None
+    if per_agent:
+        V = read_only(values)
+        Vbar = route.team_weights @ val_rows[1]
+    else:
+        V, Vbar = None, val_rows[1, 0]
+    Vbar.setflags(write=False)
+    # W(s, a) = lam(s, a) (Qbar(s, a) - Vbar(s)); its (s, i, b) marginals; grouped onto (o, b)
+    advantage = route.q_kernel @ np.concatenate((Vbar, reward_stack.reshape(-1)))
+    advantage *= lam_pi.reshape(-1)
+    marginals = advantage.reshape(lam_pi.shape) @ route.action_onehot
+    summed = cast(FloatArray, np.bincount(
+        route.obs_action_flat,
+        weights=marginals.reshape(-1),
+        minlength=probs.size,
+    )).reshape(probs.shape)
+    summed.setflags(write=False)
+    return NetworkedSolution(
+        lam_S=lam_S,
+        local_occupancy=tuple(occ_stack),
+        local_utility=read_only(utility_values),
+        objective=sum(utility_values.tolist()) / n,
+        shadow_rewards=tuple(reward_stack),
+        shadow_values=V,
+        team_value=Vbar,
+        gradient=tuple([summed[rows] for rows in route.obs_slices]),
+        gradient_norm=math.sqrt(float(np.dot(summed.reshape(-1), summed.reshape(-1)))),
+        occupancy_error_bound=occupancy_bound,
+        value_error_bound=value_bound,
+        backend="dense",
+        iterations=0,
+    )
+
+
+def _solve_halves(
+    route: HalvesRoute,
+    policy: LocalizedSoftmaxPolicy,
+    utilities: Sequence[Utility],
+    per_agent: bool,
+) -> NetworkedSolution:
+    """:func:`solve` on the dense backend's halves route (:class:`HalvesRoute`: models of 5
+    and 6 binary agents, or the like), in a fixed number of array operations over the two
+    halves' concatenated action tables (``proofs_notes/occupancy-and-flow.md#fused-halves-route``)::
+
+        gamma P_pi(s' | s) = (gamma M_H1)(s'_H1 | s) M_H2(s'_H2 | s),
+        M_H(x | s) = sum_{a_H} pi_H(a_H | s) P_H(x | s, a_H)
+        W_H(s, a_H) = lam_S(s) pi_H(a_H | s) (Qbar^{(H)}(s, a_H) - Vbar(s)),
+        Qbar^{(H)}(s, a_H) - Vbar(s) = (1/n) sum_{i in H} r_i(s_i, a_i)
+            + (1/n) sum_{j not in H} R_j^pi(s) + gamma sum_x P_H(x | s, a_H) u_H(s, x) - Vbar(s)
+        u_H1(s, x_1) = sum_{x_2} M_H2(x_2 | s) Vbar(x_1, x_2) (and symmetrically)
+        grad_{theta_i}[o, b] = sum_{s: o_i(s) = o} sum_{a_H: a_i = b} W_H(s, a_H)    (i in H)
+
+    ``Qbar^{(H)}`` is ``Qbar`` averaged over the other half's actions under its policy, so the
+    last line is the joint route's grouped sum of ``W`` taken in two steps.  Solves and
+    certificates as in :func:`_solve_joint`.
+    """
+    n = route.local_shape[0]
+    g = route.gamma
+    # the agents' pi_i(b | o) stacked, with a row of ones for the shorter half's padding
+    probs = np.concatenate((*policy.probs, route.ones))
+    pi = np.multiply.reduce(probs.take(route.policy_index), axis=0)  # [pi_H1 | pi_H2]
+    factors = _vecmat(pi, route.kernel)  # [gamma M_H1 | M_H2], (|S|, Y)
+    split = route.split
+    n_joint = pi.shape[0]
+    system = (factors[:, :split, None] * factors[:, None, split:]).reshape(n_joint, n_joint)
+    np.subtract(route.identity, system, out=system)  # I - gamma P_pi
+    lu, piv, info = _getrf(system.T)
+    if info != 0:
+        raise SolverError(
+            f"the LU factorisation of I - gamma P_pi failed (LAPACK getrf info = {info})"
+        )
+    rounding = (n_joint + 2) * EPS_F64
+    occ_rows = np.empty((2, n_joint))
+    lam_S = occ_rows[1]
+    lam_S[...] = route.rho
+    _solved_into(_getrs(lu, piv, lam_S, trans=0, overwrite_b=True)[0], lam_S)
+    np.matmul(lam_S, system, out=occ_rows[0])
+    occ_rows[0] -= route.rho
+    res, x_norm = np.add.reduce(np.abs(occ_rows), axis=1).tolist()
+    occupancy_bound = (res + rounding * ((1 + g) * x_norm + route.rho_l1)) / (1 - g)
+    lam_S.setflags(write=False)
+    finite = math.isfinite(x_norm)  # as in _solve_joint
+    lam_pi = lam_S[:, None] * pi  # lam_S(s) pi_H(a_H | s)
+    occ_stack = (route.occupancy_map @ lam_pi.reshape(-1)).reshape(route.local_shape)
+    occ_stack.setflags(write=False)
+    utility_values, reward_stack = evaluate_utilities_stacked(
+        utilities, occ_stack, finite=finite
+    )
+    table = _vecdot(probs[:-1], reward_stack.take(route.own_of_obs))
+    # rows R_0^pi .. R_{n-1}^pi, Vbar of the other half's terms
+    other = np.empty((n + 1, n_joint))
+    table.take(route.obs_rows, out=other[:n])
+    columns = n if per_agent else 1
+    val_rows = np.empty((3, columns, n_joint))
+    if per_agent:
+        val_rows[2] = other[:n]
+    else:
+        np.matmul(route.team_weights, other[:n], out=val_rows[2, 0])
+    values = val_rows[1].T  # (|S|, columns)
+    values[...] = val_rows[2].T
+    _solved_into(_getrs(lu, piv, values, trans=1, overwrite_b=True)[0], values)
+    np.matmul(val_rows[1], system.T, out=val_rows[0])
+    val_rows[0] -= val_rows[2]
+    res, x_norm, b_norm = np.maximum.reduce(
+        np.abs(val_rows).reshape(3, -1), axis=1
+    ).tolist()
+    value_bound = (res + rounding * ((1 + g) * x_norm + b_norm)) / (1 - g)
+    V: FloatArray | None = read_only(values) if per_agent else None
+    Vbar = other[n]
+    if per_agent:
+        np.matmul(route.team_weights, val_rows[1], out=Vbar)
+    else:
+        Vbar[...] = val_rows[1, 0]
+    Vbar.setflags(write=False)
+    grid = Vbar.reshape(split, -1)  # Vbar(x_1, x_2)
+    u = np.empty(factors.shape)  # [u_H1 | u_H2]
+    np.matmul(factors[:, split:], grid.T, out=u[:, :split])
+    np.matmul(factors[:, :split], grid, out=u[:, split:])
+    advantage = _matvec(route.kernel, u)  # gamma sum_x P_H(x | s, a_H) u_H(s, x)
+    advantage += (route.reward_map @ reward_stack.reshape(-1)).reshape(advantage.shape)
+    advantage += other.T @ route.other_weights
+    advantage *= lam_pi
+    marginals = advantage @ route.action_onehot
+    n_actions = probs.shape[1]
+    summed = cast(FloatArray, np.bincount(
+        route.obs_action_flat,
+        weights=marginals.reshape(-1),
+        minlength=probs.size - n_actions,
+    )).reshape(-1, n_actions)
+    summed.setflags(write=False)
+    return NetworkedSolution(
+        lam_S=lam_S,
+        local_occupancy=tuple(occ_stack),
+        local_utility=read_only(utility_values),
+        objective=sum(utility_values.tolist()) / n,
+        shadow_rewards=tuple(reward_stack),
+        shadow_values=V,
+        team_value=Vbar,
+        gradient=tuple([summed[rows] for rows in route.obs_slices]),
+        gradient_norm=math.sqrt(float(np.dot(summed.reshape(-1), summed.reshape(-1)))),
+        occupancy_error_bound=occupancy_bound,
+        value_error_bound=value_bound,
+        backend="dense",
+        iterations=0,
+    )
+
+
+def _solved_into(x: FloatArray, place: FloatArray) -> None:
+    """Make ``place`` hold LAPACK's solution ``x``: ``getrs`` with ``overwrite_b`` solves in
+    place and returns its argument itself when the right-hand side is a column-major float64
+    array, as every caller's is; otherwise the solution is copied there (the certificates
+    read it from ``place``)."""
+    if x is not place:
+        place[...] = x
 
 
 def per_agent_values(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import pairwise
 
 import numpy as np
 
@@ -21,9 +22,59 @@ from reference._arrays import FloatArray, FrozenArrays, IntArray, as_float_array
 from reference.errors import PolicyError
 from reference.memory import check_memory
 from reference.networked.model import NetworkedMDP
-from reference.tabular import softmax
+from reference.tabular import softmax, softmax_last_axis
 
 __all__ = ["LocalizedSoftmaxPolicy"]
+
+
+_Structure = tuple[
+    tuple[tuple[int, ...], ...], tuple[tuple[int, int], ...], tuple[slice, ...] | None
+]
+
+
+def _structure(model: NetworkedMDP, beta: int) -> _Structure:
+    """``(N_i^beta)_i``, the shapes ``(|O_i|, |A_i|)`` of the parameters at radius ``beta``
+    and, when every agent has the same number of actions, each agent's rows in the stacked
+    ``(sum_i |O_i|, |A_i|)`` parameters (else ``None``): a function of the model and ``beta``
+    only, cached in ``model.derived``."""
+    key = ("policy-structure", beta)
+    cached: _Structure | None = model.derived.get(key)
+    if cached is None:
+        observed = model.graph.neighbourhoods(beta)
+        shapes = tuple(
+            (model.states.sub_size(observed[i]), model.n_actions[i]) for i in range(model.n)
+        )
+        rows = [0, *np.cumsum([r for r, _ in shapes]).tolist()]
+        blocks = (
+            tuple(slice(lo, hi) for lo, hi in pairwise(rows))
+            if len(set(model.n_actions)) == 1 else None
+        )
+        cached = model.derived[key] = (observed, shapes, blocks)
+    return cached
+
+
+def _stacked_softmax(
+    theta: Sequence[object], shapes: Sequence[tuple[int, int]], blocks: Sequence[slice]
+) -> tuple[tuple[FloatArray, ...], tuple[FloatArray, ...]] | None:
+    """Read-only ``(theta_i)_i`` and ``(softmax(theta_i))_i`` as the row ``blocks`` of two
+    stacked arrays (agents of equal action counts), by one copy, one finiteness check and
+    one row-wise softmax for all agents (each row's softmax is the same computation as agent
+    by agent); ``None`` when any ``theta_i`` is not a finite float array of its shape, so
+    that the caller's agent-by-agent validation names the entry."""
+    try:
+        arrays = [np.asarray(t, dtype=np.float64) for t in theta]
+    except (TypeError, ValueError):
+        return None
+    for arr, shape in zip(arrays, shapes, strict=True):
+        if arr.shape != shape:
+            return None
+    params = np.concatenate(arrays)
+    if not np.isfinite(params).all():
+        return None
+    probs = softmax_last_axis(params)
+    params.setflags(write=False)
+    probs.setflags(write=False)
+    return tuple(params[b] for b in blocks), tuple(probs[b] for b in blocks)
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,14 +101,18 @@ class LocalizedSoftmaxPolicy(FrozenArrays):
             raise PolicyError(f"beta = {beta!r}, expected a non-negative integer radius")
         object.__setattr__(self, "beta", int(beta))
         model = self.model
-        observed = model.graph.neighbourhoods(int(beta))
+        observed, shapes, blocks = _structure(model, int(beta))
         object.__setattr__(self, "observed", observed)
         if len(self.theta) != model.n:
             raise PolicyError(f"theta has {len(self.theta)} entries, expected n = {model.n}")
+        stacked = None if blocks is None else _stacked_softmax(self.theta, shapes, blocks)
+        if stacked is not None:  # every agent valid, equal action counts: one softmax
+            object.__setattr__(self, "theta", stacked[0])
+            object.__setattr__(self, "probs", stacked[1])
+            return
         thetas, probs = [], []
         for i, raw in enumerate(self.theta):
-            shape = (model.states.sub_size(observed[i]), model.n_actions[i])
-            arr = frozen(as_float_array(raw, f"theta_{i}", shape=shape, error=PolicyError))
+            arr = frozen(as_float_array(raw, f"theta_{i}", shape=shapes[i], error=PolicyError))
             thetas.append(arr)
             probs.append(frozen(softmax(arr)))
         object.__setattr__(self, "theta", tuple(thetas))

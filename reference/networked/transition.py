@@ -45,17 +45,22 @@ from reference.networked.policy import LocalizedSoftmaxPolicy
 
 __all__ = [
     "BLOCK_ROUTE_FLOATS",
+    "FUSED_HALVES_FLOATS",
+    "FUSED_JOINT_FLOATS",
     "JOINT_ROUTE_FLOATS",
     "AgentBlock",
     "DenseLayout",
     "DenseOperator",
     "GroupLayout",
+    "HalvesRoute",
+    "JointRoute",
     "LinearSolve",
     "TransitionOperator",
     "contract_next_state",
     "dense_layout",
     "dense_memory",
     "expand_next_state",
+    "fused_route",
     "group_sum",
 ]
 
@@ -71,6 +76,19 @@ the block route of :class:`DenseOperator` with one block, all agents (agents of 
 sizes): below it, reading ``P_pi`` and every agent-marginal kernel off the joint kernel
 takes fewer array operations than two blocks or the Kronecker build and the leave-one-out
 sweep (measured faster up to 5 binary agents)."""
+
+FUSED_JOINT_FLOATS = 1 << 14
+"""Largest joint kernel ``(|S|, |A|, |S|)`` (in floats) of a model (agents of equal local
+sizes) whose exact gradient :func:`reference.networked.exact.solve` computes on the joint
+route (:class:`JointRoute`; up to 4 binary agents, measured faster than the halves route
+there)."""
+
+FUSED_HALVES_FLOATS = 1 << 14
+"""Largest block-diagonal kernel ``(|S|, |A_H1| + |A_H2|, |S_H1| + |S_H2|)`` (in floats) of a
+model (agents of equal local sizes, at least two) whose exact gradient
+:func:`reference.networked.exact.solve` computes on the halves route (:class:`HalvesRoute`)
+when it has no joint route (5 and 6 binary agents; at 7 and 8 it measured no faster than
+the operator's block route)."""
 
 BLOCK_ROUTE_FLOATS = 1 << 17
 """Largest total size ``sum_H |S| |A_H| |S_H|`` (in floats) of the two block kernels of the
@@ -213,7 +231,9 @@ def dense_memory(model: NetworkedMDP) -> int:
     intermediates of at most ``min(chunk, |S|^2 max|A_i|)`` floats (two alive at a time) and
     ``n + 4`` vectors of ``|S|`` (the per-agent values and the occupancy); on the block route
     (:data:`JOINT_ROUTE_FLOATS`, :data:`BLOCK_ROUTE_FLOATS`) also each block's kernel, joint
-    policy and action tables, ``(|S| + 1) |A_H| (|S_H| + sum_i |A_i|)`` floats per block.
+    policy and action tables, ``(|S| + 1) |A_H| (|S_H| + sum_i |A_i|)`` floats per block,
+    and when the model has a :class:`JointRoute`, its tables and the three ``(|S|, |A|)``
+    arrays of a call on it.
     """
     nS = model.states.size
     intermediate = min(_CHUNK_FLOATS, nS * nS * max(model.n_actions))
@@ -224,6 +244,9 @@ def dense_memory(model: NetworkedMDP) -> int:
     for start, stop in _agent_blocks(model):  # the block route's tables and policies
         actions = prod(model.n_actions[start:stop])
         local += (nS + 1) * actions * (prod(model.n_states[start:stop]) + sum(model.n_actions))
+    fused = _fused_route_floats(model)
+    if fused:
+        local += fused + 3 * nS * prod(model.n_actions)
     return 8 * (2 * nS * nS + suffixes + local + 2 * intermediate + nS * (model.n + 4))
 
 
@@ -426,6 +449,301 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
     )
     model.derived[key] = layout
     return layout
+
+
+@dataclass(frozen=True)
+class JointRoute:
+    """What the joint route of the dense backend reads of a small model at one observation
+    radius (``proofs_notes/occupancy-and-flow.md#fused-joint-route``), built once.
+
+    On this route one exact gradient is a fixed handful of array operations over the joint
+    state-action table: the joint policy in one gather, ``I - gamma P_pi`` in one batched
+    product with the joint kernel, one LU factorisation serving both systems, and the
+    gradient as one product with :attr:`q_kernel` followed by one grouped sum.  Depends on
+    the model and ``beta`` only (cached in :attr:`NetworkedMDP.derived`); models whose agents
+    have equal local sizes and whose joint kernel has at most :data:`FUSED_JOINT_FLOATS`
+    entries have one (:func:`fused_route`).  Local sizes ``X = |S_i|``, ``B = |A_i|``;
+    joint sizes ``|S|``, ``|A| = B^n``; ``O = sum_i |O_i|`` rows of the agents' stacked
+    observation tables.
+
+    Attributes:
+        gamma: the discount.
+        system_kernel: ``(|S|, |A|, |S|)``, ``-gamma P(s' | s, a)``: its product with the
+            joint policy is ``-gamma P_pi``.
+        identity: ``(|S|, |S|)`` identity.
+        rho: ``(|S|,)`` the joint initial distribution; ``rho_l1`` its l1 norm.
+        policy_index: ``(n, |S|, |A|)`` int, the entry of ``pi_i(a_i | o_i(s))`` in the
+            agents' stacked ``(O, B)`` probabilities read row-major, so that
+            ``pi(a | s) = prod_i stacked.flat[policy_index[i, s, a]]``.
+        action_onehot: ``(|A|, n B)``, ``1[a_i = b]`` in column ``i B + b``: a product with
+            it sums a joint ``(s, a)`` table onto ``(s, i, b)``.
+        occupancy_map: ``(n X B, |S| |A|)``, ``L^T``: ``1[s_i = x, a_i = b]`` in row
+            ``(i, x, b)``, column ``(s, a)``; its product with ``lam_S(s) pi(a | s)`` is the
+            stacked ``(n, X, B)`` local occupancies.
+        obs_action_flat: ``(|S| n B,)`` int, ``(obs row of o_i(s)) B + b``: one ``bincount``
+            sums an ``(|S|, n, B)`` table onto the stacked ``(O, B)`` parameters.
+        obs_rows: ``(n, |S|)`` int, the stacked observation row of ``o_i(s)``.
+        own_of_obs: ``(O, B)`` int, ``(i X + s_i(o)) B + b``: the entry of ``r_i(s_i(o), b)``
+            in the stacked ``(n, X, B)`` rewards read row-major, for each observation row
+            ``o`` of agent ``i``.
+        q_kernel: ``(|S| |A|, |S| + n X B)``, ``[gamma P - E | L / n]`` with
+            ``E[(s, a), x] = 1[x = s]`` and ``L[(s, a), (i, x, b)] = 1[s_i = x, a_i = b]``: its
+            product with ``(Vbar, r_0, ..., r_{n-1})`` (rewards flattened) is
+            ``Qbar(s, a) - Vbar(s)``.
+        team_weights: ``(n,)``, every entry ``1/n``.
+        obs_slices: agent ``i``'s rows of the stacked ``(O, B)`` parameters.
+        local_shape: ``(n, X, B)``.
+    """
+
+    gamma: float
+    system_kernel: FloatArray
+    identity: FloatArray
+    rho: FloatArray
+    rho_l1: float
+    policy_index: IntArray
+    action_onehot: FloatArray
+    occupancy_map: FloatArray
+    obs_action_flat: IntArray
+    obs_rows: IntArray
+    own_of_obs: IntArray
+    q_kernel: FloatArray
+    team_weights: FloatArray
+    obs_slices: tuple[slice, ...]
+    local_shape: tuple[int, int, int]
+
+
+def _fused_kind(model: NetworkedMDP) -> str | None:
+    """``"joint"``, ``"halves"`` or ``None``: the fused route of ``model`` (agents of equal
+    local sizes; :data:`FUSED_JOINT_FLOATS`, :data:`FUSED_HALVES_FLOATS`)."""
+    if len(set(model.n_states)) != 1 or len(set(model.n_actions)) != 1:
+        return None
+    n, nS = model.n, model.states.size
+    X, B = model.n_states[0], model.n_actions[0]
+    if nS * B**n * nS <= FUSED_JOINT_FLOATS:
+        return "joint"
+    h = (n + 1) // 2
+    if n >= 2 and nS * (B**h + B ** (n - h)) * (X**h + X ** (n - h)) <= FUSED_HALVES_FLOATS:
+        return "halves"
+    return None
+
+
+def _fused_route_floats(model: NetworkedMDP) -> int:
+    """Floats of the tables of the model's fused route (0 when it has none)."""
+    kind = _fused_kind(model)
+    if kind is None:
+        return 0
+    n, nS = model.n, model.states.size
+    X, B = model.n_states[0], model.n_actions[0]
+    params = n * X * B
+    if kind == "joint":
+        columns, rows = nS, B**n
+    else:
+        h = (n + 1) // 2
+        columns, rows = X**h + X ** (n - h), B**h + B ** (n - h)
+    # the kernels (columns + params), the two indicator maps (params), the policy index (n,
+    # int64 counted as floats); the smaller index tables; the identity
+    return int(nS * rows * (2 * columns + 2 * params + n) + 3 * nS * params + nS * nS)
+
+
+def fused_route(model: NetworkedMDP, beta: int) -> JointRoute | HalvesRoute | None:
+    """The fused route of ``model`` at observation radius ``beta``: a :class:`JointRoute`
+    (joint kernel of at most :data:`FUSED_JOINT_FLOATS` entries), else a
+    :class:`HalvesRoute` (block kernels of at most :data:`FUSED_HALVES_FLOATS` entries), or
+    ``None`` (local sizes differ, or the model is larger); built on first use and cached on
+    the model."""
+    key = ("fused-route", beta)
+    derived = model.derived
+    if key in derived:
+        cached: JointRoute | HalvesRoute | None = derived[key]
+        return cached
+    kind = _fused_kind(model)
+    route: JointRoute | HalvesRoute | None = None
+    if kind == "joint":
+        route = _build_joint_route(model, beta)
+    elif kind == "halves":
+        route = _build_halves_route(model, beta)
+    derived[key] = route
+    return route
+
+
+def _build_joint_route(model: NetworkedMDP, beta: int) -> JointRoute:
+    """The tables of :class:`JointRoute`, from the model's :class:`DenseLayout` and its
+    joint kernel (the block of all agents)."""
+    layout = dense_layout(model, beta)
+    n, nS = model.n, model.states.size
+    X, B = model.n_states[0], model.n_actions[0]
+    block = _agent_block(model, cast(FloatArray, layout.kernel_stack), 0, n)
+    kernel = block.kernel  # P(s' | s, a), (|S|, |A|, |S|)
+    nA = kernel.shape[1]
+    gamma = model.gamma
+    obs_flat = cast(IntArray, layout.obs_flat)  # (|S|, n)
+    own_flat = cast(IntArray, layout.own_flat)  # (|S|, n), i X + s_i(s)
+    action_digits = np.indices((B,) * n).reshape(n, nA)  # a_i(a)
+    policy_index = obs_flat.T[:, :, None] * B + action_digits[:, None, :]
+    rows = layout.obs_offsets[-1]
+    own_of_obs = np.empty(rows, dtype=np.int64)
+    own_of_obs[obs_flat.reshape(-1)] = own_flat.reshape(-1)  # i observes its own state
+    own_of_obs = own_of_obs[:, None] * B + np.arange(B)
+    # L[(s, a), (i, x, b)] = 1[s_i = x, a_i = b], and q_kernel = [gamma P - E | L / n]
+    marginal_map = np.zeros((nS, nA, n * X * B))
+    s_idx, a_idx = np.arange(nS)[:, None], np.arange(nA)[None, :]
+    for i in range(n):
+        marginal_map[s_idx, a_idx, own_flat[:, i, None] * B + action_digits[i][None, :]] = 1.0
+    q_kernel = np.zeros((nS, nA, nS + n * X * B))
+    q_kernel[:, :, :nS] = gamma * kernel
+    q_kernel[np.arange(nS), :, np.arange(nS)] -= 1.0
+    q_kernel[:, :, nS:] = marginal_map / n
+    onehot = block.action_onehot
+    offsets = layout.obs_offsets
+    tables: list[np.ndarray] = [
+        -gamma * kernel, np.eye(nS), policy_index, marginal_map.reshape(nS * nA, -1).T.copy(),
+        own_of_obs,
+        np.ascontiguousarray(obs_flat.T), q_kernel.reshape(nS * nA, -1), np.full(n, 1.0 / n),
+    ]
+    for table in tables:
+        table.setflags(write=False)
+    system_kernel, identity, policy_index, occupancy_map, own_of_obs, obs_rows, q_flat, weights = (
+        tables
+    )
+    return JointRoute(
+        gamma=gamma,
+        system_kernel=system_kernel,
+        identity=identity,
+        rho=layout.rho,
+        rho_l1=float(np.abs(layout.rho).sum()),
+        policy_index=policy_index,
+        action_onehot=onehot,
+        occupancy_map=occupancy_map,
+        obs_action_flat=cast(IntArray, layout.obs_action_flat),
+        obs_rows=obs_rows,
+        own_of_obs=own_of_obs,
+        q_kernel=q_flat,
+        team_weights=weights,
+        obs_slices=tuple(slice(offsets[i], offsets[i + 1]) for i in range(n)),
+        local_shape=(n, X, B),
+    )
+
+
+@dataclass(frozen=True)
+class HalvesRoute:
+    """What the halves route of the dense backend reads of a model at one observation
+    radius (``proofs_notes/occupancy-and-flow.md#fused-halves-route``), built once: the
+    agents split into the halves ``H1 = [0, h)`` and ``H2 = [h, n)``, ``h = ceil(n/2)``, and
+    every per-call table laid out on the two halves' concatenated action axis
+    ``c in A_H1 + A_H2`` (``C`` columns) and next-state axis (``Y = |S_H1| + |S_H2|``).
+
+    Depends on the model and ``beta`` only (cached in :attr:`NetworkedMDP.derived`).
+    Notation as in :class:`JointRoute`.
+
+    Attributes:
+        gamma: the discount.
+        kernel: ``(|S|, C, Y)`` block diagonal, ``gamma P_H1(x_1 | s, a_1)`` and
+            ``P_H2(x_2 | s, a_2)``: its product with ``[pi_H1 | pi_H2]`` is
+            ``[gamma M_H1 | M_H2]``, whose row-wise outer product is ``gamma P_pi``.
+        split: ``|S_H1|``, the first half's columns of ``Y``.
+        identity, rho, rho_l1: as in :class:`JointRoute`.
+        policy_index: ``(h, |S|, C)`` int, the entries whose product is
+            ``pi_H(a_H | s)`` in the agents' stacked ``(O + 1, B)`` probabilities with a last
+            row of ones (the padding of the second half, which may have one agent fewer).
+        action_onehot: ``(C, n B)``, ``1[i in H(c), a_i(c) = b]`` in column ``i B + b``.
+        occupancy_map: ``(n X B, |S| C)``, ``1[i in H(c), s_i = x, a_i(c) = b]``: its product
+            with ``lam_S(s) pi_H(c)(a_c | s)`` is the stacked local occupancies.
+        reward_map: ``(|S| C, n X B)``, ``occupancy_map^T / n``: its product with the
+            flattened shadow rewards is ``(1/n) sum_{i in H(c)} r_i(s_i, a_i(c))``.
+        other_weights: ``(n + 1, C)``: ``1/n`` in row ``j`` for the columns of the half
+            without ``j``, ``-1`` in row ``n``: the product of ``(R_0^pi, ..., R_{n-1}^pi,
+            Vbar)(s)`` with it is ``(1/n) sum_{j not in H(c)} R_j^pi(s) - Vbar(s)``.
+        ones: ``(1, B)`` ones, the padding row.
+        obs_action_flat, obs_rows, own_of_obs, team_weights, obs_slices, local_shape: as in
+            :class:`JointRoute`.
+    """
+
+    gamma: float
+    kernel: FloatArray
+    split: int
+    identity: FloatArray
+    rho: FloatArray
+    rho_l1: float
+    policy_index: IntArray
+    action_onehot: FloatArray
+    occupancy_map: FloatArray
+    reward_map: FloatArray
+    other_weights: FloatArray
+    ones: FloatArray
+    obs_action_flat: IntArray
+    obs_rows: IntArray
+    own_of_obs: IntArray
+    team_weights: FloatArray
+    obs_slices: tuple[slice, ...]
+    local_shape: tuple[int, int, int]
+
+
+def _build_halves_route(model: NetworkedMDP, beta: int) -> HalvesRoute:
+    """The tables of :class:`HalvesRoute`, from the model's :class:`DenseLayout` and the two
+    halves' block kernels."""
+    layout = dense_layout(model, beta)
+    n, nS = model.n, model.states.size
+    X, B = model.n_states[0], model.n_actions[0]
+    h = (n + 1) // 2
+    stack = cast(FloatArray, layout.kernel_stack)
+    first, second = _agent_block(model, stack, 0, h).kernel, _agent_block(model, stack, h, n).kernel
+    a1, x1 = first.shape[1:]
+    a2, x2 = second.shape[1:]
+    kernel = np.zeros((nS, a1 + a2, x1 + x2))
+    kernel[:, :a1, :x1] = model.gamma * first
+    kernel[:, a1:, x1:] = second
+    obs_flat = cast(IntArray, layout.obs_flat)
+    own_flat = cast(IntArray, layout.own_flat)
+    rows = layout.obs_offsets[-1]
+    halves = ((0, h, 0, np.indices((B,) * h).reshape(h, a1)),
+              (h, n, a1, np.indices((B,) * (n - h)).reshape(n - h, a2)))
+    policy_index = np.full((h, nS, a1 + a2), rows * B, dtype=np.int64)  # the ones row
+    onehot = np.zeros((a1 + a2, n * B))
+    occupancy = np.zeros((n * X * B, nS, a1 + a2))
+    s_idx = np.arange(nS)[:, None]
+    other = np.zeros((n + 1, a1 + a2))
+    other[n] = -1.0
+    for start, stop, col, digits in halves:
+        cols = col + np.arange(digits.shape[1])
+        other[:start, cols] = other[stop:n, cols] = 1.0 / n
+        for t, i in enumerate(range(start, stop)):
+            policy_index[t, :, cols] = (obs_flat[:, i, None] * B + digits[t][None, :]).T
+            onehot[cols, i * B + digits[t]] = 1.0
+            occupancy[own_flat[:, i, None] * B + digits[t][None, :], s_idx, cols[None, :]] = 1.0
+    occupancy_map = occupancy.reshape(n * X * B, nS * (a1 + a2))
+    own_of_obs = np.empty(rows, dtype=np.int64)
+    own_of_obs[obs_flat.reshape(-1)] = own_flat.reshape(-1)  # i observes its own state
+    own_of_obs = own_of_obs[:, None] * B + np.arange(B)
+    offsets = layout.obs_offsets
+    tables: list[np.ndarray] = [
+        kernel, np.eye(nS), policy_index, onehot, occupancy_map,
+        np.ascontiguousarray(occupancy_map.T) / n, other, np.ones((1, B)), own_of_obs,
+        np.ascontiguousarray(obs_flat.T), np.full(n, 1.0 / n),
+    ]
+    for table in tables:
+        table.setflags(write=False)
+    (kernel, identity, policy_index, onehot, occupancy_map, reward_map, other, ones,
+     own_of_obs, obs_rows, weights) = tables
+    return HalvesRoute(
+        gamma=model.gamma,
+        kernel=kernel,
+        split=int(x1),
+        identity=identity,
+        rho=layout.rho,
+        rho_l1=float(np.abs(layout.rho).sum()),
+        policy_index=policy_index,
+        action_onehot=onehot,
+        occupancy_map=occupancy_map,
+        reward_map=reward_map,
+        other_weights=other,
+        ones=ones,
+        obs_action_flat=cast(IntArray, layout.obs_action_flat),
+        obs_rows=obs_rows,
+        own_of_obs=own_of_obs,
+        team_weights=weights,
+        obs_slices=tuple(slice(offsets[i], offsets[i + 1]) for i in range(n)),
+        local_shape=(n, X, B),
+    )
 
 
 class DenseOperator:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -657,8 +657,19 @@ def evaluate_utilities(
     return values, tuple(frozen(g) for _, g in pairs)
 
 
+def _row_dots_einsum(x: FloatArray, y: FloatArray) -> FloatArray:
+    """``out[i] = sum_k x[i, k] y[i, k]`` (``np.vecdot`` before numpy 2.0)."""
+    out: FloatArray = np.einsum("ik,ik->i", x, y)
+    return out
+
+
+_row_dots: Callable[[FloatArray, FloatArray], FloatArray] = getattr(
+    np, "vecdot", _row_dots_einsum
+)
+
+
 def evaluate_utilities_stacked(
-    utilities: Sequence[Utility], lams: FloatArray
+    utilities: Sequence[Utility], lams: FloatArray, *, finite: bool = False
 ) -> tuple[FloatArray, FloatArray]:
     """:func:`evaluate_utilities` for occupancies of one shape stacked as ``(n, nS, nA)``;
     the gradients are returned stacked the same way (read-only).
@@ -666,20 +677,21 @@ def evaluate_utilities_stacked(
     When every utility is a :class:`LinearUtility` (exactly that class) of that shape, the
     ``n`` evaluations are one contraction, ``f_i(lam_i) = sum_{s,a} r_i[s, a] lam_i[s, a]``
     for all ``i`` at once, the gradients are the stacked rewards, and the domain check (every
-    entry finite) is one pass over the stack; a non-finite entry, or any other utility, takes
-    the one-at-a-time route, whose error names the utility and the entry.
+    entry finite) is one pass over the stack, or none when the caller passes ``finite=True``
+    because it has established that every entry is finite; a non-finite entry, or any other
+    utility, takes the one-at-a-time route, whose error names the utility and the entry.
     """
     shape = lams.shape[1:]
-    linear: list[FloatArray] = []
-    if lams.ndim == 3 and len(utilities) == lams.shape[0]:
-        for f in utilities:
-            if type(f) is not LinearUtility or f.shape != shape:
-                break
-            linear.append(f.reward)
-    if linear and len(linear) == len(utilities) and np.isfinite(lams).all():
+    n = len(utilities)
+    values: FloatArray | None = None
+    linear = [
+        f.reward for f in utilities if type(f) is LinearUtility and f.shape == shape
+    ]
+    if lams.ndim == 3 and n == lams.shape[0] and n > 0 and len(linear) == n:
         rewards = np.array(linear)
-        values: FloatArray = np.einsum("ixa,ixa->i", rewards, lams)
-    else:
+        if finite or np.isfinite(lams).all():  # the linear utilities' domain check
+            values = _row_dots(rewards.reshape(n, -1), lams.reshape(n, -1))
+    if values is None:
         values, grads = evaluate_utilities(utilities, list(lams))
         rewards = np.array(grads)
     rewards.setflags(write=False)
