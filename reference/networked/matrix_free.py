@@ -1070,18 +1070,29 @@ def _pair_contraction(g: FloatArray, t: FloatArray, threads: int) -> FloatArray:
     contiguous ``(E, y)`` rows of each ``x`` when ``y`` is long, along ``x`` on strided
     ``(x, E)`` views when ``y = 1``, and otherwise on slabs of ``x`` copied into ``(E, x y)``
     order (a copy the size of the cache, not of ``g``).  The pieces are spread over
-    ``threads``, each accumulating its own partial sum."""
+    ``threads``, each accumulating its own partial sum.  The pieces are numbered, not listed
+    (``b`` can be ``|S|``, as at a star's centre, and one tuple per piece would cost more
+    than the ``(B, E, C)`` result)."""
     x, b, e, y = g.shape
     c = t.shape[2]
     chunk = max(1, _BLAS_PRODUCT // (e * c))
     if y >= chunk or x == 1:
-        pieces = [(k, xx, lo, min(lo + chunk, y))
-                  for k in range(b) for xx in range(x) for lo in range(0, y, chunk)]
-    elif y == 1:
-        pieces = [(k, lo, min(lo + chunk, x), 0) for k in range(b) for lo in range(0, x, chunk)]
+        cuts = -(-y // chunk)
+        per_row = x * cuts
+
+        def piece(p: int) -> tuple[int, int, int, int]:
+            k, rem = divmod(p, per_row)
+            xx, cut = divmod(rem, cuts)
+            return k, xx, cut * chunk, min((cut + 1) * chunk, y)
     else:
-        slab = max(1, chunk // y)
-        pieces = [(k, lo, min(lo + slab, x), 0) for k in range(b) for lo in range(0, x, slab)]
+        width = chunk if y == 1 else max(1, chunk // y)
+        per_row = -(-x // width)
+
+        def piece(p: int) -> tuple[int, int, int, int]:
+            k, cut = divmod(p, per_row)
+            return k, cut * width, min((cut + 1) * width, x), 0
+
+    n_pieces = b * per_row
 
     def piece_sum(k: int, first: int, second: int, third: int) -> FloatArray:
         if y >= chunk or x == 1:
@@ -1094,15 +1105,16 @@ def _pair_contraction(g: FloatArray, t: FloatArray, threads: int) -> FloatArray:
             result = left @ right.T
         return result
 
-    def run(mine: Sequence[tuple[int, int, int, int]]) -> FloatArray:
+    def run(mine: slice) -> FloatArray:
         acc = np.zeros((b, e, c))
-        for k, first, second, third in mine:
+        for p in range(mine.start, mine.stop):
+            k, first, second, third = piece(p)
             acc[k] += piece_sum(k, first, second, third)
         return acc
 
-    if threads < 2 or len(pieces) < 2 or g.size + t.size < _PARALLEL_WORK:
-        return run(pieces)
-    jobs = [_pool(threads).submit(run, pieces[part]) for part in _halves(len(pieces), threads)]
+    if threads < 2 or n_pieces < 2 or g.size + t.size < _PARALLEL_WORK:
+        return run(slice(0, n_pieces))
+    jobs = [_pool(threads).submit(run, part) for part in _halves(n_pieces, threads)]
     out = np.zeros((b, e, c))
     for job in jobs:
         out += job.result()
