@@ -352,9 +352,11 @@ def test_agent_forms_on_rings_whose_adjoint_reorders_axes() -> None:
 def test_pair_contraction_pieces_for_every_product_cap() -> None:
     """``_pair_contraction`` against ``einsum`` with the product cap forced down, so that
     every branch (long rows cut along y, strided columns cut along x when y = 1, copied
-    slabs of x otherwise) and every remainder occurs; one and two threads."""
+    slabs of x otherwise) and every remainder occurs; one, two and three threads, so that
+    rows are split between threads (fewer rows than threads) and whole rows are summed in
+    place (at least as many, evenly or not)."""
     rng = np.random.default_rng(31)
-    shapes = [(1, 2, 3, 7), (5, 2, 3, 1), (4, 3, 2, 5), (3, 1, 2, 9)]
+    shapes = [(1, 2, 3, 7), (5, 2, 3, 1), (4, 3, 2, 5), (3, 1, 2, 9), (2, 5, 2, 3)]
     for x, b, e, y in shapes:
         c = 4
         g = rng.standard_normal((x, b, e, y))
@@ -366,9 +368,34 @@ def test_pair_contraction_pieces_for_every_product_cap() -> None:
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(matrix_free, "_BLAS_PRODUCT", cap)
                 patch.setattr(matrix_free, "_PARALLEL_WORK", 0)
-                for threads in (1, 2):
+                for threads in (1, 2, 3):
                     got = matrix_free._pair_contraction(g, t, threads)
                     np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_pair_contraction_holds_one_result_when_every_row_is_its_own_piece(threads: int) -> None:
+    """With ``B`` rows of one piece each (``x = y = 1``, a star's centre) the pair contraction
+    allocates its ``(B, E, C)`` result and little else on any number of threads: no
+    per-thread partial sums of the whole result and no list of ``B`` pieces (either costs a
+    multiple of the result; tracemalloc peak within 1.25 results)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(8)
+    b, e, c = 1 << 14, 1, 3
+    g = rng.standard_normal((1, b, e, 1))
+    t = rng.standard_normal((1, b, c, 1))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+        matrix_free._pair_contraction(g[:, :8], t[:, :8], threads)  # the pool exists
+        tracemalloc.start()
+        try:
+            got = matrix_free._pair_contraction(g, t, threads)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    np.testing.assert_array_equal(got, np.einsum("xbey,xbcy->bec", g, t))
+    assert peak <= 1.25 * 8 * b * e * c, peak / (8 * b * e * c)
 
 
 def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit(
