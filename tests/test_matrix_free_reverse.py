@@ -261,6 +261,38 @@ def test_bicgstab_stops_when_its_residual_is_below_the_tolerance() -> None:
         assert float(np.linalg.norm(work[1])) >= atol
 
 
+@pytest.mark.parametrize(
+    ("entries", "rhs", "x_true"),
+    [
+        # <r^, A p> = 0 at once: x = 0, r = b
+        ((-1.0, -1.0, 0.0, 2.0), (1.0, 1.0), (0.0, 0.0)),
+        # t = A s = 0 after the half step: x = alpha p = (-1, -1), r = s = (-1, 1)
+        ((-1.0, -1.0, 0.0, 0.0), (1.0, 1.0), (-1.0, -1.0)),
+        # omega = <t, s> / <t, t> = 0: x = alpha p = (-1, 0), r = s = (0, -1)
+        ((-1.0, -1.0, -1.0, 0.0), (1.0, 0.0), (-1.0, 0.0)),
+    ],
+)
+def test_bicgstab_breakdowns_return_the_iterate_of_the_residual_left(
+    entries: tuple[float, ...], rhs: tuple[float, ...], x_true: tuple[float, ...]
+) -> None:
+    """At each of BiCGSTAB's breakdown exits (zero ``<r^, A p>``, zero ``A s``, zero
+    ``omega``), reached in one iteration on a singular 2 x 2 ``A`` from the textbook shadow
+    ``r^ = b``, the returned iterate is the one whose residual ``b - A x`` the second work
+    vector holds: after the half step ``x`` includes ``alpha p``.  Every quantity is a small
+    integer, so the comparison is exact."""
+    a = np.array(entries).reshape(2, 2)
+    b = np.array(rhs)
+
+    def matvec(y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.matmul(a, y, out=out)
+        return out
+
+    work = [np.empty(2) for _ in range(6)]
+    x = matrix_free._bicgstab(matvec, b, 1e-12, 10, work=work, perturb=False)
+    np.testing.assert_array_equal(x, np.array(x_true))
+    np.testing.assert_array_equal(b - a @ x, work[1])
+
+
 def test_threads_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     inst = line_message(3)
     pol = LocalizedSoftmaxPolicy.uniform(inst.model)

@@ -846,6 +846,15 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "a stop after the half step returns x without its last alpha p",
     ),
     SourceMutant(
+        "bicgstab-zero-product-stop-without-the-step", "reference.networked.matrix_free",
+        "_bicgstab", "        if tt == 0.0 or not np.isfinite(tt):\n            advance(alpha)\n",
+        "        if tt == 0.0 or not np.isfinite(tt):\n",
+        "formula", ("test_matrix_free_reverse::test_bicgstab_breakdowns_return_the_iterate_of_"
+                    "the_residual_left",),
+        "a breakdown on A s = 0 returns x without its last alpha p, though the residual left "
+        "is s",
+    ),
+    SourceMutant(
         "bicgstab-fused-dot-against-the-wrong-vector", "reference.networked.matrix_free",
         "_bicgstab", "ts, tt, shadow_t = apply(r, t, (r, t, shadow))",
         "ts, tt, shadow_t = apply(r, t, (r, t, r))",
