@@ -3,6 +3,7 @@ the automatic backend choice (proofs_notes/matrix-free.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from math import prod
 
@@ -243,6 +244,34 @@ def test_leading_shared_axes_close_a_ring_without_a_copy(max_group: int) -> None
     )
     for a, b in zip(reverse, direct, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
+def test_the_cost_model_counts_one_call_per_slab_issued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step whose shared axes lead the intermediate issues one step product per slab
+    (``lead`` of them), and the plan's predicted cost counts each as a numpy call: against
+    the same plan with every lead taken as 1, the cost differs by exactly ``_CALL_COST``
+    times the products one application issues beyond one per step (counted on a ring of 10
+    binary agents, one thread; costs are integers below 2^53, so the difference is exact)."""
+    rng = np.random.default_rng(12)
+    model = _binary(Graph.ring(10), rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    plan = contraction_plan(model, 1, max_group=1)
+    op = MatrixFreeOperator(model, pol, plan=plan, threads=1)
+    issued: list[int] = []
+    real_step = matrix_free._step
+
+    def counted(*args: np.ndarray | int) -> np.ndarray:
+        issued.append(1)
+        return real_step(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(matrix_free, "_step", counted)
+    op.apply(rng.standard_normal(op.n_states))
+    assert len(issued) == sum(step.lead for step in plan.steps) > len(plan.steps)
+    unled = dataclasses.replace(
+        plan, steps=tuple(dataclasses.replace(step, lead=1) for step in plan.steps)
+    )
+    extra = plan.application_cost() - unled.application_cost()
+    assert extra == matrix_free._CALL_COST * (len(issued) - len(plan.steps))
 
 
 def test_bad_inputs_are_named() -> None:

@@ -805,6 +805,13 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "prediction counts",
     ),
     SourceMutant(
+        "cost-model-one-call-per-leading-step", "reference.networked.matrix_free",
+        "ContractionPlan.application_cost", "calls = sum(s.lead for s in self.steps)",
+        "calls = len(self.steps)",
+        "formula", ("test_matrix_free::test_the_cost_model_counts_one_call_per_slab_issued",),
+        "a step on L slabs counted as one numpy call in the predicted cost, though it issues L",
+    ),
+    SourceMutant(
         "lead-slabs-share-the-first-rows", "reference.networked.matrix_free", "_lead_step",
         "mat[slab * part:(slab + 1) * part]", "mat[:part]",
         "formula", ("test_matrix_free::test_leading_shared_axes_close_a_ring_without_a_copy",),
