@@ -246,7 +246,7 @@ def test_leading_shared_axes_close_a_ring_without_a_copy(max_group: int) -> None
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
 
 
-def test_the_cost_model_counts_one_call_per_slab_issued(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cost_model_counts_one_call_per_slab_issued() -> None:
     """A step whose shared axes lead the intermediate issues one step product per slab
     (``lead`` of them), and the plan's predicted cost counts each as a numpy call: against
     the same plan with every lead taken as 1, the cost differs by exactly ``_CALL_COST``
@@ -264,8 +264,9 @@ def test_the_cost_model_counts_one_call_per_slab_issued(monkeypatch: pytest.Monk
         issued.append(1)
         return real_step(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(matrix_free, "_step", counted)
-    op.apply(rng.standard_normal(op.n_states))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "_step", counted)
+        op.apply(rng.standard_normal(op.n_states))
     assert len(issued) == sum(step.lead for step in plan.steps) > len(plan.steps)
     unled = dataclasses.replace(
         plan, steps=tuple(dataclasses.replace(step, lead=1) for step in plan.steps)
