@@ -692,7 +692,7 @@ def test_exact_gradient_on_a_star_stays_within_the_memory_prediction() -> None:
     (``B = |S|`` rows of ``F_G``, ``x = y = 1``): the pair contraction of that step must
     not hold per-row bookkeeping beside its ``(B, E, C)`` result.  The tracemalloc peak of the
     whole exact gradient on one thread stays within ``matrix_free_memory`` on the reverse
-    route (it went 15 % above it with one Python tuple per row of ``F_G``)."""
+    route (it went 16 % above it with one Python tuple per row of ``F_G``)."""
     import tracemalloc
 
     from reference.networked import LinearUtility
