@@ -3,6 +3,7 @@ the automatic backend choice (proofs_notes/matrix-free.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from math import prod
 
@@ -286,6 +287,35 @@ def test_plans_that_end_in_agent_order_copy_nothing_at_either_end(
     out = np.empty(op.n_states)
     assert op._forward(v, op._matrices, out) is not None
     np.testing.assert_array_equal(out, forward)
+
+
+def test_the_cost_model_counts_one_call_per_slab_issued() -> None:
+    """A step whose shared axes lead the intermediate issues one step product per slab
+    (``lead`` of them), and the plan's predicted cost counts each as a numpy call: against
+    the same plan with every lead taken as 1, the cost differs by exactly ``_CALL_COST``
+    times the products one application issues beyond one per step (counted on a ring of 10
+    binary agents, one thread; costs are integers below 2^53, so the difference is exact)."""
+    rng = np.random.default_rng(12)
+    model = _binary(Graph.ring(10), rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    plan = contraction_plan(model, 1, max_group=1)
+    op = MatrixFreeOperator(model, pol, plan=plan, threads=1)
+    issued: list[int] = []
+    real_step = matrix_free._step
+
+    def counted(*args: np.ndarray | int) -> np.ndarray:
+        issued.append(1)
+        return real_step(*args)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "_step", counted)
+        op.apply(rng.standard_normal(op.n_states))
+    assert len(issued) == sum(step.lead for step in plan.steps) > len(plan.steps)
+    unled = dataclasses.replace(
+        plan, steps=tuple(dataclasses.replace(step, lead=1) for step in plan.steps)
+    )
+    extra = plan.application_cost() - unled.application_cost()
+    assert extra == matrix_free._CALL_COST * (len(issued) - len(plan.steps))
 
 
 def test_bad_inputs_are_named() -> None:

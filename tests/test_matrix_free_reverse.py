@@ -261,6 +261,38 @@ def test_bicgstab_stops_when_its_residual_is_below_the_tolerance() -> None:
         assert float(np.linalg.norm(work[1])) >= atol
 
 
+@pytest.mark.parametrize(
+    ("entries", "rhs", "x_true"),
+    [
+        # <r^, A p> = 0 at once: x = 0, r = b
+        ((-1.0, -1.0, 0.0, 2.0), (1.0, 1.0), (0.0, 0.0)),
+        # t = A s = 0 after the half step: x = alpha p = (-1, -1), r = s = (-1, 1)
+        ((-1.0, -1.0, 0.0, 0.0), (1.0, 1.0), (-1.0, -1.0)),
+        # omega = <t, s> / <t, t> = 0: x = alpha p = (-1, 0), r = s = (0, -1)
+        ((-1.0, -1.0, -1.0, 0.0), (1.0, 0.0), (-1.0, 0.0)),
+    ],
+)
+def test_bicgstab_breakdowns_return_the_iterate_of_the_residual_left(
+    entries: tuple[float, ...], rhs: tuple[float, ...], x_true: tuple[float, ...]
+) -> None:
+    """At each of BiCGSTAB's breakdown exits (zero ``<r^, A p>``, zero ``A s``, zero
+    ``omega``), reached in one iteration on a singular 2 x 2 ``A`` from the textbook shadow
+    ``r^ = b``, the returned iterate is the one whose residual ``b - A x`` the second work
+    vector holds: after the half step ``x`` includes ``alpha p``.  Every quantity is a small
+    integer, so the comparison is exact."""
+    a = np.array(entries).reshape(2, 2)
+    b = np.array(rhs)
+
+    def matvec(y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.matmul(a, y, out=out)
+        return out
+
+    work = [np.empty(2) for _ in range(6)]
+    x = matrix_free._bicgstab(matvec, b, 1e-12, 10, work=work, perturb=False)
+    np.testing.assert_array_equal(x, np.array(x_true))
+    np.testing.assert_array_equal(b - a @ x, work[1])
+
+
 def test_threads_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     inst = line_message(3)
     pol = LocalizedSoftmaxPolicy.uniform(inst.model)
@@ -352,9 +384,11 @@ def test_agent_forms_on_rings_whose_adjoint_reorders_axes() -> None:
 def test_pair_contraction_pieces_for_every_product_cap() -> None:
     """``_pair_contraction`` against ``einsum`` with the product cap forced down, so that
     every branch (long rows cut along y, strided columns cut along x when y = 1, copied
-    slabs of x otherwise) and every remainder occurs; one and two threads."""
+    slabs of x otherwise) and every remainder occurs; one, two and three threads, so that
+    rows are split between threads (fewer rows than threads) and whole rows are summed in
+    place (at least as many, evenly or not)."""
     rng = np.random.default_rng(31)
-    shapes = [(1, 2, 3, 7), (5, 2, 3, 1), (4, 3, 2, 5), (3, 1, 2, 9)]
+    shapes = [(1, 2, 3, 7), (5, 2, 3, 1), (4, 3, 2, 5), (3, 1, 2, 9), (2, 5, 2, 3)]
     for x, b, e, y in shapes:
         c = 4
         g = rng.standard_normal((x, b, e, y))
@@ -366,9 +400,34 @@ def test_pair_contraction_pieces_for_every_product_cap() -> None:
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(matrix_free, "_BLAS_PRODUCT", cap)
                 patch.setattr(matrix_free, "_PARALLEL_WORK", 0)
-                for threads in (1, 2):
+                for threads in (1, 2, 3):
                     got = matrix_free._pair_contraction(g, t, threads)
                     np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_pair_contraction_holds_one_result_when_every_row_is_its_own_piece(threads: int) -> None:
+    """With ``B`` rows of one piece each (``x = y = 1``, a star's centre) the pair contraction
+    allocates its ``(B, E, C)`` result and little else on any number of threads: no
+    per-thread partial sums of the whole result and no list of ``B`` pieces (either costs a
+    multiple of the result; tracemalloc peak within 1.25 results)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(8)
+    b, e, c = 1 << 14, 1, 3
+    g = rng.standard_normal((1, b, e, 1))
+    t = rng.standard_normal((1, b, c, 1))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+        matrix_free._pair_contraction(g[:, :8], t[:, :8], threads)  # the pool exists
+        tracemalloc.start()
+        try:
+            got = matrix_free._pair_contraction(g, t, threads)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    np.testing.assert_array_equal(got, np.einsum("xbey,xbcy->bec", g, t))
+    assert peak <= 1.25 * 8 * b * e * c, peak / (8 * b * e * c)
 
 
 def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit(
@@ -626,3 +685,43 @@ def test_streamed_arrays_are_writable_float_arrays_of_the_asked_shape() -> None:
     np.testing.assert_array_equal(got[0], plain[0])
     for a, b in zip(got[1], plain[1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_exact_gradient_on_a_star_stays_within_the_memory_prediction() -> None:
+    """A star's centre sees every agent at radius 0, so its last step shares all axes
+    (``B = |S|`` rows of ``F_G``, ``x = y = 1``): the pair contraction of that step must
+    not hold per-row bookkeeping beside its ``(B, E, C)`` result.  The tracemalloc peak of the
+    whole exact gradient on one thread stays within ``matrix_free_memory`` on the reverse
+    route (it went 16 % above it with one Python tuple per row of ``F_G``)."""
+    import tracemalloc
+
+    from reference.networked import LinearUtility
+
+    sizes = (3, 2, 4, 2, 3, 2, 2, 4, 2, 2, 2, 2, 2)
+    actions = (1, 2, 2, 3, 3, 1, 3, 3, 2, 2, 2, 2, 2)
+    n = len(sizes)
+    graph = Graph.from_edges(n, [(0, i) for i in range(1, n)])
+    rng = np.random.default_rng(3)
+    kernels = tuple(
+        rng.dirichlet(
+            np.ones(sizes[i]),
+            size=(prod(sizes[j] for j in graph.neighbourhood(i)), actions[i]),
+        )
+        for i in range(n)
+    )
+    model = NetworkedMDP(graph, sizes, actions, kernels, 0.9, tuple(np.ones(k) / k for k in sizes))
+    pol = LocalizedSoftmaxPolicy.random(model, 0, rng)
+    utils = tuple(LinearUtility(rng.random((sizes[i], actions[i])), 0.9) for i in range(n))
+    tracemalloc.start()
+    try:
+        op = MatrixFreeOperator(model, pol, threads=1)
+        sol = solve(model, pol, utils, operator=op)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    plan = op.plan
+    assert matrix_free.reverse_forms_fit(model, plan)
+    assert plan.steps[-1].sizes == (1, plan.n_joint, sizes[0], 1)
+    predicted = matrix_free.matrix_free_memory(model, plan, restart=op.restart)
+    assert np.isfinite(sol.gradient_norm)
+    assert peak <= predicted, (peak / 8 / plan.n_joint, predicted / 8 / plan.n_joint)

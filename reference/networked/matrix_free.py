@@ -1078,18 +1078,31 @@ def _pair_contraction(g: FloatArray, t: FloatArray, threads: int) -> FloatArray:
     contiguous ``(E, y)`` rows of each ``x`` when ``y`` is long, along ``x`` on strided
     ``(x, E)`` views when ``y = 1``, and otherwise on slabs of ``x`` copied into ``(E, x y)``
     order (a copy the size of the cache, not of ``g``).  The pieces are spread over
-    ``threads``, each accumulating its own partial sum."""
+    ``threads``: whole rows ``b`` per thread, summed in place in the result, when there are
+    at least as many rows as threads (no partial sums: one ``(B, E, C)`` array in all);
+    otherwise each thread sums into a partial of the rows its pieces touch.  The pieces are
+    numbered, not listed (``b`` can be ``|S|``, as at a star's centre, and one tuple per
+    piece would cost more than the ``(B, E, C)`` result)."""
     x, b, e, y = g.shape
     c = t.shape[2]
     chunk = max(1, _BLAS_PRODUCT // (e * c))
     if y >= chunk or x == 1:
-        pieces = [(k, xx, lo, min(lo + chunk, y))
-                  for k in range(b) for xx in range(x) for lo in range(0, y, chunk)]
-    elif y == 1:
-        pieces = [(k, lo, min(lo + chunk, x), 0) for k in range(b) for lo in range(0, x, chunk)]
+        cuts = -(-y // chunk)
+        per_row = x * cuts
+
+        def piece(p: int) -> tuple[int, int, int, int]:
+            k, rem = divmod(p, per_row)
+            xx, cut = divmod(rem, cuts)
+            return k, xx, cut * chunk, min((cut + 1) * chunk, y)
     else:
-        slab = max(1, chunk // y)
-        pieces = [(k, lo, min(lo + slab, x), 0) for k in range(b) for lo in range(0, x, slab)]
+        width = chunk if y == 1 else max(1, chunk // y)
+        per_row = -(-x // width)
+
+        def piece(p: int) -> tuple[int, int, int, int]:
+            k, cut = divmod(p, per_row)
+            return k, cut * width, min((cut + 1) * width, x), 0
+
+    n_pieces = b * per_row
 
     def piece_sum(k: int, first: int, second: int, third: int) -> FloatArray:
         if y >= chunk or x == 1:
@@ -1102,18 +1115,32 @@ def _pair_contraction(g: FloatArray, t: FloatArray, threads: int) -> FloatArray:
             result = left @ right.T
         return result
 
-    def run(mine: Sequence[tuple[int, int, int, int]]) -> FloatArray:
-        acc = np.zeros((b, e, c))
-        for k, first, second, third in mine:
-            acc[k] += piece_sum(k, first, second, third)
+    out = np.zeros((b, e, c))
+
+    def run(mine: slice, acc: FloatArray, first_row: int) -> FloatArray:
+        for p in range(mine.start, mine.stop):
+            k, first, second, third = piece(p)
+            acc[k - first_row] += piece_sum(k, first, second, third)
         return acc
 
-    if threads < 2 or len(pieces) < 2 or g.size + t.size < _PARALLEL_WORK:
-        return run(pieces)
-    jobs = [_pool(threads).submit(run, pieces[part]) for part in _halves(len(pieces), threads)]
-    out = np.zeros((b, e, c))
-    for job in jobs:
-        out += job.result()
+    if threads < 2 or n_pieces < 2 or g.size + t.size < _PARALLEL_WORK:
+        return run(slice(0, n_pieces), out, 0)
+    pool = _pool(threads)
+    if b >= threads:
+        # whole rows per thread, each summed in place in its own rows of the result
+        for job in [pool.submit(run, slice(rows.start * per_row, rows.stop * per_row),
+                                out[rows], rows.start) for rows in _halves(b, threads)]:
+            job.result()
+        return out
+    # fewer rows than threads: the pieces of a row are split, each thread summing into a
+    # partial of its own rows (at most b + threads - 1 rows over all threads)
+    jobs = []
+    for part in _halves(n_pieces, threads):
+        first_row, last_row = part.start // per_row, (part.stop - 1) // per_row
+        partial = np.zeros((last_row - first_row + 1, e, c))
+        jobs.append((first_row, last_row, pool.submit(run, part, partial, first_row)))
+    for first_row, last_row, job in jobs:
+        out[first_row:last_row + 1] += job.result()
     return out
 
 

@@ -871,6 +871,13 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "prediction counts",
     ),
     SourceMutant(
+        "cost-model-one-call-per-leading-step", "reference.networked.matrix_free",
+        "ContractionPlan.application_cost", "calls = sum(s.lead for s in self.steps)",
+        "calls = len(self.steps)",
+        "formula", ("test_matrix_free::test_the_cost_model_counts_one_call_per_slab_issued",),
+        "a step on L slabs counted as one numpy call in the predicted cost, though it issues L",
+    ),
+    SourceMutant(
         "lead-slabs-share-the-first-rows", "reference.networked.matrix_free", "_lead_step",
         "mat[slab * part:(slab + 1) * part]", "mat[:part]",
         "formula", ("test_matrix_free::test_leading_shared_axes_close_a_ring_without_a_copy",),
@@ -910,6 +917,15 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "formula", ("test_matrix_free_reverse::test_bicgstab_stops_when_its_residual_is_below_"
                     "the_tolerance",),
         "a stop after the half step returns x without its last alpha p",
+    ),
+    SourceMutant(
+        "bicgstab-zero-product-stop-without-the-step", "reference.networked.matrix_free",
+        "_bicgstab", "        if tt == 0.0 or not np.isfinite(tt):\n            advance(alpha)\n",
+        "        if tt == 0.0 or not np.isfinite(tt):\n",
+        "formula", ("test_matrix_free_reverse::test_bicgstab_breakdowns_return_the_iterate_of_"
+                    "the_residual_left",),
+        "a breakdown on A s = 0 returns x without its last alpha p, though the residual left "
+        "is s",
     ),
     SourceMutant(
         "bicgstab-fused-dot-against-the-wrong-vector", "reference.networked.matrix_free",
