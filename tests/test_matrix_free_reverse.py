@@ -140,6 +140,7 @@ def _check_threads(monkeypatch: pytest.MonkeyPatch, threads: int, lazy: bool = F
     evaluations (and the solves within both certificates)."""
     monkeypatch.setattr(matrix_free, "_PARALLEL_WORK", 0)
     monkeypatch.setattr(matrix_free, "_CHUNK", 7)  # vector updates in many pieces per slab
+    monkeypatch.setattr(matrix_free, "_CHUNK_THREADED", 7)
     submitted: list[int] = []
     real_pool = matrix_free._pool
 
@@ -205,6 +206,7 @@ def test_fused_vector_kernels_cover_every_piece_of_every_slab() -> None:
     (contraction_tolerance: one product and at most n additions per term)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(matrix_free, "_CHUNK", 7)
+        monkeypatch.setattr(matrix_free, "_CHUNK_THREADED", 7)
         monkeypatch.setattr(matrix_free, "_PARALLEL_WORK", 0)
         _check_fused_kernels()
 
