@@ -531,6 +531,39 @@ def _solve_dense_stacked(
     )
 
 
+def _fused_solution(
+    lam_S: FloatArray,
+    occ_stack: FloatArray,
+    utility_values: FloatArray,
+    reward_stack: FloatArray,
+    V: FloatArray | None,
+    Vbar: FloatArray,
+    summed: FloatArray,
+    obs_slices: Sequence[slice],
+    occupancy_bound: float,
+    value_bound: float,
+) -> NetworkedSolution:
+    """The solution record of a fused dense route from its stacked ``(n, |S_i|, |A_i|)``
+    occupancies and rewards: ``summed`` holds every agent's gradient rows (``obs_slices``),
+    made read-only here; the objective is the mean utility."""
+    summed.setflags(write=False)
+    return NetworkedSolution(
+        lam_S=lam_S,
+        local_occupancy=tuple(occ_stack),
+        local_utility=read_only(utility_values),
+        objective=sum(utility_values.tolist()) / len(occ_stack),
+        shadow_rewards=tuple(reward_stack),
+        shadow_values=V,
+        team_value=Vbar,
+        gradient=tuple([summed[rows] for rows in obs_slices]),
+        gradient_norm=math.sqrt(float(np.dot(summed.reshape(-1), summed.reshape(-1)))),
+        occupancy_error_bound=occupancy_bound,
+        value_error_bound=value_bound,
+        backend="dense",
+        iterations=0,
+    )
+
+
 def _solve_joint(
     route: JointRoute,
     policy: LocalizedSoftmaxPolicy,
@@ -622,21 +655,9 @@ def _solve_joint(
         weights=marginals.reshape(-1),
         minlength=probs.size,
     )).reshape(probs.shape)
-    summed.setflags(write=False)
-    return NetworkedSolution(
-        lam_S=lam_S,
-        local_occupancy=tuple(occ_stack),
-        local_utility=read_only(utility_values),
-        objective=sum(utility_values.tolist()) / n,
-        shadow_rewards=tuple(reward_stack),
-        shadow_values=V,
-        team_value=Vbar,
-        gradient=tuple([summed[rows] for rows in route.obs_slices]),
-        gradient_norm=math.sqrt(float(np.dot(summed.reshape(-1), summed.reshape(-1)))),
-        occupancy_error_bound=occupancy_bound,
-        value_error_bound=value_bound,
-        backend="dense",
-        iterations=0,
+    return _fused_solution(
+        lam_S, occ_stack, utility_values, reward_stack, V, Vbar, summed, route.obs_slices,
+        occupancy_bound, value_bound,
     )
 
 
@@ -735,21 +756,9 @@ def _solve_halves(
         weights=marginals.reshape(-1),
         minlength=probs.size - n_actions,
     )).reshape(-1, n_actions)
-    summed.setflags(write=False)
-    return NetworkedSolution(
-        lam_S=lam_S,
-        local_occupancy=tuple(occ_stack),
-        local_utility=read_only(utility_values),
-        objective=sum(utility_values.tolist()) / n,
-        shadow_rewards=tuple(reward_stack),
-        shadow_values=V,
-        team_value=Vbar,
-        gradient=tuple([summed[rows] for rows in route.obs_slices]),
-        gradient_norm=math.sqrt(float(np.dot(summed.reshape(-1), summed.reshape(-1)))),
-        occupancy_error_bound=occupancy_bound,
-        value_error_bound=value_bound,
-        backend="dense",
-        iterations=0,
+    return _fused_solution(
+        lam_S, occ_stack, utility_values, reward_stack, V, Vbar, summed, route.obs_slices,
+        occupancy_bound, value_bound,
     )
 
 

@@ -752,13 +752,13 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "halves-route-value-bound-is-occupancy", "reference.networked.exact", "_solve_halves",
-        "value_error_bound=value_bound,", "value_error_bound=occupancy_bound,",
+        "occupancy_bound, value_bound,\n", "occupancy_bound, occupancy_bound,\n",
         "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",),
         "the halves route reports the occupancy certificate as value_error_bound",
     ),
     SourceMutant(
         "joint-route-value-bound-is-occupancy", "reference.networked.exact", "_solve_joint",
-        "value_error_bound=value_bound,", "value_error_bound=occupancy_bound,",
+        "occupancy_bound, value_bound,\n", "occupancy_bound, occupancy_bound,\n",
         "bound", (f"{_NET}::test_dense_certificates_are_each_their_own",),
         "the joint route reports the occupancy certificate as value_error_bound",
     ),
