@@ -13,9 +13,9 @@ memory and first-touch costs are its own.
 * **apply**: one ``P_pi v`` (:meth:`MatrixFreeOperator.apply`), best of ``--repeats``.
 * **bytes**: what one application must move through memory by its plan: every contraction
   step reads its input and writes its output (``8 (input + output)`` bytes per step, and the
-  input once more for a step that permutes axes first), plus the final reordering to agent
-  order where the plan does not end in it.  ``floor`` is the least any application can
-  move: read ``v`` and write ``P_pi v``, ``16 |S|`` bytes.
+  input twice more for a step that permutes axes first: the copy reads it and writes it), plus
+  the final reordering to agent order where the plan does not end in it.  ``floor`` is the
+  least any application can move: read ``v`` and write ``P_pi v``, ``16 |S|`` bytes.
 * **copy**: a plain ``numpy.copyto`` of an ``|S|``-float array (``16 |S|`` bytes moved), best
   of ``--repeats`` on one thread and split over the operator's threads, the faster of the two,
   measured in the same run: the physical limit of a memory-bound contraction on this
@@ -58,7 +58,7 @@ from reference.networked import (
 from reference.networked.matrix_free import _copy
 
 
-def ring(n: int, seed: int, local: int = 2, graph_name: str = "ring") -> NetworkedMDP:
+def instance(n: int, seed: int, local: int = 2, graph_name: str = "ring") -> NetworkedMDP:
     """The seeded random ring (or line) of ``n`` agents with ``local`` states and actions each
     (``SeedSequence(seed, spawn_key=(n,))`` for ``local = 2``, ``(n, local)`` otherwise)."""
     key = (n,) if local == 2 else (n, local)
@@ -76,7 +76,8 @@ def plan_bytes(op: MatrixFreeOperator) -> int:
     """Bytes one application moves by its plan (module docstring)."""
     floats = 0
     for step in op.plan.steps:
-        floats += step.input_floats * (2 if step.permutation is not None else 1)
+        # a permuted input is read and written by the copy, then read by the step
+        floats += step.input_floats * (3 if step.permutation is not None else 1)
         floats += step.output_floats
     if not op.plan.in_agent_order:
         floats += 2 * op.plan.n_joint  # the final reordering to agent order
@@ -106,7 +107,7 @@ def peak_rss() -> int:
 
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     """One row, in this process (the parent runs each ``n`` in a fresh one)."""
-    model = ring(n, args.seed, args.local, args.graph)
+    model = instance(n, args.seed, args.local, args.graph)
     key = (n, 1) if args.local == 2 else (n, args.local, 1)
     rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=key))
     policy = LocalizedSoftmaxPolicy.random(model, args.beta, rng)

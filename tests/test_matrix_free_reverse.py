@@ -36,6 +36,43 @@ _MODELS = mst.networked_mdps(
 )
 
 
+def _dirichlet_model(
+    graph: Graph,
+    sizes: tuple[int, ...],
+    rng: np.random.Generator,
+    *,
+    actions: int = 2,
+    dirichlet_rho: bool = False,
+) -> NetworkedMDP:
+    """Local state counts ``sizes`` on ``graph``, ``actions`` actions per agent, Dirichlet(1, ...)
+    kernel rows drawn agent by agent, then the local initial distributions: Dirichlet draws
+    with ``dirichlet_rho``, else uniform; ``gamma = 0.9``."""
+    kernels = tuple(
+        rng.dirichlet(
+            np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), actions)
+        )
+        for i in range(graph.n)
+    )
+    rho = tuple(
+        rng.dirichlet(np.ones(k)) if dirichlet_rho else np.ones(k) / k for k in sizes
+    )
+    return NetworkedMDP(graph, sizes, (actions,) * graph.n, kernels, 0.9, rho)
+
+
+def _count_factor_gradients(patch: pytest.MonkeyPatch) -> list[int]:
+    """Patch :meth:`MatrixFreeOperator.factor_gradients` (for the duration of ``patch``) to
+    record each call; the returned list grows by one entry per call."""
+    swept: list[int] = []
+    real = MatrixFreeOperator.factor_gradients
+
+    def counted(self: MatrixFreeOperator, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        swept.append(1)
+        return real(self, u, v)
+
+    patch.setattr(MatrixFreeOperator, "factor_gradients", counted)
+    return swept
+
+
 def _reverse_depth(op: MatrixFreeOperator) -> int:
     """Roundings along one path of the reverse route (``verify.operators.reverse_form_depth``)
     plus its two sums over at most ``|S|`` terms: the pair contraction and the marginal onto
@@ -150,13 +187,7 @@ def _check_threads(monkeypatch: pytest.MonkeyPatch, threads: int, lazy: bool = F
 
     monkeypatch.setattr(matrix_free, "_pool", spy)
     rng = np.random.default_rng(threads)
-    graph = Graph.ring(6)
-    sizes = (3, 2, 2, 3, 2, 2)
-    kernels = tuple(
-        rng.dirichlet(np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), 2))
-        for i in range(6)
-    )
-    model = NetworkedMDP(graph, sizes, (2,) * 6, kernels, 0.9, tuple(np.ones(k) / k for k in sizes))
+    model = _dirichlet_model(Graph.ring(6), (3, 2, 2, 3, 2, 2), rng)
     pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
     for max_group in (1, 8):
         plan = contraction_plan(model, 1, max_group=max_group)
@@ -319,11 +350,7 @@ def test_krylov_solves_beat_the_fixed_point_count(solver: str) -> None:
     point itself contracts the slow mode along the constant vector by exactly gamma per step,
     so a Krylov route that silently fell back to it would need about k)."""
     rng = np.random.default_rng(5)
-    graph = Graph.ring(8)
-    kernels = tuple(
-        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(8)
-    )
-    model = NetworkedMDP(graph, (2,) * 8, (2,) * 8, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(8)))
+    model = _dirichlet_model(Graph.ring(8), (2,) * 8, rng)
     pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
     op = MatrixFreeOperator(model, pol, solver=solver)  # type: ignore[arg-type]
     k = matrix_free.fixed_point_iterations(model.gamma * op.row_sum_bound, op.accuracy)
@@ -341,11 +368,7 @@ def test_matrix_free_gradient_with_reverse_forms_matches_dense_at_scale() -> Non
     from verify.operators import compare_solutions
 
     rng = np.random.default_rng(12)
-    graph = Graph.ring(10)
-    kernels = tuple(
-        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(10)
-    )
-    model = NetworkedMDP(graph, (2,) * 10, (2,) * 10, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(10)))
+    model = _dirichlet_model(Graph.ring(10), (2,) * 10, rng)
     pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
     utils = [EntropyUtility((2, 2), 0.9, 1e-3) for _ in range(10)]
     op = MatrixFreeOperator(model, pol)
@@ -362,13 +385,8 @@ def test_agent_forms_on_rings_whose_adjoint_reorders_axes() -> None:
     mixed local sizes, beta 0 to 2, both groupings."""
     rng = np.random.default_rng(21)
     for n in (4, 5, 6):
-        graph = Graph.ring(n)
         sizes = tuple(int(k) for k in rng.integers(2, 4, size=n))
-        kernels = tuple(
-            rng.dirichlet(np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), 2))
-            for i in range(n)
-        )
-        model = NetworkedMDP(graph, sizes, (2,) * n, kernels, 0.9, tuple(np.ones(k) / k for k in sizes))
+        model = _dirichlet_model(Graph.ring(n), sizes, rng)
         for beta in (0, 1, 2):
             pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
             for max_group in (1, 8):
@@ -461,15 +479,8 @@ def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit
     rng = np.random.default_rng(5)
     u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
     # the route taken is the one decided: factor gradients exactly when the inputs fit
-    swept: list[int] = []
-    real_gradients = MatrixFreeOperator.factor_gradients
-
-    def counted(self: MatrixFreeOperator, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
-        swept.append(1)
-        return real_gradients(self, u, v)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(MatrixFreeOperator, "factor_gradients", counted)
+        swept = _count_factor_gradients(patch)
         reverse = op.agent_forms(u, v)
         assert swept == [1]
         patch.setattr(matrix_free, "reverse_forms_fit", lambda *args: False)
@@ -495,11 +506,7 @@ def test_exact_gradient_with_reverse_forms_stays_within_the_memory_prediction() 
     from reference.networked.backends import predict_backends
 
     rng = np.random.default_rng(21)
-    graph = Graph.ring(12)
-    kernels = tuple(
-        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(12)
-    )
-    model = NetworkedMDP(graph, (2,) * 12, (2,) * 12, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(12)))
+    model = _dirichlet_model(Graph.ring(12), (2,) * 12, rng)
     pol = LocalizedSoftmaxPolicy.random(model, 2, rng)
     utils = tuple(EntropyUtility((2, 2), model.gamma) for _ in range(12))
     _, predicted = predict_backends(model, 2)
@@ -530,12 +537,7 @@ def test_exact_gradient_by_agent_applications_stays_within_the_memory_prediction
     import tracemalloc
 
     rng = np.random.default_rng(31)
-    graph = Graph.line(6)
-    kernels = tuple(
-        rng.dirichlet(np.ones(4), size=(4 ** len(graph.neighbourhood(i)), 4)) for i in range(6)
-    )
-    rho = tuple(rng.dirichlet(np.ones(4)) for _ in range(6))
-    model = NetworkedMDP(graph, (4,) * 6, (4,) * 6, kernels, 0.9, rho)
+    model = _dirichlet_model(Graph.line(6), (4,) * 6, rng, actions=4, dirichlet_rho=True)
     pol = LocalizedSoftmaxPolicy.random(model, 2, rng)
     utils = tuple(EntropyUtility((4, 4), model.gamma) for _ in range(6))
     plan = contraction_plan(model, 2)
@@ -544,15 +546,8 @@ def test_exact_gradient_by_agent_applications_stays_within_the_memory_prediction
     assert fallback < reverse
     limit = (fallback + reverse) // 2
     assert not matrix_free.reverse_forms_fit(model, plan, limit)
-    swept: list[int] = []
-    real_gradients = MatrixFreeOperator.factor_gradients
-
-    def counted(self: MatrixFreeOperator, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
-        swept.append(1)
-        return real_gradients(self, u, v)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(MatrixFreeOperator, "factor_gradients", counted)
+        swept = _count_factor_gradients(patch)
         tracemalloc.start()
         try:
             op = MatrixFreeOperator(model, pol, memory_limit=limit)
@@ -576,11 +571,7 @@ def test_the_memory_prediction_counts_the_reverse_route_whenever_agent_forms_tak
     other route.  The limits swept include the window between the reverse phase alone and
     the reverse phase plus the local factors, where the two decisions once differed."""
     rng = np.random.default_rng(14)
-    graph = Graph.ring(14)
-    kernels = tuple(
-        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2)) for i in range(14)
-    )
-    model = NetworkedMDP(graph, (2,) * 14, (2,) * 14, kernels, 0.9, tuple(np.ones(2) / 2 for _ in range(14)))
+    model = _dirichlet_model(Graph.ring(14), (2,) * 14, rng)
     plan = contraction_plan(model, 2)
     n_joint = plan.n_joint
     reverse = 8 * (plan.stored_floats + 2 * plan.buffer_floats)
@@ -617,10 +608,7 @@ def test_occupancy_solve_with_a_uniform_start_needs_one_bicgstab_call() -> None:
         patch.setattr(matrix_free, "_bicgstab", counting)
         for seed in range(4):
             rng = np.random.default_rng(seed)
-            graph = Graph.ring(8)
-            kernels = tuple(rng.dirichlet(np.ones(2), size=(8, 2)) for _ in range(8))
-            model = NetworkedMDP(graph, (2,) * 8, (2,) * 8, kernels, 0.9,
-                                 tuple(np.ones(2) / 2 for _ in range(8)))
+            model = _dirichlet_model(Graph.ring(8), (2,) * 8, rng)
             pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
             calls.clear()
             got = MatrixFreeOperator(model, pol).solve_occupancy(model.joint_rho())
@@ -636,10 +624,7 @@ def test_the_perturbed_shadow_residual_is_what_makes_a_uniform_start_converge_fa
     residuals vanish with their mass (measured: 13-17 against 15-38 products)."""
     for seed in range(4):
         rng = np.random.default_rng(seed)
-        graph = Graph.ring(8)
-        kernels = tuple(rng.dirichlet(np.ones(2), size=(8, 2)) for _ in range(8))
-        model = NetworkedMDP(graph, (2,) * 8, (2,) * 8, kernels, 0.9,
-                             tuple(np.ones(2) / 2 for _ in range(8)))
+        model = _dirichlet_model(Graph.ring(8), (2,) * 8, rng)
         pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
         op = MatrixFreeOperator(model, pol)
         b = (1.0 - model.gamma) * model.joint_rho()
@@ -655,7 +640,14 @@ def test_the_perturbed_shadow_residual_is_what_makes_a_uniform_start_converge_fa
 
             x = matrix_free._bicgstab(matvec, b, 1e-10, 200, norm="l1", perturb=perturb)
             residual = b - (x - model.gamma * op.apply_transpose(x))
-            assert float(np.sum(np.abs(residual))) <= 1e-9
+            # the recursive residual is below 1e-10; it drifts from the true one by the
+            # rounding of each product with A (l1 error at most depth eps (1 + gamma) ||x||_1,
+            # contraction_tolerance) and of the updates, per product
+            x_l1 = float(np.sum(np.abs(x)))
+            drift = len(products) * contraction_tolerance(
+                op.plan.transpose_depth + 8, (1.0 + model.gamma) * x_l1
+            )
+            assert float(np.sum(np.abs(residual))) <= 1e-10 + drift
             counts.append(len(products))
         assert counts[0] < counts[1], (seed, counts)
 

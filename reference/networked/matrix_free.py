@@ -659,7 +659,9 @@ def _step_product(mat: FloatArray, t: FloatArray, out: FloatArray) -> FloatArray
 
 _ROW_PRODUCT_MIN = 64
 """Least ``x`` for which a step with ``y = 1`` is done as row-block products
-(:func:`_row_products`) rather than one batched matrix-vector product per ``(x, b)``."""
+(:func:`_row_products`) rather than one batched matrix-vector product per ``(x, b)``: the
+batched route costs about 50 ns per ``(x, b)``, a BLAS call about 2 us per ``b`` and slab, so
+the slabs win from about 40 rows on."""
 
 _SLAB_FLOATS = 1 << 18
 """Input floats of one slab of :func:`_row_products` (2 MiB, within a core's L2 cache)."""

@@ -405,7 +405,13 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
     obs = tuple(model.states.sub_index(o) for o in observed)
     sizes = [model.states.sub_size(o) for o in observed]
     offsets = tuple(int(x) for x in np.cumsum([0, *sizes]))
-    extra: dict[str, object] = {}
+    kernel_stack: FloatArray | None = None
+    own_stack: IntArray | None = None
+    onehot: FloatArray | None = None
+    obs_flat: IntArray | None = None
+    own_flat: IntArray | None = None
+    obs_action: IntArray | None = None
+    blocks: tuple[AgentBlock, ...] = ()
     if stacked:
         kernel_stack = np.stack([model.local_kernel_factors(i) for i in range(n)], axis=1)
         kernels = tuple(kernel_stack[:, i] for i in range(n))
@@ -419,17 +425,7 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
         obs_action = (obs_flat[:, :, None] * n_actions + np.arange(n_actions)).reshape(-1)
         for table in (kernel_stack, own_stack, onehot, obs_flat, own_flat, obs_action):
             table.setflags(write=False)
-        extra = {
-            "kernel_stack": kernel_stack,
-            "own_stack": own_stack,
-            "own_onehot": onehot,
-            "obs_flat": obs_flat,
-            "own_flat": own_flat,
-            "obs_action_flat": obs_action,
-        }
-        extra["blocks"] = tuple(
-            _agent_block(model, kernel_stack, a, b) for a, b in _agent_blocks(model)
-        )
+        blocks = tuple(_agent_block(model, kernel_stack, a, b) for a, b in _agent_blocks(model))
     else:
         kernels = tuple(model.local_kernel_factors(i) for i in range(n))
     for k in kernels:
@@ -445,7 +441,13 @@ def dense_layout(model: NetworkedMDP, beta: int) -> DenseLayout:
         rho=frozen(model.joint_rho()),
         stacked=stacked,
         obs_offsets=offsets,
-        **extra,  # type: ignore[arg-type]
+        kernel_stack=kernel_stack,
+        own_stack=own_stack,
+        own_onehot=onehot,
+        obs_flat=obs_flat,
+        own_flat=own_flat,
+        obs_action_flat=obs_action,
+        blocks=blocks,
     )
     model.derived[key] = layout
     return layout
