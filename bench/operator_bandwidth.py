@@ -14,8 +14,11 @@ memory and first-touch costs are its own.
 * **bytes**: what one application must move through memory by its plan: every contraction
   step reads its input and writes its output (``8 (input + output)`` bytes per step, and the
   input twice more for a step that permutes axes first: the copy reads it and writes it), plus
-  the final reordering to agent order where the plan does not end in it.  ``floor`` is the
-  least any application can move: read ``v`` and write ``P_pi v``, ``16 |S|`` bytes.
+  the final reordering to agent order where the plan does not end in it, plus ``8 |S|`` per
+  slab beyond the first when the operator runs in slabs (each reads all of ``v``;
+  ``slabs``, :attr:`reference.networked.MatrixFreeOperator.slabs`, chosen by the memory
+  limit).  ``floor`` is the least any application can move: read ``v`` and write
+  ``P_pi v``, ``16 |S|`` bytes.
 * **copy**: a plain ``numpy.copyto`` of an ``|S|``-float array (``16 |S|`` bytes moved), best
   of ``--repeats`` on one thread and split over the operator's threads, the faster of the two,
   measured in the same run: the physical limit of a memory-bound contraction on this
@@ -81,6 +84,9 @@ def plan_bytes(op: MatrixFreeOperator) -> int:
         floats += step.output_floats
     if not op.plan.in_agent_order:
         floats += 2 * op.plan.n_joint  # the final reordering to agent order
+    # in slabs every slab's first step reads all of v (the steps' own floats are divided
+    # among the slabs)
+    floats += (op.slabs - 1) * op.plan.n_joint
     return 8 * floats
 
 
@@ -123,7 +129,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     floor = 16 * op.n_states
     row: dict[str, Any] = {
         "n": n, "graph": args.graph, "local_states": args.local, "joint_states": op.n_states,
-        "threads": op.threads, "apply_s": apply_s, "bytes": moved, "floor_bytes": floor,
+        "threads": op.threads, "slabs": op.slabs, "apply_s": apply_s, "bytes": moved,
+        "floor_bytes": floor,
         "achieved_bytes_per_s": moved / apply_s, "copy_s": copy_s,
         "copy_bytes_per_s": floor / copy_s, "ratio": (moved / apply_s) / (floor / copy_s),
         "applications_per_copy": apply_s / copy_s,
@@ -161,7 +168,8 @@ def main() -> int:
         print(json.dumps(measure(args.one, args)))
         return 0
     rows = []
-    print(f"{'n':>3} {'|S|':>9} {'thr':>3} {'apply ms':>9} {'MiB moved':>10} {'floor MiB':>10} "
+    print(f"{'n':>3} {'|S|':>9} {'thr':>3} {'slabs':>5} {'apply ms':>9} {'MiB moved':>10} "
+          f"{'floor MiB':>10} "
           f"{'achieved GB/s':>14} {'copy ms':>8} {'copy GB/s':>10} {'ratio':>6} "
           f"{'apps x copy':>11} {'grad s':>7} {'applic.':>8} {'peak GiB':>9}", flush=True)
     for n in (int(x) for x in args.n.split(",")):
@@ -176,7 +184,8 @@ def main() -> int:
         rows.append(row)
         grad = f"{row['gradient_s']:.2f}" if "gradient_s" in row else "-"
         apps = str(row["applications"]) if "applications" in row else "-"
-        print(f"{n:>3} {row['joint_states']:>9} {row['threads']:>3} {row['apply_s'] * 1e3:>9.1f} "
+        print(f"{n:>3} {row['joint_states']:>9} {row['threads']:>3} {row['slabs']:>5} "
+              f"{row['apply_s'] * 1e3:>9.1f} "
               f"{row['bytes'] / 2**20:>10.0f} {row['floor_bytes'] / 2**20:>10.0f} "
               f"{row['achieved_bytes_per_s'] / 1e9:>14.2f} {row['copy_s'] * 1e3:>8.1f} "
               f"{row['copy_bytes_per_s'] / 1e9:>10.2f} {row['ratio']:>6.2f} "

@@ -541,7 +541,8 @@ def test_exact_gradient_by_agent_applications_stays_within_the_memory_prediction
     pol = LocalizedSoftmaxPolicy.random(model, 2, rng)
     utils = tuple(EntropyUtility((4, 4), model.gamma) for _ in range(6))
     plan = contraction_plan(model, 2)
-    fallback = matrix_free.matrix_free_memory(model, plan, memory_limit=1)
+    # whole applications (slabs = 1): the operator under the limit below runs them whole
+    fallback = matrix_free.matrix_free_memory(model, plan, memory_limit=1, slabs=1)
     reverse = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 40)
     assert fallback < reverse
     limit = (fallback + reverse) // 2
@@ -576,11 +577,12 @@ def test_the_memory_prediction_counts_the_reverse_route_whenever_agent_forms_tak
     n_joint = plan.n_joint
     reverse = 8 * (plan.stored_floats + 2 * plan.buffer_floats)
     held = 8 * (8 + 3) * n_joint  # what every gradient holds: occupancy, values, rewards
-    fallback = matrix_free.matrix_free_memory(model, plan, memory_limit=1)
+    # whole applications throughout (slabs = 1): the route decision is what is checked
+    fallback = matrix_free.matrix_free_memory(model, plan, memory_limit=1, slabs=1)
     limits = sorted({int(f * 8 * n_joint) for f in np.arange(50.0, 120.0, 0.25)})
     taken = 0
     for limit in limits:
-        predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit)
+        predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit, slabs=1)
         if matrix_free.reverse_forms_fit(model, plan, limit):
             taken += 1
             assert predicted >= reverse + held, limit

@@ -13,8 +13,8 @@ solve (``apply``, ``apply_transpose`` with one and with several columns, ``apply
 standard-normal inputs, and the gap is divided by a tolerance derived from the rounding of
 each computation (:func:`verify.tolerances.contraction_tolerance`):
 
-* the matrix-free contraction errs by at most ``plan.depth`` (``plan.transpose_depth`` for the
-  adjoint) roundings per path;
+* the matrix-free contraction errs by at most the operator's ``depth`` (``transpose_depth``
+  for the adjoint: the plan's, plus one per added slab) roundings per path;
 * the dense matrix-vector product by ``|S|`` (a dot product of length ``|S|``), the dense
   agent contractions by ``sum_j |S_j|`` (one dot product per next-state axis), and their
   adjoints by ``|S|`` more (the sum over current states);
@@ -104,7 +104,8 @@ def compare_operators(
     """Evaluate every non-solving operation of both operators on random inputs.
 
     Args:
-        candidate: the matrix-free operator (its plan gives the rounding depths).
+        candidate: the matrix-free operator (its ``depth`` and ``transpose_depth`` give the
+            rounding depths).
         dense: the dense operator of the same model and policy.
         rng: source of the standard-normal inputs.
         columns: width of the multi-column inputs.
@@ -113,7 +114,6 @@ def compare_operators(
     if dense.model is not model or dense.policy is not candidate.policy:
         raise ModelError("the two operators were built for different models or policies")
     n_joint = candidate.n_states
-    plan = candidate.plan
     formation = kernel_formation_depth(model.n_actions)
     sum_states = sum(model.n_states)
     results: list[tuple[float, str]] = []
@@ -131,8 +131,8 @@ def compare_operators(
     def l1(x: FloatArray) -> float:
         return float(np.max(np.sum(np.abs(x), axis=0)))
 
-    forward = plan.depth + n_joint + formation
-    backward = plan.transpose_depth + n_joint + formation
+    forward = candidate.depth + n_joint + formation
+    backward = candidate.transpose_depth + n_joint + formation
     for width in (None, columns):
         shape = (n_joint,) if width is None else (n_joint, width)
         v = rng.standard_normal(shape)
@@ -150,14 +150,14 @@ def compare_operators(
 
     def agent_forward(i: int) -> _Pair:
         v = rng.standard_normal(n_joint)
-        depth = plan.depth + sum_states + formation
+        depth = candidate.depth + sum_states + formation
         return candidate.apply_agent(i, v), dense.apply_agent(i, v), depth, inf(v), False
 
     def agent_backward(i: int) -> _Pair:
         u = rng.standard_normal((n_joint, model.n_actions[i]))
         # matrix-free: |A_i| adjoints summed; dense: the agent contraction, then |S| rows summed
         depth = (
-            plan.transpose_depth + model.n_actions[i]
+            candidate.transpose_depth + model.n_actions[i]
             + sum_states + model.n + n_joint + formation
         )
         got, want = candidate.apply_agent_transpose(i, u), dense.apply_agent_transpose(i, u)

@@ -212,6 +212,12 @@ class ContractionPlan:
             one path (a dot product of length ``C_k`` per step and the ``|G_k| - 1``
             products that formed ``F_G``).
         transpose_depth: the same for ``P_pi^T u``: ``sum_k (E_k + |G_k| - 1)``.
+        slab_agent: the agent ``a`` whose current-state axis leads every intermediate from
+            the first step's output to the last (``None`` if no agent does): fixing
+            ``s_a`` then cuts every intermediate into ``|S_a|`` contiguous slabs that the
+            steps never mix, so an application can run slab by slab in ``1 / |S_a|`` of
+            the work memory (:attr:`MatrixFreeOperator.slabs`,
+            ``proofs_notes/matrix-free.md#slabs``).
     """
 
     n_states: tuple[int, ...]
@@ -224,6 +230,7 @@ class ContractionPlan:
     flops: int
     depth: int
     transpose_depth: int
+    slab_agent: int | None = None
 
     @property
     def n_joint(self) -> int:
@@ -241,6 +248,15 @@ class ContractionPlan:
         """Entries of each of the two work buffers of an application, per column: the
         largest intermediate (input or output) of any step."""
         return max(max(s.input_floats, s.output_floats) for s in self.steps)
+
+    def slab_buffer_floats(self, slabs: int) -> int:
+        """Entries of each work buffer of an application run in ``slabs`` slabs over
+        :attr:`slab_agent` (per column): the largest intermediate of one slab, and at least
+        ``|S|`` (the adjoint's last step writes a whole ``P_pi^T u`` term per slab before
+        adding it up).  ``slabs = 1`` is :attr:`buffer_floats`."""
+        if slabs == 1:
+            return self.buffer_floats
+        return max(-(-self.buffer_floats // slabs), self.n_joint)
 
     @property
     def stored_floats(self) -> int:
@@ -403,6 +419,7 @@ def _plan(
 
     labels: list[tuple[int, int]] = [(_NEW, j) for j in range(n)]
     steps: list[ContractionStep] = []
+    leaders: list[tuple[int, int]] = []  # the first axis of every intermediate after step 0
     present: set[int] = set()
     peak = flops = depth = tdepth = 0
     for k, (group, support) in enumerate(zip(groups, group_supports, strict=True)):
@@ -438,6 +455,8 @@ def _plan(
         )
         before, after = materialised(labels), materialised(required)
         perm = tuple(before.index(lab) for lab in after)
+        if k > 0:
+            leaders += [lab[0] for lab in (before, after) if lab]
         step = ContractionStep(
             agents=tuple(group),
             support=support,
@@ -466,6 +485,13 @@ def _plan(
         )
     last = materialised(labels)
     final = tuple(last.index((_OLD, j)) for j in range(n) if sizes[j] > 1)
+    # the slab agent: the first axis of step 0's output, if it leads every later layout
+    opening = [j for j in steps[0].introduced if sizes[j] > 1] if steps else []
+    slab_agent = opening[0] if opening else None
+    if slab_agent is not None and any(
+        lab != (_OLD, slab_agent) for lab in [*leaders, *last[:1]]
+    ):
+        slab_agent = None
     return ContractionPlan(
         n_states=tuple(sizes),
         supports=tuple(supports),
@@ -477,6 +503,7 @@ def _plan(
         flops=flops,
         depth=depth,
         transpose_depth=tdepth,
+        slab_agent=slab_agent,
     )
 
 
@@ -540,6 +567,7 @@ def matrix_free_memory(
     columns: int = 1,
     solver: str = "bicgstab",
     memory_limit: float | None = None,
+    slabs: int | None = None,
 ) -> int:
     """Predicted peak bytes of an exact gradient with :class:`MatrixFreeOperator`.
 
@@ -555,18 +583,51 @@ def matrix_free_memory(
     two work buffers, the ``(|A_i|, |S|)`` results of one agent and one product vector, the
     solves' vectors released as well).  Both phases: ``8 + 3 columns`` vectors of ``|S|`` for
     the occupancy, values, rewards and multi-column right-hand sides, and the local factors.
-    Linear in ``|S|``.
+    Linear in ``|S|``.  The work buffers are :meth:`ContractionPlan.slab_buffer_floats` of
+    ``slabs`` (default: :func:`application_slabs`, the operator's own choice).
     """
+    if slabs is None:
+        slabs = application_slabs(
+            model, plan, restart=restart, columns=columns, solver=solver,
+            memory_limit=memory_limit,
+        )
     n_joint = plan.n_joint
     factors = _factor_floats(model, plan)
     krylov = {"gmres": restart + 5, "fixed-point": 5}.get(solver, _BICGSTAB_VECTORS + 5)
-    solving = 2 * columns * plan.buffer_floats + columns * n_joint + krylov * n_joint
+    buffer = plan.slab_buffer_floats(slabs)
+    solving = 2 * columns * buffer + columns * n_joint + krylov * n_joint
     held = _held_floats(columns) * n_joint
     if reverse_forms_fit(model, plan, memory_limit):
         forms = plan.stored_floats + 2 * plan.buffer_floats
     else:
-        forms = _application_forms_floats(model, plan)
+        forms = _application_forms_floats(model, plan, slabs)
     return predicted_bytes(max(solving, forms), held, factors)
+
+
+def application_slabs(
+    model: NetworkedMDP,
+    plan: ContractionPlan,
+    *,
+    restart: int = _RESTART,
+    columns: int = 1,
+    solver: str = "bicgstab",
+    memory_limit: float | None = None,
+) -> int:
+    """Slabs an application of ``plan`` runs in: 1 when :func:`matrix_free_memory` of whole
+    applications fits the memory limit (or the plan has no :attr:`~ContractionPlan.slab_agent`,
+    or slabs would not hold less), else ``|S_a|`` for the slab agent ``a``: the same sums,
+    each slab's intermediates ``1 / |S_a|`` of the whole (``proofs_notes/matrix-free.md#slabs``).
+    The one decision :class:`MatrixFreeOperator` and :func:`matrix_free_memory` both follow."""
+    if plan.slab_agent is None:
+        return 1
+    count = plan.n_states[plan.slab_agent]
+    if plan.slab_buffer_floats(count) >= plan.buffer_floats:
+        return 1
+    whole = matrix_free_memory(
+        model, plan, restart=restart, columns=columns, solver=solver,
+        memory_limit=memory_limit, slabs=1,
+    )
+    return 1 if whole <= resolve_limit(memory_limit) else count
 
 
 def _held_floats(columns: int = 1) -> int:
@@ -576,16 +637,21 @@ def _held_floats(columns: int = 1) -> int:
     return 8 + 3 * columns
 
 
-def _application_forms_floats(model: NetworkedMDP, plan: ContractionPlan) -> int:
+def _application_forms_floats(
+    model: NetworkedMDP, plan: ContractionPlan, slabs: int = 1
+) -> int:
     """Floats :func:`agent_forms_by_applications` holds on a :class:`MatrixFreeOperator`: its
-    two work buffers, one agent's ``(|A_i|, |S|)`` results and one product vector, and that
-    agent's ``|A_i|`` cached step matrices."""
+    two work buffers (of ``slabs`` slabs), one agent's ``(|A_i|, |S|)`` results and one
+    product vector, and that agent's ``|A_i|`` cached step matrices."""
     matrices = max(
         model.n_actions[i] * step.matrix_floats
         for step in plan.steps
         for i in step.agents
     )
-    return 2 * plan.buffer_floats + (max(model.n_actions) + 1) * plan.n_joint + matrices
+    return (
+        2 * plan.slab_buffer_floats(slabs) + (max(model.n_actions) + 1) * plan.n_joint
+        + matrices
+    )
 
 
 def reverse_forms_fit(
@@ -801,6 +867,74 @@ def _lead_step(
 def _copy(dst: FloatArray, src: FloatArray, threads: int) -> None:
     """``np.copyto(dst, src)`` split over threads along the first axis."""
     _parallel(np.copyto, (dst, src), dst.size, threads)
+
+
+def _accumulate(dst: FloatArray, src: FloatArray, threads: int) -> None:
+    """``dst += src`` split over threads like :func:`_copy`."""
+
+    def add(d: FloatArray, s: FloatArray) -> None:
+        np.add(d, s, out=d)
+
+    _parallel(add, (dst, src), dst.size, threads)
+
+
+@dataclass(frozen=True)
+class _SlabStep:
+    """A :class:`ContractionStep` on one slab ``s_a = k`` of its intermediates
+    (:attr:`ContractionPlan.slab_agent`): ``sizes``, ``introduced_size``, ``lead``,
+    ``layout`` and ``permutation`` of the slab, and which block of the step matrix the slab
+    takes: ``block = "rows"`` (``a`` is shared: rows ``k B' .. (k + 1) B'`` of ``F_G``),
+    ``"introduced"`` (the first step introduces ``a``: columns ``k E' .. (k + 1) E'``) or
+    ``"all"`` (``a`` is among the step's ``x`` axes)."""
+
+    sizes: tuple[int, int, int, int]
+    introduced_size: int
+    lead: int
+    layout: tuple[int, ...]
+    permutation: tuple[int, ...] | None
+    block: Literal["rows", "introduced", "all"]
+
+    def matrix(self, mat: FloatArray, slab: int, count: int) -> FloatArray:
+        """The block of the step matrix ``mat`` (``(B, E, C)``) that slab ``slab`` of
+        ``count`` uses."""
+        if self.block == "rows":
+            part = mat.shape[0] // count
+            return mat[slab * part:(slab + 1) * part]
+        if self.block == "introduced":
+            part = mat.shape[1] // count
+            return mat[:, slab * part:(slab + 1) * part]
+        return mat
+
+
+def _slab_steps(plan: ContractionPlan) -> tuple[_SlabStep, ...]:
+    """The steps of ``plan`` on one slab of its :attr:`~ContractionPlan.slab_agent` ``a``:
+    ``a`` is the first axis of every intermediate after the first step, so fixing it drops
+    that axis from each layout, divides ``x`` (``a`` among the untouched axes) or ``B`` and
+    the lead (``a`` shared, leading) or, in the first step, ``E`` by ``|S_a|``."""
+    a = plan.slab_agent
+    if a is None:
+        raise ModelError("the plan has no slab agent")
+    count = plan.n_states[a]
+    out = []
+    for k, step in enumerate(plan.steps):
+        x, b, c, y = step.sizes
+        layout, perm = step.layout, step.permutation
+        block: Literal["rows", "introduced", "all"]
+        if k == 0:
+            sizes, lead, block = (x, b, c, y), step.lead, "introduced"
+            introduced = step.introduced_size // count
+        else:
+            introduced = step.introduced_size
+            if a in step.shared:
+                sizes, lead, block = (x, b // count, c, y), max(1, step.lead // count), "rows"
+            else:
+                sizes, lead, block = (x // count, b, c, y), step.lead, "all"
+            layout = layout[1:]
+            if perm is not None:
+                perm = tuple(p - 1 for p in perm[1:])
+                perm = None if perm == tuple(range(len(perm))) else perm
+        out.append(_SlabStep(sizes, introduced, lead, layout, perm, block))
+    return tuple(out)
 
 
 _CHUNK = 1 << 15
@@ -1256,6 +1390,13 @@ class MatrixFreeOperator:
 
         threads: threads each contraction step and copy is split over (disjoint slabs, so
             the same sums): :func:`default_threads` unless given.
+        depth, transpose_depth: rounding depths of ``P_pi v`` and ``P_pi^T u``: the plan's,
+            plus ``slabs - 1`` for the adjoint in slabs (the additions of the slabs' terms).
+        slabs: how many slabs ``s_a = k`` of the plan's
+            :attr:`~ContractionPlan.slab_agent` ``a`` an application runs in, one after
+            another: 1 (whole intermediates), or ``|S_a|`` when whole ones do not fit the
+            memory limit (:func:`application_slabs`, unless given).  The same sums; each
+            slab reads all of ``v`` (``P_pi v``), and each adds its term to ``P_pi^T u``.
 
     Applications reuse two work buffers held by the operator, so one operator must not be
     applied from two threads at once.
@@ -1273,6 +1414,7 @@ class MatrixFreeOperator:
         plan: ContractionPlan | None = None,
         solver: Literal["bicgstab", "gmres", "fixed-point"] = "bicgstab",
         threads: int | None = None,
+        slabs: int | None = None,
     ) -> None:
         if policy.model is not model:
             raise ModelError("policy was built for a different NetworkedMDP")
@@ -1308,9 +1450,29 @@ class MatrixFreeOperator:
             raise ModelError(f"threads = {threads!r}, expected a positive integer")
         self.threads = threads
         self.restart = krylov_restart(model, plan, memory_limit)
+        if slabs is None:
+            slabs = application_slabs(
+                model, plan, restart=self.restart, solver=solver, memory_limit=memory_limit
+            )
+        elif isinstance(slabs, bool) or not isinstance(slabs, int) or (
+            slabs != 1 and (
+                plan.slab_agent is None or slabs != plan.n_states[plan.slab_agent]
+            )
+        ):
+            allowed = "1" if plan.slab_agent is None else (
+                f"1 or {plan.n_states[plan.slab_agent]} (|S_{plan.slab_agent}|)"
+            )
+            raise ModelError(f"slabs = {slabs!r}, expected {allowed} for this plan")
+        self.slabs = slabs
+        self._slab_steps = _slab_steps(plan) if slabs > 1 else ()
+        # rounding depths of P_pi v and P_pi^T u: the plan's, and for the adjoint in slabs
+        # the slabs - 1 additions of the slabs' terms
+        self.depth = plan.depth
+        self.transpose_depth = plan.transpose_depth + slabs - 1
         check_memory(
             matrix_free_memory(
-                model, plan, restart=self.restart, solver=solver, memory_limit=memory_limit
+                model, plan, restart=self.restart, solver=solver, memory_limit=memory_limit,
+                slabs=slabs,
             ),
             f"the matrix-free operator of {plan.n_joint} joint states",
             memory_limit,
@@ -1390,12 +1552,15 @@ class MatrixFreeOperator:
         (written into ``out``, of ``v``'s shape, when given)."""
         plan = self.plan
         arr, cols = self._columns(v, "v")
+        result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
+        if self.slabs > 1:
+            self._slabbed(self._forward_slabs, arr, cols, matrices, result)
+            return result[:, 0] if arr.ndim == 1 else result
         work = self._workspace(plan.buffer_floats * cols)
         t: FloatArray = np.ascontiguousarray(arr).reshape(
             (*(s for s in plan.n_states if s > 1), cols)
         )
         held = -1  # the buffer that holds t (-1: the caller's array)
-        result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
         # a plan that ends in agent order writes its last step into the result (no copy)
         direct = plan.in_agent_order and result.flags.c_contiguous
         last = len(plan.steps) - 1
@@ -1433,6 +1598,10 @@ class MatrixFreeOperator:
         (written into ``out``, of ``u``'s shape, when given)."""
         plan = self.plan
         arr, cols = self._columns(u, "u")
+        if self.slabs > 1:
+            result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
+            self._slabbed(self._backward_slabs, arr, cols, matrices, result)
+            return result[:, 0] if arr.ndim == 1 else result
         work = self._workspace(plan.buffer_floats * cols)
         canonical = np.ascontiguousarray(arr).reshape(
             (*(s for s in plan.n_states if s > 1), cols)
@@ -1481,6 +1650,132 @@ class MatrixFreeOperator:
         if not written:
             _copy(result, t.reshape(self.n_states, cols), self.threads)
         return result[:, 0] if arr.ndim == 1 else result
+
+    def _slab_axes(self) -> tuple[int, int, tuple[int, ...]]:
+        """``(|S_a|, p, sizes)``: the slab agent's state count, its position among the
+        materialised agent axes, and those axes' sizes."""
+        plan = self.plan
+        a = plan.slab_agent
+        assert a is not None  # slabs > 1 only with a slab agent
+        sizes = tuple(s for s in plan.n_states if s > 1)
+        return plan.n_states[a], sum(1 for j in range(a) if plan.n_states[j] > 1), sizes
+
+    def _slabbed(
+        self,
+        run: Callable[[FloatArray, int, Sequence[FloatArray], FloatArray], None],
+        arr: FloatArray,
+        cols: int,
+        matrices: Sequence[FloatArray],
+        result: FloatArray,
+    ) -> None:
+        """``run`` (:meth:`_forward_slabs` or :meth:`_backward_slabs`) into ``result``,
+        through a contiguous copy when ``result`` is a strided view (the slabs write its
+        blocks through reshaped views)."""
+        if result.flags.c_contiguous:
+            run(arr, cols, matrices, result)
+            return
+        whole = np.empty((self.n_states, cols))
+        run(arr, cols, matrices, whole)
+        np.copyto(result, whole)
+
+    def _forward_slabs(
+        self, arr: FloatArray, cols: int, matrices: Sequence[FloatArray], result: FloatArray
+    ) -> None:
+        """:meth:`_forward` one slab ``s_a = k`` at a time (``proofs_notes/matrix-free.md#slabs``):
+        each slab runs every step on its block of the intermediates, from the whole ``v``,
+        and writes the rows ``s_a = k`` of the result."""
+        plan = self.plan
+        count, pos, sizes = self._slab_axes()
+        work = self._workspace(plan.slab_buffer_floats(count) * cols)
+        canonical = np.ascontiguousarray(arr).reshape((*sizes, cols))
+        agents = result.reshape((*sizes, cols))
+        direct = plan.in_agent_order  # then pos = 0
+        order = tuple(plan.final_permutation[p] - 1 for p in range(len(sizes)) if p != pos)
+        last = len(plan.steps) - 1
+        for slab in range(count):
+            t: FloatArray = canonical
+            held = -1
+            for k, (step, mat) in enumerate(zip(self._slab_steps, matrices, strict=True)):
+                x, b, c, y = step.sizes
+                if step.permutation is not None:
+                    src = t.reshape((*step.layout, cols)).transpose(
+                        (*step.permutation, len(step.layout))
+                    )
+                    held = 0 if held != 0 else 1
+                    dst = work[held][: src.size].reshape(src.shape)
+                    _copy(dst, src, self.threads)
+                    t = dst
+                shape = (x, b, step.introduced_size, y * cols)
+                if direct and k == last:
+                    dest = agents[slab].reshape(shape)
+                else:
+                    held = 0 if held != 0 else 1
+                    dest = work[held][: prod(shape)].reshape(shape)
+                t = _lead_step(
+                    step.matrix(mat, slab, count), t.reshape(x, b, c, y * cols), dest,
+                    step.lead, self.threads,
+                )
+            if not direct:
+                _copy(
+                    np.moveaxis(agents, pos, 0)[slab],
+                    t.reshape((*plan.final_layout[1:], cols)).transpose((*order, len(order))),
+                    self.threads,
+                )
+
+    def _backward_slabs(
+        self, arr: FloatArray, cols: int, matrices: Sequence[FloatArray], result: FloatArray
+    ) -> None:
+        """:meth:`_backward` one slab ``s_a = k`` of ``u`` at a time: each slab runs the
+        adjoint steps on its block and adds its term ``P_pi^T (u 1[s_a = k])`` to the
+        result (the first slab writes it)."""
+        plan = self.plan
+        count, pos, sizes = self._slab_axes()
+        work = self._workspace(plan.slab_buffer_floats(count) * cols)
+        canonical = np.ascontiguousarray(arr).reshape((*sizes, cols))
+        inverse = [int(q) for q in np.argsort(plan.final_permutation)]
+        # the slab's axes in the last intermediate's order, numbered without a's
+        order = tuple(q - (q > pos) for q in inverse[1:])
+        for slab in range(count):
+            part = np.moveaxis(canonical, pos, 0)[slab]
+            t: FloatArray
+            if plan.in_agent_order:
+                held, t = -1, part  # pos = 0: a contiguous block of u
+            else:
+                src = part.transpose((*order, len(order)))
+                held = 0
+                t = work[held][: src.size].reshape(src.shape)
+                _copy(t, src, self.threads)
+            for k in range(len(plan.steps) - 1, -1, -1):
+                step, mat = self._slab_steps[k], matrices[k]
+                x, b, c, y = step.sizes
+                held = 0 if held != 0 else 1
+                if k == 0 and slab == 0 and step.permutation is None:
+                    dest = result.reshape(x, b, c, y * cols)
+                else:
+                    dest = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
+                t = _lead_step(
+                    np.swapaxes(step.matrix(mat, slab, count), 1, 2),
+                    t.reshape(x, b, step.introduced_size, y * cols), dest, step.lead,
+                    self.threads,
+                )
+                if step.permutation is not None:
+                    permuted = (*(step.layout[p] for p in step.permutation), cols)
+                    back = (*np.argsort(step.permutation), len(permuted) - 1)
+                    src = t.reshape(permuted).transpose(back)
+                    if k == 0:
+                        t = src  # added to the result below, read through the view
+                    else:
+                        held = 0 if held != 0 else 1
+                        dst = work[held][: src.size].reshape(src.shape)
+                        _copy(dst, src, self.threads)
+                        t = dst
+            if slab == 0 and plan.steps[0].permutation is None:
+                continue  # written in place
+            target = result.reshape(t.shape)
+            if slab == 0:
+                _copy(target, t, self.threads)
+            else:
+                _accumulate(target, t, self.threads)
 
     def apply(self, v: FloatArray) -> FloatArray:
         """``(P_pi v)(s) = sum_{s'} prod_i M_i[s_{D_i}, s'_i] v(s')``; ``v`` is ``(|S|,)`` or
@@ -1724,7 +2019,7 @@ class MatrixFreeOperator:
         """:meth:`_solve_column` for ``||b||`` in ``[1/2, 1)``."""
         g, rho = self.gamma, self.row_sum_bound
         contraction = 1.0 - g * rho
-        depth = self.plan.transpose_depth if transpose else self.plan.depth
+        depth = self.transpose_depth if transpose else self.depth
         step = self._backward if transpose else self._forward
 
         def norm(x: FloatArray) -> float:

@@ -821,6 +821,44 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "agent_forms takes the reverse route exactly when its stored inputs do not fit",
     ),
     SourceMutant(
+        "slab-takes-the-first-rows", "reference.networked.matrix_free", "_SlabStep.matrix",
+        "return mat[slab * part:(slab + 1) * part]", "return mat[:part]",
+        "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
+        "every slab of a step that shares the slab agent uses the rows of s_a = 0",
+    ),
+    SourceMutant(
+        "slab-adjoint-terms-overwrite", "reference.networked.matrix_free",
+        "MatrixFreeOperator._backward_slabs", "_accumulate(target, t, self.threads)",
+        "_copy(target, t, self.threads)",
+        "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
+        "the adjoint in slabs keeps the last slab's term instead of adding them up",
+    ),
+    SourceMutant(
+        "slab-result-rows-unshifted", "reference.networked.matrix_free",
+        "MatrixFreeOperator._forward_slabs",
+        "order = tuple(plan.final_permutation[p] - 1 for p in range(len(sizes)) if p != pos)",
+        "order = tuple(sorted(plan.final_permutation[p] - 1 for p in range(len(sizes)) "
+        "if p != pos))",
+        "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
+        "a slab's closing copy ignores the last intermediate's axis order",
+    ),
+    SourceMutant(
+        "slab-adjoint-depth-without-additions", "reference.networked.matrix_free",
+        "MatrixFreeOperator.__init__", "plan.transpose_depth + slabs - 1",
+        "plan.transpose_depth",
+        "bound", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
+        "the certificate's rounding depth of the adjoint omits the additions of the slabs' "
+        "terms",
+    ),
+    SourceMutant(
+        "slabs-never-taken", "reference.networked.matrix_free", "application_slabs",
+        "return 1 if whole <= resolve_limit(memory_limit) else count", "return 1",
+        "bound", ("test_matrix_free_slabs::test_slabs_are_taken_exactly_when_whole_"
+                  "applications_do_not_fit",),
+        "whole applications even when they do not fit the memory limit (the operator "
+        "refuses instances it can run)",
+    ),
+    SourceMutant(
         "bicgstab-stop-on-the-squared-norm", "reference.networked.matrix_free", "_bicgstab",
         'limit = atol * atol if norm == "l2" else atol', 'limit = atol if norm == "l2" else atol',
         "formula", ("test_matrix_free_reverse::test_bicgstab_stops_when_its_residual_is_below_the_tolerance",),

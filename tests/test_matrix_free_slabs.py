@@ -1,0 +1,194 @@
+"""Applications of the matrix-free operator run slab by slab over the plan's slab agent
+(``proofs_notes/matrix-free.md#slabs``): the same operator within the derived tolerances,
+chosen exactly when whole applications do not fit the memory limit, and the memory then
+predicted is the memory used."""
+
+from __future__ import annotations
+
+import tracemalloc
+from math import prod
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from reference.errors import ModelError
+from reference.networked import (
+    DenseOperator,
+    EntropyUtility,
+    Graph,
+    LocalizedSoftmaxPolicy,
+    MatrixFreeOperator,
+    NetworkedMDP,
+    contraction_plan,
+    matrix_free,
+    solve,
+)
+from verify import strategies as mst
+from verify.operators import compare_operators
+
+_MODELS = mst.networked_mdps(
+    max_agents=6, max_local_states=4, max_local_actions=3, max_joint_states=256
+)
+
+
+def _model(graph: Graph, sizes: tuple[int, ...], rng: np.random.Generator) -> NetworkedMDP:
+    """Local state counts ``sizes`` on ``graph``, two actions each, Dirichlet(1, ...) kernel
+    rows and initial distributions, ``gamma = 0.9``."""
+    kernels = tuple(
+        rng.dirichlet(np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), 2))
+        for i in range(graph.n)
+    )
+    rho = tuple(rng.dirichlet(np.ones(k)) for k in sizes)
+    return NetworkedMDP(graph, sizes, (2,) * graph.n, kernels, 0.9, rho)
+
+
+def _slab_count(model: NetworkedMDP, beta: int) -> int:
+    plan = contraction_plan(model, beta)
+    return 1 if plan.slab_agent is None else plan.n_states[plan.slab_agent]
+
+
+# graphs whose plans cover every branch: the slab agent shared by a later step with and
+# without a lead, among a step's untouched axes, a first step that permutes ``v``, plans
+# that end in agent order (a contiguous slab of the result) and ones that do not (a
+# strided one), and a slab agent that is not agent 0
+_CASES = [
+    (Graph.ring(8), (2,) * 8, 1),
+    (Graph.ring(6), (4, 2, 3, 2, 4, 3), 1),
+    (Graph.ring(5), (4,) * 5, 2),
+    (Graph.line(7), (3,) * 7, 1),
+    (Graph.grid(3, 3), (2,) * 9, 1),
+    (Graph.grid(2, 3), (3, 2, 2, 3, 2, 2), 0),
+    (Graph.star(6), (3, 2, 2, 2, 2, 2), 1),
+    (Graph.line(6), (1, 3, 2, 3, 2, 2), 1),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("graph", "sizes", "beta"), _CASES,
+    ids=["ring8", "ring6-mixed", "ring5-4-r2", "line7-3", "grid33", "grid23-r0", "star6",
+         "line6-first-single"],
+)
+def test_slabbed_applications_are_the_operator(
+    graph: Graph, sizes: tuple[int, ...], beta: int, threads: int
+) -> None:
+    """Run in ``|S_a|`` slabs, every operation (``apply``, ``apply_transpose`` with one and
+    three columns, ``apply_agent`` and its adjoint for every agent) agrees with the dense
+    operator within ``verify.operators``' derived tolerances (the adjoint's depth counts the
+    slabs' additions), and with the whole applications written into ``out=``."""
+    rng = np.random.default_rng(sum(sizes) + 10 * beta)
+    model = _model(graph, sizes, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    count = _slab_count(model, beta)
+    assert count > 1
+    op = MatrixFreeOperator(model, pol, slabs=count, threads=threads)
+    whole = MatrixFreeOperator(model, pol, slabs=1, threads=threads)
+    assert op.slabs == count and whole.slabs == 1
+    assert op.transpose_depth == whole.transpose_depth + count - 1
+    cmp = compare_operators(op, DenseOperator(model, pol), rng)
+    assert cmp.agrees, cmp
+    v = rng.standard_normal((op.n_states, 2))
+    out, out_t = np.empty(op.n_states), np.empty(op.n_states)
+    strided = np.empty((op.n_states, 2), order="F")
+    op._forward(v[:, 0], op._matrices, out)
+    op._backward(v[:, 0], op._matrices, out_t)
+    op._forward(v, op._matrices, strided)
+    scale = float(np.max(np.abs(v)))
+    tol = 1e-13 * scale * max(1.0, float(count))
+    np.testing.assert_allclose(out, whole.apply(v[:, 0]), rtol=0, atol=tol)
+    np.testing.assert_allclose(out_t, whole.apply_transpose(v[:, 0]), rtol=0, atol=tol * 16)
+    np.testing.assert_allclose(strided, whole.apply(v), rtol=0, atol=tol)
+
+
+@given(model=_MODELS, seed=mst.seeds(), beta=st.integers(0, 2))
+def test_slabbed_applications_agree_with_the_dense_operator(
+    model: NetworkedMDP, seed: int, beta: int
+) -> None:
+    """On random models (1 to 4 states per agent, any graph of up to six agents), whenever
+    the plan has a slab agent, the slabbed operator is the dense one within the derived
+    tolerances."""
+    count = _slab_count(model, beta)
+    assume(count > 1)
+    rng = np.random.default_rng(seed)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    op = MatrixFreeOperator(model, pol, slabs=count)
+    cmp = compare_operators(op, DenseOperator(model, pol), rng, columns=2)
+    assert cmp.agrees, cmp
+
+
+def test_slabs_that_the_plan_cannot_take_are_refused() -> None:
+    """``slabs`` is 1 or the slab agent's state count; a plan without a slab agent (a 3 x 4
+    grid observed at radius 2) takes only 1; the message names the argument and what it
+    accepts."""
+    rng = np.random.default_rng(3)
+    model = _model(Graph.ring(6), (3,) * 6, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    assert contraction_plan(model, 1).slab_agent is not None
+    for bad in (2, 0, True, 3.0):
+        with pytest.raises(ModelError, match=r"slabs = .*, expected 1 or 3 \(\|S_\d\|\)"):
+            MatrixFreeOperator(model, pol, slabs=bad)  # type: ignore[arg-type]
+    grid = _model(Graph.grid(3, 4), (2,) * 12, rng)
+    assert contraction_plan(grid, 2).slab_agent is None
+    with pytest.raises(ModelError, match=r"slabs = 2, expected 1 for this plan"):
+        MatrixFreeOperator(grid, LocalizedSoftmaxPolicy.random(grid, 2, rng), slabs=2)
+    with pytest.raises(ModelError, match="no slab agent"):
+        matrix_free._slab_steps(contraction_plan(grid, 2))
+
+
+def test_slabs_are_taken_exactly_when_whole_applications_do_not_fit() -> None:
+    """On a ring of 4-state agents (two on every cut: intermediates of ``16 |S|`` floats,
+    the two work buffers dominate) the operator runs whole applications when they fit and
+    ``|S_a| = 4`` slabs below that: ``application_slabs``, ``matrix_free_memory`` and the
+    operator follow one decision, and the slabbed prediction is below the whole one by
+    the work buffers' ``3 / 4``."""
+    rng = np.random.default_rng(8)
+    model = _model(Graph.ring(6), (4,) * 6, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    plan = contraction_plan(model, 1)
+    assert plan.slab_agent is not None and plan.max_excess == 16
+    # below the reverse route's stored inputs (the forms by agent applications either way)
+    whole = matrix_free.matrix_free_memory(model, plan, slabs=1, memory_limit=1)
+    slabbed = matrix_free.matrix_free_memory(model, plan, slabs=4, memory_limit=1)
+    assert plan.slab_buffer_floats(4) == plan.buffer_floats // 4 >= plan.n_joint
+    assert whole - slabbed == 8 * 2 * (plan.buffer_floats - plan.buffer_floats // 4)
+    assert not matrix_free.reverse_forms_fit(model, plan, whole)
+    assert matrix_free.application_slabs(model, plan, memory_limit=1 << 40) == 1
+    for limit, count in ((whole, 1), (whole - 1, 4), (slabbed, 4)):
+        assert matrix_free.application_slabs(model, plan, memory_limit=limit) == count
+        predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit)
+        assert predicted == (whole if count == 1 else slabbed), limit
+        assert MatrixFreeOperator(model, pol, memory_limit=limit).slabs == count
+    # the backend choice sees the slabbed prediction too
+    from reference.networked.backends import predict_backends
+
+    assert predict_backends(model, 1, memory_limit=slabbed)[1].fits
+
+
+def test_exact_gradient_in_slabs_stays_within_the_memory_prediction() -> None:
+    """Under a memory limit that whole applications do not fit, the exact gradient runs in
+    slabs (its forms by agent applications, themselves slabbed): the tracemalloc peak stays
+    within ``matrix_free_memory`` and the gradient is the dense one."""
+    rng = np.random.default_rng(5)
+    model = _model(Graph.ring(6), (4,) * 6, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    utils = tuple(EntropyUtility((4, 2), model.gamma) for _ in range(6))
+    plan = contraction_plan(model, 1)
+    whole = matrix_free.matrix_free_memory(model, plan, slabs=1, memory_limit=1)
+    limit = whole - 1
+    predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit)
+    assert predicted < whole
+    tracemalloc.start()
+    try:
+        op = MatrixFreeOperator(model, pol, memory_limit=limit)
+        sol = solve(model, pol, utils, operator=op)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert op.slabs == 4
+    assert peak <= predicted, (peak / 8 / plan.n_joint, predicted / 8 / plan.n_joint)
+    reference = solve(model, pol, utils, backend="dense")
+    bound = 1e-8 * max(1.0, reference.gradient_norm)
+    for a, b in zip(sol.gradient, reference.gradient, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=bound)
