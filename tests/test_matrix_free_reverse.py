@@ -461,14 +461,17 @@ def test_forms_fall_back_to_agent_applications_when_the_stored_inputs_do_not_fit
     plan = contraction_plan(model, 1)
     assert matrix_free.reverse_forms_fit(model, plan, 1 << 40)
     assert not matrix_free.reverse_forms_fit(model, plan, 1 << 10)
-    small = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 10)
-    large = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 40)
+    small = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 10, slabs=1)
+    large = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 40, slabs=1)
     # the prediction keeps max(solve phase, forms phase): BiCGSTAB's 7 + 5 vectors and one
-    # result beside the two buffers, against the stored inputs beside them (reverse route)
-    # or one agent's results, a product vector and its cached step matrices (applications)
+    # result beside the two buffers, against the stored inputs beside them and the steps'
+    # derivative sums (reverse route) or one agent's results, a product vector and its
+    # cached step matrices (applications); whole applications in both (slabs = 1)
     n_joint = model.states.size
     solving = 2 * plan.buffer_floats + n_joint + 12 * n_joint
-    reverse = plan.stored_floats + 2 * plan.buffer_floats
+    reverse = plan.stored_floats + 2 * plan.buffer_floats + sum(
+        s.matrix_floats for s in plan.steps
+    )
     step_matrices = max(
         model.n_actions[i] * s.matrix_floats
         for s in plan.steps for i in s.agents
@@ -541,13 +544,22 @@ def test_exact_gradient_by_agent_applications_stays_within_the_memory_prediction
     pol = LocalizedSoftmaxPolicy.random(model, 2, rng)
     utils = tuple(EntropyUtility((4, 4), model.gamma) for _ in range(6))
     plan = contraction_plan(model, 2)
-    # whole applications (slabs = 1): the operator under the limit below runs them whole
+    # whole applications (slabs = 1): the operator under the limit below runs them whole;
+    # the reverse route is held to whole stored inputs (in slabs of agent 0 they would fit
+    # here, tests/test_matrix_free_slabs.py), so that the agent applications are what runs
     fallback = matrix_free.matrix_free_memory(model, plan, memory_limit=1, slabs=1)
     reverse = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 40)
     assert fallback < reverse
     limit = (fallback + reverse) // 2
-    assert not matrix_free.reverse_forms_fit(model, plan, limit)
+    whole_only = matrix_free.reverse_forms_slabs
+
+    def whole_or_none(*args: object) -> int:
+        return 1 if whole_only(*args) == 1 else 0  # type: ignore[arg-type]
+
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "reverse_forms_slabs", whole_or_none)
+        assert not matrix_free.reverse_forms_fit(model, plan, limit)
+        assert matrix_free.matrix_free_memory(model, plan, memory_limit=limit) == fallback
         swept = _count_factor_gradients(patch)
         tracemalloc.start()
         try:

@@ -26,7 +26,8 @@ from reference.networked import (
     solve,
 )
 from verify import strategies as mst
-from verify.operators import compare_operators
+from verify.operators import compare_operators, reverse_form_depth
+from verify.tolerances import contraction_tolerance
 
 _MODELS = mst.networked_mdps(
     max_agents=6, max_local_states=4, max_local_actions=3, max_joint_states=256
@@ -148,17 +149,19 @@ def test_slabs_are_taken_exactly_when_whole_applications_do_not_fit() -> None:
     pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
     plan = contraction_plan(model, 1)
     assert plan.slab_agent is not None and plan.max_excess == 16
-    # below the reverse route's stored inputs (the forms by agent applications either way)
+    # the forms by agent applications in both (a limit of one byte): the difference is the
+    # two work buffers
     whole = matrix_free.matrix_free_memory(model, plan, slabs=1, memory_limit=1)
     slabbed = matrix_free.matrix_free_memory(model, plan, slabs=4, memory_limit=1)
     assert plan.slab_buffer_floats(4) == plan.buffer_floats // 4 >= plan.n_joint
     assert whole - slabbed == 8 * 2 * (plan.buffer_floats - plan.buffer_floats // 4)
-    assert not matrix_free.reverse_forms_fit(model, plan, whole)
     assert matrix_free.application_slabs(model, plan, memory_limit=1 << 40) == 1
     for limit, count in ((whole, 1), (whole - 1, 4), (slabbed, 4)):
         assert matrix_free.application_slabs(model, plan, memory_limit=limit) == count
         predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit)
-        assert predicted == (whole if count == 1 else slabbed), limit
+        assert predicted == matrix_free.matrix_free_memory(
+            model, plan, memory_limit=limit, slabs=count
+        ) <= limit
         assert MatrixFreeOperator(model, pol, memory_limit=limit).slabs == count
     # the backend choice sees the slabbed prediction too
     from reference.networked.backends import predict_backends
@@ -166,29 +169,82 @@ def test_slabs_are_taken_exactly_when_whole_applications_do_not_fit() -> None:
     assert predict_backends(model, 1, memory_limit=slabbed)[1].fits
 
 
-def test_exact_gradient_in_slabs_stays_within_the_memory_prediction() -> None:
-    """Under a memory limit that whole applications do not fit, the exact gradient runs in
-    slabs (its forms by agent applications, themselves slabbed): the tracemalloc peak stays
-    within ``matrix_free_memory`` and the gradient is the dense one."""
+@pytest.mark.parametrize(
+    ("fraction", "applications", "reverse"), [(60.0, 4, 4), (80.0, 1, 4)],
+    ids=["both-in-slabs", "reverse-in-slabs"],
+)
+def test_exact_gradient_in_slabs_stays_within_the_memory_prediction(
+    fraction: float, applications: int, reverse: int
+) -> None:
+    """On a ring of six 4-state agents (whole applications about 60 |S| floats, slabbed 36;
+    reverse-mode forms 83 whole, 35 in slabs) under a limit of ``fraction |S|`` floats, the
+    applications and the reverse-mode forms run in the predicted number of slabs (the forms
+    by reverse mode, not agent applications), the tracemalloc peak of the exact gradient
+    stays within ``matrix_free_memory``, and the gradient is the dense one."""
     rng = np.random.default_rng(5)
     model = _model(Graph.ring(6), (4,) * 6, rng)
     pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
     utils = tuple(EntropyUtility((4, 2), model.gamma) for _ in range(6))
     plan = contraction_plan(model, 1)
-    whole = matrix_free.matrix_free_memory(model, plan, slabs=1, memory_limit=1)
-    limit = whole - 1
+    limit = int(fraction * 8 * plan.n_joint)
+    assert matrix_free.application_slabs(model, plan, memory_limit=limit) == applications
+    assert matrix_free.reverse_forms_slabs(model, plan, limit) == reverse
     predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit)
-    assert predicted < whole
-    tracemalloc.start()
-    try:
-        op = MatrixFreeOperator(model, pol, memory_limit=limit)
-        sol = solve(model, pol, utils, operator=op)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert op.slabs == 4
+    assert predicted <= limit
+    swept: list[int] = []
+    real = matrix_free.MatrixFreeOperator._reverse_chain
+
+    def counted(self: MatrixFreeOperator, *args: object) -> None:
+        swept.append(1)
+        real(self, *args)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free.MatrixFreeOperator, "_reverse_chain", counted)
+        tracemalloc.start()
+        try:
+            op = MatrixFreeOperator(model, pol, memory_limit=limit)
+            sol = solve(model, pol, utils, operator=op)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert op.slabs == applications
+    assert len(swept) == reverse  # one reverse chain per slab, no agent applications
     assert peak <= predicted, (peak / 8 / plan.n_joint, predicted / 8 / plan.n_joint)
     reference = solve(model, pol, utils, backend="dense")
     bound = 1e-8 * max(1.0, reference.gradient_norm)
     for a, b in zip(sol.gradient, reference.gradient, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=bound)
+
+
+@pytest.mark.parametrize(
+    ("graph", "sizes", "beta"), _CASES,
+    ids=["ring8", "ring6-mixed", "ring5-4-r2", "line7-3", "grid33", "grid23-r0", "star6",
+         "line6-first-single"],
+)
+def test_factor_gradients_in_slabs_are_the_whole_ones(
+    graph: Graph, sizes: tuple[int, ...], beta: int
+) -> None:
+    """Reverse-mode differentiation in slabs (each slab's pair contractions added into its
+    block of ``dL/dF_G``: rows where the slab agent is shared, columns where the first step
+    introduces it, the whole matrix otherwise) gives the whole route's factor gradients and
+    the agent applications' forms, within the reverse route's derived tolerance."""
+    rng = np.random.default_rng(7 * sum(sizes) + beta)
+    model = _model(graph, sizes, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
+    count = _slab_count(model, beta)
+    op = MatrixFreeOperator(model, pol)
+    u, v = rng.standard_normal(op.n_states), rng.standard_normal(op.n_states)
+    whole = op.factor_gradients(u, v)
+    direct = matrix_free.agent_forms_by_applications(op, u, v)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "reverse_forms_slabs", lambda *args: count)
+        slabbed = op.factor_gradients(u, v)
+        forms = op.agent_forms(u, v)
+    scale = 2.0 * float(np.sum(np.abs(u))) * float(np.max(np.abs(v)))
+    tol = contraction_tolerance(
+        reverse_form_depth(op) + op.plan.depth + 2 * op.n_states + count, scale
+    )
+    for a, b in zip(slabbed, whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+    for a, b in zip(forms, direct, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol)

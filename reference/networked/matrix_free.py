@@ -66,6 +66,7 @@ __all__ = [
     "ContractionStep",
     "MatrixFreeOperator",
     "agent_forms_by_applications",
+    "application_slabs",
     "contraction_plan",
     "fixed_point_iterations",
     "krylov_restart",
@@ -74,6 +75,7 @@ __all__ = [
     "plan_for_accuracy",
     "plan_row_sum_bound",
     "reverse_forms_fit",
+    "reverse_forms_slabs",
 ]
 
 DEFAULT_ACCURACY = 1e-10
@@ -257,6 +259,18 @@ class ContractionPlan:
         if slabs == 1:
             return self.buffer_floats
         return max(-(-self.buffer_floats // slabs), self.n_joint)
+
+    def reverse_floats(self, slabs: int = 1) -> int:
+        """Floats reverse-mode differentiation of one application holds
+        (:meth:`MatrixFreeOperator.factor_gradients`): every step's input (the first is
+        ``v``), two work buffers and the steps' ``(B, E, C)`` derivative sums; in ``slabs``
+        slabs of :attr:`slab_agent` one slab's inputs of the later steps (``1 / slabs`` of
+        theirs) and two slab buffers (:meth:`slab_buffer_floats`)."""
+        sums = sum(s.matrix_floats for s in self.steps)
+        if slabs == 1:
+            return self.stored_floats + 2 * self.buffer_floats + sums
+        later = sum(s.input_floats for s in self.steps[1:]) // slabs
+        return self.steps[0].input_floats + later + 2 * self.slab_buffer_floats(slabs) + sums
 
     @property
     def stored_floats(self) -> int:
@@ -575,9 +589,9 @@ def matrix_free_memory(
     ``2 columns buffer_floats`` for the two work buffers of the contractions, ``columns |S|``
     for an application's result, and the Krylov vectors of ``|S|`` floats
     (``restart + 5`` for GMRES, ``7 + 5`` for BiCGSTAB, ``5`` for the fixed point).
-    Gradient: ``stored_floats + 2 buffer_floats`` for the reverse-mode differentiation of
-    one application (:meth:`MatrixFreeOperator.factor_gradients`) when it fits beside what a
-    gradient holds and the factors (:func:`reverse_forms_fit`, the route
+    Gradient: :meth:`ContractionPlan.reverse_floats` for the reverse-mode differentiation of
+    one application (:meth:`MatrixFreeOperator.factor_gradients`), whole or in slabs, when it
+    fits beside what a gradient holds and the factors (:func:`reverse_forms_slabs`, the route
     :meth:`MatrixFreeOperator.agent_forms` takes; the solves' vectors are released before
     it); otherwise the forms come from agent applications (:func:`agent_forms_by_applications`:
     two work buffers, the ``(|A_i|, |S|)`` results of one agent and one product vector, the
@@ -597,8 +611,9 @@ def matrix_free_memory(
     buffer = plan.slab_buffer_floats(slabs)
     solving = 2 * columns * buffer + columns * n_joint + krylov * n_joint
     held = _held_floats(columns) * n_joint
-    if reverse_forms_fit(model, plan, memory_limit):
-        forms = plan.stored_floats + 2 * plan.buffer_floats
+    reverse = reverse_forms_slabs(model, plan, memory_limit)
+    if reverse:
+        forms = plan.reverse_floats(reverse)
     else:
         forms = _application_forms_floats(model, plan, slabs)
     return predicted_bytes(max(solving, forms), held, factors)
@@ -654,18 +669,35 @@ def _application_forms_floats(
     )
 
 
+def reverse_forms_slabs(
+    model: NetworkedMDP, plan: ContractionPlan, memory_limit: float | None = None
+) -> int:
+    """Slabs of :meth:`MatrixFreeOperator.factor_gradients`: 1 when its stored inputs
+    (:meth:`ContractionPlan.reverse_floats`) fit whole beside what a gradient holds and the
+    local factors, else ``|S_a|`` when they fit in slabs of the plan's slab agent ``a``, else
+    0 (:meth:`MatrixFreeOperator.agent_forms` then takes one agent application per agent and
+    action).  The one decision :func:`matrix_free_memory` also follows, so its prediction
+    counts the route taken (``proofs_notes/matrix-free.md#slabs``)."""
+    held = _held_floats() * plan.n_joint
+    factors = _factor_floats(model, plan)
+    limit = resolve_limit(memory_limit)
+    if predicted_bytes(plan.reverse_floats(1), held, factors) <= limit:
+        return 1
+    if plan.slab_agent is not None:
+        count = plan.n_states[plan.slab_agent]
+        slabbed = plan.reverse_floats(count)
+        if slabbed < plan.reverse_floats(1) and predicted_bytes(slabbed, held, factors) <= limit:
+            return count
+    return 0
+
+
 def reverse_forms_fit(
     model: NetworkedMDP, plan: ContractionPlan, memory_limit: float | None = None
 ) -> bool:
-    """Whether :meth:`MatrixFreeOperator.agent_forms` takes the reverse-mode route (its
-    stored inputs, ``stored_floats + 2 buffer_floats``, fit beside what a gradient holds and
-    the local factors), rather than one agent application per agent and action.  The one
-    decision :func:`matrix_free_memory` also follows, so its prediction counts the route
-    taken."""
-    held = _held_floats() * plan.n_joint
-    reverse = plan.stored_floats + 2 * plan.buffer_floats
-    factors = _factor_floats(model, plan)
-    return predicted_bytes(reverse, held, factors) <= resolve_limit(memory_limit)
+    """Whether :meth:`MatrixFreeOperator.agent_forms` takes the reverse-mode route, whole or
+    in slabs (:func:`reverse_forms_slabs`), rather than one agent application per agent and
+    action."""
+    return reverse_forms_slabs(model, plan, memory_limit) > 0
 
 
 def _factor_floats(model: NetworkedMDP, plan: ContractionPlan) -> int:
@@ -904,6 +936,14 @@ class _SlabStep:
             part = mat.shape[1] // count
             return mat[:, slab * part:(slab + 1) * part]
         return mat
+
+
+def _whole_steps(plan: ContractionPlan) -> tuple[_SlabStep, ...]:
+    """The steps of ``plan`` as one slab of one (every matrix whole)."""
+    return tuple(
+        _SlabStep(s.sizes, s.introduced_size, s.lead, s.layout, s.permutation, "all")
+        for s in plan.steps
+    )
 
 
 def _slab_steps(plan: ContractionPlan) -> tuple[_SlabStep, ...]:
@@ -1841,8 +1881,11 @@ class MatrixFreeOperator:
         every step, the pair contraction that gives ``dL/dF_G``, and the product rule on the
         step's merged factor.  About three applications for all agents, where ``n`` agent
         applications would be needed otherwise (``proofs_notes/matrix-free.md#reverse``).
-        ``u`` and ``v`` are ``(|S|,)``; memory: :attr:`ContractionPlan.stored_floats`
-        more floats (checked against the memory limit).
+        When the stored inputs fit only in slabs of the plan's slab agent
+        (:func:`reverse_forms_slabs`), each slab ``s_a = k`` runs both chains on its blocks,
+        and ``dL/dF_G`` is the sum of the slabs' pair contractions (``L`` is a sum over
+        ``k``; ``#slabs``).  ``u`` and ``v`` are ``(|S|,)``; memory:
+        :meth:`ContractionPlan.reverse_floats` more floats (checked against the memory limit).
         """
         plan = self.plan
         u_arr = np.asarray(u, dtype=np.float64)
@@ -1850,19 +1893,50 @@ class MatrixFreeOperator:
         for name, arr in (("u", u_arr), ("v", v_arr)):
             if arr.shape != (self.n_states,):
                 raise ModelError(f"{name} has shape {arr.shape}, expected ({self.n_states},)")
+        count = max(1, reverse_forms_slabs(self.model, plan, self._memory_limit))
         check_memory(
-            predicted_bytes(plan.stored_floats, 2 * plan.buffer_floats),
+            predicted_bytes(plan.reverse_floats(count)),
             f"the factor gradients of {plan.n_joint} joint states",
             self._memory_limit,
         )
         # the solves' vectors are not held through this phase (matrix_free_memory counts
         # the solve phase and this one apart)
         self._krylov = self._solves = None
-        work = self._workspace(plan.buffer_floats)
+        steps = _slab_steps(plan) if count > 1 else _whole_steps(plan)
+        sums = [np.zeros((s.sizes[1], s.introduced_size, s.sizes[2])) for s in plan.steps]
+        for slab in range(count):
+            self._reverse_chain(u_arr, v_arr, steps, slab, count, sums)
+        grads: list[FloatArray] = [np.empty(0)] * self.model.n
+        for step, d_step in zip(plan.steps, sums, strict=True):
+            members = [self.factors[i] for i in step.agents]
+            for i, d_i in zip(
+                step.agents,
+                _step_factor_gradients(
+                    step, plan.supports, members, self.model.n_states, d_step
+                ),
+                strict=True,
+            ):
+                grads[i] = read_only(d_i)
+        return tuple(grads)
+
+    def _reverse_chain(
+        self,
+        u: FloatArray,
+        v: FloatArray,
+        steps: Sequence[_SlabStep],
+        slab: int,
+        count: int,
+        sums: list[FloatArray],
+    ) -> None:
+        """One slab ``s_a = slab`` of ``count`` of :meth:`factor_gradients` (the whole chain
+        when ``count = 1``): the forward chain of ``v`` keeping each step's input, then the
+        adjoint chain of ``u``'s block, adding each step's pair contraction into its block
+        of ``sums[k]`` (``dL/dF_G``)."""
+        plan = self.plan
+        work = self._workspace(plan.slab_buffer_floats(count))
         shape = tuple(s for s in plan.n_states if s > 1)
-        t: FloatArray = np.ascontiguousarray(v_arr).reshape(shape)
+        t: FloatArray = np.ascontiguousarray(v).reshape(shape)
         inputs: list[FloatArray] = []
-        steps = plan.steps
         for k, (step, mat) in enumerate(zip(steps, self._matrices, strict=True)):
             x, b, c, y = step.sizes
             if step.permutation is not None:
@@ -1878,29 +1952,35 @@ class MatrixFreeOperator:
                 dest = work[0][: prod(out_shape)].reshape(out_shape)
             else:
                 dest = streamed_empty(out_shape)
-            t = _lead_step(mat, t4, dest, step.lead, self.threads)
-        # the adjoint chain of u runs in the operator's two work buffers
+            t = _lead_step(step.matrix(mat, slab, count), t4, dest, step.lead, self.threads)
+        # the adjoint chain of u's block runs in the operator's two work buffers
         held = 0
-        src = np.ascontiguousarray(u_arr).reshape(shape).transpose(
-            np.argsort(plan.final_permutation)
-        )
+        canonical = np.ascontiguousarray(u).reshape(shape)
+        inverse = [int(q) for q in np.argsort(plan.final_permutation)]
+        if count == 1:
+            src = canonical.transpose(inverse)
+        else:
+            _, pos, _ = self._slab_axes()
+            src = np.moveaxis(canonical, pos, 0)[slab].transpose(
+                [q - (q > pos) for q in inverse[1:]]
+            )
         g: FloatArray = work[held][: src.size].reshape(src.shape)
         _copy(g, src, self.threads)
-        grads: list[FloatArray] = [np.empty(0)] * self.model.n
-        for k in range(len(plan.steps) - 1, -1, -1):
-            step, mat = plan.steps[k], self._matrices[k]
+        for k in range(len(steps) - 1, -1, -1):
+            step = steps[k]
+            mat = step.matrix(self._matrices[k], slab, count)
             x, b, c, y = step.sizes
             g4 = g.reshape(x, b, step.introduced_size, y)
-            d_step = _lead_pair_contraction(g4, inputs.pop(), step.lead, self.threads)
-            members = [self.factors[i] for i in step.agents]
-            for i, d_i in zip(
-                step.agents,
-                _step_factor_gradients(
-                    step, plan.supports, members, self.model.n_states, d_step
-                ),
-                strict=True,
-            ):
-                grads[i] = read_only(d_i)
+            part = _lead_pair_contraction(g4, inputs.pop(), step.lead, self.threads)
+            total = sums[k]
+            if step.block == "rows":
+                rows = part.shape[0]
+                total[slab * rows:(slab + 1) * rows] += part
+            elif step.block == "introduced":
+                cols = part.shape[1]
+                total[:, slab * cols:(slab + 1) * cols] += part
+            else:
+                total += part
             if k > 0:
                 held = 1 - held
                 out = work[held][: x * b * c * y].reshape(x, b, c, y)
@@ -1911,7 +1991,6 @@ class MatrixFreeOperator:
                     held = 1 - held
                     g = work[held][: back.size].reshape(back.shape)
                     _copy(g, back, self.threads)
-        return tuple(grads)
 
     def agent_forms(self, u: FloatArray, v: FloatArray) -> tuple[FloatArray, ...]:
         """``T_i[o, b] = sum_{s: o_i(s) = o} u(s) (P^{(i,b)} v)(s)`` for every agent, each

@@ -851,6 +851,28 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "terms",
     ),
     SourceMutant(
+        "reverse-slab-rows-into-the-first-block", "reference.networked.matrix_free",
+        "MatrixFreeOperator._reverse_chain",
+        "total[slab * rows:(slab + 1) * rows] += part", "total[:rows] += part",
+        "formula", ("test_matrix_free_slabs::test_factor_gradients_in_slabs_are_the_whole_ones",),
+        "reverse mode in slabs adds every slab's derivative into the rows of s_a = 0",
+    ),
+    SourceMutant(
+        "reverse-slab-columns-into-the-first-block", "reference.networked.matrix_free",
+        "MatrixFreeOperator._reverse_chain",
+        "total[:, slab * cols:(slab + 1) * cols] += part", "total[:, :cols] += part",
+        "formula", ("test_matrix_free_slabs::test_factor_gradients_in_slabs_are_the_whole_ones",),
+        "reverse mode in slabs adds the first step's derivative of every slab into the "
+        "columns of s_a = 0",
+    ),
+    SourceMutant(
+        "reverse-slabs-never-taken", "reference.networked.matrix_free", "reverse_forms_slabs",
+        "            return count\n", "            return 0\n",
+        "bound", ("test_matrix_free_slabs::test_exact_gradient_in_slabs_stays_within_the_"
+                  "memory_prediction",),
+        "reverse-mode forms never in slabs: agent applications where slabs would fit",
+    ),
+    SourceMutant(
         "slabs-never-taken", "reference.networked.matrix_free", "application_slabs",
         "return 1 if whole <= resolve_limit(memory_limit) else count", "return 1",
         "bound", ("test_matrix_free_slabs::test_slabs_are_taken_exactly_when_whole_"
