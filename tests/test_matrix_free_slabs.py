@@ -248,3 +248,37 @@ def test_factor_gradients_in_slabs_are_the_whole_ones(
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
     for a, b in zip(forms, direct, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
+def test_the_cost_model_counts_the_calls_and_rereads_of_slabs() -> None:
+    """An application in ``|S_a|`` slabs issues every step product once per slab, a step whose
+    lead holds the slab agent ``lead / |S_a|`` of them (counted on a ring of eight binary agents
+    observed at radius 1, one thread: the ring's closing step), and the predicted cost grows
+    by exactly ``_CALL_COST`` per extra call and ``_PASS_COST`` per extra float streamed
+    (``2 (slabs - 1) |S|``: the forward's rereads of ``v``, the adjoint's additions); costs
+    are integers below 2^53, so the differences are exact."""
+    rng = np.random.default_rng(12)
+    model = _model(Graph.ring(8), (2,) * 8, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    plan = contraction_plan(model, 1, max_group=1)  # one agent per step: leads 2 and 4 at the end
+    op = MatrixFreeOperator(model, pol, plan=plan, slabs=2, threads=1)
+    issued: list[int] = []
+    real_step = matrix_free._step
+
+    def counted(*args: np.ndarray | int) -> np.ndarray:
+        issued.append(1)
+        return real_step(*args)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix_free, "_step", counted)
+        op.apply(rng.standard_normal(op.n_states))
+    per_slab = sum(step.lead for step in op._slab_steps)
+    assert len(issued) == 2 * per_slab
+    whole = sum(step.lead for step in plan.steps)
+    assert per_slab < whole  # the closing step's lead holds the slab agent: halved per slab
+    other = plan.transposes + 2  # reorderings and the calls around the steps
+    extra = plan.application_cost(2) - plan.application_cost(1)
+    assert extra == (
+        matrix_free._CALL_COST * (2 * (per_slab + other) - (whole + other))
+        + matrix_free._PASS_COST * 2 * plan.n_joint
+    )

@@ -28,6 +28,7 @@ from reference.networked.matrix_free import (
     DEFAULT_ACCURACY,
     ContractionPlan,
     MatrixFreeOperator,
+    application_slabs,
     contraction_plan,
     fixed_point_iterations,
     krylov_restart,
@@ -121,7 +122,8 @@ def _dense_cost(model: NetworkedMDP, limit: int) -> BackendCost:
 def _matrix_free_cost(
     model: NetworkedMDP, plan: ContractionPlan, accuracy: float, limit: int, reachable: bool
 ) -> BackendCost:
-    """``applications x plan.application_cost()`` at :data:`STREAM_RATE`, with
+    """``applications x plan.application_cost(slabs)`` at :data:`STREAM_RATE` (``slabs`` by
+    :func:`~reference.networked.matrix_free.application_slabs`), with
     ``applications = 2 (k + 2) + f``: two solves of at most ``k`` iterations
     (:func:`fixed_point_iterations`, the a priori count of the certified fallback) and two
     residual checks each, and the agent forms: ``f = 3`` applications' worth by reverse-mode
@@ -132,8 +134,9 @@ def _matrix_free_cost(
     forms = 3 if reverse_forms_fit(model, plan, limit) else sum(model.n_actions)
     applications = 2 * (k + 2) + forms
     restart = krylov_restart(model, plan, limit)
+    slabs = application_slabs(model, plan, restart=restart, memory_limit=limit)
     vector_passes = 2 * k * 5 * plan.n_joint
-    work = applications * plan.application_cost() + vector_passes
+    work = applications * plan.application_cost(slabs) + vector_passes
     needed = matrix_free_memory(model, plan, restart=restart, memory_limit=limit)
     return BackendCost(
         backend="matrix-free",

@@ -289,16 +289,22 @@ class ContractionPlan:
         reordering copy; the adjoint then reads ``u`` as it is)."""
         return self.final_permutation == tuple(range(len(self.final_permutation)))
 
-    def application_cost(self) -> float:
+    def application_cost(self, slabs: int = 1) -> float:
         """Predicted cost of one application, in multiply-adds (``proofs_notes/matrix-free.md``):
-        ``flops`` plus :data:`_PASS_COST` per float streamed and :data:`_CALL_COST` per call."""
+        ``flops`` plus :data:`_PASS_COST` per float streamed and :data:`_CALL_COST` per call.
+        In ``slabs`` slabs (``#slabs``) every call is issued once per slab (a step whose lead
+        holds the slab agent has ``lead / slabs`` products per slab), and an application
+        streams ``2 (slabs - 1) |S|`` floats more on average over the two directions (the
+        forward rereads ``v``, the adjoint adds each further slab's term)."""
         streamed = sum(
             s.input_floats * (2 if s.permutation is not None else 1) + s.output_floats
             for s in self.steps
         )
         if not self.in_agent_order:
             streamed += 2 * self.n_joint  # the final reordering copy
-        calls = sum(s.lead for s in self.steps) + self.transposes + 2
+        streamed += 2 * (slabs - 1) * self.n_joint
+        steps = self.steps if slabs == 1 else _slab_steps(self)
+        calls = slabs * (sum(s.lead for s in steps) + self.transposes + 2)
         return float(self.flops) + _PASS_COST * streamed + _CALL_COST * calls
 
 

@@ -873,6 +873,14 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "reverse-mode forms never in slabs: agent applications where slabs would fit",
     ),
     SourceMutant(
+        "slab-cost-counts-whole-leads", "reference.networked.matrix_free",
+        "ContractionPlan.application_cost",
+        "steps = self.steps if slabs == 1 else _slab_steps(self)", "steps = self.steps",
+        "formula", ("test_matrix_free_slabs::test_the_cost_model_counts_the_calls_and_rereads_"
+                    "of_slabs",),
+        "the cost model counts a lead step's whole lead in every slab",
+    ),
+    SourceMutant(
         "slabs-never-taken", "reference.networked.matrix_free", "application_slabs",
         "return 1 if whole <= resolve_limit(memory_limit) else count", "return 1",
         "bound", ("test_matrix_free_slabs::test_slabs_are_taken_exactly_when_whole_"
