@@ -671,7 +671,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "reverse-adjoint-permutation-not-inverted", "reference.networked.matrix_free",
-        "MatrixFreeOperator.factor_gradients",
+        "MatrixFreeOperator._reverse_chain",
         "back = g.reshape(permuted).transpose(np.argsort(step.permutation))",
         "back = g.reshape(permuted).transpose(step.permutation)",
         "formula", ("test_matrix_free_reverse::test_agent_forms_on_rings_whose_adjoint_reorders_axes",),
@@ -897,7 +897,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "reverse-unkept-outputs-fresh", "reference.networked.matrix_free",
-        "MatrixFreeOperator.factor_gradients",
+        "MatrixFreeOperator._reverse_chain",
         "if k + 1 == len(steps) or steps[k + 1].permutation is not None:", "if False:",
         "bound", ("test_matrix_free_reverse::test_exact_gradient_with_reverse_forms_stays_within_"
                   "the_memory_prediction",),
@@ -905,9 +905,9 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "reverse-memory-decides-its-own-route", "reference.networked.matrix_free",
-        "matrix_free_memory", "if reverse_forms_fit(model, plan, memory_limit):",
-        "if predicted_bytes(max(solving, plan.stored_floats + 2 * plan.buffer_floats), held)"
-        " <= resolve_limit(memory_limit):",
+        "matrix_free_memory", "reverse = reverse_forms_slabs(model, plan, memory_limit)",
+        "reverse = int(predicted_bytes(max(solving, plan.reverse_floats(1)), held)"
+        " <= resolve_limit(memory_limit))",
         "bound", ("test_matrix_free_reverse::test_the_memory_prediction_counts_the_reverse_route_"
                   "whenever_agent_forms_takes_it",),
         "the memory prediction decides the forms' route by its own rule, which differs from "
