@@ -248,3 +248,31 @@ def test_factor_gradients_in_slabs_are_the_whole_ones(
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
     for a, b in zip(forms, direct, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
+def test_reverse_mode_in_slabs_after_whole_applications_stays_within_the_prediction() -> None:
+    """Whole applications and reverse-mode forms in slabs (a ring of eight 4-state agents,
+    one agent per step: whole applications about ``45 |S|`` floats, the whole reverse route
+    ``133 |S|``, in slabs ``34 |S|``, under a limit of ``60 |S|``): the slabs' chains run in
+    slab-sized work buffers, not beside the two whole-application buffers the solves left
+    (``32 |S|`` more), so the tracemalloc peak of the exact gradient stays within
+    ``matrix_free_memory`` and the limit."""
+    rng = np.random.default_rng(5)
+    model = _model(Graph.ring(8), (4,) * 8, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    utils = tuple(EntropyUtility((4, 2), model.gamma) for _ in range(8))
+    plan = contraction_plan(model, 1, max_group=1)
+    limit = 60 * 8 * plan.n_joint
+    assert matrix_free.application_slabs(model, plan, memory_limit=limit) == 1
+    assert matrix_free.reverse_forms_slabs(model, plan, limit) == 4
+    predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit)
+    assert predicted <= limit
+    tracemalloc.start()
+    try:
+        op = MatrixFreeOperator(model, pol, memory_limit=limit, plan=plan)
+        solve(model, pol, utils, operator=op)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert op.slabs == 1
+    assert peak <= predicted, (peak / 8 / plan.n_joint, predicted / 8 / plan.n_joint)

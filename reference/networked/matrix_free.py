@@ -1902,6 +1902,10 @@ class MatrixFreeOperator:
         # the solves' vectors are not held through this phase (matrix_free_memory counts
         # the solve phase and this one apart)
         self._krylov = self._solves = None
+        if self._work is not None and self._work[0].size > plan.slab_buffer_floats(count):
+            # larger buffers left by whole (or multi-column) applications: the chains run in
+            # the buffers reverse_floats counts, so these are released, not kept beside them
+            self._work = None
         steps = _slab_steps(plan) if count > 1 else _whole_steps(plan)
         sums = [np.zeros((s.sizes[1], s.introduced_size, s.sizes[2])) for s in plan.steps]
         for slab in range(count):

@@ -873,6 +873,14 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "reverse-mode forms never in slabs: agent applications where slabs would fit",
     ),
     SourceMutant(
+        "reverse-slabs-beside-whole-buffers", "reference.networked.matrix_free",
+        "MatrixFreeOperator.factor_gradients", "self._work = None", "pass",
+        "bound", ("test_matrix_free_slabs::test_reverse_mode_in_slabs_after_whole_"
+                  "applications_stays_within_the_prediction",),
+        "reverse mode in slabs keeps the whole applications' work buffers beside the slabs' "
+        "stored inputs (more memory than predicted)",
+    ),
+    SourceMutant(
         "slabs-never-taken", "reference.networked.matrix_free", "application_slabs",
         "return 1 if whole <= resolve_limit(memory_limit) else count", "return 1",
         "bound", ("test_matrix_free_slabs::test_slabs_are_taken_exactly_when_whole_"
