@@ -276,3 +276,39 @@ def test_reverse_mode_in_slabs_after_whole_applications_stays_within_the_predict
         tracemalloc.stop()
     assert op.slabs == 1
     assert peak <= predicted, (peak / 8 / plan.n_joint, predicted / 8 / plan.n_joint)
+
+
+def test_the_plan_chosen_for_an_accuracy_reaches_it_in_slabs() -> None:
+    """The adjoint in slabs rounds ``|S_a| - 1`` more times, which raises its solve's
+    rounding floor: for an accuracy between the whole adjoint's floor and the slabbed one
+    (a ring of six 4-state agents), the plan ``plan_for_accuracy`` picks, and the backend
+    prediction calls reachable, must still certify the occupancy solve when a memory limit
+    of ``40 |S|`` floats makes the operator run in slabs (the merged plan is refused for the
+    one-agent plan, whose depths are far lower), not refuse it in the solve."""
+    rng = np.random.default_rng(8)
+    model = _model(Graph.ring(6), (4,) * 6, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    merged = contraction_plan(model, 1)
+    assert merged.slab_agent is not None
+    count = merged.n_states[merged.slab_agent]
+    rho = matrix_free.plan_row_sum_bound(model.n_states)
+    whole = matrix_free.minimum_accuracy(
+        max(merged.depth, merged.transpose_depth), model.gamma, rho
+    )
+    slabbed = matrix_free.minimum_accuracy(
+        max(merged.depth, merged.transpose_depth + count - 1), model.gamma, rho
+    )
+    assert whole < slabbed
+    accuracy = (whole + slabbed) / 2
+    limit = 40 * 8 * merged.n_joint
+    from reference.networked.backends import predict_backends
+
+    assert predict_backends(model, 1, accuracy=accuracy, memory_limit=limit)[1].reachable
+    op = MatrixFreeOperator(model, pol, accuracy=accuracy, memory_limit=limit)
+    assert op.slabs > 1
+    assert op.plan == matrix_free.plan_for_accuracy(model, 1, accuracy)
+    assert op.plan == contraction_plan(model, 1, max_group=1)
+    rho0 = model.joint_rho()
+    sol = op.solve_occupancy(rho0)
+    dense = DenseOperator(model, pol).solve_occupancy(rho0)
+    assert float(np.abs(sol.x - dense.x).sum()) <= sol.error_bound + dense.error_bound

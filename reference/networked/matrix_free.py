@@ -551,14 +551,25 @@ def plan_row_sum_bound(sizes: Sequence[int]) -> float:
 def plan_for_accuracy(model: NetworkedMDP, beta: int, accuracy: float) -> ContractionPlan | None:
     """The default :func:`contraction_plan`, or, if its rounding depth puts ``accuracy``
     below :func:`minimum_accuracy` (merged steps contract longer dot products), the plan of
-    one agent per step; ``None`` if neither can reach ``accuracy``."""
+    one agent per step; ``None`` if neither can reach ``accuracy``.  The depth is the larger
+    of the two solves', the adjoint's with the additions of slabs (:func:`_solve_depth`), so
+    the plan reaches ``accuracy`` whether or not the memory limit makes it run in slabs."""
     rho = plan_row_sum_bound(model.n_states)
     for max_group in (_GROUP_AGENTS, 1):
         plan = contraction_plan(model, beta, max_group=max_group)
-        depth = max(plan.depth, plan.transpose_depth)
-        if accuracy > minimum_accuracy(depth, model.gamma, rho):
+        if accuracy > minimum_accuracy(_solve_depth(plan), model.gamma, rho):
             return plan
     return None
+
+
+def _solve_depth(plan: ContractionPlan) -> int:
+    """The larger rounding depth of the two certified solves on ``plan``: ``depth``, and
+    ``transpose_depth`` plus the ``|S_a| - 1`` additions of an adjoint in slabs of the
+    :attr:`~ContractionPlan.slab_agent` ``a`` (counted whether or not the memory limit
+    makes the operator take slabs, which is decided after the plan:
+    ``proofs_notes/matrix-free.md#slabs``)."""
+    extra = 0 if plan.slab_agent is None else plan.n_states[plan.slab_agent] - 1
+    return max(plan.depth, plan.transpose_depth + extra)
 
 
 def fixed_point_iterations(gamma: float, accuracy: float) -> int:
@@ -1470,7 +1481,7 @@ class MatrixFreeOperator:
             if chosen is None:
                 one = contraction_plan(model, policy.beta, max_group=1)
                 least = minimum_accuracy(
-                    max(one.depth, one.transpose_depth), model.gamma,
+                    _solve_depth(one), model.gamma,
                     plan_row_sum_bound(model.n_states),
                 )
                 raise SolverError(

@@ -881,6 +881,14 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "stored inputs (more memory than predicted)",
     ),
     SourceMutant(
+        "plan-floor-without-slab-additions", "reference.networked.matrix_free", "_solve_depth",
+        "plan.transpose_depth + extra", "plan.transpose_depth",
+        "bound", ("test_matrix_free_slabs::test_the_plan_chosen_for_an_accuracy_reaches_it_in_"
+                  "slabs",),
+        "the plan is chosen for an accuracy by the whole adjoint's rounding floor, which the "
+        "adjoint in slabs does not reach",
+    ),
+    SourceMutant(
         "slabs-never-taken", "reference.networked.matrix_free", "application_slabs",
         "return 1 if whole <= resolve_limit(memory_limit) else count", "return 1",
         "bound", ("test_matrix_free_slabs::test_slabs_are_taken_exactly_when_whole_"
