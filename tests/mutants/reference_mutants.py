@@ -889,6 +889,20 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "adjoint in slabs does not reach",
     ),
     SourceMutant(
+        "slabbed-strided-out-through-views", "reference.networked.matrix_free",
+        "MatrixFreeOperator._slabbed", "if result.flags.c_contiguous:", "if True:",
+        "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
+        "slabs write a strided out= through reshaped views, which are copies for the "
+        "adjoint's merged axes (the result is never written)",
+    ),
+    SourceMutant(
+        "threads-split-keeps-one-part", "reference.networked.matrix_free", "_parallel",
+        "for part in _halves(arrays[-1].shape[axis], threads):",
+        "for part in _halves(arrays[-1].shape[axis], threads)[:1]:",
+        "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
+        "a copy or step split over threads runs only the first thread's part",
+    ),
+    SourceMutant(
         "slabs-never-taken", "reference.networked.matrix_free", "application_slabs",
         "return 1 if whole <= resolve_limit(memory_limit) else count", "return 1",
         "bound", ("test_matrix_free_slabs::test_slabs_are_taken_exactly_when_whole_"
