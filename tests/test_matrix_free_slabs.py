@@ -332,3 +332,23 @@ def test_the_plan_chosen_for_an_accuracy_reaches_it_in_slabs() -> None:
     sol = op.solve_occupancy(rho0)
     dense = DenseOperator(model, pol).solve_occupancy(rho0)
     assert float(np.abs(sol.x - dense.x).sum()) <= sol.error_bound + dense.error_bound
+
+
+def test_the_memory_prediction_refuses_slabs_the_plan_cannot_take() -> None:
+    """``matrix_free_memory(slabs=...)`` takes what the operator takes (1, or the slab
+    agent's state count) and refuses anything else with the operator's message, rather than
+    predicting an application no operator runs (or dividing by zero)."""
+    rng = np.random.default_rng(3)
+    model = _model(Graph.ring(6), (3,) * 6, rng)
+    plan = contraction_plan(model, 1)
+    assert plan.slab_agent is not None
+    assert matrix_free.matrix_free_memory(model, plan, slabs=3, memory_limit=1) < (
+        matrix_free.matrix_free_memory(model, plan, slabs=1, memory_limit=1)
+    )
+    for bad in (2, 5, -1, True, 3.0, 0):
+        with pytest.raises(ModelError, match=r"slabs = .*, expected 1 or 3 \(\|S_\d\|\)"):
+            matrix_free.matrix_free_memory(model, plan, slabs=bad)  # type: ignore[arg-type]
+    grid = _model(Graph.grid(3, 4), (2,) * 12, rng)
+    grid_plan = contraction_plan(grid, 2)
+    with pytest.raises(ModelError, match=r"slabs = 2, expected 1 for this plan"):
+        matrix_free.matrix_free_memory(grid, grid_plan, slabs=2)

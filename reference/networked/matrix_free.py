@@ -609,13 +609,16 @@ def matrix_free_memory(
     solves' vectors released as well).  Both phases: ``8 + 3 columns`` vectors of ``|S|`` for
     the occupancy, values, rewards and multi-column right-hand sides, and the local factors.
     Linear in ``|S|``.  The work buffers are :meth:`ContractionPlan.slab_buffer_floats` of
-    ``slabs`` (default: :func:`application_slabs`, the operator's own choice).
+    ``slabs`` (default: :func:`application_slabs`, the operator's own choice; given, it must
+    be 1 or the slab agent's ``|S_a|``, as for the operator, else :class:`ModelError`).
     """
     if slabs is None:
         slabs = application_slabs(
             model, plan, restart=restart, columns=columns, solver=solver,
             memory_limit=memory_limit,
         )
+    else:
+        _check_slabs(plan, slabs)
     n_joint = plan.n_joint
     factors = _factor_floats(model, plan)
     krylov = {"gmres": restart + 5, "fixed-point": 5}.get(solver, _BICGSTAB_VECTORS + 5)
@@ -628,6 +631,17 @@ def matrix_free_memory(
     else:
         forms = _application_forms_floats(model, plan, slabs)
     return predicted_bytes(max(solving, forms), held, factors)
+
+
+def _check_slabs(plan: ContractionPlan, slabs: int) -> None:
+    """``slabs`` must be 1 or ``|S_a|`` for the plan's slab agent ``a``
+    (:attr:`ContractionPlan.slab_agent`); anything else is refused, naming what is allowed."""
+    a = plan.slab_agent
+    if isinstance(slabs, bool) or not isinstance(slabs, int) or (
+        slabs != 1 and (a is None or slabs != plan.n_states[a])
+    ):
+        allowed = "1" if a is None else f"1 or {plan.n_states[a]} (|S_{a}|)"
+        raise ModelError(f"slabs = {slabs!r}, expected {allowed} for this plan")
 
 
 def application_slabs(
@@ -1505,15 +1519,8 @@ class MatrixFreeOperator:
             slabs = application_slabs(
                 model, plan, restart=self.restart, solver=solver, memory_limit=memory_limit
             )
-        elif isinstance(slabs, bool) or not isinstance(slabs, int) or (
-            slabs != 1 and (
-                plan.slab_agent is None or slabs != plan.n_states[plan.slab_agent]
-            )
-        ):
-            allowed = "1" if plan.slab_agent is None else (
-                f"1 or {plan.n_states[plan.slab_agent]} (|S_{plan.slab_agent}|)"
-            )
-            raise ModelError(f"slabs = {slabs!r}, expected {allowed} for this plan")
+        else:
+            _check_slabs(plan, slabs)
         self.slabs = slabs
         self._slab_steps = _slab_steps(plan) if slabs > 1 else ()
         # rounding depths of P_pi v and P_pi^T u: the plan's, and for the adjoint in slabs

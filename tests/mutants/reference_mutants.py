@@ -903,6 +903,13 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "a copy or step split over threads runs only the first thread's part",
     ),
     SourceMutant(
+        "memory-takes-any-slab-count", "reference.networked.matrix_free", "matrix_free_memory",
+        "    else:\n        _check_slabs(plan, slabs)\n", "",
+        "formula", ("test_matrix_free_slabs::test_the_memory_prediction_refuses_slabs_the_plan_"
+                    "cannot_take",),
+        "the memory prediction accepts slab counts no operator runs (0 divides by zero)",
+    ),
+    SourceMutant(
         "slabs-never-taken", "reference.networked.matrix_free", "application_slabs",
         "return 1 if whole <= resolve_limit(memory_limit) else count", "return 1",
         "bound", ("test_matrix_free_slabs::test_slabs_are_taken_exactly_when_whole_"
