@@ -78,7 +78,19 @@ def test_slabbed_applications_are_the_operator(
     """Run in ``|S_a|`` slabs, every operation (``apply``, ``apply_transpose`` with one and
     three columns, ``apply_agent`` and its adjoint for every agent) agrees with the dense
     operator within ``verify.operators``' derived tolerances (the adjoint's depth counts the
-    slabs' additions), and with the whole applications written into ``out=``."""
+    slabs' additions), and with the whole applications written into ``out=`` (contiguous,
+    and strided with several columns).  With two threads every step and copy is split
+    between them, however small (these instances are below the size that splits by
+    default)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if threads > 1:
+            patch.setattr(matrix_free, "_PARALLEL_WORK", 0)
+        _check_slabbed_operations(graph, sizes, beta, threads)
+
+
+def _check_slabbed_operations(
+    graph: Graph, sizes: tuple[int, ...], beta: int, threads: int
+) -> None:
     rng = np.random.default_rng(sum(sizes) + 10 * beta)
     model = _model(graph, sizes, rng)
     pol = LocalizedSoftmaxPolicy.random(model, beta, rng)
@@ -92,15 +104,23 @@ def test_slabbed_applications_are_the_operator(
     assert cmp.agrees, cmp
     v = rng.standard_normal((op.n_states, 2))
     out, out_t = np.empty(op.n_states), np.empty(op.n_states)
-    strided = np.empty((op.n_states, 2), order="F")
+    strided, strided_t = (np.empty((op.n_states, 2), order="F") for _ in range(2))
     op._forward(v[:, 0], op._matrices, out)
     op._backward(v[:, 0], op._matrices, out_t)
     op._forward(v, op._matrices, strided)
-    scale = float(np.max(np.abs(v)))
-    tol = 1e-13 * scale * max(1.0, float(count))
+    op._backward(v, op._matrices, strided_t)
+    # both routes within depth eps rho ||v||_inf of P v in every entry, and within
+    # transpose_depth eps rho ||u||_1 of P^T u in the l1 norm (verify.tolerances)
+    rho = op.row_sum_bound
+    tol = contraction_tolerance(op.depth + whole.depth, rho * float(np.max(np.abs(v))))
     np.testing.assert_allclose(out, whole.apply(v[:, 0]), rtol=0, atol=tol)
-    np.testing.assert_allclose(out_t, whole.apply_transpose(v[:, 0]), rtol=0, atol=tol * 16)
     np.testing.assert_allclose(strided, whole.apply(v), rtol=0, atol=tol)
+    for got, u in ((out_t, v[:, :1]), (strided_t, v)):
+        gap = np.sum(np.abs(got.reshape(u.shape) - whole.apply_transpose(u)), axis=0)
+        bound = contraction_tolerance(
+            op.transpose_depth + whole.transpose_depth, rho * float(np.max(np.sum(np.abs(u), 0)))
+        )
+        assert float(np.max(gap)) <= bound, (gap, bound)
 
 
 @given(model=_MODELS, seed=mst.seeds(), beta=st.integers(0, 2))
@@ -282,3 +302,87 @@ def test_the_cost_model_counts_the_calls_and_rereads_of_slabs() -> None:
         matrix_free._CALL_COST * (2 * (per_slab + other) - (whole + other))
         + matrix_free._PASS_COST * 2 * plan.n_joint
     )
+
+
+def test_reverse_mode_in_slabs_after_whole_applications_stays_within_the_prediction() -> None:
+    """Whole applications and reverse-mode forms in slabs (a ring of eight 4-state agents,
+    one agent per step: whole applications about ``45 |S|`` floats, the whole reverse route
+    ``133 |S|``, in slabs ``34 |S|``, under a limit of ``60 |S|``): the slabs' chains run in
+    slab-sized work buffers, not beside the two whole-application buffers the solves left
+    (``32 |S|`` more), so the tracemalloc peak of the exact gradient stays within
+    ``matrix_free_memory`` and the limit."""
+    rng = np.random.default_rng(5)
+    model = _model(Graph.ring(8), (4,) * 8, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    utils = tuple(EntropyUtility((4, 2), model.gamma) for _ in range(8))
+    plan = contraction_plan(model, 1, max_group=1)
+    limit = 60 * 8 * plan.n_joint
+    assert matrix_free.application_slabs(model, plan, memory_limit=limit) == 1
+    assert matrix_free.reverse_forms_slabs(model, plan, limit) == 4
+    predicted = matrix_free.matrix_free_memory(model, plan, memory_limit=limit)
+    assert predicted <= limit
+    tracemalloc.start()
+    try:
+        op = MatrixFreeOperator(model, pol, memory_limit=limit, plan=plan)
+        solve(model, pol, utils, operator=op)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert op.slabs == 1
+    assert peak <= predicted, (peak / 8 / plan.n_joint, predicted / 8 / plan.n_joint)
+
+
+def test_the_plan_chosen_for_an_accuracy_reaches_it_in_slabs() -> None:
+    """The adjoint in slabs rounds ``|S_a| - 1`` more times, which raises its solve's
+    rounding floor: for an accuracy between the whole adjoint's floor and the slabbed one
+    (a ring of six 4-state agents), the plan ``plan_for_accuracy`` picks, and the backend
+    prediction calls reachable, must still certify the occupancy solve when a memory limit
+    of ``40 |S|`` floats makes the operator run in slabs (the merged plan is refused for the
+    one-agent plan, whose depths are far lower), not refuse it in the solve."""
+    rng = np.random.default_rng(8)
+    model = _model(Graph.ring(6), (4,) * 6, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    merged = contraction_plan(model, 1)
+    assert merged.slab_agent is not None
+    count = merged.n_states[merged.slab_agent]
+    rho = matrix_free.plan_row_sum_bound(model.n_states)
+    whole = matrix_free.minimum_accuracy(
+        max(merged.depth, merged.transpose_depth), model.gamma, rho
+    )
+    slabbed = matrix_free.minimum_accuracy(
+        max(merged.depth, merged.transpose_depth + count - 1), model.gamma, rho
+    )
+    assert whole < slabbed
+    accuracy = (whole + slabbed) / 2
+    limit = 40 * 8 * merged.n_joint
+    from reference.networked.backends import predict_backends
+
+    assert predict_backends(model, 1, accuracy=accuracy, memory_limit=limit)[1].reachable
+    op = MatrixFreeOperator(model, pol, accuracy=accuracy, memory_limit=limit)
+    assert op.slabs > 1
+    assert op.plan == matrix_free.plan_for_accuracy(model, 1, accuracy)
+    assert op.plan == contraction_plan(model, 1, max_group=1)
+    rho0 = model.joint_rho()
+    sol = op.solve_occupancy(rho0)
+    dense = DenseOperator(model, pol).solve_occupancy(rho0)
+    assert float(np.abs(sol.x - dense.x).sum()) <= sol.error_bound + dense.error_bound
+
+
+def test_the_memory_prediction_refuses_slabs_the_plan_cannot_take() -> None:
+    """``matrix_free_memory(slabs=...)`` takes what the operator takes (1, or the slab
+    agent's state count) and refuses anything else with the operator's message, rather than
+    predicting an application no operator runs (or dividing by zero)."""
+    rng = np.random.default_rng(3)
+    model = _model(Graph.ring(6), (3,) * 6, rng)
+    plan = contraction_plan(model, 1)
+    assert plan.slab_agent is not None
+    assert matrix_free.matrix_free_memory(model, plan, slabs=3, memory_limit=1) < (
+        matrix_free.matrix_free_memory(model, plan, slabs=1, memory_limit=1)
+    )
+    for bad in (2, 5, -1, True, 3.0, 0):
+        with pytest.raises(ModelError, match=r"slabs = .*, expected 1 or 3 \(\|S_\d\|\)"):
+            matrix_free.matrix_free_memory(model, plan, slabs=bad)  # type: ignore[arg-type]
+    grid = _model(Graph.grid(3, 4), (2,) * 12, rng)
+    grid_plan = contraction_plan(grid, 2)
+    with pytest.raises(ModelError, match=r"slabs = 2, expected 1 for this plan"):
+        matrix_free.matrix_free_memory(grid, grid_plan, slabs=2)

@@ -557,14 +557,25 @@ def plan_row_sum_bound(sizes: Sequence[int]) -> float:
 def plan_for_accuracy(model: NetworkedMDP, beta: int, accuracy: float) -> ContractionPlan | None:
     """The default :func:`contraction_plan`, or, if its rounding depth puts ``accuracy``
     below :func:`minimum_accuracy` (merged steps contract longer dot products), the plan of
-    one agent per step; ``None`` if neither can reach ``accuracy``."""
+    one agent per step; ``None`` if neither can reach ``accuracy``.  The depth is the larger
+    of the two solves', the adjoint's with the additions of slabs (:func:`_solve_depth`), so
+    the plan reaches ``accuracy`` whether or not the memory limit makes it run in slabs."""
     rho = plan_row_sum_bound(model.n_states)
     for max_group in (_GROUP_AGENTS, 1):
         plan = contraction_plan(model, beta, max_group=max_group)
-        depth = max(plan.depth, plan.transpose_depth)
-        if accuracy > minimum_accuracy(depth, model.gamma, rho):
+        if accuracy > minimum_accuracy(_solve_depth(plan), model.gamma, rho):
             return plan
     return None
+
+
+def _solve_depth(plan: ContractionPlan) -> int:
+    """The larger rounding depth of the two certified solves on ``plan``: ``depth``, and
+    ``transpose_depth`` plus the ``|S_a| - 1`` additions of an adjoint in slabs of the
+    :attr:`~ContractionPlan.slab_agent` ``a`` (counted whether or not the memory limit
+    makes the operator take slabs, which is decided after the plan:
+    ``proofs_notes/matrix-free.md#slabs``)."""
+    extra = 0 if plan.slab_agent is None else plan.n_states[plan.slab_agent] - 1
+    return max(plan.depth, plan.transpose_depth + extra)
 
 
 def fixed_point_iterations(gamma: float, accuracy: float) -> int:
@@ -604,13 +615,16 @@ def matrix_free_memory(
     solves' vectors released as well).  Both phases: ``8 + 3 columns`` vectors of ``|S|`` for
     the occupancy, values, rewards and multi-column right-hand sides, and the local factors.
     Linear in ``|S|``.  The work buffers are :meth:`ContractionPlan.slab_buffer_floats` of
-    ``slabs`` (default: :func:`application_slabs`, the operator's own choice).
+    ``slabs`` (default: :func:`application_slabs`, the operator's own choice; given, it must
+    be 1 or the slab agent's ``|S_a|``, as for the operator, else :class:`ModelError`).
     """
     if slabs is None:
         slabs = application_slabs(
             model, plan, restart=restart, columns=columns, solver=solver,
             memory_limit=memory_limit,
         )
+    else:
+        _check_slabs(plan, slabs)
     n_joint = plan.n_joint
     factors = _factor_floats(model, plan)
     krylov = {"gmres": restart + 5, "fixed-point": 5}.get(solver, _BICGSTAB_VECTORS + 5)
@@ -623,6 +637,17 @@ def matrix_free_memory(
     else:
         forms = _application_forms_floats(model, plan, slabs)
     return predicted_bytes(max(solving, forms), held, factors)
+
+
+def _check_slabs(plan: ContractionPlan, slabs: int) -> None:
+    """``slabs`` must be 1 or ``|S_a|`` for the plan's slab agent ``a``
+    (:attr:`ContractionPlan.slab_agent`); anything else is refused, naming what is allowed."""
+    a = plan.slab_agent
+    if isinstance(slabs, bool) or not isinstance(slabs, int) or (
+        slabs != 1 and (a is None or slabs != plan.n_states[a])
+    ):
+        allowed = "1" if a is None else f"1 or {plan.n_states[a]} (|S_{a}|)"
+        raise ModelError(f"slabs = {slabs!r}, expected {allowed} for this plan")
 
 
 def application_slabs(
@@ -1476,7 +1501,7 @@ class MatrixFreeOperator:
             if chosen is None:
                 one = contraction_plan(model, policy.beta, max_group=1)
                 least = minimum_accuracy(
-                    max(one.depth, one.transpose_depth), model.gamma,
+                    _solve_depth(one), model.gamma,
                     plan_row_sum_bound(model.n_states),
                 )
                 raise SolverError(
@@ -1500,15 +1525,8 @@ class MatrixFreeOperator:
             slabs = application_slabs(
                 model, plan, restart=self.restart, solver=solver, memory_limit=memory_limit
             )
-        elif isinstance(slabs, bool) or not isinstance(slabs, int) or (
-            slabs != 1 and (
-                plan.slab_agent is None or slabs != plan.n_states[plan.slab_agent]
-            )
-        ):
-            allowed = "1" if plan.slab_agent is None else (
-                f"1 or {plan.n_states[plan.slab_agent]} (|S_{plan.slab_agent}|)"
-            )
-            raise ModelError(f"slabs = {slabs!r}, expected {allowed} for this plan")
+        else:
+            _check_slabs(plan, slabs)
         self.slabs = slabs
         self._slab_steps = _slab_steps(plan) if slabs > 1 else ()
         # rounding depths of P_pi v and P_pi^T u: the plan's, and for the adjoint in slabs
@@ -1908,6 +1926,10 @@ class MatrixFreeOperator:
         # the solves' vectors are not held through this phase (matrix_free_memory counts
         # the solve phase and this one apart)
         self._krylov = self._solves = None
+        if self._work is not None and self._work[0].size > plan.slab_buffer_floats(count):
+            # larger buffers left by whole (or multi-column) applications: the chains run in
+            # the buffers reverse_floats counts, so these are released, not kept beside them
+            self._work = None
         steps = _slab_steps(plan) if count > 1 else _whole_steps(plan)
         sums = [np.zeros((s.sizes[1], s.introduced_size, s.sizes[2])) for s in plan.steps]
         for slab in range(count):

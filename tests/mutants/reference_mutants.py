@@ -881,6 +881,43 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the cost model counts a lead step's whole lead in every slab",
     ),
     SourceMutant(
+        "reverse-slabs-beside-whole-buffers", "reference.networked.matrix_free",
+        "MatrixFreeOperator.factor_gradients", "self._work = None", "pass",
+        "bound", ("test_matrix_free_slabs::test_reverse_mode_in_slabs_after_whole_"
+                  "applications_stays_within_the_prediction",),
+        "reverse mode in slabs keeps the whole applications' work buffers beside the slabs' "
+        "stored inputs (more memory than predicted)",
+    ),
+    SourceMutant(
+        "plan-floor-without-slab-additions", "reference.networked.matrix_free", "_solve_depth",
+        "plan.transpose_depth + extra", "plan.transpose_depth",
+        "bound", ("test_matrix_free_slabs::test_the_plan_chosen_for_an_accuracy_reaches_it_in_"
+                  "slabs",),
+        "the plan is chosen for an accuracy by the whole adjoint's rounding floor, which the "
+        "adjoint in slabs does not reach",
+    ),
+    SourceMutant(
+        "slabbed-strided-out-through-views", "reference.networked.matrix_free",
+        "MatrixFreeOperator._slabbed", "if result.flags.c_contiguous:", "if True:",
+        "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
+        "slabs write a strided out= through reshaped views, which are copies for the "
+        "adjoint's merged axes (the result is never written)",
+    ),
+    SourceMutant(
+        "threads-split-keeps-one-part", "reference.networked.matrix_free", "_parallel",
+        "for part in _halves(arrays[-1].shape[axis], threads):",
+        "for part in _halves(arrays[-1].shape[axis], threads)[:1]:",
+        "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
+        "a copy or step split over threads runs only the first thread's part",
+    ),
+    SourceMutant(
+        "memory-takes-any-slab-count", "reference.networked.matrix_free", "matrix_free_memory",
+        "    else:\n        _check_slabs(plan, slabs)\n", "",
+        "formula", ("test_matrix_free_slabs::test_the_memory_prediction_refuses_slabs_the_plan_"
+                    "cannot_take",),
+        "the memory prediction accepts slab counts no operator runs (0 divides by zero)",
+    ),
+    SourceMutant(
         "slabs-never-taken", "reference.networked.matrix_free", "application_slabs",
         "return 1 if whole <= resolve_limit(memory_limit) else count", "return 1",
         "bound", ("test_matrix_free_slabs::test_slabs_are_taken_exactly_when_whole_"
@@ -940,8 +977,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "cost-model-one-call-per-leading-step", "reference.networked.matrix_free",
-        "ContractionPlan.application_cost", "calls = sum(s.lead for s in self.steps)",
-        "calls = len(self.steps)",
+        "ContractionPlan.application_cost", "sum(s.lead for s in steps)", "len(steps)",
         "formula", ("test_matrix_free::test_the_cost_model_counts_one_call_per_slab_issued",),
         "a step on L slabs counted as one numpy call in the predicted cost, though it issues L",
     ),
