@@ -292,7 +292,7 @@ def test_the_cost_model_counts_the_calls_and_rereads_of_slabs() -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(matrix_free, "_step", counted)
         op.apply(rng.standard_normal(op.n_states))
-    per_slab = sum(step.lead for step in op._slab_steps)
+    per_slab = sum(step.lead for step in op._chain_steps)
     assert len(issued) == 2 * per_slab
     whole = sum(step.lead for step in plan.steps)
     assert per_slab < whole  # the closing step's lead holds the slab agent: halved per slab

@@ -1528,7 +1528,8 @@ class MatrixFreeOperator:
         else:
             _check_slabs(plan, slabs)
         self.slabs = slabs
-        self._slab_steps = _slab_steps(plan) if slabs > 1 else ()
+        # the steps an application runs, on one slab (whole applications: one slab of one)
+        self._chain_steps = _slab_steps(plan) if slabs > 1 else _whole_steps(plan)
         # rounding depths of P_pi v and P_pi^T u: the plan's, and for the adjoint in slabs
         # the slabs - 1 additions of the slabs' terms
         self.depth = plan.depth
@@ -1614,45 +1615,9 @@ class MatrixFreeOperator:
     ) -> FloatArray:
         """``sum_{s'} prod_i F_i[s_{D_i}, s'_i] v(s')`` for the factors behind ``matrices``
         (written into ``out``, of ``v``'s shape, when given)."""
-        plan = self.plan
         arr, cols = self._columns(v, "v")
         result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
-        if self.slabs > 1:
-            self._slabbed(self._forward_slabs, arr, cols, matrices, result)
-            return result[:, 0] if arr.ndim == 1 else result
-        work = self._workspace(plan.buffer_floats * cols)
-        t: FloatArray = np.ascontiguousarray(arr).reshape(
-            (*(s for s in plan.n_states if s > 1), cols)
-        )
-        held = -1  # the buffer that holds t (-1: the caller's array)
-        # a plan that ends in agent order writes its last step into the result (no copy)
-        direct = plan.in_agent_order and result.flags.c_contiguous
-        last = len(plan.steps) - 1
-        for k, (step, mat) in enumerate(zip(plan.steps, matrices, strict=True)):
-            x, b, c, y = step.sizes
-            if step.permutation is not None:
-                src = t.reshape((*step.layout, cols)).transpose(
-                    (*step.permutation, len(step.layout))
-                )
-                held = 0 if held != 0 else 1
-                dst = work[held][: src.size].reshape(src.shape)
-                _copy(dst, src, self.threads)
-                t = dst
-            shape = (x, b, step.introduced_size, y * cols)
-            if direct and k == last:
-                dest = result.reshape(shape)
-            else:
-                held = 0 if held != 0 else 1
-                dest = work[held][: prod(shape)].reshape(shape)
-            t = _lead_step(mat, t.reshape(x, b, c, y * cols), dest, step.lead, self.threads)
-        if not direct:
-            _copy(
-                result.reshape([s for s in plan.n_states if s > 1] + [cols]),
-                t.reshape((*plan.final_layout, cols)).transpose(
-                    (*plan.final_permutation, len(plan.final_layout))
-                ),
-                self.threads,
-            )
+        self._contiguous(self._forward_chain, arr, cols, matrices, result)
         return result[:, 0] if arr.ndim == 1 else result
 
     def _backward(
@@ -1660,71 +1625,32 @@ class MatrixFreeOperator:
     ) -> FloatArray:
         """The adjoint of :meth:`_forward`: the steps reversed with ``F_G`` transposed
         (written into ``out``, of ``u``'s shape, when given)."""
-        plan = self.plan
         arr, cols = self._columns(u, "u")
-        if self.slabs > 1:
-            result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
-            self._slabbed(self._backward_slabs, arr, cols, matrices, result)
-            return result[:, 0] if arr.ndim == 1 else result
-        work = self._workspace(plan.buffer_floats * cols)
-        canonical = np.ascontiguousarray(arr).reshape(
-            (*(s for s in plan.n_states if s > 1), cols)
-        )
-        t: FloatArray
-        if plan.in_agent_order:
-            held = -1  # the buffer that holds t (-1: the caller's array, read as it is)
-            t = canonical
-        else:
-            last = len(plan.final_layout)
-            src = canonical.transpose((*np.argsort(plan.final_permutation), last))
-            held = 0
-            t = work[held][: src.size].reshape(src.shape)
-            _copy(t, src, self.threads)
         result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
-        written = False  # whether the first step's adjoint wrote the result directly
-        for k, (step, mat) in reversed(list(enumerate(zip(plan.steps, matrices, strict=True)))):
-            x, b, c, y = step.sizes
-            if k == 0 and step.permutation is None and result.flags.c_contiguous:
-                # the adjoint of the first step leaves agent order: no final copy
-                dest = result.reshape(x, b, c, y * cols)
-                written = True
-            else:
-                held = 0 if held != 0 else 1
-                dest = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
-            t = _lead_step(
-                np.swapaxes(mat, 1, 2),
-                t.reshape(x, b, step.introduced_size, y * cols),
-                dest,
-                step.lead,
-                self.threads,
-            )
-            if step.permutation is not None:
-                permuted = (*(step.layout[p] for p in step.permutation), cols)
-                back = (*np.argsort(step.permutation), len(permuted) - 1)
-                src = t.reshape(permuted).transpose(back)
-                if k == 0 and result.flags.c_contiguous:
-                    # the reordering back to agent order writes the result
-                    dst = result.reshape(src.shape)
-                    written = True
-                else:
-                    held = 0 if held != 0 else 1
-                    dst = work[held][: src.size].reshape(src.shape)
-                _copy(dst, src, self.threads)
-                t = dst
-        if not written:
-            _copy(result, t.reshape(self.n_states, cols), self.threads)
+        self._contiguous(self._backward_chain, arr, cols, matrices, result)
         return result[:, 0] if arr.ndim == 1 else result
 
-    def _slab_axes(self) -> tuple[int, int, tuple[int, ...]]:
-        """``(|S_a|, p, sizes)``: the slab agent's state count, its position among the
-        materialised agent axes, and those axes' sizes."""
+    def _slab_axes(self, count: int) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+        """``(p, final, inverse)`` for ``count`` slabs: the slab agent's position among the
+        materialised agent axes (-1 for one slab, the whole), and the permutations between
+        the last intermediate of one slab and the slab's agent order (``final``: agent-order
+        position to layout axis; ``inverse``: layout axis to agent-order position), the slab
+        agent's axis left out."""
         plan = self.plan
+        final = plan.final_permutation
+        inverse = tuple(int(q) for q in np.argsort(final))
+        if count == 1:
+            return -1, final, inverse
         a = plan.slab_agent
-        assert a is not None  # slabs > 1 only with a slab agent
-        sizes = tuple(s for s in plan.n_states if s > 1)
-        return plan.n_states[a], sum(1 for j in range(a) if plan.n_states[j] > 1), sizes
+        assert a is not None  # more than one slab only with a slab agent (checked before)
+        pos = sum(1 for j in range(a) if plan.n_states[j] > 1)
+        return (
+            pos,
+            tuple(final[p] - 1 for p in range(len(final)) if p != pos),
+            tuple(q - (q > pos) for q in inverse[1:]),
+        )
 
-    def _slabbed(
+    def _contiguous(
         self,
         run: Callable[[FloatArray, int, Sequence[FloatArray], FloatArray], None],
         arr: FloatArray,
@@ -1732,8 +1658,8 @@ class MatrixFreeOperator:
         matrices: Sequence[FloatArray],
         result: FloatArray,
     ) -> None:
-        """``run`` (:meth:`_forward_slabs` or :meth:`_backward_slabs`) into ``result``,
-        through a contiguous copy when ``result`` is a strided view (the slabs write its
+        """``run`` (:meth:`_forward_chain` or :meth:`_backward_chain`) into ``result``,
+        through a contiguous copy when ``result`` is a strided view (the chains write its
         blocks through reshaped views)."""
         if result.flags.c_contiguous:
             run(arr, cols, matrices, result)
@@ -1742,24 +1668,28 @@ class MatrixFreeOperator:
         run(arr, cols, matrices, whole)
         np.copyto(result, whole)
 
-    def _forward_slabs(
+    def _forward_chain(
         self, arr: FloatArray, cols: int, matrices: Sequence[FloatArray], result: FloatArray
     ) -> None:
-        """:meth:`_forward` one slab ``s_a = k`` at a time (``proofs_notes/matrix-free.md#slabs``):
+        """:meth:`_forward` into the contiguous ``result``, one slab ``s_a = k`` at a time
+        (``proofs_notes/matrix-free.md#slabs``; whole applications are one slab of one):
         each slab runs every step on its block of the intermediates, from the whole ``v``,
-        and writes the rows ``s_a = k`` of the result."""
+        and writes the rows ``s_a = k`` of the result.  A plan that ends in agent order
+        writes its last step there (no copy; its slab agent is then the first axis)."""
         plan = self.plan
-        count, pos, sizes = self._slab_axes()
+        count = self.slabs
+        pos, final, _ = self._slab_axes(count)
+        layout = plan.final_layout if count == 1 else plan.final_layout[1:]
+        sizes = tuple(s for s in plan.n_states if s > 1)
         work = self._workspace(plan.slab_buffer_floats(count) * cols)
         canonical = np.ascontiguousarray(arr).reshape((*sizes, cols))
         agents = result.reshape((*sizes, cols))
-        direct = plan.in_agent_order  # then pos = 0
-        order = tuple(plan.final_permutation[p] - 1 for p in range(len(sizes)) if p != pos)
         last = len(plan.steps) - 1
         for slab in range(count):
+            rows = agents if count == 1 else np.moveaxis(agents, pos, 0)[slab]
             t: FloatArray = canonical
-            held = -1
-            for k, (step, mat) in enumerate(zip(self._slab_steps, matrices, strict=True)):
+            held = -1  # the buffer that holds t (-1: the caller's array)
+            for k, (step, mat) in enumerate(zip(self._chain_steps, matrices, strict=True)):
                 x, b, c, y = step.sizes
                 if step.permutation is not None:
                     src = t.reshape((*step.layout, cols)).transpose(
@@ -1770,8 +1700,8 @@ class MatrixFreeOperator:
                     _copy(dst, src, self.threads)
                     t = dst
                 shape = (x, b, step.introduced_size, y * cols)
-                if direct and k == last:
-                    dest = agents[slab].reshape(shape)
+                if plan.in_agent_order and k == last:
+                    dest = rows.reshape(shape)
                 else:
                     held = 0 if held != 0 else 1
                     dest = work[held][: prod(shape)].reshape(shape)
@@ -1779,41 +1709,42 @@ class MatrixFreeOperator:
                     step.matrix(mat, slab, count), t.reshape(x, b, c, y * cols), dest,
                     step.lead, self.threads,
                 )
-            if not direct:
+            if not plan.in_agent_order:
                 _copy(
-                    np.moveaxis(agents, pos, 0)[slab],
-                    t.reshape((*plan.final_layout[1:], cols)).transpose((*order, len(order))),
+                    rows,
+                    t.reshape((*layout, cols)).transpose((*final, len(final))),
                     self.threads,
                 )
 
-    def _backward_slabs(
+    def _backward_chain(
         self, arr: FloatArray, cols: int, matrices: Sequence[FloatArray], result: FloatArray
     ) -> None:
-        """:meth:`_backward` one slab ``s_a = k`` of ``u`` at a time: each slab runs the
-        adjoint steps on its block and adds its term ``P_pi^T (u 1[s_a = k])`` to the
-        result (the first slab writes it)."""
+        """:meth:`_backward` into the contiguous ``result``, one slab ``s_a = k`` of ``u`` at
+        a time: each slab runs the adjoint steps on its block and adds its term
+        ``P_pi^T (u 1[s_a = k])`` to the result (the first slab writes it; whole
+        applications are one slab of one).  A plan in agent order reads ``u`` as it is."""
         plan = self.plan
-        count, pos, sizes = self._slab_axes()
+        count = self.slabs
+        pos, _, inverse = self._slab_axes(count)
+        sizes = tuple(s for s in plan.n_states if s > 1)
         work = self._workspace(plan.slab_buffer_floats(count) * cols)
         canonical = np.ascontiguousarray(arr).reshape((*sizes, cols))
-        inverse = [int(q) for q in np.argsort(plan.final_permutation)]
-        # the slab's axes in the last intermediate's order, numbered without a's
-        order = tuple(q - (q > pos) for q in inverse[1:])
         for slab in range(count):
-            part = np.moveaxis(canonical, pos, 0)[slab]
+            part = canonical if count == 1 else np.moveaxis(canonical, pos, 0)[slab]
             t: FloatArray
             if plan.in_agent_order:
-                held, t = -1, part  # pos = 0: a contiguous block of u
+                held, t = -1, part  # a contiguous block of u (pos = 0)
             else:
-                src = part.transpose((*order, len(order)))
+                src = part.transpose((*inverse, len(inverse)))
                 held = 0
                 t = work[held][: src.size].reshape(src.shape)
                 _copy(t, src, self.threads)
             for k in range(len(plan.steps) - 1, -1, -1):
-                step, mat = self._slab_steps[k], matrices[k]
+                step, mat = self._chain_steps[k], matrices[k]
                 x, b, c, y = step.sizes
                 held = 0 if held != 0 else 1
                 if k == 0 and slab == 0 and step.permutation is None:
+                    # the adjoint of the first step leaves agent order: written in place
                     dest = result.reshape(x, b, c, y * cols)
                 else:
                     dest = work[held][: x * b * c * y * cols].reshape(x, b, c, y * cols)
@@ -1827,7 +1758,7 @@ class MatrixFreeOperator:
                     back = (*np.argsort(step.permutation), len(permuted) - 1)
                     src = t.reshape(permuted).transpose(back)
                     if k == 0:
-                        t = src  # added to the result below, read through the view
+                        t = src  # copied or added to the result below, read through the view
                     else:
                         held = 0 if held != 0 else 1
                         dst = work[held][: src.size].reshape(src.shape)
@@ -1984,14 +1915,9 @@ class MatrixFreeOperator:
         # the adjoint chain of u's block runs in the operator's two work buffers
         held = 0
         canonical = np.ascontiguousarray(u).reshape(shape)
-        inverse = [int(q) for q in np.argsort(plan.final_permutation)]
-        if count == 1:
-            src = canonical.transpose(inverse)
-        else:
-            _, pos, _ = self._slab_axes()
-            src = np.moveaxis(canonical, pos, 0)[slab].transpose(
-                [q - (q > pos) for q in inverse[1:]]
-            )
+        pos, _, inverse = self._slab_axes(count)
+        part = canonical if count == 1 else np.moveaxis(canonical, pos, 0)[slab]
+        src = part.transpose(inverse)
         g: FloatArray = work[held][: src.size].reshape(src.shape)
         _copy(g, src, self.threads)
         for k in range(len(steps) - 1, -1, -1):

@@ -53,6 +53,8 @@ class SourceMutant:
             bound made invalid or loose) or ``"tolerance"`` (a default accuracy loosened).
         killers: tests that must fail with the mutant planted, ``"test_module::test_name"``.
         note: what the edit means, in words.
+        extra: further ``(old, new)`` edits of the same target, applied after the first, each
+            fragment occurring exactly once (a bug that spans two places).
     """
 
     name: str
@@ -79,14 +81,15 @@ def _unwrap(obj: Any) -> tuple[Callable[..., Any], str]:
 
 def _compile(mutant: SourceMutant, func: Callable[..., Any], module: types.ModuleType
              ) -> Callable[..., Any]:
-    source = textwrap.dedent(inspect.getsource(func))
-    count = source.count(mutant.old)
-    if count != 1:
-        raise LookupError(
-            f"mutant {mutant.name}: fragment {mutant.old!r} occurs {count} times in "
-            f"{mutant.module}.{mutant.target}, expected once"
-        )
-    edited = source.replace(mutant.old, mutant.new)
+    edited = textwrap.dedent(inspect.getsource(func))
+    for old, new in ((mutant.old, mutant.new), *mutant.extra):
+        count = edited.count(old)
+        if count != 1:
+            raise LookupError(
+                f"mutant {mutant.name}: fragment {old!r} occurs {count} times in "
+                f"{mutant.module}.{mutant.target}, expected once"
+            )
+        edited = edited.replace(old, new)
     lines = edited.splitlines(keepends=True)
     # drop decorators: the wrapper (property, staticmethod) is re-applied by the caller
     while lines and lines[0].lstrip().startswith("@"):
@@ -828,17 +831,16 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "slab-adjoint-terms-overwrite", "reference.networked.matrix_free",
-        "MatrixFreeOperator._backward_slabs", "_accumulate(target, t, self.threads)",
+        "MatrixFreeOperator._backward_chain", "_accumulate(target, t, self.threads)",
         "_copy(target, t, self.threads)",
         "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
         "the adjoint in slabs keeps the last slab's term instead of adding them up",
     ),
     SourceMutant(
         "slab-result-rows-unshifted", "reference.networked.matrix_free",
-        "MatrixFreeOperator._forward_slabs",
-        "order = tuple(plan.final_permutation[p] - 1 for p in range(len(sizes)) if p != pos)",
-        "order = tuple(sorted(plan.final_permutation[p] - 1 for p in range(len(sizes)) "
-        "if p != pos))",
+        "MatrixFreeOperator._slab_axes",
+        "tuple(final[p] - 1 for p in range(len(final)) if p != pos)",
+        "tuple(sorted(final[p] - 1 for p in range(len(final)) if p != pos))",
         "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
         "a slab's closing copy ignores the last intermediate's axis order",
     ),
@@ -898,7 +900,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "slabbed-strided-out-through-views", "reference.networked.matrix_free",
-        "MatrixFreeOperator._slabbed", "if result.flags.c_contiguous:", "if True:",
+        "MatrixFreeOperator._contiguous", "if result.flags.c_contiguous:", "if True:",
         "formula", ("test_matrix_free_slabs::test_slabbed_applications_are_the_operator",),
         "slabs write a strided out= through reshaped views, which are copies for the "
         "adjoint's merged axes (the result is never written)",
@@ -1040,24 +1042,24 @@ MUTANTS: tuple[SourceMutant, ...] = (
     ),
     SourceMutant(
         "adjoint-result-not-written", "reference.networked.matrix_free",
-        "MatrixFreeOperator._backward", "dest = result.reshape(x, b, c, y * cols)",
+        "MatrixFreeOperator._backward_chain", "dest = result.reshape(x, b, c, y * cols)",
         "dest = np.empty((x, b, c, y * cols))",
         "formula", ("test_matrix_free::test_operations_match_the_dense_matrix",),
         "the first step's adjoint, meant to write the result in place, writes elsewhere",
     ),
     SourceMutant(
         "forward-written-in-place-out-of-order", "reference.networked.matrix_free",
-        "MatrixFreeOperator._forward",
-        "direct = plan.in_agent_order and result.flags.c_contiguous",
-        "direct = result.flags.c_contiguous",
+        "MatrixFreeOperator._forward_chain",
+        "if plan.in_agent_order and k == last:", "if k == last:",
         "formula", ("test_matrix_free::test_plans_that_end_in_agent_order_copy_nothing_at_"
                     "either_end",),
         "the last step written into the result without the reordering a plan not in agent "
         "order needs",
+        extra=(("if not plan.in_agent_order:\n", "if False:\n"),),
     ),
     SourceMutant(
         "adjoint-reads-u-out-of-order", "reference.networked.matrix_free",
-        "MatrixFreeOperator._backward", "if plan.in_agent_order:", "if True:",
+        "MatrixFreeOperator._backward_chain", "if plan.in_agent_order:", "if True:",
         "formula", ("test_matrix_free::test_plans_that_end_in_agent_order_copy_nothing_at_"
                     "either_end",),
         "the adjoint reads u as it is although the plan's last intermediate is not in agent "
