@@ -26,7 +26,7 @@ from reference.networked import (
     solve,
 )
 from verify import strategies as mst
-from verify.operators import compare_operators, reverse_form_depth
+from verify.operators import compare_operators, compare_solutions, reverse_form_depth
 from verify.tolerances import contraction_tolerance
 
 _MODELS = mst.networked_mdps(
@@ -200,7 +200,8 @@ def test_exact_gradient_in_slabs_stays_within_the_memory_prediction(
     reverse-mode forms 83 whole, 35 in slabs) under a limit of ``fraction |S|`` floats, the
     applications and the reverse-mode forms run in the predicted number of slabs (the forms
     by reverse mode, not agent applications), the tracemalloc peak of the exact gradient
-    stays within ``matrix_free_memory``, and the gradient is the dense one."""
+    stays within ``matrix_free_memory``, and the solution is the dense one within the derived
+    agreement tolerances."""
     rng = np.random.default_rng(5)
     model = _model(Graph.ring(6), (4,) * 6, rng)
     pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
@@ -230,10 +231,9 @@ def test_exact_gradient_in_slabs_stays_within_the_memory_prediction(
     assert op.slabs == applications
     assert len(swept) == reverse  # one reverse chain per slab, no agent applications
     assert peak <= predicted, (peak / 8 / plan.n_joint, predicted / 8 / plan.n_joint)
-    reference = solve(model, pol, utils, backend="dense")
-    bound = 1e-8 * max(1.0, reference.gradient_norm)
-    for a, b in zip(sol.gradient, reference.gradient, strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=bound)
+    # against the dense backend within verify.operators' derived agreement tolerances
+    cmp = compare_solutions(solve(model, pol, utils, backend="dense"), sol, op)
+    assert cmp.agrees, cmp
 
 
 @pytest.mark.parametrize(
@@ -262,7 +262,7 @@ def test_factor_gradients_in_slabs_are_the_whole_ones(
         forms = op.agent_forms(u, v)
     scale = 2.0 * float(np.sum(np.abs(u))) * float(np.max(np.abs(v)))
     tol = contraction_tolerance(
-        reverse_form_depth(op) + op.plan.depth + 2 * op.n_states + count, scale
+        reverse_form_depth(op) + op.plan.depth + 2 * op.n_states, scale
     )
     for a, b in zip(slabbed, whole, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol)

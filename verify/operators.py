@@ -211,10 +211,15 @@ def reverse_form_depth(operator: MatrixFreeOperator) -> int:
     (``proofs_notes/matrix-free.md#reverse``): the forward chain of ``Vbar``, the adjoint chain
     of ``lam_S``, the product rule inside a merged step (at most its matrix's entries, twice),
     and the contraction with ``K_i^b`` (``|S_i|`` terms); the pair contraction's sum over
-    ``|S|`` terms is the ``|S|`` summation the gradient tolerance already carries."""
+    ``|S|`` terms is the ``|S|`` summation the gradient tolerance already carries.  In slabs of
+    the plan's slab agent ``a`` (``#slabs``) the derivative sums add ``|S_a| - 1`` terms, counted
+    whenever the plan has one (the memory limit decides the slabs at the call)."""
     plan = operator.plan
     entries = max(s.matrix_floats for s in plan.steps)
-    return plan.depth + plan.transpose_depth + 2 * entries + max(plan.n_states) + 4
+    slabs = 0 if plan.slab_agent is None else plan.n_states[plan.slab_agent] - 1
+    return (
+        plan.depth + operator.transpose_depth + 2 * entries + max(plan.n_states) + 4 + slabs
+    )
 
 
 def compare_solutions(

@@ -1642,7 +1642,8 @@ class MatrixFreeOperator:
         if count == 1:
             return -1, final, inverse
         a = plan.slab_agent
-        assert a is not None  # more than one slab only with a slab agent (checked before)
+        if a is None:
+            raise ModelError("the plan has no slab agent")
         pos = sum(1 for j in range(a) if plan.n_states[j] > 1)
         return (
             pos,
