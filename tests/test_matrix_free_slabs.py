@@ -386,3 +386,25 @@ def test_the_memory_prediction_refuses_slabs_the_plan_cannot_take() -> None:
     grid_plan = contraction_plan(grid, 2)
     with pytest.raises(ModelError, match=r"slabs = 2, expected 1 for this plan"):
         matrix_free.matrix_free_memory(grid, grid_plan, slabs=2)
+
+
+def test_the_prediction_for_several_columns_takes_the_operators_slabs() -> None:
+    """The operator decides its slabs once, for one column, when it is built; the memory
+    prediction for a right-hand side of several columns follows that decision.  On a ring of
+    six 4-state agents, under a limit that whole one-column applications fit and whole
+    two-column ones do not, the operator runs whole, and so does the two-column prediction
+    (a decision taken for two columns would predict slabs the operator never takes)."""
+    rng = np.random.default_rng(8)
+    model = _model(Graph.ring(6), (4,) * 6, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    plan = contraction_plan(model, 1)
+    one = matrix_free.matrix_free_memory(model, plan, slabs=1, memory_limit=1)
+    two = matrix_free.matrix_free_memory(model, plan, columns=2, slabs=1, memory_limit=1)
+    assert one < two
+    limit = one
+    assert matrix_free.application_slabs(model, plan, memory_limit=limit) == 1
+    assert matrix_free.application_slabs(model, plan, columns=2, memory_limit=limit) == 4
+    assert MatrixFreeOperator(model, pol, memory_limit=limit).slabs == 1
+    assert matrix_free.matrix_free_memory(model, plan, columns=2, memory_limit=limit) == (
+        matrix_free.matrix_free_memory(model, plan, columns=2, slabs=1, memory_limit=limit)
+    )

@@ -615,13 +615,14 @@ def matrix_free_memory(
     solves' vectors released as well).  Both phases: ``8 + 3 columns`` vectors of ``|S|`` for
     the occupancy, values, rewards and multi-column right-hand sides, and the local factors.
     Linear in ``|S|``.  The work buffers are :meth:`ContractionPlan.slab_buffer_floats` of
-    ``slabs`` (default: :func:`application_slabs`, the operator's own choice; given, it must
-    be 1 or the slab agent's ``|S_a|``, as for the operator, else :class:`ModelError`).
+    ``slabs`` (default: :func:`application_slabs` for one column, the choice the operator
+    makes when it is built, before any right-hand side is seen, and keeps for every column
+    count; given, it must be 1 or the slab agent's ``|S_a|``, as for the operator, else
+    :class:`ModelError`).
     """
     if slabs is None:
         slabs = application_slabs(
-            model, plan, restart=restart, columns=columns, solver=solver,
-            memory_limit=memory_limit,
+            model, plan, restart=restart, solver=solver, memory_limit=memory_limit
         )
     else:
         _check_slabs(plan, slabs)
@@ -663,7 +664,10 @@ def application_slabs(
     applications fits the memory limit (or the plan has no :attr:`~ContractionPlan.slab_agent`,
     or slabs would not hold less), else ``|S_a|`` for the slab agent ``a``: the same sums,
     each slab's intermediates ``1 / |S_a|`` of the whole (``proofs_notes/matrix-free.md#slabs``).
-    The one decision :class:`MatrixFreeOperator` and :func:`matrix_free_memory` both follow."""
+    The one decision :class:`MatrixFreeOperator` and :func:`matrix_free_memory` both follow,
+    taken for one column (``columns``, default 1, asks what whole applications of that many
+    columns would need; the operator decides once, when it is built, and keeps its slabs for
+    applications of any width)."""
     if plan.slab_agent is None:
         return 1
     count = plan.n_states[plan.slab_agent]

@@ -891,6 +891,17 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "stored inputs (more memory than predicted)",
     ),
     SourceMutant(
+        "prediction-decides-slabs-per-column-count", "reference.networked.matrix_free",
+        "matrix_free_memory",
+        "model, plan, restart=restart, solver=solver, memory_limit=memory_limit\n",
+        "model, plan, restart=restart, columns=columns, solver=solver,\n"
+        "            memory_limit=memory_limit,\n",
+        "bound", ("test_matrix_free_slabs::test_the_prediction_for_several_columns_takes_the_"
+                  "operators_slabs",),
+        "the memory prediction for several columns decides slabs for that column count, "
+        "which the operator (deciding once, for one column) never takes",
+    ),
+    SourceMutant(
         "plan-floor-without-slab-additions", "reference.networked.matrix_free", "_solve_depth",
         "plan.transpose_depth + extra", "plan.transpose_depth",
         "bound", ("test_matrix_free_slabs::test_the_plan_chosen_for_an_accuracy_reaches_it_in_"
