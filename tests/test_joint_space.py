@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from reference.errors import ModelError
@@ -86,3 +86,93 @@ def test_wrong_table_shape_is_named() -> None:
         space.add_lift(np.zeros(6), np.zeros(2), (1,))
     with pytest.raises(ModelError, match=r"out has shape \(5,\), expected \(6,\)"):
         space.add_lift(np.zeros(5), np.zeros(3), (1,))
+
+
+@st.composite
+def _spaces_and_sets(
+    draw: st.DrawFn,
+) -> tuple[JointSpace, tuple[tuple[int, ...], ...]]:
+    # small sets on up to 8 agents: blocks of several sets form once a union's table is
+    # at most |X| / 16
+    n = draw(st.integers(1, 8))
+    sizes = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    count = draw(st.integers(0, 6))
+    sets = tuple(
+        tuple(sorted(draw(st.lists(st.integers(0, n - 1), max_size=3, unique=True))))
+        for _ in range(count)
+    )
+    return JointSpace(sizes), sets
+
+
+@given(case=_spaces_and_sets(), seed=mst.seeds())
+@example(  # one block (0, 1, 2, 3) of sizes (3, 2, 2, 3) holding two sets of mixed sizes
+    case=(JointSpace((3, 2, 2, 3, 2, 2, 2, 3)), ((0, 2), (1, 3), (4, 5), (6, 7))), seed=0
+)
+def test_grouped_marginals_and_lifts_are_the_per_set_ones(
+    case: tuple[JointSpace, tuple[tuple[int, ...], ...]], seed: int
+) -> None:
+    """``marginals`` and ``add_lifts`` (blocks of sets, one pass per block) against one
+    ``marginal`` / ``add_lift`` per set: bit for bit on integer values (every partial sum is
+    an integer below 2^53, so exact in any grouping), and within the summation bound of the
+    ``size / |X_K|`` terms of each entry on real values (both routes sum the same terms)."""
+    space, sets = case
+    rng = np.random.default_rng(seed)
+    for trailing in ((), (2,)):
+        whole = rng.integers(-50, 50, size=(space.size, *trailing)).astype(np.float64)
+        for got, agents in zip(space.marginals(whole, sets), sets, strict=True):
+            np.testing.assert_array_equal(got, space.marginal(whole, agents))
+        real = rng.standard_normal((space.size, *trailing))
+        tol = summation_tolerance(space.size, float(np.max(np.abs(real), initial=0.0)))
+        for got, agents in zip(space.marginals(real, sets), sets, strict=True):
+            np.testing.assert_allclose(got, space.marginal(real, agents), rtol=0, atol=2 * tol)
+    tables = [rng.integers(-50, 50, size=space.sub_size(k)).astype(np.float64) for k in sets]
+    start = rng.integers(-50, 50, size=space.size).astype(np.float64)
+    grouped, single = start.copy(), start.copy()
+    space.add_lifts(grouped, tables, sets)
+    for table, agents in zip(tables, sets, strict=True):
+        space.add_lift(single, table, agents)
+    np.testing.assert_array_equal(grouped, single)
+
+
+def test_radius_one_observations_of_a_ring_take_two_passes() -> None:
+    """On a ring of 16 binary agents the 16 windows ``{i - 1, i, i + 1}`` gather into two
+    blocks (tables of at most 2^12 = |S| / 16 entries), so the joint vector is read twice,
+    not 16 times, for the marginals and written twice for the lifts."""
+    n = 16
+    space = JointSpace((2,) * n)
+    sets = tuple(tuple(sorted({(i - 1) % n, i, (i + 1) % n})) for i in range(n))
+    passes: list[tuple[int, ...]] = []
+    real_marginal, real_lift = JointSpace.marginal, JointSpace.add_lift
+
+    def marginal(self: JointSpace, values: np.ndarray, agents: tuple[int, ...]) -> np.ndarray:
+        passes.append(tuple(agents))
+        return real_marginal(self, values, agents)
+
+    def add_lift(self: JointSpace, out: np.ndarray, table: np.ndarray,
+                 agents: tuple[int, ...]) -> None:
+        passes.append(tuple(agents))
+        real_lift(self, out, table, agents)
+
+    values = np.random.default_rng(0).standard_normal(space.size)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(JointSpace, "marginal", marginal)
+        patch.setattr(JointSpace, "add_lift", add_lift)
+        space.marginals(values, sets)
+        assert len(passes) == 2 and all(space.sub_size(u) <= space.size // 16 for u in passes)
+        passes.clear()
+        space.add_lifts(np.zeros(space.size), [np.ones(8)] * n, sets)
+        assert len(passes) == 2
+
+
+def test_grouped_routes_name_bad_input() -> None:
+    space = JointSpace((2, 3))
+    with pytest.raises(ModelError, match=r"not strictly increasing at position 1"):
+        space.marginals(np.zeros(6), [(0,), (1, 0)])
+    with pytest.raises(ModelError, match=r"values has shape \(5,\), expected \(6, \.\.\.\)"):
+        space.marginals(np.zeros(5), [(1,)])
+    with pytest.raises(ModelError, match=r"1 tables for 2 agent sets"):
+        space.add_lifts(np.zeros(6), [np.zeros(3)], [(1,), (0,)])
+    with pytest.raises(ModelError, match=r"tables\[1\] has shape \(3,\), expected \(2,\)"):
+        space.add_lifts(np.zeros(6), [np.zeros(3), np.zeros(3)], [(1,), (0,)])
+    with pytest.raises(ModelError, match=r"out has shape \(5,\), expected \(6,\)"):
+        space.add_lifts(np.zeros(5), [np.zeros(3)], [(1,)])

@@ -186,20 +186,26 @@ def local_occupancies(policy: LocalizedSoftmaxPolicy, lam_S: FloatArray) -> tupl
 
     Computed as the marginal ``m_i(o) = sum_{s: o_i(s) = o} lam_S(s)`` on agent ``i``'s
     observation ``N_i^beta`` (which contains ``i``), then ``lam_i[s_i, a] = sum_{o: o_i = s_i}
-    m_i(o) pi_i(a|o)`` on the small observation table: ``O(|S|)`` per agent, no joint index
-    table (:meth:`JointSpace.marginal`).
+    m_i(o) pi_i(a|o)`` on the small observation table: the marginals of all agents in one
+    pass over ``lam_S`` per block of observations, no joint index table
+    (:meth:`JointSpace.marginals`).
 
     Args:
         policy: the localized policy.
         lam_S: ``(|S|,)`` global state occupancy (unnormalised or normalised; linear).
     """
+    return _local_occupancies(policy, policy.model.states.marginals(lam_S, policy.observed))
+
+
+def _local_occupancies(
+    policy: LocalizedSoftmaxPolicy, masses: Sequence[FloatArray]
+) -> tuple[FloatArray, ...]:
+    """:func:`local_occupancies` from the observation marginals ``m_i`` of ``lam_S``."""
     model = policy.model
     out = []
     for i in range(model.n):
-        obs = policy.observed[i]
-        mass = model.states.marginal(lam_S, obs)  # (|O_i|,)
-        weighted = mass[:, None] * policy.probs[i]  # (|O_i|, |A_i|)
-        out.append(frozen(_own_marginal(model, obs, i, weighted)))
+        weighted = masses[i][:, None] * policy.probs[i]  # (|O_i|, |A_i|)
+        out.append(frozen(_own_marginal(model, policy.observed[i], i, weighted)))
     return tuple(out)
 
 
@@ -262,12 +268,13 @@ def _kept(x: FloatArray) -> FloatArray:
 
 
 def _team_policy_reward(policy: LocalizedSoftmaxPolicy, tables: Sequence[FloatArray]) -> FloatArray:
-    """``(|S|,)``: ``Rbar^pi(s) = (1/n) sum_i T_i[o_i(s)]``, one joint vector at a time."""
+    """``(|S|,)``: ``Rbar^pi(s) = (1/n) sum_i T_i[o_i(s)]``, one joint vector: the tables
+    added up per block of observations, one broadcast pass per block
+    (:meth:`JointSpace.add_lifts`; no lifted vector is formed)."""
     states = policy.model.states
     total = streamed_empty(states.size)
     total.fill(0.0)
-    for i, t in enumerate(tables):
-        states.add_lift(total, t, policy.observed[i])  # no lifted vector is formed
+    states.add_lifts(total, tables, policy.observed)
     total /= policy.model.n
     return total
 
@@ -354,7 +361,8 @@ def solve(
     states = model.states
     occ_solve = op.solve_occupancy(model.joint_rho())
     lam_S = occ_solve.x
-    occ = local_occupancies(policy, lam_S)
+    masses = states.marginals(lam_S, policy.observed)  # m_i(o), kept for the gradient
+    occ = _local_occupancies(policy, masses)
     utility_values = np.array([f.value(lam) for f, lam in zip(utilities, occ, strict=True)])
     rewards = tuple(frozen(f.gradient(lam)) for f, lam in zip(utilities, occ, strict=True))
     tables = policy_reward_tables(policy, rewards)
@@ -378,12 +386,12 @@ def solve(
         forms = agent_forms_by_applications(op, lam_S, Vbar)
     weighted = np.subtract(Rbar, Vbar, out=streamed_empty(Rbar.shape))
     weighted *= lam_S
+    advantages = states.marginals(weighted, policy.observed)
     grads = []
     for i in range(n):
         obs = policy.observed[i]
         # the other terms of Qbar^{(i)}(s, b) - Vbar(s) are functions of o_i(s) (i in N_i^beta)
-        mass = states.marginal(lam_S, obs)
-        advantage = states.marginal(weighted, obs)
+        mass, advantage = masses[i], advantages[i]
         own = rewards[i][_own_digit(model, obs, i)]  # r_i(s_i(o), b)
         q_i = (own - tables[i][:, None]) * (mass / n)[:, None]
         q_i += advantage[:, None]

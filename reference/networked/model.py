@@ -183,6 +183,75 @@ class JointSpace:
             out = values.reshape((*shape, *rest)).sum(axis=drop)
         return out.reshape((self.sub_size(agents), *rest))
 
+    def marginals(
+        self, values: FloatArray, agent_sets: Sequence[Sequence[int]]
+    ) -> tuple[FloatArray, ...]:
+        """:meth:`marginal` of ``values`` on every set of ``agent_sets``, in one pass over
+        ``values`` per block rather than per set.
+
+        The sets are gathered, in their order, into blocks ``U`` whose tables stay small
+        (:func:`_blocks`); each block's marginal is one pass over the joint vector, and each
+        set's marginal is summed from its block's table:
+        ``m_K(y) = sum_{z in X_U: z_K = y} m_U(z)`` for ``K`` within ``U``.  The same terms
+        summed in another grouping: on a ring of ``n`` binary agents with radius-1
+        observations, two passes instead of ``n`` (``proofs_notes/matrix-free.md#joint-tables``).
+
+        Args:
+            values: ``(size, ...)`` a function of the joint element, any trailing axes.
+            agent_sets: increasing agent indices per set.
+
+        Returns:
+            one ``(prod_{j in K} |X_j|, ...)`` array per set ``K``, as :meth:`marginal`.
+        """
+        sets = [self._check_agents(agents) for agents in agent_sets]
+        if values.shape[:1] != (self.size,):
+            raise ModelError(f"values has shape {values.shape}, expected ({self.size}, ...)")
+        out: list[FloatArray | None] = [None] * len(sets)
+        for union, members in _blocks(self.sizes, tuple(sets), _block_entries(self.size)):
+            table = self.marginal(values, union)
+            for k in members:
+                out[k] = _table_marginal(self.sizes, table, union, sets[k])
+        return tuple(t for t in out if t is not None)
+
+    def add_lifts(
+        self,
+        out: npt.NDArray[Any],
+        tables: Sequence[npt.NDArray[Any]],
+        agent_sets: Sequence[Sequence[int]],
+    ) -> None:
+        """``out[x] += sum_k tables[k][x_{K_k}(x)]`` in place: :meth:`add_lift` of every table,
+        in one pass over ``out`` per block rather than per table.
+
+        The sets are gathered into blocks ``U`` as in :meth:`marginals`; the tables of one
+        block are first added up on the block's own table (``T_U(z) = sum_k T_k(z_{K_k})``,
+        small), which is then added into ``out`` by one broadcast
+        (``proofs_notes/matrix-free.md#joint-tables``).
+
+        Args:
+            out: ``(size,)`` the joint vector added into.
+            tables: ``(prod_{j in K_k} |X_j|,)`` per set, indexed mixed radix over ``K_k``.
+            agent_sets: increasing agent indices per table.
+        """
+        sets = [self._check_agents(agents) for agents in agent_sets]
+        if len(tables) != len(sets):
+            raise ModelError(f"{len(tables)} tables for {len(sets)} agent sets")
+        for k, (table, agents) in enumerate(zip(tables, sets, strict=True)):
+            if table.shape != (self.sub_size(agents),):
+                raise ModelError(
+                    f"tables[{k}] has shape {table.shape}, expected ({self.sub_size(agents)},) "
+                    f"over agents {agents}"
+                )
+        if out.shape != (self.size,):
+            raise ModelError(f"out has shape {out.shape}, expected ({self.size},)")
+        for union, members in _blocks(self.sizes, tuple(sets), _block_entries(self.size)):
+            shape = tuple(self.sizes[j] for j in union)
+            total = np.zeros(shape, dtype=np.result_type(out, *(tables[k] for k in members)))
+            for k in members:
+                total += tables[k].reshape(
+                    tuple(self.sizes[j] if j in sets[k] else 1 for j in union)
+                )
+            self.add_lift(out, total.reshape(-1), union)
+
     def sub_size(self, agents: Sequence[int]) -> int:
         """``prod_{j in agents} |X_j|``."""
         return prod(self.sizes[j] for j in agents)
@@ -197,6 +266,47 @@ class JointSpace:
                 raise ModelError(f"component {i} = {x!r} outside 0..{size - 1}")
             out = out * size + int(x)
         return out
+
+
+_BLOCK_ENTRIES = 1 << 16
+"""Most entries of a block's table in :meth:`JointSpace.marginals` and
+:meth:`JointSpace.add_lifts` (512 KiB of floats: within a core's L2 cache)."""
+
+
+def _block_entries(size: int) -> int:
+    """Block table cap for a joint space of ``size`` elements: :data:`_BLOCK_ENTRIES`, and at
+    most ``size / 16``, so a block's table stays small beside the joint vector."""
+    return max(1, min(_BLOCK_ENTRIES, size // 16))
+
+
+def _blocks(
+    sizes: tuple[int, ...], sets: tuple[tuple[int, ...], ...], cap: int
+) -> list[tuple[tuple[int, ...], list[int]]]:
+    """``sets`` gathered, in their order, into blocks ``(U, members)``: a set joins the open
+    block while the product of ``|X_j|`` over the union stays at most ``cap``, else it opens
+    a new block (alone, whatever its own size).  ``U`` is increasing."""
+    blocks: list[tuple[set[int], list[int]]] = []
+    for k, agents in enumerate(sets):
+        if blocks:
+            union = blocks[-1][0] | set(agents)
+            if prod(sizes[j] for j in union) <= cap:
+                blocks[-1][0].update(agents)
+                blocks[-1][1].append(k)
+                continue
+        blocks.append((set(agents), [k]))
+    return [(tuple(sorted(union)), members) for union, members in blocks]
+
+
+def _table_marginal(
+    sizes: Sequence[int], table: FloatArray, union: Sequence[int], agents: Sequence[int]
+) -> FloatArray:
+    """``out[y, ...] = sum_{z: z_agents = y} table[z, ...]`` for a table over ``x_union``
+    (mixed radix, lowest agent most significant) and ``agents`` within ``union``."""
+    rest = tuple(table.shape[1:])
+    shape = tuple(sizes[j] for j in union)
+    drop = tuple(pos for pos, j in enumerate(union) if j not in agents)
+    summed: FloatArray = table.reshape((*shape, *rest)).sum(axis=drop) if drop else table
+    return summed.reshape((prod(sizes[j] for j in agents), *rest))
 
 
 def _sub_tuple_renderer(sizes: Sequence[int]) -> Any:

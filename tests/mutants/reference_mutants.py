@@ -629,6 +629,33 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the agent's own shadow-reward term without its 1/n (matrix-free route)",
     ),
     SourceMutant(
+        "networked-gradient-advantage-for-mass", "reference.networked.exact", "solve",
+        "mass, advantage = masses[i], advantages[i]",
+        "mass, advantage = masses[i], masses[i]",
+        "formula", ("test_matrix_free::test_exact_gradient_agrees_across_backends",),
+        "the advantage term marginalises the occupancy instead of lam_S (Rbar - Vbar)",
+    ),
+    SourceMutant(
+        "team-reward-lifts-skip-a-table", "reference.networked.model", "JointSpace.add_lifts",
+        "for k in members:", "for k in members[1:]:",
+        "formula", ("test_joint_space::test_grouped_marginals_and_lifts_are_the_per_set_ones",
+                    "test_matrix_free::test_exact_gradient_agrees_across_backends"),
+        "each block's summed table leaves out its first set's table",
+    ),
+    SourceMutant(
+        "block-table-axes-out-of-order", "reference.networked.model", "_table_marginal",
+        "shape = tuple(sizes[j] for j in union)", "shape = tuple(sorted(sizes[j] for j in union))",
+        "formula", ("test_joint_space::test_grouped_marginals_and_lifts_are_the_per_set_ones",),
+        "a block's table is read with its axis sizes out of agent order",
+    ),
+    SourceMutant(
+        "joint-blocks-without-a-cap", "reference.networked.model", "_blocks",
+        "if prod(sizes[j] for j in union) <= cap:", "if True:",
+        "formula", ("test_joint_space::test_radius_one_observations_of_a_ring_take_two_passes",),
+        "every set joins one block, whose table may be as large as the joint vector (the "
+        "grouped marginals then cost a table of |S| per block; same sums)",
+    ),
+    SourceMutant(
         "networked-gradient-without-discount", "reference.networked.exact", "solve",
         "q_i += model.gamma * forms[i]", "q_i += forms[i]",
         "formula", ("test_matrix_free::test_exact_gradient_agrees_on_named_graphs",),
