@@ -176,3 +176,22 @@ def test_grouped_routes_name_bad_input() -> None:
         space.add_lifts(np.zeros(6), [np.zeros(3), np.zeros(3)], [(1,), (0,)])
     with pytest.raises(ModelError, match=r"out has shape \(5,\), expected \(6,\)"):
         space.add_lifts(np.zeros(5), [np.zeros(3)], [(1,)])
+
+
+@pytest.mark.parametrize(
+    ("sets", "fragment"),
+    [
+        ([(0,), (1, 0)], "agent_sets[1]: agents = (1, 0) is not strictly increasing at position 1"),
+        ([(1,), (), (0, 2)], "agent_sets[2]: agents[1] = 2 outside 0..1"),
+        ([(0,), 1], "agent_sets[1] = 1, expected a sequence of agent indices"),
+    ],
+)
+def test_grouped_routes_name_the_bad_set(sets: list[object], fragment: str) -> None:
+    """A bad set among several is named by its position in ``agent_sets`` (the per-set message
+    alone does not say which of the sets it was)."""
+    space = JointSpace((2, 3))
+    pattern = "^" + "".join("\\" + c if c in "[]()." else c for c in fragment) + "$"
+    with pytest.raises(ModelError, match=pattern):
+        space.marginals(np.zeros(6), sets)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match=pattern):
+        space.add_lifts(np.zeros(6), [np.zeros(1)] * len(sets), sets)  # type: ignore[arg-type]

@@ -91,6 +91,21 @@ class JointSpace:
                 raise ModelError(f"agents = {out} is not strictly increasing at position {pos}")
         return out
 
+    def _check_sets(self, agent_sets: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+        """:meth:`_check_agents` of every set, a bad one named by its position in
+        ``agent_sets``."""
+        sets = []
+        for k, agents in enumerate(agent_sets):
+            try:
+                sets.append(self._check_agents(agents))
+            except ModelError as err:
+                raise ModelError(f"agent_sets[{k}]: {err}") from None
+            except (TypeError, ValueError):
+                raise ModelError(
+                    f"agent_sets[{k}] = {agents!r}, expected a sequence of agent indices"
+                ) from None
+        return sets
+
     def _tensor_shape(self, agents: Sequence[int]) -> tuple[int, ...]:
         """Broadcast shape of a table over ``x_agents``: ``|X_j|`` on agent ``j``'s axis if
         ``j`` is in ``agents``, else 1; axes of size-1 components are dropped throughout."""
@@ -202,8 +217,12 @@ class JointSpace:
 
         Returns:
             one ``(prod_{j in K} |X_j|, ...)`` array per set ``K``, as :meth:`marginal`.
+
+        Raises:
+            ModelError: a set that is not increasing agent indices, named ``agent_sets[k]``;
+                ``values`` not of ``size`` rows.
         """
-        sets = [self._check_agents(agents) for agents in agent_sets]
+        sets = self._check_sets(agent_sets)
         if values.shape[:1] != (self.size,):
             raise ModelError(f"values has shape {values.shape}, expected ({self.size}, ...)")
         out: list[FloatArray | None] = [None] * len(sets)
@@ -231,8 +250,12 @@ class JointSpace:
             out: ``(size,)`` the joint vector added into.
             tables: ``(prod_{j in K_k} |X_j|,)`` per set, indexed mixed radix over ``K_k``.
             agent_sets: increasing agent indices per table.
+
+        Raises:
+            ModelError: a set that is not increasing agent indices (``agent_sets[k]``), a
+                table of the wrong shape (``tables[k]``), or ``out`` not ``(size,)``.
         """
-        sets = [self._check_agents(agents) for agents in agent_sets]
+        sets = self._check_sets(agent_sets)
         if len(tables) != len(sets):
             raise ModelError(f"{len(tables)} tables for {len(sets)} agent sets")
         for k, (table, agents) in enumerate(zip(tables, sets, strict=True)):
