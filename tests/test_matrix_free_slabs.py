@@ -13,16 +13,18 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from reference.errors import ModelError
+from reference.errors import MemoryLimitError, ModelError
 from reference.networked import (
     DenseOperator,
     EntropyUtility,
     Graph,
+    LinearUtility,
     LocalizedSoftmaxPolicy,
     MatrixFreeOperator,
     NetworkedMDP,
     contraction_plan,
     matrix_free,
+    per_agent_values,
     solve,
 )
 from verify import strategies as mst
@@ -408,3 +410,35 @@ def test_the_prediction_for_several_columns_takes_the_operators_slabs() -> None:
     assert matrix_free.matrix_free_memory(model, plan, columns=2, memory_limit=limit) == (
         matrix_free.matrix_free_memory(model, plan, columns=2, slabs=1, memory_limit=limit)
     )
+
+
+def test_per_agent_values_on_the_operator_are_checked_for_their_columns() -> None:
+    """``values="per-agent"`` solves for ``n`` right-hand sides at once: the rewards, the
+    solutions and their stacked copy are ``3 n |S|`` floats beside the one-column gradient the
+    operator was checked for when it was built.  On a ring of 12 binary agents the
+    tracemalloc peak is about twice that prediction, so under a limit the one-column gradient
+    fits (and stays within) the per-agent solve, and ``per_agent_values``, are refused before
+    any value is solved for; under the ``n``-column prediction they run within it."""
+    rng = np.random.default_rng(5)
+    model = _model(Graph.ring(12), (2,) * 12, rng)
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    utils = tuple(LinearUtility(rng.random((2, 2)), model.gamma) for _ in range(12))
+    plan = matrix_free.plan_for_accuracy(model, 1, matrix_free.DEFAULT_ACCURACY)
+    assert plan is not None
+    one = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 40)
+    many = matrix_free.matrix_free_memory(model, plan, columns=12, memory_limit=1 << 40)
+    team_op = MatrixFreeOperator(model, pol, memory_limit=one, threads=1)
+    team = solve(model, pol, utils, operator=team_op, values="team")
+    with pytest.raises(MemoryLimitError, match="12 right-hand sides"):
+        solve(model, pol, utils, operator=team_op, values="per-agent")
+    with pytest.raises(MemoryLimitError, match="12 right-hand sides"):
+        per_agent_values(model, pol, team, memory_limit=one)
+    tracemalloc.start()
+    try:
+        op = MatrixFreeOperator(model, pol, memory_limit=many, threads=1)
+        full = solve(model, pol, utils, operator=op, values="per-agent")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert full.shadow_values is not None and full.shadow_values.shape == (plan.n_joint, 12)
+    assert one < peak <= many, (one, peak, many)

@@ -336,6 +336,9 @@ def solve(
         memory_limit: override of the memory limit (bytes).
         operator: a transition operator already built for ``model`` and ``policy``.
         values: ``"per-agent"``, ``"team"`` or ``"auto"`` (see :data:`Values`).
+            ``"per-agent"`` on the matrix-free backend solves ``n`` right-hand sides, checked
+            against the memory limit for ``n`` columns before the occupancy solve
+            (:meth:`~reference.networked.matrix_free.MatrixFreeOperator.check_columns`).
         accuracy: requested relative accuracy of matrix-free solves.
     """
     check_utilities(model, utilities)
@@ -358,6 +361,8 @@ def solve(
     if isinstance(op, DenseOperator):
         return _solve_dense(op, utilities, per_agent)
     n = model.n
+    if per_agent and isinstance(op, MatrixFreeOperator):
+        op.check_columns(n)  # before the occupancy solve, not at the value solve
     states = model.states
     occ_solve = op.solve_occupancy(model.joint_rho())
     lam_S = occ_solve.x

@@ -1562,6 +1562,7 @@ class MatrixFreeOperator:
         self._work: tuple[FloatArray, FloatArray] | None = None
         self._krylov: list[FloatArray] | None = None
         self._solves: list[FloatArray] | None = None
+        self._columns_checked: set[int] = set()  # column counts that fit the limit
         # rho: product of the largest float row sums, each within (|S_i| - 1) eps of the true
         # sum of the float entries, plus n roundings of the product
         row_max = [float(np.max(f.sum(axis=-1))) for f in self.factors]
@@ -1582,6 +1583,27 @@ class MatrixFreeOperator:
         """``|S|``."""
         return self.plan.n_joint
 
+    def check_columns(self, columns: int) -> None:
+        """Raise :class:`~reference.errors.MemoryLimitError` when work on ``columns`` columns
+        at once does not fit the memory limit: :func:`matrix_free_memory` for that many
+        columns, with this operator's restart, solver and slabs (its construction checked
+        one).  Multi-column applications hold ``columns`` times the work buffers, and a solve
+        of ``columns`` right-hand sides (``values="per-agent"``: ``n``) the right-hand sides,
+        the solutions and their stacked copy; both are within that prediction.  Called by
+        every multi-column application and solve before it allocates anything."""
+        if columns <= 1 or columns in self._columns_checked:
+            return
+        check_memory(
+            matrix_free_memory(
+                self.model, self.plan, restart=self.restart, columns=columns,
+                solver=self.solver, memory_limit=self._memory_limit, slabs=self.slabs,
+            ),
+            f"{columns} right-hand sides on the matrix-free operator of {self.n_states} joint "
+            "states",
+            self._memory_limit,
+        )
+        self._columns_checked.add(columns)
+
     # ------------------------------------------------------------------ applications
     def _columns(self, v: FloatArray, name: str) -> tuple[FloatArray, int]:
         arr = np.asarray(v, dtype=np.float64)
@@ -1590,7 +1612,9 @@ class MatrixFreeOperator:
                 f"{name} has shape {arr.shape}, expected ({self.n_states},) or "
                 f"({self.n_states}, m)"
             )
-        return arr, 1 if arr.ndim == 1 else int(arr.shape[1])
+        cols = 1 if arr.ndim == 1 else int(arr.shape[1])
+        self.check_columns(cols)
+        return arr, cols
 
     def _workspace(self, floats: int) -> tuple[FloatArray, FloatArray]:
         """Two buffers of at least ``floats`` entries for the intermediates of one

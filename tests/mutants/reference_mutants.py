@@ -929,6 +929,15 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "which the operator (deciding once, for one column) never takes",
     ),
     SourceMutant(
+        "multi-column-work-unchecked", "reference.networked.matrix_free",
+        "MatrixFreeOperator.check_columns",
+        "if columns <= 1 or columns in self._columns_checked:", "if True:",
+        "bound", ("test_matrix_free_slabs::test_per_agent_values_on_the_operator_are_checked_"
+                  "for_their_columns",),
+        "work on several columns at once (per-agent value solves, multi-column applications) "
+        "is not checked against the memory limit, which the operator checked for one column",
+    ),
+    SourceMutant(
         "plan-floor-without-slab-additions", "reference.networked.matrix_free", "_solve_depth",
         "plan.transpose_depth + extra", "plan.transpose_depth",
         "bound", ("test_matrix_free_slabs::test_the_plan_chosen_for_an_accuracy_reaches_it_in_"
