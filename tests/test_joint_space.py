@@ -197,3 +197,33 @@ def test_grouped_routes_name_the_bad_set(sets: list[object], fragment: str) -> N
         space.marginals(np.zeros(6), sets)  # type: ignore[arg-type]
     with pytest.raises(ModelError, match=pattern):
         space.add_lifts(np.zeros(6), [np.zeros(1)] * len(sets), sets)  # type: ignore[arg-type]
+
+
+def test_a_set_beyond_the_block_cap_is_lifted_without_a_joint_table() -> None:
+    """A set whose own table exceeds the block cap (a star's centre observing every agent)
+    forms a block alone: its table is added into ``out`` as it stands, as ``add_lift`` does,
+    not first copied onto a zeroed block table of ``|S|`` entries (one pass, not three, and
+    no joint-sized temporary).  The other blocks' tables have at most ``|S| / 16`` entries,
+    and numpy's broadcast additions buffer 8192 entries at a time, so at ``2^18`` joint
+    states the tracemalloc peak stays below half a joint vector."""
+    import tracemalloc
+
+    n = 18
+    space = JointSpace((2,) * n)
+    sets = (tuple(range(n)), *((i, i + 1) for i in range(n - 1)))
+    rng = np.random.default_rng(2)
+    tables = [rng.standard_normal(space.sub_size(k)) for k in sets]
+    out = rng.standard_normal(space.size)
+    want = out.copy()
+    for table, agents in zip(tables, sets, strict=True):
+        space.add_lift(want, table, agents)
+    tracemalloc.start()
+    try:
+        space.add_lifts(out, tables, sets)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * space.size // 2, peak / (8 * space.size)
+    # the whole set's table is added first on both routes, then the pairs' block on one
+    tol = summation_tolerance(n, max(float(np.max(np.abs(t))) for t in (*tables, want)))
+    np.testing.assert_allclose(out, want, rtol=0, atol=2 * tol)

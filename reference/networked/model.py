@@ -243,7 +243,8 @@ class JointSpace:
 
         The sets are gathered into blocks ``U`` as in :meth:`marginals`; the tables of one
         block are first added up on the block's own table (``T_U(z) = sum_k T_k(z_{K_k})``,
-        small), which is then added into ``out`` by one broadcast
+        small), which is then added into ``out`` by one broadcast; a block of one set (a set
+        whose own table exceeds the cap always is one) adds its table as it stands
         (``proofs_notes/matrix-free.md#joint-tables``).
 
         Args:
@@ -267,6 +268,9 @@ class JointSpace:
         if out.shape != (self.size,):
             raise ModelError(f"out has shape {out.shape}, expected ({self.size},)")
         for union, members in _blocks(self.sizes, tuple(sets), _block_entries(self.size)):
+            if len(members) == 1:  # alone (a set beyond the cap always is): added as it stands
+                self.add_lift(out, tables[members[0]], sets[members[0]])
+                continue
             shape = tuple(self.sizes[j] for j in union)
             total = np.zeros(shape, dtype=np.result_type(out, *(tables[k] for k in members)))
             for k in members:

@@ -643,6 +643,14 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "each block's summed table leaves out its first set's table",
     ),
     SourceMutant(
+        "lone-set-lifted-through-a-block-table", "reference.networked.model",
+        "JointSpace.add_lifts", "if len(members) == 1:", "if False:",
+        "bound", ("test_joint_space::test_a_set_beyond_the_block_cap_is_lifted_without_a_joint_"
+                  "table",),
+        "a set alone in its block (one beyond the cap: a joint-sized table) is copied onto a "
+        "zeroed block table before it is lifted (a temporary of |S| floats, same sums)",
+    ),
+    SourceMutant(
         "block-table-axes-out-of-order", "reference.networked.model", "_table_marginal",
         "shape = tuple(sizes[j] for j in union)", "shape = tuple(sorted(sizes[j] for j in union))",
         "formula", ("test_joint_space::test_grouped_marginals_and_lifts_are_the_per_set_ones",),
