@@ -603,8 +603,10 @@ def matrix_free_memory(
     """Predicted peak bytes of an exact gradient with :class:`MatrixFreeOperator`.
 
     The larger of the solve phase and the gradient phase, plus what both hold.  Solves:
-    ``2 columns buffer_floats`` for the two work buffers of the contractions, ``columns |S|``
-    for an application's result, and the Krylov vectors of ``|S|`` floats
+    ``2 columns buffer_floats`` for the two work buffers of an application of ``columns``
+    columns, ``columns |S|`` for its result (a solve takes its columns one at a time, so
+    this bounds its applications too; :meth:`MatrixFreeOperator.check_columns`), and the
+    Krylov vectors of ``|S|`` floats
     (``restart + 5`` for GMRES, ``7 + 5`` for BiCGSTAB, ``5`` for the fixed point).
     Gradient: :meth:`ContractionPlan.reverse_floats` for the reverse-mode differentiation of
     one application (:meth:`MatrixFreeOperator.factor_gradients`), whole or in slabs, when it

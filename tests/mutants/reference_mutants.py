@@ -659,7 +659,7 @@ MUTANTS: tuple[SourceMutant, ...] = (
     SourceMutant(
         "joint-blocks-without-a-cap", "reference.networked.model", "_blocks",
         "if prod(sizes[j] for j in union) <= cap:", "if True:",
-        "formula", ("test_joint_space::test_radius_one_observations_of_a_ring_take_two_passes",),
+        "bound", ("test_joint_space::test_radius_one_observations_of_a_ring_take_two_passes",),
         "every set joins one block, whose table may be as large as the joint vector (the "
         "grouped marginals then cost a table of |S| per block; same sums)",
     ),
