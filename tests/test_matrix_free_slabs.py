@@ -413,12 +413,14 @@ def test_the_prediction_for_several_columns_takes_the_operators_slabs() -> None:
 
 
 def test_per_agent_values_on_the_operator_are_checked_for_their_columns() -> None:
-    """``values="per-agent"`` solves for ``n`` right-hand sides at once: the rewards, the
-    solutions and their stacked copy are ``3 n |S|`` floats beside the one-column gradient the
-    operator was checked for when it was built.  On a ring of 12 binary agents the
-    tracemalloc peak is about twice that prediction, so under a limit the one-column gradient
-    fits (and stays within) the per-agent solve, and ``per_agent_values``, are refused before
-    any value is solved for; under the ``n``-column prediction they run within it."""
+    """``values="per-agent"`` solves for ``n`` right-hand sides, one column at a time: the
+    rewards, the solutions and their stacked copy are ``3 n |S|`` floats beside the
+    one-column gradient the operator was checked for when it was built, and the work buffers
+    stay those of one column.  On a ring of 12 binary agents the tracemalloc peak is about
+    twice the one-column prediction, so under a limit that prediction fits the per-agent
+    solve, and ``per_agent_values``, are refused before any value is solved for; under the
+    prediction for 12 right-hand sides solved one at a time they run within it, well below
+    the prediction for applications of 12 columns at once (which would refuse them)."""
     rng = np.random.default_rng(5)
     model = _model(Graph.ring(12), (2,) * 12, rng)
     pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
@@ -426,7 +428,10 @@ def test_per_agent_values_on_the_operator_are_checked_for_their_columns() -> Non
     plan = matrix_free.plan_for_accuracy(model, 1, matrix_free.DEFAULT_ACCURACY)
     assert plan is not None
     one = matrix_free.matrix_free_memory(model, plan, memory_limit=1 << 40)
-    many = matrix_free.matrix_free_memory(model, plan, columns=12, memory_limit=1 << 40)
+    solves = matrix_free.matrix_free_memory(
+        model, plan, columns=12, applied=1, memory_limit=1 << 40
+    )
+    wide = matrix_free.matrix_free_memory(model, plan, columns=12, memory_limit=1 << 40)
     team_op = MatrixFreeOperator(model, pol, memory_limit=one, threads=1)
     team = solve(model, pol, utils, operator=team_op, values="team")
     with pytest.raises(MemoryLimitError, match="12 right-hand sides"):
@@ -435,10 +440,13 @@ def test_per_agent_values_on_the_operator_are_checked_for_their_columns() -> Non
         per_agent_values(model, pol, team, memory_limit=one)
     tracemalloc.start()
     try:
-        op = MatrixFreeOperator(model, pol, memory_limit=many, threads=1)
+        op = MatrixFreeOperator(model, pol, memory_limit=solves, threads=1)
         full = solve(model, pol, utils, operator=op, values="per-agent")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert full.shadow_values is not None and full.shadow_values.shape == (plan.n_joint, 12)
-    assert one < peak <= many, (one, peak, many)
+    assert one < peak <= solves < wide, (one, peak, solves, wide)
+    # an application of 12 columns at once holds 12 times the work buffers: refused there
+    with pytest.raises(MemoryLimitError, match="12 right-hand sides"):
+        op.apply(full.shadow_values)

@@ -362,7 +362,7 @@ def solve(
         return _solve_dense(op, utilities, per_agent)
     n = model.n
     if per_agent and isinstance(op, MatrixFreeOperator):
-        op.check_columns(n)  # before the occupancy solve, not at the value solve
+        op.check_columns(n, solve=True)  # before the occupancy solve, not at the value solve
     states = model.states
     occ_solve = op.solve_occupancy(model.joint_rho())
     lam_S = occ_solve.x

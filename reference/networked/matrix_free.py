@@ -599,14 +599,15 @@ def matrix_free_memory(
     solver: str = "bicgstab",
     memory_limit: float | None = None,
     slabs: int | None = None,
+    applied: int | None = None,
 ) -> int:
     """Predicted peak bytes of an exact gradient with :class:`MatrixFreeOperator`.
 
     The larger of the solve phase and the gradient phase, plus what both hold.  Solves:
-    ``2 columns buffer_floats`` for the two work buffers of an application of ``columns``
-    columns, ``columns |S|`` for its result (a solve takes its columns one at a time, so
-    this bounds its applications too; :meth:`MatrixFreeOperator.check_columns`), and the
-    Krylov vectors of ``|S|`` floats
+    ``2 applied buffer_floats`` for the two work buffers of an application of ``applied``
+    columns at once (default ``columns``; a solve of ``columns`` right-hand sides takes them
+    one at a time, ``applied = 1``: :meth:`MatrixFreeOperator.check_columns`),
+    ``applied |S|`` for its result, and the Krylov vectors of ``|S|`` floats
     (``restart + 5`` for GMRES, ``7 + 5`` for BiCGSTAB, ``5`` for the fixed point).
     Gradient: :meth:`ContractionPlan.reverse_floats` for the reverse-mode differentiation of
     one application (:meth:`MatrixFreeOperator.factor_gradients`), whole or in slabs, when it
@@ -632,7 +633,8 @@ def matrix_free_memory(
     factors = _factor_floats(model, plan)
     krylov = {"gmres": restart + 5, "fixed-point": 5}.get(solver, _BICGSTAB_VECTORS + 5)
     buffer = plan.slab_buffer_floats(slabs)
-    solving = 2 * columns * buffer + columns * n_joint + krylov * n_joint
+    width = columns if applied is None else applied
+    solving = 2 * width * buffer + width * n_joint + krylov * n_joint
     held = _held_floats(columns) * n_joint
     reverse = reverse_forms_slabs(model, plan, memory_limit)
     if reverse:
@@ -1564,7 +1566,8 @@ class MatrixFreeOperator:
         self._work: tuple[FloatArray, FloatArray] | None = None
         self._krylov: list[FloatArray] | None = None
         self._solves: list[FloatArray] | None = None
-        self._columns_checked: set[int] = set()  # column counts that fit the limit
+        # (columns, solve) pairs that fit the limit (check_columns)
+        self._columns_checked: set[tuple[int, bool]] = set()
         # rho: product of the largest float row sums, each within (|S_i| - 1) eps of the true
         # sum of the float entries, plus n roundings of the product
         row_max = [float(np.max(f.sum(axis=-1))) for f in self.factors]
@@ -1585,26 +1588,29 @@ class MatrixFreeOperator:
         """``|S|``."""
         return self.plan.n_joint
 
-    def check_columns(self, columns: int) -> None:
-        """Raise :class:`~reference.errors.MemoryLimitError` when work on ``columns`` columns
-        at once does not fit the memory limit: :func:`matrix_free_memory` for that many
-        columns, with this operator's restart, solver and slabs (its construction checked
-        one).  Multi-column applications hold ``columns`` times the work buffers, and a solve
-        of ``columns`` right-hand sides (``values="per-agent"``: ``n``) the right-hand sides,
-        the solutions and their stacked copy; both are within that prediction.  Called by
-        every multi-column application and solve before it allocates anything."""
-        if columns <= 1 or columns in self._columns_checked:
+    def check_columns(self, columns: int, *, solve: bool = False) -> None:
+        """Raise :class:`~reference.errors.MemoryLimitError` when work on ``columns``
+        columns does not fit the memory limit: :func:`matrix_free_memory` for ``columns``
+        right-hand sides, with this operator's restart, solver and slabs (its construction
+        checked one).  An application of ``columns`` columns at once holds ``columns`` times
+        the work buffers; a solve (``solve=True``; ``values="per-agent"``: ``n`` columns)
+        takes its columns one at a time (``applied = 1``) and holds the right-hand sides, the
+        solutions and their stacked copy.  Called by every multi-column application and
+        solve before it allocates anything."""
+        key = (columns, solve)
+        if columns <= 1 or key in self._columns_checked:
             return
         check_memory(
             matrix_free_memory(
                 self.model, self.plan, restart=self.restart, columns=columns,
                 solver=self.solver, memory_limit=self._memory_limit, slabs=self.slabs,
+                applied=1 if solve else columns,
             ),
             f"{columns} right-hand sides on the matrix-free operator of {self.n_states} joint "
-            "states",
+            f"states ({'solved one at a time' if solve else 'applied at once'})",
             self._memory_limit,
         )
-        self._columns_checked.add(columns)
+        self._columns_checked.add(key)
 
     # ------------------------------------------------------------------ applications
     def _columns(self, v: FloatArray, name: str) -> tuple[FloatArray, int]:
@@ -1614,9 +1620,7 @@ class MatrixFreeOperator:
                 f"{name} has shape {arr.shape}, expected ({self.n_states},) or "
                 f"({self.n_states}, m)"
             )
-        cols = 1 if arr.ndim == 1 else int(arr.shape[1])
-        self.check_columns(cols)
-        return arr, cols
+        return arr, 1 if arr.ndim == 1 else int(arr.shape[1])
 
     def _workspace(self, floats: int) -> tuple[FloatArray, FloatArray]:
         """Two buffers of at least ``floats`` entries for the intermediates of one
@@ -1646,6 +1650,7 @@ class MatrixFreeOperator:
         """``sum_{s'} prod_i F_i[s_{D_i}, s'_i] v(s')`` for the factors behind ``matrices``
         (written into ``out``, of ``v``'s shape, when given)."""
         arr, cols = self._columns(v, "v")
+        self.check_columns(cols)
         result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
         self._contiguous(self._forward_chain, arr, cols, matrices, result)
         return result[:, 0] if arr.ndim == 1 else result
@@ -1656,6 +1661,7 @@ class MatrixFreeOperator:
         """The adjoint of :meth:`_forward`: the steps reversed with ``F_G`` transposed
         (written into ``out``, of ``u``'s shape, when given)."""
         arr, cols = self._columns(u, "u")
+        self.check_columns(cols)
         result = np.empty((self.n_states, cols)) if out is None else out.reshape(-1, cols)
         self._contiguous(self._backward_chain, arr, cols, matrices, result)
         return result[:, 0] if arr.ndim == 1 else result
@@ -2016,6 +2022,7 @@ class MatrixFreeOperator:
 
     def _solve(self, b: FloatArray, *, transpose: bool) -> LinearSolve:
         arr, cols = self._columns(b, "the right-hand side")
+        self.check_columns(cols, solve=True)
         flat = np.ascontiguousarray(arr).reshape(-1)
 
         def bad(piece: slice, scratch: FloatArray) -> tuple[float, ...]:

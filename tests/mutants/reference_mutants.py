@@ -939,11 +939,27 @@ MUTANTS: tuple[SourceMutant, ...] = (
     SourceMutant(
         "multi-column-work-unchecked", "reference.networked.matrix_free",
         "MatrixFreeOperator.check_columns",
-        "if columns <= 1 or columns in self._columns_checked:", "if True:",
+        "if columns <= 1 or key in self._columns_checked:", "if True:",
         "bound", ("test_matrix_free_slabs::test_per_agent_values_on_the_operator_are_checked_"
                   "for_their_columns",),
         "work on several columns at once (per-agent value solves, multi-column applications) "
         "is not checked against the memory limit, which the operator checked for one column",
+    ),
+    SourceMutant(
+        "solves-counted-as-wide-applications", "reference.networked.matrix_free",
+        "MatrixFreeOperator.check_columns", "applied=1 if solve else columns,", "applied=columns,",
+        "bound", ("test_matrix_free_slabs::test_per_agent_values_on_the_operator_are_checked_"
+                  "for_their_columns",),
+        "a solve of several right-hand sides is checked as one application of all its columns "
+        "(it takes them one at a time): per-agent values refused under limits they fit",
+    ),
+    SourceMutant(
+        "wide-applications-counted-as-solves", "reference.networked.matrix_free",
+        "MatrixFreeOperator.check_columns", "applied=1 if solve else columns,", "applied=1,",
+        "bound", ("test_matrix_free_slabs::test_per_agent_values_on_the_operator_are_checked_"
+                  "for_their_columns",),
+        "an application of several columns at once is checked with one column's work "
+        "buffers, which it holds as many times as it has columns",
     ),
     SourceMutant(
         "plan-floor-without-slab-additions", "reference.networked.matrix_free", "_solve_depth",
