@@ -227,3 +227,22 @@ def test_a_set_beyond_the_block_cap_is_lifted_without_a_joint_table() -> None:
     # the whole set's table is added first on both routes, then the pairs' block on one
     tol = summation_tolerance(n, max(float(np.max(np.abs(t))) for t in (*tables, want)))
     np.testing.assert_allclose(out, want, rtol=0, atol=2 * tol)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int32, np.int64])
+def test_marginals_of_integer_and_boolean_values_are_counts(dtype: type) -> None:
+    """A marginal sums, whatever the dtype: boolean values are counted (not or-ed) and small
+    integers are summed in numpy's default integer (not wrapped in their own width), on the
+    one-vector route as with trailing axes, and grouped (``marginals``) as per set."""
+    space = JointSpace((2, 3, 2, 2, 2, 2))
+    rng = np.random.default_rng(4)
+    values = (rng.integers(0, 2, size=space.size) * 100).astype(dtype)
+    sets = [(0,), (1, 2), (0, 2), ()]
+    wide = values.astype(np.int64)
+    for agents, grouped in zip(sets, space.marginals(values, sets), strict=True):
+        want = np.bincount(
+            space.sub_index(agents), weights=wide, minlength=space.sub_size(agents)
+        ).astype(np.int64)
+        np.testing.assert_array_equal(space.marginal(values, agents), want)
+        np.testing.assert_array_equal(space.marginal(values[:, None], agents)[:, 0], want)
+        np.testing.assert_array_equal(grouped, want)

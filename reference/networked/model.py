@@ -187,9 +187,11 @@ class JointSpace:
                 kept.append(s == k)
         drop = tuple(axis for axis, flag in enumerate(kept) if not flag)
         out: FloatArray
-        if not rest and drop and len(shape) <= 52:
+        if not rest and drop and len(shape) <= 52 and values.dtype.kind in "fc":
             # one vector: numpy's einsum sums it in one pass whatever the axis layout, where
-            # ndarray.sum over an outer axis with a short inner one takes several
+            # ndarray.sum over an outer axis with a short inner one takes several (floats
+            # only: einsum or-s booleans and sums integers in their own width, where sum
+            # counts and widens them)
             letters = [chr(ord("a") + k) if k < 26 else chr(ord("A") + k - 26)
                        for k in range(len(shape))]
             kept_letters = "".join(c for c, flag in zip(letters, kept, strict=True) if flag)

@@ -651,6 +651,14 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "zeroed block table before it is lifted (a temporary of |S| floats, same sums)",
     ),
     SourceMutant(
+        "marginal-einsum-for-every-dtype", "reference.networked.model", "JointSpace.marginal",
+        'if not rest and drop and len(shape) <= 52 and values.dtype.kind in "fc":',
+        "if not rest and drop and len(shape) <= 52:",
+        "formula", ("test_joint_space::test_marginals_of_integer_and_boolean_values_are_counts",),
+        "a marginal of one boolean or small-integer vector or-s the booleans and sums the "
+        "integers in their own width (wrapping), unlike the same marginal with trailing axes",
+    ),
+    SourceMutant(
         "block-table-axes-out-of-order", "reference.networked.model", "_table_marginal",
         "shape = tuple(sizes[j] for j in union)", "shape = tuple(sorted(sizes[j] for j in union))",
         "formula", ("test_joint_space::test_grouped_marginals_and_lifts_are_the_per_set_ones",),
