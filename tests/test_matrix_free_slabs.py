@@ -434,7 +434,7 @@ def test_per_agent_values_on_the_operator_are_checked_for_their_columns() -> Non
     wide = matrix_free.matrix_free_memory(model, plan, columns=12, memory_limit=1 << 40)
     team_op = MatrixFreeOperator(model, pol, memory_limit=one, threads=1)
     team = solve(model, pol, utils, operator=team_op, values="team")
-    with pytest.raises(MemoryLimitError, match="12 right-hand sides"):
+    with pytest.raises(MemoryLimitError, match=r"12 right-hand sides.*values='team'"):
         solve(model, pol, utils, operator=team_op, values="per-agent")
     with pytest.raises(MemoryLimitError, match="12 right-hand sides"):
         per_agent_values(model, pol, team, memory_limit=one)

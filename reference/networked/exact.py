@@ -37,7 +37,7 @@ import numpy as np
 import scipy.linalg
 
 from reference._arrays import EPS_F64, FloatArray, IntArray, frozen, read_only, streamed_empty
-from reference.errors import ModelError, SolverError
+from reference.errors import MemoryLimitError, ModelError, SolverError
 from reference.memory import check_memory
 from reference.networked.backends import BackendChoice, fused_route_for, transition_operator
 from reference.networked.matrix_free import MatrixFreeOperator, agent_forms_by_applications
@@ -362,7 +362,12 @@ def solve(
         return _solve_dense(op, utilities, per_agent)
     n = model.n
     if per_agent and isinstance(op, MatrixFreeOperator):
-        op.check_columns(n, solve=True)  # before the occupancy solve, not at the value solve
+        try:  # before the occupancy solve, not at the value solve
+            op.check_columns(n, solve=True)
+        except MemoryLimitError as err:
+            raise MemoryLimitError(
+                f"values='per-agent': {err}; values='team' solves one column"
+            ) from None
     states = model.states
     occ_solve = op.solve_occupancy(model.joint_rho())
     lam_S = occ_solve.x
