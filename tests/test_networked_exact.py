@@ -707,3 +707,84 @@ def test_batched_products_of_older_numpy_equal_the_gufuncs() -> None:
         np.testing.assert_allclose(np.vecmat(x, m), _vecmat_matmul(x, m), rtol=1e-14, atol=0)
         np.testing.assert_allclose(np.matvec(m, y), _matvec_matmul(m, y), rtol=1e-14, atol=0)
         np.testing.assert_allclose(np.vecdot(x, x), _vecdot_einsum(x, x), rtol=1e-14, atol=0)
+
+
+def test_the_occupancy_jacobian_is_checked_before_its_right_hand_sides() -> None:
+    """``local_occupancy_jacobian`` holds ``m = |O_i| |A_i|`` joint right-hand sides and
+    solutions.  Under a limit below :func:`occupancy_jacobian_bytes` it is refused before
+    anything of their size is allocated (the tracemalloc peak of the refused call stays below
+    one of them).  Above it, with the solve replaced by its known solution (a fresh copy, as a
+    solve returns; the solve's own work is the operator's to check), the measured peak of the
+    call's own arrays is within the prediction (and numpy's constant operand buffers) and above
+    90 % of it, so a term left out of the prediction, or an array held longer than it says, is
+    seen (line of 12 binary agents, ``|S| = 4096``, so that the ``|S|``-sized arrays dominate
+    the measurement)."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from reference.networked import (
+        MatrixFreeOperator,
+        local_occupancy_jacobian,
+        occupancy_jacobian_bytes,
+    )
+
+    rng = np.random.default_rng(3)
+    inst = line_message(12)
+    model = inst.model
+    pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
+    op = MatrixFreeOperator(model, pol)
+    lam_S = op.solve_occupancy(model.joint_rho()).x
+    i = 5
+    need = occupancy_jacobian_bytes(pol, i)
+    columns = pol.probs[i].size
+    size = model.states.size
+    assert need >= 8 * 2 * columns * size
+    solutions: list[np.ndarray] = []
+    real_solve = op.solve_occupancy
+
+    def recording(rhs: np.ndarray) -> object:
+        sol = real_solve(rhs)
+        solutions.append(np.array(sol.x))
+        return sol
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(op, "solve_occupancy", recording)
+        want = local_occupancy_jacobian(op, lam_S, i)  # also builds what op and pol keep
+    tracemalloc.start()
+    try:
+        held = tracemalloc.get_traced_memory()[0]
+        with pytest.raises(MemoryLimitError, match=f"occupancy Jacobian of agent {i}"):
+            local_occupancy_jacobian(op, lam_S, i, memory_limit=need - 1)
+        refused = tracemalloc.get_traced_memory()[1] - held
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(op, "solve_occupancy", lambda rhs: SimpleNamespace(x=solutions[0].copy()))
+            tracemalloc.reset_peak()
+            held = tracemalloc.get_traced_memory()[0]
+            jac = local_occupancy_jacobian(op, lam_S, i, memory_limit=need)
+            peak = tracemalloc.get_traced_memory()[1] - held
+    finally:
+        tracemalloc.stop()
+    assert refused < 8 * columns * size
+    # numpy's broadcasting products buffer their operands: a constant of np.getbufsize()
+    # elements per operand (two inputs and the output), whatever |S| (measured: 132.6 KiB at
+    # |S| = 4096 and at 65536)
+    buffers = 3 * 8 * np.getbufsize()
+    assert 0.9 * need <= peak <= need + buffers, (peak, need, buffers)
+    for got, expected in zip(jac, want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    # the chain-rule gradient passes its own limit down to every agent's Jacobian
+    from reference.networked import exact
+
+    limits: list[float | None] = []
+    real = exact.local_occupancy_jacobian
+
+    def recorded(*args: object, memory_limit: float | None = None) -> object:
+        limits.append(memory_limit)
+        return real(*args, memory_limit=memory_limit)  # type: ignore[arg-type]
+
+    small = line_message(5)
+    small_pol = LocalizedSoftmaxPolicy.random(small.model, 1, rng)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exact, "local_occupancy_jacobian", recorded)
+        gradient_chain_rule(small.model, small_pol, small.utilities(), memory_limit=1 << 30)
+    assert limits == [1 << 30] * small.model.n

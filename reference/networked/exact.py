@@ -69,6 +69,7 @@ __all__ = [
     "local_occupancies",
     "local_occupancy_jacobian",
     "objective",
+    "occupancy_jacobian_bytes",
     "per_agent_values",
     "policy_reward_tables",
     "score_contraction",
@@ -863,8 +864,30 @@ def gradient_norm(gradient: Sequence[FloatArray]) -> float:
     return float(np.sqrt(sum(float(np.sum(np.square(g))) for g in gradient)))
 
 
+def occupancy_jacobian_bytes(policy: LocalizedSoftmaxPolicy, i: int) -> int:
+    """Predicted peak bytes of :func:`local_occupancy_jacobian` for agent ``i``, besides the
+    occupancy solve's own work (which the operator checks itself) and the cached observation
+    index.  With ``m = |O_i| |A_i|`` right-hand sides, ``a = |A_i|`` and ``|S|`` joint states,
+    in floats of ``|S|``: building the right-hand sides holds them (``m``), ``pi_i`` (``a``),
+    the mask and its float copy of the indicator (2), one ``u_{ob}`` with its two
+    temporaries (``3a``) and an agent application's result and its scaled copy (2); the
+    solve holds the right-hand sides and the solutions (``2m``); then, the right-hand sides
+    released, the solutions, ``pi_j`` and the weighted columns ``d lam_S pi_j``
+    (``m + a_j (m + 1)``), one agent ``j`` at a time."""
+    model = policy.model
+    n_obs, n_act = (int(k) for k in policy.probs[i].shape)
+    m = n_obs * n_act
+    widest = max(model.n_actions)
+    floats = max(m + 4 * n_act + 4, 2 * m, m + widest * (m + 1))
+    return 8 * floats * model.states.size
+
+
 def local_occupancy_jacobian(
-    op: TransitionOperator, lam_S: FloatArray, i: int
+    op: TransitionOperator,
+    lam_S: FloatArray,
+    i: int,
+    *,
+    memory_limit: float | None = None,
 ) -> tuple[FloatArray, ...]:
     """``d lam_j / d theta_i`` for every agent ``j``, shape ``(|S_j|, |A_j|, |O_i|, |A_i|)``.
 
@@ -874,9 +897,18 @@ def local_occupancy_jacobian(
     ``u_{ob}(s, c) = lam_S(s) 1[o_i(s) = o] pi_i(c|o) (1[c = b] - pi_i(b|o))``; then
     ``d lam_j = scatter_j(d lam_S pi_j) + 1[j = i] scatter_i(u_{ob})``
     (``proofs_notes/shadow-reward-gradient.md#route-2``).
+
+    Its ``|O_i| |A_i|`` joint right-hand sides and solutions are checked against the memory
+    limit (:func:`occupancy_jacobian_bytes`) before anything of their size is allocated.
     """
     policy, model = op.policy, op.model
     states = model.states
+    check_memory(
+        occupancy_jacobian_bytes(policy, i),
+        f"the occupancy Jacobian of agent {i} ({policy.probs[i].size} right-hand sides of "
+        f"{states.size} joint states)",
+        memory_limit,
+    )
     n_obs, n_act = policy.probs[i].shape
     obs = policy.observation_index(i)
     pi_i = policy.local_action_probs(i)
@@ -889,13 +921,17 @@ def local_occupancy_jacobian(
             u = mask[:, None] * pi_i * ((np.arange(n_act) == b) - pi_i[:, b : b + 1])
             rhs[:, o * n_act + b] = model.gamma * op.apply_agent_transpose(i, u)
             direct[:, :, o * n_act + b] = states.marginal(u, (i,))
+    del pi_i, mask, u  # not held through the solve
     d_lam_S = op.solve_occupancy(rhs).x
+    del rhs  # not held beside the weighted columns below
     out = []
     for j in range(model.n):
         pi_j = policy.local_action_probs(j)
         n_sj, n_aj = model.n_states[j], model.n_actions[j]
-        cols = np.einsum("sm,sa->sam", d_lam_S, pi_j).reshape(nS, n_aj * n_obs * n_act)
+        # d lam_S(s) pi_j(a | s) by one broadcast product (no temporary beside it)
+        cols = (d_lam_S[:, None, :] * pi_j[:, :, None]).reshape(nS, n_aj * n_obs * n_act)
         jac = states.marginal(cols, (j,)).reshape(n_sj, n_aj, n_obs * n_act)
+        del pi_j, cols
         if j == i:
             jac = jac + direct
         out.append(jac.reshape(n_sj, n_aj, n_obs, n_act))
@@ -923,7 +959,7 @@ def gradient_chain_rule(
     rewards = [f.gradient(lam) for f, lam in zip(utilities, occ, strict=True)]
     grads = []
     for i in range(model.n):
-        jac = local_occupancy_jacobian(op, lam_S, i)
+        jac = local_occupancy_jacobian(op, lam_S, i, memory_limit=memory_limit)
         total = sum(
             np.einsum("ja,jaob->ob", r_j, J_j) for r_j, J_j in zip(rewards, jac, strict=True)
         )

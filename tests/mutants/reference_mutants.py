@@ -672,6 +672,27 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "grouped marginals then cost a table of |S| per block; same sums)",
     ),
     SourceMutant(
+        "occupancy-jacobian-unchecked", "reference.networked.exact", "local_occupancy_jacobian",
+        "        occupancy_jacobian_bytes(policy, i),\n", "        0,\n",
+        "bound", ("test_networked_exact::test_the_occupancy_jacobian_is_checked_before_its_"
+                  "right_hand_sides",),
+        "the occupancy Jacobian's joint right-hand sides allocated without a memory check",
+    ),
+    SourceMutant(
+        "occupancy-jacobian-keeps-its-right-hand-sides", "reference.networked.exact",
+        "local_occupancy_jacobian", "    del rhs  # not held", "    pass  # not held",
+        "bound", ("test_networked_exact::test_the_occupancy_jacobian_is_checked_before_its_"
+                  "right_hand_sides",),
+        "the right-hand sides held beside the weighted columns (more than predicted)",
+    ),
+    SourceMutant(
+        "occupancy-jacobian-bytes-without-the-solutions", "reference.networked.exact",
+        "occupancy_jacobian_bytes", "m + widest * (m + 1))", "widest * (m + 1))",
+        "bound", ("test_networked_exact::test_the_occupancy_jacobian_is_checked_before_its_"
+                  "right_hand_sides",),
+        "the prediction leaves out the solutions held beside the weighted columns",
+    ),
+    SourceMutant(
         "networked-gradient-without-discount", "reference.networked.exact", "solve",
         "q_i += model.gamma * forms[i]", "q_i += forms[i]",
         "formula", ("test_matrix_free::test_exact_gradient_agrees_on_named_graphs",),
