@@ -151,15 +151,9 @@ def ring_instance(n: int, beta: int, seed: int) -> RingInstance:
     child = np.random.SeedSequence(seed, spawn_key=(n,))
     rng = np.random.default_rng(child)
     graph = Graph.ring(n)
-    kernels = tuple(
-        rng.dirichlet(
-            np.ones(LOCAL_STATES),
-            size=(LOCAL_STATES ** len(graph.neighbourhood(i, 1)), LOCAL_ACTIONS),
-        )
-        for i in range(n)
+    model = NetworkedMDP.random(
+        graph, (LOCAL_STATES,) * n, (LOCAL_ACTIONS,) * n, rng, gamma=GAMMA
     )
-    rho = tuple(rng.dirichlet(np.ones(LOCAL_STATES)) for _ in range(n))
-    model = NetworkedMDP(graph, (LOCAL_STATES,) * n, (LOCAL_ACTIONS,) * n, kernels, GAMMA, rho)
     policy = LocalizedSoftmaxPolicy.random(model, beta, rng)
     utilities = tuple(
         EntropyUtility((LOCAL_STATES, LOCAL_ACTIONS), GAMMA, ENTROPY_FLOOR) for _ in range(n)

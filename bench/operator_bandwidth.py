@@ -67,12 +67,7 @@ def instance(n: int, seed: int, local: int = 2, graph_name: str = "ring") -> Net
     key = (n,) if local == 2 else (n, local)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
     graph = Graph.ring(n) if graph_name == "ring" else Graph.line(n)
-    kernels = tuple(
-        rng.dirichlet(np.ones(local), size=(local ** len(graph.neighbourhood(i)), local))
-        for i in range(n)
-    )
-    rho = tuple(rng.dirichlet(np.ones(local)) for _ in range(n))
-    return NetworkedMDP(graph, (local,) * n, (local,) * n, kernels, 0.9, rho)
+    return NetworkedMDP.random(graph, (local,) * n, (local,) * n, rng)
 
 
 def plan_bytes(op: MatrixFreeOperator) -> int:

@@ -90,11 +90,7 @@ def ring_instance(n: int, seed: int) -> tuple[NetworkedMDP, LocalizedSoftmaxPoli
     """Binary ring with Dirichlet(1, 1) kernel rows and ``rho_i``, random policy (``beta = 1``)."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(n,)))
     graph = Graph.ring(n)
-    kernels = tuple(
-        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i, 1)), 2)) for i in range(n)
-    )
-    rho = tuple(rng.dirichlet(np.ones(2)) for _ in range(n))
-    model = NetworkedMDP(graph, (2,) * n, (2,) * n, kernels, GAMMA, rho)
+    model = NetworkedMDP.random(graph, (2,) * n, (2,) * n, rng, gamma=GAMMA)
     return model, LocalizedSoftmaxPolicy.random(model, BETA, rng)
 
 

@@ -174,6 +174,18 @@ CASES = [
     Case("line-message with one agent", lambda: line_message(1), errors.ModelError, ("n = 1",)),
     Case("operator of another policy", lambda: _solve_with_foreign_operator(), errors.ModelError,
          ("operator", "different")),
+    Case("random model from a seed", lambda: NetworkedMDP.random(Graph.ring(3), (2,) * 3, (2,) * 3,
+                                                                  0),  # type: ignore[arg-type]
+         errors.ModelError, ("rng = 0", "np.random.default_rng(0)")),
+    Case("random model rho", lambda: NetworkedMDP.random(Graph.ring(3), (2,) * 3, (2,) * 3,
+                                                          np.random.default_rng(0), rho="flat"),
+         errors.ModelError, ("rho = 'flat'", "'uniform'")),
+    Case("random model state count", lambda: NetworkedMDP.random(
+        Graph.ring(3), (2, 0, 2), (2,) * 3, np.random.default_rng(0)),
+         errors.ModelError, ("n_states[1] = 0",)),
+    Case("random model agent count", lambda: NetworkedMDP.random(
+        Graph.ring(3), (2,) * 2, (2,) * 3, np.random.default_rng(0)),
+         errors.ModelError, ("2 state counts", "3 agents")),
 ]
 
 

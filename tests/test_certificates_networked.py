@@ -37,12 +37,7 @@ EPS = float(np.finfo(np.float64).eps)
 
 def _binary(graph: Graph, rng: np.random.Generator, gamma: float = 0.9) -> NetworkedMDP:
     """Binary states and actions on ``graph``, Dirichlet(1, 1) kernel rows and local rho."""
-    kernels = tuple(
-        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2))
-        for i in range(graph.n)
-    )
-    rho = tuple(rng.dirichlet(np.ones(2)) for _ in range(graph.n))
-    return NetworkedMDP(graph, (2,) * graph.n, (2,) * graph.n, kernels, gamma, rho)
+    return NetworkedMDP.random(graph, (2,) * graph.n, (2,) * graph.n, rng, gamma=gamma)
 
 
 def _big_rewards(model: NetworkedMDP, rng: np.random.Generator) -> tuple[LinearUtility, ...]:

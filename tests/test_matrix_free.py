@@ -56,12 +56,7 @@ _ACCURACY = 1e-11
 
 def _binary(graph: Graph, rng: np.random.Generator, gamma: float = 0.9) -> NetworkedMDP:
     """Binary states and actions on ``graph``, Dirichlet(1, 1) kernel rows and local rho."""
-    kernels = tuple(
-        rng.dirichlet(np.ones(2), size=(2 ** len(graph.neighbourhood(i)), 2))
-        for i in range(graph.n)
-    )
-    rho = tuple(rng.dirichlet(np.ones(2)) for _ in range(graph.n))
-    return NetworkedMDP(graph, (2,) * graph.n, (2,) * graph.n, kernels, gamma, rho)
+    return NetworkedMDP.random(graph, (2,) * graph.n, (2,) * graph.n, rng, gamma=gamma)
 
 
 # ---------------------------------------------------------------------- the plan
@@ -169,11 +164,7 @@ def test_split_blas_products_give_the_same_operator(
     rng = np.random.default_rng(limit)
     graph = Graph.ring(5)
     sizes = (3, 2, 3, 2, 3)
-    kernels = tuple(
-        rng.dirichlet(np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), 2))
-        for i in range(5)
-    )
-    model = NetworkedMDP(graph, sizes, (2,) * 5, kernels, 0.9, tuple(np.ones(k) / k for k in sizes))
+    model = NetworkedMDP.random(graph, sizes, (2,) * 5, rng, rho="uniform")
     pol = LocalizedSoftmaxPolicy.random(model, 1, rng)
     for max_group in (1, 8):
         op = MatrixFreeOperator(model, pol, plan=contraction_plan(model, 1, max_group=max_group))

@@ -47,16 +47,9 @@ def _dirichlet_model(
     """Local state counts ``sizes`` on ``graph``, ``actions`` actions per agent, Dirichlet(1, ...)
     kernel rows drawn agent by agent, then the local initial distributions: Dirichlet draws
     with ``dirichlet_rho``, else uniform; ``gamma = 0.9``."""
-    kernels = tuple(
-        rng.dirichlet(
-            np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), actions)
-        )
-        for i in range(graph.n)
+    return NetworkedMDP.random(
+        graph, sizes, (actions,) * graph.n, rng, rho="dirichlet" if dirichlet_rho else "uniform"
     )
-    rho = tuple(
-        rng.dirichlet(np.ones(k)) if dirichlet_rho else np.ones(k) / k for k in sizes
-    )
-    return NetworkedMDP(graph, sizes, (actions,) * graph.n, kernels, 0.9, rho)
 
 
 def _count_factor_gradients(patch: pytest.MonkeyPatch) -> list[int]:

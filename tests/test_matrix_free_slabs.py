@@ -6,7 +6,6 @@ predicted is the memory used."""
 from __future__ import annotations
 
 import tracemalloc
-from math import prod
 
 import numpy as np
 import pytest
@@ -39,12 +38,7 @@ _MODELS = mst.networked_mdps(
 def _model(graph: Graph, sizes: tuple[int, ...], rng: np.random.Generator) -> NetworkedMDP:
     """Local state counts ``sizes`` on ``graph``, two actions each, Dirichlet(1, ...) kernel
     rows and initial distributions, ``gamma = 0.9``."""
-    kernels = tuple(
-        rng.dirichlet(np.ones(sizes[i]), size=(prod(sizes[j] for j in graph.neighbourhood(i)), 2))
-        for i in range(graph.n)
-    )
-    rho = tuple(rng.dirichlet(np.ones(k)) for k in sizes)
-    return NetworkedMDP(graph, sizes, (2,) * graph.n, kernels, 0.9, rho)
+    return NetworkedMDP.random(graph, sizes, (2,) * graph.n, rng)
 
 
 def _slab_count(model: NetworkedMDP, beta: int) -> int:

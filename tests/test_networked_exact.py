@@ -788,3 +788,30 @@ def test_the_occupancy_jacobian_is_checked_before_its_right_hand_sides() -> None
         patch.setattr(exact, "local_occupancy_jacobian", recorded)
         gradient_chain_rule(small.model, small_pol, small.utilities(), memory_limit=1 << 30)
     assert limits == [1 << 30] * small.model.n
+
+
+@pytest.mark.parametrize("rho", ["dirichlet", "uniform"])
+def test_random_models_draw_in_the_documented_order(rho: str) -> None:
+    """``NetworkedMDP.random`` against the draws written out: one Dirichlet(1, ..., 1) call per
+    agent for its kernel rows, then the local initial distributions (Dirichlet draws, or
+    uniform with nothing drawn, so the generator is left where the kernels left it); mixed
+    local sizes on a star, whose centre's kernel has the most rows."""
+    graph = Graph.star(4)
+    states, actions = (3, 2, 1, 2), (2, 3, 1, 2)
+    model = NetworkedMDP.random(
+        graph, states, actions, np.random.default_rng(11), gamma=0.8, rho=rho
+    )
+    rng = np.random.default_rng(11)
+    for i in range(4):
+        rows = int(np.prod([states[j] for j in graph.neighbourhood(i)]))
+        np.testing.assert_array_equal(
+            model.kernels[i], rng.dirichlet(np.ones(states[i]), size=(rows, actions[i]))
+        )
+    for k, r in zip(states, model.rho, strict=True):
+        want = rng.dirichlet(np.ones(k)) if rho == "dirichlet" else np.ones(k) / k
+        np.testing.assert_array_equal(r, want)
+    assert model.gamma == 0.8 and model.n_states == states and model.n_actions == actions
+    # the generator is left exactly where the written-out draws leave it
+    used = np.random.default_rng(11)
+    NetworkedMDP.random(graph, states, actions, used, rho=rho)
+    assert used.random() == rng.random()

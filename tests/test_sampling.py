@@ -24,8 +24,6 @@ the one-step check has power against a wrong agent order.
 
 from __future__ import annotations
 
-from math import prod
-
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -77,12 +75,7 @@ def ring_model(
     g = Graph.ring(n)
     n_states = tuple(int(x) for x in rng.choice(states, size=n))
     n_actions = tuple(int(x) for x in rng.choice(actions, size=n))
-    kernels = []
-    for i in range(n):
-        rows = prod(n_states[j] for j in g.neighbourhood(i, 1))
-        kernels.append(rng.dirichlet(np.ones(n_states[i]), size=(rows, n_actions[i])))
-    rho = tuple(rng.dirichlet(np.ones(k)) for k in n_states)
-    return NetworkedMDP(g, n_states, n_actions, tuple(kernels), 0.9, rho)
+    return NetworkedMDP.random(g, n_states, n_actions, rng)
 
 
 def one_step_law(model: NetworkedMDP, policy: LocalizedSoftmaxPolicy) -> np.ndarray:

@@ -30,6 +30,7 @@ from reference._arrays import (
     as_float_array,
     check_distribution_rows,
     check_gamma,
+    check_rng,
     frozen,
     streamed_empty,
 )
@@ -443,6 +444,54 @@ class NetworkedMDP(FrozenArrays):
         state = dict(self.__dict__)
         state.pop("derived", None)
         return state
+
+    @classmethod
+    def random(
+        cls,
+        graph: Graph,
+        n_states: Sequence[int],
+        n_actions: Sequence[int],
+        rng: np.random.Generator,
+        *,
+        gamma: float = 0.9,
+        rho: str = "dirichlet",
+    ) -> NetworkedMDP:
+        """A random instance on ``graph``: every kernel row ``P_i(. | s_{N_i}, a_i)`` drawn
+        from Dirichlet(1, ..., 1), agent by agent (one ``rng.dirichlet`` call each, rows in the
+        kernel's own order), then the local initial distributions, Dirichlet(1, ..., 1) draws
+        (``rho="dirichlet"``) or uniform (``rho="uniform"``, nothing drawn).  The same ``rng``
+        state gives the same instance.
+
+        Raises:
+            ModelError: ``rng`` not a :class:`numpy.random.Generator`, ``rho`` not one of the
+                two names, a count that is not a positive integer, or counts that do not
+                match ``graph``.
+        """
+        rng = check_rng(rng)
+        if rho not in ("dirichlet", "uniform"):
+            raise ModelError(f"rho = {rho!r}, expected 'dirichlet' or 'uniform'")
+        states = tuple(n_states)
+        actions = tuple(n_actions)
+        for name, counts in (("n_states", states), ("n_actions", actions)):
+            for i, k in enumerate(counts):
+                if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+                    raise ModelError(f"{name}[{i}] = {k!r}, expected a positive integer")
+        if len(states) != graph.n or len(actions) != graph.n:
+            raise ModelError(
+                f"{len(states)} state counts and {len(actions)} action counts for "
+                f"{graph.n} agents"
+            )
+        kernels = tuple(
+            rng.dirichlet(
+                np.ones(states[i]),
+                size=(prod(states[j] for j in graph.neighbourhood(i)), actions[i]),
+            )
+            for i in range(graph.n)
+        )
+        initial = tuple(
+            rng.dirichlet(np.ones(k)) if rho == "dirichlet" else np.ones(k) / k for k in states
+        )
+        return cls(graph, states, actions, kernels, gamma, initial)
 
     @cached_property
     def actions(self) -> JointSpace:

@@ -693,6 +693,13 @@ MUTANTS: tuple[SourceMutant, ...] = (
         "the prediction leaves out the solutions held beside the weighted columns",
     ),
     SourceMutant(
+        "random-model-draws-a-uniform-rho", "reference.networked.model", "NetworkedMDP.random",
+        'rng.dirichlet(np.ones(k)) if rho == "dirichlet" else np.ones(k) / k',
+        '(rng.dirichlet(np.ones(k)), np.ones(k) / k)[rho != "dirichlet"]',
+        "formula", ("test_networked_exact::test_random_models_draw_in_the_documented_order",),
+        "a uniform rho still consumes Dirichlet draws, moving every later draw of the generator",
+    ),
+    SourceMutant(
         "networked-gradient-without-discount", "reference.networked.exact", "solve",
         "q_i += model.gamma * forms[i]", "q_i += forms[i]",
         "formula", ("test_matrix_free::test_exact_gradient_agrees_on_named_graphs",),

@@ -94,9 +94,7 @@ def _instance(seed: int) -> tuple[NetworkedMDP, LocalizedSoftmaxPolicy]:
     """Ring of 5 binary agents, Dirichlet(1, 1) kernel rows, beta = 1."""
     rng = np.random.default_rng(seed)
     graph = Graph.ring(5)
-    kernels = tuple(rng.dirichlet(np.ones(2), size=(8, 2)) for _ in range(5))
-    rho = tuple(rng.dirichlet(np.ones(2)) for _ in range(5))
-    model = NetworkedMDP(graph, (2,) * 5, (2,) * 5, kernels, 0.9, rho)
+    model = NetworkedMDP.random(graph, (2,) * 5, (2,) * 5, rng)
     return model, LocalizedSoftmaxPolicy.random(model, 1, rng)
 
 
